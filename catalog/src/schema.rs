@@ -1,0 +1,51 @@
+//! The catalog as a DataFusion schema provider.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::SchemaProvider;
+use datafusion::datasource::TableProvider;
+use datafusion::error::{DataFusionError, Result};
+
+use crate::table::RowKeyedTable;
+use crate::Catalog;
+
+/// How tables are shown to DataFusion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaMode {
+    /// As users see them.
+    Query,
+    /// With the hidden row-key column, for planning UPDATE and DELETE.
+    RowKeyed,
+}
+
+/// The `public` schema, backed by the catalog.
+#[derive(Debug)]
+pub struct EddySchemaProvider {
+    catalog: Arc<Catalog>,
+    mode: SchemaMode,
+}
+
+impl EddySchemaProvider {
+    pub fn new(catalog: Arc<Catalog>, mode: SchemaMode) -> Self {
+        EddySchemaProvider { catalog, mode }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for EddySchemaProvider {
+    fn table_names(&self) -> Vec<String> {
+        self.catalog.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        Ok(self.catalog.table(name).map(|t| match self.mode {
+            SchemaMode::Query => t as Arc<dyn TableProvider>,
+            SchemaMode::RowKeyed => Arc::new(RowKeyedTable::new(t)) as Arc<dyn TableProvider>,
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.catalog.table(name).is_some()
+    }
+}

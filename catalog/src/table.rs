@@ -1,0 +1,499 @@
+//! Local tables: their definition, and reading and writing their rows.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::catalog::Session;
+use datafusion::common::{Constraint, Constraints};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use eddy_storage::{Keyspace, Store, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{decode_rows, encode_rows};
+use crate::types::ColumnType;
+use crate::{CatalogError, Result};
+
+/// Name of the hidden column that carries each row's storage key in plans
+/// for UPDATE and DELETE (see [`RowKeyedTable`]).
+pub const ROW_KEY_COLUMN: &str = "__eddy_row_key";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    pub column_type: ColumnType,
+    pub nullable: bool,
+    /// The DEFAULT expression, as SQL text.
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub id: u64,
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    /// Indexes into `columns`; empty for a table without a primary key.
+    pub primary_key: Vec<usize>,
+}
+
+impl TableDef {
+    pub fn arrow_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| Field::new(&c.name, c.column_type.to_arrow(), c.nullable))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+/// A local table backed by the store.
+pub struct StoredTable {
+    def: TableDef,
+    schema: SchemaRef,
+    constraints: Constraints,
+    defaults: Vec<Option<Expr>>,
+    store: Store,
+    /// Orders rows by primary key; `None` for a heap table keyed by row id.
+    key_converter: Option<RowConverter>,
+    next_row_id: AtomicU64,
+    /// Serializes writers, so that key checks and commits do not interleave.
+    write_lock: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for StoredTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredTable")
+            .field("name", &self.def.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a write did, in rows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteCount {
+    pub rows: u64,
+}
+
+impl StoredTable {
+    pub(crate) fn new(
+        def: TableDef,
+        defaults: Vec<Option<Expr>>,
+        store: Store,
+        write_lock: Arc<Mutex<()>>,
+    ) -> Result<Self> {
+        let schema = def.arrow_schema();
+        let key_converter = if def.primary_key.is_empty() {
+            None
+        } else {
+            let fields = def
+                .primary_key
+                .iter()
+                .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+                .collect();
+            Some(RowConverter::new(fields)?)
+        };
+        let constraints = if def.primary_key.is_empty() {
+            Constraints::default()
+        } else {
+            Constraints::new_unverified(vec![Constraint::PrimaryKey(def.primary_key.clone())])
+        };
+        let prefix = Keyspace::TableRows.object_prefix(def.id);
+        let next_row_id = match (&key_converter, store.last_key(&prefix)?) {
+            (None, Some(last)) => row_id_of(&last[prefix.len()..]).map_or(0, |id| id + 1),
+            _ => 0,
+        };
+        Ok(StoredTable {
+            def,
+            schema,
+            constraints,
+            defaults,
+            store,
+            key_converter,
+            next_row_id: AtomicU64::new(next_row_id),
+            write_lock,
+        })
+    }
+
+    pub fn def(&self) -> &TableDef {
+        &self.def
+    }
+
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    pub fn arrow_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn prefix(&self) -> Vec<u8> {
+        Keyspace::TableRows.object_prefix(self.def.id)
+    }
+
+    /// Reads every row, with each row's storage key when `with_keys` is set.
+    pub fn read_all(&self, with_keys: bool) -> Result<RecordBatch> {
+        let prefix = self.prefix();
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for item in self.store.scan_prefix(&prefix) {
+            let (key, value) = item?;
+            if with_keys {
+                keys.push(key[prefix.len()..].to_vec());
+            }
+            values.push(value);
+        }
+        let types: Vec<DataType> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let mut columns = decode_rows(&types, values.iter().map(Vec::as_slice))?;
+        let mut schema = self.schema.clone();
+        if with_keys {
+            columns.push(Arc::new(BinaryArray::from_iter_values(keys.iter())));
+            schema = with_row_key(&schema);
+        }
+        let options =
+            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(values.len()));
+        Ok(RecordBatch::try_new_with_options(
+            schema, columns, &options,
+        )?)
+    }
+
+    /// Inserts rows whose columns match the table's schema.
+    pub fn insert(&self, batches: &[RecordBatch]) -> Result<WriteCount> {
+        let _guard = self.write_lock.lock().expect("table write lock poisoned");
+        let mut write = WriteBatch::new();
+        let mut new_keys = HashSet::new();
+        let mut rows = 0;
+        for batch in batches {
+            let columns = self.check_columns(batch)?;
+            rows += self.stage_inserts(&columns, &mut new_keys, &HashSet::new(), &mut write)?;
+        }
+        self.store.commit(write)?;
+        Ok(WriteCount { rows })
+    }
+
+    /// Deletes the rows with the given storage keys.
+    pub fn delete(&self, keys: &[Vec<u8>]) -> Result<WriteCount> {
+        let _guard = self.write_lock.lock().expect("table write lock poisoned");
+        let mut write = WriteBatch::new();
+        let unique: HashSet<&Vec<u8>> = keys.iter().collect();
+        for key in &unique {
+            write.delete(self.row_key(key));
+        }
+        self.store.commit(write)?;
+        Ok(WriteCount {
+            rows: unique.len() as u64,
+        })
+    }
+
+    /// Replaces the rows with storage keys `keys` by the rows of `batches`,
+    /// which has one row per key, in order.
+    pub fn update(&self, keys: &[Vec<u8>], batches: &[RecordBatch]) -> Result<WriteCount> {
+        let _guard = self.write_lock.lock().expect("table write lock poisoned");
+        let mut write = WriteBatch::new();
+        let mut seen_old = HashSet::new();
+        for key in keys {
+            if !seen_old.insert(key.clone()) {
+                return Err(CatalogError::RowUpdatedTwice);
+            }
+            write.delete(self.row_key(key));
+        }
+        let mut new_keys = HashSet::new();
+        let mut rows = 0;
+        for batch in batches {
+            let columns = self.check_columns(batch)?;
+            rows += self.stage_inserts(&columns, &mut new_keys, &seen_old, &mut write)?;
+        }
+        self.store.commit(write)?;
+        Ok(WriteCount { rows })
+    }
+
+    /// Deletes every row.
+    pub fn truncate(&self) -> Result<()> {
+        let _guard = self.write_lock.lock().expect("table write lock poisoned");
+        let mut write = WriteBatch::new();
+        for item in self.store.scan_prefix(&self.prefix()) {
+            write.delete(item?.0);
+        }
+        self.store.commit(write).map_err(Into::into)
+    }
+
+    fn row_key(&self, suffix: &[u8]) -> Vec<u8> {
+        let mut key = self.prefix();
+        key.extend_from_slice(suffix);
+        key
+    }
+
+    /// Checks NOT NULL and length limits, and pads `char(n)`; returns the
+    /// columns to store.
+    fn check_columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        if batch.num_columns() != self.def.columns.len() {
+            return Err(CatalogError::Internal(format!(
+                "write to {} has {} columns, expected {}",
+                self.def.name,
+                batch.num_columns(),
+                self.def.columns.len()
+            )));
+        }
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for (column, def) in batch.columns().iter().zip(&self.def.columns) {
+            let expected = def.column_type.to_arrow();
+            let column = if column.data_type() == &expected {
+                column.clone()
+            } else {
+                datafusion::arrow::compute::cast(column, &expected)?
+            };
+            if !def.nullable && column.null_count() > 0 {
+                return Err(CatalogError::NotNullViolation {
+                    table: self.def.name.clone(),
+                    column: def.name.clone(),
+                });
+            }
+            columns.push(fit_to_length(column, &def.column_type)?);
+        }
+        Ok(columns)
+    }
+
+    /// Stages the rows of `columns` as inserts. A key may be reused only if
+    /// it is in `freed` (deleted by the same statement).
+    fn stage_inserts(
+        &self,
+        columns: &[ArrayRef],
+        new_keys: &mut HashSet<Vec<u8>>,
+        freed: &HashSet<Vec<u8>>,
+        write: &mut WriteBatch,
+    ) -> Result<u64> {
+        let values = encode_rows(columns)?;
+        let num_rows = values.len();
+        match &self.key_converter {
+            Some(converter) => {
+                let key_columns: Vec<ArrayRef> = self
+                    .def
+                    .primary_key
+                    .iter()
+                    .map(|&i| columns[i].clone())
+                    .collect();
+                let keys = converter.convert_columns(&key_columns)?;
+                for (i, value) in values.into_iter().enumerate() {
+                    let suffix = keys.row(i).as_ref().to_vec();
+                    let full_key = self.row_key(&suffix);
+                    let taken = !new_keys.insert(suffix.clone())
+                        || (!freed.contains(&suffix) && self.store.contains(&full_key)?);
+                    if taken {
+                        return Err(self.duplicate_key(&key_columns, i));
+                    }
+                    write.put(full_key, value);
+                }
+            }
+            None => {
+                let first = self
+                    .next_row_id
+                    .fetch_add(num_rows as u64, Ordering::SeqCst);
+                for (i, value) in values.into_iter().enumerate() {
+                    write.put(self.row_key(&(first + i as u64).to_be_bytes()), value);
+                }
+            }
+        }
+        Ok(num_rows as u64)
+    }
+
+    fn duplicate_key(&self, key_columns: &[ArrayRef], row: usize) -> CatalogError {
+        let names: Vec<&str> = self
+            .def
+            .primary_key
+            .iter()
+            .map(|&i| self.def.columns[i].name.as_str())
+            .collect();
+        let options = FormatOptions::default();
+        let values: Vec<String> = key_columns
+            .iter()
+            .map(|c| {
+                ArrayFormatter::try_new(c.as_ref(), &options)
+                    .map(|f| f.value(row).to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        CatalogError::UniqueViolation {
+            constraint: format!("{}_pkey", self.def.name),
+            columns: names.join(", "),
+            values: values.join(", "),
+        }
+    }
+}
+
+fn row_id_of(suffix: &[u8]) -> Option<u64> {
+    suffix.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// Checks a string column against `varchar(n)` / `char(n)`, padding `char(n)`
+/// with blanks as Postgres does. Trailing blanks past the limit are dropped
+/// rather than refused, also as Postgres does.
+fn fit_to_length(column: ArrayRef, column_type: &ColumnType) -> Result<ArrayRef> {
+    let Some(limit) = column_type.max_chars() else {
+        return Ok(column);
+    };
+    let limit = limit as usize;
+    let pad = matches!(column_type, ColumnType::Char(_));
+    let strings = column.as_string::<i32>();
+    let needs_work = strings.iter().flatten().any(|s| {
+        let len = s.chars().count();
+        len > limit || (pad && len < limit)
+    });
+    if !needs_work {
+        return Ok(column);
+    }
+    let fitted: StringArray = strings
+        .iter()
+        .map(|value| {
+            value
+                .map(|s| {
+                    let len = s.chars().count();
+                    if len > limit {
+                        let kept: String = s.chars().take(limit).collect();
+                        if s.chars().skip(limit).all(|c| c == ' ') {
+                            Ok(kept)
+                        } else {
+                            Err(CatalogError::StringTooLong {
+                                type_name: column_type.to_string(),
+                            })
+                        }
+                    } else if pad && len < limit {
+                        Ok(format!("{s:<limit$}"))
+                    } else {
+                        Ok(s.to_owned())
+                    }
+                })
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    Ok(Arc::new(fitted))
+}
+
+fn with_row_key(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(ROW_KEY_COLUMN, DataType::Binary, false));
+    Arc::new(Schema::new(fields))
+}
+
+fn memory_scan(
+    batch: RecordBatch,
+    projection: Option<&Vec<usize>>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = batch.schema();
+    Ok(MemorySourceConfig::try_new_exec(
+        &[vec![batch]],
+        schema,
+        projection.cloned(),
+    )?)
+}
+
+#[async_trait]
+impl TableProvider for StoredTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.constraints)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        let index = self.def.columns.iter().position(|c| c.name == column)?;
+        self.defaults[index].as_ref()
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self
+            .read_all(false)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        memory_scan(batch, projection)
+    }
+}
+
+/// A table seen with its hidden row-key column last. UPDATE and DELETE are
+/// planned against it, so that their plans yield the key of each row to
+/// change alongside its new values.
+#[derive(Debug)]
+pub struct RowKeyedTable {
+    table: Arc<StoredTable>,
+    schema: SchemaRef,
+}
+
+impl RowKeyedTable {
+    pub fn new(table: Arc<StoredTable>) -> Self {
+        let schema = with_row_key(&table.schema);
+        RowKeyedTable { table, schema }
+    }
+
+    pub fn table(&self) -> &Arc<StoredTable> {
+        &self.table
+    }
+}
+
+#[async_trait]
+impl TableProvider for RowKeyedTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self
+            .table
+            .read_all(true)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        memory_scan(batch, projection)
+    }
+}
+
+/// Splits a batch planned against a [`RowKeyedTable`] into the row keys
+/// (its last column) and the table's columns.
+pub fn split_row_keys(batch: &RecordBatch) -> Result<(Vec<Vec<u8>>, RecordBatch)> {
+    let last = batch
+        .num_columns()
+        .checked_sub(1)
+        .ok_or_else(|| CatalogError::Internal("row-keyed batch has no columns".into()))?;
+    let keys = batch
+        .column(last)
+        .as_binary_opt::<i32>()
+        .ok_or_else(|| CatalogError::Internal("row key column is not binary".into()))?
+        .iter()
+        .map(|k| k.map(<[u8]>::to_vec))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| CatalogError::Internal("row key is null".into()))?;
+    let mut rest = batch.clone();
+    rest.remove_column(last);
+    Ok((keys, rest))
+}

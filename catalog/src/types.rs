@@ -1,0 +1,94 @@
+//! The column types Eddy stores, and how they map to Arrow.
+
+use std::fmt;
+
+use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+/// Precision and scale of `numeric` written without them. Postgres allows
+/// any precision there; Arrow's decimal128 tops out at 38 digits.
+pub const DEFAULT_NUMERIC_PRECISION: u8 = 38;
+pub const DEFAULT_NUMERIC_SCALE: i8 = 10;
+
+/// A column type as the user declared it. The declaration is kept (not just
+/// the Arrow type) so that length limits and names survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ColumnType {
+    Boolean,
+    SmallInt,
+    Int,
+    BigInt,
+    Real,
+    Double,
+    Numeric { precision: u8, scale: i8 },
+    Text,
+    Varchar(Option<u32>),
+    Char(u32),
+    Date,
+    Time,
+    Timestamp,
+    TimestampTz,
+    Interval,
+    Bytea,
+    Jsonb,
+}
+
+impl ColumnType {
+    pub fn to_arrow(&self) -> DataType {
+        match self {
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::SmallInt => DataType::Int16,
+            ColumnType::Int => DataType::Int32,
+            ColumnType::BigInt => DataType::Int64,
+            ColumnType::Real => DataType::Float32,
+            ColumnType::Double => DataType::Float64,
+            ColumnType::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
+            ColumnType::Text | ColumnType::Varchar(_) | ColumnType::Char(_) | ColumnType::Jsonb => {
+                DataType::Utf8
+            }
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Time => DataType::Time64(TimeUnit::Microsecond),
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::TimestampTz => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+            }
+            ColumnType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
+            ColumnType::Bytea => DataType::Binary,
+        }
+    }
+
+    /// The longest string a column of this type holds, in characters.
+    pub fn max_chars(&self) -> Option<u32> {
+        match self {
+            ColumnType::Varchar(n) => *n,
+            ColumnType::Char(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ColumnType {
+    /// The Postgres name of the type, as `format_type` would print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnType::Boolean => write!(f, "boolean"),
+            ColumnType::SmallInt => write!(f, "smallint"),
+            ColumnType::Int => write!(f, "integer"),
+            ColumnType::BigInt => write!(f, "bigint"),
+            ColumnType::Real => write!(f, "real"),
+            ColumnType::Double => write!(f, "double precision"),
+            ColumnType::Numeric { precision, scale } => write!(f, "numeric({precision},{scale})"),
+            ColumnType::Text => write!(f, "text"),
+            ColumnType::Varchar(None) => write!(f, "character varying"),
+            ColumnType::Varchar(Some(n)) => write!(f, "character varying({n})"),
+            ColumnType::Char(n) => write!(f, "character({n})"),
+            ColumnType::Date => write!(f, "date"),
+            ColumnType::Time => write!(f, "time without time zone"),
+            ColumnType::Timestamp => write!(f, "timestamp without time zone"),
+            ColumnType::TimestampTz => write!(f, "timestamp with time zone"),
+            ColumnType::Interval => write!(f, "interval"),
+            ColumnType::Bytea => write!(f, "bytea"),
+            ColumnType::Jsonb => write!(f, "jsonb"),
+        }
+    }
+}

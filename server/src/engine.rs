@@ -1,0 +1,135 @@
+//! The engine: the store, the catalog, and the DataFusion contexts that plan
+//! queries against it. One engine serves every session.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{
+    ColumnarValue, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::setup_pg_catalog;
+use eddy_catalog::{Catalog, EddySchemaProvider, SchemaMode, DATABASE_NAME, SCHEMA_NAME};
+use eddy_storage::Store;
+
+use crate::error::{EddyError, Result};
+
+/// The Postgres version we report, for drivers that branch on it.
+pub const PG_VERSION: &str = "16.6";
+
+pub struct Engine {
+    pub store: Store,
+    pub catalog: Arc<Catalog>,
+    /// Plans queries and INSERT: tables as users see them.
+    query_ctx: SessionContext,
+    /// Plans UPDATE and DELETE: tables with their row-key column.
+    row_keyed_ctx: SessionContext,
+}
+
+impl Engine {
+    pub fn open(store: Store) -> Result<Arc<Self>> {
+        let catalog = Catalog::open(store.clone())?;
+        let query_ctx = new_context(&catalog, SchemaMode::Query)?;
+        let row_keyed_ctx = new_context(&catalog, SchemaMode::RowKeyed)?;
+        Ok(Arc::new(Engine {
+            store,
+            catalog,
+            query_ctx,
+            row_keyed_ctx,
+        }))
+    }
+
+    /// Plans a statement DataFusion understands: queries, EXPLAIN and DML.
+    pub async fn plan(&self, statement: &Statement) -> Result<LogicalPlan> {
+        let ctx = match statement {
+            Statement::Update(_) | Statement::Delete(_) => &self.row_keyed_ctx,
+            _ => &self.query_ctx,
+        };
+        let mut statement = statement.clone();
+        if let Statement::Insert(insert) = &mut statement {
+            if let Some(table) =
+                eddy_sql::insert_target(insert).and_then(|t| self.catalog.table(&t))
+            {
+                let columns: Vec<String> =
+                    table.def().columns.iter().map(|c| c.name.clone()).collect();
+                eddy_sql::name_leading_columns(insert, &columns);
+            }
+        }
+        let plan = ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await?;
+        Ok(plan)
+    }
+
+    /// Runs a plan to completion.
+    pub async fn collect(
+        &self,
+        plan: LogicalPlan,
+    ) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+        let df = self.query_ctx.execute_logical_plan(plan).await?;
+        Ok(df.collect().await?)
+    }
+}
+
+fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContext> {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(DATABASE_NAME, SCHEMA_NAME)
+        .with_create_default_catalog_and_schema(true)
+        .with_information_schema(true);
+    config.options_mut().sql_parser.enable_ident_normalization = true;
+    let ctx = SessionContext::new_with_config(config);
+    let db = ctx
+        .catalog(DATABASE_NAME)
+        .ok_or_else(|| EddyError::Internal("default catalog missing".into()))?;
+    db.register_schema(
+        SCHEMA_NAME,
+        Arc::new(EddySchemaProvider::new(catalog.clone(), mode)),
+    )?;
+    setup_pg_catalog(&ctx, DATABASE_NAME, EmptyContextProvider)
+        .map_err(|e| EddyError::DataFusion(*e))?;
+    ctx.register_udf(ScalarUDF::new_from_impl(VersionUdf::new()));
+    Ok(ctx)
+}
+
+/// `version()`, worded like Postgres's so drivers that parse it are happy.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct VersionUdf {
+    signature: Signature,
+}
+
+impl VersionUdf {
+    fn new() -> Self {
+        VersionUdf {
+            signature: Signature::exact(vec![], Volatility::Stable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for VersionUdf {
+    fn name(&self) -> &str {
+        "version"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        _args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(format!(
+            "PostgreSQL {PG_VERSION} (Eddy {}), a streaming SQL database",
+            env!("CARGO_PKG_VERSION")
+        )))))
+    }
+}

@@ -1,0 +1,293 @@
+//! The server's error type, and the one place that decides each error's
+//! SQLSTATE.
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::SchemaError;
+use datafusion::error::DataFusionError;
+use eddy_catalog::CatalogError;
+use eddy_sql::SqlError;
+use eddy_storage::StorageError;
+use pgwire::error::{ErrorInfo, PgWireError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EddyError {
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    #[error(transparent)]
+    Wire(#[from] PgWireError),
+    #[error("relation \"{0}\" does not exist")]
+    UndefinedTable(String),
+    #[error("{0} is not supported")]
+    Unsupported(String),
+    #[error("unrecognized configuration parameter \"{0}\"")]
+    UnknownSetting(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("cannot insert multiple commands into a prepared statement")]
+    MultipleStatementsInPrepare,
+    #[error("internal error: {0}; this is a bug")]
+    Internal(String),
+}
+
+pub type Result<T, E = EddyError> = std::result::Result<T, E>;
+
+impl EddyError {
+    /// The SQLSTATE for this error. Every error kind is decided here.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            EddyError::Sql(e) => match e {
+                SqlError::Syntax(_) => "42601",
+                SqlError::Unsupported(_) => "0A000",
+                SqlError::UndefinedType(_) => "42704",
+                SqlError::UndefinedColumn(_) => "42703",
+                SqlError::DuplicateColumn(_) => "42701",
+                SqlError::InvalidDefinition(_) => "42P16",
+            },
+            EddyError::Catalog(e) => catalog_sqlstate(e),
+            EddyError::Storage(_) => "58030",
+            EddyError::DataFusion(e) => datafusion_sqlstate(e),
+            EddyError::Wire(_) => "08P01",
+            EddyError::UndefinedTable(_) => "42P01",
+            EddyError::Unsupported(_) => "0A000",
+            EddyError::UnknownSetting(_) => "42704",
+            EddyError::InvalidParameter(_) => "22023",
+            EddyError::MultipleStatementsInPrepare => "42601",
+            EddyError::Internal(_) => "XX000",
+        }
+    }
+
+    /// The message shown to the user: the error and its causes.
+    pub fn message(&self) -> String {
+        match self {
+            EddyError::DataFusion(e) => datafusion_message(e),
+            other => {
+                let mut message = other.to_string();
+                let mut source = std::error::Error::source(other);
+                while let Some(cause) = source {
+                    let text = cause.to_string();
+                    if !message.contains(&text) {
+                        message.push_str(": ");
+                        message.push_str(&text);
+                    }
+                    source = cause.source();
+                }
+                message
+            }
+        }
+    }
+
+    pub fn into_pgwire(self) -> PgWireError {
+        if let EddyError::Wire(e) = self {
+            return e;
+        }
+        let code = self.sqlstate();
+        if code == "XX000" || code == "58030" {
+            tracing::error!(error = %self.message(), "internal error");
+        }
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".to_owned(),
+            code.to_owned(),
+            self.message(),
+        )))
+    }
+}
+
+fn catalog_sqlstate(e: &CatalogError) -> &'static str {
+    match e {
+        CatalogError::DuplicateTable(_) => "42P07",
+        CatalogError::UndefinedTable(_) => "42P01",
+        CatalogError::UniqueViolation { .. } => "23505",
+        CatalogError::NotNullViolation { .. } => "23502",
+        CatalogError::StringTooLong { .. } => "22001",
+        CatalogError::RowUpdatedTwice => "21000",
+        CatalogError::InvalidDefault { .. } => "42804",
+        CatalogError::Arrow(e) => arrow_sqlstate(e),
+        CatalogError::Storage(_) => "58030",
+        CatalogError::Damaged(_) | CatalogError::Codec(_) => "XX001",
+        CatalogError::Internal(_) => "XX000",
+    }
+}
+
+/// The innermost error of a DataFusion error chain that says what happened.
+fn datafusion_root(e: &DataFusionError) -> &DataFusionError {
+    match e {
+        DataFusionError::Context(_, inner) => datafusion_root(inner),
+        DataFusionError::Diagnostic(_, inner) => datafusion_root(inner),
+        DataFusionError::Shared(inner) => datafusion_root(inner),
+        DataFusionError::Collection(errors) => errors.first().map_or(e, datafusion_root),
+        other => other,
+    }
+}
+
+fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
+    match datafusion_root(e) {
+        DataFusionError::SQL(..) => "42601",
+        DataFusionError::SchemaError(schema_error, _) => match schema_error.as_ref() {
+            SchemaError::FieldNotFound { .. } => "42703",
+            SchemaError::AmbiguousReference { .. } => "42702",
+            _ => "42P16",
+        },
+        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::ArrowError(e, _) => arrow_sqlstate(e),
+        DataFusionError::Plan(msg) => plan_sqlstate(msg),
+        DataFusionError::Execution(msg) => execution_sqlstate(msg),
+        DataFusionError::ResourcesExhausted(_) => "53200",
+        DataFusionError::Configuration(_) => "22023",
+        DataFusionError::External(inner) => {
+            if let Some(e) = inner.downcast_ref::<CatalogError>() {
+                catalog_sqlstate(e)
+            } else if let Some(e) = inner.downcast_ref::<ArrowError>() {
+                arrow_sqlstate(e)
+            } else {
+                "XX000"
+            }
+        }
+        _ => "XX000",
+    }
+}
+
+fn plan_sqlstate(msg: &str) -> &'static str {
+    if is_table_not_found(msg).is_some() {
+        "42P01"
+    } else if msg.contains("No function matches") || msg.contains("Invalid function") {
+        "42883"
+    } else if msg.contains("Cannot infer common")
+        || msg.contains("Cannot coerce")
+        || msg.contains("cannot be cast")
+        || msg.contains("type_coercion")
+        || msg.contains("Failed to coerce")
+    {
+        "42804"
+    } else if msg.contains("Inserting query must have the same schema") || msg.contains("mismatch")
+    {
+        "42601"
+    } else {
+        "42601"
+    }
+}
+
+fn execution_sqlstate(msg: &str) -> &'static str {
+    let lower = msg.to_lowercase();
+    if lower.contains("divide by zero") || lower.contains("division by zero") {
+        "22012"
+    } else if lower.contains("overflow") || lower.contains("out of range") {
+        "22003"
+    } else if lower.contains("cannot cast") || lower.contains("cast error") {
+        "22P02"
+    } else {
+        "XX000"
+    }
+}
+
+fn arrow_sqlstate(e: &ArrowError) -> &'static str {
+    match e {
+        ArrowError::DivideByZero => "22012",
+        ArrowError::ArithmeticOverflow(_) => "22003",
+        ArrowError::CastError(msg) | ArrowError::ParseError(msg) => {
+            if msg.starts_with("Can't cast value") || msg.contains("overflow") {
+                "22003"
+            } else {
+                "22P02"
+            }
+        }
+        ArrowError::ComputeError(msg) if msg.to_lowercase().contains("overflow") => "22003",
+        ArrowError::ExternalError(inner) => match inner.downcast_ref::<CatalogError>() {
+            Some(e) => catalog_sqlstate(e),
+            None => "XX000",
+        },
+        _ => "XX000",
+    }
+}
+
+/// The table name in DataFusion's "table 'x' not found" message.
+fn is_table_not_found(msg: &str) -> Option<&str> {
+    let rest = msg.strip_prefix("table '")?;
+    let name = rest.strip_suffix("' not found")?;
+    Some(name.rsplit('.').next().unwrap_or(name))
+}
+
+/// Rewrites DataFusion's wording into Postgres's where users rely on it.
+fn datafusion_message(e: &DataFusionError) -> String {
+    let root = datafusion_root(e);
+    match root {
+        DataFusionError::Plan(msg) => match is_table_not_found(msg) {
+            Some(table) => format!("relation \"{table}\" does not exist"),
+            None => msg.clone(),
+        },
+        DataFusionError::SchemaError(schema_error, _) => match schema_error.as_ref() {
+            SchemaError::FieldNotFound { field, .. } => {
+                format!("column \"{}\" does not exist", field.name())
+            }
+            other => other.to_string(),
+        },
+        DataFusionError::Execution(msg) | DataFusionError::NotImplemented(msg) => msg.clone(),
+        DataFusionError::ArrowError(e, _) => arrow_message(e),
+        DataFusionError::External(inner) => match inner.downcast_ref::<ArrowError>() {
+            Some(e) => arrow_message(e),
+            None => inner.to_string(),
+        },
+        DataFusionError::SQL(e, _) => format!("syntax error: {e}"),
+        other => other.strip_backtrace(),
+    }
+}
+
+fn arrow_message(e: &ArrowError) -> String {
+    match e {
+        ArrowError::DivideByZero => "division by zero".to_owned(),
+        ArrowError::CastError(msg) | ArrowError::ParseError(msg) => {
+            if msg.starts_with("Can't cast value") {
+                format!("value out of range: {msg}")
+            } else {
+                format!("invalid input syntax: {msg}")
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_not_found_reads_like_postgres() {
+        let e = EddyError::from(DataFusionError::Plan(
+            "table 'eddy.public.nope' not found".into(),
+        ));
+        assert_eq!(e.sqlstate(), "42P01");
+        assert_eq!(e.message(), "relation \"nope\" does not exist");
+    }
+
+    #[test]
+    fn wrapped_errors_keep_their_sqlstate() {
+        let e = EddyError::from(DataFusionError::Context(
+            "while executing".into(),
+            Box::new(DataFusionError::ArrowError(
+                Box::new(ArrowError::DivideByZero),
+                None,
+            )),
+        ));
+        assert_eq!(e.sqlstate(), "22012");
+        let e = EddyError::from(DataFusionError::External(Box::new(
+            CatalogError::NotNullViolation {
+                table: "t".into(),
+                column: "a".into(),
+            },
+        )));
+        assert_eq!(e.sqlstate(), "23502");
+    }
+
+    #[test]
+    fn casts_split_into_bad_input_and_out_of_range() {
+        let bad = ArrowError::CastError("Cannot cast string 'abc' to value of Int32 type".into());
+        assert_eq!(arrow_sqlstate(&bad), "22P02");
+        let range = ArrowError::CastError("Can't cast value 40000 to type Int16".into());
+        assert_eq!(arrow_sqlstate(&range), "22003");
+    }
+}

@@ -1,0 +1,126 @@
+//! Statement dispatch: one `match` sends each statement kind to its handler,
+//! one file per kind.
+
+mod create_table;
+mod dml;
+mod drop;
+mod query;
+mod set;
+mod show_tables;
+mod transaction;
+mod truncate;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::Statement;
+use pgwire::api::results::Tag;
+
+use crate::engine::Engine;
+use crate::error::{EddyError, Result};
+
+/// What a statement produced, before it is encoded for the wire.
+pub enum Output {
+    Rows {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        tag: &'static str,
+    },
+    Command(Tag),
+    TransactionStart(Tag),
+    TransactionEnd(Tag),
+}
+
+/// How a statement is run: planned by DataFusion, or handled by Eddy.
+pub enum Kind {
+    /// Queries, EXPLAIN, INSERT, UPDATE and DELETE.
+    Planned,
+    /// Everything else.
+    Direct,
+}
+
+pub fn kind(statement: &Statement) -> Kind {
+    match statement {
+        Statement::Query(_)
+        | Statement::Explain { .. }
+        | Statement::Insert(_)
+        | Statement::Update(_)
+        | Statement::Delete(_) => Kind::Planned,
+        _ => Kind::Direct,
+    }
+}
+
+/// Runs one statement. `plan` is the statement's DataFusion plan, with any
+/// parameters already bound, for statements of kind [`Kind::Planned`].
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn execute(
+    engine: &Engine,
+    vars: &mut HashMap<String, String>,
+    statement: &Statement,
+    plan: Option<LogicalPlan>,
+) -> Result<Output> {
+    if let Kind::Planned = kind(statement) {
+        let plan = match plan {
+            Some(plan) => plan,
+            None => engine.plan(statement).await?,
+        };
+        return match plan {
+            LogicalPlan::Dml(dml) => dml::handle_dml(engine, dml).await,
+            plan => query::handle_query(engine, statement, plan).await,
+        };
+    }
+    match statement {
+        Statement::CreateTable(create) => create_table::handle_create_table(engine, create),
+        Statement::Drop {
+            object_type,
+            if_exists,
+            names,
+            cascade,
+            ..
+        } => drop::handle_drop(engine, *object_type, *if_exists, names, *cascade),
+        Statement::Truncate(truncate) => truncate::handle_truncate(engine, truncate),
+        Statement::ShowTables { .. } => show_tables::handle_show_tables(engine),
+        Statement::Set(set) => set::handle_set(vars, set),
+        Statement::ShowVariable { variable } => set::handle_show(vars, variable),
+        Statement::Reset(reset) => set::handle_reset(vars, reset),
+        Statement::StartTransaction { .. } => Ok(transaction::handle_begin()),
+        Statement::Commit { .. } => Ok(transaction::handle_commit()),
+        Statement::Rollback { .. } => Ok(transaction::handle_rollback()),
+        Statement::Discard { .. } => Ok(Output::Command(Tag::new("DISCARD ALL"))),
+        other => Err(EddyError::Unsupported(format!(
+            "statement \"{}\"",
+            statement_head(other)
+        ))),
+    }
+}
+
+/// The schema of the rows a statement returns, if any, without running it.
+pub fn result_schema(statement: &Statement, plan: Option<&LogicalPlan>) -> Option<SchemaRef> {
+    match (statement, plan) {
+        (_, Some(LogicalPlan::Dml(_))) => None,
+        (_, Some(plan)) => Some(Arc::new(plan.schema().as_arrow().clone())),
+        (Statement::ShowTables { .. }, _) => Some(show_tables::schema()),
+        (Statement::ShowVariable { variable }, _) => Some(set::show_schema(variable)),
+        _ => None,
+    }
+}
+
+/// A one-column text schema.
+fn text_schema(names: &[&str]) -> SchemaRef {
+    Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The first words of a statement, to name it in errors.
+fn statement_head(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    words.join(" ")
+}

@@ -1,0 +1,28 @@
+//! SELECT and EXPLAIN: run by DataFusion against the catalog.
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::Statement;
+
+use super::Output;
+use crate::engine::Engine;
+use crate::error::Result;
+
+pub async fn handle_query(
+    engine: &Engine,
+    statement: &Statement,
+    plan: LogicalPlan,
+) -> Result<Output> {
+    let schema = Arc::new(plan.schema().as_arrow().clone());
+    let batches = engine.collect(plan).await?;
+    let tag = match statement {
+        Statement::Explain { .. } => "EXPLAIN",
+        _ => "SELECT",
+    };
+    Ok(Output::Rows {
+        schema,
+        batches,
+        tag,
+    })
+}

@@ -1,0 +1,301 @@
+//! SET, SHOW and RESET of session settings.
+//!
+//! Settings live in the connection's metadata, under lower-case names;
+//! that is also where the result encoder reads DateStyle and
+//! extra_float_digits from.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::sql::sqlparser::ast::{Expr, Ident, Reset, ResetStatement, Set, Value};
+use pgwire::api::results::Tag;
+
+use super::{text_schema, Output};
+use crate::engine::PG_VERSION;
+use crate::error::{EddyError, Result};
+
+/// Settings a client may read, with their defaults.
+const SETTINGS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("bytea_output", "hex"),
+    ("client_encoding", "UTF8"),
+    ("client_min_messages", "notice"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("default_transaction_read_only", "off"),
+    ("extra_float_digits", "1"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("integer_datetimes", "on"),
+    ("intervalstyle", "postgres"),
+    ("is_superuser", "on"),
+    ("lc_collate", "C"),
+    ("lc_ctype", "C"),
+    ("lc_messages", "C"),
+    ("lock_timeout", "0"),
+    ("max_identifier_length", "63"),
+    ("search_path", "\"$user\", public"),
+    ("server_encoding", "UTF8"),
+    ("server_version", PG_VERSION),
+    ("server_version_num", "160006"),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "off"),
+];
+
+/// Settings a client may change. The rest are read-only.
+const WRITABLE: &[&str] = &[
+    "application_name",
+    "bytea_output",
+    "client_encoding",
+    "client_min_messages",
+    "datestyle",
+    "default_transaction_isolation",
+    "extra_float_digits",
+    "idle_in_transaction_session_timeout",
+    "intervalstyle",
+    "lock_timeout",
+    "search_path",
+    "statement_timeout",
+    "timezone",
+];
+
+fn canonical_name(words: &str) -> String {
+    match words.to_lowercase().as_str() {
+        "time zone" => "timezone".into(),
+        "transaction isolation level" => "transaction_isolation".into(),
+        "session authorization" => "session_authorization".into(),
+        other => other.to_owned(),
+    }
+}
+
+fn lookup(vars: &HashMap<String, String>, name: &str) -> Option<String> {
+    if let Some(value) = vars.get(name) {
+        return Some(value.clone());
+    }
+    if let Some((_, value)) = vars.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+        return Some(value.clone());
+    }
+    SETTINGS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| (*v).to_owned())
+}
+
+fn value_text(expr: &Expr) -> Result<String> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Ok(s.clone()),
+            Value::Number(n, _) => Ok(n.to_string()),
+            Value::Boolean(b) => Ok(if *b { "on" } else { "off" }.to_owned()),
+            other => Ok(other.to_string()),
+        },
+        Expr::Identifier(ident) => Ok(ident.value.clone()),
+        Expr::UnaryOp { op, expr } => Ok(format!("{op}{}", value_text(expr)?)),
+        other => Err(EddyError::InvalidParameter(format!(
+            "invalid value for a setting: {other}"
+        ))),
+    }
+}
+
+fn assign(vars: &mut HashMap<String, String>, name: &str, values: &[Expr]) -> Result<()> {
+    if values.len() == 1
+        && matches!(&values[0], Expr::Identifier(Ident { value, quote_style: None, .. }) if value.eq_ignore_ascii_case("default"))
+    {
+        vars.remove(name);
+        return Ok(());
+    }
+    let value = values
+        .iter()
+        .map(value_text)
+        .collect::<Result<Vec<_>>>()?
+        .join(", ");
+    set_value(vars, name, value)
+}
+
+fn set_value(vars: &mut HashMap<String, String>, name: &str, value: String) -> Result<()> {
+    if !WRITABLE.contains(&name) {
+        return if SETTINGS.iter().any(|(n, _)| *n == name) || name.contains('.') {
+            if name.contains('.') {
+                vars.insert(name.to_owned(), value);
+                Ok(())
+            } else {
+                Err(EddyError::Unsupported(format!("changing \"{name}\"")))
+            }
+        } else {
+            Err(EddyError::UnknownSetting(name.to_owned()))
+        };
+    }
+    match name {
+        "timezone" if !is_utc(&value) => {
+            return Err(EddyError::Unsupported(format!(
+                "time zone \"{value}\" (Eddy sessions run in UTC)"
+            )))
+        }
+        "client_encoding"
+            if !matches!(value.to_uppercase().as_str(), "UTF8" | "UTF-8" | "UNICODE") =>
+        {
+            return Err(EddyError::Unsupported(format!(
+                "client encoding \"{value}\" (only UTF8)"
+            )))
+        }
+        "extra_float_digits"
+            if value
+                .parse::<i8>()
+                .map_or(true, |v| !(-15..=3).contains(&v)) =>
+        {
+            return Err(EddyError::InvalidParameter(format!(
+                "invalid value for parameter \"extra_float_digits\": \"{value}\""
+            )))
+        }
+        _ => {}
+    }
+    vars.insert(name.to_owned(), value);
+    Ok(())
+}
+
+fn is_utc(zone: &str) -> bool {
+    matches!(
+        zone.to_uppercase().as_str(),
+        "UTC" | "GMT" | "Z" | "ETC/UTC" | "UCT" | "ZULU" | "0" | "+00:00" | "UNIVERSAL" | "LOCAL"
+    )
+}
+
+pub fn handle_set(vars: &mut HashMap<String, String>, set: &Set) -> Result<Output> {
+    match set {
+        Set::SingleAssignment {
+            variable, values, ..
+        } => assign(vars, &canonical_name(&variable.to_string()), values)?,
+        Set::MultipleAssignments { assignments } => {
+            for a in assignments {
+                assign(
+                    vars,
+                    &canonical_name(&a.name.to_string()),
+                    std::slice::from_ref(&a.value),
+                )?;
+            }
+        }
+        Set::SetTimeZone { value, .. } => assign(vars, "timezone", std::slice::from_ref(value))?,
+        Set::SetNames { charset_name, .. } => {
+            set_value(vars, "client_encoding", charset_name.value.clone())?
+        }
+        Set::SetTransaction { .. } => {}
+        other => return Err(EddyError::Unsupported(format!("\"{other}\""))),
+    }
+    Ok(Output::Command(Tag::new("SET")))
+}
+
+pub fn handle_reset(vars: &mut HashMap<String, String>, reset: &ResetStatement) -> Result<Output> {
+    match &reset.reset {
+        Reset::ALL => {
+            for name in WRITABLE {
+                vars.remove(*name);
+            }
+        }
+        Reset::ConfigurationParameter(name) => {
+            vars.remove(&canonical_name(&name.to_string()));
+        }
+    }
+    Ok(Output::Command(Tag::new("RESET")))
+}
+
+fn variable_name(variable: &[Ident]) -> String {
+    let words: Vec<&str> = variable.iter().map(|i| i.value.as_str()).collect();
+    canonical_name(&words.join(" "))
+}
+
+pub fn show_schema(variable: &[Ident]) -> SchemaRef {
+    match variable_name(variable).as_str() {
+        "all" => text_schema(&["name", "setting"]),
+        name => text_schema(&[name]),
+    }
+}
+
+pub fn handle_show(vars: &HashMap<String, String>, variable: &[Ident]) -> Result<Output> {
+    let name = variable_name(variable);
+    let schema = show_schema(variable);
+    let columns: Vec<Arc<dyn datafusion::arrow::array::Array>> = if name == "all" {
+        let names: Vec<&str> = SETTINGS.iter().map(|(n, _)| *n).collect();
+        let values: Vec<String> = names
+            .iter()
+            .map(|n| lookup(vars, n).unwrap_or_default())
+            .collect();
+        vec![
+            Arc::new(StringArray::from(names)),
+            Arc::new(StringArray::from(values)),
+        ]
+    } else {
+        let value = lookup(vars, &name).ok_or_else(|| EddyError::UnknownSetting(name.clone()))?;
+        vec![Arc::new(StringArray::from(vec![value]))]
+    };
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(datafusion::error::DataFusionError::from)?;
+    Ok(Output::Rows {
+        schema,
+        batches: vec![batch],
+        tag: "SHOW",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::ast::Statement;
+    use eddy_sql::parse_sql;
+
+    fn run(vars: &mut HashMap<String, String>, sql: &str) -> Result<Output> {
+        match parse_sql(sql).unwrap().remove(0) {
+            Statement::Set(set) => handle_set(vars, &set),
+            Statement::ShowVariable { variable } => handle_show(vars, &variable),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    fn show(vars: &mut HashMap<String, String>, sql: &str) -> String {
+        match run(vars, sql).unwrap() {
+            Output::Rows { batches, .. } => batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .value(0)
+                .to_owned(),
+            _ => panic!("SHOW returned no rows"),
+        }
+    }
+
+    #[test]
+    fn set_then_show() {
+        let mut vars = HashMap::new();
+        run(&mut vars, "SET application_name = 'psql'").unwrap();
+        assert_eq!(show(&mut vars, "SHOW application_name"), "psql");
+        run(&mut vars, "SET DateStyle = 'ISO, MDY'").unwrap();
+        assert_eq!(vars.get("datestyle").unwrap(), "ISO, MDY");
+        run(&mut vars, "SET search_path TO public").unwrap();
+        assert_eq!(show(&mut vars, "SHOW search_path"), "public");
+        assert_eq!(
+            show(&mut vars, "SHOW transaction isolation level"),
+            "read committed"
+        );
+        run(&mut vars, "SET TIME ZONE 'UTC'").unwrap();
+        assert_eq!(show(&mut vars, "SHOW TimeZone"), "UTC");
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let mut vars = HashMap::new();
+        assert!(matches!(
+            run(&mut vars, "SET no_such_thing = 1"),
+            Err(EddyError::UnknownSetting(_))
+        ));
+        assert!(matches!(
+            run(&mut vars, "SHOW no_such_thing"),
+            Err(EddyError::UnknownSetting(_))
+        ));
+        assert!(run(&mut vars, "SET TimeZone = 'Europe/Paris'").is_err());
+        assert!(run(&mut vars, "SET extra_float_digits = 9").is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! The `eddy` binary: command line, logging, and the server's lifetime.
+
+mod engine;
+mod error;
+mod handler;
+mod wire;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tracing_subscriber::EnvFilter;
+
+use crate::engine::Engine;
+use crate::wire::Handlers;
+
+#[derive(Parser)]
+#[command(
+    name = "eddy",
+    version,
+    about = "Eddy: a streaming SQL database that speaks the PostgreSQL wire protocol",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address to accept PostgreSQL connections on. Port 0 picks a free port.
+    #[arg(long, env = "EDDY_LISTEN", default_value = "127.0.0.1:6875")]
+    listen: String,
+    /// Directory for the catalog, table rows and view state.
+    #[arg(long, env = "EDDY_DATA_DIR", default_value = "./eddy-data")]
+    data_dir: PathBuf,
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, env = "EDDY_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Log line format.
+    #[arg(long, env = "EDDY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("eddy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eddy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = eddy_storage::Store::open(&args.data_dir)
+        .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
+    let engine = Engine::open(store).context("cannot load the catalog")?;
+    if let Some(brokers) = &args.kafka_brokers {
+        tracing::info!(%brokers, "Kafka brokers configured");
+    }
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts wait for this exact line.
+    println!("listening on {addr}");
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), "eddy is ready");
+
+    let handlers = Arc::new(Handlers::new(engine.clone()));
+    let mut connections = JoinSet::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let handlers = handlers.clone();
+                    connections.spawn(async move {
+                        if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "accept failed"),
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!(open_connections = connections.len(), "shutting down");
+    connections.shutdown().await;
+    engine
+        .store
+        .flush()
+        .context("cannot flush storage at shutdown")?;
+    tracing::info!("storage flushed; bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

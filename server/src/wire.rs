@@ -1,0 +1,307 @@
+//! The PostgreSQL wire protocol, through pgwire: simple and extended query
+//! handlers, result encoding, cancel requests.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow_pg::datatypes::df::deserialize_parameters;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::Statement;
+use futures::{stream, Sink};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
+};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::types::format::FormatOptions;
+use tracing::Instrument;
+
+use crate::engine::Engine;
+use crate::error::{EddyError, Result};
+use crate::handler::{self, Kind, Output};
+
+/// A statement prepared by Parse: the SQL, its parsed form, and for planned
+/// statements the DataFusion plan with its parameters still open.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    statement: Statement,
+    plan: Option<LogicalPlan>,
+}
+
+pub struct Handlers {
+    parser: Arc<Parser>,
+    startup: Arc<Startup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl Handlers {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        let connections = Arc::new(ConnectionManager::new());
+        Handlers {
+            parser: Arc::new(Parser { engine }),
+            startup: Arc::new(Startup {
+                connections: connections.clone(),
+            }),
+            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+        }
+    }
+}
+
+pub struct Startup {
+    connections: Arc<ConnectionManager>,
+}
+
+/// Any user and database are accepted, without a password.
+impl NoopStartupHandler for Startup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
+
+pub struct LogErrors;
+
+impl ErrorHandler for LogErrors {
+    fn on_error<C>(&self, client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        tracing::debug!(peer = %client.socket_addr(), %error, "statement failed");
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.parser.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.parser.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(LogErrors)
+    }
+}
+
+/// Parses statements and runs them; serves both query protocols.
+pub struct Parser {
+    engine: Arc<Engine>,
+}
+
+fn encode(
+    output: Output,
+    format: &Format,
+    vars: &HashMap<String, String>,
+) -> PgWireResult<Response> {
+    Ok(match output {
+        Output::Command(tag) => Response::Execution(tag),
+        Output::TransactionStart(tag) => Response::TransactionStart(tag),
+        Output::TransactionEnd(tag) => Response::TransactionEnd(tag),
+        Output::Rows {
+            schema,
+            batches,
+            tag,
+        } => {
+            let options = Arc::new(FormatOptions::from_client_metadata(vars));
+            let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, Some(options))?);
+            let rows: Vec<_> = batches
+                .into_iter()
+                .flat_map(|batch| encode_recordbatch(fields.clone(), batch))
+                .collect();
+            let mut response = QueryResponse::new(fields, stream::iter(rows));
+            response.set_command_tag(tag);
+            Response::Query(response)
+        }
+    })
+}
+
+/// Parameter types of a plan, in `$n` order.
+fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
+    let types = plan.get_parameter_types()?;
+    let mut numbered: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(name, ty)| {
+            name.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|n| (n, ty))
+        })
+        .collect();
+    numbered.sort_by_key(|(n, _)| *n);
+    let count = numbered.last().map_or(0, |(n, _)| *n);
+    let mut ordered = vec![None; count];
+    for (n, ty) in numbered {
+        ordered[n - 1] = ty;
+    }
+    Ok(ordered)
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Parser {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements =
+            eddy_sql::parse_sql(query).map_err(|e| EddyError::from(e).into_pgwire())?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut responses = Vec::with_capacity(statements.len());
+        for statement in &statements {
+            let span = tracing::debug_span!("statement", sql = %statement);
+            let result = handler::execute(&self.engine, client.metadata_mut(), statement, None)
+                .instrument(span)
+                .await;
+            match result
+                .map_err(EddyError::into_pgwire)
+                .and_then(|o| encode(o, &Format::UnifiedText, client.metadata()))
+            {
+                Ok(response) => responses.push(response),
+                Err(err) => {
+                    // Postgres stops at the first failing statement.
+                    let info: pgwire::error::ErrorInfo = err.into();
+                    responses.push(Response::Error(Box::new(info)));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements =
+            eddy_sql::parse_sql(sql).map_err(|e| EddyError::from(e).into_pgwire())?;
+        match statements.len() {
+            0 => Ok(None),
+            1 => {
+                let statement = statements.remove(0);
+                let plan = match handler::kind(&statement) {
+                    Kind::Planned => Some(
+                        self.engine
+                            .plan(&statement)
+                            .await
+                            .map_err(EddyError::into_pgwire)?,
+                    ),
+                    Kind::Direct => None,
+                };
+                Ok(Some(Prepared { statement, plan }))
+            }
+            _ => Err(EddyError::MultipleStatementsInPrepare.into_pgwire()),
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        let Some(plan) = &stmt.plan else {
+            return Ok(vec![]);
+        };
+        parameter_types(plan)
+            .map_err(EddyError::into_pgwire)?
+            .iter()
+            .map(|ty| match ty {
+                Some(ty) => into_pg_type(ty),
+                None => Ok(Type::UNKNOWN),
+            })
+            .collect()
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match handler::result_schema(&stmt.statement, stmt.plan.as_ref()) {
+            Some(schema) => arrow_schema_to_pg_fields(
+                &schema,
+                column_format.unwrap_or(&Format::UnifiedText),
+                None,
+            ),
+            None => Ok(vec![]),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Parser {
+    type Statement = Prepared;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::new(Parser {
+            engine: self.engine.clone(),
+        })
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let plan = match &prepared.plan {
+            Some(plan) => {
+                let types = parameter_types(plan).map_err(EddyError::into_pgwire)?;
+                let type_refs: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
+                let params = deserialize_parameters(portal, &type_refs)?;
+                Some(
+                    plan.clone()
+                        .replace_params_with_values(&params)
+                        .map_err(|e| EddyError::from(e).into_pgwire())?,
+                )
+            }
+            None => None,
+        };
+        let output = handler::execute(
+            &self.engine,
+            client.metadata_mut(),
+            &prepared.statement,
+            plan,
+        )
+        .await
+        .map_err(EddyError::into_pgwire)?;
+        encode(output, &portal.result_column_format, client.metadata())
+    }
+}

@@ -1,0 +1,193 @@
+//! Binding `CREATE TABLE` to a table definition.
+
+use datafusion::sql::sqlparser::ast::{self, ColumnOption, Expr, TableConstraint};
+use eddy_catalog::{ColumnDef, TableDef};
+
+use crate::types::column_type_from_sql;
+use crate::{Result, SqlError};
+
+/// Turns a parsed `CREATE TABLE` into a table definition. Names are folded
+/// to lower case unless quoted, as in Postgres.
+pub fn bind_create_table(create: &ast::CreateTable) -> Result<TableDef> {
+    if create.query.is_some() {
+        return Err(SqlError::Unsupported("CREATE TABLE ... AS SELECT".into()));
+    }
+    if create.temporary || create.external {
+        return Err(SqlError::Unsupported(
+            "TEMPORARY and EXTERNAL tables".into(),
+        ));
+    }
+    let name = object_name(&create.name)?;
+    let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len());
+    let mut primary_key: Option<Vec<usize>> = None;
+    for (index, column) in create.columns.iter().enumerate() {
+        let column_name = normalize(&column.name);
+        if columns.iter().any(|c| c.name == column_name) {
+            return Err(SqlError::DuplicateColumn(column_name));
+        }
+        let mut def = ColumnDef {
+            name: column_name,
+            column_type: column_type_from_sql(&column.data_type)?,
+            nullable: true,
+            default: None,
+        };
+        for option in &column.options {
+            match &option.option {
+                ColumnOption::Null => {}
+                ColumnOption::NotNull => def.nullable = false,
+                ColumnOption::Default(expr) => def.default = Some(default_sql(expr)),
+                ColumnOption::PrimaryKey(_) => set_primary_key(&mut primary_key, vec![index])?,
+                other => return Err(SqlError::Unsupported(format!("column option {other}"))),
+            }
+        }
+        columns.push(def);
+    }
+    for constraint in &create.constraints {
+        match constraint {
+            TableConstraint::PrimaryKey(pk) => {
+                let indexes = pk
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        let column_name = match &c.column.expr {
+                            Expr::Identifier(ident) => normalize(ident),
+                            other => {
+                                return Err(SqlError::Unsupported(format!(
+                                    "primary key on expression {other}"
+                                )))
+                            }
+                        };
+                        columns
+                            .iter()
+                            .position(|c| c.name == column_name)
+                            .ok_or(SqlError::UndefinedColumn(column_name))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                set_primary_key(&mut primary_key, indexes)?;
+            }
+            other => return Err(SqlError::Unsupported(format!("table constraint {other}"))),
+        }
+    }
+    if columns.is_empty() {
+        return Err(SqlError::Unsupported("a table with no columns".into()));
+    }
+    let primary_key = primary_key.unwrap_or_default();
+    for &i in &primary_key {
+        columns[i].nullable = false;
+    }
+    Ok(TableDef {
+        id: 0,
+        name,
+        columns,
+        primary_key,
+    })
+}
+
+fn set_primary_key(slot: &mut Option<Vec<usize>>, columns: Vec<usize>) -> Result<()> {
+    if slot.is_some() {
+        return Err(SqlError::InvalidDefinition(
+            "multiple primary keys are not allowed".into(),
+        ));
+    }
+    *slot = Some(columns);
+    Ok(())
+}
+
+fn default_sql(expr: &Expr) -> String {
+    expr.to_string()
+}
+
+/// Folds an identifier as Postgres does: unquoted names to lower case.
+pub(crate) fn normalize(ident: &ast::Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+/// The table name of `name`, which may be qualified by `public` or by
+/// `eddy.public`.
+pub fn object_name(name: &ast::ObjectName) -> Result<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|part| {
+            part.as_ident()
+                .map(normalize)
+                .ok_or_else(|| SqlError::Unsupported(format!("name {name}")))
+        })
+        .collect::<Result<_>>()?;
+    match parts.as_slice() {
+        [table] => Ok(table.clone()),
+        [schema, table] if schema == eddy_catalog::SCHEMA_NAME => Ok(table.clone()),
+        [db, schema, table]
+            if db == eddy_catalog::DATABASE_NAME && schema == eddy_catalog::SCHEMA_NAME =>
+        {
+            Ok(table.clone())
+        }
+        _ => Err(SqlError::Unsupported(format!(
+            "schema-qualified name {name} (only schema \"public\" exists)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_sql;
+    use eddy_catalog::ColumnType;
+
+    fn bind(sql: &str) -> Result<TableDef> {
+        match parse_sql(sql)?.remove(0) {
+            ast::Statement::CreateTable(create) => bind_create_table(&create),
+            other => panic!("not a CREATE TABLE: {other}"),
+        }
+    }
+
+    #[test]
+    fn binds_columns_keys_and_defaults() {
+        let def = bind(
+            "CREATE TABLE Orders (id bigint, Region varchar(10) NOT NULL, amount numeric(10,2) DEFAULT 0, \"Note\" text, PRIMARY KEY (id))",
+        )
+        .unwrap();
+        assert_eq!(def.name, "orders");
+        let names: Vec<_> = def.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "region", "amount", "Note"]);
+        assert_eq!(def.primary_key, vec![0]);
+        assert!(!def.columns[0].nullable, "primary key implies NOT NULL");
+        assert!(!def.columns[1].nullable);
+        assert_eq!(def.columns[1].column_type, ColumnType::Varchar(Some(10)));
+        assert_eq!(def.columns[2].default.as_deref(), Some("0"));
+        assert_eq!(
+            def.columns[2].column_type,
+            ColumnType::Numeric {
+                precision: 10,
+                scale: 2
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_keep() {
+        assert!(matches!(
+            bind("CREATE TABLE t (a int PRIMARY KEY, b int, PRIMARY KEY (b))"),
+            Err(SqlError::InvalidDefinition(_))
+        ));
+        assert!(matches!(
+            bind("CREATE TABLE t (a int, a int)"),
+            Err(SqlError::DuplicateColumn(_))
+        ));
+        assert!(matches!(
+            bind("CREATE TABLE t (a int CHECK (a > 0))"),
+            Err(SqlError::Unsupported(_))
+        ));
+        assert!(matches!(
+            bind("CREATE TABLE t (a widget)"),
+            Err(SqlError::UndefinedType(_))
+        ));
+        assert!(matches!(
+            bind("CREATE TABLE t (a int, PRIMARY KEY (b))"),
+            Err(SqlError::UndefinedColumn(_))
+        ));
+    }
+}

@@ -1,0 +1,33 @@
+//! Eddy's SQL front end: parsing statements and binding DDL to catalog
+//! definitions. Queries and DML are planned by DataFusion against the
+//! catalog's schema provider; this crate decides what each statement is.
+
+pub mod create_table;
+mod insert;
+mod parser;
+mod types;
+
+pub use create_table::bind_create_table;
+pub use insert::{insert_target, name_leading_columns};
+pub use parser::parse_sql;
+pub use types::column_type_from_sql;
+
+pub use datafusion::sql::sqlparser;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("syntax error: {0}")]
+    Syntax(#[from] sqlparser::parser::ParserError),
+    #[error("{0} is not supported")]
+    Unsupported(String),
+    #[error("type \"{0}\" does not exist")]
+    UndefinedType(String),
+    #[error("column \"{0}\" named in key does not exist")]
+    UndefinedColumn(String),
+    #[error("column \"{0}\" specified more than once")]
+    DuplicateColumn(String),
+    #[error("invalid table definition: {0}")]
+    InvalidDefinition(String),
+}
+
+pub type Result<T, E = SqlError> = std::result::Result<T, E>;

@@ -1,0 +1,294 @@
+//! Eddy's embedded store, on sled.
+//!
+//! One sled tree holds every keyspace, each under a one-byte prefix (see
+//! [`Keyspace`]). Keeping them in one tree is what makes a commit atomic: a
+//! [`WriteBatch`] may touch the catalog, table rows, view rows, operator state
+//! and source offsets at once, and it lands whole or not at all. A commit is
+//! fsynced before it returns, so an acknowledged write survives `kill -9`.
+//!
+//! The data directory is guarded by an exclusive lock file, so a second server
+//! on the same directory fails fast instead of corrupting it.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use fs2::FileExt;
+
+/// Bumped whenever the on-disk encoding of keys or values changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is not usable: {source}")]
+    DirNotUsable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is in use by another eddy process (lock file {lock} is held)")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("data directory {path} was written by an incompatible version of eddy (format {found}, expected {expected})")]
+    IncompatibleFormat {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// The keyspaces of the store. Each key starts with the keyspace's byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Keyspace {
+    /// Store-wide metadata, such as the format version.
+    Meta = b'm',
+    /// Catalog objects, keyed by object id.
+    Catalog = b'c',
+    /// Rows of local tables, keyed by table id then row key.
+    TableRows = b'r',
+    /// Rows of materialized views, keyed by view id then row key.
+    ViewRows = b'v',
+    /// Operator state of running dataflows.
+    OperatorState = b's',
+    /// Source offsets of running dataflows.
+    SourceOffsets = b'o',
+}
+
+impl Keyspace {
+    /// The key of `suffix` within this keyspace.
+    pub fn key(self, suffix: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(1 + suffix.len());
+        key.push(self as u8);
+        key.extend_from_slice(suffix);
+        key
+    }
+
+    /// The key prefix of an object (table, view, ...) within this keyspace.
+    pub fn object_prefix(self, object_id: u64) -> Vec<u8> {
+        self.key(&object_id.to_be_bytes())
+    }
+}
+
+/// A set of writes that commit atomically.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    batch: sled::Batch,
+    len: usize,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.batch.insert(key, value);
+        self.len += 1;
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.batch.remove(key);
+        self.len += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The embedded store. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    _lock: std::sync::Arc<File>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|source| StorageError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StorageError::DirNotUsable {
+                path: dir.to_owned(),
+                source,
+            })?;
+        if lock.try_lock_exclusive().is_err() {
+            return Err(StorageError::Locked {
+                path: dir.to_owned(),
+                lock: lock_path,
+            });
+        }
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let tree = db.open_tree("eddy")?;
+        let store = Store {
+            db,
+            tree,
+            _lock: std::sync::Arc::new(lock),
+        };
+        store.check_format(dir)?;
+        Ok(store)
+    }
+
+    fn check_format(&self, dir: &Path) -> Result<()> {
+        let key = Keyspace::Meta.key(b"format_version");
+        match self.tree.get(&key)? {
+            Some(value) => {
+                let found = value
+                    .as_ref()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(0);
+                if found != FORMAT_VERSION {
+                    return Err(StorageError::IncompatibleFormat {
+                        path: dir.to_owned(),
+                        found,
+                        expected: FORMAT_VERSION,
+                    });
+                }
+            }
+            None => {
+                let mut batch = WriteBatch::new();
+                batch.put(key, FORMAT_VERSION.to_be_bytes().to_vec());
+                self.commit(batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.tree.contains_key(key)?)
+    }
+
+    /// Every key and value under `prefix`, in key order.
+    pub fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + Send + 'static {
+        self.tree.scan_prefix(prefix).map(|item| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(Into::into)
+        })
+    }
+
+    /// The greatest key under `prefix`, if any.
+    pub fn last_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.tree.scan_prefix(prefix).next_back() {
+            Some(item) => Ok(Some(item?.0.to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies `batch` atomically and makes it durable before returning.
+    pub fn commit(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.tree.apply_batch(batch.batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Flushes everything to disk; used at shutdown.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_commits_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = WriteBatch::new();
+            batch.put(Keyspace::TableRows.key(b"a"), b"1".to_vec());
+            batch.put(Keyspace::Catalog.key(b"t"), b"def".to_vec());
+            store.commit(batch).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.get(&Keyspace::TableRows.key(b"a")).unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            store.get(&Keyspace::Catalog.key(b"t")).unwrap(),
+            Some(b"def".to_vec())
+        );
+    }
+
+    #[test]
+    fn scan_prefix_stays_within_the_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut batch = WriteBatch::new();
+        for object in [1u64, 2] {
+            for row in 0u8..3 {
+                let mut key = Keyspace::TableRows.object_prefix(object);
+                key.push(row);
+                batch.put(key, vec![row]);
+            }
+        }
+        store.commit(batch).unwrap();
+        let rows: Vec<_> = store
+            .scan_prefix(&Keyspace::TableRows.object_prefix(2))
+            .map(|r| r.unwrap().1)
+            .collect();
+        assert_eq!(rows, vec![vec![0], vec![1], vec![2]]);
+        let last = store
+            .last_key(&Keyspace::TableRows.object_prefix(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(*last.last().unwrap(), 2);
+    }
+
+    #[test]
+    fn second_open_fails_fast_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("in use by another eddy process"));
+    }
+
+    #[test]
+    fn unusable_dir_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Store::open(&file.join("sub")).unwrap_err();
+        assert!(matches!(err, StorageError::CreateDir { .. }), "{err}");
+    }
+}

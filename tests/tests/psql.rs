@@ -1,0 +1,219 @@
+//! The real `psql` client against eddy: statements, command tags, `\dt`,
+//! `\d`, `\l` (which run psql's own pg_catalog queries) and error reporting.
+//!
+//! Skipped with a note if psql is missing, unless `CI` is set: then missing
+//! psql is a failure.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use anyhow::Result;
+use eddy_tests::{run_with_timeout, TestServer};
+
+const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn psql_bin() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("PSQL") {
+        return Some(PathBuf::from(bin));
+    }
+    let default = PathBuf::from("/usr/bin/psql");
+    if default.is_file() {
+        return Some(default);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("psql"))
+        .find(|p| p.is_file())
+}
+
+/// The psql binary, or `None` when the test should be skipped.
+fn psql_or_skip(test: &str) -> Option<PathBuf> {
+    let bin = psql_bin();
+    if bin.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "psql not found and CI is set; install postgresql-client"
+        );
+        eprintln!("SKIPPED {test}: psql not found (install postgresql-client)");
+    }
+    bin
+}
+
+struct Psql {
+    bin: PathBuf,
+    port: u16,
+}
+
+impl Psql {
+    fn new(bin: PathBuf, server: &TestServer) -> Psql {
+        Psql {
+            bin,
+            port: server.port(),
+        }
+    }
+
+    /// Runs psql with the connection flags, no psqlrc, stop on error, then
+    /// `args`.
+    fn run(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = Command::new(&self.bin);
+        let port = self.port.to_string();
+        cmd.args(["-h", "127.0.0.1", "-p", &port, "-U", "eddy", "-d", "eddy"])
+            .args(["-X", "-w", "-v", "ON_ERROR_STOP=1", "-P", "pager=off"])
+            .args(args)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env("PGAPPNAME", "eddy-tests-psql")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGSERVICE")
+            .env_remove("PGOPTIONS");
+        run_with_timeout(cmd, PSQL_TIMEOUT)
+    }
+
+    /// Runs psql and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args)?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "psql {args:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            out.status
+        );
+        assert!(
+            !stderr.contains("ERROR"),
+            "psql {args:?} reported an error:\n{stderr}"
+        );
+        Ok(stdout)
+    }
+}
+
+#[test]
+fn create_insert_select_with_command_tags() -> Result<()> {
+    let Some(bin) = psql_or_skip("create_insert_select_with_command_tags") else {
+        return Ok(());
+    };
+    let server = TestServer::start()?;
+    let psql = Psql::new(bin, &server);
+
+    let out = psql.ok(&[
+        "-c",
+        "CREATE TABLE fruit (id INT PRIMARY KEY, name TEXT)",
+        "-c",
+        "INSERT INTO fruit VALUES (1, 'apple'), (2, 'banana')",
+    ])?;
+    assert_eq!(out, "CREATE TABLE\nINSERT 0 2\n");
+
+    // -A -t: unaligned, tuples only: exactly the rows.
+    let out = psql.ok(&["-A", "-t", "-c", "SELECT id, name FROM fruit ORDER BY id"])?;
+    assert_eq!(out, "1|apple\n2|banana\n");
+
+    // The aligned table psql users see, with the row count footer.
+    let out = psql.ok(&["-c", "SELECT name FROM fruit WHERE id = 2"])?;
+    assert!(out.contains("banana"), "{out}");
+    assert!(out.contains("(1 row)"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn script_file_runs_every_statement() -> Result<()> {
+    let Some(bin) = psql_or_skip("script_file_runs_every_statement") else {
+        return Ok(());
+    };
+    let server = TestServer::start()?;
+    let psql = Psql::new(bin, &server);
+
+    let mut script = tempfile::NamedTempFile::new()?;
+    std::io::Write::write_all(
+        &mut script,
+        b"CREATE TABLE nums (n BIGINT PRIMARY KEY, label TEXT);\n\
+          INSERT INTO nums VALUES (1, 'one');\n\
+          INSERT INTO nums VALUES (2, 'two'), (3, 'three');\n\
+          -- a comment line\n\
+          SELECT count(*) AS c FROM nums;\n\
+          SELECT label FROM nums\n  WHERE n > 1\n  ORDER BY n;\n",
+    )?;
+    let path = script.path().to_string_lossy().into_owned();
+    let out = psql.ok(&["-A", "-t", "-f", &path])?;
+    assert_eq!(
+        out, "CREATE TABLE\nINSERT 0 1\nINSERT 0 2\n3\ntwo\nthree\n",
+        "unexpected psql -f output"
+    );
+    Ok(())
+}
+
+#[test]
+fn backslash_dt_d_and_l() -> Result<()> {
+    let Some(bin) = psql_or_skip("backslash_dt_d_and_l") else {
+        return Ok(());
+    };
+    let server = TestServer::start()?;
+    let psql = Psql::new(bin, &server);
+    psql.ok(&[
+        "-c",
+        "CREATE TABLE people (id INT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE PRECISION, born DATE)",
+    ])?;
+
+    let dt = psql.ok(&["-c", "\\dt"])?;
+    assert!(
+        dt.lines()
+            .any(|l| l.contains("people") && l.contains("table")),
+        "\\dt should list table people:\n{dt}"
+    );
+
+    // Unaligned \d: "Column|Type|Collation|Nullable|Default" then one line
+    // per column.
+    let d = psql.ok(&["-A", "-c", "\\d people"])?;
+    assert!(d.contains("people"), "\\d should name the table:\n{d}");
+    for (column, ty) in [
+        ("id", "integer"),
+        ("name", "text"),
+        ("score", "double precision"),
+        ("born", "date"),
+    ] {
+        let prefix = format!("{column}|{ty}|");
+        assert!(
+            d.lines().any(|l| l.starts_with(&prefix)),
+            "\\d people should show column {column} of type {ty}:\n{d}"
+        );
+    }
+
+    let l = psql.ok(&["-c", "\\l"])?;
+    assert!(l.contains("List of databases"), "\\l output:\n{l}");
+    Ok(())
+}
+
+#[test]
+fn errors_are_postgres_style_and_server_survives() -> Result<()> {
+    let Some(bin) = psql_or_skip("errors_are_postgres_style_and_server_survives") else {
+        return Ok(());
+    };
+    let mut server = TestServer::start()?;
+    let psql = Psql::new(bin, &server);
+
+    for bad in [
+        "SELEC 1",
+        "SELECT * FROM no_such_table",
+        "SELECT 1 +",
+        "CREATE TABLE",
+    ] {
+        let out = psql.run(&["-c", bad])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad:?} should fail in psql");
+        assert!(
+            stderr.contains("ERROR:"),
+            "{bad:?} should give a Postgres-style ERROR:, got:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("server closed the connection"),
+            "{bad:?} closed the connection:\n{stderr}"
+        );
+    }
+
+    assert_eq!(server.try_exit_status(), None, "server exited");
+    assert_eq!(psql.ok(&["-A", "-t", "-c", "SELECT 1"])?, "1\n");
+    assert!(
+        !server.stderr().contains("panicked"),
+        "server panicked:\n{}",
+        server.stderr()
+    );
+    Ok(())
+}
