@@ -173,7 +173,7 @@ async fn assert_rejected(stream: &mut TcpStream, what: &str) {
 async fn assert_alive(server: &mut TestServer) -> Result<()> {
     assert_eq!(server.try_exit_status(), None, "server exited");
     let client = server.connect().await?;
-    let one: i32 = client.query_one("SELECT 1", &[]).await?.get(0);
+    let one: i32 = client.query_one("SELECT CAST(1 AS INT)", &[]).await?.get(0);
     assert_eq!(one, 1);
     let stderr = server.stderr();
     assert!(!stderr.contains("panicked"), "server panicked:\n{stderr}");

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine, then runs every
+# test: formatting, lints, unit tests, integration tests and sqllogictest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Keep build output outside the checkout so fresh clones reuse it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/eddy-target}"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# psql drives the psql integration test.
+if ! command -v psql >/dev/null 2>&1; then
+  echo "== installing postgresql-client"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client
+fi
+
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    rustup component add "$component"
+  fi
+done
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== build"
+cargo build --workspace --all-targets
+
+echo "== tests"
+cargo test --workspace --no-fail-fast
