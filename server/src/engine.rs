@@ -63,7 +63,7 @@ impl Engine {
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await?;
-        Ok(plan)
+        Ok(crate::bytea::rewrite_bytea_casts(plan)?)
     }
 
     /// Runs a plan to completion.

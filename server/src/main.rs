@@ -1,8 +1,10 @@
 //! The `eddy` binary: command line, logging, and the server's lifetime.
 
+mod bytea;
 mod engine;
 mod error;
 mod handler;
+mod pg_text;
 mod wire;
 
 use std::path::PathBuf;

@@ -124,10 +124,13 @@ fn encode(
         } => {
             let options = Arc::new(FormatOptions::from_client_metadata(vars));
             let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, Some(options))?);
-            let rows: Vec<_> = batches
-                .into_iter()
-                .flat_map(|batch| encode_recordbatch(fields.clone(), batch))
-                .collect();
+            let mut rows = Vec::new();
+            for batch in batches {
+                let batch = crate::pg_text::rewrite_for_text(batch, format).map_err(|e| {
+                    EddyError::from(datafusion::error::DataFusionError::from(e)).into_pgwire()
+                })?;
+                rows.extend(encode_recordbatch(fields.clone(), batch));
+            }
             let mut response = QueryResponse::new(fields, stream::iter(rows));
             response.set_command_tag(tag);
             Response::Query(response)

@@ -55,7 +55,13 @@ async fn literal_types_match_postgres() -> Result<()> {
     let types: Vec<Type> = row.columns().iter().map(|c| c.type_().clone()).collect();
     assert_eq!(
         types,
-        vec![Type::INT4, Type::INT8, Type::NUMERIC, Type::TEXT, Type::INT4]
+        vec![
+            Type::INT4,
+            Type::INT8,
+            Type::NUMERIC,
+            Type::TEXT,
+            Type::INT4
+        ]
     );
     Ok(())
 }

@@ -7,6 +7,10 @@ use std::time::Duration;
 use anyhow::Result;
 use eddy_tests::{run_with_timeout, serve_command, TestServer};
 
+// The tokio tests here use the multi-threaded runtime: stop(), kill9() and
+// restart() block the calling thread, and connection tasks must keep running
+// meanwhile (to send Terminate when a client is dropped).
+
 /// A server that cannot start must say so within this time.
 const FAIL_FAST: Duration = Duration::from_secs(30);
 
@@ -30,7 +34,7 @@ fn assert_no_panic(stderr: &str) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn rows_survive_kill_9() -> Result<()> {
     let mut server = TestServer::start()?;
     {
@@ -71,7 +75,7 @@ async fn rows_survive_kill_9() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn rows_survive_sigterm_and_repeated_restarts() -> Result<()> {
     let mut server = TestServer::start()?;
     {
@@ -120,7 +124,36 @@ async fn rows_survive_sigterm_and_repeated_restarts() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+/// SIGTERM must not wait for idle clients to hang up (a pooled BI tool
+/// never does); they are disconnected and the server exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_idle_client_connected_exits() -> Result<()> {
+    let mut server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute("CREATE TABLE idle (id INT PRIMARY KEY); INSERT INTO idle VALUES (1)")
+        .await?;
+    let status = server.stop()?;
+    assert!(
+        status.success(),
+        "SIGTERM should exit 0, got {status}; stderr:\n{}",
+        server.stderr()
+    );
+    assert_no_panic(&server.stderr());
+    // The idle session was closed by the server.
+    assert!(client.simple_query("SELECT 1").await.is_err());
+
+    server.restart()?;
+    let client = server.connect().await?;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM idle", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn second_server_on_same_data_dir_fails_fast() -> Result<()> {
     let server = TestServer::start()?;
     let out = run_with_timeout(serve_command(server.data_dir())?, FAIL_FAST)?;

@@ -1,0 +1,186 @@
+//! Postgres text output for the types whose text form the generic encoder
+//! gets wrong: timestamps and times (Postgres trims zero fractions), and
+//! intervals (Postgres's `postgres` interval style, NULLs kept).
+//!
+//! Text-format columns of these types are rewritten to strings before
+//! encoding; the column keeps its Postgres type in the row description.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, NaiveTime, Timelike};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{
+    DataType, Field, IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit,
+    IntervalYearMonthType, Schema, TimeUnit,
+};
+use datafusion::arrow::error::ArrowError;
+use pgwire::api::portal::Format;
+use pgwire::api::results::FieldFormat;
+
+fn needs_rewrite(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Timestamp(_, _)
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+            | DataType::Interval(_)
+    )
+}
+
+/// Rewrites the text-format columns of `batch` that need Postgres formatting.
+pub fn rewrite_for_text(batch: RecordBatch, format: &Format) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    let touched: Vec<usize> = (0..batch.num_columns())
+        .filter(|&i| {
+            format.format_for(i) == FieldFormat::Text && needs_rewrite(schema.field(i).data_type())
+        })
+        .collect();
+    if touched.is_empty() {
+        return Ok(batch);
+    }
+    let mut columns = batch.columns().to_vec();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for i in touched {
+        columns[i] = format_column(&columns[i])?;
+        fields[i] = Field::new(fields[i].name(), DataType::Utf8, true);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+fn format_column(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let strings: StringArray = match column.data_type() {
+        DataType::Timestamp(unit, tz) => {
+            let micros = to_micros(column, *unit)?;
+            let suffix = if tz.is_some() { "+00" } else { "" };
+            micros
+                .iter()
+                .map(|v| v.map(|us| format!("{}{suffix}", format_timestamp(us))))
+                .collect()
+        }
+        DataType::Time32(_) | DataType::Time64(_) => {
+            let as_micros =
+                datafusion::arrow::compute::cast(column, &DataType::Time64(TimeUnit::Microsecond))?;
+            let micros =
+                as_micros.as_primitive::<datafusion::arrow::datatypes::Time64MicrosecondType>();
+            micros.iter().map(|v| v.map(format_time)).collect()
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => column
+            .as_primitive::<IntervalMonthDayNanoType>()
+            .iter()
+            .map(|v| v.map(|v| format_interval(v.months, v.days, v.nanoseconds / 1000)))
+            .collect(),
+        DataType::Interval(IntervalUnit::DayTime) => column
+            .as_primitive::<IntervalDayTimeType>()
+            .iter()
+            .map(|v| v.map(|v| format_interval(0, v.days, v.milliseconds as i64 * 1000)))
+            .collect(),
+        DataType::Interval(IntervalUnit::YearMonth) => column
+            .as_primitive::<IntervalYearMonthType>()
+            .iter()
+            .map(|v| v.map(|months| format_interval(months, 0, 0)))
+            .collect(),
+        _ => return Ok(column.clone()),
+    };
+    Ok(Arc::new(strings))
+}
+
+fn to_micros(
+    column: &ArrayRef,
+    unit: TimeUnit,
+) -> Result<datafusion::arrow::array::Int64Array, ArrowError> {
+    let raw = datafusion::arrow::compute::cast(column, &DataType::Int64)?;
+    let raw = raw.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+    Ok(raw
+        .iter()
+        .map(|v| {
+            v.map(|v| match unit {
+                TimeUnit::Second => v.saturating_mul(1_000_000),
+                TimeUnit::Millisecond => v.saturating_mul(1_000),
+                TimeUnit::Microsecond => v,
+                TimeUnit::Nanosecond => v.div_euclid(1_000),
+            })
+        })
+        .collect())
+}
+
+/// Seconds fraction as Postgres prints it: up to six digits, no trailing zeros.
+fn fraction(micros: u32) -> String {
+    if micros == 0 {
+        return String::new();
+    }
+    let digits = format!(".{micros:06}");
+    digits.trim_end_matches('0').to_owned()
+}
+
+fn format_timestamp(micros: i64) -> String {
+    match DateTime::from_timestamp_micros(micros) {
+        Some(dt) => {
+            let naive: NaiveDateTime = dt.naive_utc();
+            format!(
+                "{}{}",
+                naive.format("%Y-%m-%d %H:%M:%S"),
+                fraction(naive.nanosecond() / 1000)
+            )
+        }
+        None => micros.to_string(),
+    }
+}
+
+fn format_time(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let sub = micros.rem_euclid(1_000_000) as u32;
+    match NaiveTime::from_num_seconds_from_midnight_opt(secs as u32, 0) {
+        Some(t) => format!("{}{}", t.format("%H:%M:%S"), fraction(sub)),
+        None => "24:00:00".to_owned(),
+    }
+}
+
+/// Formats an interval in Postgres's default `postgres` style, e.g.
+/// `1 year 2 mons 3 days 04:05:06.5`.
+pub fn format_interval(months: i32, days: i32, micros: i64) -> String {
+    fn unit(n: i64, name: &str, parts: &mut Vec<String>) {
+        if n != 0 {
+            let plural = if n == 1 || n == -1 { "" } else { "s" };
+            parts.push(format!("{n} {name}{plural}"));
+        }
+    }
+    let mut parts = Vec::new();
+    unit(i64::from(months / 12), "year", &mut parts);
+    unit(i64::from(months % 12), "mon", &mut parts);
+    unit(i64::from(days), "day", &mut parts);
+    if micros != 0 || parts.is_empty() {
+        let sign = if micros < 0 { "-" } else { "" };
+        let abs = micros.unsigned_abs();
+        let hours = abs / 3_600_000_000;
+        let minutes = abs / 60_000_000 % 60;
+        let seconds = abs / 1_000_000 % 60;
+        let sub = (abs % 1_000_000) as u32;
+        parts.push(format!(
+            "{sign}{hours:02}:{minutes:02}:{seconds:02}{}",
+            fraction(sub)
+        ));
+    }
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_read_like_postgres() {
+        assert_eq!(format_interval(0, 1, 2 * 3_600_000_000), "1 day 02:00:00");
+        assert_eq!(format_interval(14, 0, 0), "1 year 2 mons");
+        assert_eq!(format_interval(0, 3, 0), "3 days");
+        assert_eq!(format_interval(0, 0, 0), "00:00:00");
+        assert_eq!(format_interval(0, 0, -3_600_000_000), "-01:00:00");
+        assert_eq!(format_interval(0, 0, 1_500_000), "00:00:01.5");
+    }
+
+    #[test]
+    fn timestamps_trim_zero_fractions() {
+        assert_eq!(format_timestamp(0), "1970-01-01 00:00:00");
+        assert_eq!(format_timestamp(1_250_000), "1970-01-01 00:00:01.25");
+        assert_eq!(format_time(45_296_000_000), "12:34:56");
+    }
+}
