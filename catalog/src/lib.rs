@@ -6,6 +6,7 @@
 //! INSERT, UPDATE and DELETE.
 
 mod codec;
+mod information_schema;
 mod schema;
 mod table;
 mod types;
@@ -20,6 +21,7 @@ use eddy_storage::{Keyspace, StorageError, Store, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 pub use codec::{is_storable, CodecError};
+pub use information_schema::InformationSchemaProvider;
 pub use schema::{EddySchemaProvider, SchemaMode};
 pub use table::{
     split_row_keys, ColumnDef, RowKeyedTable, StoredTable, TableDef, WriteCount, ROW_KEY_COLUMN,
@@ -46,6 +48,8 @@ pub enum CatalogError {
         "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
     )]
     NotNullViolation { table: String, column: String },
+    #[error("invalid input syntax for type json: {0}")]
+    InvalidJson(String),
     #[error("value too long for type {type_name}")]
     StringTooLong { type_name: String },
     #[error("UPDATE changed the same row twice; make the FROM clause match each row once")]

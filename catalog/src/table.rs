@@ -262,6 +262,9 @@ impl StoredTable {
                     column: def.name.clone(),
                 });
             }
+            if def.column_type == ColumnType::Jsonb {
+                check_json(&column)?;
+            }
             columns.push(fit_to_length(column, &def.column_type)?);
         }
         Ok(columns)
@@ -332,6 +335,15 @@ impl StoredTable {
             values: values.join(", "),
         }
     }
+}
+
+fn check_json(column: &ArrayRef) -> Result<()> {
+    for text in column.as_string::<i32>().iter().flatten() {
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            return Err(CatalogError::InvalidJson(e.to_string()));
+        }
+    }
+    Ok(())
 }
 
 fn row_id_of(suffix: &[u8]) -> Option<u64> {

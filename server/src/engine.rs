@@ -13,7 +13,9 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::setup_pg_catalog;
-use eddy_catalog::{Catalog, EddySchemaProvider, SchemaMode, DATABASE_NAME, SCHEMA_NAME};
+use eddy_catalog::{
+    Catalog, EddySchemaProvider, InformationSchemaProvider, SchemaMode, DATABASE_NAME, SCHEMA_NAME,
+};
 use eddy_storage::Store;
 
 use crate::error::{EddyError, Result};
@@ -63,7 +65,7 @@ impl Engine {
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await?;
-        Ok(crate::bytea::rewrite_bytea_casts(plan)?)
+        Ok(crate::pg_input::rewrite_input_casts(plan)?)
     }
 
     /// Runs a plan to completion.
@@ -80,7 +82,7 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(DATABASE_NAME, SCHEMA_NAME)
         .with_create_default_catalog_and_schema(true)
-        .with_information_schema(true);
+        .with_information_schema(false);
     config.options_mut().sql_parser.enable_ident_normalization = true;
     let ctx = SessionContext::new_with_config(config);
     let db = ctx
@@ -89,6 +91,10 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
     db.register_schema(
         SCHEMA_NAME,
         Arc::new(EddySchemaProvider::new(catalog.clone(), mode)),
+    )?;
+    db.register_schema(
+        "information_schema",
+        Arc::new(InformationSchemaProvider::new(catalog.clone())),
     )?;
     setup_pg_catalog(&ctx, DATABASE_NAME, EmptyContextProvider)
         .map_err(|e| EddyError::DataFusion(*e))?;

@@ -105,6 +105,7 @@ fn catalog_sqlstate(e: &CatalogError) -> &'static str {
         CatalogError::UniqueViolation { .. } => "23505",
         CatalogError::NotNullViolation { .. } => "23502",
         CatalogError::StringTooLong { .. } => "22001",
+        CatalogError::InvalidJson(_) => "22P02",
         CatalogError::RowUpdatedTwice => "21000",
         CatalogError::InvalidDefault { .. } => "42804",
         CatalogError::Arrow(e) => arrow_sqlstate(e),
@@ -174,7 +175,9 @@ fn plan_sqlstate(msg: &str) -> &'static str {
 
 fn execution_sqlstate(msg: &str) -> &'static str {
     let lower = msg.to_lowercase();
-    if lower.contains("divide by zero") || lower.contains("division by zero") {
+    if lower.contains("non-nullable but contains null") {
+        "23502"
+    } else if lower.contains("divide by zero") || lower.contains("division by zero") {
         "22012"
     } else if lower.contains("overflow") || lower.contains("out of range") {
         "22003"
@@ -192,11 +195,18 @@ fn arrow_sqlstate(e: &ArrowError) -> &'static str {
         ArrowError::CastError(msg) | ArrowError::ParseError(msg) => {
             if msg.starts_with("Can't cast value") || msg.contains("overflow") {
                 "22003"
+            } else if ["Date", "Time", "Timestamp"]
+                .iter()
+                .any(|t| msg.contains(t))
+            {
+                "22007"
             } else {
                 "22P02"
             }
         }
         ArrowError::ComputeError(msg) if msg.to_lowercase().contains("overflow") => "22003",
+        ArrowError::InvalidArgumentError(msg) if msg.contains("non-nullable") => "23502",
+        ArrowError::InvalidArgumentError(msg) if msg.contains("too large to store") => "22003",
         ArrowError::ExternalError(inner) => match inner.downcast_ref::<CatalogError>() {
             Some(e) => catalog_sqlstate(e),
             None => "XX000",
@@ -239,6 +249,9 @@ fn datafusion_message(e: &DataFusionError) -> String {
 
 fn arrow_message(e: &ArrowError) -> String {
     match e {
+        ArrowError::InvalidArgumentError(msg) if msg.contains("non-nullable") => {
+            format!("null value violates not-null constraint ({msg})")
+        }
         ArrowError::DivideByZero => "division by zero".to_owned(),
         ArrowError::CastError(msg) | ArrowError::ParseError(msg) => {
             if msg.starts_with("Can't cast value") {

@@ -1,9 +1,9 @@
 //! The `eddy` binary: command line, logging, and the server's lifetime.
 
-mod bytea;
 mod engine;
 mod error;
 mod handler;
+mod pg_input;
 mod pg_text;
 mod wire;
 

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDateTime, NaiveTime, Timelike};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{
@@ -16,6 +17,7 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::error::ArrowError;
 use pgwire::api::portal::Format;
 use pgwire::api::results::FieldFormat;
+use pgwire::messages::data::DataRow;
 
 fn needs_rewrite(data_type: &DataType) -> bool {
     matches!(
@@ -45,6 +47,54 @@ pub fn rewrite_for_text(batch: RecordBatch, format: &Format) -> Result<RecordBat
         fields[i] = Field::new(fields[i].name(), DataType::Utf8, true);
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// Binary-format interval columns with NULLs, which the encoder writes as
+/// zero intervals: per column, which rows are NULL.
+pub fn binary_null_intervals(batch: &RecordBatch, format: &Format) -> Vec<(usize, Vec<bool>)> {
+    (0..batch.num_columns())
+        .filter(|&i| {
+            format.format_for(i) == FieldFormat::Binary
+                && matches!(batch.column(i).data_type(), DataType::Interval(_))
+                && batch.column(i).null_count() > 0
+        })
+        .map(|i| {
+            let column = batch.column(i);
+            (i, (0..column.len()).map(|r| column.is_null(r)).collect())
+        })
+        .collect()
+}
+
+/// Rewrites the fields of `row` (row number `row_index` of its batch) that
+/// `nulls` says are NULL as SQL NULLs.
+pub fn null_out(row: DataRow, nulls: &[(usize, Vec<bool>)], row_index: usize) -> DataRow {
+    if !nulls.iter().any(|(_, is_null)| is_null[row_index]) {
+        return row;
+    }
+    let mut out = BytesMut::with_capacity(row.data.len());
+    let mut rest = &row.data[..];
+    for field in 0..row.field_count as usize {
+        let Some((len_bytes, tail)) = rest.split_first_chunk::<4>() else {
+            return row;
+        };
+        let len = i32::from_be_bytes(*len_bytes);
+        let width = usize::try_from(len).unwrap_or(0);
+        if tail.len() < width {
+            return row;
+        }
+        if nulls
+            .iter()
+            .any(|(c, is_null)| *c == field && is_null[row_index])
+        {
+            out.put_i32(-1);
+        } else {
+            out.put_slice(&rest[..4 + width]);
+        }
+        rest = &tail[width..];
+    }
+    let mut row = row;
+    row.data = out;
+    row
 }
 
 fn format_column(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {

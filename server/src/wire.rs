@@ -129,7 +129,10 @@ fn encode(
                 let batch = crate::pg_text::rewrite_for_text(batch, format).map_err(|e| {
                     EddyError::from(datafusion::error::DataFusionError::from(e)).into_pgwire()
                 })?;
-                rows.extend(encode_recordbatch(fields.clone(), batch));
+                let null_intervals = crate::pg_text::binary_null_intervals(&batch, format);
+                for (i, row) in encode_recordbatch(fields.clone(), batch).enumerate() {
+                    rows.push(row.map(|row| crate::pg_text::null_out(row, &null_intervals, i)));
+                }
             }
             let mut response = QueryResponse::new(fields, stream::iter(rows));
             response.set_command_tag(tag);

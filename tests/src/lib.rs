@@ -74,7 +74,10 @@ pub fn eddy_bin() -> Result<PathBuf> {
 /// A command that runs `eddy` with no arguments yet.
 pub fn eddy_command() -> Result<Command> {
     let mut cmd = Command::new(eddy_bin()?);
-    cmd.env("RUST_BACKTRACE", "1").stdin(Stdio::null());
+    // NO_COLOR: keep ANSI escapes out of the stderr that failures quote.
+    cmd.env("RUST_BACKTRACE", "1")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
     Ok(cmd)
 }
 
