@@ -165,10 +165,8 @@ fn plan_sqlstate(msg: &str) -> &'static str {
         || msg.contains("Failed to coerce")
     {
         "42804"
-    } else if msg.contains("Inserting query must have the same schema") || msg.contains("mismatch")
-    {
-        "42601"
     } else {
+        // Other planning errors are mistakes in the statement.
         "42601"
     }
 }

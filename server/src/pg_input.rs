@@ -31,7 +31,7 @@ pub fn decode_bytea(text: &str) -> Result<Vec<u8>> {
     };
     if let Some(hex) = text.strip_prefix("\\x") {
         let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(bad());
         }
         return digits
