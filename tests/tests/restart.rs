@@ -89,13 +89,7 @@ async fn rows_survive_sigterm_and_repeated_restarts() -> Result<()> {
             .await?;
     }
 
-    let status = server.stop()?;
-    assert!(
-        status.success(),
-        "SIGTERM should exit 0, got {status}; stderr:\n{}",
-        server.stderr()
-    );
-    assert_no_panic(&server.stderr());
+    stop_cleanly(&mut server)?;
 
     server.restart()?;
     {
@@ -133,13 +127,7 @@ async fn sigterm_with_idle_client_connected_exits() -> Result<()> {
     client
         .batch_execute("CREATE TABLE idle (id INT PRIMARY KEY); INSERT INTO idle VALUES (1)")
         .await?;
-    let status = server.stop()?;
-    assert!(
-        status.success(),
-        "SIGTERM should exit 0, got {status}; stderr:\n{}",
-        server.stderr()
-    );
-    assert_no_panic(&server.stderr());
+    stop_cleanly(&mut server)?;
     // The idle session was closed by the server.
     assert!(client.simple_query("SELECT 1").await.is_err());
 
@@ -214,4 +202,16 @@ fn data_dir_that_is_a_regular_file_is_a_clear_error() -> Result<()> {
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), b"not a data directory")?;
     assert_bad_data_dir(file.path())
+}
+
+/// Sends SIGTERM and checks the server exits 0 without a panic.
+fn stop_cleanly(server: &mut TestServer) -> Result<()> {
+    let status = server.stop()?;
+    assert!(
+        status.success(),
+        "SIGTERM should exit 0, got {status}; stderr:\n{}",
+        server.stderr()
+    );
+    assert_no_panic(&server.stderr());
+    Ok(())
 }
