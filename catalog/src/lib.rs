@@ -5,11 +5,14 @@
 //! DataFusion scans and writes them, checking keys and constraints, for
 //! INSERT, UPDATE and DELETE.
 
+mod changelog;
 mod codec;
 mod information_schema;
+mod row_format;
 mod schema;
 mod table;
 mod types;
+mod view;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +23,10 @@ use datafusion::prelude::SessionContext;
 use eddy_storage::{Keyspace, StorageError, Store, WriteBatch};
 use serde::{Deserialize, Serialize};
 
+pub use changelog::{ChangeLog, LogEntry, ABSORBED_SEQ_KEY};
 pub use codec::{is_storable, CodecError};
+pub use row_format::{EncodedRows, RowFormat};
+pub use view::{StoredView, ViewColumn, ViewDef};
 pub use information_schema::InformationSchemaProvider;
 pub use schema::{EddySchemaProvider, SchemaMode};
 pub use table::{
@@ -59,6 +65,15 @@ pub enum CatalogError {
         column: String,
         source: datafusion::error::DataFusionError,
     },
+    #[error("cannot drop {kind} {name} because other objects depend on it")]
+    DependentObjects {
+        kind: &'static str,
+        name: String,
+        /// Each dependent, as "materialized view v depends on table t".
+        detail: String,
+    },
+    #[error("materialized view \"{view}\" is not maintained since an error: {error}")]
+    ViewFailed { view: String, error: String },
     #[error("catalog entry is damaged: {0}")]
     Damaged(#[from] serde_json::Error),
     #[error(transparent)]
@@ -78,11 +93,46 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum CatalogObject {
     Table(TableDef),
+    View(ViewDef),
 }
 
 struct CatalogState {
     tables: BTreeMap<String, Arc<StoredTable>>,
+    views: BTreeMap<String, Arc<StoredView>>,
     next_id: u64,
+}
+
+impl CatalogState {
+    fn name_taken(&self, name: &str) -> bool {
+        self.tables.contains_key(name) || self.views.contains_key(name)
+    }
+
+    /// The names of the views that read object `id` directly.
+    fn dependents_of(&self, id: u64) -> Vec<String> {
+        let mut views: Vec<&Arc<StoredView>> = self
+            .views
+            .values()
+            .filter(|v| v.def().depends_on.contains(&id))
+            .collect();
+        views.sort_by_key(|v| v.def().id);
+        views.iter().map(|v| v.name().to_owned()).collect()
+    }
+}
+
+/// A relation a query can read, by kind.
+#[derive(Debug, Clone)]
+pub enum Relation {
+    Table(Arc<StoredTable>),
+    View(Arc<StoredView>),
+}
+
+impl Relation {
+    pub fn id(&self) -> u64 {
+        match self {
+            Relation::Table(t) => t.def().id,
+            Relation::View(v) => v.def().id,
+        }
+    }
 }
 
 /// Every object Eddy knows, by name.
@@ -90,6 +140,7 @@ pub struct Catalog {
     store: Store,
     state: RwLock<CatalogState>,
     write_lock: Arc<Mutex<()>>,
+    changes: Arc<ChangeLog>,
     /// Plans DEFAULT expressions; holds no tables.
     expr_context: SessionContext,
 }
@@ -107,12 +158,15 @@ impl Catalog {
             store: store.clone(),
             state: RwLock::new(CatalogState {
                 tables: BTreeMap::new(),
+                views: BTreeMap::new(),
                 next_id: 1,
             }),
             write_lock: Arc::new(Mutex::new(())),
+            changes: Arc::new(ChangeLog::open(&store)?),
             expr_context: SessionContext::new(),
         };
         let mut tables = BTreeMap::new();
+        let mut views = BTreeMap::new();
         let mut next_id = 1;
         for item in store.scan_prefix(&[Keyspace::Catalog as u8]) {
             let (_, value) = item?;
@@ -122,11 +176,24 @@ impl Catalog {
                     let table = catalog.build_table(def)?;
                     tables.insert(table.name().to_owned(), Arc::new(table));
                 }
+                CatalogObject::View(def) => {
+                    next_id = next_id.max(def.id + 1);
+                    let view = StoredView::new(def, store.clone())?;
+                    views.insert(view.name().to_owned(), Arc::new(view));
+                }
+            }
+        }
+        for view in views.values() {
+            for id in &view.def().depends_on {
+                if let Some(table) = tables.values().find(|t| t.def().id == *id) {
+                    table.add_dependent();
+                }
             }
         }
         {
             let mut state = catalog.state.write().expect("catalog lock poisoned");
             state.tables = tables;
+            state.views = views;
             state.next_id = next_id;
         }
         Ok(Arc::new(catalog))
@@ -143,7 +210,27 @@ impl Catalog {
                     .transpose()
             })
             .collect::<Result<Vec<Option<Expr>>>>()?;
-        StoredTable::new(def, defaults, self.store.clone(), self.write_lock.clone())
+        StoredTable::new(
+            def,
+            defaults,
+            self.store.clone(),
+            self.write_lock.clone(),
+            self.changes.clone(),
+        )
+    }
+
+    /// The change log of local tables.
+    pub fn changes(&self) -> &Arc<ChangeLog> {
+        &self.changes
+    }
+
+    /// Holds off every table write while the guard lives.
+    pub fn lock_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().expect("table write lock poisoned")
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     fn plan_default(&self, column: &str, sql: &str) -> Result<Expr> {
@@ -164,6 +251,139 @@ impl Catalog {
             .cloned()
     }
 
+    pub fn view(&self, name: &str) -> Option<Arc<StoredView>> {
+        self.state
+            .read()
+            .expect("catalog lock poisoned")
+            .views
+            .get(name)
+            .cloned()
+    }
+
+    /// The table or view called `name`.
+    pub fn relation(&self, name: &str) -> Option<Relation> {
+        let state = self.state.read().expect("catalog lock poisoned");
+        if let Some(t) = state.tables.get(name) {
+            return Some(Relation::Table(t.clone()));
+        }
+        state.views.get(name).map(|v| Relation::View(v.clone()))
+    }
+
+    pub fn table_by_id(&self, id: u64) -> Option<Arc<StoredTable>> {
+        let state = self.state.read().expect("catalog lock poisoned");
+        state.tables.values().find(|t| t.def().id == id).cloned()
+    }
+
+    /// Every view, in creation order (which is also dependency order).
+    pub fn views(&self) -> Vec<Arc<StoredView>> {
+        let state = self.state.read().expect("catalog lock poisoned");
+        let mut views: Vec<_> = state.views.values().cloned().collect();
+        views.sort_by_key(|v| v.def().id);
+        views
+    }
+
+    /// The names of the views that read object `id` directly.
+    pub fn dependents(&self, id: u64) -> Vec<String> {
+        self.state
+            .read()
+            .expect("catalog lock poisoned")
+            .dependents_of(id)
+    }
+
+    /// Reserves a new view's id and checks its name is free.
+    pub fn reserve_view(&self, name: &str) -> Result<u64> {
+        let mut state = self.state.write().expect("catalog lock poisoned");
+        if state.name_taken(name) {
+            return Err(CatalogError::DuplicateTable(name.to_owned()));
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        Ok(id)
+    }
+
+    /// Stages a view's definition; [`Catalog::install_view`] makes it
+    /// visible once the batch is committed.
+    pub fn stage_view(&self, def: &ViewDef, batch: &mut WriteBatch) -> Result<()> {
+        batch.put(
+            Keyspace::Catalog.object_prefix(def.id),
+            serde_json::to_vec(&CatalogObject::View(def.clone()))?,
+        );
+        Ok(())
+    }
+
+    /// Makes a committed view definition visible, replacing the view of
+    /// the same id if there is one.
+    pub fn install_view(&self, def: ViewDef) -> Result<()> {
+        let mut state = self.state.write().expect("catalog lock poisoned");
+        let existing = state
+            .views
+            .values()
+            .find(|v| v.def().id == def.id)
+            .map(|v| v.name().to_owned());
+        match existing {
+            Some(old) => {
+                state.views.remove(&old);
+            }
+            None => {
+                if state.name_taken(&def.name) {
+                    return Err(CatalogError::DuplicateTable(def.name));
+                }
+                for id in &def.depends_on {
+                    if let Some(table) = state.tables.values().find(|t| t.def().id == *id) {
+                        table.add_dependent();
+                    }
+                }
+            }
+        }
+        let view = StoredView::new(def, self.store.clone())?;
+        state.views.insert(view.name().to_owned(), Arc::new(view));
+        Ok(())
+    }
+
+    /// Stages the removal of a view's definition, rows and state.
+    pub fn stage_drop_view(&self, id: u64, batch: &mut WriteBatch) -> Result<()> {
+        batch.delete(Keyspace::Catalog.object_prefix(id));
+        for keyspace in [Keyspace::ViewRows, Keyspace::OperatorState] {
+            for item in self.store.scan_prefix(&keyspace.object_prefix(id)) {
+                batch.delete(item?.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a dropped view once its removal is committed.
+    pub fn uninstall_view(&self, name: &str) {
+        let mut state = self.state.write().expect("catalog lock poisoned");
+        if let Some(view) = state.views.remove(name) {
+            for id in &view.def().depends_on {
+                if let Some(table) = state.tables.values().find(|t| t.def().id == *id) {
+                    table.remove_dependent();
+                }
+            }
+        }
+    }
+
+    pub fn view_names(&self) -> Vec<String> {
+        self.state
+            .read()
+            .expect("catalog lock poisoned")
+            .views
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Tables and views.
+    pub fn relation_names(&self) -> Vec<String> {
+        let state = self.state.read().expect("catalog lock poisoned");
+        state
+            .tables
+            .keys()
+            .chain(state.views.keys())
+            .cloned()
+            .collect()
+    }
+
     pub fn table_names(&self) -> Vec<String> {
         self.state
             .read()
@@ -182,7 +402,7 @@ impl Catalog {
         if_not_exists: bool,
     ) -> Result<Option<Arc<StoredTable>>> {
         let mut state = self.state.write().expect("catalog lock poisoned");
-        if state.tables.contains_key(&def.name) {
+        if state.name_taken(&def.name) {
             return if if_not_exists {
                 Ok(None)
             } else {
@@ -208,6 +428,18 @@ impl Catalog {
         let Some(table) = state.tables.get(name).cloned() else {
             return Ok(false);
         };
+        let dependents = state.dependents_of(table.def().id);
+        if !dependents.is_empty() {
+            return Err(CatalogError::DependentObjects {
+                kind: "table",
+                name: name.to_owned(),
+                detail: dependents
+                    .iter()
+                    .map(|v| format!("materialized view {v} depends on table {name}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            });
+        }
         let _guard = self.write_lock.lock().expect("table write lock poisoned");
         let id = table.def().id;
         let mut batch = WriteBatch::new();

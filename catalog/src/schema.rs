@@ -8,7 +8,7 @@ use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 
 use crate::table::RowKeyedTable;
-use crate::Catalog;
+use crate::{Catalog, Relation};
 
 /// How tables are shown to DataFusion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,17 +35,20 @@ impl EddySchemaProvider {
 #[async_trait]
 impl SchemaProvider for EddySchemaProvider {
     fn table_names(&self) -> Vec<String> {
-        self.catalog.table_names()
+        self.catalog.relation_names()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        Ok(self.catalog.table(name).map(|t| match self.mode {
-            SchemaMode::Query => t as Arc<dyn TableProvider>,
-            SchemaMode::RowKeyed => Arc::new(RowKeyedTable::new(t)) as Arc<dyn TableProvider>,
+        Ok(self.catalog.relation(name).map(|r| match (r, self.mode) {
+            (Relation::Table(t), SchemaMode::Query) => t as Arc<dyn TableProvider>,
+            (Relation::Table(t), SchemaMode::RowKeyed) => {
+                Arc::new(RowKeyedTable::new(t)) as Arc<dyn TableProvider>
+            }
+            (Relation::View(v), _) => v as Arc<dyn TableProvider>,
         }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.table(name).is_some()
+        self.catalog.relation(name).is_some()
     }
 }

@@ -1,7 +1,7 @@
 //! Local tables: their definition, and reading and writing their rows.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -19,6 +19,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use eddy_storage::{Keyspace, Store, WriteBatch};
 use serde::{Deserialize, Serialize};
 
+use crate::changelog::{ChangeLog, LoggedRow};
 use crate::codec::{decode_rows, encode_rows};
 use crate::types::ColumnType;
 use crate::{CatalogError, Result};
@@ -68,6 +69,9 @@ pub struct StoredTable {
     next_row_id: AtomicU64,
     /// Serializes writers, so that key checks and commits do not interleave.
     write_lock: Arc<Mutex<()>>,
+    changes: Arc<ChangeLog>,
+    /// How many views read this table; its changes are logged while any do.
+    dependents: AtomicUsize,
 }
 
 impl std::fmt::Debug for StoredTable {
@@ -90,6 +94,7 @@ impl StoredTable {
         defaults: Vec<Option<Expr>>,
         store: Store,
         write_lock: Arc<Mutex<()>>,
+        changes: Arc<ChangeLog>,
     ) -> Result<Self> {
         let schema = def.arrow_schema();
         let key_converter = if def.primary_key.is_empty() {
@@ -121,7 +126,51 @@ impl StoredTable {
             key_converter,
             next_row_id: AtomicU64::new(next_row_id),
             write_lock,
+            changes,
+            dependents: AtomicUsize::new(0),
         })
+    }
+
+    pub(crate) fn add_dependent(&self) {
+        self.dependents.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn remove_dependent(&self) {
+        self.dependents.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// A buffer for the changes of one write, if views need them.
+    fn change_buffer(&self) -> Option<Vec<LoggedRow>> {
+        (self.dependents.load(Ordering::SeqCst) > 0).then(Vec::new)
+    }
+
+    /// Stages the logged changes and commits the write.
+    fn commit(&self, mut write: WriteBatch, changes: Option<Vec<LoggedRow>>) -> Result<()> {
+        let logged = changes.is_some_and(|rows| {
+            self.changes.stage(&mut write, self.def.id, &rows);
+            !rows.is_empty()
+        });
+        self.store.commit(write)?;
+        if logged {
+            self.changes.wake();
+        }
+        Ok(())
+    }
+
+    /// Logs the current value of each row key in `keys` as deleted.
+    fn log_deleted<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a Vec<u8>>,
+        changes: &mut Option<Vec<LoggedRow>>,
+    ) -> Result<()> {
+        if let Some(changes) = changes {
+            for key in keys {
+                if let Some(value) = self.store.get(&self.row_key(key))? {
+                    changes.push((-1, value));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn def(&self) -> &TableDef {
@@ -175,13 +224,20 @@ impl StoredTable {
     pub fn insert(&self, batches: &[RecordBatch]) -> Result<WriteCount> {
         let _guard = self.write_lock.lock().expect("table write lock poisoned");
         let mut write = WriteBatch::new();
+        let mut changes = self.change_buffer();
         let mut new_keys = HashSet::new();
         let mut rows = 0;
         for batch in batches {
             let columns = self.check_columns(batch)?;
-            rows += self.stage_inserts(&columns, &mut new_keys, &HashSet::new(), &mut write)?;
+            rows += self.stage_inserts(
+                &columns,
+                &mut new_keys,
+                &HashSet::new(),
+                &mut write,
+                &mut changes,
+            )?;
         }
-        self.store.commit(write)?;
+        self.commit(write, changes)?;
         Ok(WriteCount { rows })
     }
 
@@ -189,11 +245,13 @@ impl StoredTable {
     pub fn delete(&self, keys: &[Vec<u8>]) -> Result<WriteCount> {
         let _guard = self.write_lock.lock().expect("table write lock poisoned");
         let mut write = WriteBatch::new();
+        let mut changes = self.change_buffer();
         let unique: HashSet<&Vec<u8>> = keys.iter().collect();
+        self.log_deleted(unique.iter().copied(), &mut changes)?;
         for key in &unique {
             write.delete(self.row_key(key));
         }
-        self.store.commit(write)?;
+        self.commit(write, changes)?;
         Ok(WriteCount {
             rows: unique.len() as u64,
         })
@@ -204,6 +262,7 @@ impl StoredTable {
     pub fn update(&self, keys: &[Vec<u8>], batches: &[RecordBatch]) -> Result<WriteCount> {
         let _guard = self.write_lock.lock().expect("table write lock poisoned");
         let mut write = WriteBatch::new();
+        let mut changes = self.change_buffer();
         let mut seen_old = HashSet::new();
         for key in keys {
             if !seen_old.insert(key.clone()) {
@@ -211,13 +270,20 @@ impl StoredTable {
             }
             write.delete(self.row_key(key));
         }
+        self.log_deleted(keys, &mut changes)?;
         let mut new_keys = HashSet::new();
         let mut rows = 0;
         for batch in batches {
             let columns = self.check_columns(batch)?;
-            rows += self.stage_inserts(&columns, &mut new_keys, &seen_old, &mut write)?;
+            rows += self.stage_inserts(
+                &columns,
+                &mut new_keys,
+                &seen_old,
+                &mut write,
+                &mut changes,
+            )?;
         }
-        self.store.commit(write)?;
+        self.commit(write, changes)?;
         Ok(WriteCount { rows })
     }
 
@@ -225,10 +291,15 @@ impl StoredTable {
     pub fn truncate(&self) -> Result<()> {
         let _guard = self.write_lock.lock().expect("table write lock poisoned");
         let mut write = WriteBatch::new();
+        let mut changes = self.change_buffer();
         for item in self.store.scan_prefix(&self.prefix()) {
-            write.delete(item?.0);
+            let (key, value) = item?;
+            if let Some(changes) = &mut changes {
+                changes.push((-1, value));
+            }
+            write.delete(key);
         }
-        self.store.commit(write).map_err(Into::into)
+        self.commit(write, changes)
     }
 
     fn row_key(&self, suffix: &[u8]) -> Vec<u8> {
@@ -278,9 +349,13 @@ impl StoredTable {
         new_keys: &mut HashSet<Vec<u8>>,
         freed: &HashSet<Vec<u8>>,
         write: &mut WriteBatch,
+        changes: &mut Option<Vec<LoggedRow>>,
     ) -> Result<u64> {
         let values = encode_rows(columns)?;
         let num_rows = values.len();
+        if let Some(changes) = changes {
+            changes.extend(values.iter().map(|v| (1, v.clone())));
+        }
         match &self.key_converter {
             Some(converter) => {
                 let key_columns: Vec<ArrayRef> = self

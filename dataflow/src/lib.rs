@@ -1,3 +1,53 @@
-//! Eddy's incremental dataflow: operators over Arrow batches of weighted
-//! changes, and the runtime that drives them in epochs. It starts empty;
-//! materialized views build on it.
+//! Eddy's incremental dataflow: operators over Arrow change batches (rows
+//! with weights), the lowering of DataFusion plans to operator trees, and
+//! the runtime that runs every view's dataflow in epochs.
+
+pub mod aggregate;
+pub mod change;
+pub mod filter;
+pub mod graph;
+pub mod join;
+pub mod lower;
+pub mod operator;
+pub mod project;
+pub mod runtime;
+pub mod sink;
+pub mod source;
+pub mod topn;
+pub mod union;
+
+#[cfg(test)]
+mod testing;
+
+pub use change::ChangeBatch;
+pub use graph::Node;
+pub use lower::{check_deterministic, lower, Lowered};
+pub use runtime::{DataflowHandle, ViewStats};
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+use eddy_catalog::CatalogError;
+use eddy_storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataflowError {
+    /// A construct a view cannot maintain incrementally.
+    #[error("{0} is not supported in materialized views")]
+    Unsupported(String),
+    #[error("{0}")]
+    Overflow(String),
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("the dataflow runtime has stopped")]
+    Stopped,
+}
+
+pub type Result<T, E = DataflowError> = std::result::Result<T, E>;

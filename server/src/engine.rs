@@ -10,13 +10,15 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Query, Statement};
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::setup_pg_catalog;
 use eddy_catalog::{
     Catalog, EddySchemaProvider, InformationSchemaProvider, SchemaMode, DATABASE_NAME, SCHEMA_NAME,
 };
+use eddy_dataflow::{DataflowError, DataflowHandle, Lowered};
 use eddy_storage::Store;
+use tokio::sync::RwLock;
 
 use crate::error::{EddyError, Result};
 
@@ -26,6 +28,11 @@ pub const PG_VERSION: &str = "16.6";
 pub struct Engine {
     pub store: Store,
     pub catalog: Arc<Catalog>,
+    /// Runs every materialized view's dataflow.
+    pub dataflow: DataflowHandle,
+    /// Held for reading while a statement reads views, and for writing
+    /// while the dataflow commits an epoch: a statement sees one epoch.
+    epoch_lock: Arc<RwLock<()>>,
     /// Plans queries and INSERT: tables as users see them.
     query_ctx: SessionContext,
     /// Plans UPDATE and DELETE: tables with their row-key column.
@@ -33,16 +40,45 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn open(store: Store) -> Result<Arc<Self>> {
+    /// Opens the catalog and restarts every view's dataflow from its
+    /// stored state.
+    pub async fn open(store: Store) -> Result<Arc<Self>> {
         let catalog = Catalog::open(store.clone())?;
         let query_ctx = new_context(&catalog, SchemaMode::Query)?;
         let row_keyed_ctx = new_context(&catalog, SchemaMode::RowKeyed)?;
+        let mut views = Vec::new();
+        for view in catalog.views() {
+            let def = view.def().clone();
+            let root = if def.error.is_some() {
+                Err(DataflowError::Internal("view failed before".into()))
+            } else {
+                plan_view_sql(&query_ctx, &catalog, &def.sql)
+                    .await
+                    .map(|lowered| lowered.root)
+                    .map_err(|e| DataflowError::Internal(e.message()))
+            };
+            views.push((def, root));
+        }
+        let epoch_lock = Arc::new(RwLock::new(()));
+        let dataflow = DataflowHandle::start(catalog.clone(), epoch_lock.clone(), views)?;
         Ok(Arc::new(Engine {
             store,
             catalog,
+            dataflow,
+            epoch_lock,
             query_ctx,
             row_keyed_ctx,
         }))
+    }
+
+    /// Plans a view's query and lowers it to a dataflow.
+    pub async fn plan_view(&self, query: &Query) -> Result<Lowered> {
+        plan_view_statement(
+            &self.query_ctx,
+            &self.catalog,
+            Statement::Query(Box::new(query.clone())),
+        )
+        .await
     }
 
     /// Plans a statement DataFusion understands: queries, EXPLAIN and DML.
@@ -73,9 +109,33 @@ impl Engine {
         &self,
         plan: LogicalPlan,
     ) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+        let _epoch = self.epoch_lock.read().await;
         let df = self.query_ctx.execute_logical_plan(plan).await?;
         Ok(df.collect().await?)
     }
+}
+
+async fn plan_view_sql(ctx: &SessionContext, catalog: &Catalog, sql: &str) -> Result<Lowered> {
+    let mut statements = eddy_sql::parse_sql(sql)?;
+    let (Some(statement), None) = (statements.pop(), statements.pop()) else {
+        return Err(EddyError::Internal(format!("stored view query is not one statement: {sql}")));
+    };
+    plan_view_statement(ctx, catalog, statement).await
+}
+
+async fn plan_view_statement(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    statement: Statement,
+) -> Result<Lowered> {
+    let state = ctx.state();
+    let plan = state
+        .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+        .await?;
+    let plan = crate::pg_input::rewrite_input_casts(plan)?;
+    eddy_dataflow::check_deterministic(&plan)?;
+    let optimized = state.optimize(&plan)?;
+    Ok(eddy_dataflow::lower(&optimized, catalog)?)
 }
 
 fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContext> {

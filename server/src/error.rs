@@ -21,10 +21,14 @@ pub enum EddyError {
     DataFusion(#[from] DataFusionError),
     #[error(transparent)]
     Wire(#[from] PgWireError),
+    #[error(transparent)]
+    Dataflow(#[from] eddy_dataflow::DataflowError),
     #[error("relation \"{0}\" does not exist")]
     UndefinedTable(String),
     #[error("{0} is not supported")]
     Unsupported(String),
+    #[error("{0}")]
+    WrongObjectType(String),
     #[error("unrecognized configuration parameter \"{0}\"")]
     UnknownSetting(String),
     #[error("{0}")]
@@ -53,8 +57,10 @@ impl EddyError {
             EddyError::Storage(_) => "58030",
             EddyError::DataFusion(e) => datafusion_sqlstate(e),
             EddyError::Wire(_) => "08P01",
+            EddyError::Dataflow(e) => dataflow_sqlstate(e),
             EddyError::UndefinedTable(_) => "42P01",
             EddyError::Unsupported(_) => "0A000",
+            EddyError::WrongObjectType(_) => "42809",
             EddyError::UnknownSetting(_) => "42704",
             EddyError::InvalidParameter(_) => "22023",
             EddyError::MultipleStatementsInPrepare => "42601",
@@ -66,6 +72,9 @@ impl EddyError {
     pub fn message(&self) -> String {
         match self {
             EddyError::DataFusion(e) => datafusion_message(e),
+            EddyError::Dataflow(eddy_dataflow::DataflowError::DataFusion(e)) => {
+                datafusion_message(e)
+            }
             other => {
                 let mut message = other.to_string();
                 let mut source = std::error::Error::source(other);
@@ -90,16 +99,32 @@ impl EddyError {
         if code == "XX000" || code == "58030" {
             tracing::error!(error = %self.message(), "internal error");
         }
-        PgWireError::UserError(Box::new(ErrorInfo::new(
-            "ERROR".to_owned(),
-            code.to_owned(),
-            self.message(),
-        )))
+        let mut info = ErrorInfo::new("ERROR".to_owned(), code.to_owned(), self.message());
+        if let EddyError::Catalog(CatalogError::DependentObjects { detail, .. }) = &self {
+            info.detail = Some(detail.clone());
+            info.hint = Some("Use DROP ... CASCADE to drop the dependent objects too.".into());
+        }
+        PgWireError::UserError(Box::new(info))
+    }
+}
+
+fn dataflow_sqlstate(e: &eddy_dataflow::DataflowError) -> &'static str {
+    use eddy_dataflow::DataflowError;
+    match e {
+        DataflowError::Unsupported(_) => "0A000",
+        DataflowError::Overflow(_) => "22003",
+        DataflowError::DataFusion(e) => datafusion_sqlstate(e),
+        DataflowError::Arrow(e) => arrow_sqlstate(e),
+        DataflowError::Catalog(e) => catalog_sqlstate(e),
+        DataflowError::Storage(_) => "58030",
+        DataflowError::Internal(_) | DataflowError::Stopped => "XX000",
     }
 }
 
 fn catalog_sqlstate(e: &CatalogError) -> &'static str {
     match e {
+        CatalogError::DependentObjects { .. } => "2BP01",
+        CatalogError::ViewFailed { .. } => "55000",
         CatalogError::DuplicateTable(_) => "42P07",
         CatalogError::UndefinedTable(_) => "42P01",
         CatalogError::UniqueViolation { .. } => "23505",

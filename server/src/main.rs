@@ -102,7 +102,9 @@ fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = eddy_storage::Store::open(&args.data_dir)
         .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
-    let engine = Engine::open(store).context("cannot load the catalog")?;
+    let engine = Engine::open(store)
+        .await
+        .context("cannot load the catalog")?;
     if let Some(brokers) = &args.kafka_brokers {
         tracing::info!(%brokers, "Kafka brokers configured");
     }
@@ -138,6 +140,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!(open_connections = connections.len(), "shutting down");
     connections.shutdown().await;
+    engine.dataflow.stop();
     engine
         .store
         .flush()

@@ -98,7 +98,7 @@ fn default_sql(expr: &Expr) -> String {
 }
 
 /// Folds an identifier as Postgres does: unquoted names to lower case.
-pub(crate) fn normalize(ident: &ast::Ident) -> String {
+pub fn normalize(ident: &ast::Ident) -> String {
     match ident.quote_style {
         Some(_) => ident.value.clone(),
         None => ident.value.to_lowercase(),

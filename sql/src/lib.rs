@@ -9,7 +9,7 @@ mod types;
 
 pub use create_table::bind_create_table;
 pub use insert::{insert_target, name_leading_columns};
-pub use parser::parse_sql;
+pub use parser::{is_flush, parse_sql};
 pub use types::column_type_from_sql;
 
 pub use datafusion::sql::sqlparser;

@@ -2,9 +2,11 @@
 
 use std::sync::LazyLock;
 
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{FlushType, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::Result;
@@ -26,7 +28,46 @@ pub fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
     if reads_pg_catalog(sql) {
         return Ok(CATALOG_QUERY_PARSER.parse(sql)?);
     }
-    Ok(Parser::parse_sql(&PostgreSqlDialect {}, sql)?)
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(sql)?;
+    let mut statements = Vec::new();
+    let mut expecting_delimiter = false;
+    loop {
+        while parser.consume_token(&Token::SemiColon) {
+            expecting_delimiter = false;
+        }
+        if parser.peek_token_ref().token == Token::EOF {
+            break;
+        }
+        if expecting_delimiter {
+            return Ok(parser.expected("end of statement", parser.peek_token())?);
+        }
+        if parser.parse_keyword(Keyword::FLUSH) {
+            statements.push(flush_statement());
+        } else {
+            statements.push(parser.parse_statement()?);
+        }
+        expecting_delimiter = true;
+    }
+    Ok(statements)
+}
+
+/// `FLUSH`: wait until every acknowledged write is in every view. Parsed
+/// by Eddy and carried as the (otherwise MySQL-only) FLUSH statement.
+fn flush_statement() -> Statement {
+    Statement::Flush {
+        object_type: FlushType::Tables,
+        location: None,
+        channel: None,
+        read_lock: false,
+        export: false,
+        tables: Vec::new(),
+    }
+}
+
+/// Whether `statement` is Eddy's `FLUSH`.
+pub fn is_flush(statement: &Statement) -> bool {
+    matches!(statement, Statement::Flush { tables, .. } if tables.is_empty())
 }
 
 #[cfg(test)]
@@ -44,6 +85,14 @@ mod tests {
     fn user_queries_keep_their_subqueries() {
         let stmts = parse_sql("SELECT (SELECT count(*) FROM e WHERE e.d = d.id) FROM d").unwrap();
         assert!(stmts[0].to_string().contains("count(*)"));
+    }
+
+    #[test]
+    fn flush_is_a_statement() {
+        let stmts = parse_sql("INSERT INTO t VALUES (1); flush; SELECT 1").unwrap();
+        assert_eq!(stmts.len(), 3);
+        assert!(is_flush(&stmts[1]));
+        assert!(parse_sql("FLUSH TABLES").is_err());
     }
 
     #[test]

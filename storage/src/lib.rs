@@ -59,6 +59,9 @@ pub enum Keyspace {
     OperatorState = b's',
     /// Source offsets of running dataflows.
     SourceOffsets = b'o',
+    /// Changes to local tables that views have yet to absorb, keyed by
+    /// sequence number.
+    ChangeLog = b'l',
 }
 
 impl Keyspace {

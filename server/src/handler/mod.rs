@@ -2,8 +2,11 @@
 //! one file per kind.
 
 mod create_table;
+mod create_view;
 mod dml;
 mod drop;
+mod explain_view;
+mod flush;
 mod query;
 mod set;
 mod show_tables;
@@ -44,6 +47,9 @@ pub enum Kind {
 
 pub fn kind(statement: &Statement) -> Kind {
     match statement {
+        Statement::Explain { statement, .. } if matches!(**statement, Statement::CreateView(_)) => {
+            Kind::Direct
+        }
         Statement::Query(_)
         | Statement::Explain { .. }
         | Statement::Insert(_)
@@ -74,13 +80,28 @@ pub async fn execute(
     }
     match statement {
         Statement::CreateTable(create) => create_table::handle_create_table(engine, create),
+        Statement::CreateView(create) => create_view::handle_create_view(engine, create).await,
+        Statement::Explain { statement, .. } => match statement.as_ref() {
+            Statement::CreateView(create) => {
+                explain_view::handle_explain_create(engine, create).await
+            }
+            _ => Err(EddyError::Internal("EXPLAIN dispatched wrongly".into())),
+        },
+        Statement::ExplainTable { table_name, .. } => {
+            explain_view::handle_explain_view(engine, table_name).await
+        }
+        statement if eddy_sql::is_flush(statement) => flush::handle_flush(engine).await,
+        Statement::ShowViews {
+            materialized: true,
+            ..
+        } => show_tables::handle_show_views(engine),
         Statement::Drop {
             object_type,
             if_exists,
             names,
             cascade,
             ..
-        } => drop::handle_drop(engine, *object_type, *if_exists, names, *cascade),
+        } => drop::handle_drop(engine, *object_type, *if_exists, names, *cascade).await,
         Statement::Truncate(truncate) => truncate::handle_truncate(engine, truncate),
         Statement::ShowTables { .. } => show_tables::handle_show_tables(engine),
         Statement::Set(set) => set::handle_set(vars, set),
@@ -103,6 +124,10 @@ pub fn result_schema(statement: &Statement, plan: Option<&LogicalPlan>) -> Optio
         (_, Some(LogicalPlan::Dml(_))) => None,
         (_, Some(plan)) => Some(Arc::new(plan.schema().as_arrow().clone())),
         (Statement::ShowTables { .. }, _) => Some(show_tables::schema()),
+        (Statement::ShowViews { .. }, _) => Some(show_tables::schema()),
+        (Statement::Explain { .. } | Statement::ExplainTable { .. }, None) => {
+            Some(explain_view::schema())
+        }
         (Statement::ShowVariable { variable }, _) => Some(set::show_schema(variable)),
         _ => None,
     }

@@ -1,4 +1,4 @@
-//! SHOW TABLES.
+//! SHOW TABLES and SHOW MATERIALIZED VIEWS.
 
 use std::sync::Arc;
 
@@ -14,7 +14,14 @@ pub fn schema() -> SchemaRef {
 }
 
 pub fn handle_show_tables(engine: &Engine) -> Result<Output> {
-    let names = engine.catalog.table_names();
+    names(engine.catalog.table_names())
+}
+
+pub fn handle_show_views(engine: &Engine) -> Result<Output> {
+    names(engine.catalog.view_names())
+}
+
+fn names(names: Vec<String>) -> Result<Output> {
     let schema = schema();
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(names))])
         .map_err(datafusion::error::DataFusionError::from)?;

@@ -1,0 +1,160 @@
+//! The change log of local tables.
+//!
+//! A write to a table that views read appends its changes to the log in the
+//! same atomic batch as the rows themselves. The dataflow runtime absorbs
+//! log entries into views in epochs and deletes them in the same batch that
+//! commits the views, so every change reaches every view exactly once, even
+//! across a crash. Sequence numbers follow commit order: entries are staged
+//! under the catalog's write lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::array::{Int64Array, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use eddy_storage::{Keyspace, Store, WriteBatch};
+
+use crate::codec::decode_rows;
+use crate::{CatalogError, Result};
+
+/// Metadata key: the last sequence number the dataflow runtime absorbed.
+pub const ABSORBED_SEQ_KEY: &[u8] = b"absorbed_seq";
+
+type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// Assigns sequence numbers to table changes and wakes the runtime.
+pub struct ChangeLog {
+    /// The last sequence number assigned.
+    last_seq: AtomicU64,
+    waker: RwLock<Option<Waker>>,
+}
+
+impl std::fmt::Debug for ChangeLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeLog")
+            .field("last_seq", &self.last_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One logged row: its weight (+1 inserted, -1 deleted) and its encoding.
+pub type LoggedRow = (i64, Vec<u8>);
+
+impl ChangeLog {
+    pub(crate) fn open(store: &Store) -> Result<Self> {
+        let from_log = store
+            .last_key(&[Keyspace::ChangeLog as u8])?
+            .and_then(|key| seq_of(&key[1..]));
+        let absorbed = store
+            .get(&Keyspace::Meta.key(ABSORBED_SEQ_KEY))?
+            .and_then(|v| seq_of(&v));
+        let last = from_log.unwrap_or(0).max(absorbed.unwrap_or(0));
+        Ok(ChangeLog {
+            last_seq: AtomicU64::new(last),
+            waker: RwLock::new(None),
+        })
+    }
+
+    /// The last sequence number assigned: every change committed so far
+    /// has a sequence number at most this.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::SeqCst)
+    }
+
+    /// Sets what to call after a change is committed.
+    pub fn set_waker(&self, waker: Waker) {
+        *self.waker.write().expect("waker lock poisoned") = Some(waker);
+    }
+
+    /// Stages one table's changes. Call with the catalog's write lock held.
+    pub(crate) fn stage(&self, write: &mut WriteBatch, table_id: u64, rows: &[LoggedRow]) {
+        if rows.is_empty() {
+            return;
+        }
+        let seq = self.last_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut value = Vec::with_capacity(12 + rows.iter().map(|r| 12 + r.1.len()).sum::<usize>());
+        value.extend_from_slice(&table_id.to_be_bytes());
+        value.extend_from_slice(&(rows.len() as u32).to_be_bytes());
+        for (weight, row) in rows {
+            value.extend_from_slice(&weight.to_be_bytes());
+            value.extend_from_slice(&(row.len() as u32).to_be_bytes());
+            value.extend_from_slice(row);
+        }
+        write.put(Keyspace::ChangeLog.key(&seq.to_be_bytes()), value);
+    }
+
+    pub(crate) fn wake(&self) {
+        if let Some(waker) = self.waker.read().expect("waker lock poisoned").as_ref() {
+            waker();
+        }
+    }
+}
+
+/// A decoded log entry.
+#[derive(Debug)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub table_id: u64,
+    rows: Vec<(i64, Vec<u8>)>,
+}
+
+impl LogEntry {
+    /// Parses a log key and value.
+    pub fn parse(key: &[u8], value: &[u8]) -> Result<Self> {
+        let damaged = || CatalogError::Internal("change log entry is damaged".into());
+        let seq = seq_of(key.get(1..).ok_or_else(damaged)?).ok_or_else(damaged)?;
+        let mut reader = Reader(value);
+        let table_id = reader.array().map(u64::from_be_bytes).ok_or_else(damaged)?;
+        let count = reader.array().map(u32::from_be_bytes).ok_or_else(damaged)?;
+        let mut rows = Vec::with_capacity((count as usize).min(value.len()));
+        for _ in 0..count {
+            let weight = reader.array().map(i64::from_be_bytes).ok_or_else(damaged)?;
+            let len = reader.array().map(u32::from_be_bytes).ok_or_else(damaged)?;
+            rows.push((weight, reader.take(len as usize).ok_or_else(damaged)?.to_vec()));
+        }
+        Ok(LogEntry {
+            seq,
+            table_id,
+            rows,
+        })
+    }
+
+    pub fn rows_len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The rows as a batch of `schema`, with their weights.
+    pub fn decode(&self, schema: &SchemaRef) -> Result<(RecordBatch, Int64Array)> {
+        let types: Vec<DataType> = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let columns = decode_rows(&types, self.rows.iter().map(|r| r.1.as_slice()))?;
+        let options = RecordBatchOptions::new().with_row_count(Some(self.rows.len()));
+        let batch = RecordBatch::try_new_with_options(schema.clone(), columns, &options)?;
+        let weights = Int64Array::from_iter_values(self.rows.iter().map(|r| r.0));
+        Ok((batch, weights))
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+}
+
+fn seq_of(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}

@@ -1,0 +1,645 @@
+//! Lowering: DataFusion's optimized logical plan of a view's query becomes a
+//! tree of incremental operators. Expressions become DataFusion physical
+//! expressions, evaluated a batch at a time. Whatever cannot be maintained
+//! incrementally is refused here, naming the construct.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::{concat, SortOptions};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, JoinType, NullEquality, ScalarValue};
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::expr::{AggregateFunction, WindowFunction};
+use datafusion::logical_expr::logical_plan::{
+    Aggregate as AggregatePlan, Distinct, FetchType, Join as JoinPlan, Limit, SkipType, Sort,
+    TableScan, Window,
+};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator as BinaryOp, Volatility,
+};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::create_physical_expr;
+use datafusion::physical_plan::PhysicalExpr;
+use eddy_catalog::{Catalog, Relation};
+
+use crate::aggregate::{AggFunction, AggSpec, Aggregate};
+use crate::change::nullable_schema;
+use crate::filter::Filter;
+use crate::graph::Node;
+use crate::join::{Join, JoinKind, JoinSpec};
+use crate::operator::Operator;
+use crate::project::Project;
+use crate::source::{Constant, Source};
+use crate::topn::{TopN, TopNSpec};
+use crate::union::Union;
+use crate::{DataflowError, Result};
+
+/// A view's dataflow, ready to run.
+pub struct Lowered {
+    pub root: Node,
+    /// The tables and views it reads, by id.
+    pub depends_on: Vec<u64>,
+}
+
+/// Refuses functions whose results change over time (`now()`, `random()`).
+/// Check the plan before optimization, which folds some of them away.
+pub fn check_deterministic(plan: &LogicalPlan) -> Result<()> {
+    let mut found = None;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e {
+                    if f.func.signature().volatility != Volatility::Immutable {
+                        found = Some(f.func.name().to_owned());
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    match found {
+        Some(name) => Err(DataflowError::Unsupported(format!(
+            "function {name}(), whose result changes over time,"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Lowers an optimized plan.
+pub fn lower(plan: &LogicalPlan, catalog: &Catalog) -> Result<Lowered> {
+    let mut lowerer = Lowerer {
+        catalog,
+        depends_on: Vec::new(),
+        next_id: 0,
+        props: ExecutionProps::new(),
+    };
+    let root = lowerer.lower(plan, &HashMap::new())?;
+    Ok(Lowered {
+        root,
+        depends_on: lowerer.depends_on,
+    })
+}
+
+/// Upper bounds on row-number columns, by column name, from filters above.
+type Bounds = HashMap<String, usize>;
+
+struct Lowerer<'a> {
+    catalog: &'a Catalog,
+    depends_on: Vec<u64>,
+    next_id: u32,
+    props: ExecutionProps,
+}
+
+fn schema_of(plan: &LogicalPlan) -> SchemaRef {
+    nullable_schema(plan.schema().as_arrow())
+}
+
+fn unsupported<T>(what: impl Into<String>) -> Result<T> {
+    Err(DataflowError::Unsupported(what.into()))
+}
+
+fn list(exprs: &[Expr]) -> String {
+    exprs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Lowerer<'_> {
+    fn node(&mut self, op: impl Operator + 'static, inputs: Vec<Node>, schema: SchemaRef) -> Node {
+        let id = self.next_id;
+        self.next_id += 1;
+        Node {
+            id,
+            op: Box::new(op),
+            inputs,
+            schema,
+        }
+    }
+
+    fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+        let mut subquery = false;
+        expr.apply(|e| {
+            if matches!(
+                e,
+                Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+            ) {
+                subquery = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if subquery {
+            return unsupported(format!(
+                "the subquery in \"{expr}\" (it could not be turned into a join)"
+            ));
+        }
+        Ok(create_physical_expr(expr, schema, &self.props, &PhysicalPlanningContext::default())?)
+    }
+
+    fn lower(&mut self, plan: &LogicalPlan, bounds: &Bounds) -> Result<Node> {
+        match plan {
+            LogicalPlan::Projection(p) => {
+                // Carry row-number bounds through renames.
+                let mut inner = Bounds::new();
+                for (i, expr) in p.expr.iter().enumerate() {
+                    if let (Some(bound), Expr::Column(c)) =
+                        (bounds.get(p.schema.field(i).name()), expr.clone().unalias())
+                    {
+                        inner.insert(c.name.clone(), *bound);
+                    }
+                }
+                let input = self.lower(&p.input, &inner)?;
+                let exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| self.physical(e, p.input.schema()))
+                    .collect::<Result<Vec<_>>>()?;
+                let schema = schema_of(plan);
+                let op = Project::new(exprs, schema.clone(), list(&p.expr));
+                Ok(self.node(op, vec![input], schema))
+            }
+            LogicalPlan::Filter(f) => {
+                let mut inner = bounds.clone();
+                for conjunct in split_conjunction(&f.predicate) {
+                    if let Some((name, bound)) = row_number_bound(conjunct) {
+                        let entry = inner.entry(name).or_insert(bound);
+                        *entry = (*entry).min(bound);
+                    }
+                }
+                let input = self.lower(&f.input, &inner)?;
+                let predicate = self.physical(&f.predicate, f.input.schema())?;
+                let schema = input.schema.clone();
+                let op = Filter::new(predicate, f.predicate.to_string());
+                Ok(self.node(op, vec![input], schema))
+            }
+            LogicalPlan::SubqueryAlias(s) => self.lower(&s.input, bounds),
+            LogicalPlan::TableScan(scan) => self.scan(plan, scan),
+            LogicalPlan::Aggregate(a) => self.aggregate(plan, a),
+            LogicalPlan::Distinct(Distinct::All(input)) => {
+                let node = self.lower(input, &Bounds::new())?;
+                self.distinct(node)
+            }
+            LogicalPlan::Distinct(Distinct::On(_)) => unsupported("DISTINCT ON"),
+            LogicalPlan::Join(j) => self.join(plan, j),
+            LogicalPlan::Union(u) => {
+                let inputs = u
+                    .inputs
+                    .iter()
+                    .map(|i| self.lower(i, &Bounds::new()))
+                    .collect::<Result<Vec<_>>>()?;
+                let schema = schema_of(plan);
+                Ok(self.node(Union::new(schema.clone()), inputs, schema))
+            }
+            LogicalPlan::Sort(sort) => match sort.fetch {
+                Some(fetch) => self.top_n(plan, sort, 0, fetch),
+                // A view is a set of rows: an ORDER BY without LIMIT orders
+                // nothing. Read the view with ORDER BY instead.
+                None => self.lower(&sort.input, &Bounds::new()),
+            },
+            LogicalPlan::Limit(limit) => self.limit(plan, limit),
+            LogicalPlan::Window(w) => self.window(plan, w, bounds),
+            LogicalPlan::EmptyRelation(e) => {
+                let rows = usize::from(e.produce_one_row);
+                let schema = schema_of(plan);
+                let options = RecordBatchOptions::new().with_row_count(Some(rows));
+                let columns = schema
+                    .fields()
+                    .iter()
+                    .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), rows))
+                    .collect();
+                let batch = RecordBatch::try_new_with_options(schema.clone(), columns, &options)?;
+                Ok(self.node(Constant::new(batch), vec![], schema))
+            }
+            LogicalPlan::Values(v) => {
+                let schema = schema_of(plan);
+                let empty = DFSchema::empty();
+                let one_row = RecordBatch::try_new_with_options(
+                    Arc::new(Schema::empty()),
+                    vec![],
+                    &RecordBatchOptions::new().with_row_count(Some(1)),
+                )?;
+                let mut columns = Vec::new();
+                for (c, field) in schema.fields().iter().enumerate() {
+                    let mut cells = Vec::new();
+                    for row in &v.values {
+                        let value = self.physical(&row[c], &empty)?.evaluate(&one_row)?;
+                        let array = value.into_array(1)?;
+                        cells.push(if array.data_type() == field.data_type() {
+                            array
+                        } else {
+                            datafusion::arrow::compute::cast(&array, field.data_type())?
+                        });
+                    }
+                    let refs: Vec<&dyn datafusion::arrow::array::Array> =
+                        cells.iter().map(|a| a.as_ref()).collect();
+                    columns.push(concat(&refs)?);
+                }
+                let batch = RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    columns,
+                    &RecordBatchOptions::new().with_row_count(Some(v.values.len())),
+                )?;
+                Ok(self.node(Constant::new(batch), vec![], schema))
+            }
+            other => unsupported(format!("{} in a materialized view", plan_name(other))),
+        }
+    }
+
+    fn scan(&mut self, plan: &LogicalPlan, scan: &TableScan) -> Result<Node> {
+        let name = scan.table_name.table();
+        let in_public = scan.table_name.schema().is_none_or(|s| s == eddy_catalog::SCHEMA_NAME);
+        let relation = in_public.then(|| self.catalog.relation(name)).flatten();
+        let Some(relation) = relation else {
+            return unsupported(format!(
+                "reading {} (only tables and materialized views can feed a materialized view)",
+                scan.table_name
+            ));
+        };
+        if scan.fetch.is_some() {
+            return unsupported("LIMIT without ORDER BY");
+        }
+        let label = match &relation {
+            Relation::Table(_) => format!("table {name}"),
+            Relation::View(_) => format!("materialized view {name}"),
+        };
+        let id = relation.id();
+        if !self.depends_on.contains(&id) {
+            self.depends_on.push(id);
+        }
+        let schema = schema_of(plan);
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let label = format!("{label} [{}]", columns.join(", "));
+        let mut node = self.node(
+            Source::new(id, label, scan.projection.clone(), schema.clone()),
+            vec![],
+            schema.clone(),
+        );
+        if let Some(predicate) = scan.filters.iter().cloned().reduce(Expr::and) {
+            let physical = self.physical(&predicate, &scan.projected_schema)?;
+            node = self.node(
+                Filter::new(physical, predicate.to_string()),
+                vec![node],
+                schema,
+            );
+        }
+        Ok(node)
+    }
+
+    fn aggregate(&mut self, plan: &LogicalPlan, a: &AggregatePlan) -> Result<Node> {
+        if a.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+            return unsupported("GROUPING SETS, ROLLUP and CUBE");
+        }
+        let input = self.lower(&a.input, &Bounds::new())?;
+        let in_schema = a.input.schema();
+        let out_schema = plan.schema();
+        let group_exprs = a
+            .group_expr
+            .iter()
+            .map(|e| self.physical(e, in_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let group_types = a
+            .group_expr
+            .iter()
+            .map(|e| Ok(e.get_type(in_schema)?))
+            .collect::<Result<Vec<DataType>>>()?;
+        let mut specs = Vec::new();
+        for (k, expr) in a.aggr_expr.iter().enumerate() {
+            let output_type = out_schema
+                .field(a.group_expr.len() + k)
+                .data_type()
+                .clone();
+            specs.push(self.agg_spec(expr, in_schema, output_type)?);
+        }
+        let schema = schema_of(plan);
+        let text = format!(
+            "group by [{}], aggregates [{}]",
+            list(&a.group_expr),
+            list(&a.aggr_expr)
+        );
+        let op = Aggregate::new(group_exprs, group_types, specs, schema.clone(), text)?;
+        Ok(self.node(op, vec![input], schema))
+    }
+
+    fn agg_spec(&self, expr: &Expr, in_schema: &DFSchema, output_type: DataType) -> Result<AggSpec> {
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = expr.clone().unalias()
+        else {
+            return unsupported(format!("aggregate expression {expr}"));
+        };
+        let name = func.name().to_ascii_lowercase();
+        let function = match (name.as_str(), params.distinct) {
+            ("count", false) => AggFunction::Count,
+            ("count", true) => AggFunction::CountDistinct,
+            ("sum", false) => AggFunction::Sum,
+            ("avg" | "mean", false) => AggFunction::Avg,
+            ("min", _) => AggFunction::Min,
+            ("max", _) => AggFunction::Max,
+            ("bool_and", _) => AggFunction::BoolAnd,
+            ("bool_or", _) => AggFunction::BoolOr,
+            ("string_agg", false) => AggFunction::StringAgg,
+            (_, distinct) => {
+                let distinct = if distinct { "DISTINCT " } else { "" };
+                return unsupported(format!("aggregate {name}({distinct}...)"));
+            }
+        };
+        if function == AggFunction::CountDistinct && params.args.len() != 1 {
+            return unsupported("count(DISTINCT ...) of several columns");
+        }
+        let constant_arg = match params.args.first() {
+            None => true,
+            Some(Expr::Literal(v, _)) => !v.is_null() && function == AggFunction::Count,
+            _ => false,
+        };
+        let (arg, input_type) = if constant_arg {
+            (None, DataType::Int64)
+        } else {
+            let first = &params.args[0];
+            (
+                Some(self.physical(first, in_schema)?),
+                first.get_type(in_schema)?,
+            )
+        };
+        let delimiter = if function == AggFunction::StringAgg {
+            match params.args.get(1) {
+                Some(Expr::Literal(value, _)) => match value {
+                    ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => {
+                        s.clone().unwrap_or_default()
+                    }
+                    _ => return unsupported("string_agg with a non-text delimiter"),
+                },
+                _ => return unsupported("string_agg with a delimiter that is not a constant"),
+            }
+        } else {
+            String::new()
+        };
+        let order_by = if function == AggFunction::StringAgg {
+            params
+                .order_by
+                .iter()
+                .map(|s| {
+                    Ok((
+                        self.physical(&s.expr, in_schema)?,
+                        s.expr.get_type(in_schema)?,
+                        SortOptions {
+                            descending: !s.asc,
+                            nulls_first: s.nulls_first,
+                        },
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        let filter = params
+            .filter
+            .as_ref()
+            .map(|f| self.physical(f, in_schema))
+            .transpose()?;
+        Ok(AggSpec {
+            function,
+            arg,
+            filter,
+            order_by,
+            delimiter,
+            input_type,
+            output_type,
+        })
+    }
+
+    /// DISTINCT: a group aggregate on every column, with no aggregates.
+    fn distinct(&mut self, input: Node) -> Result<Node> {
+        let schema = input.schema.clone();
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        let exprs = (0..schema.fields().len())
+            .map(|i| {
+                Ok(create_physical_expr(
+                    &Expr::Column(df_schema.columns()[i].clone()),
+                    &df_schema,
+                    &self.props,
+                    &PhysicalPlanningContext::default(),
+                )?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let types = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+        let op = Aggregate::new(exprs, types, vec![], schema.clone(), "distinct".into())?;
+        Ok(self.node(op, vec![input], schema))
+    }
+
+    fn join(&mut self, plan: &LogicalPlan, j: &JoinPlan) -> Result<Node> {
+        let kind = match j.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            JoinType::LeftSemi => JoinKind::LeftSemi,
+            JoinType::LeftAnti => JoinKind::LeftAnti,
+            JoinType::RightSemi => JoinKind::RightSemi,
+            JoinType::RightAnti => JoinKind::RightAnti,
+            JoinType::LeftMark | JoinType::RightMark => {
+                return unsupported("EXISTS or IN combined with OR");
+            }
+        };
+        if j.null_aware {
+            return unsupported("NOT IN (subquery)");
+        }
+        let left = self.lower(&j.left, &Bounds::new())?;
+        let right = self.lower(&j.right, &Bounds::new())?;
+        let left_keys = j
+            .on
+            .iter()
+            .map(|(l, _)| self.physical(l, j.left.schema()))
+            .collect::<Result<Vec<_>>>()?;
+        let right_keys = j
+            .on
+            .iter()
+            .map(|(_, r)| self.physical(r, j.right.schema()))
+            .collect::<Result<Vec<_>>>()?;
+        let pairs = j.left.schema().join(j.right.schema())?;
+        let condition = j
+            .filter
+            .as_ref()
+            .map(|f| self.physical(f, &pairs))
+            .transpose()?;
+        let on: Vec<String> = j.on.iter().map(|(l, r)| format!("{l} = {r}")).collect();
+        let mut text = format!("on [{}]", on.join(", "));
+        if let Some(filter) = &j.filter {
+            text.push_str(&format!(" filter {filter}"));
+        }
+        let schema = schema_of(plan);
+        let op = Join::new(JoinSpec {
+            kind,
+            left_keys,
+            right_keys,
+            condition,
+            nulls_equal: j.null_equality == NullEquality::NullEqualsNull,
+            left_schema: left.schema.clone(),
+            right_schema: right.schema.clone(),
+            pair_schema: nullable_schema(pairs.as_arrow()),
+            schema: schema.clone(),
+            text,
+        })?;
+        Ok(self.node(op, vec![left, right], schema))
+    }
+
+    fn limit(&mut self, plan: &LogicalPlan, limit: &Limit) -> Result<Node> {
+        let (SkipType::Literal(skip), FetchType::Literal(fetch)) =
+            (limit.get_skip_type()?, limit.get_fetch_type()?)
+        else {
+            return unsupported("LIMIT or OFFSET that is not a constant");
+        };
+        let Some(fetch) = fetch else {
+            return unsupported("OFFSET without LIMIT");
+        };
+        match limit.input.as_ref() {
+            LogicalPlan::Sort(sort) => {
+                let fetch = sort.fetch.map_or(fetch, |f| f.saturating_sub(skip).min(fetch));
+                self.top_n(plan, sort, skip, fetch)
+            }
+            _ => unsupported("LIMIT without ORDER BY"),
+        }
+    }
+
+    fn top_n(&mut self, plan: &LogicalPlan, sort: &Sort, offset: usize, limit: usize) -> Result<Node> {
+        let input = self.lower(&sort.input, &Bounds::new())?;
+        let in_schema = sort.input.schema();
+        let order_by = sort
+            .expr
+            .iter()
+            .map(|s| {
+                Ok((
+                    self.physical(&s.expr, in_schema)?,
+                    s.expr.get_type(in_schema)?,
+                    SortOptions {
+                        descending: !s.asc,
+                        nulls_first: s.nulls_first,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let order: Vec<String> = sort.expr.iter().map(ToString::to_string).collect();
+        let schema = schema_of(plan);
+        let op = TopN::new(TopNSpec {
+            partition_by: vec![],
+            partition_types: vec![],
+            order_by,
+            input_types: input.schema.fields().iter().map(|f| f.data_type().clone()).collect(),
+            offset,
+            limit,
+            row_number: false,
+            schema: schema.clone(),
+            text: format!("order by [{}] offset {offset} limit {limit}", order.join(", ")),
+        })?;
+        Ok(self.node(op, vec![input], schema))
+    }
+
+    fn window(&mut self, plan: &LogicalPlan, w: &Window, bounds: &Bounds) -> Result<Node> {
+        let [expr] = w.window_expr.as_slice() else {
+            return unsupported("several window functions in one SELECT");
+        };
+        let Expr::WindowFunction(function) = expr.clone().unalias() else {
+            return unsupported(format!("window expression {expr}"));
+        };
+        let WindowFunction { fun, params } = *function;
+        let name = fun.name().to_ascii_lowercase();
+        if name != "row_number" {
+            return unsupported(format!("window function {name}()"));
+        }
+        let column = w.schema.field(w.input.schema().fields().len()).name();
+        let Some(&bound) = bounds.get(column) else {
+            return unsupported(
+                "ROW_NUMBER() without an outer filter bounding it (such as WHERE rn <= 10)",
+            );
+        };
+        if params.order_by.is_empty() {
+            return unsupported("ROW_NUMBER() without ORDER BY");
+        }
+        let input = self.lower(&w.input, &Bounds::new())?;
+        let in_schema = w.input.schema();
+        let partition_by = params
+            .partition_by
+            .iter()
+            .map(|e| self.physical(e, in_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let partition_types = params
+            .partition_by
+            .iter()
+            .map(|e| Ok(e.get_type(in_schema)?))
+            .collect::<Result<Vec<_>>>()?;
+        let order_by = params
+            .order_by
+            .iter()
+            .map(|s| {
+                Ok((
+                    self.physical(&s.expr, in_schema)?,
+                    s.expr.get_type(in_schema)?,
+                    SortOptions {
+                        descending: !s.asc,
+                        nulls_first: s.nulls_first,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let schema = schema_of(plan);
+        let op = TopN::new(TopNSpec {
+            partition_by,
+            partition_types,
+            order_by,
+            input_types: input.schema.fields().iter().map(|f| f.data_type().clone()).collect(),
+            offset: 0,
+            limit: bound,
+            row_number: true,
+            schema: schema.clone(),
+            text: format!(
+                "row_number() partition by [{}] order by [{}] <= {bound}",
+                list(&params.partition_by),
+                params
+                    .order_by
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+        Ok(self.node(op, vec![input], schema))
+    }
+}
+
+/// `rn <= 3`, `rn < 4`, `rn = 1`, `3 >= rn`: the column and its bound.
+fn row_number_bound(expr: &Expr) -> Option<(String, usize)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
+        return None;
+    };
+    let (column, op, value) = match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), Expr::Literal(v, _)) => (c, *op, v),
+        (Expr::Literal(v, _), Expr::Column(c)) => (c, op.swap()?, v),
+        _ => return None,
+    };
+    let value = match value {
+        ScalarValue::Int64(Some(v)) => *v,
+        ScalarValue::UInt64(Some(v)) => i64::try_from(*v).ok()?,
+        ScalarValue::Int32(Some(v)) => *v as i64,
+        _ => return None,
+    };
+    let bound = match op {
+        BinaryOp::LtEq | BinaryOp::Eq => value,
+        BinaryOp::Lt => value - 1,
+        _ => return None,
+    };
+    Some((column.name.clone(), bound.max(0) as usize))
+}
+
+fn plan_name(plan: &LogicalPlan) -> String {
+    let display = plan.display().to_string();
+    display
+        .split(':')
+        .next()
+        .unwrap_or("this plan node")
+        .trim()
+        .to_owned()
+}

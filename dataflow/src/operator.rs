@@ -1,0 +1,122 @@
+//! The operator interface, and what an epoch hands each operator.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::prep_null_mask_filter;
+use datafusion::physical_plan::PhysicalExpr;
+use eddy_storage::WriteBatch;
+
+use crate::change::ChangeBatch;
+use crate::{DataflowError, Result};
+
+/// What one epoch feeds the dataflows.
+pub struct EpochContext<'a> {
+    /// Each changed table's or view's changes, by object id.
+    pub changes: &'a HashMap<u64, ChangeBatch>,
+    /// Set for the first epoch of a new view, which reads its inputs whole.
+    pub backfill: bool,
+}
+
+/// An incremental operator: it turns its inputs' changes into its output's
+/// changes, keeping whatever state that needs.
+pub trait Operator: Send {
+    /// One line for EXPLAIN.
+    fn describe(&self) -> String;
+
+    /// Processes one epoch's changes, one batch per input.
+    fn step(&mut self, inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch>;
+
+    /// Writes the state that changed since the last call.
+    fn persist(&mut self, _out: &mut StateWriter) -> Result<()> {
+        Ok(())
+    }
+
+    /// Loads one persisted state entry, at startup.
+    fn restore(&mut self, _key: &[u8], _value: &[u8]) -> Result<()> {
+        Err(DataflowError::Internal(format!(
+            "{} has no state to restore",
+            self.describe()
+        )))
+    }
+
+    /// Bytes of state held in memory, roughly.
+    fn state_bytes(&self) -> usize {
+        0
+    }
+
+    /// Entries (keys, rows or groups) of state held in memory.
+    fn state_entries(&self) -> usize {
+        0
+    }
+}
+
+/// Writes one operator's state entries into an epoch's batch.
+pub struct StateWriter<'a> {
+    pub(crate) batch: &'a mut WriteBatch,
+    pub(crate) prefix: Vec<u8>,
+}
+
+impl StateWriter<'_> {
+    fn key(&self, suffix: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + suffix.len());
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(suffix);
+        key
+    }
+
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>) {
+        let key = self.key(key);
+        self.batch.put(key, value);
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        let key = self.key(key);
+        self.batch.delete(key);
+    }
+}
+
+/// Evaluates `expr` over `batch` into an array.
+pub fn evaluate(expr: &dyn PhysicalExpr, batch: &RecordBatch) -> Result<ArrayRef> {
+    Ok(expr.evaluate(batch)?.into_array(batch.num_rows())?)
+}
+
+/// Evaluates a predicate; NULL counts as false.
+pub fn evaluate_predicate(expr: &dyn PhysicalExpr, batch: &RecordBatch) -> Result<BooleanArray> {
+    let array = evaluate(expr, batch)?;
+    let mask = array.as_boolean_opt().ok_or_else(|| {
+        DataflowError::Internal(format!("predicate yields {}", array.data_type()))
+    })?;
+    Ok(if mask.null_count() > 0 {
+        prep_null_mask_filter(mask)
+    } else {
+        mask.clone()
+    })
+}
+
+/// Encodes a key for state: a length-prefixed head, then the rest.
+pub fn state_key(head: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4 + head.len() + rest.len());
+    key.extend_from_slice(&(head.len() as u32).to_be_bytes());
+    key.extend_from_slice(head);
+    key.extend_from_slice(rest);
+    key
+}
+
+/// Splits a key made by [`state_key`].
+pub fn split_state_key(key: &[u8]) -> Result<(&[u8], &[u8])> {
+    let damaged = || DataflowError::Internal("operator state key is damaged".into());
+    let len: [u8; 4] = key.get(..4).ok_or_else(damaged)?.try_into().map_err(|_| damaged())?;
+    let len = u32::from_be_bytes(len) as usize;
+    let head = key.get(4..4 + len).ok_or_else(damaged)?;
+    Ok((head, &key[4 + len..]))
+}
+
+/// Reads the `i`th big-endian i64 of a state value.
+pub fn read_i64(value: &[u8], i: usize) -> Result<i64> {
+    value
+        .get(i * 8..i * 8 + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(i64::from_be_bytes)
+        .ok_or_else(|| DataflowError::Internal("operator state value is damaged".into()))
+}

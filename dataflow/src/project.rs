@@ -1,0 +1,79 @@
+//! Project: computes output columns from each change's row. Stateless;
+//! weights pass through.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_plan::PhysicalExpr;
+
+use crate::change::{cast_columns, ChangeBatch};
+use crate::operator::{evaluate, EpochContext, Operator};
+use crate::Result;
+
+pub struct Project {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+    text: String,
+}
+
+impl Project {
+    pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef, text: String) -> Self {
+        Project {
+            exprs,
+            schema,
+            text,
+        }
+    }
+}
+
+impl Operator for Project {
+    fn describe(&self) -> String {
+        format!("Project: {}", self.text)
+    }
+
+    fn step(&mut self, mut inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {
+        let input = inputs.remove(0);
+        if input.is_empty() {
+            return Ok(ChangeBatch::empty(self.schema.clone()));
+        }
+        let columns = self
+            .exprs
+            .iter()
+            .map(|e| evaluate(e.as_ref(), &input.data))
+            .collect::<Result<Vec<_>>>()?;
+        let columns = cast_columns(columns, &self.schema)?;
+        ChangeBatch::try_from_columns(&self.schema, columns, input.weights)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::logical_expr::col;
+
+    use super::*;
+    use crate::testing::{changes, physical, schema_ab};
+
+    #[test]
+    fn computes_expressions_and_keeps_weights() {
+        let schema = schema_ab();
+        let sum = physical(&(col("a") + col("b")), &schema);
+        let out_schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Int64, true)]));
+        let mut project = Project::new(vec![sum], out_schema, "a + b".into());
+        let out = project
+            .step(
+                vec![changes(&schema, &[(1, 10, 1), (2, 20, -1)])],
+                &EpochContext {
+                    changes: &HashMap::new(),
+                    backfill: false,
+                },
+            )
+            .unwrap();
+        let s: Vec<i64> = out.data.column(0).as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(s, vec![11, 22]);
+        assert_eq!(out.weights.values().to_vec(), vec![1, -1]);
+    }
+}

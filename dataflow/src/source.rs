@@ -1,0 +1,121 @@
+//! Leaves of a dataflow: a table's or view's changes, and constant rows.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::change::{conform, ChangeBatch};
+use crate::operator::{EpochContext, Operator};
+use crate::Result;
+
+/// The changes of one table or view, with the columns the plan reads.
+pub struct Source {
+    object_id: u64,
+    label: String,
+    /// Indexes of the columns read, in output order; `None` for all.
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+}
+
+impl Source {
+    pub fn new(
+        object_id: u64,
+        label: String,
+        projection: Option<Vec<usize>>,
+        schema: SchemaRef,
+    ) -> Self {
+        Source {
+            object_id,
+            label,
+            projection,
+            schema,
+        }
+    }
+}
+
+impl Operator for Source {
+    fn describe(&self) -> String {
+        format!("Source: {}", self.label)
+    }
+
+    fn step(&mut self, _inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch> {
+        let Some(changes) = ctx.changes.get(&self.object_id) else {
+            return Ok(ChangeBatch::empty(self.schema.clone()));
+        };
+        let data = match &self.projection {
+            Some(indices) => changes.data.project(indices)?,
+            None => changes.data.clone(),
+        };
+        Ok(ChangeBatch::new(
+            conform(&self.schema, &data)?,
+            changes.weights.clone(),
+        ))
+    }
+}
+
+/// Rows fixed by the query (`VALUES`, or a `SELECT` without `FROM`): they
+/// are inserted when the view is created and never change.
+pub struct Constant {
+    rows: RecordBatch,
+}
+
+impl Constant {
+    pub fn new(rows: RecordBatch) -> Self {
+        Constant { rows }
+    }
+}
+
+impl Operator for Constant {
+    fn describe(&self) -> String {
+        format!("Constant: {} rows", self.rows.num_rows())
+    }
+
+    fn step(&mut self, _inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch> {
+        Ok(if ctx.backfill {
+            ChangeBatch::insert_all(self.rows.clone())
+        } else {
+            ChangeBatch::empty(self.rows.schema())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::testing::{changes, schema_ab};
+
+    #[test]
+    fn reads_its_object_and_projects() {
+        let out_schema = Arc::new(Schema::new(vec![Field::new("b", DataType::Int64, true)]));
+        let mut source = Source::new(7, "table t".into(), Some(vec![1]), out_schema);
+        let mut all = HashMap::new();
+        all.insert(7, changes(&schema_ab(), &[(1, 10, 1), (2, 20, -1)]));
+        all.insert(8, changes(&schema_ab(), &[(3, 30, 1)]));
+        let ctx = EpochContext {
+            changes: &all,
+            backfill: false,
+        };
+        let out = source.step(vec![], &ctx).unwrap();
+        assert_eq!(out.num_rows(), 2);
+        assert_eq!(out.data.num_columns(), 1);
+        assert_eq!(out.weights.values().to_vec(), vec![1, -1]);
+    }
+
+    #[test]
+    fn constant_rows_arrive_once() {
+        let rows = changes(&schema_ab(), &[(1, 1, 1)]).data;
+        let mut constant = Constant::new(rows);
+        let none = HashMap::new();
+        let first = constant
+            .step(vec![], &EpochContext { changes: &none, backfill: true })
+            .unwrap();
+        let later = constant
+            .step(vec![], &EpochContext { changes: &none, backfill: false })
+            .unwrap();
+        assert_eq!((first.num_rows(), later.num_rows()), (1, 0));
+    }
+}

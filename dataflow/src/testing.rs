@@ -1,0 +1,107 @@
+//! Helpers for operator unit tests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, Int64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::create_physical_expr;
+use datafusion::physical_plan::PhysicalExpr;
+
+use crate::change::ChangeBatch;
+use crate::operator::{EpochContext, Operator, StateWriter};
+
+/// Two nullable BIGINT columns, `a` and `b`.
+pub fn schema_ab() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Int64, true),
+        Field::new("b", DataType::Int64, true),
+    ]))
+}
+
+/// Changes of `schema_ab()`-shaped rows: `(a, b, weight)`.
+pub fn changes(schema: &SchemaRef, rows: &[(i64, i64, i64)]) -> ChangeBatch {
+    ChangeBatch::try_from_columns(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+        ],
+        Int64Array::from_iter_values(rows.iter().map(|r| r.2)),
+    )
+    .unwrap()
+}
+
+pub fn physical(expr: &Expr, schema: &SchemaRef) -> Arc<dyn PhysicalExpr> {
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
+    create_physical_expr(
+        expr,
+        &df_schema,
+        &ExecutionProps::new(),
+        &PhysicalPlanningContext::default(),
+    )
+    .unwrap()
+}
+
+/// Runs one step that is not a backfill.
+pub fn step(op: &mut dyn Operator, inputs: Vec<ChangeBatch>) -> ChangeBatch {
+    op.step(
+        inputs,
+        &EpochContext {
+            changes: &HashMap::new(),
+            backfill: false,
+        },
+    )
+    .unwrap()
+}
+
+/// The rows of a change batch of BIGINT columns, with weights, sorted.
+pub fn rows_of(batch: &ChangeBatch) -> Vec<(Vec<Option<i64>>, i64)> {
+    let mut rows: Vec<_> = (0..batch.num_rows())
+        .map(|i| {
+            let values = batch
+                .data
+                .columns()
+                .iter()
+                .map(|c| {
+                    let c = c.as_primitive::<Int64Type>();
+                    c.is_valid(i).then(|| c.value(i))
+                })
+                .collect();
+            (values, batch.weight(i))
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The multiset a sequence of change batches adds up to.
+pub fn accumulate(into: &mut HashMap<Vec<Option<i64>>, i64>, batch: &ChangeBatch) {
+    for (row, w) in rows_of(batch) {
+        *into.entry(row.clone()).or_default() += w;
+        if into[&row] == 0 {
+            into.remove(&row);
+        }
+    }
+}
+
+/// Persists `from`'s state into a fresh store and restores it into `to`.
+pub fn round_trip(from: &mut dyn Operator, to: &mut dyn Operator) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = eddy_storage::Store::open(dir.path()).unwrap();
+    let mut batch = eddy_storage::WriteBatch::new();
+    from.persist(&mut StateWriter {
+        batch: &mut batch,
+        prefix: b"s".to_vec(),
+    })
+    .unwrap();
+    store.commit(batch).unwrap();
+    for item in store.scan_prefix(b"s") {
+        let (key, value) = item.unwrap();
+        to.restore(&key[1..], &value).unwrap();
+    }
+}

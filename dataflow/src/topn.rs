@@ -1,0 +1,221 @@
+//! Top-N: `ORDER BY ... LIMIT n OFFSET m`, over the whole input or per
+//! partition (`ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) <= n`).
+//!
+//! Each partition keeps all its rows in sort order (a multiset keyed by the
+//! sort key, then the whole row, so ties break the same way every time).
+//! For each partition an epoch touches, the operator compares the window of
+//! rows it showed before with the window it shows now and emits the
+//! difference. With `ROW_NUMBER()`, a row whose number changes is retracted
+//! and inserted again with its new number.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, UInt64Array};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::physical_plan::PhysicalExpr;
+use eddy_catalog::RowFormat;
+
+use crate::change::{cast_columns, ChangeBatch};
+use crate::operator::{
+    evaluate, read_i64, split_state_key, state_key, EpochContext, Operator, StateWriter,
+};
+use crate::{DataflowError, Result};
+
+pub struct TopNSpec {
+    pub partition_by: Vec<Arc<dyn PhysicalExpr>>,
+    pub partition_types: Vec<DataType>,
+    /// Sort expressions with their types and directions.
+    pub order_by: Vec<(Arc<dyn PhysicalExpr>, DataType, SortOptions)>,
+    pub input_types: Vec<DataType>,
+    pub offset: usize,
+    pub limit: usize,
+    /// Append each row's number within its partition.
+    pub row_number: bool,
+    pub schema: SchemaRef,
+    pub text: String,
+}
+
+type Window = Vec<(Box<[u8]>, u64)>;
+
+pub struct TopN {
+    spec: TopNSpec,
+    partition_format: RowFormat,
+    /// Sort columns, then every input column.
+    order_format: RowFormat,
+    partitions: HashMap<Box<[u8]>, BTreeMap<Box<[u8]>, i64>>,
+    dirty: HashSet<(Box<[u8]>, Box<[u8]>)>,
+}
+
+impl TopN {
+    pub fn new(spec: TopNSpec) -> Result<Self> {
+        let partition_format = RowFormat::new(spec.partition_types.clone())?;
+        let order_format = RowFormat::with_options(
+            spec.order_by
+                .iter()
+                .map(|o| o.1.clone())
+                .chain(spec.input_types.iter().cloned())
+                .collect(),
+            spec.order_by
+                .iter()
+                .map(|o| o.2)
+                .chain(spec.input_types.iter().map(|_| SortOptions::default()))
+                .collect(),
+        )?;
+        Ok(TopN {
+            spec,
+            partition_format,
+            order_format,
+            partitions: HashMap::new(),
+            dirty: HashSet::new(),
+        })
+    }
+
+    /// The rows a partition shows, with their numbers from 1.
+    fn window(&self, partition: &[u8]) -> Window {
+        let Some(rows) = self.partitions.get(partition) else {
+            return Vec::new();
+        };
+        let mut window = Vec::new();
+        let mut position = 0usize;
+        'rows: for (key, &count) in rows {
+            for _ in 0..count.max(0) {
+                if position >= self.spec.offset + self.spec.limit {
+                    break 'rows;
+                }
+                if position >= self.spec.offset {
+                    window.push((key.clone(), (position - self.spec.offset + 1) as u64));
+                }
+                position += 1;
+            }
+        }
+        window
+    }
+}
+
+impl Operator for TopN {
+    fn describe(&self) -> String {
+        format!("TopN: {}", self.spec.text)
+    }
+
+    fn step(&mut self, mut inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {
+        let input = inputs.remove(0);
+        if input.is_empty() {
+            return Ok(ChangeBatch::empty(self.spec.schema.clone()));
+        }
+        let n = input.num_rows();
+        let partition_columns = self
+            .spec
+            .partition_by
+            .iter()
+            .map(|e| evaluate(e.as_ref(), &input.data))
+            .collect::<Result<Vec<_>>>()?;
+        let partitions = self.partition_format.encode(&partition_columns, n)?;
+        let mut order_columns = self
+            .spec
+            .order_by
+            .iter()
+            .map(|(e, _, _)| evaluate(e.as_ref(), &input.data))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        order_columns.extend(input.data.columns().iter().cloned());
+        let types_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            self.order_format
+                .types()
+                .iter()
+                .enumerate()
+                .map(|(i, t)| datafusion::arrow::datatypes::Field::new(format!("c{i}"), t.clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let order_columns = cast_columns(order_columns, &types_schema)?;
+        let keys = self.order_format.encode(&order_columns, n)?;
+
+        let mut before: Vec<(Box<[u8]>, Window)> = Vec::new();
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        for i in 0..n {
+            let partition = partitions.row(i);
+            if seen.insert(partition) {
+                before.push((partition.into(), self.window(partition)));
+            }
+            let key = keys.row(i);
+            let rows = self.partitions.entry(partition.into()).or_default();
+            let count = rows.entry(key.into()).or_insert(0);
+            *count += input.weight(i);
+            if *count == 0 {
+                rows.remove(key);
+                if rows.is_empty() {
+                    self.partitions.remove(partition);
+                }
+            }
+            self.dirty.insert((partition.into(), key.into()));
+        }
+
+        let mut out_keys: Vec<Box<[u8]>> = Vec::new();
+        let mut numbers = Vec::new();
+        let mut weights = Vec::new();
+        for (partition, old) in before {
+            let new = self.window(&partition);
+            let mut change: HashMap<(Box<[u8]>, u64), i64> = HashMap::new();
+            for (key, number) in old {
+                let number = if self.spec.row_number { number } else { 0 };
+                *change.entry((key, number)).or_default() -= 1;
+            }
+            for (key, number) in new {
+                let number = if self.spec.row_number { number } else { 0 };
+                *change.entry((key, number)).or_default() += 1;
+            }
+            for ((key, number), weight) in change {
+                if weight != 0 {
+                    out_keys.push(key);
+                    numbers.push(number);
+                    weights.push(weight);
+                }
+            }
+        }
+        if weights.is_empty() {
+            return Ok(ChangeBatch::empty(self.spec.schema.clone()));
+        }
+        let decoded = self.order_format.decode(out_keys.iter().map(|k| &k[..]))?;
+        let mut columns = decoded[self.spec.order_by.len()..].to_vec();
+        if self.spec.row_number {
+            columns.push(Arc::new(UInt64Array::from(numbers)));
+        }
+        let columns = cast_columns(columns, &self.spec.schema)?;
+        ChangeBatch::try_from_columns(&self.spec.schema, columns, Int64Array::from(weights))
+    }
+
+    fn persist(&mut self, out: &mut StateWriter) -> Result<()> {
+        for (partition, key) in self.dirty.drain() {
+            let state = state_key(&partition, &key);
+            match self.partitions.get(&partition).and_then(|p| p.get(&key)) {
+                Some(count) => out.put(&state, count.to_be_bytes().to_vec()),
+                None => out.delete(&state),
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let (partition, row) = split_state_key(key)?;
+        let count = read_i64(value, 0)?;
+        if count == 0 {
+            return Err(DataflowError::Internal("top-n state holds a zero count".into()));
+        }
+        self.partitions
+            .entry(partition.into())
+            .or_default()
+            .insert(row.into(), count);
+        Ok(())
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.partitions
+            .iter()
+            .map(|(p, rows)| p.len() + rows.keys().map(|k| k.len() + 8).sum::<usize>())
+            .sum()
+    }
+
+    fn state_entries(&self) -> usize {
+        self.partitions.values().map(BTreeMap::len).sum()
+    }
+}

@@ -1,0 +1,56 @@
+//! UNION ALL: the changes of every input, together. (UNION is UNION ALL
+//! under a DISTINCT, which the aggregate operator keeps.)
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::change::ChangeBatch;
+use crate::operator::{EpochContext, Operator};
+use crate::Result;
+
+pub struct Union {
+    schema: SchemaRef,
+}
+
+impl Union {
+    pub fn new(schema: SchemaRef) -> Self {
+        Union { schema }
+    }
+}
+
+impl Operator for Union {
+    fn describe(&self) -> String {
+        "Union all".into()
+    }
+
+    fn step(&mut self, inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {
+        ChangeBatch::concat(&self.schema, &inputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::testing::{changes, schema_ab};
+
+    #[test]
+    fn concatenates_inputs() {
+        let schema = schema_ab();
+        let mut union = Union::new(schema.clone());
+        let out = union
+            .step(
+                vec![
+                    changes(&schema, &[(1, 1, 1)]),
+                    changes(&schema, &[]),
+                    changes(&schema, &[(1, 1, -1), (2, 2, 1)]),
+                ],
+                &EpochContext {
+                    changes: &HashMap::new(),
+                    backfill: false,
+                },
+            )
+            .unwrap();
+        assert_eq!(out.weights.values().to_vec(), vec![1, -1, 1]);
+    }
+}

@@ -1,0 +1,62 @@
+//! EXPLAIN CREATE MATERIALIZED VIEW ... and EXPLAIN <view>: the operator
+//! tree of a view's dataflow, one operator a line, inputs indented below.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::sql::sqlparser::ast::{CreateView, ObjectName};
+use eddy_sql::create_table::object_name;
+
+use super::{text_schema, Output};
+use crate::engine::Engine;
+use crate::error::{EddyError, Result};
+
+pub fn schema() -> SchemaRef {
+    text_schema(&["QUERY PLAN"])
+}
+
+pub async fn handle_explain_create(engine: &Engine, create: &CreateView) -> Result<Output> {
+    let name = object_name(&create.name)?;
+    let lowered = engine.plan_view(&create.query).await?;
+    let mut lines = vec![format!("Materialized view {name}")];
+    lines.extend(lowered.root.explain().iter().map(|l| format!("  {l}")));
+    rows(lines)
+}
+
+pub async fn handle_explain_view(engine: &Engine, name: &ObjectName) -> Result<Output> {
+    let name = object_name(name)?;
+    let view = engine.catalog.view(&name).ok_or_else(|| {
+        if engine.catalog.table(&name).is_some() {
+            EddyError::Unsupported(format!(
+                "EXPLAIN of table \"{name}\" (EXPLAIN shows a query or a materialized view)"
+            ))
+        } else {
+            EddyError::UndefinedTable(name.clone())
+        }
+    })?;
+    let def = view.def();
+    let mut lines = vec![format!("Materialized view {name}")];
+    if let Some(error) = &def.error {
+        lines.push(format!("  (not maintained: {error})"));
+    }
+    lines.extend(def.fingerprint.lines().map(|l| format!("  {l}")));
+    if let Some(stats) = engine.dataflow.stats(&name).await? {
+        lines.push(format!(
+            "Rows: {}; operator state: {} entries, about {} bytes",
+            stats.rows, stats.state_entries, stats.state_bytes
+        ));
+    }
+    rows(lines)
+}
+
+fn rows(lines: Vec<String>) -> Result<Output> {
+    let schema = schema();
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(lines))])
+        .map_err(datafusion::error::DataFusionError::from)?;
+    Ok(Output::Rows {
+        schema,
+        batches: vec![batch],
+        tag: "EXPLAIN",
+    })
+}
