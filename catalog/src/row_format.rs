@@ -102,7 +102,7 @@ impl RowFormat {
 mod tests {
     use std::sync::Arc;
 
-    use datafusion::arrow::array::{Array, Int64Array, StringArray};
+    use datafusion::arrow::array::{Int64Array, StringArray};
 
     use super::*;
 
