@@ -110,7 +110,10 @@ impl LogEntry {
         for _ in 0..count {
             let weight = reader.array().map(i64::from_be_bytes).ok_or_else(damaged)?;
             let len = reader.array().map(u32::from_be_bytes).ok_or_else(damaged)?;
-            rows.push((weight, reader.take(len as usize).ok_or_else(damaged)?.to_vec()));
+            rows.push((
+                weight,
+                reader.take(len as usize).ok_or_else(damaged)?.to_vec(),
+            ));
         }
         Ok(LogEntry {
             seq,

@@ -25,14 +25,14 @@ use serde::{Deserialize, Serialize};
 
 pub use changelog::{ChangeLog, LogEntry, ABSORBED_SEQ_KEY};
 pub use codec::{is_storable, CodecError};
-pub use row_format::{EncodedRows, RowFormat};
-pub use view::{StoredView, ViewColumn, ViewDef};
 pub use information_schema::InformationSchemaProvider;
+pub use row_format::{EncodedRows, RowFormat};
 pub use schema::{EddySchemaProvider, SchemaMode};
 pub use table::{
     split_row_keys, ColumnDef, RowKeyedTable, StoredTable, TableDef, WriteCount, ROW_KEY_COLUMN,
 };
 pub use types::{ColumnType, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE};
+pub use view::{StoredView, ViewColumn, ViewDef};
 
 /// The one database and schema Eddy serves.
 pub const DATABASE_NAME: &str = "eddy";

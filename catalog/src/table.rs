@@ -275,13 +275,8 @@ impl StoredTable {
         let mut rows = 0;
         for batch in batches {
             let columns = self.check_columns(batch)?;
-            rows += self.stage_inserts(
-                &columns,
-                &mut new_keys,
-                &seen_old,
-                &mut write,
-                &mut changes,
-            )?;
+            rows +=
+                self.stage_inserts(&columns, &mut new_keys, &seen_old, &mut write, &mut changes)?;
         }
         self.commit(write, changes)?;
         Ok(WriteCount { rows })

@@ -167,11 +167,19 @@ impl Aggregate {
     fn new_group(&self) -> Group {
         Group {
             rows: 0,
-            accs: self.aggs.iter().map(|a| empty_acc(a.spec.function)).collect(),
+            accs: self
+                .aggs
+                .iter()
+                .map(|a| empty_acc(a.spec.function))
+                .collect(),
         }
     }
 
-    fn prepare(&self, agg: &Agg, batch: &datafusion::arrow::array::RecordBatch) -> Result<Prepared> {
+    fn prepare(
+        &self,
+        agg: &Agg,
+        batch: &datafusion::arrow::array::RecordBatch,
+    ) -> Result<Prepared> {
         let Some(arg) = &agg.spec.arg else {
             return Ok(Prepared::All);
         };
@@ -195,7 +203,10 @@ impl Aggregate {
             AggFunction::BoolAnd | AggFunction::BoolOr => {
                 Prepared::Bool(cast(&values, &DataType::Boolean)?.as_boolean().clone())
             }
-            AggFunction::Min | AggFunction::Max | AggFunction::CountDistinct | AggFunction::StringAgg => {
+            AggFunction::Min
+            | AggFunction::Max
+            | AggFunction::CountDistinct
+            | AggFunction::StringAgg => {
                 let format = agg
                     .values
                     .as_ref()
@@ -264,9 +275,10 @@ fn empty_acc(function: AggFunction) -> Acc {
             trues: 0,
             falses: 0,
         },
-        AggFunction::Min | AggFunction::Max | AggFunction::CountDistinct | AggFunction::StringAgg => {
-            Acc::Set(BTreeMap::new())
-        }
+        AggFunction::Min
+        | AggFunction::Max
+        | AggFunction::CountDistinct
+        | AggFunction::StringAgg => Acc::Set(BTreeMap::new()),
     }
 }
 
@@ -285,9 +297,9 @@ fn finish(agg: &Agg, acc: &Acc) -> Result<ScalarValue> {
             let avg = function == AggFunction::Avg;
             match agg.numeric {
                 Some(Numeric::Int) if avg => ScalarValue::Float64(Some(*int as f64 / *n as f64)),
-                Some(Numeric::Int) => ScalarValue::Int64(Some(
-                    i64::try_from(*int).map_err(|_| overflow("bigint"))?,
-                )),
+                Some(Numeric::Int) => {
+                    ScalarValue::Int64(Some(i64::try_from(*int).map_err(|_| overflow("bigint"))?))
+                }
                 Some(Numeric::Float) if avg => ScalarValue::Float64(Some(float / *n as f64)),
                 Some(Numeric::Float) => ScalarValue::Float64(Some(*float)),
                 Some(Numeric::Decimal { scale }) => {
@@ -337,9 +349,10 @@ fn finish(agg: &Agg, acc: &Acc) -> Result<ScalarValue> {
             if set.is_empty() {
                 ScalarValue::try_from(output)?
             } else {
-                let format = agg.values.as_ref().ok_or_else(|| {
-                    DataflowError::Internal("multiset without a format".into())
-                })?;
+                let format = agg
+                    .values
+                    .as_ref()
+                    .ok_or_else(|| DataflowError::Internal("multiset without a format".into()))?;
                 let columns = format.decode(set.keys().map(|k| &k[..]))?;
                 let strings = cast(&columns[columns.len() - 1], &DataType::Utf8)?;
                 let strings = strings.as_string::<i32>();
@@ -508,10 +521,13 @@ impl Operator for Aggregate {
             let mut state = vec![1u8];
             state.extend_from_slice(&j.to_be_bytes());
             state.extend_from_slice(&state_key(&group_key, &value));
-            let count = self.groups.get(&group_key).and_then(|g| match &g.accs[j as usize] {
-                Acc::Set(set) => set.get(&value).copied(),
-                _ => None,
-            });
+            let count = self
+                .groups
+                .get(&group_key)
+                .and_then(|g| match &g.accs[j as usize] {
+                    Acc::Set(set) => set.get(&value).copied(),
+                    _ => None,
+                });
             match count {
                 Some(count) => out.put(&state, count.to_be_bytes().to_vec()),
                 None => out.delete(&state),
@@ -529,7 +545,12 @@ impl Operator for Aggregate {
                 self.groups.insert(group_key.into(), group);
             }
             Some((1, rest)) => {
-                let j = u16::from_be_bytes(rest.get(..2).ok_or_else(damaged)?.try_into().map_err(|_| damaged())?);
+                let j = u16::from_be_bytes(
+                    rest.get(..2)
+                        .ok_or_else(damaged)?
+                        .try_into()
+                        .map_err(|_| damaged())?,
+                );
                 let (group_key, value_key) = split_state_key(&rest[2..])?;
                 let count = read_i64(value, 0)?;
                 let group = self.groups.get_mut(group_key).ok_or_else(damaged)?;
@@ -671,4 +692,186 @@ fn decode_group(group: &mut Group, value: &[u8]) -> Option<()> {
         }
     }
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::logical_expr::col;
+
+    use super::*;
+    use crate::testing::{accumulate, changes, physical, round_trip, schema_ab, step};
+
+    fn spec(function: AggFunction, output_type: DataType) -> AggSpec {
+        AggSpec {
+            function,
+            arg: Some(physical(&col("b"), &schema_ab())),
+            filter: None,
+            order_by: vec![],
+            delimiter: String::new(),
+            input_type: DataType::Int64,
+            output_type,
+        }
+    }
+
+    /// `SELECT a, count(*), sum(b), min(b), max(b), count(DISTINCT b) ... GROUP BY a`,
+    /// or without the group when `global`.
+    fn aggregate(global: bool) -> Aggregate {
+        let mut count = spec(AggFunction::Count, DataType::Int64);
+        count.arg = None;
+        let aggs = vec![
+            count,
+            spec(AggFunction::Sum, DataType::Int64),
+            spec(AggFunction::Min, DataType::Int64),
+            spec(AggFunction::Max, DataType::Int64),
+            spec(AggFunction::CountDistinct, DataType::Int64),
+        ];
+        let mut fields = vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Int64, true),
+            Field::new("lo", DataType::Int64, true),
+            Field::new("hi", DataType::Int64, true),
+            Field::new("d", DataType::Int64, true),
+        ];
+        let (groups, types) = if global {
+            (vec![], vec![])
+        } else {
+            fields.insert(0, Field::new("a", DataType::Int64, true));
+            (
+                vec![physical(&col("a"), &schema_ab())],
+                vec![DataType::Int64],
+            )
+        };
+        Aggregate::new(
+            groups,
+            types,
+            aggs,
+            Arc::new(Schema::new(fields)),
+            "test".into(),
+        )
+        .unwrap()
+    }
+
+    fn row(values: &[Option<i64>]) -> Vec<Option<i64>> {
+        values.to_vec()
+    }
+
+    #[test]
+    fn min_and_max_survive_deleting_the_extreme() {
+        let mut agg = aggregate(false);
+        let mut total = HashMap::new();
+        let out = step(
+            &mut agg,
+            vec![changes(&schema_ab(), &[(1, 5, 1), (1, 9, 1), (1, 2, 1)])],
+        );
+        accumulate(&mut total, &out);
+        assert_eq!(
+            total,
+            HashMap::from([(
+                row(&[Some(1), Some(3), Some(16), Some(2), Some(9), Some(3)]),
+                1
+            )])
+        );
+        let out = step(
+            &mut agg,
+            vec![changes(&schema_ab(), &[(1, 9, -1), (1, 2, -1)])],
+        );
+        accumulate(&mut total, &out);
+        assert_eq!(
+            total,
+            HashMap::from([(
+                row(&[Some(1), Some(1), Some(5), Some(5), Some(5), Some(1)]),
+                1
+            )])
+        );
+    }
+
+    #[test]
+    fn emptied_group_disappears_and_moves_between_groups() {
+        let mut agg = aggregate(false);
+        let mut total = HashMap::new();
+        accumulate(
+            &mut total,
+            &step(
+                &mut agg,
+                vec![changes(&schema_ab(), &[(1, 5, 1), (2, 7, 1)])],
+            ),
+        );
+        // "UPDATE ... SET a = 2 WHERE a = 1": a retraction and an insertion.
+        accumulate(
+            &mut total,
+            &step(
+                &mut agg,
+                vec![changes(&schema_ab(), &[(1, 5, -1), (2, 5, 1)])],
+            ),
+        );
+        assert_eq!(
+            total,
+            HashMap::from([(
+                row(&[Some(2), Some(2), Some(12), Some(5), Some(7), Some(2)]),
+                1
+            )])
+        );
+    }
+
+    #[test]
+    fn global_aggregate_has_one_row_even_when_empty() {
+        let mut agg = aggregate(true);
+        let ctx = EpochContext {
+            changes: &HashMap::new(),
+            backfill: true,
+        };
+        let mut total = HashMap::new();
+        accumulate(
+            &mut total,
+            &agg.step(vec![changes(&schema_ab(), &[])], &ctx).unwrap(),
+        );
+        assert_eq!(
+            total,
+            HashMap::from([(row(&[Some(0), None, None, None, Some(0)]), 1)])
+        );
+        accumulate(
+            &mut total,
+            &step(&mut agg, vec![changes(&schema_ab(), &[(1, 4, 1)])]),
+        );
+        accumulate(
+            &mut total,
+            &step(&mut agg, vec![changes(&schema_ab(), &[(1, 4, -1)])]),
+        );
+        assert_eq!(
+            total,
+            HashMap::from([(row(&[Some(0), None, None, None, Some(0)]), 1)])
+        );
+    }
+
+    #[test]
+    fn state_survives_persist_and_restore() {
+        let mut first = aggregate(false);
+        step(
+            &mut first,
+            vec![changes(&schema_ab(), &[(1, 5, 1), (1, 9, 1), (1, 9, 1)])],
+        );
+        let mut second = aggregate(false);
+        round_trip(&mut first, &mut second);
+        let mut total = HashMap::new();
+        accumulate(
+            &mut total,
+            &step(&mut second, vec![changes(&schema_ab(), &[(1, 9, -1)])]),
+        );
+        assert_eq!(
+            total,
+            HashMap::from([
+                (
+                    row(&[Some(1), Some(3), Some(23), Some(5), Some(9), Some(2)]),
+                    -1
+                ),
+                (
+                    row(&[Some(1), Some(2), Some(14), Some(5), Some(9), Some(2)]),
+                    1
+                ),
+            ])
+        );
+    }
 }

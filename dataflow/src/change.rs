@@ -147,11 +147,8 @@ impl ChangeBatch {
         if order.len() == self.num_rows() && sums.iter().all(|&w| w != 0) {
             return Ok(self.clone());
         }
-        let (indices, weights): (Vec<u32>, Vec<i64>) = order
-            .into_iter()
-            .zip(sums)
-            .filter(|(_, w)| *w != 0)
-            .unzip();
+        let (indices, weights): (Vec<u32>, Vec<i64>) =
+            order.into_iter().zip(sums).filter(|(_, w)| *w != 0).unzip();
         let mut taken = self.take(&UInt32Array::from(indices))?;
         taken.weights = Int64Array::from(weights);
         Ok(taken)
@@ -215,8 +212,15 @@ mod tests {
 
     #[test]
     fn consolidate_sums_equal_rows_and_drops_zeros() {
-        let b = batch(&[1, 2, 1, 3, 2], &[1, 1, 1, 1, -1]).consolidate().unwrap();
-        let values: Vec<i64> = b.data.column(0).as_primitive::<Int64Type>().values().to_vec();
+        let b = batch(&[1, 2, 1, 3, 2], &[1, 1, 1, 1, -1])
+            .consolidate()
+            .unwrap();
+        let values: Vec<i64> = b
+            .data
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec();
         assert_eq!(values, vec![1, 3]);
         assert_eq!(b.weights.values().to_vec(), vec![2, 1]);
     }

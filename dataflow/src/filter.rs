@@ -62,7 +62,12 @@ mod tests {
                 },
             )
             .unwrap();
-        let a: Vec<i64> = out.data.column(0).as_primitive::<Int64Type>().values().to_vec();
+        let a: Vec<i64> = out
+            .data
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec();
         assert_eq!(a, vec![2, 3, 2]);
         assert_eq!(out.weights.values().to_vec(), vec![-1, 1, 1]);
     }
@@ -70,7 +75,10 @@ mod tests {
     #[test]
     fn null_predicate_drops_the_row() {
         let schema = schema_ab();
-        let predicate = physical(&col("a").gt(lit(datafusion::common::ScalarValue::Int64(None))), &schema);
+        let predicate = physical(
+            &col("a").gt(lit(datafusion::common::ScalarValue::Int64(None))),
+            &schema,
+        );
         let mut filter = Filter::new(predicate, "a > NULL".into());
         let out = filter
             .step(

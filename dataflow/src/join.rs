@@ -217,7 +217,8 @@ impl Join {
                 }
             }
             if !pair_index.is_empty() {
-                let mine = take_columns(delta.data.columns(), &UInt32Array::from(pair_index.clone()))?;
+                let mine =
+                    take_columns(delta.data.columns(), &UInt32Array::from(pair_index.clone()))?;
                 let theirs = other.format.decode(pair_rows.iter().copied())?;
                 let columns = if s == 0 {
                     [mine, theirs].concat()
@@ -341,7 +342,12 @@ impl Join {
 
     /// Side `s`'s rows as output: padded with NULLs for outer joins, alone
     /// for semi and anti joins.
-    fn lone_batch(&self, s: usize, columns: Vec<ArrayRef>, weights: Int64Array) -> Result<ChangeBatch> {
+    fn lone_batch(
+        &self,
+        s: usize,
+        columns: Vec<ArrayRef>,
+        weights: Int64Array,
+    ) -> Result<ChangeBatch> {
         let n = weights.len();
         let columns = if self.sides[s].lone == Lone::UnmatchedPadded {
             let nulls: Vec<ArrayRef> = self.sides[1 - s]
@@ -358,7 +364,10 @@ impl Join {
         } else {
             columns
         };
-        Ok(ChangeBatch::new(batch_of(&self.schema, columns, n)?, weights))
+        Ok(ChangeBatch::new(
+            batch_of(&self.schema, columns, n)?,
+            weights,
+        ))
     }
 }
 
@@ -496,7 +505,11 @@ mod tests {
 
     /// Feeds epochs of (left, right) changes and returns the accumulated
     /// output after each.
-    fn run(kind: JoinKind, condition: bool, epochs: &[(Rows, Rows)]) -> Vec<HashMap<Vec<Option<i64>>, i64>> {
+    fn run(
+        kind: JoinKind,
+        condition: bool,
+        epochs: &[(Rows, Rows)],
+    ) -> Vec<HashMap<Vec<Option<i64>>, i64>> {
         let mut join = join(kind, condition);
         let mut total = HashMap::new();
         let mut results = Vec::new();
@@ -525,8 +538,14 @@ mod tests {
                 (vec![], vec![(1, 100, -1), (2, 200, 1)]),
             ],
         );
-        assert_eq!(results[0], HashMap::from([(row(&[Some(1), Some(10), Some(1), Some(100)]), 1)]));
-        assert_eq!(results[1], HashMap::from([(row(&[Some(2), Some(20), Some(2), Some(200)]), 1)]));
+        assert_eq!(
+            results[0],
+            HashMap::from([(row(&[Some(1), Some(10), Some(1), Some(100)]), 1)])
+        );
+        assert_eq!(
+            results[1],
+            HashMap::from([(row(&[Some(2), Some(20), Some(2), Some(200)]), 1)])
+        );
     }
 
     #[test]
@@ -540,8 +559,14 @@ mod tests {
                 (vec![], vec![(1, 100, -1)]),
             ],
         );
-        assert_eq!(results[0], HashMap::from([(row(&[Some(1), Some(10), None, None]), 2)]));
-        assert_eq!(results[1], HashMap::from([(row(&[Some(1), Some(10), Some(1), Some(100)]), 2)]));
+        assert_eq!(
+            results[0],
+            HashMap::from([(row(&[Some(1), Some(10), None, None]), 2)])
+        );
+        assert_eq!(
+            results[1],
+            HashMap::from([(row(&[Some(1), Some(10), Some(1), Some(100)]), 2)])
+        );
         assert_eq!(results[2], results[0]);
     }
 
@@ -592,11 +617,20 @@ mod tests {
         let mut first = join(JoinKind::Left, false);
         step(
             &mut first,
-            vec![changes(&schema_ab(), &[(1, 10, 1)]), changes(&schema_ab(), &[(1, 100, 1)])],
+            vec![
+                changes(&schema_ab(), &[(1, 10, 1)]),
+                changes(&schema_ab(), &[(1, 100, 1)]),
+            ],
         );
         let mut second = join(JoinKind::Left, false);
         round_trip(&mut first, &mut second);
-        let out = step(&mut second, vec![changes(&schema_ab(), &[]), changes(&schema_ab(), &[(1, 100, -1)])]);
+        let out = step(
+            &mut second,
+            vec![
+                changes(&schema_ab(), &[]),
+                changes(&schema_ab(), &[(1, 100, -1)]),
+            ],
+        );
         let mut total = HashMap::new();
         accumulate(&mut total, &out);
         assert_eq!(

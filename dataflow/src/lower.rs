@@ -17,11 +17,11 @@ use datafusion::logical_expr::logical_plan::{
     Aggregate as AggregatePlan, Distinct, FetchType, Join as JoinPlan, Limit, SkipType, Sort,
     TableScan, Window,
 };
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator as BinaryOp, Volatility,
 };
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::{Catalog, Relation};
@@ -140,7 +140,12 @@ impl Lowerer<'_> {
                 "the subquery in \"{expr}\" (it could not be turned into a join)"
             ));
         }
-        Ok(create_physical_expr(expr, schema, &self.props, &PhysicalPlanningContext::default())?)
+        Ok(create_physical_expr(
+            expr,
+            schema,
+            &self.props,
+            &PhysicalPlanningContext::default(),
+        )?)
     }
 
     fn lower(&mut self, plan: &LogicalPlan, bounds: &Bounds) -> Result<Node> {
@@ -254,7 +259,10 @@ impl Lowerer<'_> {
 
     fn scan(&mut self, plan: &LogicalPlan, scan: &TableScan) -> Result<Node> {
         let name = scan.table_name.table();
-        let in_public = scan.table_name.schema().is_none_or(|s| s == eddy_catalog::SCHEMA_NAME);
+        let in_public = scan
+            .table_name
+            .schema()
+            .is_none_or(|s| s == eddy_catalog::SCHEMA_NAME);
         let relation = in_public.then(|| self.catalog.relation(name)).flatten();
         let Some(relation) = relation else {
             return unsupported(format!(
@@ -293,7 +301,10 @@ impl Lowerer<'_> {
     }
 
     fn aggregate(&mut self, plan: &LogicalPlan, a: &AggregatePlan) -> Result<Node> {
-        if a.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+        if a.group_expr
+            .iter()
+            .any(|e| matches!(e, Expr::GroupingSet(_)))
+        {
             return unsupported("GROUPING SETS, ROLLUP and CUBE");
         }
         let input = self.lower(&a.input, &Bounds::new())?;
@@ -311,10 +322,7 @@ impl Lowerer<'_> {
             .collect::<Result<Vec<DataType>>>()?;
         let mut specs = Vec::new();
         for (k, expr) in a.aggr_expr.iter().enumerate() {
-            let output_type = out_schema
-                .field(a.group_expr.len() + k)
-                .data_type()
-                .clone();
+            let output_type = out_schema.field(a.group_expr.len() + k).data_type().clone();
             specs.push(self.agg_spec(expr, in_schema, output_type)?);
         }
         let schema = schema_of(plan);
@@ -327,7 +335,12 @@ impl Lowerer<'_> {
         Ok(self.node(op, vec![input], schema))
     }
 
-    fn agg_spec(&self, expr: &Expr, in_schema: &DFSchema, output_type: DataType) -> Result<AggSpec> {
+    fn agg_spec(
+        &self,
+        expr: &Expr,
+        in_schema: &DFSchema,
+        output_type: DataType,
+    ) -> Result<AggSpec> {
         let Expr::AggregateFunction(AggregateFunction { func, params }) = expr.clone().unalias()
         else {
             return unsupported(format!("aggregate expression {expr}"));
@@ -426,7 +439,11 @@ impl Lowerer<'_> {
                 )?)
             })
             .collect::<Result<Vec<_>>>()?;
-        let types = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
         let op = Aggregate::new(exprs, types, vec![], schema.clone(), "distinct".into())?;
         Ok(self.node(op, vec![input], schema))
     }
@@ -450,16 +467,14 @@ impl Lowerer<'_> {
         }
         let left = self.lower(&j.left, &Bounds::new())?;
         let right = self.lower(&j.right, &Bounds::new())?;
-        let left_keys = j
-            .on
-            .iter()
-            .map(|(l, _)| self.physical(l, j.left.schema()))
-            .collect::<Result<Vec<_>>>()?;
-        let right_keys = j
-            .on
-            .iter()
-            .map(|(_, r)| self.physical(r, j.right.schema()))
-            .collect::<Result<Vec<_>>>()?;
+        let left_keys =
+            j.on.iter()
+                .map(|(l, _)| self.physical(l, j.left.schema()))
+                .collect::<Result<Vec<_>>>()?;
+        let right_keys =
+            j.on.iter()
+                .map(|(_, r)| self.physical(r, j.right.schema()))
+                .collect::<Result<Vec<_>>>()?;
         let pairs = j.left.schema().join(j.right.schema())?;
         let condition = j
             .filter
@@ -498,14 +513,22 @@ impl Lowerer<'_> {
         };
         match limit.input.as_ref() {
             LogicalPlan::Sort(sort) => {
-                let fetch = sort.fetch.map_or(fetch, |f| f.saturating_sub(skip).min(fetch));
+                let fetch = sort
+                    .fetch
+                    .map_or(fetch, |f| f.saturating_sub(skip).min(fetch));
                 self.top_n(plan, sort, skip, fetch)
             }
             _ => unsupported("LIMIT without ORDER BY"),
         }
     }
 
-    fn top_n(&mut self, plan: &LogicalPlan, sort: &Sort, offset: usize, limit: usize) -> Result<Node> {
+    fn top_n(
+        &mut self,
+        plan: &LogicalPlan,
+        sort: &Sort,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Node> {
         let input = self.lower(&sort.input, &Bounds::new())?;
         let in_schema = sort.input.schema();
         let order_by = sort
@@ -528,12 +551,20 @@ impl Lowerer<'_> {
             partition_by: vec![],
             partition_types: vec![],
             order_by,
-            input_types: input.schema.fields().iter().map(|f| f.data_type().clone()).collect(),
+            input_types: input
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
             offset,
             limit,
             row_number: false,
             schema: schema.clone(),
-            text: format!("order by [{}] offset {offset} limit {limit}", order.join(", ")),
+            text: format!(
+                "order by [{}] offset {offset} limit {limit}",
+                order.join(", ")
+            ),
         })?;
         Ok(self.node(op, vec![input], schema))
     }
@@ -590,7 +621,12 @@ impl Lowerer<'_> {
             partition_by,
             partition_types,
             order_by,
-            input_types: input.schema.fields().iter().map(|f| f.data_type().clone()).collect(),
+            input_types: input
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
             offset: 0,
             limit: bound,
             row_number: true,

@@ -106,7 +106,11 @@ pub fn state_key(head: &[u8], rest: &[u8]) -> Vec<u8> {
 /// Splits a key made by [`state_key`].
 pub fn split_state_key(key: &[u8]) -> Result<(&[u8], &[u8])> {
     let damaged = || DataflowError::Internal("operator state key is damaged".into());
-    let len: [u8; 4] = key.get(..4).ok_or_else(damaged)?.try_into().map_err(|_| damaged())?;
+    let len: [u8; 4] = key
+        .get(..4)
+        .ok_or_else(damaged)?
+        .try_into()
+        .map_err(|_| damaged())?;
     let len = u32::from_be_bytes(len) as usize;
     let head = key.get(4..4 + len).ok_or_else(damaged)?;
     Ok((head, &key[4 + len..]))

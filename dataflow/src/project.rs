@@ -72,7 +72,12 @@ mod tests {
                 },
             )
             .unwrap();
-        let s: Vec<i64> = out.data.column(0).as_primitive::<Int64Type>().values().to_vec();
+        let s: Vec<i64> = out
+            .data
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec();
         assert_eq!(s, vec![11, 22]);
         assert_eq!(out.weights.values().to_vec(), vec![1, -1]);
     }

@@ -168,7 +168,8 @@ impl Runtime {
                     ));
                 }
                 root.restore(def.id, &store)?;
-                let mut sink = ViewSink::new(def.id, nullable_schema(def.arrow_schema()?.as_ref()))?;
+                let mut sink =
+                    ViewSink::new(def.id, nullable_schema(def.arrow_schema()?.as_ref()))?;
                 sink.restore(&store)?;
                 Ok(ViewRuntime {
                     def: def.clone(),
@@ -344,10 +345,7 @@ impl Runtime {
             if !backfill && !view.def.depends_on.iter().any(|d| changes.contains_key(d)) {
                 continue;
             }
-            let ctx = EpochContext {
-                changes,
-                backfill,
-            };
+            let ctx = EpochContext { changes, backfill };
             let result = catch_unwind(AssertUnwindSafe(|| -> Result<ChangeBatch> {
                 let out = view.root.step(&ctx)?;
                 view.sink.apply(&out)

@@ -45,9 +45,14 @@ impl ViewSink {
     /// Applies the view's changes; returns them consolidated, in the view's
     /// schema, for the views that read this one.
     pub fn apply(&mut self, changes: &ChangeBatch) -> Result<ChangeBatch> {
-        let changes = ChangeBatch::new(conform(&self.schema, &changes.data)?, changes.weights.clone())
-            .consolidate()?;
-        let rows = self.format.encode(changes.data.columns(), changes.num_rows())?;
+        let changes = ChangeBatch::new(
+            conform(&self.schema, &changes.data)?,
+            changes.weights.clone(),
+        )
+        .consolidate()?;
+        let rows = self
+            .format
+            .encode(changes.data.columns(), changes.num_rows())?;
         for i in 0..changes.num_rows() {
             let row = rows.row(i);
             let count = self.rows.entry(row.into()).or_insert(0);

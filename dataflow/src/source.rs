@@ -111,10 +111,22 @@ mod tests {
         let mut constant = Constant::new(rows);
         let none = HashMap::new();
         let first = constant
-            .step(vec![], &EpochContext { changes: &none, backfill: true })
+            .step(
+                vec![],
+                &EpochContext {
+                    changes: &none,
+                    backfill: true,
+                },
+            )
             .unwrap();
         let later = constant
-            .step(vec![], &EpochContext { changes: &none, backfill: false })
+            .step(
+                vec![],
+                &EpochContext {
+                    changes: &none,
+                    backfill: false,
+                },
+            )
             .unwrap();
         assert_eq!((first.num_rows(), later.num_rows()), (1, 0));
     }

@@ -124,7 +124,9 @@ impl Operator for TopN {
                 .types()
                 .iter()
                 .enumerate()
-                .map(|(i, t)| datafusion::arrow::datatypes::Field::new(format!("c{i}"), t.clone(), true))
+                .map(|(i, t)| {
+                    datafusion::arrow::datatypes::Field::new(format!("c{i}"), t.clone(), true)
+                })
                 .collect::<Vec<_>>(),
         ));
         let order_columns = cast_columns(order_columns, &types_schema)?;
@@ -199,7 +201,9 @@ impl Operator for TopN {
         let (partition, row) = split_state_key(key)?;
         let count = read_i64(value, 0)?;
         if count == 0 {
-            return Err(DataflowError::Internal("top-n state holds a zero count".into()));
+            return Err(DataflowError::Internal(
+                "top-n state holds a zero count".into(),
+            ));
         }
         self.partitions
             .entry(partition.into())
@@ -217,5 +221,127 @@ impl Operator for TopN {
 
     fn state_entries(&self) -> usize {
         self.partitions.values().map(BTreeMap::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::logical_expr::col;
+
+    use super::*;
+    use crate::testing::{accumulate, changes, physical, round_trip, schema_ab, step};
+
+    /// `ORDER BY b DESC LIMIT 2`, or `ROW_NUMBER() OVER (PARTITION BY a
+    /// ORDER BY b DESC) <= 2`.
+    fn top2(per_group: bool) -> TopN {
+        let mut fields = vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Int64, true),
+        ];
+        if per_group {
+            fields.push(Field::new("rn", DataType::Int64, true));
+        }
+        TopN::new(TopNSpec {
+            partition_by: if per_group {
+                vec![physical(&col("a"), &schema_ab())]
+            } else {
+                vec![]
+            },
+            partition_types: if per_group {
+                vec![DataType::Int64]
+            } else {
+                vec![]
+            },
+            order_by: vec![(
+                physical(&col("b"), &schema_ab()),
+                DataType::Int64,
+                SortOptions {
+                    descending: true,
+                    nulls_first: false,
+                },
+            )],
+            input_types: vec![DataType::Int64, DataType::Int64],
+            offset: 0,
+            limit: 2,
+            row_number: per_group,
+            schema: Arc::new(Schema::new(fields)),
+            text: "test".into(),
+        })
+        .unwrap()
+    }
+
+    fn row(values: &[i64]) -> Vec<Option<i64>> {
+        values.iter().map(|v| Some(*v)).collect()
+    }
+
+    #[test]
+    fn deleting_a_top_row_brings_in_the_next() {
+        let mut topn = top2(false);
+        let mut total = HashMap::new();
+        accumulate(
+            &mut total,
+            &step(
+                &mut topn,
+                vec![changes(&schema_ab(), &[(1, 10, 1), (2, 30, 1), (3, 20, 1)])],
+            ),
+        );
+        assert_eq!(
+            total,
+            HashMap::from([(row(&[2, 30]), 1), (row(&[3, 20]), 1)])
+        );
+        accumulate(
+            &mut total,
+            &step(&mut topn, vec![changes(&schema_ab(), &[(2, 30, -1)])]),
+        );
+        assert_eq!(
+            total,
+            HashMap::from([(row(&[3, 20]), 1), (row(&[1, 10]), 1)])
+        );
+    }
+
+    #[test]
+    fn row_numbers_shift_within_a_partition() {
+        let mut topn = top2(true);
+        let mut total = HashMap::new();
+        let rows = [(1, 10, 1), (1, 30, 1), (2, 5, 1)];
+        accumulate(
+            &mut total,
+            &step(&mut topn, vec![changes(&schema_ab(), &rows)]),
+        );
+        accumulate(
+            &mut total,
+            &step(&mut topn, vec![changes(&schema_ab(), &[(1, 40, 1)])]),
+        );
+        assert_eq!(
+            total,
+            HashMap::from([
+                (row(&[1, 40, 1]), 1),
+                (row(&[1, 30, 2]), 1),
+                (row(&[2, 5, 1]), 1)
+            ])
+        );
+    }
+
+    #[test]
+    fn state_survives_persist_and_restore() {
+        let mut first = top2(false);
+        step(
+            &mut first,
+            vec![changes(&schema_ab(), &[(1, 10, 1), (2, 30, 1), (3, 20, 1)])],
+        );
+        let mut second = top2(false);
+        round_trip(&mut first, &mut second);
+        let mut total = HashMap::new();
+        accumulate(
+            &mut total,
+            &step(&mut second, vec![changes(&schema_ab(), &[(3, 20, -1)])]),
+        );
+        assert_eq!(
+            total,
+            HashMap::from([(row(&[3, 20]), -1), (row(&[1, 10]), 1)])
+        );
     }
 }

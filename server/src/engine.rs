@@ -118,7 +118,9 @@ impl Engine {
 async fn plan_view_sql(ctx: &SessionContext, catalog: &Catalog, sql: &str) -> Result<Lowered> {
     let mut statements = eddy_sql::parse_sql(sql)?;
     let (Some(statement), None) = (statements.pop(), statements.pop()) else {
-        return Err(EddyError::Internal(format!("stored view query is not one statement: {sql}")));
+        return Err(EddyError::Internal(format!(
+            "stored view query is not one statement: {sql}"
+        )));
     };
     plan_view_statement(ctx, catalog, statement).await
 }

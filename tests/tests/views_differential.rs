@@ -139,18 +139,35 @@ fn random_write(rng: &mut StdRng, next_id: &mut i64) -> String {
                 "UPDATE a SET x = {}, y = y + 1 WHERE id = {id}",
                 int(rng, -20, 20)
             ),
-            ("a", 1) => format!("UPDATE a SET g = {} WHERE id = {id}", rng.random_range(0..5)),
-            ("a", 2) => format!("UPDATE a SET s = {}, b = NOT b WHERE g = {}", text(rng), rng.random_range(0..5)),
+            ("a", 1) => format!(
+                "UPDATE a SET g = {} WHERE id = {id}",
+                rng.random_range(0..5)
+            ),
+            ("a", 2) => format!(
+                "UPDATE a SET s = {}, b = NOT b WHERE g = {}",
+                text(rng),
+                rng.random_range(0..5)
+            ),
             ("a", _) => format!("UPDATE a SET id = id + 1000 WHERE id = {id}"),
             (_, 0) => format!("UPDATE b SET z = {} WHERE id = {id}", int(rng, -20, 20)),
-            (_, 1) => format!("UPDATE b SET g = {} WHERE id = {id}", rng.random_range(0..6)),
-            _ => format!("UPDATE b SET t = {} WHERE g = {}", text(rng), rng.random_range(0..6)),
+            (_, 1) => format!(
+                "UPDATE b SET g = {} WHERE id = {id}",
+                rng.random_range(0..6)
+            ),
+            _ => format!(
+                "UPDATE b SET t = {} WHERE g = {}",
+                text(rng),
+                rng.random_range(0..6)
+            ),
         },
         7..=8 => format!("DELETE FROM {table} WHERE id = {id}"),
         _ => match rng.random_range(0..3) {
             0 => format!("DELETE FROM {table} WHERE g = {}", rng.random_range(0..5)),
             1 if table == "a" => format!("DELETE FROM a WHERE x < {}", rng.random_range(-25..0)),
-            _ => format!("DELETE FROM {table} WHERE id % 7 = {}", rng.random_range(0..7)),
+            _ => format!(
+                "DELETE FROM {table} WHERE id % 7 = {}",
+                rng.random_range(0..7)
+            ),
         },
     }
 }

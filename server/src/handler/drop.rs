@@ -57,7 +57,10 @@ pub async fn handle_drop(
                 return Err(CatalogError::DependentObjects {
                     kind,
                     name: name.clone(),
-                    detail: format!("materialized view {dependent} depends on {} {name}", kind_of(engine, &name)),
+                    detail: format!(
+                        "materialized view {dependent} depends on {} {name}",
+                        kind_of(engine, &name)
+                    ),
                 }
                 .into());
             }

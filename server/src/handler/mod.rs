@@ -92,8 +92,7 @@ pub async fn execute(
         }
         statement if eddy_sql::is_flush(statement) => flush::handle_flush(engine).await,
         Statement::ShowViews {
-            materialized: true,
-            ..
+            materialized: true, ..
         } => show_tables::handle_show_views(engine),
         Statement::Drop {
             object_type,
