@@ -60,7 +60,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -82,7 +85,11 @@ fn workload(total: usize) -> (Vec<ChangeBatch>, RecordBatch) {
                 weights.push(-1);
             } else {
                 next_id += 1;
-                let row = (next_id, (rng.next() as i64) % KEYS, (rng.next() as i64) % 10_000);
+                let row = (
+                    next_id,
+                    (rng.next() as i64) % KEYS,
+                    (rng.next() as i64) % 10_000,
+                );
                 live.push(row);
                 rows.push(row);
                 weights.push(1);
@@ -111,7 +118,9 @@ fn batch_d() -> RecordBatch {
         schema_d(),
         vec![
             Arc::new(Int64Array::from_iter_values(0..KEYS)),
-            Arc::new(StringArray::from_iter_values((0..KEYS).map(|k| format!("name {k}")))),
+            Arc::new(StringArray::from_iter_values(
+                (0..KEYS).map(|k| format!("name {k}")),
+            )),
         ],
     )
     .expect("batch of d")
@@ -149,7 +158,10 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
             TableDef {
                 id: 0,
                 name: "d".into(),
-                columns: vec![column("k", ColumnType::BigInt), column("name", ColumnType::Text)],
+                columns: vec![
+                    column("k", ColumnType::BigInt),
+                    column("name", ColumnType::Text),
+                ],
                 primary_key: vec![],
             },
             false,
@@ -164,11 +176,7 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
             Arc::new(EddySchemaProvider::new(catalog.clone(), SchemaMode::Query)),
         )
         .expect("schema");
-    let plan = ctx
-        .state()
-        .create_logical_plan(sql)
-        .await
-        .expect("plan");
+    let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
     let plan = ctx.state().optimize(&plan).expect("optimize");
     let mut root = eddy_dataflow::lower(&plan, &catalog).expect("lower").root;
     let mut sink = ViewSink::new(1, root.schema.clone()).expect("sink");
@@ -220,12 +228,21 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
     let mut batch_rows = 0;
     for _ in 0..3 {
         let started = Instant::now();
-        let result = batch_ctx.sql(sql).await.expect("sql").collect().await.expect("collect");
+        let result = batch_ctx
+            .sql(sql)
+            .await
+            .expect("sql")
+            .collect()
+            .await
+            .expect("collect");
         best = best.min(started.elapsed().as_secs_f64());
         batch_rows = result.iter().map(RecordBatch::num_rows).sum();
     }
     let view_rows = sink.len();
-    assert_eq!(view_rows, batch_rows, "{name}: view and batch query disagree on row count");
+    assert_eq!(
+        view_rows, batch_rows,
+        "{name}: view and batch query disagree on row count"
+    );
     let mut state_entries = 0;
     let mut state_bytes = 0;
     root.for_each(&mut |op| {
@@ -285,7 +302,10 @@ async fn main() {
             "group by",
             "SELECT k, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi FROM t GROUP BY k",
         ),
-        ("join", "SELECT t.id, t.v, d.name FROM t JOIN d ON t.k = d.k"),
+        (
+            "join",
+            "SELECT t.id, t.v, d.name FROM t JOIN d ON t.k = d.k",
+        ),
     ];
     for (name, sql) in views {
         let figures = measure(name, sql, &epochs, &final_t).await;

@@ -21,6 +21,7 @@ use eddy_storage::Store;
 use tokio::sync::RwLock;
 
 use crate::error::{EddyError, Result};
+use crate::pg_matviews::PgCatalogWithViews;
 
 /// The Postgres version we report, for drivers that branch on it.
 pub const PG_VERSION: &str = "16.6";
@@ -160,6 +161,13 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
     )?;
     setup_pg_catalog(&ctx, DATABASE_NAME, EmptyContextProvider)
         .map_err(|e| EddyError::DataFusion(*e))?;
+    let pg_catalog = db
+        .schema("pg_catalog")
+        .ok_or_else(|| EddyError::Internal("pg_catalog missing".into()))?;
+    db.register_schema(
+        "pg_catalog",
+        Arc::new(PgCatalogWithViews::new(pg_catalog, catalog.clone())),
+    )?;
     ctx.register_udf(ScalarUDF::new_from_impl(VersionUdf::new()));
     Ok(ctx)
 }

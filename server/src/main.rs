@@ -4,6 +4,7 @@ mod engine;
 mod error;
 mod handler;
 mod pg_input;
+mod pg_matviews;
 mod pg_text;
 mod wire;
 

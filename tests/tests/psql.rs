@@ -182,6 +182,36 @@ fn backslash_dt_d_and_l() -> Result<()> {
 }
 
 #[test]
+fn backslash_dm_lists_materialized_views() -> Result<()> {
+    let Some(bin) = psql_or_skip("backslash_dm_lists_materialized_views") else {
+        return Ok(());
+    };
+    let server = TestServer::start()?;
+    let psql = Psql::new(bin, &server);
+    psql.ok(&[
+        "-c",
+        "CREATE TABLE sales (id INT PRIMARY KEY, region TEXT, amount INT)",
+        "-c",
+        "CREATE MATERIALIZED VIEW by_region AS SELECT region, sum(amount) AS total FROM sales GROUP BY region",
+    ])?;
+    let dm = psql.ok(&["-A", "-c", "\\dm"])?;
+    assert!(
+        dm.lines()
+            .any(|l| l.contains("by_region") && l.contains("materialized view")),
+        "\\dm should list by_region:\n{dm}"
+    );
+    let dt = psql.ok(&["-A", "-c", "\\dt"])?;
+    assert!(!dt.contains("by_region"), "\\dt lists tables only:\n{dt}");
+    let d = psql.ok(&["-A", "-c", "\\d by_region"])?;
+    assert!(d.contains("Materialized view"), "\\d by_region:\n{d}");
+    assert!(
+        d.lines().any(|l| l.starts_with("total|bigint|")),
+        "\\d by_region:\n{d}"
+    );
+    Ok(())
+}
+
+#[test]
 fn errors_are_postgres_style_and_server_survives() -> Result<()> {
     let Some(bin) = psql_or_skip("errors_are_postgres_style_and_server_survives") else {
         return Ok(());
