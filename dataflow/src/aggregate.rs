@@ -24,8 +24,8 @@ use eddy_catalog::{EncodedRows, RowFormat};
 
 use crate::change::ChangeBatch;
 use crate::operator::{
-    evaluate, evaluate_predicate, read_i64, split_state_key, state_key, EpochContext, Operator,
-    StateWriter,
+    evaluate, evaluate_predicate, read_i64, split_state_key, state_key, Bytes, EpochContext,
+    Operator, StateWriter,
 };
 use crate::{DataflowError, Result};
 
@@ -103,7 +103,7 @@ pub struct Aggregate {
     aggs: Vec<Agg>,
     groups: HashMap<Box<[u8]>, Group>,
     dirty_groups: HashSet<Box<[u8]>>,
-    dirty_values: HashSet<(u16, Box<[u8]>, Box<[u8]>)>,
+    dirty_values: HashSet<(u16, Bytes, Bytes)>,
     schema: SchemaRef,
     text: String,
 }
@@ -419,7 +419,7 @@ impl Operator for Aggregate {
             .collect::<Result<Vec<_>>>()?;
 
         // Each touched group's output before this epoch, in first-touch order.
-        let mut touched: Vec<(Box<[u8]>, Option<Vec<ScalarValue>>)> = Vec::new();
+        let mut touched: Vec<(Bytes, Option<Vec<ScalarValue>>)> = Vec::new();
         let mut seen: HashSet<Box<[u8]>> = HashSet::new();
         if create_global {
             let group = self.new_group();
@@ -593,55 +593,41 @@ impl Operator for Aggregate {
 
 /// Folds row `i` with `weight` into `acc`. Returns the multiset value it
 /// changed, if any.
-fn fold(acc: &mut Acc, prepared: &Prepared, i: usize, weight: i64) -> Option<Box<[u8]>> {
+fn fold(acc: &mut Acc, prepared: &Prepared, i: usize, weight: i64) -> Option<Bytes> {
     match (acc, prepared) {
         (Acc::Count(c), Prepared::All) => *c += weight,
-        (Acc::Count(c), Prepared::Valid(values)) => {
-            if values.is_valid(i) {
-                *c += weight
+        (Acc::Count(c), Prepared::Valid(values)) if values.is_valid(i) => *c += weight,
+        (Acc::Sum { int, n, .. }, Prepared::Int(values)) if values.is_valid(i) => {
+            *int += values.value(i) as i128 * weight as i128;
+            *n += weight;
+        }
+        (Acc::Sum { float, n, .. }, Prepared::Float(values)) if values.is_valid(i) => {
+            *float += values.value(i) * weight as f64;
+            *n += weight;
+            if *n == 0 {
+                // Start afresh, so rounding does not outlive the rows.
+                *float = 0.0;
             }
         }
-        (Acc::Sum { int, n, .. }, Prepared::Int(values)) => {
-            if values.is_valid(i) {
-                *int += values.value(i) as i128 * weight as i128;
-                *n += weight;
+        (Acc::Sum { int, n, .. }, Prepared::Decimal(values)) if values.is_valid(i) => {
+            *int += values.value(i) * weight as i128;
+            *n += weight;
+        }
+        (Acc::Bools { trues, falses }, Prepared::Bool(values)) if values.is_valid(i) => {
+            if values.value(i) {
+                *trues += weight
+            } else {
+                *falses += weight
             }
         }
-        (Acc::Sum { float, n, .. }, Prepared::Float(values)) => {
-            if values.is_valid(i) {
-                *float += values.value(i) * weight as f64;
-                *n += weight;
-                if *n == 0 {
-                    // Start afresh, so rounding does not outlive the rows.
-                    *float = 0.0;
-                }
+        (Acc::Set(set), Prepared::Values(rows, values)) if values.is_valid(i) => {
+            let key = rows.row(i);
+            let count = set.entry(key.into()).or_insert(0);
+            *count += weight;
+            if *count == 0 {
+                set.remove(key);
             }
-        }
-        (Acc::Sum { int, n, .. }, Prepared::Decimal(values)) => {
-            if values.is_valid(i) {
-                *int += values.value(i) * weight as i128;
-                *n += weight;
-            }
-        }
-        (Acc::Bools { trues, falses }, Prepared::Bool(values)) => {
-            if values.is_valid(i) {
-                if values.value(i) {
-                    *trues += weight
-                } else {
-                    *falses += weight
-                }
-            }
-        }
-        (Acc::Set(set), Prepared::Values(rows, values)) => {
-            if values.is_valid(i) {
-                let key = rows.row(i);
-                let count = set.entry(key.into()).or_insert(0);
-                *count += weight;
-                if *count == 0 {
-                    set.remove(key);
-                }
-                return Some(key.into());
-            }
+            return Some(key.into());
         }
         _ => {}
     }

@@ -25,8 +25,8 @@ use eddy_catalog::RowFormat;
 
 use crate::change::ChangeBatch;
 use crate::operator::{
-    evaluate, evaluate_predicate, read_i64, split_state_key, state_key, EpochContext, Operator,
-    StateWriter,
+    evaluate, evaluate_predicate, read_i64, split_state_key, state_key, EpochContext, KeyPair,
+    Operator, StateWriter,
 };
 use crate::{DataflowError, Result};
 
@@ -91,7 +91,7 @@ struct Side {
     format: RowFormat,
     schema: SchemaRef,
     arrangement: HashMap<Box<[u8]>, Bucket>,
-    dirty: HashSet<(Box<[u8]>, Box<[u8]>)>,
+    dirty: HashSet<KeyPair>,
     lone: Lone,
     bytes: usize,
 }
@@ -196,15 +196,15 @@ impl Join {
 
         // Pair each change with the other side's rows of the same key.
         let mut delta_matches = vec![0i64; n];
-        let mut other_changes: HashMap<(Box<[u8]>, Box<[u8]>), i64> = HashMap::new();
+        let mut other_changes: HashMap<KeyPair, i64> = HashMap::new();
         {
             let other = &self.sides[o];
             let mut pair_index = Vec::new();
             let mut pair_rows: Vec<&[u8]> = Vec::new();
             let mut pair_weights = Vec::new();
             let mut pair_counts = Vec::new();
-            for i in 0..n {
-                if null_key[i] {
+            for (i, &null) in null_key.iter().enumerate() {
+                if null {
                     continue;
                 }
                 if let Some(bucket) = other.arrangement.get(keys.row(i)) {

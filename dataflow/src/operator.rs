@@ -10,6 +10,12 @@ use eddy_storage::WriteBatch;
 use crate::change::ChangeBatch;
 use crate::{DataflowError, Result};
 
+/// An encoded key or row, as held in operator state.
+pub type Bytes = Box<[u8]>;
+
+/// Two encoded parts of a state key, such as a join key and a row.
+pub type KeyPair = (Bytes, Bytes);
+
 /// What one epoch feeds the dataflows.
 pub struct EpochContext<'a> {
     /// Each changed table's or view's changes, by object id.

@@ -19,7 +19,8 @@ use eddy_catalog::RowFormat;
 
 use crate::change::{cast_columns, ChangeBatch};
 use crate::operator::{
-    evaluate, read_i64, split_state_key, state_key, EpochContext, Operator, StateWriter,
+    evaluate, read_i64, split_state_key, state_key, Bytes, EpochContext, KeyPair, Operator,
+    StateWriter,
 };
 use crate::{DataflowError, Result};
 
@@ -44,8 +45,9 @@ pub struct TopN {
     partition_format: RowFormat,
     /// Sort columns, then every input column.
     order_format: RowFormat,
-    partitions: HashMap<Box<[u8]>, BTreeMap<Box<[u8]>, i64>>,
-    dirty: HashSet<(Box<[u8]>, Box<[u8]>)>,
+    /// Each partition's rows, in order, with their multiplicities.
+    partitions: HashMap<Bytes, BTreeMap<Bytes, i64>>,
+    dirty: HashSet<KeyPair>,
 }
 
 impl TopN {
