@@ -52,6 +52,7 @@ impl EddyError {
                 SqlError::UndefinedColumn(_) => "42703",
                 SqlError::DuplicateColumn(_) => "42701",
                 SqlError::InvalidDefinition(_) => "42P16",
+                SqlError::TooComplex(_) => "54001",
             },
             EddyError::Catalog(e) => catalog_sqlstate(e),
             EddyError::Storage(_) => "58030",

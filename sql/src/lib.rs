@@ -28,6 +28,8 @@ pub enum SqlError {
     DuplicateColumn(String),
     #[error("invalid table definition: {0}")]
     InvalidDefinition(String),
+    #[error("statement is too complex: it has more than {0} operators")]
+    TooComplex(usize),
 }
 
 pub type Result<T, E = SqlError> = std::result::Result<T, E>;

@@ -6,10 +6,10 @@ use datafusion::sql::sqlparser::ast::{FlushType, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
-use crate::Result;
+use crate::{Result, SqlError};
 
 /// Rewrites the catalog queries that psql and drivers send into forms
 /// DataFusion can plan (e.g. `'t'::regclass`). Some of its rewrites change
@@ -23,8 +23,47 @@ fn reads_pg_catalog(sql: &str) -> bool {
     lower.contains("pg_") || lower.contains("::reg")
 }
 
+/// Most operators one statement may hold. Chains of binary operators parse
+/// into trees as deep as they are long, and planning walks them
+/// recursively; this keeps that depth well inside a worker's stack.
+pub const MAX_OPERATORS: usize = 4_000;
+
+/// Refuses statements with more than [`MAX_OPERATORS`] operators, before
+/// they are parsed into trees too deep to handle (or even to drop).
+fn check_complexity(sql: &str) -> Result<()> {
+    // A statement that does not tokenize fails in the parser, with its error.
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return Ok(());
+    };
+    let mut operators = 0;
+    for token in &tokens {
+        match token {
+            Token::SemiColon => operators = 0,
+            Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR | Keyword::NOT) => {
+                operators += 1
+            }
+            Token::Word(_)
+            | Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::Whitespace(_)
+            | Token::Comma
+            | Token::LParen
+            | Token::RParen
+            | Token::Period
+            | Token::Placeholder(_)
+            | Token::DoubleColon => {}
+            _ => operators += 1,
+        }
+        if operators > MAX_OPERATORS {
+            return Err(SqlError::TooComplex(MAX_OPERATORS));
+        }
+    }
+    Ok(())
+}
+
 /// Parses a query string into its statements.
 pub fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
+    check_complexity(sql)?;
     if reads_pg_catalog(sql) {
         return Ok(CATALOG_QUERY_PARSER.parse(sql)?);
     }
@@ -93,6 +132,14 @@ mod tests {
         assert_eq!(stmts.len(), 3);
         assert!(is_flush(&stmts[1]));
         assert!(parse_sql("FLUSH TABLES").is_err());
+    }
+
+    #[test]
+    fn long_operator_chains_are_refused_before_parsing() {
+        let sql = format!("SELECT {}1", "1 + ".repeat(100_000));
+        assert!(matches!(parse_sql(&sql), Err(SqlError::TooComplex(_))));
+        let ok = format!("SELECT {}1", "1 + ".repeat(1_000));
+        assert!(parse_sql(&ok).is_ok());
     }
 
     #[test]

@@ -683,7 +683,6 @@ async fn garbage_sql_is_an_error_not_a_crash() -> Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "known gap: 100k-deep expressions still overflow the stack"]
 async fn deeply_nested_sql_does_not_crash() -> Result<()> {
     let mut server = TestServer::start()?;
     let client = server.connect().await?;
