@@ -29,7 +29,8 @@ pub use information_schema::InformationSchemaProvider;
 pub use row_format::{EncodedRows, RowFormat};
 pub use schema::{EddySchemaProvider, SchemaMode};
 pub use table::{
-    split_row_keys, ColumnDef, RowKeyedTable, StoredTable, TableDef, WriteCount, ROW_KEY_COLUMN,
+    memory_scan, split_row_keys, ColumnDef, RowKeyedTable, StoredTable, TableDef, WriteCount,
+    ROW_KEY_COLUMN,
 };
 pub use types::{ColumnType, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE};
 pub use view::{StoredView, ViewColumn, ViewDef};

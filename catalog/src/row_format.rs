@@ -5,7 +5,7 @@
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::row::{RowConverter, RowParser, Rows, SortField};
 
@@ -49,6 +49,17 @@ impl RowFormat {
     pub fn new(types: Vec<DataType>) -> Result<Self, ArrowError> {
         let options = vec![SortOptions::default(); types.len()];
         Self::with_options(types, options)
+    }
+
+    /// Rows of a schema's column types.
+    pub fn for_schema(schema: &Schema) -> Result<Self, ArrowError> {
+        Self::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
+        )
     }
 
     /// Rows of `types`, sorted by the matching `options`.

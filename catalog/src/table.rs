@@ -470,7 +470,8 @@ fn with_row_key(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn memory_scan(
+/// A scan of one in-memory batch, for table providers that read the store.
+pub fn memory_scan(
     batch: RecordBatch,
     projection: Option<&Vec<usize>>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {

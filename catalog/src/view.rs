@@ -12,7 +12,6 @@ use datafusion::arrow::array::{RecordBatch, RecordBatchOptions, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::Expr;
@@ -21,6 +20,7 @@ use eddy_storage::{Keyspace, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::row_format::RowFormat;
+use crate::table::memory_scan;
 use crate::{CatalogError, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,13 +74,7 @@ pub struct StoredView {
 impl StoredView {
     pub(crate) fn new(def: ViewDef, store: Store) -> Result<Self> {
         let schema = def.arrow_schema()?;
-        let format = RowFormat::new(
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect(),
-        )?;
+        let format = RowFormat::for_schema(&schema)?;
         Ok(StoredView {
             def,
             schema,
@@ -161,11 +155,6 @@ impl TableProvider for StoredView {
         let batch = self
             .read_all()
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let schema = batch.schema();
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            schema,
-            projection.cloned(),
-        )?)
+        memory_scan(batch, projection)
     }
 }

@@ -124,14 +124,7 @@ impl ChangeBatch {
         if self.is_empty() {
             return Ok(self.clone());
         }
-        let format = RowFormat::new(
-            self.data
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect(),
-        )?;
+        let format = RowFormat::for_schema(&self.data.schema())?;
         let rows = format.encode(self.data.columns(), self.num_rows())?;
         let mut first: HashMap<&[u8], usize> = HashMap::with_capacity(self.num_rows());
         let mut order = Vec::new();

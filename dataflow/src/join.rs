@@ -139,13 +139,7 @@ impl Join {
         let side = |keys, schema: SchemaRef, s| -> Result<Side> {
             Ok(Side {
                 keys,
-                format: RowFormat::new(
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.data_type().clone())
-                        .collect(),
-                )?,
+                format: RowFormat::for_schema(&schema)?,
                 schema,
                 arrangement: HashMap::new(),
                 dirty: HashSet::new(),

@@ -20,7 +20,7 @@ use datafusion::logical_expr::logical_plan::{
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator as BinaryOp, Volatility,
+    BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator as BinaryOp, SortExpr, Volatility,
 };
 use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::PhysicalExpr;
@@ -85,6 +85,9 @@ pub fn lower(plan: &LogicalPlan, catalog: &Catalog) -> Result<Lowered> {
     })
 }
 
+/// A sort expression, its type and its direction.
+type SortKey = (Arc<dyn PhysicalExpr>, DataType, SortOptions);
+
 /// Upper bounds on row-number columns, by column name, from filters above.
 type Bounds = HashMap<String, usize>;
 
@@ -146,6 +149,23 @@ impl Lowerer<'_> {
             &self.props,
             &PhysicalPlanningContext::default(),
         )?)
+    }
+
+    /// Sort expressions as physical expressions, with types and directions.
+    fn sort_keys(&self, exprs: &[SortExpr], schema: &DFSchema) -> Result<Vec<SortKey>> {
+        exprs
+            .iter()
+            .map(|s| {
+                Ok((
+                    self.physical(&s.expr, schema)?,
+                    s.expr.get_type(schema)?,
+                    SortOptions {
+                        descending: !s.asc,
+                        nulls_first: s.nulls_first,
+                    },
+                ))
+            })
+            .collect()
     }
 
     fn lower(&mut self, plan: &LogicalPlan, bounds: &Bounds) -> Result<Node> {
@@ -392,20 +412,7 @@ impl Lowerer<'_> {
             String::new()
         };
         let order_by = if function == AggFunction::StringAgg {
-            params
-                .order_by
-                .iter()
-                .map(|s| {
-                    Ok((
-                        self.physical(&s.expr, in_schema)?,
-                        s.expr.get_type(in_schema)?,
-                        SortOptions {
-                            descending: !s.asc,
-                            nulls_first: s.nulls_first,
-                        },
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?
+            self.sort_keys(&params.order_by, in_schema)?
         } else {
             Vec::new()
         };
@@ -531,20 +538,7 @@ impl Lowerer<'_> {
     ) -> Result<Node> {
         let input = self.lower(&sort.input, &Bounds::new())?;
         let in_schema = sort.input.schema();
-        let order_by = sort
-            .expr
-            .iter()
-            .map(|s| {
-                Ok((
-                    self.physical(&s.expr, in_schema)?,
-                    s.expr.get_type(in_schema)?,
-                    SortOptions {
-                        descending: !s.asc,
-                        nulls_first: s.nulls_first,
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let order_by = self.sort_keys(&sort.expr, in_schema)?;
         let order: Vec<String> = sort.expr.iter().map(ToString::to_string).collect();
         let schema = schema_of(plan);
         let op = TopN::new(TopNSpec {
@@ -602,20 +596,7 @@ impl Lowerer<'_> {
             .iter()
             .map(|e| Ok(e.get_type(in_schema)?))
             .collect::<Result<Vec<_>>>()?;
-        let order_by = params
-            .order_by
-            .iter()
-            .map(|s| {
-                Ok((
-                    self.physical(&s.expr, in_schema)?,
-                    s.expr.get_type(in_schema)?,
-                    SortOptions {
-                        descending: !s.asc,
-                        nulls_first: s.nulls_first,
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let order_by = self.sort_keys(&params.order_by, in_schema)?;
         let schema = schema_of(plan);
         let op = TopN::new(TopNSpec {
             partition_by,

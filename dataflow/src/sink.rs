@@ -22,13 +22,7 @@ pub struct ViewSink {
 
 impl ViewSink {
     pub fn new(view_id: u64, schema: SchemaRef) -> Result<Self> {
-        let format = RowFormat::new(
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect(),
-        )?;
+        let format = RowFormat::for_schema(&schema)?;
         Ok(ViewSink {
             view_id,
             schema,

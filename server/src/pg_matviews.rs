@@ -9,12 +9,11 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, Session};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{collect, ExecutionPlan};
-use eddy_catalog::{Catalog, SCHEMA_NAME};
+use eddy_catalog::{memory_scan, Catalog, SCHEMA_NAME};
 
 /// `pg_catalog`, with materialized views filled in.
 #[derive(Debug)]
@@ -53,18 +52,6 @@ impl SchemaProvider for PgCatalogWithViews {
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
     }
-}
-
-fn memory_scan(
-    batch: RecordBatch,
-    projection: Option<&Vec<usize>>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    let schema = batch.schema();
-    Ok(MemorySourceConfig::try_new_exec(
-        &[vec![batch]],
-        schema,
-        projection.cloned(),
-    )?)
 }
 
 /// `pg_class`, with relkind `m` for materialized views.

@@ -18,6 +18,11 @@ use crate::error::{EddyError, Result};
 
 pub async fn handle_dml(engine: &Engine, dml: DmlStatement) -> Result<Output> {
     let name = dml.table_name.table().to_owned();
+    if engine.catalog.view(&name).is_some() {
+        return Err(EddyError::WrongObjectType(format!(
+            "cannot change materialized view \"{name}\""
+        )));
+    }
     let table = engine
         .catalog
         .table(&name)
