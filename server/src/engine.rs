@@ -88,6 +88,7 @@ impl Engine {
             Statement::Update(_) | Statement::Delete(_) => &self.row_keyed_ctx,
             _ => &self.query_ctx,
         };
+        eddy_sql::check_query_support(statement)?;
         let mut statement = statement.clone();
         if let Statement::Insert(insert) = &mut statement {
             if let Some(table) =
@@ -131,6 +132,7 @@ async fn plan_view_statement(
     catalog: &Catalog,
     statement: Statement,
 ) -> Result<Lowered> {
+    eddy_sql::check_query_support(&statement)?;
     let state = ctx.state();
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(statement)))

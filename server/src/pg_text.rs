@@ -11,7 +11,7 @@ use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDateTime, NaiveTime, Timelike};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{
-    DataType, Field, IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit,
+    DataType, Field, Float32Type, Float64Type, IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit,
     IntervalYearMonthType, Schema, TimeUnit,
 };
 use datafusion::arrow::error::ArrowError;
@@ -23,10 +23,34 @@ fn needs_rewrite(data_type: &DataType) -> bool {
     matches!(
         data_type,
         DataType::Timestamp(_, _)
+            | DataType::Float32
+            | DataType::Float64
             | DataType::Time32(_)
             | DataType::Time64(_)
             | DataType::Interval(_)
     )
+}
+
+/// `float8out` and `float4out`: the shortest digits that read back exactly
+/// (Rust and Postgres 12+ agree on those), in exponent form outside
+/// `1e-4 <= |v| < 10^digits`, with a signed two-digit exponent.
+fn float_out(v: f64, scientific: String, plain: String, digits: i32) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let Some((mantissa, exponent)) = scientific.split_once('e') else {
+        return plain;
+    };
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if v == 0.0 || (-4..digits).contains(&exponent) {
+        plain
+    } else {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exponent.abs())
+    }
 }
 
 /// Rewrites the text-format columns of `batch` that need Postgres formatting.
@@ -99,6 +123,16 @@ pub fn null_out(row: DataRow, nulls: &[(usize, Vec<bool>)], row_index: usize) ->
 
 fn format_column(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
     let strings: StringArray = match column.data_type() {
+        DataType::Float64 => column
+            .as_primitive::<Float64Type>()
+            .iter()
+            .map(|v| v.map(|v| float_out(v, format!("{v:e}"), v.to_string(), 15)))
+            .collect(),
+        DataType::Float32 => column
+            .as_primitive::<Float32Type>()
+            .iter()
+            .map(|v| v.map(|v| float_out(v as f64, format!("{v:e}"), v.to_string(), 6)))
+            .collect(),
         DataType::Timestamp(unit, tz) => {
             let micros = to_micros(column, *unit)?;
             let suffix = if tz.is_some() { "+00" } else { "" };
@@ -216,6 +250,21 @@ pub fn format_interval(months: i32, days: i32, micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floats_print_like_float8out() {
+        let f8 = |v: f64| float_out(v, format!("{v:e}"), v.to_string(), 15);
+        assert_eq!(f8(15.0), "15");
+        assert_eq!(f8(1.5), "1.5");
+        assert_eq!(f8(-0.0), "-0");
+        assert_eq!(f8(1e14), "100000000000000");
+        assert_eq!(f8(1e15), "1e+15");
+        assert_eq!(f8(1.25e-5), "1.25e-05");
+        assert_eq!(f8(f64::NEG_INFINITY), "-Infinity");
+        let f4 = |v: f32| float_out(v as f64, format!("{v:e}"), v.to_string(), 6);
+        assert_eq!(f4(0.1), "0.1");
+        assert_eq!(f4(1e6), "1e+06");
+    }
 
     #[test]
     fn intervals_read_like_postgres() {

@@ -2,11 +2,13 @@
 //! definitions. Queries and DML are planned by DataFusion against the
 //! catalog's schema provider; this crate decides what each statement is.
 
+mod check;
 pub mod create_table;
 mod insert;
 mod parser;
 mod types;
 
+pub use check::check_query_support;
 pub use create_table::bind_create_table;
 pub use insert::{insert_target, name_leading_columns};
 pub use parser::{is_flush, parse_sql};

@@ -1,0 +1,72 @@
+//! Constructs refused before planning because the planner would get them
+//! wrong.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Query, SetExpr, SetOperator, SetQuantifier, Statement, Visit, Visitor,
+};
+
+use crate::{Result, SqlError};
+
+/// Refuses `EXCEPT ALL` and `INTERSECT ALL`: DataFusion plans them as semi
+/// and anti joins, which drop the duplicate counts these operators keep.
+pub fn check_query_support(statement: &Statement) -> Result<()> {
+    struct Finder(Option<&'static str>);
+
+    impl Visitor for Finder {
+        type Break = ();
+
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            if let Some(found) = bag_operation(&query.body) {
+                self.0 = Some(found);
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+
+    let mut finder = Finder(None);
+    let _ = statement.visit(&mut finder);
+    match finder.0 {
+        Some(op) => Err(SqlError::Unsupported(op.to_owned())),
+        None => Ok(()),
+    }
+}
+
+fn bag_operation(body: &SetExpr) -> Option<&'static str> {
+    match body {
+        SetExpr::SetOperation {
+            op,
+            set_quantifier,
+            left,
+            right,
+        } => {
+            let all = matches!(set_quantifier, SetQuantifier::All);
+            match op {
+                SetOperator::Except | SetOperator::Minus if all => Some("EXCEPT ALL"),
+                SetOperator::Intersect if all => Some("INTERSECT ALL"),
+                _ => bag_operation(left).or_else(|| bag_operation(right)),
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_sql;
+
+    fn check(sql: &str) -> Result<()> {
+        check_query_support(&parse_sql(sql).unwrap()[0])
+    }
+
+    #[test]
+    fn bag_except_and_intersect_are_refused() {
+        assert!(check("SELECT 1 EXCEPT ALL SELECT 2").is_err());
+        assert!(check("SELECT * FROM (SELECT 1 INTERSECT ALL SELECT 1) q").is_err());
+        assert!(check("SELECT 1 UNION ALL SELECT 1 EXCEPT SELECT 2").is_ok());
+        assert!(check("SELECT 1 INTERSECT SELECT 1").is_ok());
+    }
+}
