@@ -9,7 +9,8 @@ use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Cast, Expr, LogicalPlan, TryCast};
 use datafusion::sql::sqlparser::ast::Statement;
 use futures::{stream, Sink};
 use pgwire::api::auth::noop::NoopStartupHandler;
@@ -141,6 +142,27 @@ fn encode(
     })
 }
 
+/// The types placeholders are cast to, by placeholder id.
+fn placeholder_cast_types(plan: &LogicalPlan) -> Result<HashMap<String, DataType>> {
+    let mut types = HashMap::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e
+                {
+                    if let Expr::Placeholder(p) = expr.as_ref() {
+                        types
+                            .entry(p.id.clone())
+                            .or_insert_with(|| field.data_type().clone());
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(types)
+}
+
 /// Parameter types of a plan, in `$n` order.
 fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
     let types = plan.get_parameter_types()?;
@@ -153,6 +175,13 @@ fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
                 .map(|n| (n, ty))
         })
         .collect();
+    // `$1::BIGINT`: a placeholder DataFusion leaves untyped takes its cast's type.
+    let cast_types = placeholder_cast_types(plan)?;
+    for (n, ty) in &mut numbered {
+        if ty.is_none() {
+            *ty = cast_types.get(&format!("${n}")).cloned();
+        }
+    }
     numbered.sort_by_key(|(n, _)| *n);
     let count = numbered.last().map_or(0, |(n, _)| *n);
     let mut ordered = vec![None; count];

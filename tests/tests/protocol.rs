@@ -73,7 +73,6 @@ async fn literal_types_match_postgres() -> Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "known gap: `$1::BIGINT` parameters are described as unknown"]
 async fn typed_parameters_round_trip() -> Result<()> {
     let server = TestServer::start()?;
     let client = server.connect().await?;
