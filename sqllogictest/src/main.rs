@@ -179,9 +179,18 @@ fn file_protocols(path: &Path, name: &str) -> Result<Vec<Protocol>> {
 }
 
 fn plan(options: &Options) -> Result<Vec<Job>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_files");
+    // `cargo test` sets CARGO_MANIFEST_DIR when it runs us; prefer that to
+    // the directory this binary was built in, which cargo may have reused
+    // from another checkout sharing the target directory.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let root = manifest_dir.join("test_files");
     let mut files = Vec::new();
     collect_slt(&root, &mut files)?;
+    if files.is_empty() {
+        anyhow::bail!("no .slt files under {}", root.display());
+    }
     let mut jobs = Vec::new();
     for path in files {
         let name = path
