@@ -1,12 +1,14 @@
 //! The engine: the store, the catalog, and the DataFusion contexts that plan
 //! queries against it. One engine serves every session.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{
-    ColumnarValue, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -101,9 +103,10 @@ impl Engine {
         }
         let plan = ctx
             .state()
-            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
             .await?;
-        Ok(crate::pg_input::rewrite_input_casts(plan)?)
+        let plan = crate::pg_input::rewrite_input_casts(plan)?;
+        with_postgres_names(plan, &statement)
     }
 
     /// Runs a plan to completion.
@@ -115,6 +118,45 @@ impl Engine {
         let df = self.query_ctx.execute_logical_plan(plan).await?;
         Ok(df.collect().await?)
     }
+}
+
+/// Renames a query's output columns as Postgres would name them (see
+/// `eddy_sql::postgres_column_names`). A name that several columns would
+/// share (`SELECT 1, 2` are both `?column?`) is left as DataFusion has it,
+/// since a plan's columns need distinct names.
+fn with_postgres_names(plan: LogicalPlan, statement: &Statement) -> Result<LogicalPlan> {
+    let Statement::Query(query) = statement else {
+        return Ok(plan);
+    };
+    let Some(names) = eddy_sql::postgres_column_names(query) else {
+        return Ok(plan);
+    };
+    let schema = plan.schema().clone();
+    if names.len() != schema.fields().len() {
+        return Ok(plan);
+    }
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for name in &names {
+        *uses.entry(name.as_str()).or_default() += 1;
+    }
+    let mut changed = false;
+    let exprs: Vec<Expr> = schema
+        .columns()
+        .into_iter()
+        .zip(&names)
+        .map(|(column, name)| {
+            if uses[name.as_str()] == 1 && column.name != *name {
+                changed = true;
+                Expr::Column(column).alias(name)
+            } else {
+                Expr::Column(column)
+            }
+        })
+        .collect();
+    if !changed {
+        return Ok(plan);
+    }
+    Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
 }
 
 async fn plan_view_sql(ctx: &SessionContext, catalog: &Catalog, sql: &str) -> Result<Lowered> {
@@ -135,9 +177,10 @@ async fn plan_view_statement(
     eddy_sql::check_query_support(&statement)?;
     let state = ctx.state();
     let plan = state
-        .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+        .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
         .await?;
     let plan = crate::pg_input::rewrite_input_casts(plan)?;
+    let plan = with_postgres_names(plan, &statement)?;
     eddy_dataflow::check_deterministic(&plan)?;
     let optimized = state.optimize(&plan)?;
     Ok(eddy_dataflow::lower(&optimized, catalog)?)

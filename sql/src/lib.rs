@@ -3,12 +3,14 @@
 //! catalog's schema provider; this crate decides what each statement is.
 
 mod check;
+mod column_names;
 pub mod create_table;
 mod insert;
 mod parser;
 mod types;
 
 pub use check::check_query_support;
+pub use column_names::postgres_column_names;
 pub use create_table::bind_create_table;
 pub use insert::{insert_target, name_leading_columns};
 pub use parser::{is_flush, parse_sql};

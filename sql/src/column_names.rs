@@ -1,0 +1,111 @@
+//! Output column names as Postgres chooses them: a column keeps its name, a
+//! function call is named after the function, a cast of a column after the
+//! column and of anything else after the type, and other expressions are
+//! `?column?`. DataFusion names columns after their whole expression
+//! (`count(*)`, `t.a + Int64(1)`), which clients would have to quote.
+
+use datafusion::sql::sqlparser::ast::{
+    DataType, Expr, Query, SelectItem, SetExpr, Value, ValueWithSpan,
+};
+
+use crate::create_table::normalize;
+
+const UNNAMED: &str = "?column?";
+
+/// Postgres's names for the columns of `query`, if its body is one SELECT
+/// without `*` (whose expansion only the planner knows).
+pub fn postgres_column_names(query: &Query) -> Option<Vec<String>> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(expr) => Some(expr_name(expr).0),
+            SelectItem::ExprWithAlias { alias, .. } => Some(normalize(alias)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The name of an expression, and whether it is a strong one (a column's)
+/// that a cast around it keeps.
+fn expr_name(expr: &Expr) -> (String, bool) {
+    match expr {
+        Expr::Identifier(ident) => (normalize(ident), true),
+        Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(last) => (normalize(last), true),
+            None => (UNNAMED.into(), false),
+        },
+        Expr::Function(f) => match f.name.0.last().and_then(|p| p.as_ident()) {
+            Some(ident) => (normalize(ident), false),
+            None => (UNNAMED.into(), false),
+        },
+        Expr::Cast {
+            expr, data_type, ..
+        } => match expr_name(expr) {
+            (name, true) => (name, true),
+            _ => (type_name(data_type).unwrap_or(UNNAMED).into(), false),
+        },
+        Expr::Nested(inner) => expr_name(inner),
+        Expr::Case { .. } => ("case".into(), false),
+        Expr::Exists { .. } => ("exists".into(), false),
+        Expr::Extract { .. } => ("extract".into(), false),
+        Expr::Subquery(query) => match postgres_column_names(query).as_deref() {
+            Some([name]) => (name.clone(), false),
+            _ => (UNNAMED.into(), false),
+        },
+        Expr::Value(ValueWithSpan {
+            value: Value::Boolean(_),
+            ..
+        }) => ("bool".into(), false),
+        _ => (UNNAMED.into(), false),
+    }
+}
+
+/// Postgres's internal name for a type, as a cast to it names a column.
+fn type_name(data_type: &DataType) -> Option<&'static str> {
+    Some(match data_type {
+        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) => "int4",
+        DataType::BigInt(_) | DataType::Int8(_) => "int8",
+        DataType::SmallInt(_) | DataType::Int2(_) => "int2",
+        DataType::Text => "text",
+        DataType::Varchar(_) | DataType::CharacterVarying(_) => "varchar",
+        DataType::Char(_) | DataType::Character(_) => "bpchar",
+        DataType::Numeric(_) | DataType::Decimal(_) => "numeric",
+        DataType::Bool | DataType::Boolean => "bool",
+        DataType::Real | DataType::Float4 => "float4",
+        DataType::DoublePrecision | DataType::Float8 => "float8",
+        DataType::Date => "date",
+        DataType::Timestamp(..) => "timestamp",
+        DataType::Interval { .. } => "interval",
+        DataType::Bytea => "bytea",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::ast::Statement;
+
+    use super::*;
+    use crate::parse_sql;
+
+    fn names(sql: &str) -> Option<Vec<String>> {
+        match parse_sql(sql).unwrap().remove(0) {
+            Statement::Query(q) => postgres_column_names(&q),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn names_like_postgres() {
+        assert_eq!(
+            names("SELECT a, t.b, count(*), sum(x) AS total, a + 1, x::text, 1::int, CASE WHEN a THEN 1 END, (b) FROM t").unwrap(),
+            ["a", "b", "count", "total", "?column?", "x", "int4", "case", "b"]
+        );
+        assert_eq!(names("SELECT * FROM t"), None);
+        assert_eq!(names("SELECT 1 UNION SELECT 2"), None);
+    }
+}
