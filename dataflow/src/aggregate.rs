@@ -436,6 +436,7 @@ impl Operator for Aggregate {
                     _ => None,
                 };
                 seen.insert(key.into());
+                self.dirty_groups.insert(key.into());
                 touched.push((key.into(), old));
             }
             if !self.groups.contains_key(key) {
@@ -456,7 +457,6 @@ impl Operator for Aggregate {
                     self.dirty_values.insert((j as u16, key.into(), value));
                 }
             }
-            self.dirty_groups.insert(key.into());
         }
 
         let mut out_keys: Vec<Box<[u8]>> = Vec::new();

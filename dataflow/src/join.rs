@@ -261,14 +261,21 @@ impl Join {
             }
             let key = keys.row(i);
             let row = rows.row(i);
-            let bucket = side.arrangement.entry(key.into()).or_default();
-            let entry = bucket.entry(row.into()).or_insert_with(|| {
+            if !side.arrangement.contains_key(key) {
+                side.arrangement.insert(key.into(), Bucket::new());
+            }
+            let bucket = side
+                .arrangement
+                .get_mut(key)
+                .ok_or_else(|| DataflowError::Internal("join bucket vanished".into()))?;
+            if !bucket.contains_key(row) {
                 side.bytes += key.len() + row.len() + 16;
-                Entry {
-                    count: 0,
-                    matches: delta_matches[i],
-                }
-            });
+                let matches = delta_matches[i];
+                bucket.insert(row.into(), Entry { count: 0, matches });
+            }
+            let entry = bucket
+                .get_mut(row)
+                .ok_or_else(|| DataflowError::Internal("join entry vanished".into()))?;
             entry.count += weight;
             if entry.count == 0 {
                 bucket.remove(row);
