@@ -31,13 +31,24 @@ use eddy_storage::{Store, WriteBatch};
 const EPOCH: usize = 10_000;
 const KEYS: i64 = 1_000;
 
-fn column(name: &str, column_type: ColumnType) -> ColumnDef {
-    ColumnDef {
+/// Creates a nullable table without a key; returns its id.
+fn create_table(catalog: &Catalog, name: &str, columns: &[(&str, ColumnType)]) -> u64 {
+    let def = TableDef {
+        id: 0,
         name: name.into(),
-        column_type,
-        nullable: true,
-        default: None,
-    }
+        columns: columns
+            .iter()
+            .map(|(name, column_type)| ColumnDef {
+                name: (*name).into(),
+                column_type: column_type.clone(),
+                nullable: true,
+                default: None,
+            })
+            .collect(),
+        primary_key: vec![],
+    };
+    let table = catalog.create_table(def, false).expect("create table");
+    table.expect("a new table").def().id
 }
 
 fn schema_t() -> SchemaRef {
@@ -137,37 +148,20 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
     let catalog = Catalog::open(store).expect("catalog");
-    let t = catalog
-        .create_table(
-            TableDef {
-                id: 0,
-                name: "t".into(),
-                columns: vec![
-                    column("id", ColumnType::BigInt),
-                    column("k", ColumnType::BigInt),
-                    column("v", ColumnType::BigInt),
-                ],
-                primary_key: vec![],
-            },
-            false,
-        )
-        .expect("table t")
-        .expect("new table t");
-    let d = catalog
-        .create_table(
-            TableDef {
-                id: 0,
-                name: "d".into(),
-                columns: vec![
-                    column("k", ColumnType::BigInt),
-                    column("name", ColumnType::Text),
-                ],
-                primary_key: vec![],
-            },
-            false,
-        )
-        .expect("table d")
-        .expect("new table d");
+    let t_id = create_table(
+        &catalog,
+        "t",
+        &[
+            ("id", ColumnType::BigInt),
+            ("k", ColumnType::BigInt),
+            ("v", ColumnType::BigInt),
+        ],
+    );
+    let d_id = create_table(
+        &catalog,
+        "d",
+        &[("k", ColumnType::BigInt), ("name", ColumnType::Text)],
+    );
     let ctx = SessionContext::new();
     ctx.catalog("datafusion")
         .expect("default catalog")
@@ -182,8 +176,6 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
     let mut sink = ViewSink::new(1, root.schema.clone()).expect("sink");
 
     // The dimension table arrives first, in its own epoch.
-    let t_id = t.def().id;
-    let d_id = d.def().id;
     let mut changes = HashMap::new();
     changes.insert(d_id, ChangeBatch::insert_all(batch_d()));
     let ctx0 = EpochContext {

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions,
+    UInt32Array,
 };
 use datafusion::arrow::compute::{cast, concat, concat_batches, filter, filter_record_batch, take};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Int64Type, Schema, SchemaRef};
 use eddy_catalog::RowFormat;
 
 use crate::Result;
@@ -70,11 +71,7 @@ impl ChangeBatch {
     pub fn filter(&self, mask: &BooleanArray) -> Result<Self> {
         Ok(ChangeBatch {
             data: filter_record_batch(&self.data, mask)?,
-            weights: filter(&self.weights, mask)?
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .cloned()
-                .unwrap_or_else(|| Int64Array::from(Vec::<i64>::new())),
+            weights: weights_of(&filter(&self.weights, mask)?),
         })
     }
 
@@ -86,12 +83,7 @@ impl ChangeBatch {
             .iter()
             .map(|c| take(c.as_ref(), indices, None))
             .collect::<Result<Vec<_>, _>>()?;
-        let weights = take(&self.weights, indices, None)?;
-        let weights = weights
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .cloned()
-            .unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
+        let weights = weights_of(&take(&self.weights, indices, None)?);
         ChangeBatch::try_from_columns(&self.schema(), columns, weights)
     }
 
@@ -110,12 +102,7 @@ impl ChangeBatch {
             .collect::<Result<Vec<_>>>()?;
         let data = concat_batches(schema, &batches)?;
         let weights: Vec<&dyn Array> = parts.iter().map(|p| &p.weights as &dyn Array).collect();
-        let weights = concat(&weights)?;
-        let weights = weights
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .cloned()
-            .unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
+        let weights = weights_of(&concat(&weights)?);
         Ok(ChangeBatch { data, weights })
     }
 
@@ -146,6 +133,11 @@ impl ChangeBatch {
         taken.weights = Int64Array::from(weights);
         Ok(taken)
     }
+}
+
+/// Weights back from an Arrow kernel, which keeps their type.
+fn weights_of(array: &ArrayRef) -> Int64Array {
+    array.as_primitive::<Int64Type>().clone()
 }
 
 /// `schema` with every field nullable. Changes carry this schema: outer
@@ -188,8 +180,7 @@ pub fn cast_columns(columns: Vec<ArrayRef>, schema: &SchemaRef) -> Result<Vec<Ar
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::{DataType, Int64Type};
+    use datafusion::arrow::datatypes::DataType;
 
     use super::*;
 

@@ -85,6 +85,9 @@ pub fn lower(plan: &LogicalPlan, catalog: &Catalog) -> Result<Lowered> {
     })
 }
 
+/// A physical expression, shared.
+type PhysicalExprRef = Arc<dyn PhysicalExpr>;
+
 /// A sort expression, its type and its direction.
 type SortKey = (Arc<dyn PhysicalExpr>, DataType, SortOptions);
 
@@ -149,6 +152,19 @@ impl Lowerer<'_> {
             &self.props,
             &PhysicalPlanningContext::default(),
         )?)
+    }
+
+    /// Expressions as physical expressions, and their types.
+    fn physical_with_types(
+        &self,
+        exprs: &[Expr],
+        schema: &DFSchema,
+    ) -> Result<(Vec<PhysicalExprRef>, Vec<DataType>)> {
+        exprs
+            .iter()
+            .map(|e| Ok((self.physical(e, schema)?, e.get_type(schema)?)))
+            .collect::<Result<Vec<_>>>()
+            .map(|pairs| pairs.into_iter().unzip())
     }
 
     /// Sort expressions as physical expressions, with types and directions.
@@ -330,16 +346,7 @@ impl Lowerer<'_> {
         let input = self.lower(&a.input, &Bounds::new())?;
         let in_schema = a.input.schema();
         let out_schema = plan.schema();
-        let group_exprs = a
-            .group_expr
-            .iter()
-            .map(|e| self.physical(e, in_schema))
-            .collect::<Result<Vec<_>>>()?;
-        let group_types = a
-            .group_expr
-            .iter()
-            .map(|e| Ok(e.get_type(in_schema)?))
-            .collect::<Result<Vec<DataType>>>()?;
+        let (group_exprs, group_types) = self.physical_with_types(&a.group_expr, in_schema)?;
         let mut specs = Vec::new();
         for (k, expr) in a.aggr_expr.iter().enumerate() {
             let output_type = out_schema.field(a.group_expr.len() + k).data_type().clone();
@@ -586,16 +593,8 @@ impl Lowerer<'_> {
         }
         let input = self.lower(&w.input, &Bounds::new())?;
         let in_schema = w.input.schema();
-        let partition_by = params
-            .partition_by
-            .iter()
-            .map(|e| self.physical(e, in_schema))
-            .collect::<Result<Vec<_>>>()?;
-        let partition_types = params
-            .partition_by
-            .iter()
-            .map(|e| Ok(e.get_type(in_schema)?))
-            .collect::<Result<Vec<_>>>()?;
+        let (partition_by, partition_types) =
+            self.physical_with_types(&params.partition_by, in_schema)?;
         let order_by = self.sort_keys(&params.order_by, in_schema)?;
         let schema = schema_of(plan);
         let op = TopN::new(TopNSpec {

@@ -1,6 +1,7 @@
 //! TRUNCATE.
 
 use datafusion::sql::sqlparser::ast::Truncate;
+use eddy_catalog::Relation;
 use eddy_sql::create_table::object_name;
 use pgwire::api::results::Tag;
 
@@ -14,10 +15,13 @@ pub fn handle_truncate(engine: &Engine, truncate: &Truncate) -> Result<Output> {
         .iter()
         .map(|target| {
             let name = object_name(&target.name)?;
-            engine
-                .catalog
-                .table(&name)
-                .ok_or(EddyError::UndefinedTable(name))
+            match engine.catalog.relation(&name) {
+                Some(Relation::Table(table)) => Ok(table),
+                Some(Relation::View(_)) => Err(EddyError::WrongObjectType(format!(
+                    "\"{name}\" is not a table"
+                ))),
+                None => Err(EddyError::UndefinedTable(name)),
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     for table in tables {
