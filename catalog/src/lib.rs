@@ -8,6 +8,7 @@
 mod changelog;
 mod codec;
 mod information_schema;
+pub mod kafka;
 mod row_format;
 mod schema;
 mod table;
@@ -276,6 +277,23 @@ impl Catalog {
     }
 
     /// Every view, in creation order (which is also dependency order).
+    /// The name of the table or view with id `id`.
+    pub fn relation_name(&self, id: u64) -> Option<String> {
+        let state = self.state.read().expect("catalog lock poisoned");
+        state
+            .tables
+            .values()
+            .find(|t| t.def().id == id)
+            .map(|t| t.name().to_owned())
+            .or_else(|| {
+                state
+                    .views
+                    .values()
+                    .find(|v| v.def().id == id)
+                    .map(|v| v.name().to_owned())
+            })
+    }
+
     pub fn views(&self) -> Vec<Arc<StoredView>> {
         let state = self.state.read().expect("catalog lock poisoned");
         let mut views: Vec<_> = state.views.values().cloned().collect();

@@ -1,6 +1,6 @@
 //! Local tables: their definition, and reading and writing their rows.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::changelog::{ChangeLog, LoggedRow};
 use crate::codec::{decode_rows, encode_rows};
+use crate::kafka::KafkaDef;
 use crate::types::ColumnType;
 use crate::{CatalogError, Result};
 
@@ -44,6 +45,9 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     /// Indexes into `columns`; empty for a table without a primary key.
     pub primary_key: Vec<usize>,
+    /// Set for a stream or table over a Kafka topic.
+    #[serde(default)]
+    pub kafka: Option<KafkaDef>,
 }
 
 impl TableDef {
@@ -295,6 +299,116 @@ impl StoredTable {
             write.delete(key);
         }
         self.commit(write, changes)
+    }
+
+    /// Stages rows ingested from a source, in order: each replaces the row
+    /// with its primary key, or deletes it where `tombstone` is set.
+    /// Returns the rows taken out and the rows put in; a row replaced by
+    /// an equal one is in neither.
+    pub fn stage_upserts(
+        &self,
+        batch: &RecordBatch,
+        tombstone: &[bool],
+        write: &mut WriteBatch,
+    ) -> Result<(RecordBatch, RecordBatch)> {
+        let Some(converter) = &self.key_converter else {
+            return Err(CatalogError::Internal(format!(
+                "{} has no key to upsert by",
+                self.def.name
+            )));
+        };
+        let columns = self.check_columns(batch)?;
+        let key_columns: Vec<ArrayRef> = self
+            .def
+            .primary_key
+            .iter()
+            .map(|&i| columns[i].clone())
+            .collect();
+        let keys = converter.convert_columns(&key_columns)?;
+        let values = encode_rows(&columns)?;
+        // Per key touched: its stored value, and the row that ends up there.
+        let mut touched: HashMap<Vec<u8>, (Option<Vec<u8>>, Option<usize>)> = HashMap::new();
+        let mut order = Vec::new();
+        for i in 0..batch.num_rows() {
+            let suffix = keys.row(i).as_ref().to_vec();
+            let entry = match touched.entry(suffix) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    order.push(e.key().clone());
+                    let stored = self.store.get(&self.row_key(e.key()))?;
+                    e.insert((stored, None))
+                }
+            };
+            entry.1 = (!tombstone[i]).then_some(i);
+        }
+        let mut removed = Vec::new();
+        let mut added = Vec::new();
+        for suffix in order {
+            let (stored, last) = touched.remove(&suffix).expect("touched key");
+            let new_value = last.map(|i| &values[i]);
+            if stored.as_ref() == new_value {
+                continue;
+            }
+            let key = self.row_key(&suffix);
+            match last {
+                Some(i) => {
+                    write.put(key, values[i].clone());
+                    added.push(i as u32);
+                }
+                None => write.delete(key),
+            }
+            if let Some(old) = stored {
+                removed.push(old);
+            }
+        }
+        let removed = self.decode(removed.iter().map(Vec::as_slice), removed.len())?;
+        let indices = datafusion::arrow::array::UInt32Array::from(added);
+        let added = RecordBatch::try_new(
+            self.schema.clone(),
+            columns
+                .iter()
+                .map(|c| datafusion::arrow::compute::take(c, &indices, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+        )?;
+        Ok((removed, added))
+    }
+
+    /// Stages rows appended by Eddy itself (not a client), logging them for
+    /// the views that read this table.
+    pub fn stage_append(&self, batch: &RecordBatch, write: &mut WriteBatch) -> Result<bool> {
+        let columns = self.check_columns(batch)?;
+        let mut changes = self.change_buffer();
+        self.stage_inserts(
+            &columns,
+            &mut HashSet::new(),
+            &HashSet::new(),
+            write,
+            &mut changes,
+        )?;
+        Ok(match changes {
+            Some(rows) if !rows.is_empty() => {
+                self.changes.stage(write, self.def.id, &rows);
+                true
+            }
+            _ => false,
+        })
+    }
+
+    fn decode<'a>(&self, values: impl Iterator<Item = &'a [u8]>, len: usize) -> Result<RecordBatch> {
+        let types: Vec<DataType> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let columns = decode_rows(&types, values)?;
+        let options =
+            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(len));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?)
     }
 
     fn row_key(&self, suffix: &[u8]) -> Vec<u8> {

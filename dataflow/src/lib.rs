@@ -7,6 +7,7 @@ pub mod change;
 pub mod filter;
 pub mod graph;
 pub mod join;
+pub mod kafka;
 pub mod lower;
 pub mod operator;
 pub mod project;
@@ -22,7 +23,7 @@ mod testing;
 pub use change::ChangeBatch;
 pub use graph::Node;
 pub use lower::{check_deterministic, lower, Lowered};
-pub use runtime::{DataflowHandle, ViewStats};
+pub use runtime::{DataflowHandle, SourceProgress, ViewStats};
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
@@ -46,6 +47,9 @@ pub enum DataflowError {
     Storage(#[from] StorageError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Kafka could not be reached, or refused a request.
+    #[error("{0}")]
+    Kafka(String),
     #[error("the dataflow runtime has stopped")]
     Stopped,
 }

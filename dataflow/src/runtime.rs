@@ -7,25 +7,53 @@
 //! Commits take the epoch lock for writing; queries hold it for reading, so
 //! every query sees all views at one epoch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use eddy_catalog::{Catalog, LogEntry, ViewDef, ABSORBED_SEQ_KEY};
+use datafusion::arrow::array::{
+    ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use eddy_catalog::kafka::{dead_letters_def, DEAD_LETTERS};
+use eddy_catalog::{Catalog, LogEntry, StoredTable, ViewDef, ABSORBED_SEQ_KEY};
 use eddy_storage::{Keyspace, WriteBatch};
 use tokio::sync::{oneshot, RwLock};
 
 use crate::change::{nullable_schema, ChangeBatch};
 use crate::graph::Node;
+use crate::kafka::format::{DeadLetter, RecordCodec};
+use crate::kafka::ingest::{self, Ingest, SourceBatch};
+use crate::kafka::Kafka;
 use crate::operator::EpochContext;
 use crate::sink::ViewSink;
 use crate::{DataflowError, Result};
 
+/// How long FLUSH waits for Kafka sources to catch up.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Rows absorbed per epoch at most, to bound an epoch's memory.
 const MAX_EPOCH_ROWS: usize = 200_000;
+
+/// Ingest batches a source may have waiting for the runtime.
+const SOURCE_QUEUE: usize = 4;
+
+/// How far a Kafka source has been absorbed, for FLUSH and SHOW QUERIES.
+#[derive(Debug, Clone, Default)]
+pub struct SourceProgress {
+    /// Committed next offset per partition.
+    pub offsets: BTreeMap<i32, i64>,
+    /// Records absorbed since the server started.
+    pub records: u64,
+    /// Records that did not decode since the server started.
+    pub dead_letters: u64,
+    /// Records per second over the last epochs.
+    pub rate: f64,
+    pub last_absorbed: Option<Instant>,
+}
 
 /// Per-view figures, for EXPLAIN and the closing notes.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +82,14 @@ enum Command {
         name: String,
         reply: oneshot::Sender<Option<ViewStats>>,
     },
+    StartSource {
+        id: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    DropSource {
+        id: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Stop,
 }
 
@@ -61,6 +97,8 @@ enum Command {
 pub struct DataflowHandle {
     tx: Sender<Command>,
     catalog: Arc<Catalog>,
+    kafka: Option<Arc<Kafka>>,
+    progress: Arc<Mutex<HashMap<u64, SourceProgress>>>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -71,18 +109,35 @@ impl DataflowHandle {
         catalog: Arc<Catalog>,
         epoch_lock: Arc<RwLock<()>>,
         views: Vec<(ViewDef, Result<Node>)>,
+        kafka: Option<Arc<Kafka>>,
     ) -> Result<Self> {
         let (tx, rx) = channel();
         let waker = tx.clone();
-        catalog.changes().set_waker(Arc::new(move || {
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             let _ = waker.send(Command::Wake);
-        }));
+        });
+        catalog.changes().set_waker(wake.clone());
+        let progress = Arc::new(Mutex::new(HashMap::new()));
         let mut runtime = Runtime {
             catalog: catalog.clone(),
             epoch_lock,
             views: Vec::new(),
+            kafka: kafka.clone(),
+            sources: BTreeMap::new(),
+            progress: progress.clone(),
+            wake,
         };
         runtime.restore(views)?;
+        let source_ids: Vec<u64> = catalog
+            .table_names()
+            .iter()
+            .filter_map(|name| catalog.table(name))
+            .filter(|t| t.def().kafka.is_some())
+            .map(|t| t.def().id)
+            .collect();
+        for id in source_ids {
+            runtime.start_source(id)?;
+        }
         let thread = std::thread::Builder::new()
             .name("eddy-dataflow".into())
             .stack_size(64 << 20)
@@ -91,8 +146,32 @@ impl DataflowHandle {
         Ok(DataflowHandle {
             tx,
             catalog,
+            kafka,
+            progress,
             thread: std::sync::Mutex::new(Some(thread)),
         })
+    }
+
+    /// The Kafka connection, if brokers are configured.
+    pub fn kafka(&self) -> Option<&Arc<Kafka>> {
+        self.kafka.as_ref()
+    }
+
+    /// Starts ingesting the Kafka relation `id` (already in the catalog).
+    pub async fn start_source(&self, id: u64) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.ask(Command::StartSource { id, reply }, rx).await?
+    }
+
+    /// Stops ingesting the Kafka relation `id` and forgets its offsets.
+    pub async fn drop_source(&self, id: u64) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.ask(Command::DropSource { id, reply }, rx).await?
+    }
+
+    /// How far each Kafka relation has been absorbed, by id.
+    pub fn source_progress(&self) -> HashMap<u64, SourceProgress> {
+        self.progress.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     async fn ask<T>(&self, command: Command, rx: oneshot::Receiver<T>) -> Result<T> {
@@ -112,11 +191,68 @@ impl DataflowHandle {
         self.ask(Command::Drop { names, reply }, rx).await?
     }
 
-    /// Returns once every change committed before the call is in every view.
+    /// Returns once every change committed before the call is in every
+    /// view: local writes, and every record in a Kafka source's topic.
     pub async fn flush(&self) -> Result<()> {
         let target = self.catalog.changes().last_seq();
         let (reply, rx) = oneshot::channel();
-        self.ask(Command::Flush { target, reply }, rx).await?
+        self.ask(Command::Flush { target, reply }, rx).await??;
+        self.flush_sources().await
+    }
+
+    /// Waits until every Kafka relation has absorbed its topic up to the
+    /// end the brokers report now.
+    async fn flush_sources(&self) -> Result<()> {
+        let Some(kafka) = self.kafka.clone() else {
+            return Ok(());
+        };
+        let sources: Vec<(u64, String, String)> = self
+            .catalog
+            .table_names()
+            .iter()
+            .filter_map(|name| self.catalog.table(name))
+            .filter_map(|t| {
+                let kafka = t.def().kafka.as_ref()?;
+                Some((t.def().id, t.name().to_owned(), kafka.topic.clone()))
+            })
+            .collect();
+        if sources.is_empty() {
+            return Ok(());
+        }
+        let ends = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
+            let consumer = kafka.consumer()?;
+            sources
+                .into_iter()
+                .map(|(id, name, topic)| {
+                    let ends = kafka.high_watermarks(&consumer, &topic)?;
+                    Ok((id, name, ends))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| DataflowError::Internal(e.to_string()))??;
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        for (id, name, ends) in ends {
+            loop {
+                let reached = {
+                    let progress = self.progress.lock().map_err(|_| DataflowError::Stopped)?;
+                    let offsets = progress.get(&id).map(|p| &p.offsets);
+                    ends.iter().all(|(partition, end)| {
+                        *end <= 0 || offsets.and_then(|o| o.get(partition)).is_some_and(|o| o >= end)
+                    })
+                };
+                if reached {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(DataflowError::Kafka(format!(
+                        "FLUSH timed out waiting for {name} to read its topic"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(())
     }
 
     pub async fn stats(&self, name: &str) -> Result<Option<ViewStats>> {
@@ -146,10 +282,22 @@ struct ViewRuntime {
     sink: ViewSink,
 }
 
+/// A Kafka relation being ingested. `rx` drops before `ingest`, so a
+/// reader blocked on a full queue sees it closed and stops.
+struct SourceRuntime {
+    rx: Receiver<SourceBatch>,
+    _ingest: Ingest,
+    table: Arc<StoredTable>,
+}
+
 struct Runtime {
     catalog: Arc<Catalog>,
     epoch_lock: Arc<RwLock<()>>,
     views: Vec<ViewRuntime>,
+    kafka: Option<Arc<Kafka>>,
+    sources: BTreeMap<u64, SourceRuntime>,
+    progress: Arc<Mutex<HashMap<u64, SourceProgress>>>,
+    wake: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Runtime {
@@ -237,12 +385,19 @@ impl Runtime {
                 Command::Stats { name, reply } => {
                     let _ = reply.send(self.stats(&name));
                 }
+                Command::StartSource { id, reply } => {
+                    let _ = reply.send(self.start_source(id));
+                }
+                Command::DropSource { id, reply } => {
+                    let _ = reply.send(self.drop_source(id));
+                }
                 Command::Stop => return,
             }
         }
     }
 
-    /// Runs epochs until the log holds nothing at or below `target`.
+    /// Runs epochs until the log holds nothing at or below `target`. Each
+    /// epoch also takes the Kafka batches waiting then.
     fn drain_logged_changes(&mut self, target: u64) -> Result<u64> {
         let mut absorbed = 0;
         loop {
@@ -251,6 +406,9 @@ impl Runtime {
                 Ok(n) => absorbed += n,
                 Err(e) => {
                     tracing::error!(error = %e, "epoch failed");
+                    // Batches taken by the failed epoch are not committed:
+                    // read them again from the committed offsets.
+                    self.restart_sources();
                     return Err(e);
                 }
             }
@@ -277,10 +435,22 @@ impl Runtime {
                 break;
             }
         }
-        let Some(last) = entries.last() else {
+        let mut ingested = Vec::new();
+        for source in self.sources.values() {
+            while rows < MAX_EPOCH_ROWS {
+                match source.rx.try_recv() {
+                    Ok(batch) => {
+                        rows += batch.records;
+                        ingested.push(batch);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        if entries.is_empty() && ingested.is_empty() {
             return Ok(0);
-        };
-        let last_seq = last.seq;
+        }
+        let last_seq = entries.last().map(|e| e.seq);
         let mut by_table: HashMap<u64, Vec<ChangeBatch>> = HashMap::new();
         for entry in &entries {
             let Some(table) = self.catalog.table_by_id(entry.table_id) else {
@@ -293,21 +463,25 @@ impl Runtime {
                 .or_default()
                 .push(ChangeBatch::new(data, weights));
         }
+        let mut batch = WriteBatch::new();
+        let absorbed = self.stage_ingested(&ingested, &mut batch, &mut by_table)?;
         let mut changes = HashMap::new();
         for (id, parts) in by_table {
             let schema = parts[0].schema();
             changes.insert(id, ChangeBatch::concat(&schema, &parts)?);
         }
-        let mut batch = WriteBatch::new();
         let failed = self.step_views(&mut changes, &mut batch, None)?;
         for key in keys {
             batch.delete(key);
         }
-        batch.put(
-            Keyspace::Meta.key(ABSORBED_SEQ_KEY),
-            last_seq.to_be_bytes().to_vec(),
-        );
+        if let Some(last_seq) = last_seq {
+            batch.put(
+                Keyspace::Meta.key(ABSORBED_SEQ_KEY),
+                last_seq.to_be_bytes().to_vec(),
+            );
+        }
         self.commit(batch)?;
+        self.record_progress(absorbed, started);
         self.install_failures(failed)?;
         tracing::debug!(
             entries = entries.len(),
@@ -316,6 +490,207 @@ impl Runtime {
             "epoch committed"
         );
         Ok(entries.len() as u64)
+    }
+
+    /// Stages ingested Kafka batches: their rows (upserted into the
+    /// relation's store), the changes they make for the views, their dead
+    /// letters and the offsets they reach. Returns what to record as
+    /// progress once the epoch commits.
+    fn stage_ingested(
+        &mut self,
+        ingested: &[SourceBatch],
+        batch: &mut WriteBatch,
+        by_table: &mut HashMap<u64, Vec<ChangeBatch>>,
+    ) -> Result<Vec<(u64, BTreeMap<i32, i64>, u64, u64)>> {
+        let mut absorbed = Vec::new();
+        let mut dead = Vec::new();
+        for ingest in ingested {
+            let Some(source) = self.sources.get(&ingest.source) else {
+                continue;
+            };
+            let table = &source.table;
+            let decoded = &ingest.decoded;
+            let (removed, added) = table.stage_upserts(&decoded.rows, &decoded.tombstone, batch)?;
+            let schema = nullable_schema(&table.arrow_schema());
+            let mut parts = Vec::new();
+            if removed.num_rows() > 0 {
+                let n = removed.num_rows();
+                parts.push(ChangeBatch::new(
+                    crate::change::conform(&schema, &removed)?,
+                    Int64Array::from(vec![-1; n]),
+                ));
+            }
+            if added.num_rows() > 0 {
+                parts.push(ChangeBatch::insert_all(crate::change::conform(
+                    &schema, &added,
+                )?));
+            }
+            if !parts.is_empty() {
+                by_table.entry(ingest.source).or_default().extend(parts);
+            }
+            ingest::stage_offsets(batch, ingest.source, &ingest.next_offsets);
+            for letter in &decoded.dead {
+                dead.push((table.name().to_owned(), letter));
+            }
+            absorbed.push((
+                ingest.source,
+                ingest.next_offsets.clone(),
+                ingest.records as u64,
+                decoded.dead.len() as u64,
+            ));
+        }
+        if !dead.is_empty() {
+            self.stage_dead_letters(&dead, batch)?;
+        }
+        Ok(absorbed)
+    }
+
+    fn stage_dead_letters(
+        &self,
+        dead: &[(String, &DeadLetter)],
+        batch: &mut WriteBatch,
+    ) -> Result<()> {
+        let table = match self.catalog.table(DEAD_LETTERS) {
+            Some(table) => table,
+            None => match self.catalog.create_table(dead_letters_def(), true)? {
+                Some(table) => table,
+                None => self.catalog.table(DEAD_LETTERS).ok_or_else(|| {
+                    DataflowError::Internal("the dead-letter table vanished".into())
+                })?,
+            },
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let topics: Vec<String> = dead
+            .iter()
+            .map(|(name, _)| {
+                self.catalog
+                    .table(name)
+                    .and_then(|t| t.def().kafka.as_ref().map(|k| k.topic.clone()))
+                    .unwrap_or_default()
+            })
+            .collect();
+        for (name, letter) in dead {
+            tracing::warn!(source = %name, partition = letter.record.partition,
+                offset = letter.record.offset, error = %letter.error, "record skipped");
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(dead.iter().map(|(n, _)| n))),
+            Arc::new(StringArray::from_iter_values(topics.iter())),
+            Arc::new(Int32Array::from_iter_values(
+                dead.iter().map(|(_, d)| d.record.partition),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                dead.iter().map(|(_, d)| d.record.offset),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                dead.iter().map(|(_, d)| &d.error),
+            )),
+            Arc::new(BinaryArray::from(
+                dead.iter()
+                    .map(|(_, d)| d.record.key.as_deref())
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(BinaryArray::from(
+                dead.iter()
+                    .map(|(_, d)| d.record.value.as_deref())
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![now; dead.len()]).with_timezone("+00:00"),
+            ),
+        ];
+        let rows = RecordBatch::try_new(table.arrow_schema(), columns)?;
+        if table.stage_append(&rows, batch)? {
+            (self.wake)();
+        }
+        Ok(())
+    }
+
+    fn record_progress(&self, absorbed: Vec<(u64, BTreeMap<i32, i64>, u64, u64)>, started: Instant) {
+        if absorbed.is_empty() {
+            return;
+        }
+        let Ok(mut progress) = self.progress.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        for (id, offsets, records, dead) in absorbed {
+            let entry = progress.entry(id).or_default();
+            entry.offsets.extend(offsets);
+            entry.records += records;
+            entry.dead_letters += dead;
+            let elapsed = entry
+                .last_absorbed
+                .map_or(now - started, |last| now - last)
+                .as_secs_f64()
+                .max(1e-3);
+            let instant = records as f64 / elapsed;
+            entry.rate = if entry.rate == 0.0 {
+                instant
+            } else {
+                0.8 * entry.rate + 0.2 * instant
+            };
+            entry.last_absorbed = Some(now);
+        }
+    }
+
+    fn start_source(&mut self, id: u64) -> Result<()> {
+        let Some(kafka) = self.kafka.clone() else {
+            return Ok(());
+        };
+        let Some(table) = self.catalog.table_by_id(id) else {
+            return Err(DataflowError::Internal(format!("source {id} is not in the catalog")));
+        };
+        let Some(codec) = RecordCodec::new(table.def()) else {
+            return Ok(());
+        };
+        let offsets = ingest::stored_offsets(self.catalog.store(), id)?;
+        if let Ok(mut progress) = self.progress.lock() {
+            progress.entry(id).or_default().offsets = offsets.clone();
+        }
+        let (tx, rx) = sync_channel(SOURCE_QUEUE);
+        let ingest = ingest::spawn(
+            kafka,
+            id,
+            table.name().to_owned(),
+            codec,
+            offsets,
+            tx,
+            self.wake.clone(),
+        )?;
+        self.sources.insert(
+            id,
+            SourceRuntime {
+                rx,
+                _ingest: ingest,
+                table,
+            },
+        );
+        Ok(())
+    }
+
+    fn drop_source(&mut self, id: u64) -> Result<()> {
+        self.sources.remove(&id);
+        let mut batch = WriteBatch::new();
+        ingest::stage_drop_offsets(self.catalog.store(), &mut batch, id)?;
+        self.commit(batch)?;
+        if let Ok(mut progress) = self.progress.lock() {
+            progress.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Restarts every ingest thread from its committed offsets.
+    fn restart_sources(&mut self) {
+        let ids: Vec<u64> = self.sources.keys().copied().collect();
+        for id in ids {
+            self.sources.remove(&id);
+            if let Err(e) = self.start_source(id) {
+                tracing::error!(source = id, error = %e, "cannot restart ingest");
+            }
+        }
     }
 
     /// Runs `changes` through the views (all of them, or only `only`),

@@ -45,7 +45,7 @@ pub struct Engine {
 impl Engine {
     /// Opens the catalog and restarts every view's dataflow from its
     /// stored state.
-    pub async fn open(store: Store) -> Result<Arc<Self>> {
+    pub async fn open(store: Store, kafka_brokers: Option<&str>) -> Result<Arc<Self>> {
         let catalog = Catalog::open(store.clone())?;
         let query_ctx = new_context(&catalog, SchemaMode::Query)?;
         let row_keyed_ctx = new_context(&catalog, SchemaMode::RowKeyed)?;
@@ -63,7 +63,10 @@ impl Engine {
             views.push((def, root));
         }
         let epoch_lock = Arc::new(RwLock::new(()));
-        let dataflow = DataflowHandle::start(catalog.clone(), epoch_lock.clone(), views)?;
+        let kafka = kafka_brokers
+            .map(|brokers| eddy_dataflow::kafka::Kafka::new(brokers).map(Arc::new))
+            .transpose()?;
+        let dataflow = DataflowHandle::start(catalog.clone(), epoch_lock.clone(), views, kafka)?;
         Ok(Arc::new(Engine {
             store,
             catalog,
@@ -72,6 +75,11 @@ impl Engine {
             query_ctx,
             row_keyed_ctx,
         }))
+    }
+
+    /// The Kafka connection, or the error that says how to configure one.
+    pub fn kafka(&self) -> Result<&Arc<eddy_dataflow::kafka::Kafka>> {
+        self.dataflow.kafka().ok_or(EddyError::KafkaNotConfigured)
     }
 
     /// Plans a view's query and lowers it to a dataflow.

@@ -35,6 +35,10 @@ pub enum EddyError {
     InvalidParameter(String),
     #[error("cannot insert multiple commands into a prepared statement")]
     MultipleStatementsInPrepare,
+    #[error("Kafka is not configured: start eddy with --kafka-brokers HOST:PORT (or set EDDY_KAFKA_BROKERS)")]
+    KafkaNotConfigured,
+    #[error("query \"{0}\" does not exist")]
+    UndefinedQuery(String),
     #[error("internal error: {0}; this is a bug")]
     Internal(String),
 }
@@ -65,6 +69,8 @@ impl EddyError {
             EddyError::UnknownSetting(_) => "42704",
             EddyError::InvalidParameter(_) => "22023",
             EddyError::MultipleStatementsInPrepare => "42601",
+            EddyError::KafkaNotConfigured => "55000",
+            EddyError::UndefinedQuery(_) => "42704",
             EddyError::Internal(_) => "XX000",
         }
     }
@@ -118,6 +124,7 @@ fn dataflow_sqlstate(e: &eddy_dataflow::DataflowError) -> &'static str {
         DataflowError::Arrow(e) => arrow_sqlstate(e),
         DataflowError::Catalog(e) => catalog_sqlstate(e),
         DataflowError::Storage(_) => "58030",
+        DataflowError::Kafka(_) => "58000",
         DataflowError::Internal(_) | DataflowError::Stopped => "XX000",
     }
 }

@@ -103,10 +103,11 @@ fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = eddy_storage::Store::open(&args.data_dir)
         .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
-    let engine = Engine::open(store)
+    let brokers = args.kafka_brokers.as_deref().filter(|b| !b.is_empty());
+    let engine = Engine::open(store, brokers)
         .await
         .context("cannot load the catalog")?;
-    if let Some(brokers) = &args.kafka_brokers {
+    if let Some(brokers) = brokers {
         tracing::info!(%brokers, "Kafka brokers configured");
     }
     let listener = TcpListener::bind(&args.listen)
@@ -142,6 +143,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(open_connections = connections.len(), "shutting down");
     connections.shutdown().await;
     engine.dataflow.stop();
+    if let Ok(kafka) = engine.kafka() {
+        kafka.flush();
+    }
     engine
         .store
         .flush()

@@ -10,8 +10,24 @@ use crate::{Result, SqlError};
 /// to lower case unless quoted, as in Postgres.
 pub fn bind_create_table(create: &ast::CreateTable) -> Result<TableDef> {
     if create.query.is_some() {
-        return Err(SqlError::Unsupported("CREATE TABLE ... AS SELECT".into()));
+        return Err(SqlError::Unsupported(
+            "CREATE TABLE ... AS SELECT over local tables (create a materialized view)".into(),
+        ));
     }
+    let (name, columns, primary_key) = bind_columns(create)?;
+    Ok(TableDef {
+        id: 0,
+        name,
+        columns,
+        primary_key,
+        kafka: None,
+    })
+}
+
+/// Binds the name, columns and primary key of a `CREATE TABLE`.
+pub(crate) fn bind_columns(
+    create: &ast::CreateTable,
+) -> Result<(String, Vec<ColumnDef>, Vec<usize>)> {
     if create.temporary || create.external {
         return Err(SqlError::Unsupported(
             "TEMPORARY and EXTERNAL tables".into(),
@@ -75,12 +91,7 @@ pub fn bind_create_table(create: &ast::CreateTable) -> Result<TableDef> {
     for &i in &primary_key {
         columns[i].nullable = false;
     }
-    Ok(TableDef {
-        id: 0,
-        name,
-        columns,
-        primary_key,
-    })
+    Ok((name, columns, primary_key))
 }
 
 fn set_primary_key(slot: &mut Option<Vec<usize>>, columns: Vec<usize>) -> Result<()> {

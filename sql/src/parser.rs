@@ -6,10 +6,10 @@ use datafusion::sql::sqlparser::ast::{FlushType, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
-use crate::{Result, SqlError};
+use crate::{ksql, Result, SqlError};
 
 /// Rewrites the catalog queries that psql and drivers send into forms
 /// DataFusion can plan (e.g. `'t'::regclass`). Some of its rewrites change
@@ -61,34 +61,53 @@ fn check_complexity(sql: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parses a query string into its statements.
+/// Parses a query string into its statements. Each statement's tokens go
+/// through the ksqlDB pre-pass ([`crate::ksql`]) first.
 pub fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
     check_complexity(sql)?;
     if reads_pg_catalog(sql) {
         return Ok(CATALOG_QUERY_PARSER.parse(sql)?);
     }
     let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(sql)?;
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::Syntax(e.into()))?;
     let mut statements = Vec::new();
-    let mut expecting_delimiter = false;
-    loop {
-        while parser.consume_token(&Token::SemiColon) {
-            expecting_delimiter = false;
+    for mut tokens in split_statements(tokens) {
+        let rewrite = ksql::rewrite(&mut tokens)?;
+        if let Some(terminate) = ksql::terminate_statement(&rewrite) {
+            statements.push(terminate);
+            continue;
         }
-        if parser.peek_token_ref().token == Token::EOF {
-            break;
-        }
-        if expecting_delimiter {
+        let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
+        let mut statement = if parser.parse_keyword(Keyword::FLUSH) {
+            flush_statement()
+        } else {
+            parser.parse_statement()?
+        };
+        if parser.peek_token_ref().token != Token::EOF {
             return Ok(parser.expected("end of statement", parser.peek_token())?);
         }
-        if parser.parse_keyword(Keyword::FLUSH) {
-            statements.push(flush_statement());
-        } else {
-            statements.push(parser.parse_statement()?);
-        }
-        expecting_delimiter = true;
+        ksql::annotate(&mut statement, rewrite)?;
+        statements.push(statement);
     }
     Ok(statements)
+}
+
+/// Splits tokens at semicolons, dropping statements that are only blanks.
+fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
+    let mut statements = Vec::new();
+    let mut current = Vec::new();
+    for token in tokens {
+        match token.token {
+            Token::SemiColon => statements.push(std::mem::take(&mut current)),
+            Token::EOF => {}
+            _ => current.push(token),
+        }
+    }
+    statements.push(current);
+    statements.retain(|s| s.iter().any(|t| !matches!(t.token, Token::Whitespace(_))));
+    statements
 }
 
 /// `FLUSH`: wait until every acknowledged write is in every view. Parsed
@@ -140,6 +159,50 @@ mod tests {
         assert!(matches!(parse_sql(&sql), Err(SqlError::TooComplex(_))));
         let ok = format!("SELECT {}1", "1 + ".repeat(1_000));
         assert!(parse_sql(&ok).is_ok());
+    }
+
+    #[test]
+    fn ksql_statements_parse() {
+        let stmts = parse_sql(
+            "CREATE STREAM s (id BIGINT KEY, name VARCHAR) WITH (kafka_topic='t', value_format='JSON');\
+             CREATE TABLE u (id BIGINT PRIMARY KEY, n INT) WITH (kafka_topic='u', value_format='JSON');\
+             CREATE STREAM s2 AS SELECT * FROM s WHERE id > 1 EMIT CHANGES;\
+             CREATE TABLE t2 WITH (kafka_topic='x') AS SELECT id, count(*) FROM s GROUP BY id;\
+             DROP STREAM s2 DELETE TOPIC; TERMINATE CSAS_S2_1; TERMINATE ALL;\
+             SHOW STREAMS; LIST QUERIES; DESCRIBE s; DESCRIBE EXTENDED s",
+        )
+        .unwrap();
+        assert_eq!(stmts.len(), 11);
+        let Statement::CreateTable(stream) = &stmts[0] else {
+            panic!("{:?}", stmts[0]);
+        };
+        assert!(stream.to_string().contains("eddy_kind = 'stream'"));
+        assert!(stream.to_string().contains("id BIGINT PRIMARY KEY"));
+        let Statement::CreateTable(csas) = &stmts[2] else {
+            panic!("{:?}", stmts[2]);
+        };
+        assert!(csas.query.is_some());
+        assert!(csas.to_string().contains("eddy_emit_changes = 'true'"));
+        assert!(matches!(&stmts[3], Statement::CreateTable(c) if c.query.is_some()));
+        assert!(matches!(&stmts[4], Statement::Drop { purge: true, .. }));
+        assert_eq!(
+            crate::as_terminate(&stmts[5]),
+            Some(Some("CSAS_S2_1".into()))
+        );
+        assert_eq!(crate::as_terminate(&stmts[6]), Some(None));
+        assert!(matches!(&stmts[7], Statement::ShowVariable { .. }));
+        assert!(matches!(&stmts[8], Statement::ShowVariable { .. }));
+        assert!(matches!(
+            &stmts[10],
+            Statement::ExplainTable {
+                hive_format: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse_sql("SELECT * FROM s EMIT CHANGES"),
+            Err(SqlError::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{DmlStatement, WriteOp};
+use eddy_catalog::kafka::SourceKind;
 use eddy_catalog::split_row_keys;
+use eddy_dataflow::kafka::format::RecordCodec;
 use pgwire::api::results::Tag;
 
 use super::Output;
@@ -32,6 +34,17 @@ pub async fn handle_dml(engine: &Engine, dml: DmlStatement) -> Result<Output> {
         if *insert_op != InsertOp::Append {
             return Err(EddyError::Unsupported(format!("INSERT {insert_op}")));
         }
+    }
+    if table.def().kafka.is_some() {
+        let WriteOp::Insert(_) = op else {
+            super::create_table::refuse_kafka_write(&table, &op.to_string())?;
+            return Err(EddyError::Internal("Kafka write not refused".into()));
+        };
+        let batches = engine.collect(Arc::unwrap_or_clone(dml.input)).await?;
+        let rows = produce(engine, &table, &batches).await?;
+        return Ok(Output::Command(
+            Tag::new("INSERT").with_oid(0).with_rows(rows as usize),
+        ));
     }
     let batches = engine.collect(Arc::unwrap_or_clone(dml.input)).await?;
     let tag = match op {
@@ -63,4 +76,38 @@ pub async fn handle_dml(engine: &Engine, dml: DmlStatement) -> Result<Output> {
         other => return Err(EddyError::Unsupported(format!("{other}"))),
     };
     Ok(Output::Command(tag))
+}
+
+/// INSERT into a Kafka relation: produces each row to its topic, keyed and
+/// formatted as the relation declares, and waits for the brokers to
+/// acknowledge them. The rows show once the relation ingests them.
+async fn produce(
+    engine: &Engine,
+    table: &eddy_catalog::StoredTable,
+    batches: &[datafusion::arrow::array::RecordBatch],
+) -> Result<u64> {
+    let kafka = engine.kafka()?;
+    let codec = RecordCodec::new(table.def())
+        .ok_or_else(|| EddyError::Internal("Kafka relation without a codec".into()))?;
+    let topic = &codec.kafka().topic;
+    let mut records = Vec::new();
+    for batch in batches {
+        if codec.kafka().kind == SourceKind::Table {
+            for &k in &codec.kafka().key_columns {
+                if batch.column(k).null_count() > 0 {
+                    return Err(eddy_catalog::CatalogError::NotNullViolation {
+                        table: table.name().to_owned(),
+                        column: table.def().columns[k].name.clone(),
+                    }
+                    .into());
+                }
+            }
+        }
+        records.extend(
+            codec
+                .encode(batch, None)
+                .map_err(|e| EddyError::InvalidParameter(format!("cannot encode row: {e}")))?,
+        );
+    }
+    Ok(kafka.produce(topic, records).await?)
 }

@@ -1,4 +1,5 @@
-//! DROP TABLE and DROP MATERIALIZED VIEW, with CASCADE.
+//! DROP TABLE, DROP STREAM and DROP MATERIALIZED VIEW, with CASCADE; and
+//! ksqlDB's `DELETE TOPIC` (carried as PURGE) for Kafka relations.
 
 use datafusion::sql::sqlparser::ast::{ObjectName, ObjectType};
 use eddy_catalog::CatalogError;
@@ -15,9 +16,11 @@ pub async fn handle_drop(
     if_exists: bool,
     names: &[ObjectName],
     cascade: bool,
+    delete_topic: bool,
 ) -> Result<Output> {
     let (kind, tag) = match object_type {
         ObjectType::Table => ("table", "DROP TABLE"),
+        ObjectType::Stream => ("stream", "DROP STREAM"),
         ObjectType::MaterializedView => ("materialized view", "DROP MATERIALIZED VIEW"),
         other => return Err(EddyError::Unsupported(format!("DROP {other}"))),
     };
@@ -29,7 +32,12 @@ pub async fn handle_drop(
     let mut targets = Vec::new();
     for name in &names {
         let id = match (object_type, engine.catalog.relation(name)) {
-            (ObjectType::Table, Some(eddy_catalog::Relation::Table(t))) => t.def().id,
+            (ObjectType::Table, Some(eddy_catalog::Relation::Table(t))) if !is_stream(&t) => {
+                t.def().id
+            }
+            (ObjectType::Stream, Some(eddy_catalog::Relation::Table(t))) if is_stream(&t) => {
+                t.def().id
+            }
             (ObjectType::MaterializedView, Some(eddy_catalog::Relation::View(v))) => v.def().id,
             (_, Some(_)) => {
                 return Err(EddyError::WrongObjectType(format!(
@@ -39,6 +47,11 @@ pub async fn handle_drop(
             (_, None) if if_exists => continue,
             (_, None) => return Err(EddyError::UndefinedTable(name.clone())),
         };
+        if delete_topic && engine.catalog.table(name).is_some_and(|t| t.def().kafka.is_none()) {
+            return Err(EddyError::WrongObjectType(format!(
+                "\"{name}\" is a local table, with no topic to delete"
+            )));
+        }
         targets.push((name.clone(), id));
     }
     // Views that depend on the targets, directly or not.
@@ -78,17 +91,36 @@ pub async fn handle_drop(
         .dataflow
         .drop_views(views.into_iter().map(|(name, _)| name).collect())
         .await?;
-    if object_type == ObjectType::Table {
-        for (name, _) in &targets {
+    if object_type != ObjectType::MaterializedView {
+        for (name, id) in &targets {
+            let topic = engine
+                .catalog
+                .table(name)
+                .and_then(|t| t.def().kafka.as_ref().map(|k| k.topic.clone()));
+            if topic.is_some() {
+                engine.dataflow.drop_source(*id).await?;
+            }
             engine.catalog.drop_table(name)?;
+            if let (Some(topic), true) = (topic, delete_topic) {
+                engine.kafka()?.delete_topic(&topic).await?;
+            }
         }
     }
     Ok(Output::Command(Tag::new(tag)))
 }
 
+fn is_stream(table: &eddy_catalog::StoredTable) -> bool {
+    table
+        .def()
+        .kafka
+        .as_ref()
+        .is_some_and(|k| k.kind == eddy_catalog::kafka::SourceKind::Stream)
+}
+
 fn kind_of(engine: &Engine, name: &str) -> &'static str {
     match engine.catalog.relation(name) {
         Some(eddy_catalog::Relation::View(_)) => "materialized view",
+        Some(eddy_catalog::Relation::Table(t)) if is_stream(&t) => "stream",
         _ => "table",
     }
 }

@@ -3,12 +3,15 @@
 
 mod create_table;
 mod create_view;
+mod describe;
 mod dml;
 mod drop;
 mod explain_view;
 mod flush;
+mod persistent_query;
 mod query;
 mod set;
+mod show_sources;
 mod show_tables;
 mod transaction;
 mod truncate;
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{DescribeAlias, Statement};
 use pgwire::api::results::Tag;
 
 use crate::engine::Engine;
@@ -79,7 +82,7 @@ pub async fn execute(
         };
     }
     match statement {
-        Statement::CreateTable(create) => create_table::handle_create_table(engine, create),
+        Statement::CreateTable(create) => create_table::handle_create_table(engine, create).await,
         Statement::CreateView(create) => create_view::handle_create_view(engine, create).await,
         Statement::Explain { statement, .. } => match statement.as_ref() {
             Statement::CreateView(create) => {
@@ -87,8 +90,19 @@ pub async fn execute(
             }
             _ => Err(EddyError::Internal("EXPLAIN dispatched wrongly".into())),
         },
-        Statement::ExplainTable { table_name, .. } => {
-            explain_view::handle_explain_view(engine, table_name).await
+        Statement::ExplainTable {
+            describe_alias: DescribeAlias::Explain,
+            table_name,
+            ..
+        } => explain_view::handle_explain_view(engine, table_name).await,
+        Statement::ExplainTable {
+            table_name,
+            hive_format,
+            ..
+        } => describe::handle_describe(engine, table_name, hive_format.is_some()),
+        statement if eddy_sql::as_terminate(statement).is_some() => {
+            persistent_query::handle_terminate(engine, eddy_sql::as_terminate(statement).flatten())
+                .await
         }
         statement if eddy_sql::is_flush(statement) => flush::handle_flush(engine).await,
         Statement::ShowViews {
@@ -99,12 +113,16 @@ pub async fn execute(
             if_exists,
             names,
             cascade,
+            purge,
             ..
-        } => drop::handle_drop(engine, *object_type, *if_exists, names, *cascade).await,
+        } => drop::handle_drop(engine, *object_type, *if_exists, names, *cascade, *purge).await,
         Statement::Truncate(truncate) => truncate::handle_truncate(engine, truncate),
         Statement::ShowTables { .. } => show_tables::handle_show_tables(engine),
         Statement::Set(set) => set::handle_set(vars, set),
-        Statement::ShowVariable { variable } => set::handle_show(vars, variable),
+        Statement::ShowVariable { variable } => match show_sources::listing(variable) {
+            Some(listing) => show_sources::handle_show(engine, listing),
+            None => set::handle_show(vars, variable),
+        },
         Statement::Reset(reset) => set::handle_reset(vars, reset),
         Statement::StartTransaction { .. } => Ok(transaction::handle_begin()),
         Statement::Commit { .. } => Ok(transaction::handle_commit()),
@@ -124,10 +142,22 @@ pub fn result_schema(statement: &Statement, plan: Option<&LogicalPlan>) -> Optio
         (_, Some(plan)) => Some(Arc::new(plan.schema().as_arrow().clone())),
         (Statement::ShowTables { .. }, _) => Some(show_tables::schema()),
         (Statement::ShowViews { .. }, _) => Some(show_tables::schema()),
+        (
+            Statement::ExplainTable {
+                describe_alias: DescribeAlias::Describe | DescribeAlias::Desc,
+                hive_format,
+                ..
+            },
+            None,
+        ) => Some(describe::schema(hive_format.is_some())),
         (Statement::Explain { .. } | Statement::ExplainTable { .. }, None) => {
             Some(explain_view::schema())
         }
-        (Statement::ShowVariable { variable }, _) => Some(set::show_schema(variable)),
+        (Statement::ShowVariable { variable }, _) => Some(
+            show_sources::listing(variable)
+                .map(show_sources::schema)
+                .unwrap_or_else(|| set::show_schema(variable)),
+        ),
         _ => None,
     }
 }

@@ -14,7 +14,19 @@ pub fn schema() -> SchemaRef {
 }
 
 pub fn handle_show_tables(engine: &Engine) -> Result<Output> {
-    names(engine.catalog.table_names())
+    // Streams are listed by SHOW STREAMS.
+    let tables = engine
+        .catalog
+        .table_names()
+        .into_iter()
+        .filter(|name| {
+            engine.catalog.table(name).is_none_or(|t| {
+                t.def().kafka.as_ref().map(|k| k.kind)
+                    != Some(eddy_catalog::kafka::SourceKind::Stream)
+            })
+        })
+        .collect();
+    names(tables)
 }
 
 pub fn handle_show_views(engine: &Engine) -> Result<Output> {

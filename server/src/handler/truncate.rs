@@ -16,7 +16,10 @@ pub fn handle_truncate(engine: &Engine, truncate: &Truncate) -> Result<Output> {
         .map(|target| {
             let name = object_name(&target.name)?;
             match engine.catalog.relation(&name) {
-                Some(Relation::Table(table)) => Ok(table),
+                Some(Relation::Table(table)) => {
+                    super::create_table::refuse_kafka_write(&table, "TRUNCATE")?;
+                    Ok(table)
+                }
                 Some(Relation::View(_)) => Err(EddyError::WrongObjectType(format!(
                     "\"{name}\" is not a table"
                 ))),

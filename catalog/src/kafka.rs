@@ -1,0 +1,136 @@
+//! Relations backed by Kafka topics: streams and upsert tables.
+//!
+//! A Kafka relation is stored like a local table: the runtime ingests its
+//! topic and stages the rows in the same batch as the views it feeds and
+//! the offsets it reached. A stream's rows are keyed by partition and
+//! offset, so a record stored twice is stored once; a table's by its
+//! primary key, so a record replaces its key's row.
+
+use serde::{Deserialize, Serialize};
+
+use crate::table::ColumnDef;
+use crate::types::ColumnType;
+
+/// Pseudo-columns every Kafka relation ends with, in order.
+pub const ROWTIME: &str = "rowtime";
+pub const ROWPARTITION: &str = "rowpartition";
+pub const ROWOFFSET: &str = "rowoffset";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Append-only: every record is a new row.
+    Stream,
+    /// An upsert log: a record replaces its key's row, a tombstone deletes it.
+    Table,
+}
+
+impl SourceKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SourceKind::Stream => "STREAM",
+            SourceKind::Table => "TABLE",
+        }
+    }
+}
+
+/// How a record's key or value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// A JSON object whose fields match columns case-insensitively; a
+    /// single key column may also be a bare JSON value.
+    Json,
+    /// Comma-separated values, in column order.
+    Delimited,
+    /// One primitive, in Kafka's serializer encoding (big-endian numbers,
+    /// UTF-8 strings).
+    Kafka,
+}
+
+impl Format {
+    pub fn parse(name: &str) -> Option<Format> {
+        match name.to_ascii_uppercase().as_str() {
+            "JSON" => Some(Format::Json),
+            "DELIMITED" => Some(Format::Delimited),
+            "KAFKA" => Some(Format::Kafka),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Format::Json => "JSON",
+            Format::Delimited => "DELIMITED",
+            Format::Kafka => "KAFKA",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KafkaDef {
+    pub kind: SourceKind,
+    pub topic: String,
+    pub key_format: Format,
+    pub value_format: Format,
+    /// The declared columns read from the record key, in key order.
+    pub key_columns: Vec<usize>,
+    /// The declared column that holds event time (and so ROWTIME).
+    pub timestamp_column: Option<usize>,
+    /// The persistent query that writes this topic, if one does.
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+impl KafkaDef {
+    /// Whether declared column `i` comes from the record key.
+    pub fn is_key(&self, i: usize) -> bool {
+        self.key_columns.contains(&i)
+    }
+}
+
+/// The pseudo-columns appended to a Kafka relation's declared columns.
+pub fn pseudo_columns() -> Vec<ColumnDef> {
+    [
+        (ROWTIME, ColumnType::Timestamp),
+        (ROWPARTITION, ColumnType::Int),
+        (ROWOFFSET, ColumnType::BigInt),
+    ]
+    .into_iter()
+    .map(|(name, column_type)| ColumnDef {
+        name: name.into(),
+        column_type,
+        nullable: true,
+        default: None,
+    })
+    .collect()
+}
+
+/// The relation that keeps records Eddy could not decode.
+pub const DEAD_LETTERS: &str = "eddy_dead_letters";
+
+/// The definition of [`DEAD_LETTERS`]: a local table without a key.
+pub fn dead_letters_def() -> crate::TableDef {
+    let column = |name: &str, column_type| ColumnDef {
+        name: name.into(),
+        column_type,
+        nullable: true,
+        default: None,
+    };
+    crate::TableDef {
+        id: 0,
+        name: DEAD_LETTERS.into(),
+        columns: vec![
+            column("source", ColumnType::Text),
+            column("topic", ColumnType::Text),
+            column("kafka_partition", ColumnType::Int),
+            column("kafka_offset", ColumnType::BigInt),
+            column("error", ColumnType::Text),
+            column("raw_key", ColumnType::Bytea),
+            column("raw_value", ColumnType::Bytea),
+            column("received_at", ColumnType::TimestampTz),
+        ],
+        primary_key: Vec::new(),
+        kafka: None,
+    }
+}

@@ -1,0 +1,811 @@
+//! Record formats: Kafka keys and values to Arrow columns and back.
+//!
+//! Decoding works a batch at a time: JSON through arrow-json's decoder and
+//! DELIMITED through arrow-csv's, straight into Arrow arrays. When a batch
+//! fails, its records are decoded one by one to find the bad ones, which
+//! become dead letters; the good ones go on.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float32Array, Float64Array, Int16Array,
+    Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::{cast_with_options, concat, CastOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use eddy_catalog::kafka::{Format, KafkaDef};
+use eddy_catalog::TableDef;
+
+/// One record as it came from Kafka.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch, if the record has a timestamp.
+    pub timestamp: Option<i64>,
+}
+
+/// A record that could not be decoded, and why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub record: RawRecord,
+    pub error: String,
+}
+
+/// Decoded records, in the relation's full schema (pseudo-columns too).
+#[derive(Debug)]
+pub struct Decoded {
+    pub rows: RecordBatch,
+    /// Per row: a tombstone (null value), which deletes its key's row.
+    pub tombstone: Vec<bool>,
+    pub dead: Vec<DeadLetter>,
+}
+
+/// Decodes and encodes the records of one Kafka relation.
+#[derive(Debug, Clone)]
+pub struct RecordCodec {
+    schema: SchemaRef,
+    kafka: KafkaDef,
+    /// The declared columns (without pseudo-columns).
+    declared: usize,
+    value_columns: Vec<usize>,
+}
+
+/// What one part (key or value) of a batch of records decodes to.
+type Part = Result<Vec<ArrayRef>, String>;
+
+impl RecordCodec {
+    pub fn new(def: &TableDef) -> Option<Self> {
+        let kafka = def.kafka.clone()?;
+        let declared = def.columns.len() - 3;
+        let value_columns = (0..declared).filter(|i| !kafka.is_key(*i)).collect();
+        Some(RecordCodec {
+            schema: def.arrow_schema(),
+            kafka,
+            declared,
+            value_columns,
+        })
+    }
+
+    pub fn kafka(&self) -> &KafkaDef {
+        &self.kafka
+    }
+
+    fn fields(&self, columns: &[usize]) -> Vec<Field> {
+        columns
+            .iter()
+            .map(|&i| self.schema.field(i).as_ref().clone().with_nullable(true))
+            .collect()
+    }
+
+    /// Decodes `records`; a record that does not decode becomes a dead
+    /// letter, and the others are decoded all the same.
+    pub fn decode(&self, records: &[RawRecord]) -> Decoded {
+        let mut dead = Vec::new();
+        let mut good: Vec<&RawRecord> = Vec::with_capacity(records.len());
+        for record in records {
+            match self.check_presence(record) {
+                Ok(()) => good.push(record),
+                Err(error) => dead.push(DeadLetter {
+                    record: record.clone(),
+                    error,
+                }),
+            }
+        }
+        let decoded = match self.decode_all(&good) {
+            Ok(columns) => columns,
+            Err(_) => {
+                // Find the bad records one at a time, then decode the rest.
+                let mut kept = Vec::with_capacity(good.len());
+                for record in good {
+                    match self.decode_all(&[record]) {
+                        Ok(_) => kept.push(record),
+                        Err(error) => dead.push(DeadLetter {
+                            record: record.clone(),
+                            error,
+                        }),
+                    }
+                }
+                good = kept;
+                match self.decode_all(&good) {
+                    Ok(columns) => columns,
+                    Err(error) => {
+                        // Each decodes alone but not together: keep none.
+                        dead.extend(good.drain(..).map(|r| DeadLetter {
+                            record: r.clone(),
+                            error: error.clone(),
+                        }));
+                        self.decode_all(&[]).unwrap_or_default()
+                    }
+                }
+            }
+        };
+        let rows = match RecordBatch::try_new(self.schema.clone(), decoded) {
+            Ok(rows) => rows,
+            Err(e) => {
+                dead.extend(good.drain(..).map(|r| DeadLetter {
+                    record: r.clone(),
+                    error: e.to_string(),
+                }));
+                RecordBatch::new_empty(self.schema.clone())
+            }
+        };
+        let tombstone = good.iter().map(|r| r.value.is_none()).collect();
+        Decoded {
+            rows,
+            tombstone,
+            dead,
+        }
+    }
+
+    fn check_presence(&self, record: &RawRecord) -> Result<(), String> {
+        let is_table = self.kafka.kind == eddy_catalog::kafka::SourceKind::Table;
+        if record.value.is_none() && !is_table {
+            return Err("record has no value".into());
+        }
+        if record.key.is_none() && is_table {
+            return Err("table record has no key".into());
+        }
+        Ok(())
+    }
+
+    /// Decodes records into the full schema's columns.
+    fn decode_all(&self, records: &[&RawRecord]) -> Part {
+        let n = records.len();
+        let value_fields = self.fields(&self.value_columns);
+        // Tombstones decode as a row of nulls; only the key counts.
+        let values: Vec<Option<&[u8]>> = records.iter().map(|r| r.value.as_deref()).collect();
+        let value_arrays = decode_part(self.kafka.value_format, &value_fields, &values)?;
+        let key_fields = self.fields(&self.kafka.key_columns);
+        let keys: Vec<Option<&[u8]>> = records.iter().map(|r| r.key.as_deref()).collect();
+        let key_arrays = if key_fields.is_empty() {
+            Vec::new()
+        } else {
+            decode_part(self.kafka.key_format, &key_fields, &keys)?
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for i in 0..self.declared {
+            let array = match self.kafka.key_columns.iter().position(|&k| k == i) {
+                Some(k) => key_arrays[k].clone(),
+                None => {
+                    let v = self.value_columns.iter().position(|&c| c == i).unwrap_or(0);
+                    value_arrays[v].clone()
+                }
+            };
+            columns.push(array);
+        }
+        let kafka_time = records.iter().map(|r| r.timestamp.map(|ms| ms * 1000));
+        let rowtime: TimestampMicrosecondArray = match self.kafka.timestamp_column {
+            Some(c) => {
+                let event = event_micros(&columns[c])?;
+                event
+                    .iter()
+                    .zip(kafka_time)
+                    .map(|(e, k)| e.or(k))
+                    .collect()
+            }
+            None => kafka_time.collect(),
+        };
+        columns.push(Arc::new(rowtime));
+        columns.push(Arc::new(Int32Array::from_iter_values(
+            records.iter().map(|r| r.partition),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            records.iter().map(|r| r.offset),
+        )));
+        for (column, field) in columns.iter().zip(self.schema.fields()) {
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(format!("column {} is missing or null", field.name()));
+            }
+        }
+        debug_assert!(columns.iter().all(|c| c.len() == n));
+        Ok(columns)
+    }
+
+    /// Encodes rows with the relation's declared columns (in order) as
+    /// Kafka keys and values; `tombstone` rows get a null value.
+    pub fn encode(
+        &self,
+        rows: &RecordBatch,
+        tombstone: Option<&[bool]>,
+    ) -> Result<Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>, String> {
+        let column = |i: usize| rows.column(i).clone();
+        let value_arrays: Vec<ArrayRef> = self.value_columns.iter().map(|&i| column(i)).collect();
+        let values = encode_part(
+            self.kafka.value_format,
+            &self.fields(&self.value_columns),
+            &value_arrays,
+            rows.num_rows(),
+        )?;
+        let keys = if self.kafka.key_columns.is_empty() {
+            vec![None; rows.num_rows()]
+        } else {
+            let key_arrays: Vec<ArrayRef> =
+                self.kafka.key_columns.iter().map(|&i| column(i)).collect();
+            encode_part(
+                self.kafka.key_format,
+                &self.fields(&self.kafka.key_columns),
+                &key_arrays,
+                rows.num_rows(),
+            )?
+            .into_iter()
+            .map(Some)
+            .collect()
+        };
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .enumerate()
+            .map(|(i, (key, value))| {
+                let dead = tombstone.is_some_and(|t| t[i]);
+                (key, (!dead).then_some(value))
+            })
+            .collect())
+    }
+}
+
+/// Event time, in microseconds, from a TIMESTAMP or epoch-millisecond column.
+fn event_micros(column: &ArrayRef) -> Result<Vec<Option<i64>>, String> {
+    Ok(match column.data_type() {
+        DataType::Int64 => column
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .iter()
+            .map(|v| v.map(|ms| ms * 1000))
+            .collect(),
+        _ => {
+            let micros = cast_with_options(
+                column,
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+                &CastOptions::default(),
+            )
+            .map_err(|e| e.to_string())?;
+            micros
+                .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+                .iter()
+                .collect()
+        }
+    })
+}
+
+fn is_timestamp(data_type: &DataType) -> bool {
+    matches!(data_type, DataType::Timestamp(..))
+}
+
+/// Decodes one part of each record into one array per field. A `None`
+/// payload decodes as nulls.
+fn decode_part(format: Format, fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
+    if fields.is_empty() {
+        return Ok(Vec::new());
+    }
+    match format {
+        Format::Json => decode_json(fields, payloads),
+        Format::Delimited => decode_delimited(fields, payloads),
+        Format::Kafka => decode_kafka(&fields[0], payloads).map(|a| vec![a]),
+    }
+}
+
+/// The field as decoded from text: timestamps go through text (or epoch
+/// milliseconds) and are converted after.
+fn text_field(field: &Field) -> Field {
+    if is_timestamp(field.data_type()) {
+        Field::new(field.name(), DataType::Utf8, true)
+    } else {
+        field.clone()
+    }
+}
+
+/// Converts decoded columns to their fields' types: timestamps from
+/// RFC 3339 text or epoch milliseconds.
+fn finish_columns(fields: &[Field], columns: Vec<ArrayRef>) -> Part {
+    columns
+        .into_iter()
+        .zip(fields)
+        .map(|(column, field)| {
+            if !is_timestamp(field.data_type()) || column.data_type() == field.data_type() {
+                return Ok(column);
+            }
+            let text = column.as_string::<i32>();
+            let micros = text
+                .iter()
+                .map(|value| value.map(timestamp_micros).transpose())
+                .collect::<Result<TimestampMicrosecondArray, String>>()
+                .map_err(|e| format!("column {}: {e}", field.name()))?;
+            let converted = Arc::new(micros) as ArrayRef;
+            cast_with_options(&converted, field.data_type(), &strict())
+                .map_err(|e| format!("column {}: {e}", field.name()))
+        })
+        .collect()
+}
+
+/// A timestamp from epoch milliseconds (all digits) or from text such as
+/// `2024-01-02T03:04:05Z`.
+fn timestamp_micros(text: &str) -> Result<i64, String> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let millis: i64 = text.parse().map_err(|_| format!("bad timestamp {text}"))?;
+        return millis
+            .checked_mul(1000)
+            .ok_or_else(|| format!("timestamp {text} is out of range"));
+    }
+    datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text)
+        .map(|nanos| nanos / 1000)
+        .map_err(|e| e.to_string())
+}
+
+fn strict() -> CastOptions<'static> {
+    CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    }
+}
+
+/// Appends `payload` with its top-level object keys in lower case, so JSON
+/// fields match columns case-insensitively.
+fn lowercase_keys(payload: &[u8], out: &mut Vec<u8>) {
+    let (mut depth, mut in_string, mut escaped, mut expect_key, mut in_key) =
+        (0i32, false, false, false, false);
+    for &b in payload {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            out.push(if in_key { b.to_ascii_lowercase() } else { b });
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                in_key = depth == 1 && expect_key;
+                expect_key = false;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = b == b'{' && depth == 1;
+            }
+            b'}' | b']' => depth -= 1,
+            b',' if depth == 1 => expect_key = true,
+            _ => {}
+        }
+        out.push(b);
+    }
+}
+
+fn decode_json(fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
+    let lower: Vec<Field> = fields
+        .iter()
+        .map(|f| text_field(f).with_name(f.name().to_lowercase()))
+        .collect();
+    let single = fields.len() == 1;
+    let mut buf = Vec::with_capacity(payloads.iter().flatten().map(|p| p.len() + 1).sum());
+    for payload in payloads {
+        match payload {
+            None => buf.extend_from_slice(b"{}"),
+            Some(p) => {
+                let trimmed = p.trim_ascii_start();
+                if single && !trimmed.starts_with(b"{") {
+                    // A single column may be written unwrapped: 42, "x".
+                    if trimmed.is_empty() {
+                        return Err("record is empty".into());
+                    }
+                    buf.extend_from_slice(b"{\"");
+                    buf.extend_from_slice(lower[0].name().as_bytes());
+                    buf.extend_from_slice(b"\":");
+                    buf.extend_from_slice(p);
+                    buf.push(b'}');
+                } else {
+                    lowercase_keys(p, &mut buf);
+                }
+            }
+        }
+        buf.push(b'\n');
+    }
+    let schema = Arc::new(Schema::new(lower));
+    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(payloads.len().max(1))
+        .with_coerce_primitive(true)
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    let mut batches = Vec::new();
+    let mut read = 0;
+    while read < buf.len() {
+        let n = decoder.decode(&buf[read..]).map_err(json_error)?;
+        read += n;
+        if let Some(batch) = decoder.flush().map_err(json_error)? {
+            batches.push(batch);
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    if let Some(batch) = decoder.flush().map_err(json_error)? {
+        batches.push(batch);
+    }
+    let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)
+        .map_err(|e| e.to_string())?;
+    if batch.num_rows() != payloads.len() {
+        return Err("record is not exactly one JSON object".into());
+    }
+    finish_columns(fields, batch.columns().to_vec())
+}
+
+fn json_error(e: datafusion::arrow::error::ArrowError) -> String {
+    format!("bad JSON: {e}")
+}
+
+fn decode_delimited(fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
+    let text: Vec<Field> = fields.iter().map(text_field).collect();
+    let mut buf = Vec::new();
+    for payload in payloads {
+        match payload {
+            // A tombstone: as many empty (null) fields as columns.
+            None => buf.extend(std::iter::repeat_n(b',', fields.len() - 1)),
+            Some(p) => {
+                if p.contains(&b'\n') {
+                    return Err("DELIMITED record holds a line break".into());
+                }
+                buf.extend_from_slice(p);
+            }
+        }
+        buf.push(b'\n');
+    }
+    let schema = Arc::new(Schema::new(text));
+    let mut decoder = datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_header(false)
+        .with_batch_size(payloads.len().max(1))
+        .build_decoder();
+    let mut batches = Vec::new();
+    let mut read = 0;
+    loop {
+        let n = decoder
+            .decode(&buf[read..])
+            .map_err(|e| format!("bad DELIMITED record: {e}"))?;
+        read += n;
+        if let Some(batch) = decoder
+            .flush()
+            .map_err(|e| format!("bad DELIMITED record: {e}"))?
+        {
+            batches.push(batch);
+        }
+        if n == 0 || read >= buf.len() {
+            break;
+        }
+    }
+    if let Some(batch) = decoder
+        .flush()
+        .map_err(|e| format!("bad DELIMITED record: {e}"))?
+    {
+        batches.push(batch);
+    }
+    let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)
+        .map_err(|e| e.to_string())?;
+    if batch.num_rows() != payloads.len() {
+        return Err("DELIMITED record is not one line".into());
+    }
+    finish_columns(fields, batch.columns().to_vec())
+}
+
+fn fixed<const N: usize>(payload: &[u8], what: &str) -> Result<[u8; N], String> {
+    payload
+        .try_into()
+        .map_err(|_| format!("KAFKA {what} takes {N} bytes, record has {}", payload.len()))
+}
+
+fn decode_kafka(field: &Field, payloads: &[Option<&[u8]>]) -> Result<ArrayRef, String> {
+    macro_rules! numbers {
+        ($array:ty, $native:ty, $n:expr, $what:expr) => {{
+            let values = payloads
+                .iter()
+                .map(|p| {
+                    p.map(|p| fixed::<$n>(p, $what).map(<$native>::from_be_bytes))
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Arc::new(<$array>::from(values)) as ArrayRef
+        }};
+    }
+    Ok(match field.data_type() {
+        DataType::Int64 => numbers!(Int64Array, i64, 8, "BIGINT"),
+        DataType::Int32 => numbers!(Int32Array, i32, 4, "INT"),
+        DataType::Int16 => numbers!(Int16Array, i16, 2, "SMALLINT"),
+        DataType::Float64 => numbers!(Float64Array, f64, 8, "DOUBLE"),
+        DataType::Float32 => numbers!(Float32Array, f32, 4, "REAL"),
+        DataType::Boolean => {
+            let values = payloads
+                .iter()
+                .map(|p| {
+                    p.map(|p| fixed::<1>(p, "BOOLEAN").map(|b| b[0] != 0))
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Arc::new(BooleanArray::from(values))
+        }
+        DataType::Binary => Arc::new(BinaryArray::from(payloads.to_vec())),
+        other => {
+            let text = payloads
+                .iter()
+                .map(|p| {
+                    p.map(|p| {
+                        std::str::from_utf8(p).map_err(|_| "KAFKA text is not UTF-8".to_string())
+                    })
+                    .transpose()
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let text: ArrayRef = Arc::new(StringArray::from(text));
+            if other == &DataType::Utf8 {
+                text
+            } else {
+                finish_columns(std::slice::from_ref(field), vec![text])?.remove(0)
+            }
+        }
+    })
+}
+
+/// Encodes the columns of `rows` rows as one payload per row.
+fn encode_part(
+    format: Format,
+    fields: &[Field],
+    columns: &[ArrayRef],
+    rows: usize,
+) -> Result<Vec<Vec<u8>>, String> {
+    if fields.is_empty() {
+        return Ok(vec![b"{}".to_vec(); rows]);
+    }
+    let columns: Vec<ArrayRef> = columns
+        .iter()
+        .zip(fields)
+        .map(|(c, f)| cast_with_options(c, f.data_type(), &strict()).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    match format {
+        Format::Json if fields.len() > 1 || fields[0].data_type() != &DataType::Null => {
+            let schema = Arc::new(Schema::new(fields.to_vec()));
+            let batch = RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            {
+                let mut writer = datafusion::arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut out);
+                writer.write(&batch).map_err(|e| e.to_string())?;
+                writer.finish().map_err(|e| e.to_string())?;
+            }
+            Ok(out
+                .split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect())
+        }
+        Format::Json => Ok(vec![b"null".to_vec(); rows]),
+        Format::Delimited => {
+            let options = FormatOptions::default().with_null("");
+            let formatters = columns
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            Ok((0..rows)
+                .map(|row| {
+                    let fields: Vec<String> = formatters
+                        .iter()
+                        .map(|f| csv_field(&f.value(row).to_string()))
+                        .collect();
+                    fields.join(",").into_bytes()
+                })
+                .collect())
+        }
+        Format::Kafka => encode_kafka(&columns[0], rows),
+    }
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+fn encode_kafka(column: &ArrayRef, rows: usize) -> Result<Vec<Vec<u8>>, String> {
+    use datafusion::arrow::datatypes as t;
+    macro_rules! numbers {
+        ($type:ty) => {
+            column
+                .as_primitive::<$type>()
+                .iter()
+                .map(|v| v.map(|v| v.to_be_bytes().to_vec()).unwrap_or_default())
+                .collect()
+        };
+    }
+    Ok(match column.data_type() {
+        DataType::Int64 => numbers!(t::Int64Type),
+        DataType::Int32 => numbers!(t::Int32Type),
+        DataType::Int16 => numbers!(t::Int16Type),
+        DataType::Float64 => numbers!(t::Float64Type),
+        DataType::Float32 => numbers!(t::Float32Type),
+        DataType::Boolean => column
+            .as_boolean()
+            .iter()
+            .map(|v| v.map(|b| vec![b as u8]).unwrap_or_default())
+            .collect(),
+        DataType::Binary => column
+            .as_binary::<i32>()
+            .iter()
+            .map(|v| v.map(<[u8]>::to_vec).unwrap_or_default())
+            .collect(),
+        _ => {
+            let options = FormatOptions::default();
+            let formatter =
+                ArrayFormatter::try_new(column.as_ref(), &options).map_err(|e| e.to_string())?;
+            (0..rows)
+                .map(|row| {
+                    if column.is_null(row) {
+                        Vec::new()
+                    } else {
+                        formatter.value(row).to_string().into_bytes()
+                    }
+                })
+                .collect()
+        }
+    })
+}
+
+/// Concatenates the rows of decoded batches with the same schema.
+pub fn concat_rows(schema: &SchemaRef, parts: &[RecordBatch]) -> Result<RecordBatch, String> {
+    if parts.is_empty() {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    }
+    let columns = (0..schema.fields().len())
+        .map(|i| {
+            let arrays: Vec<&dyn Array> = parts.iter().map(|p| p.column(i).as_ref()).collect();
+            concat(&arrays).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddy_catalog::kafka::{pseudo_columns, SourceKind};
+    use eddy_catalog::{ColumnDef, ColumnType};
+
+    fn def(kind: SourceKind, value_format: Format, key_format: Format) -> TableDef {
+        let column = |name: &str, column_type| ColumnDef {
+            name: name.into(),
+            column_type,
+            nullable: true,
+            default: None,
+        };
+        let mut columns = vec![
+            column("id", ColumnType::BigInt),
+            column("name", ColumnType::Text),
+            column("amount", ColumnType::Double),
+            column("ts", ColumnType::Timestamp),
+        ];
+        columns.extend(pseudo_columns());
+        TableDef {
+            id: 1,
+            name: "s".into(),
+            columns,
+            primary_key: vec![0],
+            kafka: Some(KafkaDef {
+                kind,
+                topic: "t".into(),
+                key_format,
+                value_format,
+                key_columns: vec![0],
+                timestamp_column: Some(3),
+                query: None,
+            }),
+        }
+    }
+
+    fn record(offset: i64, key: Option<&[u8]>, value: Option<&str>) -> RawRecord {
+        RawRecord {
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            partition: 0,
+            offset,
+            timestamp: Some(1_000),
+        }
+    }
+
+    #[test]
+    fn json_decodes_case_insensitively_and_skips_bad_records() {
+        let codec = RecordCodec::new(&def(SourceKind::Stream, Format::Json, Format::Kafka)).unwrap();
+        let key = 7i64.to_be_bytes();
+        let decoded = codec.decode(&[
+            record(0, Some(&key), Some(r#"{"NAME": "a", "Amount": 1.5, "ts": 5000}"#)),
+            record(1, Some(&key), Some("{not json")),
+            record(2, None, Some(r#"{"name": "b", "amount": "oops"}"#)),
+            record(3, Some(&key), Some(r#"{"name": "c", "ts": "2024-01-02T03:04:05"}"#)),
+            record(4, Some(&[1, 2]), Some(r#"{"name": "d"}"#)),
+        ]);
+        assert_eq!(decoded.rows.num_rows(), 2);
+        assert_eq!(
+            decoded.dead.iter().map(|d| d.record.offset).collect::<Vec<_>>(),
+            vec![1, 2, 4]
+        );
+        let names = decoded.rows.column(1).as_string::<i32>();
+        assert_eq!(names.value(0), "a");
+        assert_eq!(names.value(1), "c");
+        let ids = decoded.rows.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!(ids.value(0), 7);
+        let rowtime = decoded
+            .rows
+            .column(4)
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(rowtime.value(0), 5_000_000, "event time from ts (epoch ms)");
+        let offsets = decoded.rows.column(6).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!(offsets.value(1), 3);
+    }
+
+    #[test]
+    fn tables_take_tombstones() {
+        let codec = RecordCodec::new(&def(SourceKind::Table, Format::Json, Format::Json)).unwrap();
+        let decoded = codec.decode(&[
+            record(0, Some(b"5"), Some(r#"{"name": "a"}"#)),
+            record(1, Some(b"{\"ID\": 6}"), None),
+            record(2, None, Some(r#"{"name": "x"}"#)),
+        ]);
+        assert_eq!(decoded.tombstone, vec![false, true]);
+        assert_eq!(decoded.dead.len(), 1);
+        let ids = decoded.rows.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!((ids.value(0), ids.value(1)), (5, 6));
+    }
+
+    #[test]
+    fn delimited_and_kafka_round_trip() {
+        for (value_format, key_format) in [
+            (Format::Delimited, Format::Kafka),
+            (Format::Json, Format::Delimited),
+            (Format::Json, Format::Json),
+        ] {
+            let codec =
+                RecordCodec::new(&def(SourceKind::Stream, value_format, key_format)).unwrap();
+            let decoded = codec.decode(&[
+                record(0, Some(&1i64.to_be_bytes()), None),
+                record(1, Some(&1i64.to_be_bytes()), Some("x")),
+            ]);
+            assert!(decoded.rows.num_rows() < 2);
+            let rows = RecordBatch::try_new(
+                Arc::new(Schema::new(
+                    codec.schema.fields()[..4].iter().cloned().collect::<Vec<_>>(),
+                )),
+                vec![
+                    Arc::new(Int64Array::from(vec![1, 2])),
+                    Arc::new(StringArray::from(vec![Some("a,\"b"), None])),
+                    Arc::new(Float64Array::from(vec![Some(2.5), None])),
+                    Arc::new(TimestampMicrosecondArray::from(vec![Some(3_000), None])),
+                ],
+            )
+            .unwrap();
+            let encoded = codec.encode(&rows, None).unwrap();
+            let raw: Vec<RawRecord> = encoded
+                .into_iter()
+                .enumerate()
+                .map(|(i, (key, value))| RawRecord {
+                    key,
+                    value,
+                    partition: 0,
+                    offset: i as i64,
+                    timestamp: None,
+                })
+                .collect();
+            let back = codec.decode(&raw);
+            assert!(back.dead.is_empty(), "{value_format:?}: {:?}", back.dead);
+            for c in 0..4 {
+                assert_eq!(
+                    back.rows.column(c).as_ref(),
+                    rows.column(c).as_ref(),
+                    "{value_format:?}/{key_format:?} column {c}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Kafka: topics, producing, and the ingest threads that read sources.
+//!
+//! Eddy keeps its own offsets (in the store, committed with the epoch that
+//! absorbed the records), so consumers are assigned partitions directly and
+//! never commit to the broker.
+
+pub mod format;
+pub mod ingest;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{DataflowError, Result};
+
+/// How long one metadata or watermark request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One key and value to produce; a `None` value is a tombstone.
+pub type Record = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn kafka_error(what: &str, e: impl std::fmt::Display) -> DataflowError {
+    DataflowError::Kafka(format!("{what}: {e}"))
+}
+
+/// A connection to the brokers named by `--kafka-brokers`.
+pub struct Kafka {
+    brokers: String,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+impl std::fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kafka")
+            .field("brokers", &self.brokers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kafka {
+    /// Sets up clients; nothing is sent until they are used, so a broker
+    /// that is down now is no error.
+    pub fn new(brokers: &str) -> Result<Self> {
+        let producer = Self::config_for(brokers)
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| kafka_error("cannot create a Kafka producer", e))?;
+        let admin = Self::config_for(brokers)
+            .create()
+            .map_err(|e| kafka_error("cannot create a Kafka admin client", e))?;
+        Ok(Kafka {
+            brokers: brokers.to_owned(),
+            producer,
+            admin,
+        })
+    }
+
+    fn config_for(brokers: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            .set("client.id", "eddy")
+            .set("log_level", "3");
+        config
+    }
+
+    /// A consumer that never commits and never creates topics.
+    pub fn consumer(&self) -> Result<BaseConsumer> {
+        Self::config_for(&self.brokers)
+            .set("group.id", "eddy")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("allow.auto.create.topics", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .map_err(|e| kafka_error("cannot create a Kafka consumer", e))
+    }
+
+    /// Checks that `topic` exists, creating it with `partitions` if it is
+    /// missing and `partitions` is given. Returns its partition count.
+    pub async fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: Option<i32>,
+        replicas: Option<i16>,
+    ) -> Result<i32> {
+        let consumer = self.consumer()?;
+        let topic_name = topic.to_owned();
+        let (existing, consumer) = tokio::task::spawn_blocking(move || {
+            let found = Kafka::partitions_blocking(&consumer, &topic_name);
+            (found, consumer)
+        })
+        .await
+        .map_err(|e| DataflowError::Internal(e.to_string()))?;
+        if let Some(n) = existing? {
+            return Ok(n);
+        }
+        let Some(partitions) = partitions else {
+            return Err(DataflowError::Kafka(format!(
+                "topic {topic} does not exist; give partitions=N in WITH (...) to create it"
+            )));
+        };
+        let new_topic = NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(replicas.unwrap_or(1) as i32),
+        );
+        let results = self
+            .admin
+            .create_topics(
+                [&new_topic],
+                &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
+            )
+            .await
+            .map_err(|e| kafka_error(&format!("cannot create topic {topic}"), e))?;
+        for result in results {
+            match result {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(kafka_error(&format!("cannot create topic {topic}"), code))
+                }
+            }
+        }
+        // Wait until the brokers report the new topic.
+        let topic_name = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..50 {
+                if let Ok(Some(n)) = Kafka::partitions_blocking(&consumer, &topic_name) {
+                    return Ok(n);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(DataflowError::Kafka(format!(
+                "topic {topic_name} was created but does not show in the brokers' metadata"
+            )))
+        })
+        .await
+        .map_err(|e| DataflowError::Internal(e.to_string()))?
+    }
+
+    /// The number of partitions of `topic`, or `None` if it does not exist.
+    pub fn partitions_blocking(consumer: &BaseConsumer, topic: &str) -> Result<Option<i32>> {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(|e| kafka_error("cannot reach the Kafka brokers", e))?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(None);
+        };
+        match found.error() {
+            None if !found.partitions().is_empty() => Ok(Some(found.partitions().len() as i32)),
+            None => Ok(None),
+            Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+                Ok(None)
+            }
+            Some(e) => Err(kafka_error(
+                &format!("cannot read topic {topic}"),
+                RDKafkaErrorCode::from(e),
+            )),
+        }
+    }
+
+    pub async fn delete_topic(&self, topic: &str) -> Result<()> {
+        let results = self
+            .admin
+            .delete_topics(
+                &[topic],
+                &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
+            )
+            .await
+            .map_err(|e| kafka_error(&format!("cannot delete topic {topic}"), e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((_, code)) => {
+                    return Err(kafka_error(&format!("cannot delete topic {topic}"), code))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Produces `records` to `topic` and waits until every one is
+    /// acknowledged; librdkafka retries while the brokers are unreachable,
+    /// up to its message timeout.
+    pub async fn produce(&self, topic: &str, records: Vec<Record>) -> Result<u64> {
+        let sends = records.iter().map(|(key, value)| {
+            let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            if let Some(value) = value {
+                record = record.payload(value);
+            }
+            self.producer.send(record, Duration::from_secs(30))
+        });
+        let results = futures::future::join_all(sends).await;
+        for result in results {
+            if let Err((e, _)) = result {
+                return Err(kafka_error(&format!("cannot write to topic {topic}"), e));
+            }
+        }
+        Ok(records.len() as u64)
+    }
+
+    /// Flushes the producer, for shutdown.
+    pub fn flush(&self) {
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+
+    /// The next offset to be written to each partition of `topic`.
+    pub fn high_watermarks(
+        &self,
+        consumer: &BaseConsumer,
+        topic: &str,
+    ) -> Result<BTreeMap<i32, i64>> {
+        let partitions = Self::partitions_blocking(consumer, topic)?
+            .ok_or_else(|| DataflowError::Kafka(format!("topic {topic} does not exist")))?;
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
+                    .map(|(_, high)| (p, high))
+                    .map_err(|e: KafkaError| {
+                        kafka_error(&format!("cannot read the end of topic {topic}"), e)
+                    })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,138 @@
+//! DESCRIBE [EXTENDED] name: a relation's columns, and for a Kafka relation
+//! its topic, formats and how far it has read.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::sql::sqlparser::ast::ObjectName;
+use eddy_catalog::Relation;
+use eddy_sql::create_table::object_name;
+
+use super::{text_schema, Output};
+use crate::engine::Engine;
+use crate::error::{EddyError, Result};
+
+pub fn schema(extended: bool) -> SchemaRef {
+    if extended {
+        text_schema(&["property", "value"])
+    } else {
+        text_schema(&["column_name", "data_type", "key"])
+    }
+}
+
+pub fn handle_describe(engine: &Engine, name: &ObjectName, extended: bool) -> Result<Output> {
+    let name = object_name(name)?;
+    let relation = engine
+        .catalog
+        .relation(&name)
+        .ok_or_else(|| EddyError::UndefinedTable(name.clone()))?;
+    // (name, type, key) per column.
+    let columns: Vec<(String, String, &'static str)> = match &relation {
+        Relation::Table(table) => {
+            let def = table.def();
+            def.columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let key = match &def.kafka {
+                        Some(k) if k.is_key(i) => match k.kind {
+                            eddy_catalog::kafka::SourceKind::Stream => "KEY",
+                            eddy_catalog::kafka::SourceKind::Table => "PRIMARY KEY",
+                        },
+                        Some(_) if i >= def.columns.len() - 3 => "PSEUDO",
+                        Some(_) => "",
+                        None if def.primary_key.contains(&i) => "PRIMARY KEY",
+                        None => "",
+                    };
+                    (c.name.clone(), c.column_type.to_string(), key)
+                })
+                .collect()
+        }
+        Relation::View(view) => view
+            .def()
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.data_type.clone(), ""))
+            .collect(),
+    };
+    let rows: Vec<Vec<String>> = if extended {
+        extended_rows(engine, &relation, &columns)
+    } else {
+        columns
+            .into_iter()
+            .map(|(n, t, k)| vec![n, t, k.to_owned()])
+            .collect()
+    };
+    let schema = schema(extended);
+    let arrays: Vec<ArrayRef> = (0..schema.fields().len())
+        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r[i]))) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(datafusion::error::DataFusionError::from)?;
+    Ok(Output::Rows {
+        schema,
+        batches: vec![batch],
+        tag: "DESCRIBE",
+    })
+}
+
+fn extended_rows(
+    engine: &Engine,
+    relation: &Relation,
+    columns: &[(String, String, &'static str)],
+) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut push = |property: &str, value: String| rows.push(vec![property.to_owned(), value]);
+    match relation {
+        Relation::Table(table) => {
+            let def = table.def();
+            match &def.kafka {
+                Some(kafka) => {
+                    push("type", kafka.kind.as_str().to_owned());
+                    push("name", def.name.clone());
+                    push("kafka_topic", kafka.topic.clone());
+                    push("key_format", kafka.key_format.as_str().to_owned());
+                    push("value_format", kafka.value_format.as_str().to_owned());
+                    if let Some(ts) = kafka.timestamp_column {
+                        push("timestamp", def.columns[ts].name.clone());
+                    }
+                    if let Some(query) = &kafka.query {
+                        push("written_by", query.clone());
+                    }
+                    let progress = engine.dataflow.source_progress();
+                    let progress = progress.get(&def.id).cloned().unwrap_or_default();
+                    push("offsets", super::show_sources::offsets_text(&progress.offsets));
+                    push("records", progress.records.to_string());
+                    push("records_per_second", format!("{:.1}", progress.rate));
+                    push("dead_letters", progress.dead_letters.to_string());
+                }
+                None => {
+                    push("type", "TABLE (local)".into());
+                    push("name", def.name.clone());
+                }
+            }
+        }
+        Relation::View(view) => {
+            push("type", "MATERIALIZED VIEW".into());
+            push("name", view.def().name.clone());
+            push("query", view.def().sql.clone());
+            if let Some(error) = &view.def().error {
+                push("error", error.clone());
+            }
+        }
+    }
+    for (name, data_type, key) in columns {
+        let value = if key.is_empty() {
+            data_type.clone()
+        } else {
+            format!("{data_type} {key}")
+        };
+        push(&format!("column {name}"), value);
+    }
+    let readers = engine.catalog.dependents(relation.id());
+    if !readers.is_empty() {
+        push("read_by", readers.join(", "));
+    }
+    rows
+}

@@ -1,0 +1,91 @@
+//! SHOW STREAMS and SHOW QUERIES (ksqlDB's listings).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::SchemaRef;
+use eddy_catalog::kafka::SourceKind;
+
+use super::{text_schema, Output};
+use crate::engine::Engine;
+use crate::error::Result;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Listing {
+    Streams,
+    Queries,
+}
+
+/// The ksqlDB listing `SHOW <variable>` asks for, if it is one.
+pub fn listing(variable: &[datafusion::sql::sqlparser::ast::Ident]) -> Option<Listing> {
+    match variable {
+        [one] if one.value.eq_ignore_ascii_case("streams") => Some(Listing::Streams),
+        [one] if one.value.eq_ignore_ascii_case("queries") => Some(Listing::Queries),
+        _ => None,
+    }
+}
+
+pub fn schema(listing: Listing) -> SchemaRef {
+    match listing {
+        Listing::Streams => text_schema(&["name", "kafka_topic", "key_format", "value_format"]),
+        Listing::Queries => text_schema(&[
+            "query_id",
+            "kind",
+            "status",
+            "sources",
+            "sink",
+            "offsets",
+            "records",
+            "records_per_second",
+            "dead_letters",
+        ]),
+    }
+}
+
+/// Offsets as `partition:offset` pairs.
+pub fn offsets_text(offsets: &BTreeMap<i32, i64>) -> String {
+    offsets
+        .iter()
+        .map(|(p, o)| format!("{p}:{o}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn handle_show(engine: &Engine, listing: Listing) -> Result<Output> {
+    let rows = match listing {
+        Listing::Streams => streams(engine),
+        Listing::Queries => super::persistent_query::query_rows(engine),
+    };
+    let schema = schema(listing);
+    let arrays: Vec<ArrayRef> = (0..schema.fields().len())
+        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r[i]))) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(datafusion::error::DataFusionError::from)?;
+    Ok(Output::Rows {
+        schema,
+        batches: vec![batch],
+        tag: "SHOW",
+    })
+}
+
+fn streams(engine: &Engine) -> Vec<Vec<String>> {
+    engine
+        .catalog
+        .table_names()
+        .iter()
+        .filter_map(|name| engine.catalog.table(name))
+        .filter_map(|table| {
+            let kafka = table.def().kafka.as_ref()?;
+            (kafka.kind == SourceKind::Stream).then(|| {
+                vec![
+                    table.name().to_owned(),
+                    kafka.topic.clone(),
+                    kafka.key_format.as_str().to_owned(),
+                    kafka.value_format.as_str().to_owned(),
+                ]
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,321 @@
+//! Binding ksqlDB's `CREATE STREAM|TABLE ... WITH (kafka_topic=...)`.
+
+use std::collections::BTreeMap;
+
+use datafusion::sql::sqlparser::ast::{self, CreateTableOptions, Expr, SqlOption, Value};
+use eddy_catalog::kafka::{self, Format, KafkaDef, SourceKind};
+use eddy_catalog::{ColumnType, TableDef};
+
+use crate::create_table::{bind_columns, normalize};
+use crate::ksql::{EMIT_CHANGES_OPTION, KIND_OPTION};
+use crate::{Result, SqlError};
+
+/// The `WITH (...)` options of a CREATE, by lower-case name.
+#[derive(Debug, Default, Clone)]
+pub struct SourceOptions {
+    pub kind: Option<SourceKind>,
+    pub topic: Option<String>,
+    pub value_format: Option<Format>,
+    pub key_format: Option<Format>,
+    pub partitions: Option<i32>,
+    pub replicas: Option<i16>,
+    pub timestamp: Option<String>,
+    pub emit_changes: bool,
+    /// Whether any option was given: a statement with none is Postgres's.
+    pub given: bool,
+}
+
+impl SourceOptions {
+    /// Whether the statement is ksqlDB's (over Kafka), not a local table.
+    pub fn is_kafka(&self) -> bool {
+        self.given
+    }
+}
+
+fn option_value(key: &str, value: &Expr) -> Result<String> {
+    match value {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Ok(s.clone()),
+            Value::Number(n, _) => Ok(n.clone()),
+            other => Err(SqlError::InvalidDefinition(format!(
+                "option {key} takes a string or a number, not {other}"
+            ))),
+        },
+        Expr::Identifier(ident) => Ok(ident.value.clone()),
+        other => Err(SqlError::InvalidDefinition(format!(
+            "option {key} takes a string or a number, not {other}"
+        ))),
+    }
+}
+
+fn format_option(key: &str, value: &str) -> Result<Format> {
+    Format::parse(value).ok_or_else(|| {
+        SqlError::Unsupported(format!(
+            "{key} '{value}' (the formats are JSON, DELIMITED and KAFKA)"
+        ))
+    })
+}
+
+fn number_option<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| SqlError::InvalidDefinition(format!("{key} must be a positive number")))
+}
+
+/// Reads the `WITH (...)` options of a CREATE TABLE.
+pub fn source_options(options: &CreateTableOptions) -> Result<SourceOptions> {
+    let list: &[SqlOption] = match options {
+        CreateTableOptions::None => return Ok(SourceOptions::default()),
+        CreateTableOptions::With(list) => list,
+        other => {
+            return Err(SqlError::Unsupported(format!(
+                "table options {other}; Kafka options go in WITH (...)"
+            )))
+        }
+    };
+    let mut seen = BTreeMap::new();
+    for option in list {
+        let SqlOption::KeyValue { key, value } = option else {
+            return Err(SqlError::InvalidDefinition(format!(
+                "option {option} must be written name = value"
+            )));
+        };
+        let name = key.value.to_ascii_lowercase();
+        let value = option_value(&name, value)?;
+        if seen.insert(name.clone(), value).is_some() {
+            return Err(SqlError::InvalidDefinition(format!(
+                "option {name} is given twice"
+            )));
+        }
+    }
+    let mut out = SourceOptions {
+        given: !seen.is_empty(),
+        ..SourceOptions::default()
+    };
+    for (name, value) in &seen {
+        match name.as_str() {
+            KIND_OPTION => {
+                out.kind = Some(if value == "stream" {
+                    SourceKind::Stream
+                } else {
+                    SourceKind::Table
+                })
+            }
+            EMIT_CHANGES_OPTION => out.emit_changes = true,
+            "kafka_topic" => out.topic = Some(value.clone()),
+            "value_format" => out.value_format = Some(format_option(name, value)?),
+            "key_format" => out.key_format = Some(format_option(name, value)?),
+            "format" => {
+                let format = format_option(name, value)?;
+                out.value_format.get_or_insert(format);
+                out.key_format.get_or_insert(format);
+            }
+            "partitions" => {
+                let n: i32 = number_option(name, value)?;
+                if n < 1 {
+                    return Err(SqlError::InvalidDefinition(
+                        "partitions must be at least 1".into(),
+                    ));
+                }
+                out.partitions = Some(n);
+            }
+            "replicas" => out.replicas = Some(number_option(name, value)?),
+            "timestamp" => out.timestamp = Some(value.to_lowercase()),
+            other => {
+                return Err(SqlError::Unsupported(format!(
+                    "WITH option {other} (Eddy knows kafka_topic, value_format, key_format, \
+                     format, partitions, replicas and timestamp)"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Binds `CREATE STREAM|TABLE name (columns) WITH (kafka_topic=...)`.
+pub fn bind_create_source(create: &ast::CreateTable, options: &SourceOptions) -> Result<TableDef> {
+    let kind = options.kind.unwrap_or(SourceKind::Table);
+    let what = kind.as_str();
+    let Some(topic) = options.topic.clone() else {
+        return Err(SqlError::InvalidDefinition(format!(
+            "CREATE {what} needs the kafka_topic option"
+        )));
+    };
+    if create.columns.is_empty() {
+        return Err(SqlError::Unsupported(format!(
+            "CREATE {what} without a column list: Eddy does not infer a topic's schema, \
+             so declare the columns, e.g. CREATE {what} name (id BIGINT {}, ...) WITH (...)",
+            if kind == SourceKind::Stream {
+                "KEY"
+            } else {
+                "PRIMARY KEY"
+            }
+        )));
+    }
+    let Some(value_format) = options.value_format else {
+        return Err(SqlError::InvalidDefinition(format!(
+            "CREATE {what} needs the value_format option (JSON, DELIMITED or KAFKA)"
+        )));
+    };
+    let key_format = options.key_format.unwrap_or(Format::Kafka);
+    let (name, mut columns, key_columns) = bind_columns(create)?;
+    for column in &columns {
+        if [kafka::ROWTIME, kafka::ROWPARTITION, kafka::ROWOFFSET].contains(&column.name.as_str())
+        {
+            return Err(SqlError::InvalidDefinition(format!(
+                "column name {} is reserved for a pseudo-column",
+                column.name
+            )));
+        }
+        if columns
+            .iter()
+            .filter(|c| c.name.eq_ignore_ascii_case(&column.name))
+            .count()
+            > 1
+        {
+            return Err(SqlError::InvalidDefinition(format!(
+                "columns {} differ only in case, and Kafka fields match columns case-insensitively",
+                column.name
+            )));
+        }
+    }
+    if kind == SourceKind::Table && key_columns.is_empty() {
+        return Err(SqlError::InvalidDefinition(format!(
+            "table {name} over a Kafka topic needs a PRIMARY KEY: its records are upserts by key"
+        )));
+    }
+    let value_columns = columns.len() - key_columns.len();
+    if value_format == Format::Kafka && value_columns != 1 {
+        return Err(SqlError::InvalidDefinition(format!(
+            "value_format KAFKA holds one column, but {name} has {value_columns} value columns"
+        )));
+    }
+    if key_format == Format::Kafka && key_columns.len() > 1 {
+        return Err(SqlError::InvalidDefinition(
+            "key_format KAFKA holds one column; use JSON or DELIMITED for a key of several"
+                .into(),
+        ));
+    }
+    let timestamp_column = match &options.timestamp {
+        None => None,
+        Some(ts) => {
+            let i = columns.iter().position(|c| &c.name == ts).ok_or_else(|| {
+                SqlError::InvalidDefinition(format!("timestamp column {ts} is not a column"))
+            })?;
+            if !matches!(
+                columns[i].column_type,
+                ColumnType::Timestamp | ColumnType::TimestampTz | ColumnType::BigInt
+            ) {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "timestamp column {ts} must be a TIMESTAMP or a BIGINT of epoch milliseconds"
+                )));
+            }
+            Some(i)
+        }
+    };
+    if kind == SourceKind::Stream {
+        // Stream keys are not unique; they only say which columns the
+        // record key holds.
+        for &i in &key_columns {
+            columns[i].nullable = true;
+        }
+    }
+    let declared = columns.len();
+    columns.extend(kafka::pseudo_columns());
+    let primary_key = match kind {
+        SourceKind::Stream => vec![declared + 1, declared + 2],
+        SourceKind::Table => key_columns.clone(),
+    };
+    Ok(TableDef {
+        id: 0,
+        name,
+        columns,
+        primary_key,
+        kafka: Some(KafkaDef {
+            kind,
+            topic,
+            key_format,
+            value_format,
+            key_columns,
+            timestamp_column,
+            query: None,
+        }),
+    })
+}
+
+/// The default topic of a relation created by a persistent query.
+pub fn default_topic(name: &ast::ObjectName) -> String {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| normalize(i).to_uppercase())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_sql;
+
+    fn bind(sql: &str) -> Result<TableDef> {
+        match parse_sql(sql)?.remove(0) {
+            ast::Statement::CreateTable(create) => {
+                let options = source_options(&create.table_options)?;
+                bind_create_source(&create, &options)
+            }
+            other => panic!("not a CREATE: {other}"),
+        }
+    }
+
+    #[test]
+    fn binds_a_stream() {
+        let def = bind(
+            "CREATE STREAM s (id BIGINT KEY, Name VARCHAR, amount DOUBLE, ts TIMESTAMP) \
+             WITH (kafka_topic='t', value_format='json', partitions=3, timestamp='ts')",
+        )
+        .unwrap();
+        let kafka = def.kafka.unwrap();
+        assert_eq!(kafka.kind, SourceKind::Stream);
+        assert_eq!(kafka.key_columns, vec![0]);
+        assert_eq!(kafka.timestamp_column, Some(3));
+        assert_eq!(kafka.value_format, Format::Json);
+        assert_eq!(kafka.key_format, Format::Kafka);
+        let names: Vec<_> = def.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["id", "name", "amount", "ts", "rowtime", "rowpartition", "rowoffset"]
+        );
+        assert_eq!(def.primary_key, vec![5, 6]);
+        assert!(def.columns[0].nullable);
+    }
+
+    #[test]
+    fn binds_an_upsert_table() {
+        let def = bind(
+            "CREATE TABLE u (id BIGINT PRIMARY KEY, n INT) WITH (kafka_topic='u', format='DELIMITED')",
+        )
+        .unwrap();
+        assert_eq!(def.primary_key, vec![0]);
+        let kafka = def.kafka.unwrap();
+        assert_eq!(kafka.kind, SourceKind::Table);
+        assert_eq!(kafka.key_format, Format::Delimited);
+    }
+
+    #[test]
+    fn refuses_bad_definitions() {
+        for sql in [
+            "CREATE STREAM s WITH (kafka_topic='t', value_format='JSON')",
+            "CREATE STREAM s (a INT) WITH (value_format='JSON')",
+            "CREATE STREAM s (a INT) WITH (kafka_topic='t')",
+            "CREATE STREAM s (a INT) WITH (kafka_topic='t', value_format='AVRO')",
+            "CREATE STREAM s (a INT) WITH (kafka_topic='t', value_format='JSON', colour='red')",
+            "CREATE TABLE u (a INT) WITH (kafka_topic='t', value_format='JSON')",
+            "CREATE STREAM s (a INT, b INT) WITH (kafka_topic='t', value_format='KAFKA')",
+            "CREATE STREAM s (rowtime INT) WITH (kafka_topic='t', value_format='JSON')",
+            "CREATE STREAM s (a INT) WITH (kafka_topic='t', value_format='JSON', timestamp='b')",
+            "CREATE STREAM s (a INT) WITH (kafka_topic='t', value_format='JSON', partitions=0)",
+        ] {
+            assert!(bind(sql).is_err(), "{sql}");
+        }
+    }
+}
