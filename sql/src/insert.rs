@@ -35,6 +35,17 @@ pub fn name_leading_columns(insert: &mut Insert, table_columns: &[String]) {
         .collect();
 }
 
+/// Names `columns` as the INSERT's column list when it has none: a Kafka
+/// relation's pseudo-columns take no values.
+pub fn name_all_columns(insert: &mut Insert, columns: &[String]) {
+    if insert.columns.is_empty() {
+        insert.columns = columns
+            .iter()
+            .map(|name| ObjectName::from(vec![Ident::with_quote('"', name.clone())]))
+            .collect();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

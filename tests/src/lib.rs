@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod kafka;
+
 use anyhow::{anyhow, bail, Context, Result};
 use tempfile::TempDir;
 
@@ -170,8 +172,9 @@ struct Process {
 
 impl Process {
     /// Spawns `eddy serve` on `data_dir` and waits until it is listening.
-    fn spawn(data_dir: &Path) -> Result<Process> {
+    fn spawn(data_dir: &Path, args: &[String]) -> Result<Process> {
         let mut cmd = serve_command(data_dir)?;
+        cmd.args(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().context("spawn eddy serve")?;
 
@@ -341,6 +344,8 @@ fn parse_ready_line(line: &str) -> Option<SocketAddr> {
 /// A real `eddy` server for one test. See the crate docs.
 pub struct TestServer {
     data_dir: DataDir,
+    /// Extra `eddy serve` arguments, kept for restarts.
+    args: Vec<String>,
     process: Option<Process>,
     /// Exit status of the last process that ended, with its stderr.
     last_exit: Option<(ExitStatus, String)>,
@@ -353,18 +358,32 @@ impl TestServer {
             .prefix("eddy-test-")
             .tempdir()
             .context("create data dir")?;
-        Self::start_on(DataDir::Temp(dir))
+        Self::start_on(DataDir::Temp(dir), Vec::new())
+    }
+
+    /// Starts a server on a fresh temporary data directory, with extra
+    /// `eddy serve` arguments (kept for restarts).
+    pub fn start_with_args(args: &[&str]) -> Result<TestServer> {
+        let dir = tempfile::Builder::new()
+            .prefix("eddy-test-")
+            .tempdir()
+            .context("create data dir")?;
+        Self::start_on(
+            DataDir::Temp(dir),
+            args.iter().map(|a| a.to_string()).collect(),
+        )
     }
 
     /// Starts a server on `path`, which the test owns (it is not removed).
     pub fn start_with_dir(path: impl Into<PathBuf>) -> Result<TestServer> {
-        Self::start_on(DataDir::Given(path.into()))
+        Self::start_on(DataDir::Given(path.into()), Vec::new())
     }
 
-    fn start_on(data_dir: DataDir) -> Result<TestServer> {
-        let process = Process::spawn(data_dir.path())?;
+    fn start_on(data_dir: DataDir, args: Vec<String>) -> Result<TestServer> {
+        let process = Process::spawn(data_dir.path(), &args)?;
         Ok(TestServer {
             data_dir,
+            args,
             process: Some(process),
             last_exit: None,
         })
@@ -461,7 +480,7 @@ impl TestServer {
                 );
             }
         }
-        self.process = Some(Process::spawn(self.data_dir.path())?);
+        self.process = Some(Process::spawn(self.data_dir.path(), &self.args)?);
         Ok(())
     }
 }

@@ -1,0 +1,270 @@
+//! A real Kafka-protocol broker (tansu) for integration tests, behind a TCP
+//! proxy the test can cut and restore to take the broker away from eddy
+//! without losing its data, and an rdkafka producer and consumer.
+//!
+//! The broker binary is `tansu` on PATH or in `~/.cargo/bin` (or
+//! `EDDY_TANSU`); `scripts/test.sh` installs it.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+fn tansu_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("EDDY_TANSU") {
+        return Ok(path.into());
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let cargo_bin = home.join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        return Ok(cargo_bin);
+    }
+    Ok(PathBuf::from("tansu"))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A tansu broker with in-memory storage; clients reach it through a proxy.
+pub struct Broker {
+    child: Child,
+    proxy: Proxy,
+}
+
+impl Broker {
+    /// Starts a broker and waits until it answers metadata requests.
+    pub async fn start() -> Result<Broker> {
+        let broker_port = free_port()?;
+        let proxy_port = free_port()?;
+        let child = Command::new(tansu_bin()?)
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{broker_port}"),
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{proxy_port}"),
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start tansu (install it with scripts/test.sh)")?;
+        let upstream: SocketAddr = format!("127.0.0.1:{broker_port}").parse()?;
+        let proxy = Proxy::start(proxy_port, upstream).await?;
+        let broker = Broker { child, proxy };
+        broker.wait_ready().await?;
+        Ok(broker)
+    }
+
+    /// The bootstrap address eddy and test clients use.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.proxy.port)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let brokers = self.brokers();
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let consumer: BaseConsumer = client(&brokers).create()?;
+                if consumer
+                    .fetch_metadata(None, Duration::from_secs(2))
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("tansu did not come up");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await?
+    }
+
+    /// Cuts every connection to the broker and refuses new ones.
+    pub async fn disconnect(&self) {
+        self.proxy.stop().await;
+    }
+
+    /// Lets clients reach the broker again.
+    pub async fn reconnect(&self) -> Result<()> {
+        self.proxy.resume().await
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Forwards a port to the broker; stopping it drops every connection.
+struct Proxy {
+    port: u16,
+    upstream: SocketAddr,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(port: u16, upstream: SocketAddr) -> Result<Proxy> {
+        let proxy = Proxy {
+            port,
+            upstream,
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        };
+        proxy.resume().await?;
+        Ok(proxy)
+    }
+
+    async fn resume(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() > deadline => return Err(e.into()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let upstream = self.upstream;
+        let tasks = self.tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let connection = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                if let Ok(mut tasks) = tasks.lock() {
+                    tasks.push(connection);
+                }
+            }
+        });
+        self.tasks.lock().expect("proxy tasks").push(accept);
+        Ok(())
+    }
+
+    async fn stop(&self) {
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock().expect("tasks"));
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+fn client(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("log_level", "3");
+    config
+}
+
+/// Produces records (key, value; a `None` value is a tombstone) to one
+/// partition of `topic`, in order, waiting for every acknowledgement.
+pub async fn produce(
+    brokers: &str,
+    topic: &str,
+    partition: Option<i32>,
+    records: &[(Option<Vec<u8>>, Option<Vec<u8>>)],
+) -> Result<()> {
+    let producer: FutureProducer = client(brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()?;
+    for chunk in records.chunks(5_000) {
+        let sends = chunk.iter().map(|(key, value)| {
+            let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic);
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            if let Some(value) = value {
+                record = record.payload(value);
+            }
+            producer.send(record, Duration::from_secs(60))
+        });
+        for result in futures::future::join_all(sends).await {
+            if let Err((e, _)) = result {
+                bail!("produce to {topic}: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Text records with text keys, for the common case.
+pub fn text_records(records: &[(Option<&str>, Option<&str>)]) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+    records
+        .iter()
+        .map(|(k, v)| (k.map(|k| k.as_bytes().to_vec()), v.map(|v| v.as_bytes().to_vec())))
+        .collect()
+}
+
+/// Reads every record of `topic` (all partitions) up to its current end:
+/// (partition, key, value) in offset order per partition.
+pub async fn consume_all(
+    brokers: &str,
+    topic: &str,
+) -> Result<Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)>> {
+    let brokers = brokers.to_owned();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = client(&brokers)
+            .set("group.id", "eddy-tests")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map(|t| t.partitions().len() as i32)
+            .unwrap_or(0);
+        let mut ends = Vec::new();
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..partitions {
+            let (_, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(5))?;
+            ends.push(high);
+            assignment.add_partition_offset(&topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+        let mut positions = vec![0i64; partitions as usize];
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while positions.iter().zip(&ends).any(|(p, e)| p < e) {
+            if Instant::now() > deadline {
+                bail!("timed out reading {topic}");
+            }
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message?;
+                positions[message.partition() as usize] = message.offset() + 1;
+                out.push((
+                    message.partition(),
+                    message.key().map(<[u8]>::to_vec),
+                    message.payload().map(<[u8]>::to_vec),
+                ));
+            }
+        }
+        Ok(out)
+    })
+    .await?
+}
