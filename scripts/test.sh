@@ -18,6 +18,13 @@ if ! command -v psql >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client
 fi
 
+# tansu is the Kafka-protocol broker the Kafka tests start (one per test).
+# Cargo caches it in ~/.cargo/bin; the first install takes about 30 minutes.
+if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+  echo "== installing tansu (Kafka broker for the tests)"
+  CARGO_TARGET_DIR="$HOME/.cache/tansu-target" cargo install --locked tansu --features dynostore
+fi
+
 for component in rustfmt clippy; do
   if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
     rustup component add "$component"

@@ -61,6 +61,10 @@ impl TableDef {
     }
 }
 
+/// A key touched by a batch of upserts: its stored value, and the index of
+/// the row that ends up there (`None` once deleted).
+type Touched = (Option<Vec<u8>>, Option<usize>);
+
 /// A local table backed by the store.
 pub struct StoredTable {
     def: TableDef,
@@ -326,10 +330,9 @@ impl StoredTable {
             .collect();
         let keys = converter.convert_columns(&key_columns)?;
         let values = encode_rows(&columns)?;
-        // Per key touched: its stored value, and the row that ends up there.
-        let mut touched: HashMap<Vec<u8>, (Option<Vec<u8>>, Option<usize>)> = HashMap::new();
+        let mut touched: HashMap<Vec<u8>, Touched> = HashMap::new();
         let mut order = Vec::new();
-        for i in 0..batch.num_rows() {
+        for (i, &deletes) in tombstone.iter().enumerate().take(batch.num_rows()) {
             let suffix = keys.row(i).as_ref().to_vec();
             let entry = match touched.entry(suffix) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -339,7 +342,7 @@ impl StoredTable {
                     e.insert((stored, None))
                 }
             };
-            entry.1 = (!tombstone[i]).then_some(i);
+            entry.1 = (!deletes).then_some(i);
         }
         let mut removed = Vec::new();
         let mut added = Vec::new();
@@ -394,7 +397,11 @@ impl StoredTable {
         })
     }
 
-    fn decode<'a>(&self, values: impl Iterator<Item = &'a [u8]>, len: usize) -> Result<RecordBatch> {
+    fn decode<'a>(
+        &self,
+        values: impl Iterator<Item = &'a [u8]>,
+        len: usize,
+    ) -> Result<RecordBatch> {
         let types: Vec<DataType> = self
             .schema
             .fields()
@@ -402,8 +409,7 @@ impl StoredTable {
             .map(|f| f.data_type().clone())
             .collect();
         let columns = decode_rows(&types, values)?;
-        let options =
-            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(len));
+        let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(len));
         Ok(RecordBatch::try_new_with_options(
             self.schema.clone(),
             columns,

@@ -55,6 +55,14 @@ pub struct SourceProgress {
     pub last_absorbed: Option<Instant>,
 }
 
+/// What an epoch absorbed from one Kafka batch, recorded once it commits.
+struct Absorbed {
+    source: u64,
+    offsets: BTreeMap<i32, i64>,
+    records: u64,
+    dead_letters: u64,
+}
+
 /// Per-view figures, for EXPLAIN and the closing notes.
 #[derive(Debug, Clone, Default)]
 pub struct ViewStats {
@@ -238,7 +246,10 @@ impl DataflowHandle {
                     let progress = self.progress.lock().map_err(|_| DataflowError::Stopped)?;
                     let offsets = progress.get(&id).map(|p| &p.offsets);
                     ends.iter().all(|(partition, end)| {
-                        *end <= 0 || offsets.and_then(|o| o.get(partition)).is_some_and(|o| o >= end)
+                        *end <= 0
+                            || offsets
+                                .and_then(|o| o.get(partition))
+                                .is_some_and(|o| o >= end)
                     })
                 };
                 if reached {
@@ -501,7 +512,7 @@ impl Runtime {
         ingested: &[SourceBatch],
         batch: &mut WriteBatch,
         by_table: &mut HashMap<u64, Vec<ChangeBatch>>,
-    ) -> Result<Vec<(u64, BTreeMap<i32, i64>, u64, u64)>> {
+    ) -> Result<Vec<Absorbed>> {
         let mut absorbed = Vec::new();
         let mut dead = Vec::new();
         for ingest in ingested {
@@ -532,12 +543,12 @@ impl Runtime {
             for letter in &decoded.dead {
                 dead.push((table.name().to_owned(), letter));
             }
-            absorbed.push((
-                ingest.source,
-                ingest.next_offsets.clone(),
-                ingest.records as u64,
-                decoded.dead.len() as u64,
-            ));
+            absorbed.push(Absorbed {
+                source: ingest.source,
+                offsets: ingest.next_offsets.clone(),
+                records: ingest.records as u64,
+                dead_letters: decoded.dead.len() as u64,
+            });
         }
         if !dead.is_empty() {
             self.stage_dead_letters(&dead, batch)?;
@@ -608,7 +619,7 @@ impl Runtime {
         Ok(())
     }
 
-    fn record_progress(&self, absorbed: Vec<(u64, BTreeMap<i32, i64>, u64, u64)>, started: Instant) {
+    fn record_progress(&self, absorbed: Vec<Absorbed>, started: Instant) {
         if absorbed.is_empty() {
             return;
         }
@@ -616,11 +627,17 @@ impl Runtime {
             return;
         };
         let now = Instant::now();
-        for (id, offsets, records, dead) in absorbed {
-            let entry = progress.entry(id).or_default();
+        for Absorbed {
+            source,
+            offsets,
+            records,
+            dead_letters,
+        } in absorbed
+        {
+            let entry = progress.entry(source).or_default();
             entry.offsets.extend(offsets);
             entry.records += records;
-            entry.dead_letters += dead;
+            entry.dead_letters += dead_letters;
             let elapsed = entry
                 .last_absorbed
                 .map_or(now - started, |last| now - last)
@@ -641,7 +658,9 @@ impl Runtime {
             return Ok(());
         };
         let Some(table) = self.catalog.table_by_id(id) else {
-            return Err(DataflowError::Internal(format!("source {id} is not in the catalog")));
+            return Err(DataflowError::Internal(format!(
+                "source {id} is not in the catalog"
+            )));
         };
         let Some(codec) = RecordCodec::new(table.def()) else {
             return Ok(());

@@ -160,8 +160,7 @@ pub fn bind_create_source(create: &ast::CreateTable, options: &SourceOptions) ->
     let key_format = options.key_format.unwrap_or(Format::Kafka);
     let (name, mut columns, key_columns) = bind_columns(create)?;
     for column in &columns {
-        if [kafka::ROWTIME, kafka::ROWPARTITION, kafka::ROWOFFSET].contains(&column.name.as_str())
-        {
+        if [kafka::ROWTIME, kafka::ROWPARTITION, kafka::ROWOFFSET].contains(&column.name.as_str()) {
             return Err(SqlError::InvalidDefinition(format!(
                 "column name {} is reserved for a pseudo-column",
                 column.name
@@ -192,8 +191,7 @@ pub fn bind_create_source(create: &ast::CreateTable, options: &SourceOptions) ->
     }
     if key_format == Format::Kafka && key_columns.len() > 1 {
         return Err(SqlError::InvalidDefinition(
-            "key_format KAFKA holds one column; use JSON or DELIMITED for a key of several"
-                .into(),
+            "key_format KAFKA holds one column; use JSON or DELIMITED for a key of several".into(),
         ));
     }
     let timestamp_column = match &options.timestamp {
@@ -283,7 +281,15 @@ mod tests {
         let names: Vec<_> = def.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
-            ["id", "name", "amount", "ts", "rowtime", "rowpartition", "rowoffset"]
+            [
+                "id",
+                "name",
+                "amount",
+                "ts",
+                "rowtime",
+                "rowpartition",
+                "rowoffset"
+            ]
         );
         assert_eq!(def.primary_key, vec![5, 6]);
         assert!(def.columns[0].nullable);

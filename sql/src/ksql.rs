@@ -100,7 +100,10 @@ pub fn rewrite(tokens: &mut Vec<TokenWithSpan>) -> Result<Rewrite> {
         remove.extend([words[last - 2], words[last - 1]]);
     }
     // A trailing `DELETE TOPIC` on DROP.
-    if first_is(0, "DROP") && last >= 2 && first_is(last - 2, "DELETE") && first_is(last - 1, "TOPIC")
+    if first_is(0, "DROP")
+        && last >= 2
+        && first_is(last - 2, "DELETE")
+        && first_is(last - 1, "TOPIC")
     {
         rewrite.delete_topic = true;
         remove.extend([words[last - 2], words[last - 1]]);
@@ -144,9 +147,12 @@ fn mark_stream_keys(tokens: &mut Vec<TokenWithSpan>, words: &[usize]) {
         }
     }
     for i in inserts.into_iter().rev() {
-        tokens.insert(i, TokenWithSpan::wrap(Token::Whitespace(
-            datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
-        )));
+        tokens.insert(
+            i,
+            TokenWithSpan::wrap(Token::Whitespace(
+                datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
+            )),
+        );
         tokens.insert(i, TokenWithSpan::wrap(new_word("PRIMARY")));
     }
 }

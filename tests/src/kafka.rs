@@ -24,7 +24,9 @@ fn tansu_bin() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("EDDY_TANSU") {
         return Ok(path.into());
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let cargo_bin = home.join(".cargo/bin/tansu");
     if cargo_bin.exists() {
         return Ok(cargo_bin);
@@ -169,6 +171,12 @@ impl Proxy {
     }
 }
 
+/// A record's key and value; a `None` value is a tombstone.
+pub type Record = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A consumed record: partition, key and value.
+pub type Consumed = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
+
 fn client(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -183,7 +191,7 @@ pub async fn produce(
     brokers: &str,
     topic: &str,
     partition: Option<i32>,
-    records: &[(Option<Vec<u8>>, Option<Vec<u8>>)],
+    records: &[Record],
 ) -> Result<()> {
     let producer: FutureProducer = client(brokers)
         .set("linger.ms", "5")
@@ -213,19 +221,21 @@ pub async fn produce(
 }
 
 /// Text records with text keys, for the common case.
-pub fn text_records(records: &[(Option<&str>, Option<&str>)]) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+pub fn text_records(records: &[(Option<&str>, Option<&str>)]) -> Vec<Record> {
     records
         .iter()
-        .map(|(k, v)| (k.map(|k| k.as_bytes().to_vec()), v.map(|v| v.as_bytes().to_vec())))
+        .map(|(k, v)| {
+            (
+                k.map(|k| k.as_bytes().to_vec()),
+                v.map(|v| v.as_bytes().to_vec()),
+            )
+        })
         .collect()
 }
 
 /// Reads every record of `topic` (all partitions) up to its current end:
 /// (partition, key, value) in offset order per partition.
-pub async fn consume_all(
-    brokers: &str,
-    topic: &str,
-) -> Result<Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)>> {
+pub async fn consume_all(brokers: &str, topic: &str) -> Result<Vec<Consumed>> {
     let brokers = brokers.to_owned();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {

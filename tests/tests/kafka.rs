@@ -55,8 +55,11 @@ async fn streams_in_every_format_skip_bad_records() -> Result<()> {
         (
             bigint_key(id),
             Some(
-                format!(r#"{{"ITEM": "{item}", "Amount": {amount}, "ts": {}}}"#, 1_000 * id)
-                    .into_bytes(),
+                format!(
+                    r#"{{"ITEM": "{item}", "Amount": {amount}, "ts": {}}}"#,
+                    1_000 * id
+                )
+                .into_bytes(),
             ),
         )
     };
@@ -65,12 +68,21 @@ async fn streams_in_every_format_skip_bad_records() -> Result<()> {
         good(2, "pear", 2.0),
         (bigint_key(3), Some(b"{not json".to_vec())),
         good(4, "apple", 4.0),
-        (bigint_key(5), Some(br#"{"item": "fig", "amount": "lots"}"#.to_vec())),
+        (
+            bigint_key(5),
+            Some(br#"{"item": "fig", "amount": "lots"}"#.to_vec()),
+        ),
         good(6, "fig", 0.5),
     ];
     produce(&broker.brokers(), "orders", Some(0), &records).await?;
     records.clear();
-    produce(&broker.brokers(), "orders", Some(2), &[good(7, "pear", 3.0)]).await?;
+    produce(
+        &broker.brokers(),
+        "orders",
+        Some(2),
+        &[good(7, "pear", 3.0)],
+    )
+    .await?;
     client.batch_execute("FLUSH").await?;
     assert_eq!(
         sorted(&client, "SELECT * FROM per_item").await?,
@@ -126,7 +138,11 @@ async fn streams_in_every_format_skip_bad_records() -> Result<()> {
         ["/a,b|1|7", "/cart|1|12", "/home|2|120"]
     );
     assert_eq!(
-        rows(&client, "SELECT count(*) FROM eddy_dead_letters WHERE source = 'clicks'").await?,
+        rows(
+            &client,
+            "SELECT count(*) FROM eddy_dead_letters WHERE source = 'clicks'"
+        )
+        .await?,
         ["1"]
     );
 
@@ -162,8 +178,9 @@ async fn streams_in_every_format_skip_bad_records() -> Result<()> {
     );
     let queries = rows(&client, "SHOW QUERIES").await?;
     assert!(
-        queries.iter().any(|q| q.starts_with("per_item|MATERIALIZED VIEW|RUNNING|orders|")
-            && q.ends_with("|2")),
+        queries.iter().any(
+            |q| q.starts_with("per_item|MATERIALIZED VIEW|RUNNING|orders|") && q.ends_with("|2")
+        ),
         "{queries:?}"
     );
     Ok(())
@@ -219,7 +236,10 @@ async fn upsert_tables_take_updates_and_tombstones() -> Result<()> {
         sorted(&client, "SELECT id, name, region FROM users").await?,
         ["1|ann|us", "3|cy|eu"]
     );
-    assert_eq!(sorted(&client, "SELECT * FROM by_region").await?, ["eu|1", "us|1"]);
+    assert_eq!(
+        sorted(&client, "SELECT * FROM by_region").await?,
+        ["eu|1", "us|1"]
+    );
     assert_eq!(
         sorted(&client, "SELECT * FROM visits_by_region").await?,
         ["eu|1", "us|2"]
@@ -385,7 +405,10 @@ async fn kill_9_during_ingest_loses_and_repeats_nothing() -> Result<()> {
     loop {
         let n: i64 = rows(&client, "SELECT coalesce(sum(n), 0) FROM totals").await?[0].parse()?;
         if n > 0 {
-            ensure!(n < INGEST_RECORDS, "ingest finished before the kill; nothing tested");
+            ensure!(
+                n < INGEST_RECORDS,
+                "ingest finished before the kill; nothing tested"
+            );
             break;
         }
         ensure!(Instant::now() < deadline, "no records ingested");
@@ -399,7 +422,9 @@ async fn kill_9_during_ingest_loses_and_repeats_nothing() -> Result<()> {
     client.batch_execute("FLUSH").await?;
     let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for i in 0..INGEST_RECORDS {
-        let entry = expected.entry(format!("acct-{:03}", i % GROUPS)).or_default();
+        let entry = expected
+            .entry(format!("acct-{:03}", i % GROUPS))
+            .or_default();
         entry.0 += 1;
         entry.1 += i % 1000;
     }
@@ -409,7 +434,11 @@ async fn kill_9_during_ingest_loses_and_repeats_nothing() -> Result<()> {
         .collect();
     assert_eq!(sorted(&client, "SELECT * FROM totals").await?, expected);
     assert_eq!(
-        rows(&client, "SELECT count(*), count(DISTINCT seq) FROM payments").await?,
+        rows(
+            &client,
+            "SELECT count(*), count(DISTINCT seq) FROM payments"
+        )
+        .await?,
         [format!("{INGEST_RECORDS}|{INGEST_RECORDS}")]
     );
     Ok(())
@@ -433,12 +462,18 @@ async fn broker_outage_pauses_ingest_and_nothing_is_lost() -> Result<()> {
     };
     produce(&broker.brokers(), "ticks", None, &batch(0)).await?;
     client.batch_execute("FLUSH").await?;
-    assert_eq!(rows(&client, "SELECT * FROM tick_totals").await?, ["500|124750"]);
+    assert_eq!(
+        rows(&client, "SELECT * FROM tick_totals").await?,
+        ["500|124750"]
+    );
 
     broker.disconnect().await;
     // Pull queries are served while the broker is away.
     for _ in 0..5 {
-        assert_eq!(rows(&client, "SELECT * FROM tick_totals").await?, ["500|124750"]);
+        assert_eq!(
+            rows(&client, "SELECT * FROM tick_totals").await?,
+            ["500|124750"]
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     // An INSERT made now waits for the broker rather than failing.
@@ -449,7 +484,10 @@ async fn broker_outage_pauses_ingest_and_nothing_is_lost() -> Result<()> {
             .await
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
-    ensure!(!writer.is_finished(), "INSERT returned while the broker was away");
+    ensure!(
+        !writer.is_finished(),
+        "INSERT returned while the broker was away"
+    );
     broker.reconnect().await?;
     writer.await??;
     produce(&broker.brokers(), "ticks", None, &batch(500)).await?;

@@ -181,11 +181,7 @@ impl RecordCodec {
         let rowtime: TimestampMicrosecondArray = match self.kafka.timestamp_column {
             Some(c) => {
                 let event = event_micros(&columns[c])?;
-                event
-                    .iter()
-                    .zip(kafka_time)
-                    .map(|(e, k)| e.or(k))
-                    .collect()
+                event.iter().zip(kafka_time).map(|(e, k)| e.or(k)).collect()
             }
             None => kafka_time.collect(),
         };
@@ -211,7 +207,7 @@ impl RecordCodec {
         &self,
         rows: &RecordBatch,
         tombstone: Option<&[bool]>,
-    ) -> Result<Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>, String> {
+    ) -> Result<Vec<super::Record>, String> {
         let column = |i: usize| rows.column(i).clone();
         let value_arrays: Vec<ArrayRef> = self.value_columns.iter().map(|&i| column(i)).collect();
         let values = encode_part(
@@ -427,8 +423,8 @@ fn decode_json(fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
     if let Some(batch) = decoder.flush().map_err(json_error)? {
         batches.push(batch);
     }
-    let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)
-        .map_err(|e| e.to_string())?;
+    let batch =
+        datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
     if batch.num_rows() != payloads.len() {
         return Err("record is not exactly one JSON object".into());
     }
@@ -483,8 +479,8 @@ fn decode_delimited(fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
     {
         batches.push(batch);
     }
-    let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)
-        .map_err(|e| e.to_string())?;
+    let batch =
+        datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
     if batch.num_rows() != payloads.len() {
         return Err("DELIMITED record is not one line".into());
     }
@@ -717,31 +713,50 @@ mod tests {
 
     #[test]
     fn json_decodes_case_insensitively_and_skips_bad_records() {
-        let codec = RecordCodec::new(&def(SourceKind::Stream, Format::Json, Format::Kafka)).unwrap();
+        let codec =
+            RecordCodec::new(&def(SourceKind::Stream, Format::Json, Format::Kafka)).unwrap();
         let key = 7i64.to_be_bytes();
         let decoded = codec.decode(&[
-            record(0, Some(&key), Some(r#"{"NAME": "a", "Amount": 1.5, "ts": 5000}"#)),
+            record(
+                0,
+                Some(&key),
+                Some(r#"{"NAME": "a", "Amount": 1.5, "ts": 5000}"#),
+            ),
             record(1, Some(&key), Some("{not json")),
             record(2, None, Some(r#"{"name": "b", "amount": "oops"}"#)),
-            record(3, Some(&key), Some(r#"{"name": "c", "ts": "2024-01-02T03:04:05"}"#)),
+            record(
+                3,
+                Some(&key),
+                Some(r#"{"name": "c", "ts": "2024-01-02T03:04:05"}"#),
+            ),
             record(4, Some(&[1, 2]), Some(r#"{"name": "d"}"#)),
         ]);
         assert_eq!(decoded.rows.num_rows(), 2);
         assert_eq!(
-            decoded.dead.iter().map(|d| d.record.offset).collect::<Vec<_>>(),
+            decoded
+                .dead
+                .iter()
+                .map(|d| d.record.offset)
+                .collect::<Vec<_>>(),
             vec![1, 2, 4]
         );
         let names = decoded.rows.column(1).as_string::<i32>();
         assert_eq!(names.value(0), "a");
         assert_eq!(names.value(1), "c");
-        let ids = decoded.rows.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let ids = decoded
+            .rows
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         assert_eq!(ids.value(0), 7);
         let rowtime = decoded
             .rows
             .column(4)
             .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
         assert_eq!(rowtime.value(0), 5_000_000, "event time from ts (epoch ms)");
-        let offsets = decoded.rows.column(6).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let offsets = decoded
+            .rows
+            .column(6)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         assert_eq!(offsets.value(1), 3);
     }
 
@@ -755,7 +770,10 @@ mod tests {
         ]);
         assert_eq!(decoded.tombstone, vec![false, true]);
         assert_eq!(decoded.dead.len(), 1);
-        let ids = decoded.rows.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let ids = decoded
+            .rows
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         assert_eq!((ids.value(0), ids.value(1)), (5, 6));
     }
 
@@ -774,9 +792,7 @@ mod tests {
             ]);
             assert!(decoded.rows.num_rows() < 2);
             let rows = RecordBatch::try_new(
-                Arc::new(Schema::new(
-                    codec.schema.fields()[..4].iter().cloned().collect::<Vec<_>>(),
-                )),
+                Arc::new(Schema::new(codec.schema.fields()[..4].to_vec())),
                 vec![
                     Arc::new(Int64Array::from(vec![1, 2])),
                     Arc::new(StringArray::from(vec![Some("a,\"b"), None])),

@@ -228,7 +228,8 @@ impl Reader {
             for record in &records {
                 next_offsets.insert(record.partition, record.offset + 1);
             }
-            self.offsets.extend(next_offsets.iter().map(|(p, o)| (*p, *o)));
+            self.offsets
+                .extend(next_offsets.iter().map(|(p, o)| (*p, *o)));
             let batch = SourceBatch {
                 source: self.source,
                 decoded: self.codec.decode(&records),

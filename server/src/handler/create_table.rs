@@ -28,7 +28,11 @@ pub async fn handle_create_table(engine: &Engine, create: &CreateTable) -> Resul
         return Err(eddy_catalog::CatalogError::DuplicateTable(def.name).into());
     }
     let kafka = engine.kafka()?;
-    let topic = def.kafka.as_ref().map(|k| k.topic.clone()).unwrap_or_default();
+    let topic = def
+        .kafka
+        .as_ref()
+        .map(|k| k.topic.clone())
+        .unwrap_or_default();
     kafka
         .ensure_topic(&topic, options.partitions, options.replicas)
         .await?;

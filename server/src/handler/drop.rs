@@ -47,7 +47,12 @@ pub async fn handle_drop(
             (_, None) if if_exists => continue,
             (_, None) => return Err(EddyError::UndefinedTable(name.clone())),
         };
-        if delete_topic && engine.catalog.table(name).is_some_and(|t| t.def().kafka.is_none()) {
+        if delete_topic
+            && engine
+                .catalog
+                .table(name)
+                .is_some_and(|t| t.def().kafka.is_none())
+        {
             return Err(EddyError::WrongObjectType(format!(
                 "\"{name}\" is a local table, with no topic to delete"
             )));
