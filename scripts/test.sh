@@ -11,11 +11,15 @@ as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# psql drives the psql integration test.
-if ! command -v psql >/dev/null 2>&1; then
-  echo "== installing postgresql-client"
+# psql drives the psql integration test; a C toolchain builds the
+# librdkafka that rdkafka vendors.
+packages=()
+command -v psql >/dev/null 2>&1 || packages+=(postgresql-client)
+{ command -v cc && command -v make && command -v perl; } >/dev/null 2>&1 || packages+=(build-essential perl)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "== installing ${packages[*]}"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
 fi
 
 # tansu is the Kafka-protocol broker the Kafka tests start (one per test).

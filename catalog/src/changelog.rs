@@ -10,11 +10,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use datafusion::arrow::array::{Int64Array, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
 use eddy_storage::{Keyspace, Store, WriteBatch};
 
-use crate::codec::decode_rows;
+use crate::codec::decode_batch;
 use crate::{CatalogError, Result};
 
 /// Metadata key: the last sequence number the dataflow runtime absorbed.
@@ -128,14 +128,7 @@ impl LogEntry {
 
     /// The rows as a batch of `schema`, with their weights.
     pub fn decode(&self, schema: &SchemaRef) -> Result<(RecordBatch, Int64Array)> {
-        let types: Vec<DataType> = schema
-            .fields()
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
-        let columns = decode_rows(&types, self.rows.iter().map(|r| r.1.as_slice()))?;
-        let options = RecordBatchOptions::new().with_row_count(Some(self.rows.len()));
-        let batch = RecordBatch::try_new_with_options(schema.clone(), columns, &options)?;
+        let batch = decode_batch(schema, self.rows.iter().map(|r| r.1.as_slice()))?;
         let weights = Int64Array::from_iter_values(self.rows.iter().map(|r| r.0));
         Ok((batch, weights))
     }

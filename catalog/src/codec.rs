@@ -12,15 +12,16 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, PrimitiveBuilder, StringBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, PrimitiveBuilder, RecordBatch,
+    RecordBatchOptions, StringBuilder,
 };
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Date32Type, Date64Type, Decimal128Type, Float32Type, Float64Type,
     Int16Type, Int32Type, Int64Type, Int8Type, IntervalDayTimeType, IntervalMonthDayNanoType,
-    IntervalUnit, IntervalYearMonthType, Time32MillisecondType, Time32SecondType,
-    Time64MicrosecondType, Time64NanosecondType, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
-    UInt64Type, UInt8Type,
+    IntervalUnit, IntervalYearMonthType, Schema, SchemaRef, Time32MillisecondType,
+    Time32SecondType, Time64MicrosecondType, Time64NanosecondType, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use datafusion::arrow::error::ArrowError;
 
@@ -299,6 +300,30 @@ fn encode_column(column: &ArrayRef, rows: &mut [Vec<u8>]) -> Result<(), CodecErr
             _ => return Err(CodecError::Unsupported(other.clone()))),
     }
     Ok(())
+}
+
+/// The data type of each field of `schema`, in order.
+pub fn column_types(schema: &Schema) -> Vec<DataType> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect()
+}
+
+/// Gathers encoded rows back into a batch of `schema`.
+pub fn decode_batch<'a>(
+    schema: &SchemaRef,
+    rows: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> crate::Result<RecordBatch> {
+    let len = rows.len();
+    let columns = decode_rows(&column_types(schema), rows)?;
+    let options = RecordBatchOptions::new().with_row_count(Some(len));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
 }
 
 /// Gathers encoded rows back into one array per type in `types`.

@@ -15,6 +15,7 @@ use crate::types::ColumnType;
 pub const ROWTIME: &str = "rowtime";
 pub const ROWPARTITION: &str = "rowpartition";
 pub const ROWOFFSET: &str = "rowoffset";
+pub const PSEUDO_COLUMNS: [&str; 3] = [ROWTIME, ROWPARTITION, ROWOFFSET];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,19 +92,17 @@ impl KafkaDef {
 
 /// The pseudo-columns appended to a Kafka relation's declared columns.
 pub fn pseudo_columns() -> Vec<ColumnDef> {
-    [
-        (ROWTIME, ColumnType::Timestamp),
-        (ROWPARTITION, ColumnType::Int),
-        (ROWOFFSET, ColumnType::BigInt),
-    ]
-    .into_iter()
-    .map(|(name, column_type)| ColumnDef {
-        name: name.into(),
-        column_type,
-        nullable: true,
-        default: None,
-    })
-    .collect()
+    let types = [ColumnType::Timestamp, ColumnType::Int, ColumnType::BigInt];
+    PSEUDO_COLUMNS
+        .into_iter()
+        .zip(types)
+        .map(|(name, column_type)| ColumnDef {
+            name: name.into(),
+            column_type,
+            nullable: true,
+            default: None,
+        })
+        .collect()
 }
 
 /// The relation that keeps records Eddy could not decode.

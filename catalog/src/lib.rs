@@ -25,7 +25,7 @@ use eddy_storage::{Keyspace, StorageError, Store, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 pub use changelog::{ChangeLog, LogEntry, ABSORBED_SEQ_KEY};
-pub use codec::{is_storable, CodecError};
+pub use codec::{column_types, is_storable, CodecError};
 pub use information_schema::InformationSchemaProvider;
 pub use row_format::{EncodedRows, RowFormat};
 pub use schema::{EddySchemaProvider, SchemaMode};
@@ -277,6 +277,18 @@ impl Catalog {
     }
 
     /// Every view, in creation order (which is also dependency order).
+    /// The streams and tables over Kafka topics, by name.
+    pub fn kafka_relations(&self) -> Vec<Arc<StoredTable>> {
+        self.state
+            .read()
+            .expect("catalog lock poisoned")
+            .tables
+            .values()
+            .filter(|t| t.def().kafka.is_some())
+            .cloned()
+            .collect()
+    }
+
     /// The name of the table or view with id `id`.
     pub fn relation_name(&self, id: u64) -> Option<String> {
         let state = self.state.read().expect("catalog lock poisoned");

@@ -53,13 +53,7 @@ impl RowFormat {
 
     /// Rows of a schema's column types.
     pub fn for_schema(schema: &Schema) -> Result<Self, ArrowError> {
-        Self::new(
-            schema
-                .fields()
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect(),
-        )
+        Self::new(crate::codec::column_types(schema))
     }
 
     /// Rows of `types`, sorted by the matching `options`.

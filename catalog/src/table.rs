@@ -20,7 +20,7 @@ use eddy_storage::{Keyspace, Store, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use crate::changelog::{ChangeLog, LoggedRow};
-use crate::codec::{decode_rows, encode_rows};
+use crate::codec::{decode_batch, encode_rows};
 use crate::kafka::KafkaDef;
 use crate::types::ColumnType;
 use crate::{CatalogError, Result};
@@ -51,6 +51,17 @@ pub struct TableDef {
 }
 
 impl TableDef {
+    /// The columns the user declared: all of them, less a Kafka relation's
+    /// trailing pseudo-columns.
+    pub fn declared_columns(&self) -> &[ColumnDef] {
+        let pseudo = if self.kafka.is_some() {
+            crate::kafka::PSEUDO_COLUMNS.len()
+        } else {
+            0
+        };
+        &self.columns[..self.columns.len().saturating_sub(pseudo)]
+    }
+
     pub fn arrow_schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
             self.columns
@@ -189,6 +200,14 @@ impl StoredTable {
         &self.def.name
     }
 
+    /// Whether this is a stream over a Kafka topic (append-only).
+    pub fn is_stream(&self) -> bool {
+        self.def
+            .kafka
+            .as_ref()
+            .is_some_and(|k| k.kind == crate::kafka::SourceKind::Stream)
+    }
+
     pub fn arrow_schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -209,22 +228,18 @@ impl StoredTable {
             }
             values.push(value);
         }
-        let types: Vec<DataType> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
-        let mut columns = decode_rows(&types, values.iter().map(Vec::as_slice))?;
-        let mut schema = self.schema.clone();
-        if with_keys {
-            columns.push(Arc::new(BinaryArray::from_iter_values(keys.iter())));
-            schema = with_row_key(&schema);
+        let rows = decode_batch(&self.schema, values.iter().map(Vec::as_slice))?;
+        if !with_keys {
+            return Ok(rows);
         }
-        let options =
-            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(values.len()));
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(BinaryArray::from_iter_values(keys.iter())));
+        let options = datafusion::arrow::array::RecordBatchOptions::new()
+            .with_row_count(Some(rows.num_rows()));
         Ok(RecordBatch::try_new_with_options(
-            schema, columns, &options,
+            with_row_key(&self.schema),
+            columns,
+            &options,
         )?)
     }
 
@@ -364,7 +379,7 @@ impl StoredTable {
                 removed.push(old);
             }
         }
-        let removed = self.decode(removed.iter().map(Vec::as_slice), removed.len())?;
+        let removed = decode_batch(&self.schema, removed.iter().map(Vec::as_slice))?;
         let indices = datafusion::arrow::array::UInt32Array::from(added);
         let added = RecordBatch::try_new(
             self.schema.clone(),
@@ -395,26 +410,6 @@ impl StoredTable {
             }
             _ => false,
         })
-    }
-
-    fn decode<'a>(
-        &self,
-        values: impl Iterator<Item = &'a [u8]>,
-        len: usize,
-    ) -> Result<RecordBatch> {
-        let types: Vec<DataType> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
-        let columns = decode_rows(&types, values)?;
-        let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(len));
-        Ok(RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &options,
-        )?)
     }
 
     fn row_key(&self, suffix: &[u8]) -> Vec<u8> {

@@ -24,7 +24,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::PhysicalExpr;
-use eddy_catalog::{Catalog, Relation};
+use eddy_catalog::{column_types, Catalog, Relation};
 
 use crate::aggregate::{AggFunction, AggSpec, Aggregate};
 use crate::change::nullable_schema;
@@ -453,11 +453,7 @@ impl Lowerer<'_> {
                 )?)
             })
             .collect::<Result<Vec<_>>>()?;
-        let types = schema
-            .fields()
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
+        let types = column_types(&schema);
         let op = Aggregate::new(exprs, types, vec![], schema.clone(), "distinct".into())?;
         Ok(self.node(op, vec![input], schema))
     }
@@ -552,12 +548,7 @@ impl Lowerer<'_> {
             partition_by: vec![],
             partition_types: vec![],
             order_by,
-            input_types: input
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect(),
+            input_types: column_types(&input.schema),
             offset,
             limit,
             row_number: false,
@@ -601,12 +592,7 @@ impl Lowerer<'_> {
             partition_by,
             partition_types,
             order_by,
-            input_types: input
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect(),
+            input_types: column_types(&input.schema),
             offset: 0,
             limit: bound,
             row_number: true,

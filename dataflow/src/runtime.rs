@@ -63,6 +63,13 @@ struct Absorbed {
     dead_letters: u64,
 }
 
+/// A record that did not decode, with the relation and topic it came from.
+struct DeadLetterRow<'a> {
+    source: &'a str,
+    topic: &'a str,
+    letter: &'a DeadLetter,
+}
+
 /// Per-view figures, for EXPLAIN and the closing notes.
 #[derive(Debug, Clone, Default)]
 pub struct ViewStats {
@@ -136,15 +143,8 @@ impl DataflowHandle {
             wake,
         };
         runtime.restore(views)?;
-        let source_ids: Vec<u64> = catalog
-            .table_names()
-            .iter()
-            .filter_map(|name| catalog.table(name))
-            .filter(|t| t.def().kafka.is_some())
-            .map(|t| t.def().id)
-            .collect();
-        for id in source_ids {
-            runtime.start_source(id)?;
+        for source in catalog.kafka_relations() {
+            runtime.start_source(source.def().id)?;
         }
         let thread = std::thread::Builder::new()
             .name("eddy-dataflow".into())
@@ -216,9 +216,8 @@ impl DataflowHandle {
         };
         let sources: Vec<(u64, String, String)> = self
             .catalog
-            .table_names()
+            .kafka_relations()
             .iter()
-            .filter_map(|name| self.catalog.table(name))
             .filter_map(|t| {
                 let kafka = t.def().kafka.as_ref()?;
                 Some((t.def().id, t.name().to_owned(), kafka.topic.clone()))
@@ -228,11 +227,10 @@ impl DataflowHandle {
             return Ok(());
         }
         let ends = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
-            let consumer = kafka.consumer()?;
             sources
                 .into_iter()
                 .map(|(id, name, topic)| {
-                    let ends = kafka.high_watermarks(&consumer, &topic)?;
+                    let ends = kafka.high_watermarks(&topic)?;
                     Ok((id, name, ends))
                 })
                 .collect()
@@ -540,8 +538,13 @@ impl Runtime {
                 by_table.entry(ingest.source).or_default().extend(parts);
             }
             ingest::stage_offsets(batch, ingest.source, &ingest.next_offsets);
+            let topic = table.def().kafka.as_ref().map(|k| k.topic.as_str());
             for letter in &decoded.dead {
-                dead.push((table.name().to_owned(), letter));
+                dead.push(DeadLetterRow {
+                    source: table.name(),
+                    topic: topic.unwrap_or_default(),
+                    letter,
+                });
             }
             absorbed.push(Absorbed {
                 source: ingest.source,
@@ -556,11 +559,7 @@ impl Runtime {
         Ok(absorbed)
     }
 
-    fn stage_dead_letters(
-        &self,
-        dead: &[(String, &DeadLetter)],
-        batch: &mut WriteBatch,
-    ) -> Result<()> {
+    fn stage_dead_letters(&self, dead: &[DeadLetterRow], batch: &mut WriteBatch) -> Result<()> {
         let table = match self.catalog.table(DEAD_LETTERS) {
             Some(table) => table,
             None => match self.catalog.create_table(dead_letters_def(), true)? {
@@ -573,39 +572,30 @@ impl Runtime {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
-        let topics: Vec<String> = dead
-            .iter()
-            .map(|(name, _)| {
-                self.catalog
-                    .table(name)
-                    .and_then(|t| t.def().kafka.as_ref().map(|k| k.topic.clone()))
-                    .unwrap_or_default()
-            })
-            .collect();
-        for (name, letter) in dead {
-            tracing::warn!(source = %name, partition = letter.record.partition,
-                offset = letter.record.offset, error = %letter.error, "record skipped");
+        for row in dead {
+            tracing::warn!(source = %row.source, partition = row.letter.record.partition,
+                offset = row.letter.record.offset, error = %row.letter.error, "record skipped");
         }
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(dead.iter().map(|(n, _)| n))),
-            Arc::new(StringArray::from_iter_values(topics.iter())),
+            Arc::new(StringArray::from_iter_values(dead.iter().map(|d| d.source))),
+            Arc::new(StringArray::from_iter_values(dead.iter().map(|d| d.topic))),
             Arc::new(Int32Array::from_iter_values(
-                dead.iter().map(|(_, d)| d.record.partition),
+                dead.iter().map(|d| d.letter.record.partition),
             )),
             Arc::new(Int64Array::from_iter_values(
-                dead.iter().map(|(_, d)| d.record.offset),
+                dead.iter().map(|d| d.letter.record.offset),
             )),
             Arc::new(StringArray::from_iter_values(
-                dead.iter().map(|(_, d)| &d.error),
+                dead.iter().map(|d| &d.letter.error),
             )),
             Arc::new(BinaryArray::from(
                 dead.iter()
-                    .map(|(_, d)| d.record.key.as_deref())
+                    .map(|d| d.letter.record.key.as_deref())
                     .collect::<Vec<_>>(),
             )),
             Arc::new(BinaryArray::from(
                 dead.iter()
-                    .map(|(_, d)| d.record.value.as_deref())
+                    .map(|d| d.letter.record.value.as_deref())
                     .collect::<Vec<_>>(),
             )),
             Arc::new(

@@ -104,14 +104,15 @@ impl Engine {
             if let Some(table) =
                 eddy_sql::insert_target(insert).and_then(|t| self.catalog.table(&t))
             {
-                let mut columns: Vec<String> =
-                    table.def().columns.iter().map(|c| c.name.clone()).collect();
+                let columns: Vec<String> = table
+                    .def()
+                    .declared_columns()
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect();
+                eddy_sql::name_leading_columns(insert, &columns);
                 if table.def().kafka.is_some() {
-                    columns.truncate(columns.len() - 3);
-                    eddy_sql::name_leading_columns(insert, &columns);
                     eddy_sql::name_all_columns(insert, &columns);
-                } else {
-                    eddy_sql::name_leading_columns(insert, &columns);
                 }
             }
         }

@@ -499,6 +499,32 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::
     Ok(client)
 }
 
+/// A query's rows over the simple protocol, each as its cells joined by
+/// `|` (NULL as `NULL`), in the order the server sent them.
+pub async fn text_rows(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<String>> {
+    let mut rows = Vec::new();
+    for message in client
+        .simple_query(sql)
+        .await
+        .with_context(|| format!("query failed: {sql}"))?
+    {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            let cells: Vec<&str> = (0..row.len())
+                .map(|i| row.get(i).unwrap_or("NULL"))
+                .collect();
+            rows.push(cells.join("|"));
+        }
+    }
+    Ok(rows)
+}
+
+/// [`text_rows`], sorted.
+pub async fn sorted_text_rows(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<String>> {
+    let mut rows = text_rows(client, sql).await?;
+    rows.sort();
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_ready_line;

@@ -7,27 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use eddy_tests::kafka::{consume_all, produce, text_records, Broker};
-use eddy_tests::TestServer;
-use tokio_postgres::{Client, SimpleQueryMessage};
-
-async fn rows(client: &Client, sql: &str) -> Result<Vec<String>> {
-    let mut rows = Vec::new();
-    for message in client.simple_query(sql).await? {
-        if let SimpleQueryMessage::Row(row) = message {
-            let cells: Vec<&str> = (0..row.len())
-                .map(|i| row.get(i).unwrap_or("NULL"))
-                .collect();
-            rows.push(cells.join("|"));
-        }
-    }
-    Ok(rows)
-}
-
-async fn sorted(client: &Client, sql: &str) -> Result<Vec<String>> {
-    let mut out = rows(client, sql).await?;
-    out.sort();
-    Ok(out)
-}
+use eddy_tests::{sorted_text_rows, text_rows, TestServer};
+use tokio_postgres::Client;
 
 fn bigint_key(id: i64) -> Option<Vec<u8>> {
     Some(id.to_be_bytes().to_vec())
@@ -85,11 +66,11 @@ async fn streams_in_every_format_skip_bad_records() -> Result<()> {
     .await?;
     client.batch_execute("FLUSH").await?;
     assert_eq!(
-        sorted(&client, "SELECT * FROM per_item").await?,
+        sorted_text_rows(&client, "SELECT * FROM per_item").await?,
         ["apple|2|5.5", "fig|1|0.5", "pear|2|5"]
     );
     assert_eq!(
-        sorted(
+        sorted_text_rows(
             &client,
             "SELECT id, rowpartition, rowoffset, rowtime FROM orders"
         )
@@ -102,7 +83,7 @@ async fn streams_in_every_format_skip_bad_records() -> Result<()> {
             "7|2|0|1970-01-01 00:00:07",
         ]
     );
-    let dead = sorted(
+    let dead = sorted_text_rows(
         &client,
         "SELECT source, topic, kafka_partition, kafka_offset, raw_value IS NOT NULL, \
          error <> '' FROM eddy_dead_letters",
@@ -134,11 +115,11 @@ async fn streams_in_every_format_skip_bad_records() -> Result<()> {
     .await?;
     client.batch_execute("FLUSH").await?;
     assert_eq!(
-        sorted(&client, "SELECT * FROM pages").await?,
+        sorted_text_rows(&client, "SELECT * FROM pages").await?,
         ["/a,b|1|7", "/cart|1|12", "/home|2|120"]
     );
     assert_eq!(
-        rows(
+        text_rows(
             &client,
             "SELECT count(*) FROM eddy_dead_letters WHERE source = 'clicks'"
         )
@@ -166,8 +147,11 @@ async fn streams_in_every_format_skip_bad_records() -> Result<()> {
     )
     .await?;
     client.batch_execute("FLUSH").await?;
-    assert_eq!(rows(&client, "SELECT * FROM temp_stats").await?, ["2|22"]);
-    let streams = sorted(&client, "SHOW STREAMS").await?;
+    assert_eq!(
+        text_rows(&client, "SELECT * FROM temp_stats").await?,
+        ["2|22"]
+    );
+    let streams = sorted_text_rows(&client, "SHOW STREAMS").await?;
     assert_eq!(
         streams,
         [
@@ -176,7 +160,7 @@ async fn streams_in_every_format_skip_bad_records() -> Result<()> {
             "temps|temps|KAFKA|KAFKA"
         ]
     );
-    let queries = rows(&client, "SHOW QUERIES").await?;
+    let queries = text_rows(&client, "SHOW QUERIES").await?;
     assert!(
         queries.iter().any(
             |q| q.starts_with("per_item|MATERIALIZED VIEW|RUNNING|orders|") && q.ends_with("|2")
@@ -233,15 +217,15 @@ async fn upsert_tables_take_updates_and_tombstones() -> Result<()> {
     .await?;
     client.batch_execute("FLUSH").await?;
     assert_eq!(
-        sorted(&client, "SELECT id, name, region FROM users").await?,
+        sorted_text_rows(&client, "SELECT id, name, region FROM users").await?,
         ["1|ann|us", "3|cy|eu"]
     );
     assert_eq!(
-        sorted(&client, "SELECT * FROM by_region").await?,
+        sorted_text_rows(&client, "SELECT * FROM by_region").await?,
         ["eu|1", "us|1"]
     );
     assert_eq!(
-        sorted(&client, "SELECT * FROM visits_by_region").await?,
+        sorted_text_rows(&client, "SELECT * FROM visits_by_region").await?,
         ["eu|1", "us|2"]
     );
     // A tombstone for ann and a new user: both views follow.
@@ -253,13 +237,16 @@ async fn upsert_tables_take_updates_and_tombstones() -> Result<()> {
     )
     .await?;
     client.batch_execute("FLUSH").await?;
-    assert_eq!(sorted(&client, "SELECT * FROM by_region").await?, ["eu|2"]);
     assert_eq!(
-        sorted(&client, "SELECT * FROM visits_by_region").await?,
+        sorted_text_rows(&client, "SELECT * FROM by_region").await?,
         ["eu|2"]
     );
     assert_eq!(
-        rows(&client, "SELECT error FROM eddy_dead_letters").await?,
+        sorted_text_rows(&client, "SELECT * FROM visits_by_region").await?,
+        ["eu|2"]
+    );
+    assert_eq!(
+        text_rows(&client, "SELECT error FROM eddy_dead_letters").await?,
         ["table record has no key"]
     );
     Ok(())
@@ -288,11 +275,17 @@ async fn insert_produces_and_errors_are_clear() -> Result<()> {
     let records = consume_all(&broker.brokers(), "s").await?;
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].1.as_deref(), Some(&7i64.to_be_bytes()[..]));
-    let value: serde_like::Value = serde_like::parse(records[0].2.as_deref().unwrap_or(b""));
-    assert_eq!(value, serde_like::parse(br#"{"name":"x","amount":2.5}"#));
+    let value: serde_json::Value = serde_json::from_slice(records[0].2.as_deref().unwrap_or(b""))?;
+    assert_eq!(value, serde_json::json!({"name": "x", "amount": 2.5}));
+    let null_amount: serde_json::Value =
+        serde_json::from_slice(records[1].2.as_deref().unwrap_or(b""))?;
+    assert_eq!(
+        null_amount,
+        serde_json::json!({"name": "y", "amount": null})
+    );
     client.batch_execute("FLUSH").await?;
     assert_eq!(
-        sorted(&client, "SELECT id, name, amount FROM s").await?,
+        sorted_text_rows(&client, "SELECT id, name, amount FROM s").await?,
         ["7|x|2.5", "8|y|NULL"]
     );
 
@@ -330,7 +323,7 @@ async fn insert_produces_and_errors_are_clear() -> Result<()> {
         .unwrap();
     assert_eq!(wrong_drop.0, "42809");
     client.batch_execute("DROP STREAM s DELETE TOPIC").await?;
-    assert!(rows(&client, "SHOW STREAMS").await?.is_empty());
+    assert!(text_rows(&client, "SHOW STREAMS").await?.is_empty());
 
     // Without brokers, Kafka statements say how to configure them.
     let plain = TestServer::start()?;
@@ -347,23 +340,6 @@ async fn insert_produces_and_errors_are_clear() -> Result<()> {
         .batch_execute("CREATE TABLE plain_t (a INT); INSERT INTO plain_t VALUES (1)")
         .await?;
     Ok(())
-}
-
-/// A tiny JSON comparison without pulling serde into the tests: objects
-/// compared as sorted key/value text.
-mod serde_like {
-    pub type Value = Vec<String>;
-    pub fn parse(bytes: &[u8]) -> Value {
-        let text = String::from_utf8_lossy(bytes);
-        let inner = text.trim().trim_start_matches('{').trim_end_matches('}');
-        let mut parts: Vec<String> = inner
-            .split(',')
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty() && !p.ends_with(":null"))
-            .collect();
-        parts.sort();
-        parts
-    }
 }
 
 const INGEST_RECORDS: i64 = 100_000;
@@ -403,7 +379,8 @@ async fn kill_9_during_ingest_loses_and_repeats_nothing() -> Result<()> {
     // Kill once some, but not all, records are in.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let n: i64 = rows(&client, "SELECT coalesce(sum(n), 0) FROM totals").await?[0].parse()?;
+        let n: i64 =
+            text_rows(&client, "SELECT coalesce(sum(n), 0) FROM totals").await?[0].parse()?;
         if n > 0 {
             ensure!(
                 n < INGEST_RECORDS,
@@ -432,9 +409,12 @@ async fn kill_9_during_ingest_loses_and_repeats_nothing() -> Result<()> {
         .iter()
         .map(|(k, (n, t))| format!("{k}|{n}|{t}"))
         .collect();
-    assert_eq!(sorted(&client, "SELECT * FROM totals").await?, expected);
     assert_eq!(
-        rows(
+        sorted_text_rows(&client, "SELECT * FROM totals").await?,
+        expected
+    );
+    assert_eq!(
+        text_rows(
             &client,
             "SELECT count(*), count(DISTINCT seq) FROM payments"
         )
@@ -463,7 +443,7 @@ async fn broker_outage_pauses_ingest_and_nothing_is_lost() -> Result<()> {
     produce(&broker.brokers(), "ticks", None, &batch(0)).await?;
     client.batch_execute("FLUSH").await?;
     assert_eq!(
-        rows(&client, "SELECT * FROM tick_totals").await?,
+        text_rows(&client, "SELECT * FROM tick_totals").await?,
         ["500|124750"]
     );
 
@@ -471,7 +451,7 @@ async fn broker_outage_pauses_ingest_and_nothing_is_lost() -> Result<()> {
     // Pull queries are served while the broker is away.
     for _ in 0..5 {
         assert_eq!(
-            rows(&client, "SELECT * FROM tick_totals").await?,
+            text_rows(&client, "SELECT * FROM tick_totals").await?,
             ["500|124750"]
         );
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -494,7 +474,7 @@ async fn broker_outage_pauses_ingest_and_nothing_is_lost() -> Result<()> {
     client.batch_execute("FLUSH").await?;
     let total: i64 = (0..1000).sum::<i64>() + 5000;
     assert_eq!(
-        rows(&client, "SELECT * FROM tick_totals").await?,
+        text_rows(&client, "SELECT * FROM tick_totals").await?,
         [format!("1001|{total}")]
     );
     Ok(())

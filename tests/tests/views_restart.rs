@@ -3,8 +3,8 @@
 //! absorbed before the crash are absorbed once, and maintenance continues.
 
 use anyhow::Result;
-use eddy_tests::TestServer;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use eddy_tests::{sorted_text_rows, TestServer};
+use tokio_postgres::Client;
 
 const VIEWS: &[(&str, &str)] = &[
     (
@@ -22,26 +22,12 @@ const VIEWS: &[(&str, &str)] = &[
     ),
 ];
 
-async fn sorted_rows(client: &Client, sql: &str) -> Result<Vec<String>> {
-    let mut rows = Vec::new();
-    for message in client.simple_query(sql).await? {
-        if let SimpleQueryMessage::Row(row) = message {
-            let cells: Vec<&str> = (0..row.len())
-                .map(|i| row.get(i).unwrap_or("NULL"))
-                .collect();
-            rows.push(cells.join("|"));
-        }
-    }
-    rows.sort();
-    Ok(rows)
-}
-
 /// Checks every view against its query run as a batch.
 async fn check_views(client: &Client) -> Result<Vec<Vec<String>>> {
     let mut all = Vec::new();
     for (name, sql) in VIEWS {
-        let view = sorted_rows(client, &format!("SELECT * FROM {name}")).await?;
-        let query = sorted_rows(client, sql).await?;
+        let view = sorted_text_rows(client, &format!("SELECT * FROM {name}")).await?;
+        let query = sorted_text_rows(client, sql).await?;
         assert_eq!(view, query, "view {name} differs from its query");
         all.push(view);
     }
@@ -102,7 +88,7 @@ async fn views_survive_kill_9_and_keep_maintaining() -> Result<()> {
     let after: Vec<Vec<String>> = {
         let mut all = Vec::new();
         for (name, _) in VIEWS {
-            all.push(sorted_rows(&client, &format!("SELECT * FROM {name}")).await?);
+            all.push(sorted_text_rows(&client, &format!("SELECT * FROM {name}")).await?);
         }
         all
     };

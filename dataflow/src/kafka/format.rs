@@ -11,7 +11,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float32Array, Float64Array, Int16Array,
     Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::compute::{cast_with_options, concat, CastOptions};
+use datafusion::arrow::compute::{cast_with_options, CastOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use eddy_catalog::kafka::{Format, KafkaDef};
@@ -60,7 +60,7 @@ type Part = Result<Vec<ArrayRef>, String>;
 impl RecordCodec {
     pub fn new(def: &TableDef) -> Option<Self> {
         let kafka = def.kafka.clone()?;
-        let declared = def.columns.len() - 3;
+        let declared = def.declared_columns().len();
         let value_columns = (0..declared).filter(|i| !kafka.is_key(*i)).collect();
         Some(RecordCodec {
             schema: def.arrow_schema(),
@@ -648,20 +648,6 @@ fn encode_kafka(column: &ArrayRef, rows: usize) -> Result<Vec<Vec<u8>>, String> 
                 .collect()
         }
     })
-}
-
-/// Concatenates the rows of decoded batches with the same schema.
-pub fn concat_rows(schema: &SchemaRef, parts: &[RecordBatch]) -> Result<RecordBatch, String> {
-    if parts.is_empty() {
-        return Ok(RecordBatch::new_empty(schema.clone()));
-    }
-    let columns = (0..schema.fields().len())
-        .map(|i| {
-            let arrays: Vec<&dyn Array> = parts.iter().map(|p| p.column(i).as_ref()).collect();
-            concat(&arrays).map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -157,7 +157,7 @@ impl Reader {
                     continue;
                 }
             };
-            let partitions = match Kafka::partitions_blocking(&consumer, &topic) {
+            let partitions = match Kafka::partitions_seen_by(&consumer, &topic) {
                 Ok(Some(n)) => n,
                 Ok(None) => {
                     tracing::warn!(source = %self.name, %topic, "topic does not exist; waiting for it");

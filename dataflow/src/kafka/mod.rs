@@ -8,6 +8,7 @@ pub mod format;
 pub mod ingest;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -35,6 +36,8 @@ pub struct Kafka {
     brokers: String,
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
+    /// Answers metadata and watermark requests.
+    metadata: BaseConsumer,
 }
 
 impl std::fmt::Debug for Kafka {
@@ -57,10 +60,12 @@ impl Kafka {
         let admin = Self::config_for(brokers)
             .create()
             .map_err(|e| kafka_error("cannot create a Kafka admin client", e))?;
+        let metadata = Self::consumer_for(brokers)?;
         Ok(Kafka {
             brokers: brokers.to_owned(),
             producer,
             admin,
+            metadata,
         })
     }
 
@@ -75,7 +80,11 @@ impl Kafka {
 
     /// A consumer that never commits and never creates topics.
     pub fn consumer(&self) -> Result<BaseConsumer> {
-        Self::config_for(&self.brokers)
+        Self::consumer_for(&self.brokers)
+    }
+
+    fn consumer_for(brokers: &str) -> Result<BaseConsumer> {
+        Self::config_for(brokers)
             .set("group.id", "eddy")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -89,19 +98,16 @@ impl Kafka {
     /// Checks that `topic` exists, creating it with `partitions` if it is
     /// missing and `partitions` is given. Returns its partition count.
     pub async fn ensure_topic(
-        &self,
+        self: &Arc<Self>,
         topic: &str,
         partitions: Option<i32>,
         replicas: Option<i16>,
     ) -> Result<i32> {
-        let consumer = self.consumer()?;
+        let kafka = self.clone();
         let topic_name = topic.to_owned();
-        let (existing, consumer) = tokio::task::spawn_blocking(move || {
-            let found = Kafka::partitions_blocking(&consumer, &topic_name);
-            (found, consumer)
-        })
-        .await
-        .map_err(|e| DataflowError::Internal(e.to_string()))?;
+        let existing = tokio::task::spawn_blocking(move || kafka.partitions(&topic_name))
+            .await
+            .map_err(|e| DataflowError::Internal(e.to_string()))?;
         if let Some(n) = existing? {
             return Ok(n);
         }
@@ -133,10 +139,11 @@ impl Kafka {
             }
         }
         // Wait until the brokers report the new topic.
+        let kafka = self.clone();
         let topic_name = topic.to_owned();
         tokio::task::spawn_blocking(move || {
             for _ in 0..50 {
-                if let Ok(Some(n)) = Kafka::partitions_blocking(&consumer, &topic_name) {
+                if let Ok(Some(n)) = kafka.partitions(&topic_name) {
                     return Ok(n);
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -150,7 +157,13 @@ impl Kafka {
     }
 
     /// The number of partitions of `topic`, or `None` if it does not exist.
-    pub fn partitions_blocking(consumer: &BaseConsumer, topic: &str) -> Result<Option<i32>> {
+    /// Blocks for up to a request timeout.
+    pub fn partitions(&self, topic: &str) -> Result<Option<i32>> {
+        Self::partitions_seen_by(&self.metadata, topic)
+    }
+
+    /// [`Kafka::partitions`], asked through `consumer`.
+    pub fn partitions_seen_by(consumer: &BaseConsumer, topic: &str) -> Result<Option<i32>> {
         let metadata = consumer
             .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
             .map_err(|e| kafka_error("cannot reach the Kafka brokers", e))?;
@@ -218,17 +231,14 @@ impl Kafka {
         let _ = self.producer.flush(Duration::from_secs(5));
     }
 
-    /// The next offset to be written to each partition of `topic`.
-    pub fn high_watermarks(
-        &self,
-        consumer: &BaseConsumer,
-        topic: &str,
-    ) -> Result<BTreeMap<i32, i64>> {
-        let partitions = Self::partitions_blocking(consumer, topic)?
+    /// The next offset to be written to each partition of `topic`. Blocks.
+    pub fn high_watermarks(&self, topic: &str) -> Result<BTreeMap<i32, i64>> {
+        let partitions = self
+            .partitions(topic)?
             .ok_or_else(|| DataflowError::Kafka(format!("topic {topic} does not exist")))?;
         (0..partitions)
             .map(|p| {
-                consumer
+                self.metadata
                     .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
                     .map(|(_, high)| (p, high))
                     .map_err(|e: KafkaError| {

@@ -16,7 +16,11 @@ pub async fn handle_create_table(engine: &Engine, create: &CreateTable) -> Resul
         return Ok(Output::Command(Tag::new("CREATE TABLE")));
     }
     if create.query.is_some() {
-        return super::persistent_query::handle_create_as(engine, create, &options).await;
+        return Err(EddyError::Unsupported(
+            "CREATE STREAM|TABLE ... AS SELECT (persistent queries writing a topic); \
+             create a materialized view over the sources instead"
+                .into(),
+        ));
     }
     let def = eddy_sql::bind_create_source(create, &options)?;
     let kind = def.kafka.as_ref().map_or(SourceKind::Table, |k| k.kind);

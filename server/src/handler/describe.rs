@@ -1,15 +1,12 @@
 //! DESCRIBE [EXTENDED] name: a relation's columns, and for a Kafka relation
 //! its topic, formats and how far it has read.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::sql::sqlparser::ast::ObjectName;
 use eddy_catalog::Relation;
 use eddy_sql::create_table::object_name;
 
-use super::{text_schema, Output};
+use super::{text_rows, text_schema, Output};
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
 
@@ -40,7 +37,7 @@ pub fn handle_describe(engine: &Engine, name: &ObjectName, extended: bool) -> Re
                             eddy_catalog::kafka::SourceKind::Stream => "KEY",
                             eddy_catalog::kafka::SourceKind::Table => "PRIMARY KEY",
                         },
-                        Some(_) if i >= def.columns.len() - 3 => "PSEUDO",
+                        Some(_) if i >= def.declared_columns().len() => "PSEUDO",
                         Some(_) => "",
                         None if def.primary_key.contains(&i) => "PRIMARY KEY",
                         None => "",
@@ -64,17 +61,7 @@ pub fn handle_describe(engine: &Engine, name: &ObjectName, extended: bool) -> Re
             .map(|(n, t, k)| vec![n, t, k.to_owned()])
             .collect()
     };
-    let schema = schema(extended);
-    let arrays: Vec<ArrayRef> = (0..schema.fields().len())
-        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r[i]))) as ArrayRef)
-        .collect();
-    let batch = RecordBatch::try_new(schema.clone(), arrays)
-        .map_err(datafusion::error::DataFusionError::from)?;
-    Ok(Output::Rows {
-        schema,
-        batches: vec![batch],
-        tag: "DESCRIBE",
-    })
+    text_rows(schema(extended), &rows, "DESCRIBE")
 }
 
 fn extended_rows(

@@ -36,10 +36,9 @@ pub async fn handle_dml(engine: &Engine, dml: DmlStatement) -> Result<Output> {
         }
     }
     if table.def().kafka.is_some() {
-        let WriteOp::Insert(_) = op else {
-            super::create_table::refuse_kafka_write(&table, &op.to_string())?;
-            return Err(EddyError::Internal("Kafka write not refused".into()));
-        };
+        if !matches!(op, WriteOp::Insert(_)) {
+            super::create_table::refuse_kafka_write(&table, &op.to_string().to_uppercase())?;
+        }
         let batches = engine.collect(Arc::unwrap_or_clone(dml.input)).await?;
         let rows = produce(engine, &table, &batches).await?;
         return Ok(Output::Command(

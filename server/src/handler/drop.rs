@@ -32,10 +32,10 @@ pub async fn handle_drop(
     let mut targets = Vec::new();
     for name in &names {
         let id = match (object_type, engine.catalog.relation(name)) {
-            (ObjectType::Table, Some(eddy_catalog::Relation::Table(t))) if !is_stream(&t) => {
+            (ObjectType::Table, Some(eddy_catalog::Relation::Table(t))) if !t.is_stream() => {
                 t.def().id
             }
-            (ObjectType::Stream, Some(eddy_catalog::Relation::Table(t))) if is_stream(&t) => {
+            (ObjectType::Stream, Some(eddy_catalog::Relation::Table(t))) if t.is_stream() => {
                 t.def().id
             }
             (ObjectType::MaterializedView, Some(eddy_catalog::Relation::View(v))) => v.def().id,
@@ -114,18 +114,10 @@ pub async fn handle_drop(
     Ok(Output::Command(Tag::new(tag)))
 }
 
-fn is_stream(table: &eddy_catalog::StoredTable) -> bool {
-    table
-        .def()
-        .kafka
-        .as_ref()
-        .is_some_and(|k| k.kind == eddy_catalog::kafka::SourceKind::Stream)
-}
-
 fn kind_of(engine: &Engine, name: &str) -> &'static str {
     match engine.catalog.relation(name) {
         Some(eddy_catalog::Relation::View(_)) => "materialized view",
-        Some(eddy_catalog::Relation::Table(t)) if is_stream(&t) => "stream",
+        Some(eddy_catalog::Relation::Table(t)) if t.is_stream() => "stream",
         _ => "table",
     }
 }

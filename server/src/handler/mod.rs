@@ -8,7 +8,7 @@ mod dml;
 mod drop;
 mod explain_view;
 mod flush;
-mod persistent_query;
+mod queries;
 mod query;
 mod set;
 mod show_sources;
@@ -19,7 +19,7 @@ mod truncate;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{DescribeAlias, Statement};
@@ -101,8 +101,7 @@ pub async fn execute(
             ..
         } => describe::handle_describe(engine, table_name, hive_format.is_some()),
         statement if eddy_sql::as_terminate(statement).is_some() => {
-            persistent_query::handle_terminate(engine, eddy_sql::as_terminate(statement).flatten())
-                .await
+            queries::handle_terminate(engine, eddy_sql::as_terminate(statement).flatten()).await
         }
         statement if eddy_sql::is_flush(statement) => flush::handle_flush(engine).await,
         Statement::ShowViews {
@@ -170,6 +169,21 @@ fn text_schema(names: &[&str]) -> SchemaRef {
             .map(|n| Field::new(*n, DataType::Utf8, true))
             .collect::<Vec<_>>(),
     ))
+}
+
+/// A result of text rows (one `Vec` per row) in `schema`, whose columns
+/// are all text.
+fn text_rows(schema: SchemaRef, rows: &[Vec<String>], tag: &'static str) -> Result<Output> {
+    let columns: Vec<ArrayRef> = (0..schema.fields().len())
+        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r[i]))) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(datafusion::error::DataFusionError::from)?;
+    Ok(Output::Rows {
+        schema,
+        batches: vec![batch],
+        tag,
+    })
 }
 
 /// The first words of a statement, to name it in errors.

@@ -1,13 +1,10 @@
 //! SHOW STREAMS and SHOW QUERIES (ksqlDB's listings).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
-use eddy_catalog::kafka::SourceKind;
 
-use super::{text_schema, Output};
+use super::{text_rows, text_schema, Output};
 use crate::engine::Engine;
 use crate::error::Result;
 
@@ -55,37 +52,25 @@ pub fn offsets_text(offsets: &BTreeMap<i32, i64>) -> String {
 pub fn handle_show(engine: &Engine, listing: Listing) -> Result<Output> {
     let rows = match listing {
         Listing::Streams => streams(engine),
-        Listing::Queries => super::persistent_query::query_rows(engine),
+        Listing::Queries => super::queries::query_rows(engine),
     };
-    let schema = schema(listing);
-    let arrays: Vec<ArrayRef> = (0..schema.fields().len())
-        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r[i]))) as ArrayRef)
-        .collect();
-    let batch = RecordBatch::try_new(schema.clone(), arrays)
-        .map_err(datafusion::error::DataFusionError::from)?;
-    Ok(Output::Rows {
-        schema,
-        batches: vec![batch],
-        tag: "SHOW",
-    })
+    text_rows(schema(listing), &rows, "SHOW")
 }
 
 fn streams(engine: &Engine) -> Vec<Vec<String>> {
     engine
         .catalog
-        .table_names()
+        .kafka_relations()
         .iter()
-        .filter_map(|name| engine.catalog.table(name))
+        .filter(|table| table.is_stream())
         .filter_map(|table| {
             let kafka = table.def().kafka.as_ref()?;
-            (kafka.kind == SourceKind::Stream).then(|| {
-                vec![
-                    table.name().to_owned(),
-                    kafka.topic.clone(),
-                    kafka.key_format.as_str().to_owned(),
-                    kafka.value_format.as_str().to_owned(),
-                ]
-            })
+            Some(vec![
+                table.name().to_owned(),
+                kafka.topic.clone(),
+                kafka.key_format.as_str().to_owned(),
+                kafka.value_format.as_str().to_owned(),
+            ])
         })
         .collect()
 }

@@ -19,12 +19,7 @@ pub fn handle_show_tables(engine: &Engine) -> Result<Output> {
         .catalog
         .table_names()
         .into_iter()
-        .filter(|name| {
-            engine.catalog.table(name).is_none_or(|t| {
-                t.def().kafka.as_ref().map(|k| k.kind)
-                    != Some(eddy_catalog::kafka::SourceKind::Stream)
-            })
-        })
+        .filter(|name| engine.catalog.table(name).is_none_or(|t| !t.is_stream()))
         .collect();
     names(tables)
 }

@@ -1,26 +1,10 @@
-//! Persistent queries: CREATE STREAM|TABLE ... AS SELECT, SHOW QUERIES and
-//! TERMINATE. Materialized views are listed as queries too: each is a
-//! query that runs until it is dropped.
-
-use datafusion::sql::sqlparser::ast::CreateTable;
-use eddy_sql::SourceOptions;
+//! Running queries: SHOW QUERIES and TERMINATE. Each materialized view is
+//! a query that runs until it is dropped.
 
 use super::show_sources::offsets_text;
 use super::Output;
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
-
-pub async fn handle_create_as(
-    _engine: &Engine,
-    _create: &CreateTable,
-    _options: &SourceOptions,
-) -> Result<Output> {
-    Err(EddyError::Unsupported(
-        "CREATE STREAM|TABLE ... AS SELECT (persistent queries writing a topic); \
-         create a materialized view over the sources instead"
-            .into(),
-    ))
-}
 
 /// One row per running query, in the columns of `SHOW QUERIES`.
 pub fn query_rows(engine: &Engine) -> Vec<Vec<String>> {
