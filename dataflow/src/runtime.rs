@@ -32,6 +32,9 @@ use crate::operator::EpochContext;
 use crate::sink::ViewSink;
 use crate::{DataflowError, Result};
 
+/// How long FLUSH retries reaching the brokers before it fails.
+const FLUSH_BROKER_WAIT: Duration = Duration::from_secs(30);
+
 /// How long FLUSH waits for Kafka sources to catch up.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -226,14 +229,22 @@ impl DataflowHandle {
         if sources.is_empty() {
             return Ok(());
         }
+        // The brokers may be coming back from an outage: retry a while.
         let ends = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
-            sources
-                .into_iter()
-                .map(|(id, name, topic)| {
-                    let ends = kafka.high_watermarks(&topic)?;
-                    Ok((id, name, ends))
-                })
-                .collect()
+            let deadline = Instant::now() + FLUSH_BROKER_WAIT;
+            loop {
+                let ends: Result<Vec<_>> = sources
+                    .iter()
+                    .map(|(id, name, topic)| Ok((*id, name.clone(), kafka.high_watermarks(topic)?)))
+                    .collect();
+                match ends {
+                    Err(e) if Instant::now() < deadline => {
+                        tracing::debug!(error = %e, "FLUSH cannot read topic ends yet; retrying");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    ends => return ends,
+                }
+            }
         })
         .await
         .map_err(|e| DataflowError::Internal(e.to_string()))??;

@@ -74,7 +74,9 @@ impl Kafka {
         config
             .set("bootstrap.servers", brokers)
             .set("client.id", "eddy")
-            .set("log_level", "3");
+            .set("log_level", "3")
+            // Come back quickly after a broker outage.
+            .set("reconnect.backoff.max.ms", "1000");
         config
     }
 
