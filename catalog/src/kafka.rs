@@ -78,9 +78,6 @@ pub struct KafkaDef {
     pub key_columns: Vec<usize>,
     /// The declared column that holds event time (and so ROWTIME).
     pub timestamp_column: Option<usize>,
-    /// The persistent query that writes this topic, if one does.
-    #[serde(default)]
-    pub query: Option<String>,
 }
 
 impl KafkaDef {

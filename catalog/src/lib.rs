@@ -101,6 +101,8 @@ enum CatalogObject {
 struct CatalogState {
     tables: BTreeMap<String, Arc<StoredTable>>,
     views: BTreeMap<String, Arc<StoredView>>,
+    /// Persistent queries, by query id; they are not relations.
+    queries: BTreeMap<String, Arc<StoredView>>,
     next_id: u64,
 }
 
@@ -109,15 +111,34 @@ impl CatalogState {
         self.tables.contains_key(name) || self.views.contains_key(name)
     }
 
-    /// The names of the views that read object `id` directly.
-    fn dependents_of(&self, id: u64) -> Vec<String> {
-        let mut views: Vec<&Arc<StoredView>> = self
+    /// The map a view or query definition belongs in.
+    fn map_for(&mut self, def: &ViewDef) -> &mut BTreeMap<String, Arc<StoredView>> {
+        if def.is_query() {
+            &mut self.queries
+        } else {
+            &mut self.views
+        }
+    }
+
+    /// The views and persistent queries that read object `id` directly,
+    /// oldest first.
+    fn dependents_of(&self, id: u64) -> Vec<Arc<StoredView>> {
+        let mut dependents: Vec<Arc<StoredView>> = self
             .views
             .values()
+            .chain(self.queries.values())
             .filter(|v| v.def().depends_on.contains(&id))
+            .cloned()
             .collect();
-        views.sort_by_key(|v| v.def().id);
-        views.iter().map(|v| v.name().to_owned()).collect()
+        dependents.sort_by_key(|v| v.def().id);
+        dependents
+    }
+
+    fn by_id(&self, id: u64) -> Option<&Arc<StoredView>> {
+        self.views
+            .values()
+            .chain(self.queries.values())
+            .find(|v| v.def().id == id)
     }
 }
 
@@ -161,6 +182,7 @@ impl Catalog {
             state: RwLock::new(CatalogState {
                 tables: BTreeMap::new(),
                 views: BTreeMap::new(),
+                queries: BTreeMap::new(),
                 next_id: 1,
             }),
             write_lock: Arc::new(Mutex::new(())),
@@ -169,6 +191,7 @@ impl Catalog {
         };
         let mut tables = BTreeMap::new();
         let mut views = BTreeMap::new();
+        let mut queries = BTreeMap::new();
         let mut next_id = 1;
         for item in store.scan_prefix(&[Keyspace::Catalog as u8]) {
             let (_, value) = item?;
@@ -180,12 +203,17 @@ impl Catalog {
                 }
                 CatalogObject::View(def) => {
                     next_id = next_id.max(def.id + 1);
+                    let map = if def.is_query() {
+                        &mut queries
+                    } else {
+                        &mut views
+                    };
                     let view = StoredView::new(def, store.clone())?;
-                    views.insert(view.name().to_owned(), Arc::new(view));
+                    map.insert(view.name().to_owned(), Arc::new(view));
                 }
             }
         }
-        for view in views.values() {
+        for view in views.values().chain(queries.values()) {
             for id in &view.def().depends_on {
                 if let Some(table) = tables.values().find(|t| t.def().id == *id) {
                     table.add_dependent();
@@ -196,6 +224,7 @@ impl Catalog {
             let mut state = catalog.state.write().expect("catalog lock poisoned");
             state.tables = tables;
             state.views = views;
+            state.queries = queries;
             state.next_id = next_id;
         }
         Ok(Arc::new(catalog))
@@ -306,6 +335,8 @@ impl Catalog {
             })
     }
 
+    /// Every materialized view, in creation order (which is also
+    /// dependency order).
     pub fn views(&self) -> Vec<Arc<StoredView>> {
         let state = self.state.read().expect("catalog lock poisoned");
         let mut views: Vec<_> = state.views.values().cloned().collect();
@@ -313,8 +344,41 @@ impl Catalog {
         views
     }
 
-    /// The names of the views that read object `id` directly.
-    pub fn dependents(&self, id: u64) -> Vec<String> {
+    /// Every persistent query, in creation order.
+    pub fn queries(&self) -> Vec<Arc<StoredView>> {
+        let state = self.state.read().expect("catalog lock poisoned");
+        let mut queries: Vec<_> = state.queries.values().cloned().collect();
+        queries.sort_by_key(|v| v.def().id);
+        queries
+    }
+
+    /// The persistent query with id `name`, matched case-insensitively.
+    pub fn query(&self, name: &str) -> Option<Arc<StoredView>> {
+        let state = self.state.read().expect("catalog lock poisoned");
+        state
+            .queries
+            .values()
+            .find(|q| q.name().eq_ignore_ascii_case(name))
+            .cloned()
+    }
+
+    /// The persistent queries writing the topic of relation `id`.
+    pub fn queries_writing(&self, id: u64) -> Vec<Arc<StoredView>> {
+        self.queries()
+            .into_iter()
+            .filter(|q| q.def().sink_relation == Some(id))
+            .collect()
+    }
+
+    /// The view or persistent query with id `id`.
+    pub fn view_by_id(&self, id: u64) -> Option<Arc<StoredView>> {
+        let state = self.state.read().expect("catalog lock poisoned");
+        state.by_id(id).cloned()
+    }
+
+    /// The views and persistent queries that read object `id` directly,
+    /// oldest first.
+    pub fn dependents(&self, id: u64) -> Vec<Arc<StoredView>> {
         self.state
             .read()
             .expect("catalog lock poisoned")
@@ -332,6 +396,14 @@ impl Catalog {
         Ok(id)
     }
 
+    /// Reserves an id for a persistent query.
+    pub fn reserve_query_id(&self) -> u64 {
+        let mut state = self.state.write().expect("catalog lock poisoned");
+        let id = state.next_id;
+        state.next_id += 1;
+        id
+    }
+
     /// Stages a view's definition; [`Catalog::install_view`] makes it
     /// visible once the batch is committed.
     pub fn stage_view(&self, def: &ViewDef, batch: &mut WriteBatch) -> Result<()> {
@@ -346,17 +418,18 @@ impl Catalog {
     /// the same id if there is one.
     pub fn install_view(&self, def: ViewDef) -> Result<()> {
         let mut state = self.state.write().expect("catalog lock poisoned");
-        let existing = state
-            .views
-            .values()
-            .find(|v| v.def().id == def.id)
-            .map(|v| v.name().to_owned());
+        let existing = state.by_id(def.id).map(|v| v.name().to_owned());
         match existing {
             Some(old) => {
-                state.views.remove(&old);
+                state.map_for(&def).remove(&old);
             }
             None => {
-                if state.name_taken(&def.name) {
+                let taken = if def.is_query() {
+                    state.queries.contains_key(&def.name)
+                } else {
+                    state.name_taken(&def.name)
+                };
+                if taken {
                     return Err(CatalogError::DuplicateTable(def.name));
                 }
                 for id in &def.depends_on {
@@ -366,15 +439,21 @@ impl Catalog {
                 }
             }
         }
-        let view = StoredView::new(def, self.store.clone())?;
-        state.views.insert(view.name().to_owned(), Arc::new(view));
+        let view = Arc::new(StoredView::new(def, self.store.clone())?);
+        state
+            .map_for(view.def())
+            .insert(view.name().to_owned(), view.clone());
         Ok(())
     }
 
     /// Stages the removal of a view's definition, rows and state.
     pub fn stage_drop_view(&self, id: u64, batch: &mut WriteBatch) -> Result<()> {
         batch.delete(Keyspace::Catalog.object_prefix(id));
-        for keyspace in [Keyspace::ViewRows, Keyspace::OperatorState] {
+        for keyspace in [
+            Keyspace::ViewRows,
+            Keyspace::OperatorState,
+            Keyspace::Outbox,
+        ] {
             for item in self.store.scan_prefix(&keyspace.object_prefix(id)) {
                 batch.delete(item?.0);
             }
@@ -382,10 +461,13 @@ impl Catalog {
         Ok(())
     }
 
-    /// Forgets a dropped view once its removal is committed.
-    pub fn uninstall_view(&self, name: &str) {
+    /// Forgets a dropped view or query once its removal is committed.
+    pub fn uninstall_view(&self, id: u64) {
         let mut state = self.state.write().expect("catalog lock poisoned");
-        if let Some(view) = state.views.remove(name) {
+        let Some(view) = state.by_id(id).cloned() else {
+            return;
+        };
+        if state.map_for(view.def()).remove(view.name()).is_some() {
             for id in &view.def().depends_on {
                 if let Some(table) = state.tables.values().find(|t| t.def().id == *id) {
                     table.remove_dependent();
@@ -461,12 +543,13 @@ impl Catalog {
         };
         let dependents = state.dependents_of(table.def().id);
         if !dependents.is_empty() {
+            let kind = if table.is_stream() { "stream" } else { "table" };
             return Err(CatalogError::DependentObjects {
-                kind: "table",
+                kind,
                 name: name.to_owned(),
                 detail: dependents
                     .iter()
-                    .map(|v| format!("materialized view {v} depends on table {name}"))
+                    .map(|v| v.dependency_text(kind, name))
                     .collect::<Vec<_>>()
                     .join("\n"),
             });

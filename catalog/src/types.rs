@@ -57,6 +57,31 @@ impl ColumnType {
         }
     }
 
+    /// The column type that stores values of an Arrow type, for tables
+    /// made from a query's output; `None` if no column type holds them.
+    pub fn from_arrow(data_type: &DataType) -> Option<ColumnType> {
+        Some(match data_type {
+            DataType::Boolean => ColumnType::Boolean,
+            DataType::Int8 | DataType::Int16 | DataType::UInt8 => ColumnType::SmallInt,
+            DataType::Int32 | DataType::UInt16 => ColumnType::Int,
+            DataType::Int64 | DataType::UInt32 => ColumnType::BigInt,
+            DataType::Float16 | DataType::Float32 => ColumnType::Real,
+            DataType::Float64 => ColumnType::Double,
+            DataType::Decimal128(precision, scale) => ColumnType::Numeric {
+                precision: *precision,
+                scale: *scale,
+            },
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnType::Text,
+            DataType::Date32 | DataType::Date64 => ColumnType::Date,
+            DataType::Time32(_) | DataType::Time64(_) => ColumnType::Time,
+            DataType::Timestamp(_, None) => ColumnType::Timestamp,
+            DataType::Timestamp(_, Some(_)) => ColumnType::TimestampTz,
+            DataType::Interval(_) => ColumnType::Interval,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => ColumnType::Bytea,
+            _ => return None,
+        })
+    }
+
     /// The longest string a column of this type holds, in characters.
     pub fn max_chars(&self) -> Option<u32> {
         match self {

@@ -44,9 +44,19 @@ pub struct ViewDef {
     /// Set when maintenance failed; the view then refuses reads.
     #[serde(default)]
     pub error: Option<String>,
+    /// For a persistent query (`CREATE STREAM|TABLE ... AS SELECT`): the
+    /// Kafka relation whose topic it writes. Its rows then go to that
+    /// topic, not to the store.
+    #[serde(default)]
+    pub sink_relation: Option<u64>,
 }
 
 impl ViewDef {
+    /// Whether this is a persistent query writing a topic.
+    pub fn is_query(&self) -> bool {
+        self.sink_relation.is_some()
+    }
+
     pub fn arrow_schema(&self) -> Result<SchemaRef> {
         let fields = self
             .columns
@@ -89,6 +99,18 @@ impl StoredView {
 
     pub fn name(&self) -> &str {
         &self.def.name
+    }
+
+    /// How this view or query depends on `kind name`, for DROP's errors.
+    pub fn dependency_text(&self, kind: &str, name: &str) -> String {
+        if self.def.is_query() {
+            format!("query {} reads {kind} {name}", self.def.name)
+        } else {
+            format!(
+                "materialized view {} depends on {kind} {name}",
+                self.def.name
+            )
+        }
     }
 
     pub fn arrow_schema(&self) -> SchemaRef {

@@ -26,6 +26,10 @@ impl Operator for Filter {
         format!("Filter: {}", self.text)
     }
 
+    fn append_only(&self, inputs: &[bool], _source: &dyn Fn(u64) -> bool) -> bool {
+        inputs.iter().all(|&a| a)
+    }
+
     fn step(&mut self, mut inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {
         let input = inputs.remove(0);
         if input.is_empty() {

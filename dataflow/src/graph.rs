@@ -69,6 +69,13 @@ impl Node {
         }
     }
 
+    /// Whether the dataflow's output only ever gains rows, given which
+    /// tables and views only ever gain rows.
+    pub fn append_only(&self, source: &dyn Fn(u64) -> bool) -> bool {
+        let inputs: Vec<bool> = self.inputs.iter().map(|n| n.append_only(source)).collect();
+        self.op.append_only(&inputs, source)
+    }
+
     /// Calls `f` on every operator.
     pub fn for_each(&self, f: &mut dyn FnMut(&dyn Operator)) {
         f(self.op.as_ref());

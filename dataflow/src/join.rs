@@ -393,6 +393,15 @@ impl Operator for Join {
         format!("Join: {:?} {}", self.kind, self.text)
     }
 
+    /// Pairs and semi-join matches of rows that stay are never taken back;
+    /// padded or anti-join rows are, once a match arrives.
+    fn append_only(&self, inputs: &[bool], _source: &dyn Fn(u64) -> bool) -> bool {
+        matches!(
+            self.kind,
+            JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
+        ) && inputs.iter().all(|&a| a)
+    }
+
     fn step(&mut self, inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {
         let [left, right]: [ChangeBatch; 2] = inputs
             .try_into()

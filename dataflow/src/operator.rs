@@ -30,6 +30,12 @@ pub trait Operator: Send {
     /// One line for EXPLAIN.
     fn describe(&self) -> String;
 
+    /// Whether the output only ever gains rows, given whether each input
+    /// does; `source` answers that for a table or view, by id.
+    fn append_only(&self, _inputs: &[bool], _source: &dyn Fn(u64) -> bool) -> bool {
+        false
+    }
+
     /// Processes one epoch's changes, one batch per input.
     fn step(&mut self, inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch>;
 

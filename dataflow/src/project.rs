@@ -31,6 +31,10 @@ impl Operator for Project {
         format!("Project: {}", self.text)
     }
 
+    fn append_only(&self, inputs: &[bool], _source: &dyn Fn(u64) -> bool) -> bool {
+        inputs.iter().all(|&a| a)
+    }
+
     fn step(&mut self, mut inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {
         let input = inputs.remove(0);
         if input.is_empty() {

@@ -27,6 +27,8 @@ use crate::change::{nullable_schema, ChangeBatch};
 use crate::graph::Node;
 use crate::kafka::format::{DeadLetter, RecordCodec};
 use crate::kafka::ingest::{self, Ingest, SourceBatch};
+use crate::kafka::relay::{QueryProgress, QueryProgressMap, Relay};
+use crate::kafka::sink::{outbox_pending, TopicSink};
 use crate::kafka::Kafka;
 use crate::operator::EpochContext;
 use crate::sink::ViewSink;
@@ -35,8 +37,16 @@ use crate::{DataflowError, Result};
 /// How long FLUSH retries reaching the brokers before it fails.
 const FLUSH_BROKER_WAIT: Duration = Duration::from_secs(30);
 
+/// How long after FLUSH starts an ingest thread's fetches surely report
+/// the ends of its topic as they were then.
+const FETCH_LAG: Duration = Duration::from_millis(150);
+
 /// How long FLUSH waits for Kafka sources to catch up.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// FLUSH rounds at most: each lets persistent queries write their topics
+/// and the relations over those topics read them.
+const FLUSH_ROUNDS: usize = 16;
 
 /// Rows absorbed per epoch at most, to bound an epoch's memory.
 const MAX_EPOCH_ROWS: usize = 200_000;
@@ -56,7 +66,14 @@ pub struct SourceProgress {
     /// Records per second over the last epochs.
     pub rate: f64,
     pub last_absorbed: Option<Instant>,
+    /// Each partition's end as the ingest thread's last fetch saw it, and
+    /// when it looked.
+    pub fetched_ends: BTreeMap<i32, i64>,
+    pub fetched_at: Option<Instant>,
 }
+
+/// Every Kafka relation's progress, by id.
+pub type ProgressMap = Arc<Mutex<HashMap<u64, SourceProgress>>>;
 
 /// What an epoch absorbed from one Kafka batch, recorded once it commits.
 struct Absorbed {
@@ -89,7 +106,7 @@ enum Command {
         reply: oneshot::Sender<Result<()>>,
     },
     Drop {
-        names: Vec<String>,
+        ids: Vec<u64>,
         reply: oneshot::Sender<Result<()>>,
     },
     Flush {
@@ -116,7 +133,8 @@ pub struct DataflowHandle {
     tx: Sender<Command>,
     catalog: Arc<Catalog>,
     kafka: Option<Arc<Kafka>>,
-    progress: Arc<Mutex<HashMap<u64, SourceProgress>>>,
+    progress: ProgressMap,
+    query_progress: QueryProgressMap,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -136,6 +154,7 @@ impl DataflowHandle {
         });
         catalog.changes().set_waker(wake.clone());
         let progress = Arc::new(Mutex::new(HashMap::new()));
+        let query_progress = QueryProgressMap::default();
         let mut runtime = Runtime {
             catalog: catalog.clone(),
             epoch_lock,
@@ -143,6 +162,9 @@ impl DataflowHandle {
             kafka: kafka.clone(),
             sources: BTreeMap::new(),
             progress: progress.clone(),
+            relays: HashMap::new(),
+            query_progress: query_progress.clone(),
+            tokio: tokio::runtime::Handle::try_current().ok(),
             wake,
         };
         runtime.restore(views)?;
@@ -159,6 +181,7 @@ impl DataflowHandle {
             catalog,
             kafka,
             progress,
+            query_progress,
             thread: std::sync::Mutex::new(Some(thread)),
         })
     }
@@ -185,6 +208,14 @@ impl DataflowHandle {
         self.progress.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
+    /// How far each persistent query has written its topic, by id.
+    pub fn query_progress(&self) -> HashMap<u64, QueryProgress> {
+        self.query_progress
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
     async fn ask<T>(&self, command: Command, rx: oneshot::Receiver<T>) -> Result<T> {
         self.tx.send(command).map_err(|_| DataflowError::Stopped)?;
         rx.await.map_err(|_| DataflowError::Stopped)
@@ -196,19 +227,49 @@ impl DataflowHandle {
         self.ask(Command::Create { def, root, reply }, rx).await?
     }
 
-    /// Drops views, in the order given (dependents first).
-    pub async fn drop_views(&self, names: Vec<String>) -> Result<()> {
+    /// Drops views and persistent queries, by id, in the order given
+    /// (dependents first).
+    pub async fn drop_views(&self, ids: Vec<u64>) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.ask(Command::Drop { names, reply }, rx).await?
+        self.ask(Command::Drop { ids, reply }, rx).await?
     }
 
     /// Returns once every change committed before the call is in every
-    /// view: local writes, and every record in a Kafka source's topic.
+    /// view: local writes, every record in a Kafka source's topic, and
+    /// what persistent queries make of them, written to their topics and
+    /// read back by the relations over those topics.
     pub async fn flush(&self) -> Result<()> {
-        let target = self.catalog.changes().last_seq();
-        let (reply, rx) = oneshot::channel();
-        self.ask(Command::Flush { target, reply }, rx).await??;
-        self.flush_sources().await
+        for _ in 0..FLUSH_ROUNDS {
+            let target = self.catalog.changes().last_seq();
+            let (reply, rx) = oneshot::channel();
+            self.ask(Command::Flush { target, reply }, rx).await??;
+            self.flush_sources().await?;
+            if !self.flush_outbox().await? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until persistent queries have written every record they
+    /// made. Returns whether there was anything to write.
+    async fn flush_outbox(&self) -> Result<bool> {
+        if self.kafka.is_none() || !outbox_pending(self.catalog.store())? {
+            return Ok(false);
+        }
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        while outbox_pending(self.catalog.store())? {
+            if Instant::now() > deadline {
+                let errors = self.query_progress();
+                let error = errors.values().find_map(|p| p.error.clone());
+                return Err(DataflowError::Kafka(format!(
+                    "FLUSH timed out waiting for persistent queries to write their topics{}",
+                    error.map(|e| format!(": {e}")).unwrap_or_default()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(true)
     }
 
     /// Waits until every Kafka relation has absorbed its topic up to the
@@ -229,6 +290,7 @@ impl DataflowHandle {
         if sources.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         // The brokers may be coming back from an outage: retry a while.
         let ends = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
             let deadline = Instant::now() + FLUSH_BROKER_WAIT;
@@ -253,12 +315,15 @@ impl DataflowHandle {
             loop {
                 let reached = {
                     let progress = self.progress.lock().map_err(|_| DataflowError::Stopped)?;
-                    let offsets = progress.get(&id).map(|p| &p.offsets);
-                    ends.iter().all(|(partition, end)| {
-                        *end <= 0
-                            || offsets
-                                .and_then(|o| o.get(partition))
-                                .is_some_and(|o| o >= end)
+                    progress.get(&id).is_some_and(|p| {
+                        let fetched = p.fetched_at.is_some_and(|at| at >= started + FETCH_LAG);
+                        fetched
+                            && ends.iter().all(|(partition, end)| {
+                                let end = (*end).max(
+                                    p.fetched_ends.get(partition).copied().unwrap_or_default(),
+                                );
+                                end <= 0 || p.offsets.get(partition).is_some_and(|o| *o >= end)
+                            })
                     })
                 };
                 if reached {
@@ -299,7 +364,34 @@ impl DataflowHandle {
 struct ViewRuntime {
     def: ViewDef,
     root: Node,
-    sink: ViewSink,
+    output: Output,
+}
+
+/// Where a dataflow's output goes: a view's rows, or a query's topic.
+enum Output {
+    Rows(ViewSink),
+    Topic(TopicSink),
+}
+
+impl Output {
+    /// Applies an epoch's output changes; returns them, consolidated, for
+    /// the views that read this one (nothing reads a query).
+    fn apply(&mut self, changes: &ChangeBatch) -> Result<ChangeBatch> {
+        match self {
+            Output::Rows(sink) => sink.apply(changes),
+            Output::Topic(sink) => {
+                sink.apply(changes)?;
+                Ok(ChangeBatch::empty(changes.schema()))
+            }
+        }
+    }
+
+    fn persist(&mut self, batch: &mut WriteBatch) {
+        match self {
+            Output::Rows(sink) => sink.persist(batch),
+            Output::Topic(sink) => sink.persist(batch),
+        }
+    }
 }
 
 /// A Kafka relation being ingested. `rx` drops before `ingest`, so a
@@ -316,11 +408,71 @@ struct Runtime {
     views: Vec<ViewRuntime>,
     kafka: Option<Arc<Kafka>>,
     sources: BTreeMap<u64, SourceRuntime>,
-    progress: Arc<Mutex<HashMap<u64, SourceProgress>>>,
+    progress: ProgressMap,
+    /// The relay of each persistent query, by query id.
+    relays: HashMap<u64, Relay>,
+    query_progress: QueryProgressMap,
+    /// Runs the relays; without it (or Kafka) queries only fill the outbox.
+    tokio: Option<tokio::runtime::Handle>,
     wake: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Runtime {
+    /// The output a view or query writes to, restored from the store.
+    fn output_for(&self, def: &ViewDef) -> Result<Output> {
+        let schema = nullable_schema(def.arrow_schema()?.as_ref());
+        let store = self.catalog.store();
+        match def.sink_relation {
+            None => {
+                let mut sink = ViewSink::new(def.id, schema)?;
+                sink.restore(store)?;
+                Ok(Output::Rows(sink))
+            }
+            Some(relation) => {
+                let table = self.catalog.table_by_id(relation).ok_or_else(|| {
+                    DataflowError::Internal(format!(
+                        "the relation query {} writes (id {relation}) is gone",
+                        def.name
+                    ))
+                })?;
+                let mut sink = TopicSink::new(def.id, &def.name, schema, table.def())?;
+                sink.restore(store)?;
+                Ok(Output::Topic(sink))
+            }
+        }
+    }
+
+    /// Starts writing query `def`'s outbox to its topic.
+    fn start_relay(&mut self, def: &ViewDef) {
+        let (Some(kafka), Some(tokio), Some(relation)) =
+            (&self.kafka, &self.tokio, def.sink_relation)
+        else {
+            return;
+        };
+        let Some(topic) = self
+            .catalog
+            .table_by_id(relation)
+            .and_then(|t| t.def().kafka.as_ref().map(|k| k.topic.clone()))
+        else {
+            return;
+        };
+        let relay = Relay::spawn(
+            tokio,
+            kafka.clone(),
+            self.catalog.store().clone(),
+            def.id,
+            topic,
+            self.query_progress.clone(),
+        );
+        self.relays.insert(def.id, relay);
+    }
+
+    fn wake_relays(&self) {
+        for relay in self.relays.values() {
+            relay.wake();
+        }
+    }
+
     fn restore(&mut self, views: Vec<(ViewDef, Result<Node>)>) -> Result<()> {
         let store = self.catalog.store().clone();
         let mut failed = Vec::new();
@@ -336,17 +488,17 @@ impl Runtime {
                     ));
                 }
                 root.restore(def.id, &store)?;
-                let mut sink =
-                    ViewSink::new(def.id, nullable_schema(def.arrow_schema()?.as_ref()))?;
-                sink.restore(&store)?;
                 Ok(ViewRuntime {
                     def: def.clone(),
                     root,
-                    sink,
+                    output: self.output_for(&def)?,
                 })
             });
             match restored {
-                Ok(view) => self.views.push(view),
+                Ok(view) => {
+                    self.start_relay(&view.def);
+                    self.views.push(view);
+                }
                 Err(e) => {
                     tracing::error!(view = %def.name, error = %e, "cannot restore view");
                     failed.push((def, e.to_string()));
@@ -396,8 +548,8 @@ impl Runtime {
                 Command::Create { def, root, reply } => {
                     let _ = reply.send(self.create(def, root));
                 }
-                Command::Drop { names, reply } => {
-                    let _ = reply.send(self.drop_views(&names));
+                Command::Drop { ids, reply } => {
+                    let _ = reply.send(self.drop_views(&ids));
                 }
                 Command::Flush { target, reply } => {
                     let _ = reply.send(self.drain_logged_changes(target).map(|_| ()));
@@ -501,6 +653,7 @@ impl Runtime {
             );
         }
         self.commit(batch)?;
+        self.wake_relays();
         self.record_progress(absorbed, started);
         self.install_failures(failed)?;
         tracing::debug!(
@@ -627,7 +780,6 @@ impl Runtime {
         let Ok(mut progress) = self.progress.lock() else {
             return;
         };
-        let now = Instant::now();
         for Absorbed {
             source,
             offsets,
@@ -639,18 +791,7 @@ impl Runtime {
             entry.offsets.extend(offsets);
             entry.records += records;
             entry.dead_letters += dead_letters;
-            let elapsed = entry
-                .last_absorbed
-                .map_or(now - started, |last| now - last)
-                .as_secs_f64()
-                .max(1e-3);
-            let instant = records as f64 / elapsed;
-            entry.rate = if entry.rate == 0.0 {
-                instant
-            } else {
-                0.8 * entry.rate + 0.2 * instant
-            };
-            entry.last_absorbed = Some(now);
+            crate::kafka::update_rate(&mut entry.rate, &mut entry.last_absorbed, records, started);
         }
     }
 
@@ -679,6 +820,7 @@ impl Runtime {
             offsets,
             tx,
             self.wake.clone(),
+            self.progress.clone(),
         )?;
         self.sources.insert(
             id,
@@ -745,12 +887,12 @@ impl Runtime {
             let ctx = EpochContext { changes, backfill };
             let result = catch_unwind(AssertUnwindSafe(|| -> Result<ChangeBatch> {
                 let out = view.root.step(&ctx)?;
-                view.sink.apply(&out)
+                view.output.apply(&out)
             }));
             let error = match result {
                 Ok(Ok(out)) => {
                     view.root.persist(view.def.id, batch)?;
-                    view.sink.persist(batch);
+                    view.output.persist(batch);
                     if !out.is_empty() {
                         changes.insert(view.def.id, out);
                     }
@@ -804,8 +946,12 @@ impl Runtime {
                 let data = table.read_all(false)?;
                 let schema = nullable_schema(&data.schema());
                 ChangeBatch::insert_all(crate::change::conform(&schema, &data)?)
-            } else if let Some(view) = self.views.iter().find(|v| v.def.id == *id) {
-                view.sink.contents()?
+            } else if let Some(ViewRuntime {
+                output: Output::Rows(sink),
+                ..
+            }) = self.views.iter().find(|v| v.def.id == *id)
+            {
+                sink.contents()?
             } else {
                 return Err(DataflowError::Internal(format!(
                     "view {} reads object {id}, which is gone or failed",
@@ -814,11 +960,11 @@ impl Runtime {
             };
             changes.insert(*id, snapshot);
         }
-        let sink = ViewSink::new(def.id, nullable_schema(def.arrow_schema()?.as_ref()))?;
+        let output = self.output_for(&def)?;
         self.views.push(ViewRuntime {
             def: def.clone(),
             root,
-            sink,
+            output,
         });
         let index = self.views.len() - 1;
         let mut batch = WriteBatch::new();
@@ -828,29 +974,37 @@ impl Runtime {
         }
         self.catalog.stage_view(&def, &mut batch)?;
         self.commit(batch)?;
+        self.start_relay(&def);
         self.catalog.install_view(def)?;
         Ok(())
     }
 
-    fn drop_views(&mut self, names: &[String]) -> Result<()> {
-        for name in names {
-            let Some(view) = self.catalog.view(name) else {
+    fn drop_views(&mut self, ids: &[u64]) -> Result<()> {
+        for &id in ids {
+            if self.catalog.view_by_id(id).is_none() {
                 continue;
-            };
-            let id = view.def().id;
+            }
+            // Stop writing before the outbox goes.
+            self.relays.remove(&id);
             let mut batch = WriteBatch::new();
             self.catalog.stage_drop_view(id, &mut batch)?;
             self.commit(batch)?;
-            self.catalog.uninstall_view(name);
+            self.catalog.uninstall_view(id);
             self.views.retain(|v| v.def.id != id);
+            if let Ok(mut progress) = self.query_progress.lock() {
+                progress.remove(&id);
+            }
         }
         Ok(())
     }
 
     fn stats(&self, name: &str) -> Option<ViewStats> {
         let view = self.views.iter().find(|v| v.def.name == name)?;
+        let Output::Rows(sink) = &view.output else {
+            return None;
+        };
         let mut stats = ViewStats {
-            rows: view.sink.len(),
+            rows: sink.len(),
             ..ViewStats::default()
         };
         view.root.for_each(&mut |op| {

@@ -37,6 +37,10 @@ impl Operator for Source {
         format!("Source: {}", self.label)
     }
 
+    fn append_only(&self, _inputs: &[bool], source: &dyn Fn(u64) -> bool) -> bool {
+        source(self.object_id)
+    }
+
     fn step(&mut self, _inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch> {
         let Some(changes) = ctx.changes.get(&self.object_id) else {
             return Ok(ChangeBatch::empty(self.schema.clone()));
@@ -67,6 +71,10 @@ impl Constant {
 impl Operator for Constant {
     fn describe(&self) -> String {
         format!("Constant: {} rows", self.rows.num_rows())
+    }
+
+    fn append_only(&self, _inputs: &[bool], _source: &dyn Fn(u64) -> bool) -> bool {
+        true
     }
 
     fn step(&mut self, _inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch> {

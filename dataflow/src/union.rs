@@ -22,6 +22,10 @@ impl Operator for Union {
         "Union all".into()
     }
 
+    fn append_only(&self, inputs: &[bool], _source: &dyn Fn(u64) -> bool) -> bool {
+        inputs.iter().all(|&a| a)
+    }
+
     fn step(&mut self, inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {
         ChangeBatch::concat(&self.schema, &inputs)
     }

@@ -50,7 +50,8 @@ impl Engine {
         let query_ctx = new_context(&catalog, SchemaMode::Query)?;
         let row_keyed_ctx = new_context(&catalog, SchemaMode::RowKeyed)?;
         let mut views = Vec::new();
-        for view in catalog.views() {
+        // Nothing reads a persistent query, so queries restore last.
+        for view in catalog.views().into_iter().chain(catalog.queries()) {
             let def = view.def().clone();
             let root = if def.error.is_some() {
                 Err(DataflowError::Internal("view failed before".into()))

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use datafusion::sql::sqlparser::ast::{self, CreateTableOptions, Expr, SqlOption, Value};
 use eddy_catalog::kafka::{self, Format, KafkaDef, SourceKind};
-use eddy_catalog::{ColumnType, TableDef};
+use eddy_catalog::{ColumnDef, ColumnType, TableDef};
 
-use crate::create_table::{bind_columns, normalize};
+use crate::create_table::bind_columns;
 use crate::ksql::{EMIT_CHANGES_OPTION, KIND_OPTION};
 use crate::{Result, SqlError};
 
@@ -158,7 +158,52 @@ pub fn bind_create_source(create: &ast::CreateTable, options: &SourceOptions) ->
         )));
     };
     let key_format = options.key_format.unwrap_or(Format::Kafka);
-    let (name, mut columns, key_columns) = bind_columns(create)?;
+    let (name, columns, key_columns) = bind_columns(create)?;
+    let formats = (key_format, value_format);
+    kafka_relation(name, kind, topic, columns, key_columns, formats, options)
+}
+
+/// The relation a persistent query (`CREATE STREAM|TABLE name AS SELECT`)
+/// writes: `columns` are the query's, `key_columns` those its records are
+/// keyed by. Formats not given in WITH are `inherited` from what the query
+/// reads (key format, value format).
+pub fn bind_query_relation(
+    name: String,
+    columns: Vec<ColumnDef>,
+    key_columns: Vec<usize>,
+    options: &SourceOptions,
+    inherited: (Format, Format),
+) -> Result<TableDef> {
+    let kind = options.kind.unwrap_or(SourceKind::Table);
+    let topic = options.topic.clone().unwrap_or_else(|| name.to_uppercase());
+    let value_format = options.value_format.unwrap_or(inherited.1);
+    // A key of several columns needs a format that holds several.
+    let key_format = match options.key_format {
+        Some(format) => format,
+        None if key_columns.len() > 1 && inherited.0 == Format::Kafka => Format::Json,
+        None => inherited.0,
+    };
+    kafka_relation(
+        name,
+        kind,
+        topic,
+        columns,
+        key_columns,
+        (key_format, value_format),
+        options,
+    )
+}
+
+/// Checks a Kafka relation's columns against its formats and builds it.
+fn kafka_relation(
+    name: String,
+    kind: SourceKind,
+    topic: String,
+    mut columns: Vec<ColumnDef>,
+    key_columns: Vec<usize>,
+    (key_format, value_format): (Format, Format),
+    options: &SourceOptions,
+) -> Result<TableDef> {
     for column in &columns {
         if [kafka::ROWTIME, kafka::ROWPARTITION, kafka::ROWOFFSET].contains(&column.name.as_str()) {
             return Err(SqlError::InvalidDefinition(format!(
@@ -236,18 +281,8 @@ pub fn bind_create_source(create: &ast::CreateTable, options: &SourceOptions) ->
             value_format,
             key_columns,
             timestamp_column,
-            query: None,
         }),
     })
-}
-
-/// The default topic of a relation created by a persistent query.
-pub fn default_topic(name: &ast::ObjectName) -> String {
-    name.0
-        .last()
-        .and_then(|p| p.as_ident())
-        .map(|i| normalize(i).to_uppercase())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

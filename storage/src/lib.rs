@@ -62,6 +62,9 @@ pub enum Keyspace {
     /// Changes to local tables that views have yet to absorb, keyed by
     /// sequence number.
     ChangeLog = b'l',
+    /// Records persistent queries have yet to write to Kafka, keyed by
+    /// query id then epoch sequence number.
+    Outbox = b'x',
 }
 
 impl Keyspace {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -234,7 +235,9 @@ pub fn text_records(records: &[(Option<&str>, Option<&str>)]) -> Vec<Record> {
 }
 
 /// Reads every record of `topic` (all partitions) up to its current end:
-/// (partition, key, value) in offset order per partition.
+/// (partition, key, value) in offset order per partition. The end is where
+/// fetching reports the partition's end: tansu's ListOffsets answers the
+/// first offset of the last batch plus one, short of a batch's tail.
 pub async fn consume_all(brokers: &str, topic: &str) -> Result<Vec<Consumed>> {
     let brokers = brokers.to_owned();
     let topic = topic.to_owned();
@@ -242,6 +245,7 @@ pub async fn consume_all(brokers: &str, topic: &str) -> Result<Vec<Consumed>> {
         let consumer: BaseConsumer = client(&brokers)
             .set("group.id", "eddy-tests")
             .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
             .create()?;
         let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
         let partitions = metadata
@@ -249,29 +253,30 @@ pub async fn consume_all(brokers: &str, topic: &str) -> Result<Vec<Consumed>> {
             .first()
             .map(|t| t.partitions().len() as i32)
             .unwrap_or(0);
-        let mut ends = Vec::new();
         let mut assignment = TopicPartitionList::new();
         for p in 0..partitions {
-            let (_, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(5))?;
-            ends.push(high);
             assignment.add_partition_offset(&topic, p, Offset::Beginning)?;
         }
         consumer.assign(&assignment)?;
-        let mut positions = vec![0i64; partitions as usize];
+        let mut at_end = vec![false; partitions as usize];
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while positions.iter().zip(&ends).any(|(p, e)| p < e) {
+        while at_end.iter().any(|&e| !e) {
             if Instant::now() > deadline {
                 bail!("timed out reading {topic}");
             }
-            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-                let message = message?;
-                positions[message.partition() as usize] = message.offset() + 1;
-                out.push((
+            match consumer.poll(Duration::from_millis(100)) {
+                None => continue,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    at_end[p as usize] = true;
+                    continue;
+                }
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(message)) => out.push((
                     message.partition(),
                     message.key().map(<[u8]>::to_vec),
                     message.payload().map(<[u8]>::to_vec),
-                ));
+                )),
             }
         }
         Ok(out)

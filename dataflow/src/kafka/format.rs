@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float32Array, Float64Array, Int16Array,
-    Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::{cast_with_options, CastOptions};
+use datafusion::arrow::compute::{cast_with_options, take, CastOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use eddy_catalog::kafka::{Format, KafkaDef};
@@ -72,6 +72,11 @@ impl RecordCodec {
 
     pub fn kafka(&self) -> &KafkaDef {
         &self.kafka
+    }
+
+    /// The relation's schema: declared columns, then pseudo-columns.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
     }
 
     fn fields(&self, columns: &[usize]) -> Vec<Field> {
@@ -237,7 +242,11 @@ impl RecordCodec {
             .enumerate()
             .map(|(i, (key, value))| {
                 let dead = tombstone.is_some_and(|t| t[i]);
-                (key, (!dead).then_some(value))
+                super::Record {
+                    key,
+                    value: (!dead).then_some(value),
+                    timestamp: None,
+                }
             })
             .collect())
     }
@@ -435,20 +444,38 @@ fn json_error(e: datafusion::arrow::error::ArrowError) -> String {
     format!("bad JSON: {e}")
 }
 
+/// Decodes DELIMITED payloads; a missing payload (a tombstone) decodes as
+/// nulls.
 fn decode_delimited(fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
+    let present: Vec<&[u8]> = payloads.iter().flatten().copied().collect();
+    let columns = decode_delimited_lines(fields, &present)?;
+    if present.len() == payloads.len() {
+        return Ok(columns);
+    }
+    let mut next = 0;
+    let indices: UInt32Array = payloads
+        .iter()
+        .map(|p| {
+            p.map(|_| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect();
+    columns
+        .iter()
+        .map(|c| take(c.as_ref(), &indices, None).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn decode_delimited_lines(fields: &[Field], payloads: &[&[u8]]) -> Part {
     let text: Vec<Field> = fields.iter().map(text_field).collect();
     let mut buf = Vec::new();
     for payload in payloads {
-        match payload {
-            // A tombstone: as many empty (null) fields as columns.
-            None => buf.extend(std::iter::repeat_n(b',', fields.len() - 1)),
-            Some(p) => {
-                if p.contains(&b'\n') {
-                    return Err("DELIMITED record holds a line break".into());
-                }
-                buf.extend_from_slice(p);
-            }
+        if payload.contains(&b'\n') {
+            return Err("DELIMITED record holds a line break".into());
         }
+        buf.extend_from_slice(payload);
         buf.push(b'\n');
     }
     let schema = Arc::new(Schema::new(text));
@@ -682,7 +709,6 @@ mod tests {
                 value_format,
                 key_columns: vec![0],
                 timestamp_column: Some(3),
-                query: None,
             }),
         }
     }
@@ -747,20 +773,39 @@ mod tests {
     }
 
     #[test]
-    fn tables_take_tombstones() {
-        let codec = RecordCodec::new(&def(SourceKind::Table, Format::Json, Format::Json)).unwrap();
-        let decoded = codec.decode(&[
-            record(0, Some(b"5"), Some(r#"{"name": "a"}"#)),
-            record(1, Some(b"{\"ID\": 6}"), None),
-            record(2, None, Some(r#"{"name": "x"}"#)),
-        ]);
-        assert_eq!(decoded.tombstone, vec![false, true]);
-        assert_eq!(decoded.dead.len(), 1);
-        let ids = decoded
-            .rows
-            .column(0)
-            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        assert_eq!((ids.value(0), ids.value(1)), (5, 6));
+    fn tables_take_tombstones_in_every_value_format() {
+        for (value_format, value) in [
+            (Format::Json, r#"{"name": "a"}"#),
+            (Format::Delimited, "a,1.5,"),
+        ] {
+            let codec =
+                RecordCodec::new(&def(SourceKind::Table, value_format, Format::Json)).unwrap();
+            let decoded = codec.decode(&[
+                record(0, Some(b"5"), Some(value)),
+                record(1, Some(b"{\"ID\": 6}"), None),
+                record(2, None, Some(value)),
+                record(3, Some(b"7"), None),
+            ]);
+            assert_eq!(
+                decoded.tombstone,
+                vec![false, true, true],
+                "{value_format:?}"
+            );
+            assert_eq!(
+                decoded.dead.len(),
+                1,
+                "{value_format:?}: {:?}",
+                decoded.dead
+            );
+            let ids = decoded
+                .rows
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            assert_eq!((ids.value(0), ids.value(1), ids.value(2)), (5, 6, 7));
+            let names = decoded.rows.column(1).as_string::<i32>();
+            assert_eq!(names.value(0), "a");
+            assert!(names.is_null(1) && names.is_null(2));
+        }
     }
 
     #[test]
@@ -791,9 +836,9 @@ mod tests {
             let raw: Vec<RawRecord> = encoded
                 .into_iter()
                 .enumerate()
-                .map(|(i, (key, value))| RawRecord {
-                    key,
-                    value,
+                .map(|(i, r)| RawRecord {
+                    key: r.key,
+                    value: r.value,
                     partition: 0,
                     offset: i as i64,
                     timestamp: None,

@@ -11,12 +11,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use eddy_storage::{Keyspace, Store, WriteBatch};
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::format::{Decoded, RawRecord, RecordCodec};
 use super::Kafka;
+use crate::runtime::ProgressMap;
 use crate::Result;
 
 /// Records decoded per batch at most.
@@ -98,6 +101,7 @@ pub fn spawn(
     start: BTreeMap<i32, i64>,
     tx: SyncSender<SourceBatch>,
     wake: Arc<dyn Fn() + Send + Sync>,
+    progress: ProgressMap,
 ) -> Result<Ingest> {
     let stop = Arc::new(AtomicBool::new(false));
     let reader = Reader {
@@ -108,6 +112,7 @@ pub fn spawn(
         offsets: start,
         tx,
         wake,
+        progress,
         stop: stop.clone(),
     };
     let thread = std::thread::Builder::new()
@@ -120,6 +125,39 @@ pub fn spawn(
     })
 }
 
+/// Takes each partition's end from librdkafka's statistics, which have it
+/// from fetch responses, for FLUSH: some brokers' ListOffsets (tansu's)
+/// answer short of the last batch's tail.
+struct FetchedEnds {
+    source: u64,
+    topic: String,
+    progress: ProgressMap,
+}
+
+impl ClientContext for FetchedEnds {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let ends: BTreeMap<i32, i64> = topic
+            .partitions
+            .iter()
+            .filter(|(p, _)| **p >= 0)
+            .map(|(p, s)| (*p, s.hi_offset))
+            .collect();
+        if ends.is_empty() || ends.values().any(|&end| end < 0) {
+            return;
+        }
+        if let Ok(mut progress) = self.progress.lock() {
+            let entry = progress.entry(self.source).or_default();
+            entry.fetched_ends = ends;
+            entry.fetched_at = Some(Instant::now());
+        }
+    }
+}
+
+impl ConsumerContext for FetchedEnds {}
+
 struct Reader {
     kafka: Arc<Kafka>,
     source: u64,
@@ -129,6 +167,7 @@ struct Reader {
     offsets: BTreeMap<i32, i64>,
     tx: SyncSender<SourceBatch>,
     wake: Arc<dyn Fn() + Send + Sync>,
+    progress: ProgressMap,
     stop: Arc<AtomicBool>,
 }
 
@@ -149,7 +188,12 @@ impl Reader {
         let topic = self.codec.kafka().topic.clone();
         let mut backoff = Duration::from_millis(100);
         while !self.stopped() {
-            let consumer = match self.kafka.consumer() {
+            let ends = FetchedEnds {
+                source: self.source,
+                topic: topic.clone(),
+                progress: self.progress.clone(),
+            };
+            let consumer = match self.kafka.consumer_with(ends) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(source = %self.name, error = %e, "cannot create a consumer");
@@ -194,7 +238,7 @@ impl Reader {
     }
 
     /// Reads batches until stopped; returns false if the runtime is gone.
-    fn consume(&mut self, consumer: &rdkafka::consumer::BaseConsumer) -> bool {
+    fn consume(&mut self, consumer: &BaseConsumer<FetchedEnds>) -> bool {
         while !self.stopped() {
             let mut records = Vec::new();
             let mut deadline: Option<Instant> = None;

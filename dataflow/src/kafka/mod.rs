@@ -6,6 +6,8 @@
 
 pub mod format;
 pub mod ingest;
+pub mod relay;
+pub mod sink;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -24,11 +26,39 @@ use crate::{DataflowError, Result};
 /// How long one metadata or watermark request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One key and value to produce; a `None` value is a tombstone.
-pub type Record = (Option<Vec<u8>>, Option<Vec<u8>>);
+/// One record to produce; a `None` value is a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// Milliseconds since the epoch; `None` lets the producer stamp it.
+    pub timestamp: Option<i64>,
+}
 
 fn kafka_error(what: &str, e: impl std::fmt::Display) -> DataflowError {
     DataflowError::Kafka(format!("{what}: {e}"))
+}
+
+/// Updates a records-per-second figure, smoothed over recent batches, with
+/// `count` records handled since `last` (or since `started`, at first).
+pub(crate) fn update_rate(
+    rate: &mut f64,
+    last: &mut Option<std::time::Instant>,
+    count: u64,
+    started: std::time::Instant,
+) {
+    let now = std::time::Instant::now();
+    let elapsed = last
+        .map_or(now - started, |last| now - last)
+        .as_secs_f64()
+        .max(1e-3);
+    let instant = count as f64 / elapsed;
+    *rate = if *rate == 0.0 {
+        instant
+    } else {
+        0.8 * *rate + 0.2 * instant
+    };
+    *last = Some(now);
 }
 
 /// A connection to the brokers named by `--kafka-brokers`.
@@ -55,6 +85,8 @@ impl Kafka {
         let producer = Self::config_for(brokers)
             .set("message.timeout.ms", "30000")
             .set("linger.ms", "5")
+            // Keys land on the partitions Java clients (and ksqlDB) pick.
+            .set("partitioner", "murmur2_random")
             .create()
             .map_err(|e| kafka_error("cannot create a Kafka producer", e))?;
         let admin = Self::config_for(brokers)
@@ -80,21 +112,32 @@ impl Kafka {
         config
     }
 
-    /// A consumer that never commits and never creates topics.
-    pub fn consumer(&self) -> Result<BaseConsumer> {
-        Self::consumer_for(&self.brokers)
+    /// A consumer that never commits and never creates topics, whose
+    /// `context` gets statistics
+    /// (each partition's fetched end) every 50 ms.
+    pub fn consumer_with<C: ConsumerContext>(&self, context: C) -> Result<BaseConsumer<C>> {
+        Self::consumer_config(&self.brokers)
+            .set("statistics.interval.ms", "50")
+            .create_with_context(context)
+            .map_err(|e| kafka_error("cannot create a Kafka consumer", e))
     }
 
     fn consumer_for(brokers: &str) -> Result<BaseConsumer> {
-        Self::config_for(brokers)
+        Self::consumer_config(brokers)
+            .create()
+            .map_err(|e| kafka_error("cannot create a Kafka consumer", e))
+    }
+
+    fn consumer_config(brokers: &str) -> ClientConfig {
+        let mut config = Self::config_for(brokers);
+        config
             .set("group.id", "eddy")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("allow.auto.create.topics", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "50")
-            .create()
-            .map_err(|e| kafka_error("cannot create a Kafka consumer", e))
+            .set("fetch.wait.max.ms", "50");
+        config
     }
 
     /// Checks that `topic` exists, creating it with `partitions` if it is
@@ -165,7 +208,10 @@ impl Kafka {
     }
 
     /// [`Kafka::partitions`], asked through `consumer`.
-    pub fn partitions_seen_by(consumer: &BaseConsumer, topic: &str) -> Result<Option<i32>> {
+    pub fn partitions_seen_by<C: ConsumerContext>(
+        consumer: &BaseConsumer<C>,
+        topic: &str,
+    ) -> Result<Option<i32>> {
         let metadata = consumer
             .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
             .map_err(|e| kafka_error("cannot reach the Kafka brokers", e))?;
@@ -209,13 +255,16 @@ impl Kafka {
     /// acknowledged; librdkafka retries while the brokers are unreachable,
     /// up to its message timeout.
     pub async fn produce(&self, topic: &str, records: Vec<Record>) -> Result<u64> {
-        let sends = records.iter().map(|(key, value)| {
+        let sends = records.iter().map(|r| {
             let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic);
-            if let Some(key) = key {
+            if let Some(key) = &r.key {
                 record = record.key(key);
             }
-            if let Some(value) = value {
+            if let Some(value) = &r.value {
                 record = record.payload(value);
+            }
+            if let Some(timestamp) = r.timestamp {
+                record = record.timestamp(timestamp);
             }
             self.producer.send(record, Duration::from_secs(30))
         });

@@ -10,17 +10,13 @@ use crate::error::{EddyError, Result};
 
 pub async fn handle_create_table(engine: &Engine, create: &CreateTable) -> Result<Output> {
     let options = eddy_sql::source_options(&create.table_options)?;
+    if let Some(query) = &create.query {
+        return super::create_query::handle_create_as(engine, create, &options, query).await;
+    }
     if !options.is_kafka() {
         let def = eddy_sql::bind_create_table(create)?;
         engine.catalog.create_table(def, create.if_not_exists)?;
         return Ok(Output::Command(Tag::new("CREATE TABLE")));
-    }
-    if create.query.is_some() {
-        return Err(EddyError::Unsupported(
-            "CREATE STREAM|TABLE ... AS SELECT (persistent queries writing a topic); \
-             create a materialized view over the sources instead"
-                .into(),
-        ));
     }
     let def = eddy_sql::bind_create_source(create, &options)?;
     let kind = def.kafka.as_ref().map_or(SourceKind::Table, |k| k.kind);

@@ -63,6 +63,7 @@ pub async fn handle_create_view(engine: &Engine, create: &CreateView) -> Result<
         depends_on: lowered.depends_on,
         fingerprint: lowered.root.explain().join("\n"),
         error: None,
+        sink_relation: None,
     };
     engine.dataflow.create_view(def, lowered.root).await?;
     Ok(tag)

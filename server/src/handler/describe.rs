@@ -84,9 +84,10 @@ fn extended_rows(
                     if let Some(ts) = kafka.timestamp_column {
                         push("timestamp", def.columns[ts].name.clone());
                     }
-                    if let Some(query) = &kafka.query {
-                        push("written_by", query.clone());
+                    for query in engine.catalog.queries_writing(def.id) {
+                        push("written_by", query.name().to_owned());
                     }
+
                     let progress = engine.dataflow.source_progress();
                     let progress = progress.get(&def.id).cloned().unwrap_or_default();
                     push(
@@ -122,7 +123,8 @@ fn extended_rows(
     }
     let readers = engine.catalog.dependents(relation.id());
     if !readers.is_empty() {
-        push("read_by", readers.join(", "));
+        let names: Vec<&str> = readers.iter().map(|r| r.name()).collect();
+        push("read_by", names.join(", "));
     }
     rows
 }

@@ -59,43 +59,47 @@ pub async fn handle_drop(
         }
         targets.push((name.clone(), id));
     }
-    // Views that depend on the targets, directly or not.
-    let mut dependents: Vec<(String, u64)> = Vec::new();
+    // The queries writing a dropped relation's topic stop with it, as in
+    // ksqlDB; views and queries reading a target need CASCADE.
+    let mut dependents: Vec<u64> = Vec::new();
+    if object_type != ObjectType::MaterializedView {
+        for (_, id) in &targets {
+            dependents.extend(
+                engine
+                    .catalog
+                    .queries_writing(*id)
+                    .iter()
+                    .map(|q| q.def().id),
+            );
+        }
+    }
+    let target_ids: Vec<u64> = targets.iter().map(|(_, id)| *id).collect();
     let mut frontier: Vec<(String, u64)> = targets.clone();
     while let Some((name, id)) = frontier.pop() {
-        for dependent in engine.catalog.dependents(id) {
-            let Some(view) = engine.catalog.view(&dependent) else {
-                continue;
-            };
-            let entry = (dependent.clone(), view.def().id);
-            if targets.contains(&entry) || dependents.contains(&entry) {
+        for view in engine.catalog.dependents(id) {
+            let view_id = view.def().id;
+            if target_ids.contains(&view_id) || dependents.contains(&view_id) {
                 continue;
             }
             if !cascade {
                 return Err(CatalogError::DependentObjects {
                     kind,
                     name: name.clone(),
-                    detail: format!(
-                        "materialized view {dependent} depends on {} {name}",
-                        kind_of(engine, &name)
-                    ),
+                    detail: view.dependency_text(kind_of(engine, &name), &name),
                 }
                 .into());
             }
-            dependents.push(entry.clone());
-            frontier.push(entry);
+            dependents.push(view_id);
+            frontier.push((view.name().to_owned(), view_id));
         }
     }
-    let mut views: Vec<(String, u64)> = dependents;
+    let mut views = dependents;
     if object_type == ObjectType::MaterializedView {
-        views.extend(targets.iter().cloned());
+        views.extend(target_ids);
     }
     // Later views may read earlier ones: drop the newest first.
-    views.sort_by_key(|(_, id)| std::cmp::Reverse(*id));
-    engine
-        .dataflow
-        .drop_views(views.into_iter().map(|(name, _)| name).collect())
-        .await?;
+    views.sort_by_key(|id| std::cmp::Reverse(*id));
+    engine.dataflow.drop_views(views).await?;
     if object_type != ObjectType::MaterializedView {
         for (name, id) in &targets {
             let topic = engine

@@ -1,6 +1,7 @@
 //! Statement dispatch: one `match` sends each statement kind to its handler,
 //! one file per kind.
 
+mod create_query;
 mod create_table;
 mod create_view;
 mod describe;

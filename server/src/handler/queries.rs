@@ -1,5 +1,8 @@
 //! Running queries: SHOW QUERIES and TERMINATE. Each materialized view is
-//! a query that runs until it is dropped.
+//! a query that runs until it is dropped; each persistent query (`CREATE
+//! STREAM|TABLE ... AS SELECT`) runs until it is terminated.
+
+use pgwire::api::results::Tag;
 
 use super::show_sources::offsets_text;
 use super::Output;
@@ -9,12 +12,22 @@ use crate::error::{EddyError, Result};
 /// One row per running query, in the columns of `SHOW QUERIES`.
 pub fn query_rows(engine: &Engine) -> Vec<Vec<String>> {
     let progress = engine.dataflow.source_progress();
+    let written = engine.dataflow.query_progress();
     let mut rows = Vec::new();
-    for view in engine.catalog.views() {
+    for view in engine
+        .catalog
+        .views()
+        .into_iter()
+        .chain(engine.catalog.queries())
+    {
         let def = view.def();
-        let status = match &def.error {
-            Some(error) => format!("ERROR: {error}"),
-            None => "RUNNING".to_owned(),
+        let output = def
+            .sink_relation
+            .map(|_| written.get(&def.id).cloned().unwrap_or_default());
+        let status = match (&def.error, output.as_ref().and_then(|o| o.error.as_ref())) {
+            (Some(error), _) => format!("ERROR: {error}"),
+            (None, Some(error)) => format!("RUNNING (retrying a write: {error})"),
+            (None, None) => "RUNNING".to_owned(),
         };
         let mut sources = Vec::new();
         let mut offsets = Vec::new();
@@ -31,30 +44,52 @@ pub fn query_rows(engine: &Engine) -> Vec<Vec<String>> {
             }
             sources.push(name);
         }
+        let (kind, sink) = match def.sink_relation {
+            Some(id) => (
+                "PERSISTENT",
+                engine.catalog.relation_name(id).unwrap_or_default(),
+            ),
+            None => ("MATERIALIZED VIEW", def.name.clone()),
+        };
         rows.push(vec![
             def.name.clone(),
-            "MATERIALIZED VIEW".to_owned(),
+            kind.to_owned(),
             status,
             sources.join(", "),
-            def.name.clone(),
+            sink,
             offsets.join(" "),
             records.to_string(),
             format!("{rate:.1}"),
             dead.to_string(),
+            output.map_or(String::new(), |o| o.written.to_string()),
         ]);
     }
     rows
 }
 
+/// `TERMINATE id` stops one persistent query, `TERMINATE ALL` every one.
+/// The relations they wrote stay, with their topics.
 pub async fn handle_terminate(engine: &Engine, query: Option<String>) -> Result<Output> {
-    let Some(query) = query else {
-        return Ok(Output::Command(pgwire::api::results::Tag::new("TERMINATE")));
+    let ids = match query {
+        None => engine
+            .catalog
+            .queries()
+            .iter()
+            .map(|q| q.def().id)
+            .collect(),
+        Some(query) => match engine.catalog.query(&query) {
+            Some(found) => vec![found.def().id],
+            None => {
+                let name = query.to_lowercase();
+                if engine.catalog.view(&name).is_some() {
+                    return Err(EddyError::WrongObjectType(format!(
+                        "{query} is a materialized view; DROP MATERIALIZED VIEW {name} stops it"
+                    )));
+                }
+                return Err(EddyError::UndefinedQuery(query));
+            }
+        },
     };
-    let name = query.to_lowercase();
-    if engine.catalog.view(&name).is_some() {
-        return Err(EddyError::WrongObjectType(format!(
-            "{query} is a materialized view; DROP MATERIALIZED VIEW {name} stops it"
-        )));
-    }
-    Err(EddyError::UndefinedQuery(query))
+    engine.dataflow.drop_views(ids).await?;
+    Ok(Output::Command(Tag::new("TERMINATE")))
 }

@@ -36,6 +36,7 @@ pub fn schema(listing: Listing) -> SchemaRef {
             "records",
             "records_per_second",
             "dead_letters",
+            "records_written",
         ]),
     }
 }

@@ -1,0 +1,310 @@
+//! `CREATE STREAM|TABLE name [WITH (...)] AS SELECT ...`: a persistent
+//! query writing a topic, read back as a Kafka relation, as in ksqlDB. A
+//! plain `CREATE TABLE name AS SELECT` over local tables is Postgres's: a
+//! local table filled once with the query's rows.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::{CreateTable, Query, Statement};
+use eddy_catalog::kafka::{dead_letters_def, Format, SourceKind, PSEUDO_COLUMNS};
+use eddy_catalog::{
+    CatalogError, ColumnDef, ColumnType, StoredTable, TableDef, ViewColumn, ViewDef,
+};
+use eddy_sql::create_table::object_name;
+use eddy_sql::{SourceOptions, SqlError};
+use pgwire::api::results::Tag;
+
+use super::Output;
+use crate::engine::Engine;
+use crate::error::{EddyError, Result};
+
+pub async fn handle_create_as(
+    engine: &Engine,
+    create: &CreateTable,
+    options: &SourceOptions,
+    query: &Query,
+) -> Result<Output> {
+    let name = object_name(&create.name)?;
+    if !create.columns.is_empty() {
+        return Err(EddyError::Unsupported(
+            "a column list in CREATE ... AS SELECT; name the columns in the select list".into(),
+        ));
+    }
+    let kind = options.kind.unwrap_or(SourceKind::Table);
+    let tag = Tag::new(&format!("CREATE {}", kind.as_str()));
+    if engine.catalog.relation(&name).is_some() {
+        if create.if_not_exists {
+            return Ok(Output::Command(tag));
+        }
+        return Err(CatalogError::DuplicateTable(name).into());
+    }
+    let statement = Statement::Query(Box::new(query.clone()));
+    let plan = engine.plan(&statement).await?;
+    if !options.is_kafka() && !reads_kafka(engine, &plan) {
+        return create_local_table_as(engine, name, plan).await;
+    }
+    let kafka = engine.kafka()?.clone();
+    let lowered = engine.plan_view(query).await?;
+    let schema = lowered.root.schema.clone();
+    let catalog = &engine.catalog;
+    let read: Vec<Arc<StoredTable>> = lowered
+        .depends_on
+        .iter()
+        .filter_map(|id| catalog.table_by_id(*id))
+        .collect();
+    let (columns, query_columns) = output_columns(&schema)?;
+    let mut key_columns = match kind {
+        SourceKind::Stream => {
+            let append_only = lowered
+                .root
+                .append_only(&|id| catalog.table_by_id(id).is_some_and(|t| t.is_stream()));
+            if !append_only {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "the query of stream {name} can change or take back rows it has produced \
+                     (it aggregates, reads a table, or outer-joins), so its result is a table; \
+                     use CREATE TABLE {name} AS SELECT ... or a materialized view"
+                ))
+                .into());
+            }
+            stream_key(&read, &columns)
+        }
+        SourceKind::Table => table_key(query, &name, &read, &columns, &query_columns)?,
+    };
+    if kind == SourceKind::Table {
+        key_columns.sort_unstable();
+    }
+    let mut columns = columns;
+    if kind == SourceKind::Table {
+        for &k in &key_columns {
+            columns[k].nullable = false;
+        }
+    }
+    let inherited = read
+        .iter()
+        .find_map(|t| t.def().kafka.as_ref())
+        .map_or((Format::Kafka, Format::Json), |k| {
+            (k.key_format, k.value_format)
+        });
+    let def =
+        eddy_sql::bind_query_relation(name.clone(), columns, key_columns, options, inherited)?;
+    let topic = def
+        .kafka
+        .as_ref()
+        .map(|k| k.topic.clone())
+        .unwrap_or_default();
+    let partitions = match options.partitions {
+        Some(n) => n,
+        None => source_partitions(&kafka, &read).await?,
+    };
+    kafka
+        .ensure_topic(&topic, Some(partitions), options.replicas)
+        .await?;
+    catalog.create_table(dead_letters_def(), true)?;
+    let table = catalog
+        .create_table(def, false)?
+        .ok_or_else(|| CatalogError::DuplicateTable(name.clone()))?;
+    let relation_id = table.def().id;
+    let id = catalog.reserve_query_id();
+    let prefix = match kind {
+        SourceKind::Stream => "CSAS",
+        SourceKind::Table => "CTAS",
+    };
+    let query_def = ViewDef {
+        id,
+        name: format!("{prefix}_{}_{id}", name.to_uppercase()),
+        sql: query.to_string(),
+        columns: schema
+            .fields()
+            .iter()
+            .map(|f| ViewColumn {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+            })
+            .collect(),
+        depends_on: lowered.depends_on,
+        fingerprint: lowered.root.explain().join("\n"),
+        error: None,
+        sink_relation: Some(relation_id),
+    };
+    let started = match engine.dataflow.start_source(relation_id).await {
+        Ok(()) => engine.dataflow.create_view(query_def, lowered.root).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = started {
+        engine.dataflow.drop_source(relation_id).await?;
+        catalog.drop_table(&name)?;
+        return Err(e.into());
+    }
+    Ok(Output::Command(tag))
+}
+
+/// Whether a plan reads a Kafka relation.
+fn reads_kafka(engine: &Engine, plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let table = engine.catalog.table(scan.table_name.table());
+            if table.is_some_and(|t| t.def().kafka.is_some()) {
+                found = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// The relation's columns for a query's output (pseudo-columns left out:
+/// the relation gets its own), and the query column behind each.
+fn output_columns(schema: &SchemaRef) -> Result<(Vec<ColumnDef>, Vec<usize>)> {
+    let mut columns: Vec<ColumnDef> = Vec::new();
+    let mut query_columns = Vec::new();
+    for (i, field) in schema.fields().iter().enumerate() {
+        if PSEUDO_COLUMNS.contains(&field.name().as_str()) {
+            continue;
+        }
+        let column_type = ColumnType::from_arrow(field.data_type()).ok_or_else(|| {
+            EddyError::Unsupported(format!(
+                "column {} of type {} in a Kafka relation",
+                field.name(),
+                field.data_type()
+            ))
+        })?;
+        if columns.iter().any(|c| c.name == *field.name()) {
+            return Err(SqlError::DuplicateColumn(field.name().clone()).into());
+        }
+        columns.push(ColumnDef {
+            name: field.name().clone(),
+            column_type,
+            nullable: true,
+            default: None,
+        });
+        query_columns.push(i);
+    }
+    if columns.is_empty() {
+        return Err(SqlError::InvalidDefinition(
+            "the query selects no columns but pseudo-columns".into(),
+        )
+        .into());
+    }
+    Ok((columns, query_columns))
+}
+
+/// The positions in `columns` of the columns called `names`, if all are.
+fn positions(columns: &[ColumnDef], names: &[&str]) -> Option<Vec<usize>> {
+    names
+        .iter()
+        .map(|n| columns.iter().position(|c| c.name == *n))
+        .collect()
+}
+
+/// A stream keeps the key of the one stream it reads, if it selects it.
+fn stream_key(read: &[Arc<StoredTable>], columns: &[ColumnDef]) -> Vec<usize> {
+    let [source] = read else {
+        return Vec::new();
+    };
+    let Some(kafka) = &source.def().kafka else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = kafka
+        .key_columns
+        .iter()
+        .map(|&k| source.def().columns[k].name.as_str())
+        .collect();
+    positions(columns, &names).unwrap_or_default()
+}
+
+/// A table is keyed by its GROUP BY keys, or else by the primary key of
+/// the one table it reads.
+fn table_key(
+    query: &Query,
+    name: &str,
+    read: &[Arc<StoredTable>],
+    columns: &[ColumnDef],
+    query_columns: &[usize],
+) -> Result<Vec<usize>> {
+    if let Some(keys) = eddy_sql::group_key_columns(query)? {
+        return keys
+            .iter()
+            .map(|k| {
+                query_columns.iter().position(|q| q == k).ok_or_else(|| {
+                    SqlError::InvalidDefinition(
+                        "a pseudo-column cannot key a table; select it under another name".into(),
+                    )
+                    .into()
+                })
+            })
+            .collect();
+    }
+    let keyed = match read {
+        [source] if !source.is_stream() && !source.def().primary_key.is_empty() => {
+            let def: &TableDef = source.def();
+            let names: Vec<&str> = def
+                .primary_key
+                .iter()
+                .map(|&k| def.columns[k].name.as_str())
+                .collect();
+            positions(columns, &names)
+        }
+        _ => None,
+    };
+    keyed.ok_or_else(|| {
+        SqlError::InvalidDefinition(format!(
+            "table {name} needs a key for its changelog: GROUP BY its key columns (and select \
+             them), or select the primary key of the one table it reads; a query whose rows \
+             only accumulate is CREATE STREAM {name} AS SELECT ..."
+        ))
+        .into()
+    })
+}
+
+/// The partitions of the first Kafka relation read, else 1.
+async fn source_partitions(
+    kafka: &Arc<eddy_dataflow::kafka::Kafka>,
+    read: &[Arc<StoredTable>],
+) -> Result<i32> {
+    let Some(topic) = read
+        .iter()
+        .find_map(|t| t.def().kafka.as_ref().map(|k| k.topic.clone()))
+    else {
+        return Ok(1);
+    };
+    let kafka = kafka.clone();
+    let partitions = tokio::task::spawn_blocking(move || kafka.partitions(&topic))
+        .await
+        .map_err(|e| EddyError::Internal(e.to_string()))??;
+    Ok(partitions.unwrap_or(1))
+}
+
+/// Postgres's CREATE TABLE ... AS SELECT: a new local table holding the
+/// query's rows now.
+async fn create_local_table_as(engine: &Engine, name: String, plan: LogicalPlan) -> Result<Output> {
+    let schema = plan.schema().inner().clone();
+    let (columns, _) = output_columns(&schema)?;
+    if columns.len() != schema.fields().len() {
+        return Err(SqlError::InvalidDefinition(format!(
+            "column names {} are kept for Kafka relations",
+            PSEUDO_COLUMNS.join(", ")
+        ))
+        .into());
+    }
+    let def = TableDef {
+        id: 0,
+        name: name.clone(),
+        columns,
+        primary_key: Vec::new(),
+        kafka: None,
+    };
+    let batches = engine.collect(plan).await?;
+    let table = engine
+        .catalog
+        .create_table(def, false)?
+        .ok_or(CatalogError::DuplicateTable(name))?;
+    let count = table.insert(&batches)?;
+    Ok(Output::Command(
+        Tag::new("SELECT").with_rows(count.rows as usize),
+    ))
+}

@@ -1,0 +1,375 @@
+//! Persistent queries against a real broker (tansu): `CREATE STREAM|TABLE
+//! ... AS SELECT` writing output topics (consumed and checked record by
+//! record), tombstones for groups that disappear, SHOW QUERIES,
+//! TERMINATE, DROP, and a `kill -9` while a query writes.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use eddy_tests::kafka::{consume_all, produce, Broker, Consumed, Record};
+use eddy_tests::{sorted_text_rows, text_rows, TestServer};
+use tokio_postgres::Client;
+
+async fn start(broker: &Broker) -> Result<(TestServer, Client)> {
+    let server = TestServer::start_with_args(&["--kafka-brokers", &broker.brokers()])?;
+    let client = server.connect().await?;
+    Ok((server, client))
+}
+
+/// A page view: user key (KAFKA text), JSON value.
+fn view(user: &str, page: &str, ms: i64) -> Record {
+    (
+        Some(user.as_bytes().to_vec()),
+        Some(format!(r#"{{"page": "{page}", "ms": {ms}}}"#).into_bytes()),
+    )
+}
+
+fn json(bytes: &Option<Vec<u8>>) -> Result<serde_json::Value> {
+    let bytes = bytes
+        .as_deref()
+        .context("expected a value, got a tombstone")?;
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// The last record of each key, in key order: what a changelog says now.
+fn latest(records: &[Consumed]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+    records
+        .iter()
+        .map(|(_, key, value)| (key.clone().unwrap_or_default(), value.clone()))
+        .collect()
+}
+
+async fn sqlstate(client: &Client, sql: &str) -> Result<(String, String)> {
+    let error = client
+        .batch_execute(sql)
+        .await
+        .err()
+        .with_context(|| format!("expected {sql} to fail"))?;
+    let db = error.as_db_error().context("not a database error")?;
+    Ok((db.code().code().to_owned(), db.message().to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_queries_write_their_topics() -> Result<()> {
+    let broker = Broker::start().await?;
+    let brokers = broker.brokers();
+    let (_server, client) = start(&broker).await?;
+    client
+        .batch_execute(
+            "CREATE STREAM pageviews (user_id VARCHAR KEY, page VARCHAR, ms BIGINT) \
+               WITH (kafka_topic='pageviews', value_format='JSON', partitions=2);
+             CREATE TABLE users (id VARCHAR PRIMARY KEY, region VARCHAR) \
+               WITH (kafka_topic='users', value_format='JSON', partitions=1);
+             CREATE STREAM slow_views AS \
+               SELECT user_id, page, ms FROM pageviews WHERE ms > 100 EMIT CHANGES;
+             CREATE STREAM copied AS SELECT * FROM pageviews;
+             CREATE TABLE per_user AS \
+               SELECT user_id, count(*) AS views, sum(ms) AS total_ms \
+               FROM pageviews GROUP BY user_id;
+             CREATE TABLE rare_pages WITH (kafka_topic='rare', value_format='DELIMITED', \
+               partitions=3) AS \
+               SELECT page, user_id, count(*) AS n FROM pageviews \
+               GROUP BY page, user_id HAVING count(*) < 3;",
+        )
+        .await?;
+    let mut views = vec![
+        view("ann", "home", 50),
+        view("bob", "home", 150),
+        view("ann", "cart", 300),
+        view("ann", "home", 20),
+        view("cy", "help", 101),
+    ];
+    produce(&brokers, "pageviews", Some(0), &views).await?;
+    client.batch_execute("FLUSH").await?;
+    // ann visits home a third time: the (home, ann) group leaves rare_pages.
+    let more = vec![view("ann", "home", 500), view("bob", "cart", 5)];
+    produce(&brokers, "pageviews", Some(1), &more).await?;
+    views.extend(more);
+    client.batch_execute("FLUSH").await?;
+
+    // The stream's topic: one record per slow view, keyed by user.
+    let slow = consume_all(&brokers, "SLOW_VIEWS").await?;
+    let mut written: Vec<(String, serde_json::Value)> = slow
+        .iter()
+        .map(|(_, key, value)| {
+            Ok((
+                String::from_utf8(key.clone().unwrap_or_default())?,
+                json(value)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    written.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
+    let expected: Vec<(String, serde_json::Value)> = [
+        ("ann", "cart", 300),
+        ("ann", "home", 500),
+        ("bob", "home", 150),
+        ("cy", "help", 101),
+    ]
+    .iter()
+    .map(|(u, p, ms)| (u.to_string(), serde_json::json!({"page": p, "ms": ms})))
+    .collect();
+    assert_eq!(written, expected);
+
+    // The table's changelog: the last record per user is its current row.
+    let per_user = latest(&consume_all(&brokers, "PER_USER").await?);
+    let mut totals: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (key, value) in &views {
+        let user = String::from_utf8(key.clone().unwrap_or_default())?;
+        let ms = json(value)?["ms"].as_i64().unwrap_or_default();
+        let entry = totals.entry(user).or_default();
+        entry.0 += 1;
+        entry.1 += ms;
+    }
+    let expected: BTreeMap<Vec<u8>, Option<Vec<u8>>> = totals
+        .iter()
+        .map(|(user, (n, ms))| {
+            (
+                user.as_bytes().to_vec(),
+                Some(format!(r#"{{"views":{n},"total_ms":{ms}}}"#).into_bytes()),
+            )
+        })
+        .collect();
+    assert_eq!(per_user, expected);
+
+    // A group that leaves the result gets a tombstone, keyed as JSON.
+    let rare = latest(&consume_all(&brokers, "rare").await?);
+    let key =
+        |page: &str, user: &str| format!(r#"{{"page":"{page}","user_id":"{user}"}}"#).into_bytes();
+    assert_eq!(rare.get(&key("home", "ann")), Some(&None));
+    assert_eq!(rare.get(&key("cart", "ann")), Some(&Some(b"1".to_vec())));
+    assert_eq!(rare.len(), 5, "{rare:?}");
+
+    // Each output is a relation over its topic, equal to its query.
+    assert_eq!(
+        text_rows(&client, "SELECT count(*) FROM eddy_dead_letters").await?,
+        ["0"]
+    );
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT user_id, views, total_ms FROM per_user").await?,
+        sorted_text_rows(
+            &client,
+            "SELECT user_id, count(*), sum(ms) FROM pageviews GROUP BY user_id"
+        )
+        .await?
+    );
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT page, user_id, n FROM rare_pages").await?,
+        sorted_text_rows(
+            &client,
+            "SELECT page, user_id, count(*) FROM pageviews GROUP BY page, user_id \
+             HAVING count(*) < 3"
+        )
+        .await?
+    );
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT user_id, page, ms FROM slow_views").await?,
+        sorted_text_rows(
+            &client,
+            "SELECT user_id, page, ms FROM pageviews WHERE ms > 100"
+        )
+        .await?
+    );
+    // A copy keeps each record's event time.
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT user_id, page, ms, rowtime FROM copied").await?,
+        sorted_text_rows(&client, "SELECT user_id, page, ms, rowtime FROM pageviews").await?
+    );
+
+    // Listings.
+    let rows = client.simple_query("SHOW QUERIES").await?;
+    let mut listed = Vec::new();
+    for message in rows {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            listed.push((
+                row.get("query_id").unwrap_or_default().to_owned(),
+                row.get("kind").unwrap_or_default().to_owned(),
+                row.get("status").unwrap_or_default().to_owned(),
+                row.get("sink").unwrap_or_default().to_owned(),
+                row.get("records_written").unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    let slow_query = listed
+        .iter()
+        .find(|q| q.3 == "slow_views")
+        .context("no query writes slow_views")?
+        .clone();
+    assert!(
+        slow_query.0.starts_with("CSAS_SLOW_VIEWS_"),
+        "{slow_query:?}"
+    );
+    assert_eq!(
+        (
+            slow_query.1.as_str(),
+            slow_query.2.as_str(),
+            slow_query.4.as_str()
+        ),
+        ("PERSISTENT", "RUNNING", "4")
+    );
+    assert!(listed
+        .iter()
+        .any(|q| q.0.starts_with("CTAS_PER_USER_") && q.3 == "per_user"));
+    let described = text_rows(&client, "DESCRIBE EXTENDED slow_views").await?;
+    assert!(
+        described.contains(&format!("written_by|{}", slow_query.0)),
+        "{described:?}"
+    );
+    let streams = text_rows(&client, "SHOW STREAMS").await?;
+    assert!(streams.contains(&"slow_views|SLOW_VIEWS|KAFKA|JSON".to_owned()));
+
+    // Queries that cannot be written as asked.
+    for (sql, words) in [
+        (
+            "CREATE STREAM counts AS SELECT user_id, count(*) FROM pageviews GROUP BY user_id",
+            "its result is a table",
+        ),
+        (
+            "CREATE STREAM enriched AS SELECT p.page, u.region FROM pageviews p \
+             JOIN users u ON p.user_id = u.id",
+            "its result is a table",
+        ),
+        (
+            "CREATE TABLE keyless AS SELECT page FROM pageviews",
+            "needs a key",
+        ),
+        (
+            "CREATE TABLE hidden AS SELECT count(*) FROM pageviews GROUP BY page",
+            "must be in the select list",
+        ),
+    ] {
+        let (code, message) = sqlstate(&client, sql).await?;
+        assert_eq!(code, "42P16", "{sql}: {message}");
+        assert!(message.contains(words), "{sql}: {message}");
+    }
+
+    // TERMINATE stops the query; its stream and topic stay.
+    client
+        .batch_execute(&format!("TERMINATE {}", slow_query.0.to_lowercase()))
+        .await?;
+    produce(&brokers, "pageviews", Some(0), &[view("dee", "home", 999)]).await?;
+    client.batch_execute("FLUSH").await?;
+    assert_eq!(consume_all(&brokers, "SLOW_VIEWS").await?.len(), 4);
+    assert_eq!(
+        text_rows(&client, "SELECT count(*) FROM slow_views").await?,
+        ["4"]
+    );
+    let (code, _) = sqlstate(&client, &format!("TERMINATE {}", slow_query.0)).await?;
+    assert_eq!(code, "42704");
+
+    // DROP: readers need CASCADE or TERMINATE; writers stop with their
+    // relation.
+    let (code, message) = sqlstate(&client, "DROP STREAM pageviews").await?;
+    assert_eq!(code, "2BP01", "{message}");
+    client
+        .batch_execute("DROP TABLE per_user; DROP TABLE rare_pages DELETE TOPIC; TERMINATE ALL")
+        .await?;
+    client.batch_execute("DROP STREAM pageviews").await?;
+    let left = client.simple_query("SHOW QUERIES").await?;
+    ensure!(
+        !left
+            .iter()
+            .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))),
+        "queries still listed after TERMINATE ALL"
+    );
+    Ok(())
+}
+
+const RESTART_RECORDS: i64 = 30_000;
+const RESTART_GROUPS: i64 = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_a_query_writes_keeps_its_table_exact() -> Result<()> {
+    let broker = Broker::start().await?;
+    let brokers = broker.brokers();
+    let (mut server, client) = start(&broker).await?;
+    client
+        .batch_execute(
+            "CREATE STREAM events (id BIGINT KEY, grp VARCHAR, amount BIGINT) \
+               WITH (kafka_topic='events', value_format='JSON', partitions=3);
+             CREATE TABLE sums AS \
+               SELECT grp, count(*) AS n, sum(amount) AS total FROM events GROUP BY grp;
+             CREATE STREAM big AS SELECT id, amount FROM events WHERE amount >= 900;",
+        )
+        .await?;
+    let record = |i: i64| -> Record {
+        (
+            Some(i.to_be_bytes().to_vec()),
+            Some(
+                format!(
+                    r#"{{"grp": "g{:02}", "amount": {}}}"#,
+                    i % RESTART_GROUPS,
+                    i % 1000
+                )
+                .into_bytes(),
+            ),
+        )
+    };
+    let producing = brokers.clone();
+    let producer = tokio::spawn(async move {
+        let records: Vec<_> = (0..RESTART_RECORDS).map(record).collect();
+        produce(&producing, "events", None, &records).await
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n: i64 =
+            text_rows(&client, "SELECT coalesce(sum(n), 0) FROM sums").await?[0].parse()?;
+        if n > 0 {
+            ensure!(n < RESTART_RECORDS, "the query finished before the kill");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no records went through the query"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(client);
+    server.kill9()?;
+    producer.await??;
+    server.restart()?;
+    let client = server.connect().await?;
+    client.batch_execute("FLUSH").await?;
+
+    let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for i in 0..RESTART_RECORDS {
+        let entry = expected
+            .entry(format!("g{:02}", i % RESTART_GROUPS))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += i % 1000;
+    }
+    let expected_rows: Vec<String> = expected
+        .iter()
+        .map(|(g, (n, t))| format!("{g}|{n}|{t}"))
+        .collect();
+    // The changelog's last record per group, and the table over it, are
+    // exact: a record written twice is the same value twice.
+    let changelog = latest(&consume_all(&brokers, "SUMS").await?);
+    let from_topic: Vec<String> = changelog
+        .iter()
+        .map(|(key, value)| {
+            let value = json(value)?;
+            Ok(format!(
+                "{}|{}|{}",
+                String::from_utf8(key.clone())?,
+                value["n"],
+                value["total"]
+            ))
+        })
+        .collect::<Result<_>>()?;
+    assert_eq!(from_topic, expected_rows);
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT grp, n, total FROM sums").await?,
+        expected_rows
+    );
+    // The stream gets every record at least once.
+    let big_expected = (0..RESTART_RECORDS).filter(|i| i % 1000 >= 900).count();
+    assert_eq!(
+        text_rows(&client, "SELECT count(DISTINCT id) FROM big").await?,
+        [big_expected.to_string()]
+    );
+    let written: i64 = text_rows(&client, "SELECT count(*) FROM big").await?[0].parse()?;
+    assert!(written >= big_expected as i64, "{written} < {big_expected}");
+    Ok(())
+}
