@@ -117,3 +117,38 @@ impl fmt::Display for ColumnType {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrow_types_map_back_to_column_types() {
+        for column_type in [
+            ColumnType::Boolean,
+            ColumnType::SmallInt,
+            ColumnType::Int,
+            ColumnType::BigInt,
+            ColumnType::Real,
+            ColumnType::Double,
+            ColumnType::Numeric {
+                precision: 12,
+                scale: 3,
+            },
+            ColumnType::Text,
+            ColumnType::Date,
+            ColumnType::Time,
+            ColumnType::Timestamp,
+            ColumnType::TimestampTz,
+            ColumnType::Interval,
+            ColumnType::Bytea,
+        ] {
+            assert_eq!(
+                ColumnType::from_arrow(&column_type.to_arrow()),
+                Some(column_type)
+            );
+        }
+        let list = DataType::new_list(DataType::Int64, true);
+        assert_eq!(ColumnType::from_arrow(&list), None);
+    }
+}

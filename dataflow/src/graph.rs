@@ -84,3 +84,66 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::prelude::SessionContext;
+    use eddy_catalog::{Catalog, ColumnDef, ColumnType, EddySchemaProvider, SchemaMode, TableDef};
+    use eddy_storage::Store;
+
+    /// Lowers `sql` over tables `s` and `u` (ids 1 and 2), and says whether
+    /// its output is append-only when only `s` is.
+    async fn append_only(catalog: &Arc<Catalog>, sql: &str) -> bool {
+        let ctx = SessionContext::new();
+        ctx.catalog("datafusion")
+            .expect("default catalog")
+            .register_schema(
+                "public",
+                Arc::new(EddySchemaProvider::new(catalog.clone(), SchemaMode::Query)),
+            )
+            .expect("schema");
+        let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
+        let plan = ctx.state().optimize(&plan).expect("optimize");
+        let s = catalog.table("s").expect("s").def().id;
+        let root = crate::lower(&plan, catalog).expect("lower").root;
+        root.append_only(&|id| id == s)
+    }
+
+    #[tokio::test]
+    async fn append_only_follows_operators_that_never_retract() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let catalog = Catalog::open(Store::open(dir.path()).expect("store")).expect("catalog");
+        for name in ["s", "u"] {
+            let column = |name: &str| ColumnDef {
+                name: name.into(),
+                column_type: ColumnType::BigInt,
+                nullable: true,
+                default: None,
+            };
+            let def = TableDef {
+                id: 0,
+                name: name.into(),
+                columns: vec![column("k"), column("v")],
+                primary_key: vec![],
+                kafka: None,
+            };
+            catalog.create_table(def, false).expect("create");
+        }
+        for (sql, expected) in [
+            ("SELECT k, v * 2 FROM s WHERE v > 1", true),
+            ("SELECT k FROM s UNION ALL SELECT 1", true),
+            ("SELECT a.k FROM s a JOIN s b ON a.k = b.v", true),
+            ("SELECT k FROM s WHERE k IN (SELECT v FROM s)", true),
+            ("SELECT k FROM u", false),
+            ("SELECT s.k FROM s JOIN u ON s.k = u.k", false),
+            ("SELECT a.k FROM s a LEFT JOIN s b ON a.k = b.v", false),
+            ("SELECT k, count(*) FROM s GROUP BY k", false),
+            ("SELECT DISTINCT k FROM s", false),
+            ("SELECT k FROM s ORDER BY k LIMIT 3", false),
+        ] {
+            assert_eq!(append_only(&catalog, sql).await, expected, "{sql}");
+        }
+    }
+}

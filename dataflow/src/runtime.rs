@@ -818,9 +818,11 @@ impl Runtime {
             table.name().to_owned(),
             codec,
             offsets,
-            tx,
-            self.wake.clone(),
-            self.progress.clone(),
+            ingest::Feed {
+                tx,
+                wake: self.wake.clone(),
+                progress: self.progress.clone(),
+            },
         )?;
         self.sources.insert(
             id,

@@ -91,17 +91,23 @@ impl Drop for Ingest {
     }
 }
 
+/// Where an ingest thread hands its batches: the runtime's queue, the
+/// call that wakes the runtime, and the progress map FLUSH reads.
+pub struct Feed {
+    pub tx: SyncSender<SourceBatch>,
+    pub wake: Arc<dyn Fn() + Send + Sync>,
+    pub progress: ProgressMap,
+}
+
 /// Starts reading `codec`'s topic from `start` (per partition; the
-/// beginning where absent), sending batches to `tx` and calling `wake`.
+/// beginning where absent), handing batches to `feed`.
 pub fn spawn(
     kafka: Arc<Kafka>,
     source: u64,
     name: String,
     codec: RecordCodec,
     start: BTreeMap<i32, i64>,
-    tx: SyncSender<SourceBatch>,
-    wake: Arc<dyn Fn() + Send + Sync>,
-    progress: ProgressMap,
+    feed: Feed,
 ) -> Result<Ingest> {
     let stop = Arc::new(AtomicBool::new(false));
     let reader = Reader {
@@ -110,9 +116,9 @@ pub fn spawn(
         name: name.clone(),
         codec,
         offsets: start,
-        tx,
-        wake,
-        progress,
+        tx: feed.tx,
+        wake: feed.wake,
+        progress: feed.progress,
         stop: stop.clone(),
     };
     let thread = std::thread::Builder::new()
