@@ -283,3 +283,53 @@ pub async fn consume_all(brokers: &str, topic: &str) -> Result<Vec<Consumed>> {
     })
     .await?
 }
+
+/// Produces `records` to `topic` in the background and `kill -9`s the
+/// server once `progress_sql` (a count) shows some, but not all, of them
+/// absorbed; then restarts it once every record is in the topic, and
+/// returns a client that has run FLUSH.
+pub async fn kill_9_mid_ingest(
+    server: &mut crate::TestServer,
+    client: tokio_postgres::Client,
+    brokers: &str,
+    topic: &str,
+    records: Vec<Record>,
+    progress_sql: &str,
+) -> Result<tokio_postgres::Client> {
+    let total = records.len() as i64;
+    let (brokers_owned, topic_owned) = (brokers.to_owned(), topic.to_owned());
+    let producer =
+        tokio::spawn(async move { produce(&brokers_owned, &topic_owned, None, &records).await });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n: i64 = crate::text_rows(&client, progress_sql).await?[0].parse()?;
+        if n > 0 {
+            anyhow::ensure!(n < total, "ingest finished before the kill; nothing tested");
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no records ingested");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(client);
+    server.kill9()?;
+    producer.await??;
+    server.restart()?;
+    let client = server.connect().await?;
+    client.batch_execute("FLUSH").await?;
+    Ok(client)
+}
+
+/// Expected `key|count|sum` rows, in key order, of records `0..n` grouped
+/// by `key(i)` and summing `i % 1000`.
+pub fn expected_group_sums(n: i64, key: impl Fn(i64) -> String) -> Vec<String> {
+    let mut groups: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    for i in 0..n {
+        let entry = groups.entry(key(i)).or_default();
+        entry.0 += 1;
+        entry.1 += i % 1000;
+    }
+    groups
+        .iter()
+        .map(|(k, (count, sum))| format!("{k}|{count}|{sum}"))
+        .collect()
+}

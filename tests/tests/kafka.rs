@@ -2,11 +2,12 @@
 //! tables in every format, bad records, INSERT producing, errors, a
 //! `kill -9` in the middle of ingesting 100k records, and a broker outage.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use eddy_tests::kafka::{consume_all, produce, text_records, Broker};
+use eddy_tests::kafka::{
+    consume_all, expected_group_sums, kill_9_mid_ingest, produce, text_records, Broker,
+};
 use eddy_tests::{sorted_text_rows, text_rows, TestServer};
 use tokio_postgres::Client;
 
@@ -371,44 +372,17 @@ async fn kill_9_during_ingest_loses_and_repeats_nothing() -> Result<()> {
              SELECT account, count(*) AS n, sum(amount) AS total FROM payments GROUP BY account",
         )
         .await?;
-    let brokers = broker.brokers();
-    let producer = tokio::spawn(async move {
-        let records: Vec<_> = (0..INGEST_RECORDS).map(ingest_record).collect();
-        produce(&brokers, "payments", None, &records).await
-    });
-    // Kill once some, but not all, records are in.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n: i64 =
-            text_rows(&client, "SELECT coalesce(sum(n), 0) FROM totals").await?[0].parse()?;
-        if n > 0 {
-            ensure!(
-                n < INGEST_RECORDS,
-                "ingest finished before the kill; nothing tested"
-            );
-            break;
-        }
-        ensure!(Instant::now() < deadline, "no records ingested");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    drop(client);
-    server.kill9()?;
-    producer.await??;
-    server.restart()?;
-    let client = server.connect().await?;
-    client.batch_execute("FLUSH").await?;
-    let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for i in 0..INGEST_RECORDS {
-        let entry = expected
-            .entry(format!("acct-{:03}", i % GROUPS))
-            .or_default();
-        entry.0 += 1;
-        entry.1 += i % 1000;
-    }
-    let expected: Vec<String> = expected
-        .iter()
-        .map(|(k, (n, t))| format!("{k}|{n}|{t}"))
-        .collect();
+    let records: Vec<_> = (0..INGEST_RECORDS).map(ingest_record).collect();
+    let client = kill_9_mid_ingest(
+        &mut server,
+        client,
+        &broker.brokers(),
+        "payments",
+        records,
+        "SELECT coalesce(sum(n), 0) FROM totals",
+    )
+    .await?;
+    let expected = expected_group_sums(INGEST_RECORDS, |i| format!("acct-{:03}", i % GROUPS));
     assert_eq!(
         sorted_text_rows(&client, "SELECT * FROM totals").await?,
         expected

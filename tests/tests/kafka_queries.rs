@@ -4,10 +4,11 @@
 //! TERMINATE, DROP, and a `kill -9` while a query writes.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use eddy_tests::kafka::{consume_all, produce, Broker, Consumed, Record};
+use eddy_tests::kafka::{
+    consume_all, expected_group_sums, kill_9_mid_ingest, produce, Broker, Consumed, Record,
+};
 use eddy_tests::{sorted_text_rows, text_rows, TestServer};
 use tokio_postgres::Client;
 
@@ -305,44 +306,18 @@ async fn kill_9_while_a_query_writes_keeps_its_table_exact() -> Result<()> {
             ),
         )
     };
-    let producing = brokers.clone();
-    let producer = tokio::spawn(async move {
-        let records: Vec<_> = (0..RESTART_RECORDS).map(record).collect();
-        produce(&producing, "events", None, &records).await
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n: i64 =
-            text_rows(&client, "SELECT coalesce(sum(n), 0) FROM sums").await?[0].parse()?;
-        if n > 0 {
-            ensure!(n < RESTART_RECORDS, "the query finished before the kill");
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no records went through the query"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    drop(client);
-    server.kill9()?;
-    producer.await??;
-    server.restart()?;
-    let client = server.connect().await?;
-    client.batch_execute("FLUSH").await?;
-
-    let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for i in 0..RESTART_RECORDS {
-        let entry = expected
-            .entry(format!("g{:02}", i % RESTART_GROUPS))
-            .or_default();
-        entry.0 += 1;
-        entry.1 += i % 1000;
-    }
-    let expected_rows: Vec<String> = expected
-        .iter()
-        .map(|(g, (n, t))| format!("{g}|{n}|{t}"))
-        .collect();
+    let records: Vec<_> = (0..RESTART_RECORDS).map(record).collect();
+    let client = kill_9_mid_ingest(
+        &mut server,
+        client,
+        &brokers,
+        "events",
+        records,
+        "SELECT coalesce(sum(n), 0) FROM sums",
+    )
+    .await?;
+    let expected_rows =
+        expected_group_sums(RESTART_RECORDS, |i| format!("g{:02}", i % RESTART_GROUPS));
     // The changelog's last record per group, and the table over it, are
     // exact: a record written twice is the same value twice.
     let changelog = latest(&consume_all(&brokers, "SUMS").await?);
