@@ -1,9 +1,11 @@
 //! Persistent queries against a real broker (tansu): `CREATE STREAM|TABLE
 //! ... AS SELECT` writing output topics (consumed and checked record by
 //! record), tombstones for groups that disappear, SHOW QUERIES,
-//! TERMINATE, DROP, and a `kill -9` while a query writes.
+//! TERMINATE, DROP, a `kill -9` while a query writes, and a broker outage
+//! while a query has output to write.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use eddy_tests::kafka::{
@@ -346,5 +348,60 @@ async fn kill_9_while_a_query_writes_keeps_its_table_exact() -> Result<()> {
     );
     let written: i64 = text_rows(&client, "SELECT count(*) FROM big").await?[0].parse()?;
     assert!(written >= big_expected as i64, "{written} < {big_expected}");
+    Ok(())
+}
+
+/// A query over a local table writes a changelog keyed by the table's
+/// primary key; what it makes while the broker is away is written once the
+/// broker is back, and a deleted row becomes a tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_output_waits_out_a_broker_outage() -> Result<()> {
+    let broker = Broker::start().await?;
+    let brokers = broker.brokers();
+    let (_server, client) = start(&broker).await?;
+    client
+        .batch_execute(
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner TEXT, balance BIGINT);
+             INSERT INTO accounts VALUES (1, 'ann', 10), (2, 'bob', 20);
+             CREATE TABLE rich WITH (kafka_topic='rich', value_format='JSON', partitions=1) AS \
+               SELECT id, owner FROM accounts WHERE balance >= 15;
+             FLUSH;",
+        )
+        .await?;
+    broker.disconnect().await;
+    // Local writes go on; the query's output waits in the outbox.
+    client
+        .batch_execute(
+            "INSERT INTO accounts VALUES (3, 'cy', 99);
+             UPDATE accounts SET balance = 50 WHERE id = 1;
+             DELETE FROM accounts WHERE id = 2;",
+        )
+        .await?;
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT id, owner FROM rich").await?,
+        ["2|bob"]
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.reconnect().await?;
+    client.batch_execute("FLUSH").await?;
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT id, owner FROM rich").await?,
+        ["1|ann", "3|cy"]
+    );
+    let changelog = latest(&consume_all(&brokers, "rich").await?);
+    let key = |id: i64| id.to_be_bytes().to_vec();
+    assert_eq!(changelog.len(), 3);
+    assert_eq!(changelog[&key(2)], None);
+    assert_eq!(
+        json(&changelog[&key(3)])?,
+        serde_json::json!({"owner": "cy"})
+    );
+    let status = text_rows(&client, "SHOW QUERIES").await?;
+    assert!(
+        status
+            .iter()
+            .any(|q| q.starts_with("CTAS_RICH_") && q.contains("|RUNNING|")),
+        "{status:?}"
+    );
     Ok(())
 }
