@@ -345,6 +345,26 @@ impl StoredTable {
             .collect();
         let keys = converter.convert_columns(&key_columns)?;
         let values = encode_rows(&columns)?;
+        if self.is_stream() {
+            // A stream row is keyed by its record's partition and offset,
+            // which no stored row has: offsets commit with the rows, so a
+            // record is never absorbed twice. Every record is a new row,
+            // but a null value, which a stream skips (as ksqlDB does).
+            let mut added = Vec::with_capacity(values.len());
+            for (i, value) in values.into_iter().enumerate() {
+                if !tombstone.get(i).copied().unwrap_or(false) {
+                    write.put(self.row_key(keys.row(i).as_ref()), value);
+                    added.push(i as u32);
+                }
+            }
+            let removed = RecordBatch::new_empty(self.schema.clone());
+            let added = if added.len() == batch.num_rows() {
+                RecordBatch::try_new(self.schema.clone(), columns)?
+            } else {
+                take_rows(&self.schema, &columns, added)?
+            };
+            return Ok((removed, added));
+        }
         let mut touched: HashMap<Vec<u8>, Touched> = HashMap::new();
         let mut order = Vec::new();
         for (i, &deletes) in tombstone.iter().enumerate().take(batch.num_rows()) {
@@ -380,15 +400,7 @@ impl StoredTable {
             }
         }
         let removed = decode_batch(&self.schema, removed.iter().map(Vec::as_slice))?;
-        let indices = datafusion::arrow::array::UInt32Array::from(added);
-        let added = RecordBatch::try_new(
-            self.schema.clone(),
-            columns
-                .iter()
-                .map(|c| datafusion::arrow::compute::take(c, &indices, None))
-                .collect::<std::result::Result<Vec<_>, _>>()?,
-        )?;
-        Ok((removed, added))
+        Ok((removed, take_rows(&self.schema, &columns, added)?))
     }
 
     /// Stages rows appended by Eddy itself (not a client), logging them for
@@ -694,4 +706,14 @@ pub fn split_row_keys(batch: &RecordBatch) -> Result<(Vec<Vec<u8>>, RecordBatch)
     let mut rest = batch.clone();
     rest.remove_column(last);
     Ok((keys, rest))
+}
+
+/// The rows at `indices` of `columns`, as a batch of `schema`.
+fn take_rows(schema: &SchemaRef, columns: &[ArrayRef], indices: Vec<u32>) -> Result<RecordBatch> {
+    let indices = datafusion::arrow::array::UInt32Array::from(indices);
+    let columns = columns
+        .iter()
+        .map(|c| datafusion::arrow::compute::take(c, &indices, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
