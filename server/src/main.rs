@@ -1,5 +1,6 @@
 //! The `eddy` binary: command line, logging, and the server's lifetime.
 
+mod connection;
 mod engine;
 mod error;
 mod handler;
@@ -129,7 +130,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     let _ = socket.set_nodelay(true);
                     let handlers = handlers.clone();
                     connections.spawn(async move {
-                        if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        if let Err(error) = connection::serve(socket, &handlers).await {
                             tracing::debug!(%peer, %error, "connection ended with an error");
                         }
                     });

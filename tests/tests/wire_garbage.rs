@@ -289,7 +289,6 @@ async fn oversized_length_prefixes() -> Result<()> {
 }
 
 #[tokio::test]
-#[ignore = "known gap: pgwire 0.41 panics the connection task on an empty Parse"]
 async fn truncated_messages() -> Result<()> {
     let mut server = TestServer::start()?;
 

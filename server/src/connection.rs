@@ -1,0 +1,406 @@
+//! One client connection: pgwire's message loop, over a stream that checks
+//! every frontend message before pgwire decodes it. pgwire 0.41 reads some
+//! message bodies (Parse, Bind, Execute, ...) without bounds checks and
+//! panics on a short one; here a malformed message closes the connection
+//! with an error instead.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::StreamExt;
+use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
+use pgwire::messages::PgWireFrontendMessage;
+use pgwire::tokio::server::{negotiate_tls, process_error, process_message, MaybeTls};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, FramedParts};
+
+/// How long a client may take to start up, as pgwire allows.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serves one client until it leaves or sends something malformed.
+pub async fn serve<H: PgWireServerHandlers>(tcp: TcpStream, handlers: &H) -> io::Result<()> {
+    let startup = handlers.startup_handler();
+    let simple = handlers.simple_query_handler();
+    let extended = handlers.extended_query_handler();
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    let errors = handlers.error_handler();
+
+    let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(startup_timeout);
+    // pgwire answers an SSLRequest (with "no TLS") and leaves the rest.
+    let negotiated = tokio::select! {
+        _ = &mut startup_timeout => return Ok(()),
+        negotiated = negotiate_tls(tcp, None) => negotiated?,
+    };
+    let Some(framed) = negotiated else {
+        return Ok(());
+    };
+    let parts = framed.into_parts();
+    let tcp = match parts.io {
+        MaybeTls::Plain(tcp) => tcp,
+        _ => return Err(io::Error::other("unexpected TLS stream")),
+    };
+    let mut checked = CheckedStream::new(tcp);
+    // Bytes pgwire read ahead are checked like the rest.
+    checked.checker.scan(&parts.read_buf)?;
+    let mut new_parts = FramedParts::new(checked, parts.codec);
+    new_parts.read_buf = parts.read_buf;
+    new_parts.write_buf = parts.write_buf;
+    let mut socket = Framed::from_parts(new_parts);
+    socket.set_state(PgWireConnectionState::AwaitingStartup);
+
+    loop {
+        let starting = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
+        );
+        let message = if starting {
+            tokio::select! {
+                _ = &mut startup_timeout => None,
+                message = socket.next() => message,
+            }
+        } else {
+            socket.next().await
+        };
+        let message = match message {
+            Some(Ok(message)) => message,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Ok(()),
+        };
+        // The client leaves: close, so clients that wait for it go on.
+        if matches!(message, PgWireFrontendMessage::Terminate(_)) {
+            return Ok(());
+        }
+        let extended_query = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => message.is_extended_query(),
+        };
+        let result = process_message(
+            message,
+            &mut socket,
+            startup.clone(),
+            simple.clone(),
+            extended.clone(),
+            copy.clone(),
+            cancel.clone(),
+        )
+        .await;
+        if let Err(mut e) = result {
+            errors.on_error(&socket, &mut e);
+            process_error(&mut socket, e, extended_query).await?;
+        }
+    }
+}
+
+/// A TCP stream whose bytes pass through a [`FrameChecker`] as they are
+/// read.
+struct CheckedStream {
+    tcp: TcpStream,
+    checker: FrameChecker,
+}
+
+impl CheckedStream {
+    fn new(tcp: TcpStream) -> Self {
+        CheckedStream {
+            tcp,
+            checker: FrameChecker::default(),
+        }
+    }
+}
+
+impl AsyncRead for CheckedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.tcp).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                Poll::Ready(this.checker.scan(read))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for CheckedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+/// Follows the frontend byte stream frame by frame: untyped startup
+/// packets first, then typed messages, whose bodies it checks for the
+/// types pgwire decodes without bounds checks.
+#[derive(Debug, Default)]
+struct FrameChecker {
+    /// Past the startup packet: messages start with a type byte.
+    typed: bool,
+    /// The header of the frame being read: type byte (if typed) and length.
+    header: Vec<u8>,
+    /// Body bytes still to come in the frame being read.
+    remaining: usize,
+    /// The body so far, kept for the types that are checked.
+    body: Option<Vec<u8>>,
+}
+
+/// Codes of startup packets after which another untyped packet follows.
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+
+impl FrameChecker {
+    fn header_len(&self) -> usize {
+        if self.typed {
+            5
+        } else {
+            4
+        }
+    }
+
+    /// Advances over `bytes`; an error names the first malformed message.
+    fn scan(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            if self.remaining == 0 && self.header.len() < self.header_len() {
+                let take = (self.header_len() - self.header.len()).min(bytes.len());
+                self.header.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[take..];
+                if self.header.len() == self.header_len() {
+                    self.start_body()?;
+                }
+                continue;
+            }
+            let take = self.remaining.min(bytes.len());
+            if let Some(body) = &mut self.body {
+                body.extend_from_slice(&bytes[..take]);
+            }
+            self.remaining -= take;
+            bytes = &bytes[take..];
+            if self.remaining == 0 {
+                self.finish_frame()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_body(&mut self) -> io::Result<()> {
+        let at = self.header_len() - 4;
+        let length = u32::from_be_bytes([
+            self.header[at],
+            self.header[at + 1],
+            self.header[at + 2],
+            self.header[at + 3],
+        ]) as usize;
+        if length < 4 {
+            return Err(malformed("a message length below 4"));
+        }
+        self.remaining = length - 4;
+        let keep = !self.typed || matches!(self.header[0], b'Q' | b'P' | b'B' | b'E' | b'D' | b'C');
+        self.body = keep.then(Vec::new);
+        if self.remaining == 0 {
+            self.finish_frame()?;
+        }
+        Ok(())
+    }
+
+    fn finish_frame(&mut self) -> io::Result<()> {
+        let body = self.body.take().unwrap_or_default();
+        if self.typed {
+            check_body(self.header[0], &body)?;
+        } else {
+            let code = body
+                .get(..4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+            // After an SSL or GSS request the client sends another startup
+            // packet; after the startup packet, typed messages.
+            self.typed = !matches!(code, Some(SSL_REQUEST | GSSENC_REQUEST));
+        }
+        self.header.clear();
+        Ok(())
+    }
+}
+
+fn malformed(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed frontend message: {what}"),
+    )
+}
+
+/// Reads the parts of a message body, failing on a short one.
+struct Body<'a>(&'a [u8]);
+
+impl Body<'_> {
+    fn take(&mut self, n: usize, what: &str) -> io::Result<()> {
+        if self.0.len() < n {
+            return Err(malformed(what));
+        }
+        self.0 = &self.0[n..];
+        Ok(())
+    }
+
+    fn cstring(&mut self, what: &str) -> io::Result<()> {
+        let end = self
+            .0
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| malformed(what))?;
+        self.0 = &self.0[end + 1..];
+        Ok(())
+    }
+
+    fn int(&mut self, bytes: usize, what: &str) -> io::Result<i64> {
+        let part = self.0.get(..bytes).ok_or_else(|| malformed(what))?;
+        let value = match bytes {
+            2 => i16::from_be_bytes([part[0], part[1]]) as i64,
+            _ => i32::from_be_bytes([part[0], part[1], part[2], part[3]]) as i64,
+        };
+        self.0 = &self.0[bytes..];
+        Ok(value)
+    }
+
+    /// A count, then that many items of `size` bytes.
+    fn counted(&mut self, size: usize, what: &str) -> io::Result<()> {
+        let n = self.int(2, what)?;
+        if n < 0 {
+            return Err(malformed(what));
+        }
+        self.take(n as usize * size, what)
+    }
+}
+
+/// Checks the body of a typed message with the layout the protocol gives.
+fn check_body(kind: u8, body: &[u8]) -> io::Result<()> {
+    let mut body = Body(body);
+    match kind {
+        b'Q' => body.cstring("Query without its terminating NUL"),
+        b'P' => {
+            body.cstring("Parse without a statement name")?;
+            body.cstring("Parse without a query")?;
+            body.counted(4, "Parse with short parameter types")
+        }
+        b'B' => {
+            body.cstring("Bind without a portal name")?;
+            body.cstring("Bind without a statement name")?;
+            body.counted(2, "Bind with short parameter formats")?;
+            let params = body.int(2, "Bind without a parameter count")?;
+            if params < 0 {
+                return Err(malformed("Bind with a negative parameter count"));
+            }
+            for _ in 0..params {
+                let len = body.int(4, "Bind with a short parameter")?;
+                if len > 0 {
+                    body.take(len as usize, "Bind with a short parameter")?;
+                } else if len < -1 {
+                    return Err(malformed("Bind with a negative parameter length"));
+                }
+            }
+            body.counted(2, "Bind with short result formats")
+        }
+        b'E' => {
+            body.cstring("Execute without a portal name")?;
+            body.take(4, "Execute without a row limit")
+        }
+        b'D' | b'C' => {
+            body.take(1, "Describe or Close without a target kind")?;
+            body.cstring("Describe or Close without a name")
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![kind];
+        out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn startup() -> Vec<u8> {
+        let body = b"\x00\x03\x00\x00user\0eddy\0\0";
+        let mut out = (body.len() as u32 + 4).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn ssl_request() -> Vec<u8> {
+        let mut out = 8u32.to_be_bytes().to_vec();
+        out.extend_from_slice(&SSL_REQUEST.to_be_bytes());
+        out
+    }
+
+    /// Scans `stream` in chunks of every size; returns the outcome.
+    fn scan_in_chunks(stream: &[u8]) -> Vec<io::Result<()>> {
+        (1..=stream.len().max(1))
+            .map(|chunk| {
+                let mut checker = FrameChecker::default();
+                stream.chunks(chunk).try_for_each(|c| checker.scan(c))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn well_formed_messages_pass_in_any_chunking() {
+        let mut stream = ssl_request();
+        stream.extend(startup());
+        stream.extend(frame(b'P', b"s1\0SELECT $1\0\x00\x01\x00\x00\x00\x17"));
+        stream.extend(frame(
+            b'B',
+            b"\0s1\0\x00\x01\x00\x00\x00\x01\x00\x00\x00\x02hi\x00\x01\x00\x01",
+        ));
+        stream.extend(frame(b'D', b"P\0"));
+        stream.extend(frame(b'E', b"\0\x00\x00\x00\x00"));
+        stream.extend(frame(b'S', b""));
+        stream.extend(frame(b'Q', b"SELECT 1\0"));
+        for outcome in scan_in_chunks(&stream) {
+            assert!(outcome.is_ok(), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_messages_are_refused() {
+        for (kind, body) in [
+            (b'P', &b""[..]),
+            (b'P', b"s\0q\0\x00"),
+            (b'P', b"s\0q\0\x00\x02\x00\x00\x00\x17"),
+            (b'B', b"\0\0\xff\xff"),
+            (b'B', b"\0\0\x00\x00\x00\x01\x00\x00\x00\x09ab"),
+            (b'E', b""),
+            (b'D', b"S"),
+            (b'Q', b"SELECT 1"),
+        ] {
+            let mut stream = startup();
+            stream.extend(frame(kind, body));
+            for outcome in scan_in_chunks(&stream) {
+                let error = outcome.expect_err(&format!("{} {body:?}", kind as char));
+                assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+            }
+        }
+        let mut short = startup();
+        short.extend([b'S', 0, 0, 0, 2]);
+        assert!(FrameChecker::default().scan(&short).is_err());
+    }
+}
