@@ -121,6 +121,7 @@ impl Engine {
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
             .await?;
+        crate::pg_operators::check_operand_types(&plan)?;
         let plan = crate::pg_input::rewrite_input_casts(plan)?;
         with_postgres_names(plan, &statement)
     }
@@ -195,6 +196,7 @@ async fn plan_view_statement(
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
         .await?;
+    crate::pg_operators::check_operand_types(&plan)?;
     let plan = crate::pg_input::rewrite_input_casts(plan)?;
     let plan = with_postgres_names(plan, &statement)?;
     eddy_dataflow::check_deterministic(&plan)?;

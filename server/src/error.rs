@@ -39,6 +39,8 @@ pub enum EddyError {
     KafkaNotConfigured,
     #[error("query \"{0}\" does not exist")]
     UndefinedQuery(String),
+    #[error("operator does not exist: {0}")]
+    UndefinedOperator(String),
     #[error("internal error: {0}; this is a bug")]
     Internal(String),
 }
@@ -71,6 +73,7 @@ impl EddyError {
             EddyError::MultipleStatementsInPrepare => "42601",
             EddyError::KafkaNotConfigured => "55000",
             EddyError::UndefinedQuery(_) => "42704",
+            EddyError::UndefinedOperator(_) => "42883",
             EddyError::Internal(_) => "XX000",
         }
     }
@@ -189,7 +192,10 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
 fn plan_sqlstate(msg: &str) -> &'static str {
     if is_table_not_found(msg).is_some() {
         "42P01"
-    } else if msg.contains("No function matches") || msg.contains("Invalid function") {
+    } else if msg.contains("No function matches")
+        || msg.contains("Invalid function")
+        || msg.contains("Cannot coerce arithmetic expression")
+    {
         "42883"
     } else if msg.contains("Cannot infer common")
         || msg.contains("Cannot coerce")

@@ -6,6 +6,7 @@ mod error;
 mod handler;
 mod pg_input;
 mod pg_matviews;
+mod pg_operators;
 mod pg_text;
 mod wire;
 
