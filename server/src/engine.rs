@@ -100,6 +100,7 @@ impl Engine {
             _ => &self.query_ctx,
         };
         eddy_sql::check_query_support(statement)?;
+        let original = statement;
         let mut statement = statement.clone();
         if let Statement::Insert(insert) = &mut statement {
             if let Some(table) =
@@ -117,13 +118,31 @@ impl Engine {
                 }
             }
         }
+        let query = matches!(statement, Statement::Query(_));
+        if query {
+            crate::pg_literals::numeric_literals(&mut statement);
+        }
         let plan = ctx
             .state()
-            .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await?;
         crate::pg_operators::check_operand_types(&plan)?;
+        let plan = if query {
+            crate::pg_literals::int4_literals(plan)?
+        } else {
+            plan
+        };
         let plan = crate::pg_input::rewrite_input_casts(plan)?;
-        with_postgres_names(plan, &statement)
+        with_postgres_names(plan, original)
+    }
+
+    /// Applies DataFusion's analyzer (type coercion above all), so the
+    /// plan's schema has the types its rows will have.
+    pub fn analyze(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
+        let state = self.query_ctx.state();
+        Ok(state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})?)
     }
 
     /// Runs a plan to completion.

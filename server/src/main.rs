@@ -5,6 +5,7 @@ mod engine;
 mod error;
 mod handler;
 mod pg_input;
+mod pg_literals;
 mod pg_matviews;
 mod pg_operators;
 mod pg_text;

@@ -131,8 +131,13 @@ fn encode(
                     EddyError::from(datafusion::error::DataFusionError::from(e)).into_pgwire()
                 })?;
                 let null_intervals = crate::pg_text::binary_null_intervals(&batch, format);
-                for (i, row) in encode_recordbatch(fields.clone(), batch).enumerate() {
-                    rows.push(row.map(|row| crate::pg_text::null_out(row, &null_intervals, i)));
+                let num_rows = batch.num_rows();
+                // The encoder's iterator repeats a failing row forever: stop
+                // at the first error.
+                let encoded = encode_recordbatch(fields.clone(), batch).take(num_rows);
+                for (i, row) in encoded.enumerate() {
+                    let row = row?;
+                    rows.push(Ok(crate::pg_text::null_out(row, &null_intervals, i)));
                 }
             }
             let mut response = QueryResponse::new(fields, stream::iter(rows));
@@ -281,7 +286,14 @@ impl QueryParser for Parser {
         stmt: &Prepared,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        match handler::result_schema(&stmt.statement, stmt.plan.as_ref()) {
+        // Describe the types the rows will have: after type coercion, if
+        // the plan (with its parameters unbound) can be analyzed.
+        let analyzed = stmt
+            .plan
+            .as_ref()
+            .and_then(|plan| self.engine.analyze(plan.clone()).ok());
+        let plan = analyzed.as_ref().or(stmt.plan.as_ref());
+        match handler::result_schema(&stmt.statement, plan) {
             Some(schema) => arrow_schema_to_pg_fields(
                 &schema,
                 column_format.unwrap_or(&Format::UnifiedText),

@@ -51,7 +51,6 @@ async fn version_is_reported() -> Result<()> {
 /// ResultSet it checks) rely on Postgres's literal types: an integer literal
 /// that fits is int4, a bigger one int8, a decimal literal numeric.
 #[tokio::test]
-#[ignore = "known gap: DataFusion types integer literals as int8 and decimals as float8"]
 async fn literal_types_match_postgres() -> Result<()> {
     let server = TestServer::start()?;
     let client = server.connect().await?;

@@ -14,6 +14,9 @@ pub async fn handle_query(
     statement: &Statement,
     plan: LogicalPlan,
 ) -> Result<Output> {
+    // Before analysis a schema may hold a type coercion later changes
+    // (`CASE WHEN c THEN 1 ELSE 2.5 END` is not a bigint).
+    let plan = engine.analyze(plan)?;
     let schema = Arc::new(plan.schema().as_arrow().clone());
     let batches = engine.collect(plan).await?;
     let tag = match statement {
