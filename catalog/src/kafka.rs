@@ -93,12 +93,7 @@ pub fn pseudo_columns() -> Vec<ColumnDef> {
     PSEUDO_COLUMNS
         .into_iter()
         .zip(types)
-        .map(|(name, column_type)| ColumnDef {
-            name: name.into(),
-            column_type,
-            nullable: true,
-            default: None,
-        })
+        .map(|(name, column_type)| ColumnDef::nullable(name, column_type))
         .collect()
 }
 
@@ -107,12 +102,7 @@ pub const DEAD_LETTERS: &str = "eddy_dead_letters";
 
 /// The definition of [`DEAD_LETTERS`]: a local table without a key.
 pub fn dead_letters_def() -> crate::TableDef {
-    let column = |name: &str, column_type| ColumnDef {
-        name: name.into(),
-        column_type,
-        nullable: true,
-        default: None,
-    };
+    let column = ColumnDef::nullable;
     crate::TableDef {
         id: 0,
         name: DEAD_LETTERS.into(),

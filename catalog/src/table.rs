@@ -38,6 +38,18 @@ pub struct ColumnDef {
     pub default: Option<String>,
 }
 
+impl ColumnDef {
+    /// A nullable column without a default.
+    pub fn nullable(name: &str, column_type: ColumnType) -> Self {
+        ColumnDef {
+            name: name.into(),
+            column_type,
+            nullable: true,
+            default: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableDef {
     pub id: u64,

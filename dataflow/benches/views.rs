@@ -38,12 +38,7 @@ fn create_table(catalog: &Catalog, name: &str, columns: &[(&str, ColumnType)]) -
         name: name.into(),
         columns: columns
             .iter()
-            .map(|(name, column_type)| ColumnDef {
-                name: (*name).into(),
-                column_type: column_type.clone(),
-                nullable: true,
-                default: None,
-            })
+            .map(|(name, column_type)| ColumnDef::nullable(name, column_type.clone()))
             .collect(),
         primary_key: vec![],
         kafka: None,

@@ -116,12 +116,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let catalog = Catalog::open(Store::open(dir.path()).expect("store")).expect("catalog");
         for name in ["s", "u"] {
-            let column = |name: &str| ColumnDef {
-                name: name.into(),
-                column_type: ColumnType::BigInt,
-                nullable: true,
-                default: None,
-            };
+            let column = |name: &str| ColumnDef::nullable(name, ColumnType::BigInt);
             let def = TableDef {
                 id: 0,
                 name: name.into(),

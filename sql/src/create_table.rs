@@ -41,12 +41,7 @@ pub(crate) fn bind_columns(
         if columns.iter().any(|c| c.name == column_name) {
             return Err(SqlError::DuplicateColumn(column_name));
         }
-        let mut def = ColumnDef {
-            name: column_name,
-            column_type: column_type_from_sql(&column.data_type)?,
-            nullable: true,
-            default: None,
-        };
+        let mut def = ColumnDef::nullable(&column_name, column_type_from_sql(&column.data_type)?);
         for option in &column.options {
             match &option.option {
                 ColumnOption::Null => {}

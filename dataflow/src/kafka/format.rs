@@ -684,12 +684,7 @@ mod tests {
     use eddy_catalog::{ColumnDef, ColumnType};
 
     fn def(kind: SourceKind, value_format: Format, key_format: Format) -> TableDef {
-        let column = |name: &str, column_type| ColumnDef {
-            name: name.into(),
-            column_type,
-            nullable: true,
-            default: None,
-        };
+        let column = ColumnDef::nullable;
         let mut columns = vec![
             column("id", ColumnType::BigInt),
             column("name", ColumnType::Text),

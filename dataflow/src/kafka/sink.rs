@@ -324,12 +324,7 @@ mod tests {
     use eddy_catalog::{ColumnDef, ColumnType};
 
     fn relation(kind: SourceKind) -> TableDef {
-        let column = |name: &str, column_type| ColumnDef {
-            name: name.into(),
-            column_type,
-            nullable: true,
-            default: None,
-        };
+        let column = ColumnDef::nullable;
         let mut columns = vec![
             column("k", ColumnType::Text),
             column("total", ColumnType::BigInt),

@@ -176,12 +176,7 @@ fn output_columns(schema: &SchemaRef) -> Result<(Vec<ColumnDef>, Vec<usize>)> {
         if columns.iter().any(|c| c.name == *field.name()) {
             return Err(SqlError::DuplicateColumn(field.name().clone()).into());
         }
-        columns.push(ColumnDef {
-            name: field.name().clone(),
-            column_type,
-            nullable: true,
-            default: None,
-        });
+        columns.push(ColumnDef::nullable(field.name(), column_type));
         query_columns.push(i);
     }
     if columns.is_empty() {
