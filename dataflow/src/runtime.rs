@@ -28,7 +28,7 @@ use crate::graph::Node;
 use crate::kafka::format::{DeadLetter, RecordCodec};
 use crate::kafka::ingest::{self, Ingest, SourceBatch};
 use crate::kafka::relay::{QueryProgress, QueryProgressMap, Relay};
-use crate::kafka::sink::{outbox_pending, TopicSink};
+use crate::kafka::sink::{outbox_last_entries, TopicSink};
 use crate::kafka::Kafka;
 use crate::operator::EpochContext;
 use crate::sink::ViewSink;
@@ -251,14 +251,25 @@ impl DataflowHandle {
         Ok(())
     }
 
-    /// Waits until persistent queries have written every record they
-    /// made. Returns whether there was anything to write.
+    /// Waits until persistent queries have written every record they had
+    /// made when it was called (entries go in order, so until each query's
+    /// last entry then is gone). Returns whether there was anything.
     async fn flush_outbox(&self) -> Result<bool> {
-        if self.kafka.is_none() || !outbox_pending(self.catalog.store())? {
+        let store = self.catalog.store();
+        let waiting = outbox_last_entries(store)?;
+        if self.kafka.is_none() || waiting.is_empty() {
             return Ok(false);
         }
         let deadline = Instant::now() + FLUSH_TIMEOUT;
-        while outbox_pending(self.catalog.store())? {
+        let written = || -> Result<bool> {
+            for key in &waiting {
+                if store.get(key)?.is_some() {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        while !written()? {
             if Instant::now() > deadline {
                 let errors = self.query_progress();
                 let error = errors.values().find_map(|p| p.error.clone());
@@ -311,18 +322,24 @@ impl DataflowHandle {
         .await
         .map_err(|e| DataflowError::Internal(e.to_string()))??;
         let deadline = Instant::now() + FLUSH_TIMEOUT;
-        for (id, name, ends) in ends {
+        for (id, name, mut ends) in ends {
+            // The fetched ends are taken once, from the first report made
+            // after FLUSH began: records that come later are not waited for.
+            let mut fetched = false;
             loop {
                 let reached = {
                     let progress = self.progress.lock().map_err(|_| DataflowError::Stopped)?;
                     progress.get(&id).is_some_and(|p| {
-                        let fetched = p.fetched_at.is_some_and(|at| at >= started + FETCH_LAG);
+                        if !fetched && p.fetched_at.is_some_and(|at| at >= started + FETCH_LAG) {
+                            fetched = true;
+                            for (partition, end) in &p.fetched_ends {
+                                let target = ends.entry(*partition).or_default();
+                                *target = (*target).max(*end);
+                            }
+                        }
                         fetched
                             && ends.iter().all(|(partition, end)| {
-                                let end = (*end).max(
-                                    p.fetched_ends.get(partition).copied().unwrap_or_default(),
-                                );
-                                end <= 0 || p.offsets.get(partition).is_some_and(|o| *o >= end)
+                                *end <= 0 || p.offsets.get(partition).is_some_and(|o| o >= end)
                             })
                     })
                 };
@@ -478,6 +495,8 @@ impl Runtime {
         let mut failed = Vec::new();
         for (def, root) in views {
             if def.error.is_some() {
+                // A failed query's output so far still goes to its topic.
+                self.start_relay(&def);
                 continue;
             }
             let restored = root.and_then(|mut root| {
@@ -506,6 +525,7 @@ impl Runtime {
             }
         }
         for (mut def, error) in failed {
+            self.start_relay(&def);
             def.error = Some(error);
             let mut batch = WriteBatch::new();
             self.catalog.stage_view(&def, &mut batch)?;
@@ -969,15 +989,30 @@ impl Runtime {
             output,
         });
         let index = self.views.len() - 1;
+        let created = self.backfill(&def, &mut changes, index);
+        if created.is_err() {
+            self.views.retain(|v| v.def.id != def.id);
+        }
+        created
+    }
+
+    /// Runs a new view's (or query's) backfill and commits it with its
+    /// definition.
+    fn backfill(
+        &mut self,
+        def: &ViewDef,
+        changes: &mut HashMap<u64, ChangeBatch>,
+        index: usize,
+    ) -> Result<()> {
         let mut batch = WriteBatch::new();
-        let failed = self.step_views(&mut changes, &mut batch, Some(index))?;
+        let failed = self.step_views(changes, &mut batch, Some(index))?;
         if let Some((_, error)) = failed.into_iter().next() {
             return Err(error);
         }
-        self.catalog.stage_view(&def, &mut batch)?;
+        self.catalog.stage_view(def, &mut batch)?;
         self.commit(batch)?;
-        self.start_relay(&def);
-        self.catalog.install_view(def)?;
+        self.start_relay(def);
+        self.catalog.install_view(def.clone())?;
         Ok(())
     }
 

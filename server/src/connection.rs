@@ -167,6 +167,41 @@ struct FrameChecker {
 /// Codes of startup packets after which another untyped packet follows.
 const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
+const CANCEL_REQUEST: u32 = 80_877_102;
+
+/// Message types whose bodies are checked. pgwire decodes each message
+/// from the shared read buffer, so a body it reads short or long would
+/// shift every later message: bodies must match their layout exactly.
+fn checked_kind(kind: u8) -> bool {
+    matches!(
+        kind,
+        b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'H' | b'X' | b'c' | b'f'
+    )
+}
+
+/// Checks an untyped packet's body (after its code) against its layout:
+/// nothing for SSL and GSS requests, a process id and key for a cancel,
+/// and NUL-terminated name/value pairs ending in an empty name otherwise.
+fn check_startup(code: u32, rest: &[u8]) -> io::Result<()> {
+    match code {
+        SSL_REQUEST | GSSENC_REQUEST if rest.is_empty() => Ok(()),
+        CANCEL_REQUEST if rest.len() == 8 => Ok(()),
+        SSL_REQUEST | GSSENC_REQUEST | CANCEL_REQUEST => {
+            Err(malformed("a request packet of the wrong length"))
+        }
+        _ => {
+            let mut body = Body(rest);
+            loop {
+                let name = body.cstring("startup parameters without their terminator")?;
+                if name == 0 {
+                    break;
+                }
+                body.cstring("a startup parameter without a value")?;
+            }
+            body.end("startup packet")
+        }
+    }
+}
 
 impl FrameChecker {
     fn header_len(&self) -> usize {
@@ -214,7 +249,7 @@ impl FrameChecker {
             return Err(malformed("a message length below 4"));
         }
         self.remaining = length - 4;
-        let keep = !self.typed || matches!(self.header[0], b'Q' | b'P' | b'B' | b'E' | b'D' | b'C');
+        let keep = !self.typed || checked_kind(self.header[0]);
         self.body = keep.then(Vec::new);
         if self.remaining == 0 {
             self.finish_frame()?;
@@ -229,10 +264,12 @@ impl FrameChecker {
         } else {
             let code = body
                 .get(..4)
-                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .ok_or_else(|| malformed("a startup packet without a code"))?;
+            check_startup(code, &body[4..])?;
             // After an SSL or GSS request the client sends another startup
             // packet; after the startup packet, typed messages.
-            self.typed = !matches!(code, Some(SSL_REQUEST | GSSENC_REQUEST));
+            self.typed = !matches!(code, SSL_REQUEST | GSSENC_REQUEST);
         }
         self.header.clear();
         Ok(())
@@ -258,74 +295,96 @@ impl Body<'_> {
         Ok(())
     }
 
-    fn cstring(&mut self, what: &str) -> io::Result<()> {
+    /// A NUL-terminated string; returns its length.
+    fn cstring(&mut self, what: &str) -> io::Result<usize> {
         let end = self
             .0
             .iter()
             .position(|&b| b == 0)
             .ok_or_else(|| malformed(what))?;
         self.0 = &self.0[end + 1..];
-        Ok(())
+        Ok(end)
     }
 
-    fn int(&mut self, bytes: usize, what: &str) -> io::Result<i64> {
-        let part = self.0.get(..bytes).ok_or_else(|| malformed(what))?;
-        let value = match bytes {
-            2 => i16::from_be_bytes([part[0], part[1]]) as i64,
-            _ => i32::from_be_bytes([part[0], part[1], part[2], part[3]]) as i64,
-        };
-        self.0 = &self.0[bytes..];
+    /// An unsigned 16-bit count.
+    fn count(&mut self, what: &str) -> io::Result<usize> {
+        let part = self.0.get(..2).ok_or_else(|| malformed(what))?;
+        let value = u16::from_be_bytes([part[0], part[1]]);
+        self.0 = &self.0[2..];
+        Ok(value as usize)
+    }
+
+    fn int32(&mut self, what: &str) -> io::Result<i32> {
+        let part = self.0.get(..4).ok_or_else(|| malformed(what))?;
+        let value = i32::from_be_bytes([part[0], part[1], part[2], part[3]]);
+        self.0 = &self.0[4..];
         Ok(value)
     }
 
     /// A count, then that many items of `size` bytes.
     fn counted(&mut self, size: usize, what: &str) -> io::Result<()> {
-        let n = self.int(2, what)?;
-        if n < 0 {
-            return Err(malformed(what));
+        let n = self.count(what)?;
+        self.take(n * size, what)
+    }
+
+    /// Nothing may follow the message's fields.
+    fn end(&self, what: &str) -> io::Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(malformed(&format!("{what} with bytes after its fields")))
         }
-        self.take(n as usize * size, what)
     }
 }
 
 /// Checks the body of a typed message with the layout the protocol gives.
 fn check_body(kind: u8, body: &[u8]) -> io::Result<()> {
     let mut body = Body(body);
-    match kind {
-        b'Q' => body.cstring("Query without its terminating NUL"),
+    let name = match kind {
+        b'Q' => {
+            body.cstring("Query without its terminating NUL")?;
+            "Query"
+        }
         b'P' => {
             body.cstring("Parse without a statement name")?;
             body.cstring("Parse without a query")?;
-            body.counted(4, "Parse with short parameter types")
+            body.counted(4, "Parse with short parameter types")?;
+            "Parse"
         }
         b'B' => {
             body.cstring("Bind without a portal name")?;
             body.cstring("Bind without a statement name")?;
             body.counted(2, "Bind with short parameter formats")?;
-            let params = body.int(2, "Bind without a parameter count")?;
-            if params < 0 {
-                return Err(malformed("Bind with a negative parameter count"));
-            }
+            let params = body.count("Bind without a parameter count")?;
             for _ in 0..params {
-                let len = body.int(4, "Bind with a short parameter")?;
+                let len = body.int32("Bind with a short parameter")?;
                 if len > 0 {
                     body.take(len as usize, "Bind with a short parameter")?;
                 } else if len < -1 {
                     return Err(malformed("Bind with a negative parameter length"));
                 }
             }
-            body.counted(2, "Bind with short result formats")
+            body.counted(2, "Bind with short result formats")?;
+            "Bind"
         }
         b'E' => {
             body.cstring("Execute without a portal name")?;
-            body.take(4, "Execute without a row limit")
+            body.take(4, "Execute without a row limit")?;
+            "Execute"
         }
         b'D' | b'C' => {
             body.take(1, "Describe or Close without a target kind")?;
-            body.cstring("Describe or Close without a name")
+            body.cstring("Describe or Close without a name")?;
+            "Describe or Close"
         }
-        _ => Ok(()),
-    }
+        b'f' => {
+            body.cstring("CopyFail without its message")?;
+            "CopyFail"
+        }
+        // Sync, Flush, Terminate and CopyDone have no body.
+        _ => "Sync, Flush, Terminate or CopyDone",
+    };
+    body.end(name)
 }
 
 #[cfg(test)]
@@ -391,6 +450,10 @@ mod tests {
             (b'E', b""),
             (b'D', b"S"),
             (b'Q', b"SELECT 1"),
+            // A short Parse smuggled behind a complete Query or Sync.
+            (b'Q', b"SELECT 1\0P\0\0\0\x08s\0q\0"),
+            (b'S', b"P\0\0\0\x04"),
+            (b'E', b"\0\0\0\0\0\0"),
         ] {
             let mut stream = startup();
             stream.extend(frame(kind, body));
@@ -402,5 +465,20 @@ mod tests {
         let mut short = startup();
         short.extend([b'S', 0, 0, 0, 2]);
         assert!(FrameChecker::default().scan(&short).is_err());
+        // A startup packet with bytes after its parameters.
+        let body = b"\x00\x03\x00\x00user\0eddy\0\0P\0";
+        let mut long = (body.len() as u32 + 4).to_be_bytes().to_vec();
+        long.extend_from_slice(body);
+        assert!(FrameChecker::default().scan(&long).is_err());
+        // A Bind may carry more than 32767 parameters.
+        let mut bind = b"\0\0\x00\x00".to_vec();
+        bind.extend(40_000u16.to_be_bytes());
+        for _ in 0..40_000 {
+            bind.extend((-1i32).to_be_bytes());
+        }
+        bind.extend([0, 0]);
+        let mut stream = startup();
+        stream.extend(frame(b'B', &bind));
+        assert!(FrameChecker::default().scan(&stream).is_ok());
     }
 }

@@ -89,6 +89,7 @@ impl Engine {
             &self.query_ctx,
             &self.catalog,
             Statement::Query(Box::new(query.clone())),
+            Planning::New,
         )
         .await
     }
@@ -202,20 +203,32 @@ async fn plan_view_sql(ctx: &SessionContext, catalog: &Catalog, sql: &str) -> Re
             "stored view query is not one statement: {sql}"
         )));
     };
-    plan_view_statement(ctx, catalog, statement).await
+    plan_view_statement(ctx, catalog, statement, Planning::Restore).await
+}
+
+/// Whether a view is planned for the first time, or again at startup.
+#[derive(PartialEq)]
+enum Planning {
+    New,
+    /// Checks added since the view was created are not applied, so a
+    /// stored view keeps working.
+    Restore,
 }
 
 async fn plan_view_statement(
     ctx: &SessionContext,
     catalog: &Catalog,
     statement: Statement,
+    planning: Planning,
 ) -> Result<Lowered> {
     eddy_sql::check_query_support(&statement)?;
     let state = ctx.state();
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
         .await?;
-    crate::pg_operators::check_operand_types(&plan)?;
+    if planning == Planning::New {
+        crate::pg_operators::check_operand_types(&plan)?;
+    }
     let plan = crate::pg_input::rewrite_input_casts(plan)?;
     let plan = with_postgres_names(plan, &statement)?;
     eddy_dataflow::check_deterministic(&plan)?;

@@ -66,25 +66,33 @@ fn numeric_type(text: &str) -> Option<(u64, i64)> {
     (precision <= 38).then_some((precision as u64, scale as i64))
 }
 
-/// Folds and types the constant integer expressions of `plan` (outside
-/// LIMIT and OFFSET, which DataFusion wants as `bigint`, and VALUES lists,
-/// whose types their target sets).
+/// Folds and types the constant integer expressions a query outputs: those
+/// of its outermost projections (through sorts, limits, DISTINCT and set
+/// operations). Inside subqueries and CTEs literals stay `bigint`, since a
+/// column they become may meet arithmetic that would wrap.
 pub fn int4_literals(plan: LogicalPlan) -> Result<LogicalPlan> {
-    let plan = plan.transform_up_with_subqueries(|node| {
-        if matches!(node, LogicalPlan::Limit(_) | LogicalPlan::Values(_)) {
-            return Ok(Transformed::no(node));
+    Ok(output_literals(plan)?.data)
+}
+
+fn output_literals(node: LogicalPlan) -> DfResult<Transformed<LogicalPlan>> {
+    let node = match node {
+        LogicalPlan::Projection(_) => {
+            // Expressions keep their names, which the nodes above refer to.
+            let names = NamePreserver::new(&node);
+            node.map_expressions(|expr| {
+                let saved = names.save(&expr);
+                let rewritten = rewrite(expr, false)?;
+                Ok(Transformed::yes(saved.restore(rewritten)))
+            })?
         }
-        // Expressions keep their names, which the nodes above refer to.
-        let names = NamePreserver::new(&node);
-        let node = node.map_expressions(|expr| {
-            let saved = names.save(&expr);
-            let rewritten = rewrite(expr, false)?;
-            Ok(Transformed::yes(saved.restore(rewritten)))
-        })?;
-        // Types may have changed here or below: derive the schema again.
-        node.map_data(|n| n.recompute_schema())
-    })?;
-    Ok(plan.data)
+        LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::Distinct(_)
+        | LogicalPlan::Union(_) => node.map_children(output_literals)?,
+        other => return Ok(Transformed::no(other)),
+    };
+    // Types may have changed here or below: derive the schema again.
+    node.map_data(|n| n.recompute_schema())
 }
 
 fn rewrite(expr: Expr, operand_of_arithmetic: bool) -> DfResult<Expr> {

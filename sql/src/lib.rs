@@ -19,7 +19,7 @@ pub use create_table::bind_create_table;
 pub use insert::{insert_target, name_all_columns, name_leading_columns};
 pub use ksql::as_terminate;
 pub use parser::{is_flush, parse_sql};
-pub use query_keys::group_key_columns;
+pub use query_keys::{group_key_columns, keeps_columns};
 pub use types::column_type_from_sql;
 
 pub use datafusion::sql::sqlparser;

@@ -1,7 +1,9 @@
 //! The key of a query's output, for `CREATE TABLE ... AS SELECT`: the
 //! select-list items that its GROUP BY expressions are.
 
-use datafusion::sql::sqlparser::ast::{Expr, GroupByExpr, Query, SelectItem, SetExpr, Value};
+use datafusion::sql::sqlparser::ast::{
+    Expr, GroupByExpr, Query, SelectItem, SetExpr, TableFactor, Value,
+};
 
 use crate::create_table::normalize;
 use crate::{Result, SqlError};
@@ -53,7 +55,16 @@ pub fn group_key_columns(query: &Query) -> Result<Option<Vec<usize>>> {
         };
         match position {
             Some(i) if !keys.contains(&i) => keys.push(i),
-            Some(_) => {}
+            // The same key twice is one key; two keys on one column are
+            // a key this column cannot stand for.
+            Some(_) if exprs.iter().filter(|g| same(g, group)).count() > 1 => {}
+            Some(i) => {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "GROUP BY key {group} is not in the select list; select column {} \
+                     under its own name",
+                    i + 1
+                )))
+            }
             None => {
                 return Err(SqlError::InvalidDefinition(format!(
                     "GROUP BY key {group} must be in the select list: \
@@ -78,18 +89,46 @@ fn selects(item: &SelectItem, group: &Expr) -> bool {
     }
 }
 
-/// Whether two expressions are the same, taking a column by its last name
-/// part (so `s.k` and `k` match).
+/// Whether two expressions are the same. A bare column matches a qualified
+/// one of its name (`k` and `s.k`); qualified ones match only in full.
 fn same(a: &Expr, b: &Expr) -> bool {
-    let column = |e: &Expr| match e {
-        Expr::Identifier(i) => Some(normalize(i)),
-        Expr::CompoundIdentifier(parts) => parts.last().map(normalize),
+    let parts = |e: &Expr| match e {
+        Expr::Identifier(i) => Some(vec![normalize(i)]),
+        Expr::CompoundIdentifier(parts) => Some(parts.iter().map(normalize).collect()),
         _ => None,
     };
-    match (column(a), column(b)) {
+    match (parts(a), parts(b)) {
+        (Some(x), Some(y)) if x.len() == 1 || y.len() == 1 => x.last() == y.last(),
         (Some(x), Some(y)) => x == y,
         _ => a.to_string().eq_ignore_ascii_case(&b.to_string()),
     }
+}
+
+/// Whether the query reads one table (no joins or set operations) and
+/// gives none of `columns` as a name to anything but that column: then
+/// those columns of its output are the table's own.
+pub fn keeps_columns(query: &Query, columns: &[&str]) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let [from] = select.from.as_slice() else {
+        return false;
+    };
+    if !from.joins.is_empty() || !matches!(from.relation, TableFactor::Table { .. }) {
+        return false;
+    }
+    select.projection.iter().all(|item| match item {
+        SelectItem::ExprWithAlias { expr, alias } => {
+            let alias = normalize(alias);
+            let column = match expr {
+                Expr::Identifier(i) => Some(normalize(i)),
+                Expr::CompoundIdentifier(parts) => parts.last().map(normalize),
+                _ => None,
+            };
+            !columns.contains(&alias.as_str()) || column.as_deref() == Some(alias.as_str())
+        }
+        _ => true,
+    })
 }
 
 #[cfg(test)]
@@ -135,5 +174,34 @@ mod tests {
         );
         assert!(keys("SELECT * FROM s GROUP BY k").is_err());
         assert!(keys("SELECT k, count(*) FROM s GROUP BY 3").is_err());
+        // Two keys on one selected column.
+        assert!(
+            keys("SELECT o.r, count(*) FROM o JOIN c ON o.id = c.id GROUP BY o.r, c.r").is_err()
+        );
+        assert_eq!(
+            keys("SELECT o.r, c.r AS cr FROM o JOIN c ON o.id = c.id GROUP BY o.r, c.r").unwrap(),
+            Some(vec![0, 1])
+        );
+        assert_eq!(
+            keys("SELECT k FROM s GROUP BY k, k").unwrap(),
+            Some(vec![0])
+        );
+    }
+
+    fn keeps(sql: &str) -> bool {
+        let Statement::Query(query) = crate::parse_sql(sql).unwrap().pop().unwrap() else {
+            panic!("not a query: {sql}");
+        };
+        keeps_columns(&query, &["id"])
+    }
+
+    #[test]
+    fn primary_keys_must_be_the_tables_own() {
+        assert!(keeps("SELECT * FROM t WHERE x > 1"));
+        assert!(keeps("SELECT id, upper(name) AS name FROM t"));
+        assert!(keeps("SELECT t.id AS id FROM t"));
+        assert!(!keeps("SELECT name AS id FROM t"));
+        assert!(!keeps("SELECT a.id FROM t a JOIN t b ON a.id = b.x"));
+        assert!(!keeps("SELECT id FROM t UNION ALL SELECT id FROM t"));
     }
 }

@@ -237,6 +237,11 @@ async fn persistent_queries_write_their_topics() -> Result<()> {
             "needs a key",
         ),
         (
+            "CREATE STREAM echo WITH (kafka_topic='pageviews') AS \
+             SELECT user_id, page FROM pageviews",
+            "already the topic of pageviews",
+        ),
+        (
             "CREATE TABLE hidden AS SELECT count(*) FROM pageviews GROUP BY page",
             "must be in the select list",
         ),

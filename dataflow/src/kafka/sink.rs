@@ -26,6 +26,10 @@ use crate::{DataflowError, Result};
 const ENTRY: u8 = 0;
 const NEXT_SEQ: u8 = 1;
 
+/// Records per outbox entry at most: the relay writes an entry at a time,
+/// and writes all of it again after a failure.
+const ENTRY_RECORDS: usize = 5_000;
+
 /// The prefix of every outbox entry of query `query_id`, in order.
 pub fn entries_prefix(query_id: u64) -> Vec<u8> {
     let mut key = Keyspace::Outbox.object_prefix(query_id);
@@ -45,15 +49,20 @@ fn next_seq_key(query_id: u64) -> Vec<u8> {
     key
 }
 
-/// Whether any query has records waiting in the outbox.
-pub fn outbox_pending(store: &Store) -> Result<bool> {
+/// The last outbox entry of each query that has entries waiting.
+pub fn outbox_last_entries(store: &Store) -> Result<Vec<Vec<u8>>> {
+    let mut last: Vec<Vec<u8>> = Vec::new();
     for item in store.scan_prefix(&[Keyspace::Outbox as u8]) {
         let (key, _) = item?;
-        if key.get(9) == Some(&ENTRY) {
-            return Ok(true);
+        if key.get(9) != Some(&ENTRY) {
+            continue;
+        }
+        match last.last_mut() {
+            Some(previous) if previous[..10] == key[..10] => *previous = key,
+            _ => last.push(key),
         }
     }
-    Ok(false)
+    Ok(last)
 }
 
 pub struct TopicSink {
@@ -223,17 +232,17 @@ impl TopicSink {
         Ok(records)
     }
 
-    /// Stages the epoch's records as one outbox entry.
+    /// Stages the epoch's records as outbox entries of at most
+    /// [`ENTRY_RECORDS`] records each.
     pub fn persist(&mut self, batch: &mut WriteBatch) {
         if self.pending.is_empty() {
             return;
         }
         let records = std::mem::take(&mut self.pending);
-        batch.put(
-            entry_key(self.query_id, self.next_seq),
-            encode_entry(&records),
-        );
-        self.next_seq += 1;
+        for chunk in records.chunks(ENTRY_RECORDS) {
+            batch.put(entry_key(self.query_id, self.next_seq), encode_entry(chunk));
+            self.next_seq += 1;
+        }
         batch.put(
             next_seq_key(self.query_id),
             self.next_seq.to_be_bytes().to_vec(),
@@ -452,7 +461,7 @@ mod tests {
             sink.persist(&mut batch);
             store.commit(batch).unwrap();
         }
-        assert!(outbox_pending(&store).unwrap());
+        assert_eq!(outbox_last_entries(&store).unwrap(), vec![entry_key(3, 1)]);
         let seqs: Vec<u64> = store
             .scan_prefix(&entries_prefix(3))
             .map(|item| u64::from_be_bytes(item.unwrap().0[10..].try_into().unwrap()))

@@ -95,6 +95,19 @@ pub async fn handle_create_as(
         .as_ref()
         .map(|k| k.topic.clone())
         .unwrap_or_default();
+    // A topic another relation reads would mix records of two schemas, or
+    // feed the query its own output.
+    if let Some(reader) = catalog
+        .kafka_relations()
+        .iter()
+        .find(|t| t.def().kafka.as_ref().is_some_and(|k| k.topic == topic))
+    {
+        return Err(SqlError::InvalidDefinition(format!(
+            "topic {topic} is already the topic of {}; name another with kafka_topic",
+            reader.name()
+        ))
+        .into());
+    }
     let partitions = match options.partitions {
         Some(n) => n,
         None => source_partitions(&kafka, &read).await?,
@@ -242,7 +255,11 @@ fn table_key(
                 .iter()
                 .map(|&k| def.columns[k].name.as_str())
                 .collect();
-            positions(columns, &names)
+            if eddy_sql::keeps_columns(query, &names) {
+                positions(columns, &names)
+            } else {
+                None
+            }
         }
         _ => None,
     };
@@ -277,6 +294,8 @@ async fn source_partitions(
 /// Postgres's CREATE TABLE ... AS SELECT: a new local table holding the
 /// query's rows now.
 async fn create_local_table_as(engine: &Engine, name: String, plan: LogicalPlan) -> Result<Output> {
+    // The column types are those the rows will have, after type coercion.
+    let plan = engine.analyze(plan)?;
     let schema = plan.schema().inner().clone();
     let (columns, _) = output_columns(&schema)?;
     if columns.len() != schema.fields().len() {
@@ -298,7 +317,13 @@ async fn create_local_table_as(engine: &Engine, name: String, plan: LogicalPlan)
         .catalog
         .create_table(def, false)?
         .ok_or(CatalogError::DuplicateTable(name))?;
-    let count = table.insert(&batches)?;
+    let count = match table.insert(&batches) {
+        Ok(count) => count,
+        Err(e) => {
+            engine.catalog.drop_table(table.name())?;
+            return Err(e.into());
+        }
+    };
     Ok(Output::Command(
         Tag::new("SELECT").with_rows(count.rows as usize),
     ))
