@@ -240,15 +240,26 @@ impl DataflowHandle {
     /// read back by the relations over those topics.
     pub async fn flush(&self) -> Result<()> {
         for _ in 0..FLUSH_ROUNDS {
+            // Records a relay writes during a round must be read back too.
+            let written = self.records_written();
             let target = self.catalog.changes().last_seq();
             let (reply, rx) = oneshot::channel();
             self.ask(Command::Flush { target, reply }, rx).await??;
             self.flush_sources().await?;
-            if !self.flush_outbox().await? {
+            let waited = self.flush_outbox().await?;
+            if !waited && self.records_written() == written {
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Records every relay has written since the server started.
+    fn records_written(&self) -> u64 {
+        self.query_progress
+            .lock()
+            .map(|p| p.values().map(|q| q.written).sum())
+            .unwrap_or_default()
     }
 
     /// Waits until persistent queries have written every record they had

@@ -97,9 +97,11 @@ async fn run(
         let started = Instant::now();
         match kafka.produce(&topic, records).await {
             Ok(written) => {
+                // Counted before the entry goes, so FLUSH never sees an
+                // entry gone whose records it has not seen counted.
+                record_written(&progress, query_id, written, started);
                 delete(&store, key);
                 backoff = Duration::from_millis(100);
-                record_written(&progress, query_id, written, started);
             }
             Err(e) => {
                 tracing::warn!(query = query_id, %topic, error = %e, "cannot write; retrying");
