@@ -9,9 +9,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
-use pgwire::messages::PgWireFrontendMessage;
+use pgwire::error::ErrorInfo;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{negotiate_tls, process_error, process_message, MaybeTls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -69,7 +70,14 @@ pub async fn serve<H: PgWireServerHandlers>(tcp: TcpStream, handlers: &H) -> io:
         };
         let message = match message {
             Some(Ok(message)) => message,
-            Some(Err(e)) => return Err(e.into()),
+            Some(Err(e)) => {
+                // Say why before hanging up, as Postgres does.
+                let info = ErrorInfo::new("FATAL".into(), "08P01".into(), e.to_string());
+                let _ = socket
+                    .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                    .await;
+                return Err(e.into());
+            }
             None => return Ok(()),
         };
         // The client leaves: close, so clients that wait for it go on.

@@ -525,6 +525,17 @@ pub async fn sorted_text_rows(client: &tokio_postgres::Client, sql: &str) -> Res
     Ok(rows)
 }
 
+/// The SQLSTATE and message of the error `sql` must fail with.
+pub async fn sqlstate(client: &tokio_postgres::Client, sql: &str) -> Result<(String, String)> {
+    let error = client
+        .batch_execute(sql)
+        .await
+        .err()
+        .with_context(|| format!("expected {sql} to fail"))?;
+    let db = error.as_db_error().context("not a database error")?;
+    Ok((db.code().code().to_owned(), db.message().to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_ready_line;

@@ -8,7 +8,7 @@ use anyhow::{ensure, Result};
 use eddy_tests::kafka::{
     consume_all, expected_group_sums, kill_9_mid_ingest, produce, text_records, Broker,
 };
-use eddy_tests::{sorted_text_rows, text_rows, TestServer};
+use eddy_tests::{sorted_text_rows, sqlstate, text_rows, TestServer};
 use tokio_postgres::Client;
 
 fn bigint_key(id: i64) -> Option<Vec<u8>> {
@@ -290,38 +290,22 @@ async fn insert_produces_and_errors_are_clear() -> Result<()> {
         ["7|x|2.5", "8|y|NULL"]
     );
 
-    let error = |e: tokio_postgres::Error| {
-        let db = e.as_db_error().cloned();
-        db.map(|d| (d.code().code().to_owned(), d.message().to_owned()))
-    };
-    let missing = client
-        .batch_execute("CREATE STREAM m (a INT) WITH (kafka_topic='nope', value_format='JSON')")
-        .await
-        .map_err(error)
-        .unwrap_err()
-        .unwrap();
+    let missing = sqlstate(
+        &client,
+        "CREATE STREAM m (a INT) WITH (kafka_topic='nope', value_format='JSON')",
+    )
+    .await?;
     assert_eq!(missing.0, "58000");
     assert!(missing.1.contains("does not exist"), "{missing:?}");
-    let no_columns = client
-        .batch_execute("CREATE STREAM m WITH (kafka_topic='s', value_format='JSON')")
-        .await
-        .map_err(error)
-        .unwrap_err()
-        .unwrap();
+    let no_columns = sqlstate(
+        &client,
+        "CREATE STREAM m WITH (kafka_topic='s', value_format='JSON')",
+    )
+    .await?;
     assert_eq!(no_columns.0, "0A000");
-    let update = client
-        .batch_execute("UPDATE s SET name = 'z'")
-        .await
-        .map_err(error)
-        .unwrap_err()
-        .unwrap();
+    let update = sqlstate(&client, "UPDATE s SET name = 'z'").await?;
     assert_eq!(update.0, "0A000");
-    let wrong_drop = client
-        .batch_execute("DROP TABLE s")
-        .await
-        .map_err(error)
-        .unwrap_err()
-        .unwrap();
+    let wrong_drop = sqlstate(&client, "DROP TABLE s").await?;
     assert_eq!(wrong_drop.0, "42809");
     client.batch_execute("DROP STREAM s DELETE TOPIC").await?;
     assert!(text_rows(&client, "SHOW STREAMS").await?.is_empty());
@@ -329,12 +313,11 @@ async fn insert_produces_and_errors_are_clear() -> Result<()> {
     // Without brokers, Kafka statements say how to configure them.
     let plain = TestServer::start()?;
     let plain_client = plain.connect().await?;
-    let unconfigured = plain_client
-        .batch_execute("CREATE STREAM m (a INT) WITH (kafka_topic='t', value_format='JSON')")
-        .await
-        .map_err(error)
-        .unwrap_err()
-        .unwrap();
+    let unconfigured = sqlstate(
+        &plain_client,
+        "CREATE STREAM m (a INT) WITH (kafka_topic='t', value_format='JSON')",
+    )
+    .await?;
     assert_eq!(unconfigured.0, "55000");
     assert!(unconfigured.1.contains("--kafka-brokers"));
     plain_client

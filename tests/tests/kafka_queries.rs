@@ -11,7 +11,7 @@ use anyhow::{ensure, Context, Result};
 use eddy_tests::kafka::{
     consume_all, expected_group_sums, kill_9_mid_ingest, produce, Broker, Consumed, Record,
 };
-use eddy_tests::{sorted_text_rows, text_rows, TestServer};
+use eddy_tests::{sorted_text_rows, sqlstate, text_rows, TestServer};
 use tokio_postgres::Client;
 
 async fn start(broker: &Broker) -> Result<(TestServer, Client)> {
@@ -41,16 +41,6 @@ fn latest(records: &[Consumed]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
         .iter()
         .map(|(_, key, value)| (key.clone().unwrap_or_default(), value.clone()))
         .collect()
-}
-
-async fn sqlstate(client: &Client, sql: &str) -> Result<(String, String)> {
-    let error = client
-        .batch_execute(sql)
-        .await
-        .err()
-        .with_context(|| format!("expected {sql} to fail"))?;
-    let db = error.as_db_error().context("not a database error")?;
-    Ok((db.code().code().to_owned(), db.message().to_owned()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,6 +376,7 @@ async fn query_output_waits_out_a_broker_outage() -> Result<()> {
         sorted_text_rows(&client, "SELECT id, owner FROM rich").await?,
         ["2|bob"]
     );
+    // Keep the broker away a while, so the relay's writes meet the outage.
     tokio::time::sleep(Duration::from_secs(2)).await;
     broker.reconnect().await?;
     client.batch_execute("FLUSH").await?;

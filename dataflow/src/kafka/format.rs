@@ -13,6 +13,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast_with_options, take, CastOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use eddy_catalog::kafka::{Format, KafkaDef};
 use eddy_catalog::TableDef;
@@ -417,31 +418,64 @@ fn decode_json(fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
         .with_coerce_primitive(true)
         .build_decoder()
         .map_err(|e| e.to_string())?;
-    let mut batches = Vec::new();
-    let mut read = 0;
-    while read < buf.len() {
-        let n = decoder.decode(&buf[read..]).map_err(json_error)?;
-        read += n;
-        if let Some(batch) = decoder.flush().map_err(json_error)? {
-            batches.push(batch);
-        }
-        if n == 0 {
-            break;
-        }
-    }
-    if let Some(batch) = decoder.flush().map_err(json_error)? {
-        batches.push(batch);
-    }
-    let batch =
-        datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
+    let batch = decode_lines(&mut decoder, &buf, &schema, "bad JSON")?;
     if batch.num_rows() != payloads.len() {
         return Err("record is not exactly one JSON object".into());
     }
     finish_columns(fields, batch.columns().to_vec())
 }
 
-fn json_error(e: datafusion::arrow::error::ArrowError) -> String {
-    format!("bad JSON: {e}")
+/// arrow-json's and arrow-csv's push decoders, which share a shape.
+trait PushDecoder {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError>;
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError>;
+}
+
+impl PushDecoder for datafusion::arrow::json::reader::Decoder {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+        self.decode(buf)
+    }
+
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        self.flush()
+    }
+}
+
+impl PushDecoder for datafusion::arrow::csv::reader::Decoder {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+        self.decode(buf)
+    }
+
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        self.flush()
+    }
+}
+
+/// Decodes every line of `buf` into one batch of `schema`; errors start
+/// with `what`.
+fn decode_lines(
+    decoder: &mut impl PushDecoder,
+    buf: &[u8],
+    schema: &SchemaRef,
+    what: &str,
+) -> Result<RecordBatch, String> {
+    let error = |e: ArrowError| format!("{what}: {e}");
+    let mut batches = Vec::new();
+    let mut read = 0;
+    while read < buf.len() {
+        let n = decoder.decode(&buf[read..]).map_err(error)?;
+        read += n;
+        if let Some(batch) = decoder.flush().map_err(error)? {
+            batches.push(batch);
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    if let Some(batch) = decoder.flush().map_err(error)? {
+        batches.push(batch);
+    }
+    datafusion::arrow::compute::concat_batches(schema, &batches).map_err(|e| e.to_string())
 }
 
 /// Decodes DELIMITED payloads; a missing payload (a tombstone) decodes as
@@ -483,31 +517,7 @@ fn decode_delimited_lines(fields: &[Field], payloads: &[&[u8]]) -> Part {
         .with_header(false)
         .with_batch_size(payloads.len().max(1))
         .build_decoder();
-    let mut batches = Vec::new();
-    let mut read = 0;
-    loop {
-        let n = decoder
-            .decode(&buf[read..])
-            .map_err(|e| format!("bad DELIMITED record: {e}"))?;
-        read += n;
-        if let Some(batch) = decoder
-            .flush()
-            .map_err(|e| format!("bad DELIMITED record: {e}"))?
-        {
-            batches.push(batch);
-        }
-        if n == 0 || read >= buf.len() {
-            break;
-        }
-    }
-    if let Some(batch) = decoder
-        .flush()
-        .map_err(|e| format!("bad DELIMITED record: {e}"))?
-    {
-        batches.push(batch);
-    }
-    let batch =
-        datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())?;
+    let batch = decode_lines(&mut decoder, &buf, &schema, "bad DELIMITED record")?;
     if batch.num_rows() != payloads.len() {
         return Err("DELIMITED record is not one line".into());
     }
