@@ -249,11 +249,6 @@ impl TopicSink {
         );
     }
 
-    /// Whether the last epoch gave records to write.
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
     pub fn restore(&mut self, store: &Store) -> Result<()> {
         if let Some(value) = store.get(&next_seq_key(self.query_id))? {
             self.next_seq = crate::operator::read_i64(&value, 0)? as u64;
