@@ -118,5 +118,6 @@ pub fn dead_letters_def() -> crate::TableDef {
         ],
         primary_key: Vec::new(),
         kafka: None,
+        generator: None,
     }
 }

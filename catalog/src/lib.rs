@@ -7,6 +7,7 @@
 
 mod changelog;
 mod codec;
+pub mod generator;
 mod information_schema;
 pub mod kafka;
 mod row_format;
@@ -305,7 +306,19 @@ impl Catalog {
         state.tables.values().find(|t| t.def().id == id).cloned()
     }
 
-    /// Every view, in creation order (which is also dependency order).
+    /// The streams and tables fed by a source (a Kafka topic or a
+    /// generator), by name.
+    pub fn source_relations(&self) -> Vec<Arc<StoredTable>> {
+        self.state
+            .read()
+            .expect("catalog lock poisoned")
+            .tables
+            .values()
+            .filter(|t| t.def().source_kind().is_some())
+            .cloned()
+            .collect()
+    }
+
     /// The streams and tables over Kafka topics, by name.
     pub fn kafka_relations(&self) -> Vec<Arc<StoredTable>> {
         self.state

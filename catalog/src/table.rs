@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::changelog::{ChangeLog, LoggedRow};
 use crate::codec::{decode_batch, encode_rows};
-use crate::kafka::KafkaDef;
+use crate::generator::GeneratorDef;
+use crate::kafka::{KafkaDef, SourceKind};
 use crate::types::ColumnType;
 use crate::{CatalogError, Result};
 
@@ -60,18 +61,31 @@ pub struct TableDef {
     /// Set for a stream or table over a Kafka topic.
     #[serde(default)]
     pub kafka: Option<KafkaDef>,
+    /// Set for a stream or table fed by a built-in generator.
+    #[serde(default)]
+    pub generator: Option<GeneratorDef>,
 }
 
 impl TableDef {
     /// The columns the user declared: all of them, less a Kafka relation's
     /// trailing pseudo-columns.
     pub fn declared_columns(&self) -> &[ColumnDef] {
-        let pseudo = if self.kafka.is_some() {
+        let pseudo = if self.source_kind().is_some() {
             crate::kafka::PSEUDO_COLUMNS.len()
         } else {
             0
         };
         &self.columns[..self.columns.len().saturating_sub(pseudo)]
+    }
+
+    /// Whether this is a stream or an upsert table fed by a source (a Kafka
+    /// topic or a generator); `None` for a local table.
+    pub fn source_kind(&self) -> Option<SourceKind> {
+        match (&self.kafka, &self.generator) {
+            (Some(kafka), _) => Some(kafka.kind),
+            (None, Some(generator)) => Some(generator.kind),
+            (None, None) => None,
+        }
     }
 
     pub fn arrow_schema(&self) -> SchemaRef {
@@ -212,12 +226,9 @@ impl StoredTable {
         &self.def.name
     }
 
-    /// Whether this is a stream over a Kafka topic (append-only).
+    /// Whether this is a stream (append-only), over a topic or generated.
     pub fn is_stream(&self) -> bool {
-        self.def
-            .kafka
-            .as_ref()
-            .is_some_and(|k| k.kind == crate::kafka::SourceKind::Stream)
+        self.def.source_kind() == Some(SourceKind::Stream)
     }
 
     pub fn arrow_schema(&self) -> SchemaRef {

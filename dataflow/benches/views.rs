@@ -42,6 +42,7 @@ fn create_table(catalog: &Catalog, name: &str, columns: &[(&str, ColumnType)]) -
             .collect(),
         primary_key: vec![],
         kafka: None,
+        generator: None,
     };
     let table = catalog.create_table(def, false).expect("create table");
     table.expect("a new table").def().id

@@ -123,6 +123,7 @@ mod tests {
                 columns: vec![column("k"), column("v")],
                 primary_key: vec![],
                 kafka: None,
+                generator: None,
             };
             catalog.create_table(def, false).expect("create");
         }

@@ -1,11 +1,14 @@
 //! Eddy's incremental dataflow: operators over Arrow change batches (rows
-//! with weights), the lowering of DataFusion plans to operator trees, and
-//! the runtime that runs every view's dataflow in epochs.
+//! with weights), the lowering of DataFusion plans to operator trees, the
+//! runtime that runs every view's dataflow in epochs, and the sources
+//! (Kafka topics and generators) it ingests.
 
 pub mod aggregate;
 pub mod change;
 pub mod filter;
+pub mod generator;
 pub mod graph;
+pub mod ingest;
 pub mod join;
 pub mod kafka;
 pub mod lower;

@@ -24,9 +24,10 @@ use eddy_storage::{Keyspace, WriteBatch};
 use tokio::sync::{oneshot, RwLock};
 
 use crate::change::{nullable_schema, ChangeBatch};
+use crate::generator::GeneratorSource;
 use crate::graph::Node;
+use crate::ingest::{self, Ingest, Source, SourceBatch};
 use crate::kafka::format::{DeadLetter, RecordCodec};
-use crate::kafka::ingest::{self, Ingest, SourceBatch};
 use crate::kafka::relay::{QueryProgress, QueryProgressMap, Relay};
 use crate::kafka::sink::{outbox_last_entries, TopicSink};
 use crate::kafka::Kafka;
@@ -41,7 +42,7 @@ const FLUSH_BROKER_WAIT: Duration = Duration::from_secs(30);
 /// the ends of its topic as they were then.
 const FETCH_LAG: Duration = Duration::from_millis(150);
 
-/// How long FLUSH waits for Kafka sources to catch up.
+/// How long FLUSH waits for a source that makes no progress.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// FLUSH rounds at most: each lets persistent queries write their topics
@@ -168,7 +169,7 @@ impl DataflowHandle {
             wake,
         };
         runtime.restore(views)?;
-        for source in catalog.kafka_relations() {
+        for source in catalog.source_relations() {
             runtime.start_source(source.def().id)?;
         }
         let thread = std::thread::Builder::new()
@@ -294,53 +295,65 @@ impl DataflowHandle {
         Ok(true)
     }
 
-    /// Waits until every Kafka relation has absorbed its topic up to the
-    /// end the brokers report now.
+    /// Waits until every source relation has absorbed its input up to the
+    /// end it has now: for a Kafka topic, the end the brokers report; for a
+    /// generator, what it has made available (see `GeneratorSource`).
     async fn flush_sources(&self) -> Result<()> {
-        let Some(kafka) = self.kafka.clone() else {
-            return Ok(());
-        };
-        let sources: Vec<(u64, String, String)> = self
-            .catalog
-            .kafka_relations()
-            .iter()
-            .filter_map(|t| {
-                let kafka = t.def().kafka.as_ref()?;
-                Some((t.def().id, t.name().to_owned(), kafka.topic.clone()))
-            })
-            .collect();
-        if sources.is_empty() {
+        let relations = self.catalog.source_relations();
+        let mut generated = Vec::new();
+        let mut topics = Vec::new();
+        for table in &relations {
+            let (id, name) = (table.def().id, table.name().to_owned());
+            match (&table.def().kafka, &self.kafka) {
+                (Some(kafka), Some(_)) => topics.push((id, name, kafka.topic.clone())),
+                (Some(_), None) => {}
+                (None, _) => generated.push((id, name, BTreeMap::new())),
+            }
+        }
+        if topics.is_empty() && generated.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
-        // The brokers may be coming back from an outage: retry a while.
-        let ends = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
-            let deadline = Instant::now() + FLUSH_BROKER_WAIT;
-            loop {
-                let ends: Result<Vec<_>> = sources
-                    .iter()
-                    .map(|(id, name, topic)| Ok((*id, name.clone(), kafka.high_watermarks(topic)?)))
-                    .collect();
-                match ends {
-                    Err(e) if Instant::now() < deadline => {
-                        tracing::debug!(error = %e, "FLUSH cannot read topic ends yet; retrying");
-                        std::thread::sleep(Duration::from_millis(200));
+        let mut ends = generated;
+        if let (Some(kafka), false) = (self.kafka.clone(), topics.is_empty()) {
+            // The brokers may be coming back from an outage: retry a while.
+            let topic_ends = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
+                let deadline = Instant::now() + FLUSH_BROKER_WAIT;
+                loop {
+                    let ends: Result<Vec<_>> = topics
+                        .iter()
+                        .map(|(id, name, topic)| {
+                            Ok((*id, name.clone(), kafka.high_watermarks(topic)?))
+                        })
+                        .collect();
+                    match ends {
+                        Err(e) if Instant::now() < deadline => {
+                            tracing::debug!(error = %e, "FLUSH cannot read topic ends yet; retrying");
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        ends => return ends,
                     }
-                    ends => return ends,
                 }
-            }
-        })
-        .await
-        .map_err(|e| DataflowError::Internal(e.to_string()))??;
-        let deadline = Instant::now() + FLUSH_TIMEOUT;
+            })
+            .await
+            .map_err(|e| DataflowError::Internal(e.to_string()))??;
+            ends.extend(topic_ends);
+        }
         for (id, name, mut ends) in ends {
             // The fetched ends are taken once, from the first report made
             // after FLUSH began: records that come later are not waited for.
             let mut fetched = false;
+            // FLUSH gives up only once a source stops making progress.
+            let mut deadline = Instant::now() + FLUSH_TIMEOUT;
+            let mut absorbed = 0;
             loop {
                 let reached = {
                     let progress = self.progress.lock().map_err(|_| DataflowError::Stopped)?;
                     progress.get(&id).is_some_and(|p| {
+                        if p.records != absorbed {
+                            absorbed = p.records;
+                            deadline = Instant::now() + FLUSH_TIMEOUT;
+                        }
                         if !fetched && p.fetched_at.is_some_and(|at| at >= started + FETCH_LAG) {
                             fetched = true;
                             for (partition, end) in &p.fetched_ends {
@@ -359,7 +372,7 @@ impl DataflowHandle {
                 }
                 if Instant::now() > deadline {
                     return Err(DataflowError::Kafka(format!(
-                        "FLUSH timed out waiting for {name} to read its topic"
+                        "FLUSH timed out waiting for {name} to read its input"
                     )));
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -827,28 +840,40 @@ impl Runtime {
     }
 
     fn start_source(&mut self, id: u64) -> Result<()> {
-        let Some(kafka) = self.kafka.clone() else {
-            return Ok(());
-        };
         let Some(table) = self.catalog.table_by_id(id) else {
             return Err(DataflowError::Internal(format!(
                 "source {id} is not in the catalog"
             )));
         };
-        let Some(codec) = RecordCodec::new(table.def()) else {
-            return Ok(());
-        };
         let offsets = ingest::stored_offsets(self.catalog.store(), id)?;
+        let source: Box<dyn Source> = if table.def().generator.is_some() {
+            Box::new(GeneratorSource::open(
+                id,
+                table.def(),
+                &offsets,
+                self.progress.clone(),
+            )?)
+        } else {
+            let (Some(kafka), Some(codec)) = (self.kafka.clone(), RecordCodec::new(table.def()))
+            else {
+                return Ok(());
+            };
+            crate::kafka::ingest::open(
+                kafka,
+                id,
+                table.name().to_owned(),
+                codec,
+                offsets.clone(),
+                self.progress.clone(),
+            )
+        };
         if let Ok(mut progress) = self.progress.lock() {
-            progress.entry(id).or_default().offsets = offsets.clone();
+            progress.entry(id).or_default().offsets = offsets;
         }
         let (tx, rx) = sync_channel(SOURCE_QUEUE);
         let ingest = ingest::spawn(
-            kafka,
-            id,
-            table.name().to_owned(),
-            codec,
-            offsets,
+            table.name(),
+            source,
             ingest::Feed {
                 tx,
                 wake: self.wake.clone(),

@@ -21,15 +21,35 @@ pub struct SourceOptions {
     pub replicas: Option<i16>,
     pub timestamp: Option<String>,
     pub emit_changes: bool,
+    /// `connector=`: a built-in generator feeds the relation.
+    pub connector: Option<String>,
+    /// The generator's own options, by name (see `create_generator`).
+    pub generator: BTreeMap<String, String>,
     /// Whether any option was given: a statement with none is Postgres's.
     pub given: bool,
 }
 
 impl SourceOptions {
-    /// Whether the statement is ksqlDB's (over Kafka), not a local table.
-    pub fn is_kafka(&self) -> bool {
+    /// Whether the statement declares a source (a Kafka topic or a
+    /// generator), not a local table.
+    pub fn is_source(&self) -> bool {
         self.given
     }
+}
+
+/// Options that only generators take.
+fn is_generator_option(name: &str) -> bool {
+    [
+        "event_type",
+        "events_per_second",
+        "rows_per_second",
+        "max_events",
+        "max_rows",
+        "seed",
+        "start_time",
+    ]
+    .contains(&name)
+        || name.starts_with("fields.")
 }
 
 fn option_value(key: &str, value: &Expr) -> Result<String> {
@@ -121,10 +141,14 @@ pub fn source_options(options: &CreateTableOptions) -> Result<SourceOptions> {
             }
             "replicas" => out.replicas = Some(number_option(name, value)?),
             "timestamp" => out.timestamp = Some(value.to_lowercase()),
+            "connector" => out.connector = Some(value.clone()),
+            other if is_generator_option(other) => {
+                out.generator.insert(other.to_owned(), value.clone());
+            }
             other => {
                 return Err(SqlError::Unsupported(format!(
                     "WITH option {other} (Eddy knows kafka_topic, value_format, key_format, \
-                     format, partitions, replicas and timestamp)"
+                     format, partitions, replicas and timestamp, or connector and its options)"
                 )))
             }
         }
@@ -134,8 +158,16 @@ pub fn source_options(options: &CreateTableOptions) -> Result<SourceOptions> {
 
 /// Binds `CREATE STREAM|TABLE name (columns) WITH (kafka_topic=...)`.
 pub fn bind_create_source(create: &ast::CreateTable, options: &SourceOptions) -> Result<TableDef> {
+    if options.connector.is_some() {
+        return crate::create_generator::bind_create_generator(create, options);
+    }
     let kind = options.kind.unwrap_or(SourceKind::Table);
     let what = kind.as_str();
+    if let Some(name) = options.generator.keys().next() {
+        return Err(SqlError::InvalidDefinition(format!(
+            "option {name} belongs to a generator; add connector='nexmark' or 'datagen'"
+        )));
+    }
     let Some(topic) = options.topic.clone() else {
         return Err(SqlError::InvalidDefinition(format!(
             "CREATE {what} needs the kafka_topic option"
@@ -274,6 +306,7 @@ fn kafka_relation(
         name,
         columns,
         primary_key,
+        generator: None,
         kafka: Some(KafkaDef {
             kind,
             topic,

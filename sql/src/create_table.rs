@@ -21,6 +21,7 @@ pub fn bind_create_table(create: &ast::CreateTable) -> Result<TableDef> {
         columns,
         primary_key,
         kafka: None,
+        generator: None,
     })
 }
 

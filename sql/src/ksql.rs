@@ -120,12 +120,71 @@ pub fn rewrite(tokens: &mut Vec<TokenWithSpan>) -> Result<Rewrite> {
             tokens[words[name_at]].token = new_word("TABLE");
             mark_stream_keys(tokens, &words);
         }
+        join_dotted_option_names(tokens);
     }
     remove.sort_unstable();
     for i in remove.into_iter().rev() {
         tokens.remove(i);
     }
     Ok(rewrite)
+}
+
+/// In `WITH (...)`, a dotted option name (datagen's `fields.id.kind`)
+/// becomes one quoted name, as the Postgres parser takes only single words.
+fn join_dotted_option_names(tokens: &mut Vec<TokenWithSpan>) {
+    let significant = |tokens: &[TokenWithSpan], from: usize| {
+        (from..tokens.len()).find(|&i| !is_blank(&tokens[i].token))
+    };
+    let mut i = 0;
+    while let Some(at) = significant(tokens, i) {
+        i = at + 1;
+        if !is_keyword(&tokens[at].token, "WITH") {
+            continue;
+        }
+        let Some(open) = significant(tokens, at + 1) else {
+            return;
+        };
+        if tokens[open].token != Token::LParen {
+            continue;
+        }
+        let mut depth = 0;
+        let mut n = open;
+        while n < tokens.len() {
+            match &tokens[n].token {
+                Token::LParen => depth += 1,
+                Token::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                Token::Word(first)
+                    if depth == 1
+                        && tokens.get(n + 1).is_some_and(|t| t.token == Token::Period) =>
+                {
+                    let mut name = first.value.clone();
+                    let mut end = n + 1;
+                    while let (Some(Token::Period), Some(Token::Word(part))) = (
+                        tokens.get(end).map(|t| &t.token),
+                        tokens.get(end + 1).map(|t| &t.token),
+                    ) {
+                        name.push('.');
+                        name.push_str(&part.value);
+                        end += 2;
+                    }
+                    tokens[n].token = Token::Word(Word {
+                        value: name,
+                        quote_style: Some('"'),
+                        keyword: datafusion::sql::sqlparser::keywords::Keyword::NoKeyword,
+                    });
+                    tokens.drain(n + 1..end);
+                }
+                _ => {}
+            }
+            n += 1;
+        }
+        i = n;
+    }
 }
 
 /// In a stream's column list, a `KEY` column option (not `PRIMARY KEY`)

@@ -4,6 +4,7 @@
 
 mod check;
 mod column_names;
+pub mod create_generator;
 pub mod create_source;
 pub mod create_table;
 mod insert;

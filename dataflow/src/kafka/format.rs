@@ -707,6 +707,7 @@ mod tests {
             name: "s".into(),
             columns,
             primary_key: vec![0],
+            generator: None,
             kafka: Some(KafkaDef {
                 kind,
                 topic: "t".into(),

@@ -339,6 +339,7 @@ mod tests {
             name: "out".into(),
             columns,
             primary_key: vec![0],
+            generator: None,
             kafka: Some(KafkaDef {
                 kind,
                 topic: "OUT".into(),

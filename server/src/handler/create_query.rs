@@ -43,7 +43,7 @@ pub async fn handle_create_as(
     }
     let statement = Statement::Query(Box::new(query.clone()));
     let plan = engine.plan(&statement).await?;
-    if !options.is_kafka() && !reads_kafka(engine, &plan) {
+    if !options.is_source() && !reads_kafka(engine, &plan) {
         return create_local_table_as(engine, name, plan).await;
     }
     let kafka = engine.kafka()?.clone();
@@ -311,6 +311,7 @@ async fn create_local_table_as(engine: &Engine, name: String, plan: LogicalPlan)
         columns,
         primary_key: Vec::new(),
         kafka: None,
+        generator: None,
     };
     let batches = engine.collect(plan).await?;
     let table = engine

@@ -13,13 +13,13 @@ pub async fn handle_create_table(engine: &Engine, create: &CreateTable) -> Resul
     if let Some(query) = &create.query {
         return super::create_query::handle_create_as(engine, create, &options, query).await;
     }
-    if !options.is_kafka() {
+    if !options.is_source() {
         let def = eddy_sql::bind_create_table(create)?;
         engine.catalog.create_table(def, create.if_not_exists)?;
         return Ok(Output::Command(Tag::new("CREATE TABLE")));
     }
     let def = eddy_sql::bind_create_source(create, &options)?;
-    let kind = def.kafka.as_ref().map_or(SourceKind::Table, |k| k.kind);
+    let kind = def.source_kind().unwrap_or(SourceKind::Table);
     let tag = Tag::new(&format!("CREATE {}", kind.as_str()));
     if engine.catalog.relation(&def.name).is_some() {
         if create.if_not_exists {
@@ -27,16 +27,13 @@ pub async fn handle_create_table(engine: &Engine, create: &CreateTable) -> Resul
         }
         return Err(eddy_catalog::CatalogError::DuplicateTable(def.name).into());
     }
-    let kafka = engine.kafka()?;
-    let topic = def
-        .kafka
-        .as_ref()
-        .map(|k| k.topic.clone())
-        .unwrap_or_default();
-    kafka
-        .ensure_topic(&topic, options.partitions, options.replicas)
-        .await?;
-    engine.catalog.create_table(dead_letters_def(), true)?;
+    if let Some(kafka_def) = &def.kafka {
+        engine
+            .kafka()?
+            .ensure_topic(&kafka_def.topic, options.partitions, options.replicas)
+            .await?;
+        engine.catalog.create_table(dead_letters_def(), true)?;
+    }
     let Some(table) = engine.catalog.create_table(def, create.if_not_exists)? else {
         return Ok(Output::Command(tag));
     };
@@ -47,15 +44,21 @@ pub async fn handle_create_table(engine: &Engine, create: &CreateTable) -> Resul
     Ok(Output::Command(tag))
 }
 
-/// Refuses writes a Kafka relation cannot take from a client.
-pub fn refuse_kafka_write(table: &eddy_catalog::StoredTable, what: &str) -> Result<()> {
-    match &table.def().kafka {
-        Some(kafka) => Err(EddyError::Unsupported(format!(
-            "{what} on {} {}: its rows change only by records on topic {}",
-            kafka.kind.as_str().to_lowercase(),
+/// Refuses writes a source relation cannot take from a client.
+pub fn refuse_source_write(table: &eddy_catalog::StoredTable, what: &str) -> Result<()> {
+    let def = table.def();
+    let kind = def.source_kind().map(|k| k.as_str().to_lowercase());
+    match (&def.kafka, &def.generator, kind) {
+        (Some(kafka), _, Some(kind)) => Err(EddyError::Unsupported(format!(
+            "{what} on {kind} {}: its rows change only by records on topic {}",
             table.name(),
             kafka.topic
         ))),
-        None => Ok(()),
+        (None, Some(generator), Some(kind)) => Err(EddyError::Unsupported(format!(
+            "{what} on {kind} {}: its rows come only from its {} generator",
+            table.name(),
+            generator.connector_name()
+        ))),
+        _ => Ok(()),
     }
 }

@@ -32,12 +32,13 @@ pub fn handle_describe(engine: &Engine, name: &ObjectName, extended: bool) -> Re
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
+                    let source = def.source_kind();
                     let key = match &def.kafka {
                         Some(k) if k.is_key(i) => match k.kind {
                             eddy_catalog::kafka::SourceKind::Stream => "KEY",
                             eddy_catalog::kafka::SourceKind::Table => "PRIMARY KEY",
                         },
-                        Some(_) if i >= def.declared_columns().len() => "PSEUDO",
+                        _ if source.is_some() && i >= def.declared_columns().len() => "PSEUDO",
                         Some(_) => "",
                         None if def.primary_key.contains(&i) => "PRIMARY KEY",
                         None => "",
@@ -74,15 +75,26 @@ fn extended_rows(
     match relation {
         Relation::Table(table) => {
             let def = table.def();
-            match &def.kafka {
-                Some(kafka) => {
-                    push("type", kafka.kind.as_str().to_owned());
+            match (&def.kafka, &def.generator, def.source_kind()) {
+                (kafka, generator, Some(kind)) => {
+                    push("type", kind.as_str().to_owned());
                     push("name", def.name.clone());
-                    push("kafka_topic", kafka.topic.clone());
-                    push("key_format", kafka.key_format.as_str().to_owned());
-                    push("value_format", kafka.value_format.as_str().to_owned());
-                    if let Some(ts) = kafka.timestamp_column {
-                        push("timestamp", def.columns[ts].name.clone());
+                    if let Some(kafka) = kafka {
+                        push("kafka_topic", kafka.topic.clone());
+                        push("key_format", kafka.key_format.as_str().to_owned());
+                        push("value_format", kafka.value_format.as_str().to_owned());
+                        if let Some(ts) = kafka.timestamp_column {
+                            push("timestamp", def.columns[ts].name.clone());
+                        }
+                    }
+                    if let Some(generator) = generator {
+                        push("connector", generator.label());
+                        push("seed", generator.seed.to_string());
+                        push("events_per_second", generator.events_per_second.to_string());
+                        if let Some(max) = generator.max_events {
+                            push("max_events", max.to_string());
+                        }
+                        push("start_time_us", generator.start_time_us.to_string());
                     }
                     for query in engine.catalog.queries_writing(def.id) {
                         push("written_by", query.name().to_owned());
@@ -98,7 +110,7 @@ fn extended_rows(
                     push("records_per_second", format!("{:.1}", progress.rate));
                     push("dead_letters", progress.dead_letters.to_string());
                 }
-                None => {
+                _ => {
                     push("type", "TABLE (local)".into());
                     push("name", def.name.clone());
                 }

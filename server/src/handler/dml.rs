@@ -35,9 +35,12 @@ pub async fn handle_dml(engine: &Engine, dml: DmlStatement) -> Result<Output> {
             return Err(EddyError::Unsupported(format!("INSERT {insert_op}")));
         }
     }
+    if table.def().generator.is_some() {
+        super::create_table::refuse_source_write(&table, &op.to_string().to_uppercase())?;
+    }
     if table.def().kafka.is_some() {
         if !matches!(op, WriteOp::Insert(_)) {
-            super::create_table::refuse_kafka_write(&table, &op.to_string().to_uppercase())?;
+            super::create_table::refuse_source_write(&table, &op.to_string().to_uppercase())?;
         }
         let batches = engine.collect(Arc::unwrap_or_clone(dml.input)).await?;
         let rows = produce(engine, &table, &batches).await?;

@@ -54,7 +54,7 @@ pub async fn handle_drop(
                 .is_some_and(|t| t.def().kafka.is_none())
         {
             return Err(EddyError::WrongObjectType(format!(
-                "\"{name}\" is a local table, with no topic to delete"
+                "\"{name}\" reads no topic, so there is no topic to delete"
             )));
         }
         targets.push((name.clone(), id));
@@ -102,11 +102,11 @@ pub async fn handle_drop(
     engine.dataflow.drop_views(views).await?;
     if object_type != ObjectType::MaterializedView {
         for (name, id) in &targets {
-            let topic = engine
-                .catalog
-                .table(name)
+            let table = engine.catalog.table(name);
+            let topic = table
+                .as_ref()
                 .and_then(|t| t.def().kafka.as_ref().map(|k| k.topic.clone()));
-            if topic.is_some() {
+            if table.is_some_and(|t| t.def().source_kind().is_some()) {
                 engine.dataflow.drop_source(*id).await?;
             }
             engine.catalog.drop_table(name)?;

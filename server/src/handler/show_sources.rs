@@ -61,17 +61,22 @@ pub fn handle_show(engine: &Engine, listing: Listing) -> Result<Output> {
 fn streams(engine: &Engine) -> Vec<Vec<String>> {
     engine
         .catalog
-        .kafka_relations()
+        .source_relations()
         .iter()
         .filter(|table| table.is_stream())
         .filter_map(|table| {
-            let kafka = table.def().kafka.as_ref()?;
-            Some(vec![
-                table.name().to_owned(),
-                kafka.topic.clone(),
-                kafka.key_format.as_str().to_owned(),
-                kafka.value_format.as_str().to_owned(),
-            ])
+            let def = table.def();
+            let row = match (&def.kafka, &def.generator) {
+                (Some(kafka), _) => vec![
+                    kafka.topic.clone(),
+                    kafka.key_format.as_str().to_owned(),
+                    kafka.value_format.as_str().to_owned(),
+                ],
+                // A generated stream has no topic: its connector stands there.
+                (None, Some(generator)) => vec![generator.label(), String::new(), String::new()],
+                (None, None) => return None,
+            };
+            Some([vec![table.name().to_owned()], row].concat())
         })
         .collect()
 }

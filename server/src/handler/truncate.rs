@@ -17,7 +17,7 @@ pub fn handle_truncate(engine: &Engine, truncate: &Truncate) -> Result<Output> {
             let name = object_name(&target.name)?;
             match engine.catalog.relation(&name) {
                 Some(Relation::Table(table)) => {
-                    super::create_table::refuse_kafka_write(&table, "TRUNCATE")?;
+                    super::create_table::refuse_source_write(&table, "TRUNCATE")?;
                     Ok(table)
                 }
                 Some(Relation::View(_)) => Err(EddyError::WrongObjectType(format!(
