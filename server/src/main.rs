@@ -4,6 +4,7 @@ mod connection;
 mod engine;
 mod error;
 mod handler;
+mod nexmark_load;
 mod pg_input;
 mod pg_literals;
 mod pg_matviews;
@@ -42,6 +43,15 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
+    /// Nexmark tools.
+    #[command(subcommand)]
+    Nexmark(NexmarkCommand),
+}
+
+#[derive(Subcommand)]
+enum NexmarkCommand {
+    /// Write Nexmark events as JSON to Kafka topics `nexmark-<type>`.
+    Load(nexmark_load::LoadArgs),
 }
 
 #[derive(Args, Clone)]
@@ -79,11 +89,6 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        None => cli.serve,
-    };
-    init_logging(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,7 +99,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    let done = match cli.command {
+        Some(Command::Nexmark(NexmarkCommand::Load(args))) => {
+            init_logging(LogFormat::Text);
+            runtime.block_on(nexmark_load::load(args))
+        }
+        Some(Command::Serve(args)) => {
+            init_logging(args.log_format);
+            runtime.block_on(serve(args))
+        }
+        None => {
+            init_logging(cli.serve.log_format);
+            runtime.block_on(serve(cli.serve))
+        }
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("eddy: {e:#}");

@@ -1,0 +1,111 @@
+//! `eddy-bench nexmark`: runs Nexmark queries against the real `eddy` binary
+//! (found beside this one, or through `EDDY_BIN`) and prints a report per
+//! query; `--markdown` adds the rows for BENCHMARKS.md.
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use eddy_bench::nexmark::{self, Feed, Options};
+
+#[derive(Parser)]
+#[command(name = "eddy-bench", about = "Benchmarks of the eddy server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Nexmark queries as materialized views, verified against DataFusion.
+    Nexmark(NexmarkArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SourceArg {
+    Generator,
+    Kafka,
+}
+
+#[derive(clap::Args)]
+struct NexmarkArgs {
+    /// Queries to run, comma separated (q0, q4, ...), or `all` for every
+    /// query that runs.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    query: Vec<String>,
+    /// Events (of every type) to feed.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    #[arg(long, value_enum, default_value_t = SourceArg::Generator)]
+    source: SourceArg,
+    /// Kafka brokers (with --source kafka); a tansu broker is started when
+    /// none are given.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Stop a run whose server passes this resident memory, in GiB.
+    #[arg(long, default_value_t = 16.0)]
+    max_rss: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Kafka: bids produced at a steady rate after catch-up to time latency.
+    #[arg(long, default_value_t = 5_000)]
+    latency_events: u64,
+    /// Kafka: the rate of those bids, per second.
+    #[arg(long, default_value_t = 1_000)]
+    latency_rate: u64,
+    /// Print BENCHMARKS.md table rows at the end.
+    #[arg(long)]
+    markdown: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let Command::Nexmark(args) = Cli::parse().command;
+    let all = nexmark::queries()?;
+    let names: Vec<String> = if args.query == ["all"] {
+        for q in all.iter().filter(|q| !q.runs()) {
+            println!("{}: skipped ({})", q.name, q.status);
+        }
+        all.iter()
+            .filter(|q| q.runs())
+            .map(|q| q.name.clone())
+            .collect()
+    } else {
+        args.query.clone()
+    };
+    if names.is_empty() {
+        bail!("no queries to run");
+    }
+    let mut reports = Vec::new();
+    for name in names {
+        let options = Options {
+            query: name.clone(),
+            events: args.events,
+            feed: match args.source {
+                SourceArg::Generator => Feed::Generator,
+                SourceArg::Kafka => Feed::Kafka,
+            },
+            max_rss: (args.max_rss * (1u64 << 30) as f64) as u64,
+            seed: args.seed,
+            brokers: args.brokers.clone(),
+            latency_events: args.latency_events,
+            latency_rate: args.latency_rate,
+        };
+        match nexmark::run(&options).await {
+            Ok(report) => {
+                report.print();
+                reports.push(report);
+            }
+            Err(e) => println!("{name}: FAILED: {e:#}"),
+        }
+    }
+    if args.markdown {
+        println!("\n{}", nexmark::MARKDOWN_HEADER);
+        for report in &reports {
+            println!("{}", nexmark::markdown_row(report));
+        }
+    }
+    let failed = reports.iter().filter(|r| r.mismatch.is_some()).count();
+    if failed > 0 {
+        bail!("{failed} queries disagree with the batch result");
+    }
+    Ok(())
+}
