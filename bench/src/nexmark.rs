@@ -262,7 +262,7 @@ pub async fn run(options: &Options) -> Result<Report> {
         client
             .batch_execute(&format!(
                 "CREATE TABLE side_input (key BIGINT PRIMARY KEY, value TEXT);
-                 INSERT INTO side_input SELECT value, CAST(value AS VARCHAR) \
+                 INSERT INTO side_input SELECT value AS key, CAST(value AS VARCHAR) AS v \
                  FROM generate_series(0, {}) AS t(value)",
                 SIDE_INPUT_KEYS - 1
             ))

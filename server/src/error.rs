@@ -55,7 +55,7 @@ impl EddyError {
                 SqlError::Syntax(_) => "42601",
                 SqlError::Unsupported(_) => "0A000",
                 SqlError::UndefinedType(_) => "42704",
-                SqlError::UndefinedColumn(_) => "42703",
+                SqlError::UndefinedColumn(_) | SqlError::NoSuchColumn { .. } => "42703",
                 SqlError::DuplicateColumn(_) => "42701",
                 SqlError::InvalidDefinition(_) => "42P16",
                 SqlError::TooComplex(_) => "54001",

@@ -212,16 +212,18 @@ fn bind_nexmark(
         .iter()
         .map(|column| {
             let Some(i) = standard.iter().position(|(n, _)| *n == column.name) else {
-                return Err(SqlError::UndefinedColumn(format!(
-                    "{} (a Nexmark {} has {})",
-                    column.name,
-                    event_type.as_str(),
-                    standard
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                return Err(SqlError::NoSuchColumn {
+                    column: column.name.clone(),
+                    hint: format!(
+                        "a Nexmark {} has {}",
+                        event_type.as_str(),
+                        standard
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
             };
             let expected = &standard[i].1;
             let same = column.column_type.to_arrow() == expected.to_arrow();
@@ -258,9 +260,10 @@ fn bind_datagen(given: &mut BTreeMap<String, String>, columns: &[ColumnDef]) -> 
             )));
         };
         if !columns.iter().any(|c| c.name == column) {
-            return Err(SqlError::UndefinedColumn(format!(
-                "{column} (named by option {key})"
-            )));
+            return Err(SqlError::NoSuchColumn {
+                column: column.to_owned(),
+                hint: format!("option {key} names it, but it is not declared"),
+            });
         }
         per_column
             .entry(column.to_owned())

@@ -35,6 +35,9 @@ pub enum SqlError {
     UndefinedType(String),
     #[error("column \"{0}\" named in key does not exist")]
     UndefinedColumn(String),
+    /// A column an option or definition names, and what would be right.
+    #[error("column \"{column}\" does not exist: {hint}")]
+    NoSuchColumn { column: String, hint: String },
     #[error("column \"{0}\" specified more than once")]
     DuplicateColumn(String),
     #[error("invalid table definition: {0}")]
