@@ -136,9 +136,9 @@ pub fn is_event(event: NexmarkEvent, n: u64) -> bool {
 
 /// The 0-based id of the last person made at or before event `n`.
 fn last_person(n: u64) -> u64 {
-    let epoch = n / PROPORTION_DENOMINATOR;
-    let offset = (n % PROPORTION_DENOMINATOR).min(PERSON_PROPORTION - 1);
-    epoch * PERSON_PROPORTION + offset
+    // With one person per epoch, the last one is the epoch's (the general
+    // form, for a larger proportion, takes the offset within the epoch).
+    n / PROPORTION_DENOMINATOR * PERSON_PROPORTION + (PERSON_PROPORTION - 1)
 }
 
 /// The 0-based id of the last auction made at or before event `n`.
