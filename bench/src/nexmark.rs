@@ -299,12 +299,13 @@ pub async fn run(options: &Options) -> Result<Report> {
         }
         return Err(e.context(format!("server stderr:\n{}", tail(&server.stderr()))));
     }
-    let mut total = options.events;
+    // Latency bids come after the other streams end.
+    let mut bid_events = options.events;
     if let (Feed::Kafka, Some(brokers)) = (options.feed, &brokers) {
         if options.latency_events > 0 && reads.contains(&"bid") {
             report.latency =
                 Some(measure_latency(&client, brokers, options, options.events).await?);
-            total += options.latency_events;
+            bid_events += options.latency_events;
             client.batch_execute("FLUSH").await?;
         }
     }
@@ -315,7 +316,8 @@ pub async fn run(options: &Options) -> Result<Report> {
     drop(watchdog);
     drop(client);
     drop(server);
-    let (batch, batch_wall) = batch_rows(&query, &reads, options.seed, total).await?;
+    let (batch, batch_wall) =
+        batch_rows(&query, &reads, options.seed, options.events, bid_events).await?;
     report.batch_wall = batch_wall;
     report.mismatch = compare(&view, &batch);
     Ok(report)
@@ -527,13 +529,15 @@ fn generator(event: NexmarkEvent, seed: u64) -> NexmarkGenerator {
     NexmarkGenerator::all_columns(event, seed, START_TIME_US, EVENT_TIME_RATE)
 }
 
-/// Runs the query in DataFusion over events `0..events`; returns its rows
-/// and how long the query took (generation not counted).
+/// Runs the query in DataFusion over events `0..events` (bids up to
+/// `bid_events`); returns its rows and how long the query took
+/// (generation not counted).
 async fn batch_rows(
     query: &Query,
     reads: &[&str],
     seed: u64,
     events: u64,
+    bid_events: u64,
 ) -> Result<(Vec<TextRow>, Duration)> {
     let ctx = SessionContext::new();
     for stream in reads {
@@ -558,6 +562,7 @@ async fn batch_rows(
             continue;
         }
         let generator = generator(event_type(stream), seed);
+        let events = if *stream == "bid" { bid_events } else { events };
         let mut batches = Vec::new();
         let mut from = 0;
         while from < events {
