@@ -11,7 +11,7 @@ use eddy_catalog::{ColumnDef, TableDef};
 use eddy_connectors::datagen::{field_class, FieldClass};
 use eddy_connectors::nexmark::standard_columns;
 
-use crate::create_source::SourceOptions;
+use crate::create_source::{add_pseudo_columns, SourceOptions};
 use crate::create_table::bind_columns;
 use crate::{Result, SqlError};
 
@@ -157,17 +157,7 @@ pub fn bind_create_generator(
             }
         )));
     }
-    if kind == SourceKind::Stream {
-        for &i in &key_columns {
-            columns[i].nullable = true;
-        }
-    }
-    let declared = columns.len();
-    columns.extend(kafka::pseudo_columns());
-    let primary_key = match kind {
-        SourceKind::Stream => vec![declared + 1, declared + 2],
-        SourceKind::Table => key_columns,
-    };
+    let primary_key = add_pseudo_columns(kind, &mut columns, &key_columns);
     Ok(TableDef {
         id: 0,
         name,

@@ -226,6 +226,29 @@ pub fn bind_query_relation(
     )
 }
 
+/// Appends the pseudo-columns every source relation ends with, and returns
+/// its storage key: a stream's rows are keyed by (`rowpartition`,
+/// `rowoffset`), a table's by its key columns.
+pub(crate) fn add_pseudo_columns(
+    kind: SourceKind,
+    columns: &mut Vec<ColumnDef>,
+    key_columns: &[usize],
+) -> Vec<usize> {
+    if kind == SourceKind::Stream {
+        // Stream keys are not unique; they only say which columns the
+        // record key holds.
+        for &i in key_columns {
+            columns[i].nullable = true;
+        }
+    }
+    let declared = columns.len();
+    columns.extend(kafka::pseudo_columns());
+    match kind {
+        SourceKind::Stream => vec![declared + 1, declared + 2],
+        SourceKind::Table => key_columns.to_vec(),
+    }
+}
+
 /// Checks a Kafka relation's columns against its formats and builds it.
 fn kafka_relation(
     name: String,
@@ -288,19 +311,7 @@ fn kafka_relation(
             Some(i)
         }
     };
-    if kind == SourceKind::Stream {
-        // Stream keys are not unique; they only say which columns the
-        // record key holds.
-        for &i in &key_columns {
-            columns[i].nullable = true;
-        }
-    }
-    let declared = columns.len();
-    columns.extend(kafka::pseudo_columns());
-    let primary_key = match kind {
-        SourceKind::Stream => vec![declared + 1, declared + 2],
-        SourceKind::Table => key_columns.clone(),
-    };
+    let primary_key = add_pseudo_columns(kind, &mut columns, &key_columns);
     Ok(TableDef {
         id: 0,
         name,
