@@ -22,12 +22,26 @@ if [ ${#packages[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
 fi
 
-# tansu is the Kafka-protocol broker the Kafka tests start (one per test).
-# Cargo caches it in ~/.cargo/bin; the first install takes about 30 minutes.
-if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
-  echo "== installing tansu (Kafka broker for the tests)"
-  CARGO_TARGET_DIR="$HOME/.cache/tansu-target" cargo install --locked tansu --features dynostore
-fi
+# tansu is the Kafka-protocol broker the Kafka tests start (one per test),
+# with its SQLite storage (libsql), which fetches from inside a batch as
+# Kafka does; the benchmarks use its memory storage (dynostore). Cargo
+# caches it in ~/.cargo/bin; the first install takes about 30 minutes.
+tansu_features() {
+  python3 - <<'PY' 2>/dev/null
+import json, os
+path = os.path.expanduser("~/.cargo/.crates2.json")
+for key, info in json.load(open(path)).get("installs", {}).items():
+    if key.startswith("tansu "):
+        print(",".join(sorted(info.get("features", []))))
+PY
+}
+case ",$(tansu_features)," in
+  *,dynostore,*libsql,*) ;;
+  *)
+    echo "== installing tansu (Kafka broker for the tests)"
+    CARGO_TARGET_DIR="$HOME/.cache/tansu-target" cargo install --locked tansu --features dynostore,libsql
+    ;;
+esac
 
 for component in rustfmt clippy; do
   if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then

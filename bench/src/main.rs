@@ -17,6 +17,50 @@ struct Cli {
 enum Command {
     /// Nexmark queries as materialized views, verified against DataFusion.
     Nexmark(NexmarkArgs),
+    /// How fast one core makes Nexmark events into Arrow batches.
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Events (of every type) to make.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Events per batch, as a generator source polls them.
+    #[arg(long, default_value_t = 10_000)]
+    batch: u64,
+}
+
+/// Makes `args.events` events of all three types on this thread, batch by
+/// batch, and prints the rate.
+fn generate(args: &GenerateArgs) {
+    use eddy_catalog::generator::NexmarkEvent;
+    use eddy_connectors::NexmarkGenerator;
+    let generators = [
+        NexmarkEvent::Person,
+        NexmarkEvent::Auction,
+        NexmarkEvent::Bid,
+    ]
+    .map(|event| NexmarkGenerator::all_columns(event, 0, 0, 10_000));
+    let started = std::time::Instant::now();
+    let (mut rows, mut bytes) = (0usize, 0usize);
+    let mut from = 0;
+    while from < args.events {
+        let to = (from + args.batch).min(args.events);
+        for generator in &generators {
+            let (batch, _) = generator.generate(from, to);
+            rows += batch.num_rows();
+            bytes += batch.get_array_memory_size();
+        }
+        from = to;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "generated {rows} events ({:.0} MiB of Arrow) in {seconds:.2} s on one core: \
+         {:.0} events/s",
+        bytes as f64 / (1 << 20) as f64,
+        rows as f64 / seconds
+    );
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -58,7 +102,13 @@ struct NexmarkArgs {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let Command::Nexmark(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Nexmark(args) => args,
+        Command::Generate(args) => {
+            generate(&args);
+            return Ok(());
+        }
+    };
     let all = nexmark::queries()?;
     let names: Vec<String> = if args.query == ["all"] {
         for q in all.iter().filter(|q| !q.runs()) {

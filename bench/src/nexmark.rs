@@ -151,6 +151,8 @@ pub struct Report {
     pub view_rows: u64,
     pub state_entries: u64,
     pub state_bytes: u64,
+    /// Bytes the view's rows take in memory.
+    pub view_bytes: u64,
     /// Set when the watchdog stopped the server.
     pub stopped: Option<String>,
     /// `None` when the view equals the batch result, else what differs.
@@ -161,6 +163,11 @@ pub struct Report {
 }
 
 impl Report {
+    /// Bytes the view holds in memory: its rows and its operators' state.
+    pub fn held_bytes(&self) -> u64 {
+        self.state_bytes + self.view_bytes
+    }
+
     pub fn events_per_second(&self) -> f64 {
         self.events as f64 / self.wall.as_secs_f64().max(1e-9)
     }
@@ -193,12 +200,14 @@ impl Report {
             self.cpu.as_secs_f64()
         );
         println!(
-            "  memory: peak rss {:.0} MiB; view {} rows; state {} entries, {:.1} MiB, {:.1} bytes/event",
+            "  memory: peak rss {:.0} MiB; view {} rows, {:.1} MiB; operator state {} entries, \
+             {:.1} MiB; {:.1} bytes/event in all",
             mb(self.peak_rss),
             self.view_rows,
+            mb(self.view_bytes),
             self.state_entries,
             mb(self.state_bytes),
-            self.state_bytes as f64 / self.events.max(1) as f64
+            self.held_bytes() as f64 / self.events.max(1) as f64
         );
         if let Some((p50, p99)) = self.latency {
             println!(
@@ -238,7 +247,9 @@ pub async fn run(options: &Options) -> Result<Report> {
         ..Report::default()
     };
     let broker = match (options.feed, &options.brokers) {
-        (Feed::Kafka, None) => Some(eddy_tests::kafka::Broker::start().await?),
+        (Feed::Kafka, None) => Some(
+            eddy_tests::kafka::Broker::start_with(eddy_tests::kafka::BrokerStorage::Memory).await?,
+        ),
         _ => None,
     };
     let brokers = options
@@ -310,8 +321,11 @@ pub async fn run(options: &Options) -> Result<Report> {
         }
     }
     report.peak_rss = status_bytes(pid, "VmHWM:").unwrap_or(watchdog.peak());
-    let (rows, entries, bytes) = view_stats(&client, &query.name).await?;
-    (report.view_rows, report.state_entries, report.state_bytes) = (rows, entries, bytes);
+    let sizes = view_stats(&client, &query.name).await?;
+    report.view_rows = sizes.rows;
+    report.view_bytes = sizes.row_bytes;
+    report.state_entries = sizes.state_entries;
+    report.state_bytes = sizes.state_bytes;
     let view = view_rows(&client, &query.name).await?;
     drop(watchdog);
     drop(client);
@@ -483,8 +497,15 @@ async fn committed_offset(client: &tokio_postgres::Client, relation: &str) -> Re
         .unwrap_or(0))
 }
 
-/// Rows, state entries and state bytes, from `EXPLAIN view`.
-async fn view_stats(client: &tokio_postgres::Client, view: &str) -> Result<(u64, u64, u64)> {
+/// A view's sizes, as `EXPLAIN view` reports them.
+struct ViewSizes {
+    rows: u64,
+    row_bytes: u64,
+    state_entries: u64,
+    state_bytes: u64,
+}
+
+async fn view_stats(client: &tokio_postgres::Client, view: &str) -> Result<ViewSizes> {
     let lines = eddy_tests::text_rows(client, &format!("EXPLAIN {view}")).await?;
     let line = lines
         .iter()
@@ -495,7 +516,12 @@ async fn view_stats(client: &tokio_postgres::Client, view: &str) -> Result<(u64,
         .filter_map(|n| n.parse().ok())
         .collect();
     match numbers[..] {
-        [rows, entries, bytes] => Ok((rows, entries, bytes)),
+        [rows, row_bytes, state_entries, state_bytes] => Ok(ViewSizes {
+            rows,
+            row_bytes,
+            state_entries,
+            state_bytes,
+        }),
         _ => bail!("cannot read sizes from {line:?}"),
     }
 }
@@ -668,8 +694,8 @@ pub fn markdown_row(report: &Report) -> String {
         report.cores(),
         report.events_per_core_second(),
         report.peak_rss as f64 / (1 << 20) as f64,
-        report.state_bytes as f64 / (1 << 20) as f64,
-        report.state_bytes as f64 / report.events.max(1) as f64,
+        report.held_bytes() as f64 / (1 << 20) as f64,
+        report.held_bytes() as f64 / report.events.max(1) as f64,
         latency,
         report.batch_events_per_second(),
         report.events_per_second() / report.batch_events_per_second(),
@@ -677,7 +703,7 @@ pub fn markdown_row(report: &Report) -> String {
     )
 }
 
-pub const MARKDOWN_HEADER: &str = "| query | source | events | events/s | cores | events/s per core | peak RSS MiB | state MiB | state bytes/event | latency p50 / p99 ms | DataFusion batch events/s | eddy / batch | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const MARKDOWN_HEADER: &str = "| query | source | events | events/s | cores | events/s per core | peak RSS MiB | view + state MiB | bytes/event held | latency p50 / p99 ms | DataFusion batch events/s | eddy / batch | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,8 @@
 //! keyed by them. The format is tied to the Arrow version, which storage's
 //! `FORMAT_VERSION` tracks.
 
+use std::panic::AssertUnwindSafe;
+
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Schema};
@@ -89,17 +91,25 @@ impl RowFormat {
     }
 
     /// Decodes rows produced by [`RowFormat::encode`] of a format with the
-    /// same types and options.
+    /// same types and options. Bytes it did not write (damaged state) are
+    /// an error: Arrow's decoder panics on them, and the panic is caught.
     pub fn decode<'a>(
         &self,
         rows: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Vec<ArrayRef>, ArrowError> {
-        match &self.converter {
-            Some((converter, parser)) => {
-                converter.convert_rows(rows.into_iter().map(|bytes| parser.parse(bytes)))
-            }
-            None => Ok(Vec::new()),
-        }
+        let Some((converter, parser)) = &self.converter else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<&[u8]> = rows.into_iter().collect();
+        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            converter.convert_rows(rows.iter().map(|bytes| parser.parse(bytes)))
+        }));
+        decoded.unwrap_or_else(|_| {
+            Err(ArrowError::InvalidArgumentError(format!(
+                "stored rows of types {:?} are damaged and cannot be decoded",
+                self.types
+            )))
+        })
     }
 }
 
@@ -123,6 +133,14 @@ mod tests {
         let decoded = format.decode((0..3).map(|i| rows.row(i))).unwrap();
         assert_eq!(decoded[0].as_ref(), columns[0].as_ref());
         assert_eq!(decoded[1].as_ref(), columns[1].as_ref());
+    }
+
+    #[test]
+    fn damaged_rows_are_an_error() {
+        let format = RowFormat::new(vec![DataType::Int64, DataType::Utf8]).unwrap();
+        for damaged in [&b""[..], b"\x01"] {
+            assert!(format.decode([damaged]).is_err(), "{damaged:?}");
+        }
     }
 
     #[test]

@@ -49,6 +49,11 @@ pub struct ViewDef {
     /// topic, not to the store.
     #[serde(default)]
     pub sink_relation: Option<u64>,
+    /// Whether literals are typed as Postgres types them (`1.5` numeric,
+    /// `1` integer), as in a query. Views made before this was so keep
+    /// DataFusion's types, so that they still plan the same way.
+    #[serde(default)]
+    pub postgres_literals: bool,
 }
 
 impl ViewDef {

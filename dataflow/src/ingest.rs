@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::compute::concat_batches;
 use eddy_storage::{Keyspace, Store, WriteBatch};
 
 use crate::kafka::format::Decoded;
@@ -29,6 +30,45 @@ pub struct SourceBatch {
     pub next_offsets: BTreeMap<i32, i64>,
     /// Records read, decoded or not.
     pub records: usize,
+}
+
+impl SourceBatch {
+    /// Joins the batches of each source into one, in order, so that a key
+    /// that comes twice in one epoch sees its earlier record, not the row
+    /// committed before the epoch.
+    pub fn merge_by_source(batches: Vec<SourceBatch>) -> Result<Vec<SourceBatch>> {
+        let mut by_source: BTreeMap<u64, Vec<SourceBatch>> = BTreeMap::new();
+        for batch in batches {
+            by_source.entry(batch.source).or_default().push(batch);
+        }
+        let mut merged = Vec::with_capacity(by_source.len());
+        for (source, mut parts) in by_source {
+            if parts.len() == 1 {
+                merged.extend(parts.pop());
+                continue;
+            }
+            let schema = parts[0].decoded.rows.schema();
+            let rows = concat_batches(&schema, parts.iter().map(|p| &p.decoded.rows))?;
+            let mut joined = SourceBatch {
+                source,
+                decoded: Decoded {
+                    rows,
+                    tombstone: Vec::new(),
+                    dead: Vec::new(),
+                },
+                next_offsets: BTreeMap::new(),
+                records: 0,
+            };
+            for part in parts {
+                joined.decoded.tombstone.extend(part.decoded.tombstone);
+                joined.decoded.dead.extend(part.decoded.dead);
+                joined.next_offsets.extend(part.next_offsets);
+                joined.records += part.records;
+            }
+            merged.push(joined);
+        }
+        Ok(merged)
+    }
 }
 
 /// Tells a source's thread to stop.

@@ -26,7 +26,7 @@ mod testing;
 pub use change::ChangeBatch;
 pub use graph::Node;
 pub use lower::{check_deterministic, lower, Lowered};
-pub use runtime::{DataflowHandle, SourceProgress, ViewStats};
+pub use runtime::{DataflowHandle, Replan, SourceProgress, ViewStats};
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
@@ -55,6 +55,12 @@ pub enum DataflowError {
     Kafka(String),
     #[error("the dataflow runtime has stopped")]
     Stopped,
+    /// Persistent queries kept writing records that other relations read.
+    #[error(
+        "FLUSH did not converge after {0} rounds: persistent queries keep writing topics \
+         that relations read (a cycle of queries?)"
+    )]
+    FlushDidNotConverge(usize),
 }
 
 pub type Result<T, E = DataflowError> = std::result::Result<T, E>;

@@ -64,6 +64,13 @@ pub struct SourceProgress {
     pub records: u64,
     /// Records that did not decode since the server started.
     pub dead_letters: u64,
+    /// Records dropped because they were absorbed before (a broker or
+    /// client delivered them again), since the server started.
+    pub redelivered: u64,
+    /// Times a resumed partition started past its committed offset.
+    pub broker_faults: u64,
+    /// The last broker fault, for SHOW QUERIES.
+    pub fault: Option<String>,
     /// Records per second over the last epochs.
     pub rate: f64,
     pub last_absorbed: Option<Instant>,
@@ -91,18 +98,22 @@ struct DeadLetterRow<'a> {
     letter: &'a DeadLetter,
 }
 
-/// Per-view figures, for EXPLAIN and the closing notes.
+/// Per-view figures, for EXPLAIN and the benchmarks.
 #[derive(Debug, Clone, Default)]
 pub struct ViewStats {
     pub rows: usize,
+    /// Bytes the view's rows take in memory.
+    pub row_bytes: usize,
     pub state_entries: usize,
     pub state_bytes: usize,
+    /// Each operator's entries and bytes, in EXPLAIN's order.
+    pub operators: Vec<(usize, usize)>,
 }
 
 enum Command {
     Wake,
     Create {
-        def: ViewDef,
+        def: Box<ViewDef>,
         root: Node,
         reply: oneshot::Sender<Result<()>>,
     },
@@ -147,6 +158,7 @@ impl DataflowHandle {
         epoch_lock: Arc<RwLock<()>>,
         views: Vec<(ViewDef, Result<Node>)>,
         kafka: Option<Arc<Kafka>>,
+        replan: Replan,
     ) -> Result<Self> {
         let (tx, rx) = channel();
         let waker = tx.clone();
@@ -167,6 +179,7 @@ impl DataflowHandle {
             query_progress: query_progress.clone(),
             tokio: tokio::runtime::Handle::try_current().ok(),
             wake,
+            replan,
         };
         runtime.restore(views)?;
         for source in catalog.source_relations() {
@@ -225,6 +238,7 @@ impl DataflowHandle {
     /// Backfills and starts maintaining a new view.
     pub async fn create_view(&self, def: ViewDef, root: Node) -> Result<()> {
         let (reply, rx) = oneshot::channel();
+        let def = Box::new(def);
         self.ask(Command::Create { def, root, reply }, rx).await?
     }
 
@@ -252,7 +266,8 @@ impl DataflowHandle {
                 return Ok(());
             }
         }
-        Ok(())
+        // Persistent queries that feed each other in a cycle never settle.
+        Err(DataflowError::FlushDidNotConverge(FLUSH_ROUNDS))
     }
 
     /// Records every relay has written since the server started.
@@ -456,7 +471,12 @@ struct Runtime {
     /// Runs the relays; without it (or Kafka) queries only fill the outbox.
     tokio: Option<tokio::runtime::Handle>,
     wake: Arc<dyn Fn() + Send + Sync>,
+    replan: Replan,
 }
+
+/// Plans a stored view's dataflow again, for rebuilding it from its
+/// committed state.
+pub type Replan = Arc<dyn Fn(&ViewDef) -> Result<Node> + Send + Sync>;
 
 impl Runtime {
     /// The output a view or query writes to, restored from the store.
@@ -514,8 +534,24 @@ impl Runtime {
         }
     }
 
+    /// A view's dataflow and output with the state last committed.
+    fn restored(&self, def: &ViewDef, root: Result<Node>) -> Result<ViewRuntime> {
+        let mut root = root?;
+        let fingerprint = root.explain().join("\n");
+        if fingerprint != def.fingerprint {
+            return Err(DataflowError::Internal(
+                "its query no longer plans the same way; drop and create it again".into(),
+            ));
+        }
+        root.restore(def.id, self.catalog.store())?;
+        Ok(ViewRuntime {
+            def: def.clone(),
+            root,
+            output: self.output_for(def)?,
+        })
+    }
+
     fn restore(&mut self, views: Vec<(ViewDef, Result<Node>)>) -> Result<()> {
-        let store = self.catalog.store().clone();
         let mut failed = Vec::new();
         for (def, root) in views {
             if def.error.is_some() {
@@ -523,21 +559,7 @@ impl Runtime {
                 self.start_relay(&def);
                 continue;
             }
-            let restored = root.and_then(|mut root| {
-                let fingerprint = root.explain().join("\n");
-                if fingerprint != def.fingerprint {
-                    return Err(DataflowError::Internal(
-                        "its query no longer plans the same way; drop and create it again".into(),
-                    ));
-                }
-                root.restore(def.id, &store)?;
-                Ok(ViewRuntime {
-                    def: def.clone(),
-                    root,
-                    output: self.output_for(&def)?,
-                })
-            });
-            match restored {
+            match self.restored(&def, root) {
                 Ok(view) => {
                     self.start_relay(&view.def);
                     self.views.push(view);
@@ -548,6 +570,10 @@ impl Runtime {
                 }
             }
         }
+        self.record_restore_failures(failed)
+    }
+
+    fn record_restore_failures(&mut self, failed: Vec<(ViewDef, String)>) -> Result<()> {
         for (mut def, error) in failed {
             self.start_relay(&def);
             def.error = Some(error);
@@ -557,6 +583,30 @@ impl Runtime {
             self.catalog.install_view(def)?;
         }
         Ok(())
+    }
+
+    /// After an epoch that failed once its operators had stepped: their
+    /// state in memory is ahead of the store, so every view is rebuilt
+    /// from its committed state and the sources read again from their
+    /// committed positions.
+    fn recover(&mut self) {
+        let views = std::mem::take(&mut self.views);
+        let mut failed = Vec::new();
+        for view in views {
+            let def = view.def;
+            drop(view.root);
+            match self.restored(&def, (self.replan)(&def)) {
+                Ok(view) => self.views.push(view),
+                Err(e) => {
+                    tracing::error!(view = %def.name, error = %e, "cannot rebuild view");
+                    failed.push((def, e.to_string()));
+                }
+            }
+        }
+        if let Err(e) = self.record_restore_failures(failed) {
+            tracing::error!(error = %e, "cannot record the views that could not be rebuilt");
+        }
+        self.restart_sources();
     }
 
     fn run(mut self, rx: Receiver<Command>) {
@@ -590,7 +640,7 @@ impl Runtime {
                     let _ = self.drain_logged_changes(self.catalog.changes().last_seq());
                 }
                 Command::Create { def, root, reply } => {
-                    let _ = reply.send(self.create(def, root));
+                    let _ = reply.send(self.create(*def, root));
                 }
                 Command::Drop { ids, reply } => {
                     let _ = reply.send(self.drop_views(&ids));
@@ -622,9 +672,9 @@ impl Runtime {
                 Ok(n) => absorbed += n,
                 Err(e) => {
                     tracing::error!(error = %e, "epoch failed");
-                    // Batches taken by the failed epoch are not committed:
-                    // read them again from the committed offsets.
-                    self.restart_sources();
+                    // Nothing of the failed epoch is committed: go back to
+                    // what is, and read its batches again.
+                    self.recover();
                     return Err(e);
                 }
             }
@@ -666,6 +716,7 @@ impl Runtime {
         if entries.is_empty() && ingested.is_empty() {
             return Ok(0);
         }
+        let ingested = SourceBatch::merge_by_source(ingested)?;
         let last_seq = entries.last().map(|e| e.seq);
         let mut by_table: HashMap<u64, Vec<ChangeBatch>> = HashMap::new();
         for entry in &entries {
@@ -1078,11 +1129,14 @@ impl Runtime {
         };
         let mut stats = ViewStats {
             rows: sink.len(),
+            row_bytes: sink.bytes(),
             ..ViewStats::default()
         };
         view.root.for_each(&mut |op| {
-            stats.state_entries += op.state_entries();
-            stats.state_bytes += op.state_bytes();
+            let (entries, bytes) = (op.state_entries(), op.state_bytes());
+            stats.state_entries += entries;
+            stats.state_bytes += bytes;
+            stats.operators.push((entries, bytes));
         });
         Some(stats)
     }

@@ -36,6 +36,12 @@ impl ViewSink {
         &self.schema
     }
 
+    /// Bytes the rows take in memory, roughly: each row's bytes, its
+    /// multiplicity and the map's pointers.
+    pub fn bytes(&self) -> usize {
+        self.rows.keys().map(|row| row.len() + 32).sum()
+    }
+
     /// Applies the view's changes; returns them consolidated, in the view's
     /// schema, for the views that read this one.
     pub fn apply(&mut self, changes: &ChangeBatch) -> Result<ChangeBatch> {

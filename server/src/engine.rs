@@ -16,7 +16,8 @@ use datafusion::sql::sqlparser::ast::{Query, Statement};
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::setup_pg_catalog;
 use eddy_catalog::{
-    Catalog, EddySchemaProvider, InformationSchemaProvider, SchemaMode, DATABASE_NAME, SCHEMA_NAME,
+    Catalog, EddySchemaProvider, InformationSchemaProvider, SchemaMode, ViewDef, DATABASE_NAME,
+    SCHEMA_NAME,
 };
 use eddy_dataflow::{DataflowError, DataflowHandle, Lowered};
 use eddy_storage::Store;
@@ -56,7 +57,7 @@ impl Engine {
             let root = if def.error.is_some() {
                 Err(DataflowError::Internal("view failed before".into()))
             } else {
-                plan_view_sql(&query_ctx, &catalog, &def.sql)
+                plan_view_sql(&query_ctx, &catalog, &def)
                     .await
                     .map(|lowered| lowered.root)
                     .map_err(|e| DataflowError::Internal(e.message()))
@@ -67,7 +68,9 @@ impl Engine {
         let kafka = kafka_brokers
             .map(|brokers| eddy_dataflow::kafka::Kafka::new(brokers).map(Arc::new))
             .transpose()?;
-        let dataflow = DataflowHandle::start(catalog.clone(), epoch_lock.clone(), views, kafka)?;
+        let replan = replanner(&query_ctx, &catalog);
+        let dataflow =
+            DataflowHandle::start(catalog.clone(), epoch_lock.clone(), views, kafka, replan)?;
         Ok(Arc::new(Engine {
             store,
             catalog,
@@ -90,6 +93,7 @@ impl Engine {
             &self.catalog,
             Statement::Query(Box::new(query.clone())),
             Planning::New,
+            true,
         )
         .await
     }
@@ -196,14 +200,36 @@ fn with_postgres_names(plan: LogicalPlan, statement: &Statement) -> Result<Logic
     Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
 }
 
-async fn plan_view_sql(ctx: &SessionContext, catalog: &Catalog, sql: &str) -> Result<Lowered> {
-    let mut statements = eddy_sql::parse_sql(sql)?;
+/// Plans stored views again for the dataflow thread, which is outside the
+/// async runtime.
+fn replanner(ctx: &SessionContext, catalog: &Arc<Catalog>) -> eddy_dataflow::Replan {
+    let (ctx, catalog) = (ctx.clone(), catalog.clone());
+    let tokio = tokio::runtime::Handle::current();
+    Arc::new(move |def: &ViewDef| {
+        tokio
+            .block_on(plan_view_sql(&ctx, &catalog, def))
+            .map(|lowered| lowered.root)
+            .map_err(|e| DataflowError::Internal(e.message()))
+    })
+}
+
+/// Plans a stored view again, as it was planned when it was made.
+async fn plan_view_sql(ctx: &SessionContext, catalog: &Catalog, def: &ViewDef) -> Result<Lowered> {
+    let mut statements = eddy_sql::parse_sql(&def.sql)?;
     let (Some(statement), None) = (statements.pop(), statements.pop()) else {
         return Err(EddyError::Internal(format!(
-            "stored view query is not one statement: {sql}"
+            "stored view query is not one statement: {}",
+            def.sql
         )));
     };
-    plan_view_statement(ctx, catalog, statement, Planning::Restore).await
+    plan_view_statement(
+        ctx,
+        catalog,
+        statement,
+        Planning::Restore,
+        def.postgres_literals,
+    )
+    .await
 }
 
 /// Whether a view is planned for the first time, or again at startup.
@@ -220,15 +246,25 @@ async fn plan_view_statement(
     catalog: &Catalog,
     statement: Statement,
     planning: Planning,
+    postgres_literals: bool,
 ) -> Result<Lowered> {
     eddy_sql::check_query_support(&statement)?;
     let state = ctx.state();
+    let mut planned = statement.clone();
+    if postgres_literals {
+        crate::pg_literals::numeric_literals(&mut planned);
+    }
     let plan = state
-        .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+        .statement_to_plan(DfStatement::Statement(Box::new(planned)))
         .await?;
     if planning == Planning::New {
         crate::pg_operators::check_operand_types(&plan)?;
     }
+    let plan = if postgres_literals {
+        crate::pg_literals::int4_literals(plan)?
+    } else {
+        plan
+    };
     let plan = crate::pg_input::rewrite_input_casts(plan)?;
     let plan = with_postgres_names(plan, &statement)?;
     eddy_dataflow::check_deterministic(&plan)?;

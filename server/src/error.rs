@@ -128,6 +128,7 @@ fn dataflow_sqlstate(e: &eddy_dataflow::DataflowError) -> &'static str {
         DataflowError::Catalog(e) => catalog_sqlstate(e),
         DataflowError::Storage(_) => "58030",
         DataflowError::Kafka(_) => "58000",
+        DataflowError::FlushDidNotConverge(_) => "54000",
         DataflowError::Internal(_) | DataflowError::Stopped => "XX000",
     }
 }

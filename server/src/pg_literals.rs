@@ -1,8 +1,9 @@
 //! Postgres's types for literals in client queries. DataFusion makes every
 //! integer literal a `bigint` and every decimal literal a `double
 //! precision`; Postgres makes them `integer` (when they fit) and `numeric`,
-//! and strictly typed clients read `SELECT 1` as an int4. Views keep
-//! DataFusion's types, so their stored plans stay as they were.
+//! and strictly typed clients read `SELECT 1` as an int4. Views type them
+//! the same way (but views made before they did, which keep DataFusion's
+//! types so that their stored plans stay as they were).
 //!
 //! - A decimal literal (`1.5`) is read as `numeric` before planning.
 //! - A constant integer expression (`1`, `2 * 3 - 1`) is folded with

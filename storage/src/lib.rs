@@ -11,6 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use fs2::FileExt;
 
@@ -39,6 +40,8 @@ pub enum StorageError {
     },
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
+    #[error("the commit was refused (fault injected for a test)")]
+    CommitRefused,
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -115,6 +118,9 @@ pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
     _lock: std::sync::Arc<File>,
+    /// Commits to refuse before the next one succeeds: a fault for tests,
+    /// which stands for a full disk.
+    refused_commits: std::sync::Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for Store {
@@ -155,6 +161,7 @@ impl Store {
             db,
             tree,
             _lock: std::sync::Arc::new(lock),
+            refused_commits: Default::default(),
         };
         store.check_format(dir)?;
         Ok(store)
@@ -218,9 +225,26 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        let refused = self
+            .refused_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if refused.is_ok() {
+            return Err(StorageError::CommitRefused);
+        }
         self.tree.apply_batch(batch.batch)?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Makes the next `n` commits fail, as a full disk would: for tests of
+    /// what happens after a failed commit.
+    pub fn refuse_commits(&self, n: u32) {
+        self.refused_commits.store(n, Ordering::SeqCst);
+    }
+
+    /// How many commits are still to be refused.
+    pub fn commits_to_refuse(&self) -> u32 {
+        self.refused_commits.load(Ordering::SeqCst)
     }
 
     /// Flushes everything to disk; used at shutdown.

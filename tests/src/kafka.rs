@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -39,17 +41,44 @@ fn free_port() -> Result<u16> {
     Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A tansu broker with in-memory storage; clients reach it through a proxy.
+/// Where a test broker keeps its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerStorage {
+    /// tansu's SQLite engine, one file per broker. It stores each record
+    /// on its own, so a fetch from inside a produced batch starts at the
+    /// offset asked for, as Kafka's does. Every test that resumes uses it.
+    Sqlite,
+    /// tansu's memory engine: faster, but a fetch from inside a batch
+    /// skips to the next batch, so nothing that resumes may use it. The
+    /// benchmarks, which read each topic once from its start, do.
+    Memory,
+}
+
+/// A tansu broker; clients reach it through a proxy.
 pub struct Broker {
     child: Child,
     proxy: Proxy,
+    _dir: tempfile::TempDir,
 }
 
 impl Broker {
-    /// Starts a broker and waits until it answers metadata requests.
+    /// Starts a broker with SQLite storage, waits until it answers
+    /// metadata requests, and checks that it fetches from inside a batch.
     pub async fn start() -> Result<Broker> {
+        let broker = Self::start_with(BrokerStorage::Sqlite).await?;
+        broker.check_mid_batch_fetch().await?;
+        Ok(broker)
+    }
+
+    /// Starts a broker with `storage` and waits until it answers.
+    pub async fn start_with(storage: BrokerStorage) -> Result<Broker> {
         let broker_port = free_port()?;
         let proxy_port = free_port()?;
+        let dir = tempfile::tempdir()?;
+        let engine = match storage {
+            BrokerStorage::Sqlite => "sqlite://tansu.db",
+            BrokerStorage::Memory => "memory://tansu/",
+        };
         let child = Command::new(tansu_bin()?)
             .args([
                 "broker",
@@ -58,8 +87,9 @@ impl Broker {
                 "--advertised-listener-url",
                 &format!("tcp://127.0.0.1:{proxy_port}"),
                 "--storage-engine",
-                "memory://tansu/",
+                engine,
             ])
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -67,9 +97,59 @@ impl Broker {
             .context("start tansu (install it with scripts/test.sh)")?;
         let upstream: SocketAddr = format!("127.0.0.1:{broker_port}").parse()?;
         let proxy = Proxy::start(proxy_port, upstream).await?;
-        let broker = Broker { child, proxy };
+        let broker = Broker {
+            child,
+            proxy,
+            _dir: dir,
+        };
         broker.wait_ready().await?;
         Ok(broker)
+    }
+
+    /// Fails unless a consumer assigned at an offset inside a produced
+    /// batch first receives that offset, as from Kafka. Resuming tests
+    /// would lose records otherwise.
+    pub async fn check_mid_batch_fetch(&self) -> Result<()> {
+        const TOPIC: &str = "eddy_mid_batch_check";
+        const RECORDS: usize = 2_000;
+        let brokers = self.brokers();
+        let admin: AdminClient<DefaultClientContext> = client(&brokers).create()?;
+        let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1));
+        for result in admin.create_topics([&topic], &AdminOptions::new()).await? {
+            result.map_err(|(t, e)| anyhow::anyhow!("cannot create {t}: {e}"))?;
+        }
+        let records: Vec<Record> = (0..RECORDS)
+            .map(|i| (None, Some(format!("{{\"i\":{i}}}").into_bytes())))
+            .collect();
+        produce(&brokers, TOPIC, Some(0), &records).await?;
+        tokio::task::spawn_blocking(move || {
+            for start in [1, 777, RECORDS as i64 - 3] {
+                let consumer: BaseConsumer = client(&brokers)
+                    .set("group.id", "eddy-mid-batch-check")
+                    .set("enable.auto.commit", "false")
+                    .create()?;
+                let mut assignment = TopicPartitionList::new();
+                assignment.add_partition_offset(TOPIC, 0, Offset::Offset(start))?;
+                consumer.assign(&assignment)?;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let first = loop {
+                    match consumer.poll(Duration::from_millis(100)) {
+                        Some(Ok(message)) => break Some(message.offset()),
+                        _ if Instant::now() > deadline => break None,
+                        _ => {}
+                    }
+                };
+                if first != Some(start) {
+                    bail!(
+                        "the test broker answers a fetch from offset {start}, inside a batch, \
+                         with offset {first:?}: it skips records, and tests that resume would \
+                         lose them"
+                    );
+                }
+            }
+            Ok(())
+        })
+        .await?
     }
 
     /// The bootstrap address eddy and test clients use.
@@ -239,6 +319,24 @@ pub fn text_records(records: &[(Option<&str>, Option<&str>)]) -> Vec<Record> {
 /// fetching reports the partition's end: tansu's ListOffsets answers the
 /// first offset of the last batch plus one, short of a batch's tail.
 pub async fn consume_all(brokers: &str, topic: &str) -> Result<Vec<Consumed>> {
+    Ok(consume_with_offsets(brokers, topic)
+        .await?
+        .into_iter()
+        .map(|r| (r.partition, r.key, r.value))
+        .collect())
+}
+
+/// A consumed record with its position.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Positioned {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// [`consume_all`], with each record's offset.
+pub async fn consume_with_offsets(brokers: &str, topic: &str) -> Result<Vec<Positioned>> {
     let brokers = brokers.to_owned();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -272,11 +370,12 @@ pub async fn consume_all(brokers: &str, topic: &str) -> Result<Vec<Consumed>> {
                     continue;
                 }
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(message)) => out.push((
-                    message.partition(),
-                    message.key().map(<[u8]>::to_vec),
-                    message.payload().map(<[u8]>::to_vec),
-                )),
+                Some(Ok(message)) => out.push(Positioned {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec),
+                }),
             }
         }
         Ok(out)

@@ -53,6 +53,9 @@ const QUERIES: &[&str] = &[
     "SELECT id FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.g = a.g)",
     "SELECT id, (SELECT count(*) FROM b WHERE b.g = a.g) AS nb FROM a",
     "WITH t AS (SELECT g, sum(x) AS sx FROM a GROUP BY g) SELECT t.g, t.sx, b.z FROM t JOIN b ON t.g = b.g",
+    // literals typed as Postgres types them (Nexmark q1's shape)
+    "SELECT id, 0.908 * x AS px, x + 1 AS x1, 2 AS two, 1.5 AS half FROM a WHERE x > {c}",
+    "SELECT g, sum(0.5 * x) AS hx, count(*) + 1 AS n1 FROM a GROUP BY g",
 ];
 
 /// Views over other views: `{v}` is an earlier view of this workload built
@@ -198,6 +201,19 @@ async fn rows(client: &Client, sql: &str) -> Result<BTreeMap<String, usize>> {
     Ok(out)
 }
 
+/// The names and types of a query's columns, as the server describes them.
+async fn column_types(client: &Client, sql: &str) -> Result<Vec<(String, String)>> {
+    let statement = client
+        .prepare(sql)
+        .await
+        .with_context(|| format!("cannot describe {sql}"))?;
+    Ok(statement
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_owned(), c.type_().name().to_owned()))
+        .collect())
+}
+
 fn fill(template: &str, rng: &mut StdRng) -> String {
     template
         .replace("{c}", &rng.random_range(-10..10).to_string())
@@ -234,6 +250,14 @@ async fn run_workload(client: &Client, seed: u64) -> Result<()> {
             .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {sql}"))
             .await
             .with_context(|| format!("seed {seed}: cannot create view {name} AS {sql}"))?;
+        let view_types = column_types(client, &format!("SELECT * FROM {name}")).await?;
+        let query_types = column_types(client, sql).await?;
+        if view_types != query_types {
+            bail!(
+                "seed {seed}: view {name} has types {view_types:?}, its query {query_types:?}
+query: {sql}"
+            );
+        }
     }
     for round in 0..5 {
         let mut writes = Vec::new();

@@ -12,6 +12,7 @@ use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::format::{RawRecord, RecordCodec};
+use super::guard::{Admission, BrokerFault, OffsetGuard};
 use super::Kafka;
 use crate::ingest::{Source, SourceBatch, StopFlag};
 use crate::runtime::ProgressMap;
@@ -38,7 +39,7 @@ pub fn open(
         source,
         name,
         codec,
-        offsets: start,
+        guard: OffsetGuard::new(start),
         progress,
         consumer: None,
         backoff: INITIAL_BACKOFF,
@@ -84,8 +85,8 @@ struct KafkaSource {
     source: u64,
     name: String,
     codec: RecordCodec,
-    /// Next offset to read, per partition.
-    offsets: BTreeMap<i32, i64>,
+    /// Next offset to absorb per partition, and what to make of others.
+    guard: OffsetGuard,
     progress: ProgressMap,
     /// The consumer, once assigned; dropped to reconnect.
     consumer: Option<BaseConsumer<FetchedEnds>>,
@@ -109,6 +110,7 @@ impl Source for KafkaSource {
         }
         let consumer = self.consumer.as_ref()?;
         let mut records = Vec::new();
+        let (mut redelivered, mut faults) = (0u64, Vec::new());
         let mut deadline: Option<Instant> = None;
         while records.len() < MAX_BATCH && !stop.is_set() {
             let timeout = match deadline {
@@ -118,6 +120,14 @@ impl Source for KafkaSource {
             match consumer.poll(timeout) {
                 Some(Ok(message)) => {
                     deadline.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
+                    match self.guard.admit(message.partition(), message.offset()) {
+                        Admission::Absorb => {}
+                        Admission::Redelivered => {
+                            redelivered += 1;
+                            continue;
+                        }
+                        Admission::AbsorbAfterFault(fault) => faults.push(fault),
+                    }
                     records.push(RawRecord {
                         key: message.key().map(<[u8]>::to_vec),
                         value: message.payload().map(<[u8]>::to_vec),
@@ -133,6 +143,7 @@ impl Source for KafkaSource {
                 None => break,
             }
         }
+        self.report(redelivered, faults);
         if records.is_empty() {
             return None;
         }
@@ -140,8 +151,6 @@ impl Source for KafkaSource {
         for record in &records {
             next_offsets.insert(record.partition, record.offset + 1);
         }
-        self.offsets
-            .extend(next_offsets.iter().map(|(p, o)| (*p, *o)));
         Some(SourceBatch {
             source: self.source,
             decoded: self.codec.decode(&records),
@@ -152,9 +161,31 @@ impl Source for KafkaSource {
 }
 
 impl KafkaSource {
+    /// Logs and records redelivered records and broker faults.
+    fn report(&self, redelivered: u64, faults: Vec<BrokerFault>) {
+        if redelivered == 0 && faults.is_empty() {
+            return;
+        }
+        if redelivered > 0 {
+            tracing::warn!(source = %self.name, redelivered,
+                "dropped records below the committed offsets (absorbed before)");
+        }
+        for fault in &faults {
+            tracing::error!(source = %self.name, topic = %self.codec.kafka().topic, "{fault}");
+        }
+        if let Ok(mut progress) = self.progress.lock() {
+            let entry = progress.entry(self.source).or_default();
+            entry.redelivered += redelivered;
+            entry.broker_faults += faults.len() as u64;
+            if let Some(last) = faults.last() {
+                entry.fault = Some(last.to_string());
+            }
+        }
+    }
+
     /// A consumer assigned every partition at the next offsets; logs why
     /// not and fails when the topic or the brokers are not there.
-    fn connect(&self) -> std::result::Result<BaseConsumer<FetchedEnds>, ()> {
+    fn connect(&mut self) -> std::result::Result<BaseConsumer<FetchedEnds>, ()> {
         let topic = self.codec.kafka().topic.clone();
         let ends = FetchedEnds {
             source: self.source,
@@ -177,8 +208,8 @@ impl KafkaSource {
         };
         let mut assignment = TopicPartitionList::new();
         for p in 0..partitions {
-            let offset = match self.offsets.get(&p) {
-                Some(&o) => Offset::Offset(o),
+            let offset = match self.guard.next(p) {
+                Some(o) => Offset::Offset(o),
                 None => Offset::Beginning,
             };
             if let Err(e) = assignment.add_partition_offset(&topic, p, offset) {
@@ -188,6 +219,12 @@ impl KafkaSource {
         consumer.assign(&assignment).map_err(|e| {
             tracing::warn!(source = %self.name, error = %e, "cannot assign partitions");
         })?;
+        // A compacted topic has gaps where removed records were.
+        let compacted = self.kafka.is_compacted(&topic).unwrap_or_else(|e| {
+            tracing::debug!(source = %self.name, error = %e, "cannot read the topic's cleanup policy");
+            false
+        });
+        self.guard.resume(compacted);
         tracing::info!(source = %self.name, %topic, partitions, "reading topic");
         Ok(consumer)
     }

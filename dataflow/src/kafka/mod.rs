@@ -5,6 +5,7 @@
 //! never commit to the broker.
 
 pub mod format;
+pub mod guard;
 pub mod ingest;
 pub mod relay;
 pub mod sink;
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -205,6 +206,29 @@ impl Kafka {
     /// Blocks for up to a request timeout.
     pub fn partitions(&self, topic: &str) -> Result<Option<i32>> {
         Self::partitions_seen_by(&self.metadata, topic)
+    }
+
+    /// Whether `topic`'s cleanup policy compacts it. Blocks for up to a
+    /// request timeout.
+    pub fn is_compacted(&self, topic: &str) -> Result<bool> {
+        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        let described = futures::executor::block_on(
+            self.admin
+                .describe_configs([&ResourceSpecifier::Topic(topic)], &options),
+        )
+        .map_err(|e| kafka_error(&format!("cannot describe topic {topic}"), e))?;
+        let mut compacted = false;
+        for resource in described {
+            let resource =
+                resource.map_err(|e| kafka_error(&format!("cannot describe topic {topic}"), e))?;
+            if let Some(policy) = resource
+                .get("cleanup.policy")
+                .and_then(|e| e.value.as_deref())
+            {
+                compacted |= policy.contains("compact");
+            }
+        }
+        Ok(compacted)
     }
 
     /// [`Kafka::partitions`], asked through `consumer`.

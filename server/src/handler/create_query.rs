@@ -141,6 +141,7 @@ pub async fn handle_create_as(
         fingerprint: lowered.root.explain().join("\n"),
         error: None,
         sink_relation: Some(relation_id),
+        postgres_literals: true,
     };
     let started = match engine.dataflow.start_source(relation_id).await {
         Ok(()) => engine.dataflow.create_view(query_def, lowered.root).await,

@@ -64,6 +64,7 @@ pub async fn handle_create_view(engine: &Engine, create: &CreateView) -> Result<
         fingerprint: lowered.root.explain().join("\n"),
         error: None,
         sink_relation: None,
+        postgres_literals: true,
     };
     engine.dataflow.create_view(def, lowered.root).await?;
     Ok(tag)

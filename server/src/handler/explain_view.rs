@@ -40,11 +40,23 @@ pub async fn handle_explain_view(engine: &Engine, name: &ObjectName) -> Result<O
     if let Some(error) = &def.error {
         lines.push(format!("  (not maintained: {error})"));
     }
-    lines.extend(def.fingerprint.lines().map(|l| format!("  {l}")));
-    if let Some(stats) = engine.dataflow.stats(&name).await? {
+    let stats = engine.dataflow.stats(&name).await?;
+    let operators = stats
+        .as_ref()
+        .map(|s| s.operators.as_slice())
+        .unwrap_or(&[]);
+    for (i, line) in def.fingerprint.lines().enumerate() {
+        lines.push(match operators.get(i) {
+            Some(&(entries, bytes)) if entries > 0 => {
+                format!("  {line}  [state: {entries} entries, about {bytes} bytes]")
+            }
+            _ => format!("  {line}"),
+        });
+    }
+    if let Some(stats) = stats {
         lines.push(format!(
-            "Rows: {}; operator state: {} entries, about {} bytes",
-            stats.rows, stats.state_entries, stats.state_bytes
+            "Rows: {}, about {} bytes; operator state: {} entries, about {} bytes",
+            stats.rows, stats.row_bytes, stats.state_entries, stats.state_bytes
         ));
     }
     rows(lines)

@@ -24,14 +24,10 @@ pub fn query_rows(engine: &Engine) -> Vec<Vec<String>> {
         let output = def
             .sink_relation
             .map(|_| written.get(&def.id).cloned().unwrap_or_default());
-        let status = match (&def.error, output.as_ref().and_then(|o| o.error.as_ref())) {
-            (Some(error), _) => format!("ERROR: {error}"),
-            (None, Some(error)) => format!("RUNNING (retrying a write: {error})"),
-            (None, None) => "RUNNING".to_owned(),
-        };
         let mut sources = Vec::new();
         let mut offsets = Vec::new();
-        let (mut records, mut rate, mut dead) = (0u64, 0f64, 0u64);
+        let mut faults = Vec::new();
+        let (mut records, mut rate, mut dead, mut broker_faults) = (0u64, 0f64, 0u64, 0u64);
         for id in &def.depends_on {
             let Some(name) = engine.catalog.relation_name(*id) else {
                 continue;
@@ -41,9 +37,20 @@ pub fn query_rows(engine: &Engine) -> Vec<Vec<String>> {
                 records += p.records;
                 rate += p.rate;
                 dead += p.dead_letters;
+                broker_faults += p.broker_faults;
+                if let Some(fault) = &p.fault {
+                    faults.push(format!("{name}: {fault}"));
+                }
             }
             sources.push(name);
         }
+        let write_error = output.as_ref().and_then(|o| o.error.as_ref());
+        let status = match (&def.error, write_error, faults.is_empty()) {
+            (Some(error), _, _) => format!("ERROR: {error}"),
+            (None, Some(error), _) => format!("RUNNING (retrying a write: {error})"),
+            (None, None, false) => format!("RUNNING ({})", faults.join("; ")),
+            (None, None, true) => "RUNNING".to_owned(),
+        };
         let (kind, sink) = match def.sink_relation {
             Some(id) => (
                 "PERSISTENT",
@@ -62,6 +69,7 @@ pub fn query_rows(engine: &Engine) -> Vec<Vec<String>> {
             format!("{rate:.1}"),
             dead.to_string(),
             output.map_or(String::new(), |o| o.written.to_string()),
+            broker_faults.to_string(),
         ]);
     }
     rows

@@ -37,6 +37,7 @@ pub fn schema(listing: Listing) -> SchemaRef {
             "records_per_second",
             "dead_letters",
             "records_written",
+            "broker_faults",
         ]),
     }
 }
