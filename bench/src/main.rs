@@ -19,6 +19,21 @@ enum Command {
     Nexmark(NexmarkArgs),
     /// How fast one core makes Nexmark events into Arrow batches.
     Generate(GenerateArgs),
+    /// Key lookups on a table and a view, from 1 and from many clients.
+    Lookups(LookupArgs),
+}
+
+#[derive(clap::Args)]
+struct LookupArgs {
+    /// Rows in the table (and the view).
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Concurrent clients, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    clients: Vec<usize>,
+    /// Seconds each run lasts.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -106,6 +121,15 @@ async fn main() -> Result<()> {
         Command::Nexmark(args) => args,
         Command::Generate(args) => {
             generate(&args);
+            return Ok(());
+        }
+        Command::Lookups(args) => {
+            let options = eddy_bench::lookups::Options {
+                rows: args.rows,
+                clients: args.clients,
+                duration: std::time::Duration::from_secs(args.seconds),
+            };
+            eddy_bench::lookups::run(&options).await?;
             return Ok(());
         }
     };
