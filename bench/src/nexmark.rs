@@ -15,6 +15,7 @@
 //!    in-process, time it, and compare its rows with the view's.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -279,6 +280,20 @@ pub async fn run(options: &Options) -> Result<Report> {
             ))
             .await?;
     }
+    // How far the generated streams have got, for a run the watchdog stops.
+    let reached = Arc::new(AtomicU64::new(0));
+    let poller = match options.feed {
+        Feed::Generator => Some(poll_generated_events(
+            server.connect().await?,
+            reads
+                .iter()
+                .filter(|r| **r != "side_input")
+                .map(|r| r.to_string())
+                .collect(),
+            reached.clone(),
+        )),
+        Feed::Kafka => None,
+    };
     let cpu_before = cpu_time(pid).unwrap_or_default();
     let started = Instant::now();
     let fed = async {
@@ -299,12 +314,20 @@ pub async fn run(options: &Options) -> Result<Report> {
     .await;
     report.wall = started.elapsed();
     report.cpu = cpu_time(pid).unwrap_or_default().saturating_sub(cpu_before);
+    if let Some(poller) = poller {
+        poller.abort();
+    }
     if let Err(e) = fed {
         if watchdog.tripped() {
+            let reached = reached.load(Ordering::SeqCst);
             report.stopped = Some(format!(
-                "resident memory passed {} MiB",
+                "resident memory passed {} MiB after {reached} events",
                 options.max_rss >> 20
             ));
+            // The rates count the events absorbed before the stop.
+            if reached > 0 {
+                report.events = reached;
+            }
             report.peak_rss = watchdog.peak();
             return Ok(report);
         }
@@ -479,6 +502,31 @@ fn bids_before(n: u64) -> i64 {
     let full = (n / per) * eddy_connectors::nexmark::BID_PROPORTION;
     let rest = (n % per).saturating_sub(per - eddy_connectors::nexmark::BID_PROPORTION);
     (full + rest) as i64
+}
+
+/// Keeps `reached` at the events every generated stream in `streams` has
+/// committed (a generator's position is the next event number), polling
+/// each half second until aborted.
+fn poll_generated_events(
+    client: tokio_postgres::Client,
+    streams: Vec<String>,
+    reached: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let mut least = None;
+            for stream in &streams {
+                let Ok(at) = committed_offset(&client, stream).await else {
+                    return;
+                };
+                least = Some(least.map_or(at, |l: i64| l.min(at)));
+            }
+            if let Some(least) = least {
+                reached.store(least.max(0) as u64, Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
 }
 
 /// The next offset of partition 0 that `relation` has committed.
@@ -685,8 +733,24 @@ pub fn markdown_row(report: &Report) -> String {
         (None, None) => "verified".into(),
         (None, Some(_)) => "MISMATCH".into(),
     };
+    // A stopped run has no view sizes and no batch run to compare with.
+    let (held, per_event, batch, ratio) = match report.stopped {
+        Some(_) => ("-".into(), "-".into(), "-".into(), "-".into()),
+        None => (
+            format!("{:.1}", report.held_bytes() as f64 / (1 << 20) as f64),
+            format!(
+                "{:.1}",
+                report.held_bytes() as f64 / report.events.max(1) as f64
+            ),
+            format!("{:.0}", report.batch_events_per_second()),
+            format!(
+                "{:.3}",
+                report.events_per_second() / report.batch_events_per_second()
+            ),
+        ),
+    };
     format!(
-        "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {} | {:.0} | {:.3} | {} |",
+        "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |",
         report.query,
         report.feed,
         report.events,
@@ -694,11 +758,11 @@ pub fn markdown_row(report: &Report) -> String {
         report.cores(),
         report.events_per_core_second(),
         report.peak_rss as f64 / (1 << 20) as f64,
-        report.held_bytes() as f64 / (1 << 20) as f64,
-        report.held_bytes() as f64 / report.events.max(1) as f64,
+        held,
+        per_event,
         latency,
-        report.batch_events_per_second(),
-        report.events_per_second() / report.batch_events_per_second(),
+        batch,
+        ratio,
         checked
     )
 }

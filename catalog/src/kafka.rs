@@ -8,9 +8,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::table::ColumnDef;
-use crate::types::ColumnType;
-
 /// Pseudo-columns every Kafka relation ends with, in order.
 pub const ROWTIME: &str = "rowtime";
 pub const ROWPARTITION: &str = "rowpartition";
@@ -87,37 +84,5 @@ impl KafkaDef {
     }
 }
 
-/// The pseudo-columns appended to a Kafka relation's declared columns.
-pub fn pseudo_columns() -> Vec<ColumnDef> {
-    let types = [ColumnType::Timestamp, ColumnType::Int, ColumnType::BigInt];
-    PSEUDO_COLUMNS
-        .into_iter()
-        .zip(types)
-        .map(|(name, column_type)| ColumnDef::nullable(name, column_type))
-        .collect()
-}
-
 /// The relation that keeps records Eddy could not decode.
 pub const DEAD_LETTERS: &str = "eddy_dead_letters";
-
-/// The definition of [`DEAD_LETTERS`]: a local table without a key.
-pub fn dead_letters_def() -> crate::TableDef {
-    let column = ColumnDef::nullable;
-    crate::TableDef {
-        id: 0,
-        name: DEAD_LETTERS.into(),
-        columns: vec![
-            column("source", ColumnType::Text),
-            column("topic", ColumnType::Text),
-            column("kafka_partition", ColumnType::Int),
-            column("kafka_offset", ColumnType::BigInt),
-            column("error", ColumnType::Text),
-            column("raw_key", ColumnType::Bytea),
-            column("raw_value", ColumnType::Bytea),
-            column("received_at", ColumnType::TimestampTz),
-        ],
-        primary_key: Vec::new(),
-        kafka: None,
-        generator: None,
-    }
-}

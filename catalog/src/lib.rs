@@ -10,6 +10,7 @@ mod codec;
 pub mod generator;
 mod information_schema;
 pub mod kafka;
+mod key_lookup;
 mod row_format;
 mod schema;
 mod table;
@@ -31,8 +32,8 @@ pub use information_schema::InformationSchemaProvider;
 pub use row_format::{EncodedRows, RowFormat};
 pub use schema::{EddySchemaProvider, SchemaMode};
 pub use table::{
-    memory_scan, split_row_keys, ColumnDef, RowKeyedTable, StoredTable, TableDef, WriteCount,
-    ROW_KEY_COLUMN,
+    dead_letters_def, memory_scan, pseudo_columns, split_row_keys, ColumnDef, RowKeyedTable,
+    StoredTable, TableDef, WholeTable, WriteCount, ROW_KEY_COLUMN,
 };
 pub use types::{ColumnType, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE};
 pub use view::{StoredView, ViewColumn, ViewDef};

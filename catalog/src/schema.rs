@@ -7,7 +7,7 @@ use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 
-use crate::table::RowKeyedTable;
+use crate::table::{RowKeyedTable, WholeTable};
 use crate::{Catalog, Relation};
 
 /// How tables are shown to DataFusion.
@@ -17,6 +17,9 @@ pub enum SchemaMode {
     Query,
     /// With the hidden row-key column, for planning UPDATE and DELETE.
     RowKeyed,
+    /// Read whole, for planning materialized views: no filter is pushed
+    /// into a table's scan, so each stays once in the plan.
+    Dataflow,
 }
 
 /// The `public` schema, backed by the catalog.
@@ -43,6 +46,9 @@ impl SchemaProvider for EddySchemaProvider {
             (Relation::Table(t), SchemaMode::Query) => t as Arc<dyn TableProvider>,
             (Relation::Table(t), SchemaMode::RowKeyed) => {
                 Arc::new(RowKeyedTable::new(t)) as Arc<dyn TableProvider>
+            }
+            (Relation::Table(t), SchemaMode::Dataflow) => {
+                Arc::new(WholeTable(t)) as Arc<dyn TableProvider>
             }
             (Relation::View(v), _) => v as Arc<dyn TableProvider>,
         }))

@@ -6,15 +6,18 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::{cast_with_options, CastOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::catalog::Session;
+use datafusion::common::ScalarValue;
 use datafusion::common::{Constraint, Constraints};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
 use eddy_storage::{Keyspace, Store, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -48,6 +51,38 @@ impl ColumnDef {
             nullable: true,
             default: None,
         }
+    }
+}
+
+/// The pseudo-columns appended to a Kafka relation's declared columns.
+pub fn pseudo_columns() -> Vec<ColumnDef> {
+    let types = [ColumnType::Timestamp, ColumnType::Int, ColumnType::BigInt];
+    crate::kafka::PSEUDO_COLUMNS
+        .into_iter()
+        .zip(types)
+        .map(|(name, column_type)| ColumnDef::nullable(name, column_type))
+        .collect()
+}
+
+/// The definition of [`DEAD_LETTERS`](crate::kafka::DEAD_LETTERS): a local table without a key.
+pub fn dead_letters_def() -> TableDef {
+    let column = ColumnDef::nullable;
+    TableDef {
+        id: 0,
+        name: crate::kafka::DEAD_LETTERS.into(),
+        columns: vec![
+            column("source", ColumnType::Text),
+            column("topic", ColumnType::Text),
+            column("kafka_partition", ColumnType::Int),
+            column("kafka_offset", ColumnType::BigInt),
+            column("error", ColumnType::Text),
+            column("raw_key", ColumnType::Bytea),
+            column("raw_value", ColumnType::Bytea),
+            column("received_at", ColumnType::TimestampTz),
+        ],
+        primary_key: Vec::new(),
+        kafka: None,
+        generator: None,
     }
 }
 
@@ -240,6 +275,56 @@ impl StoredTable {
     }
 
     /// Reads every row, with each row's storage key when `with_keys` is set.
+    /// The rows with the given primary keys (one value per key column
+    /// each), read by key; `None` if a value does not convert to its
+    /// column's type, which only a scan can judge.
+    pub fn read_keys(&self, keys: &[Vec<ScalarValue>]) -> Result<Option<RecordBatch>> {
+        let Some(converter) = &self.key_converter else {
+            return Ok(None);
+        };
+        let mut columns = Vec::with_capacity(self.def.primary_key.len());
+        for (i, &column) in self.def.primary_key.iter().enumerate() {
+            let values = keys.iter().map(|key| key[i].clone());
+            let array = if keys.is_empty() {
+                datafusion::arrow::array::new_empty_array(self.schema.field(column).data_type())
+            } else {
+                match ScalarValue::iter_to_array(values) {
+                    Ok(array) => array,
+                    // Values of mixed types: let a scan judge them.
+                    Err(_) => return Ok(None),
+                }
+            };
+            let options = CastOptions {
+                safe: false,
+                ..CastOptions::default()
+            };
+            match cast_with_options(&array, self.schema.field(column).data_type(), &options) {
+                Ok(array) => columns.push(array),
+                Err(_) => return Ok(None),
+            }
+        }
+        let encoded = converter.convert_columns(&columns)?;
+        let mut values = Vec::new();
+        for row in encoded.iter() {
+            if let Some(value) = self.store.get(&self.row_key(row.as_ref()))? {
+                values.push(value);
+            }
+        }
+        Ok(Some(decode_batch(
+            &self.schema,
+            values.iter().map(Vec::as_slice),
+        )?))
+    }
+
+    /// The names of the primary-key columns, in key order.
+    fn key_column_names(&self) -> Vec<&str> {
+        self.def
+            .primary_key
+            .iter()
+            .map(|&i| self.def.columns[i].name.as_str())
+            .collect()
+    }
+
     pub fn read_all(&self, with_keys: bool) -> Result<RecordBatch> {
         let prefix = self.prefix();
         let mut keys = Vec::new();
@@ -652,17 +737,77 @@ impl TableProvider for StoredTable {
         self.defaults[index].as_ref()
     }
 
+    /// Filters that fix primary-key columns narrow the scan to key
+    /// lookups; they are inexact, so DataFusion applies them again.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        let keys = self.key_column_names();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if !keys.is_empty() && crate::key_lookup::fixes_key_column(f, &keys) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self
-            .read_all(false)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let external = |e: CatalogError| datafusion::error::DataFusionError::External(Box::new(e));
+        let keys = self.key_column_names();
+        let looked_up = match crate::key_lookup::allowed_keys(filters, &keys) {
+            Some(allowed) if !keys.is_empty() => self.read_keys(&allowed).map_err(external)?,
+            _ => None,
+        };
+        let batch = match looked_up {
+            Some(batch) => batch,
+            None => self.read_all(false).map_err(external)?,
+        };
         memory_scan(batch, projection)
+    }
+}
+
+/// A table as a dataflow reads it: whole, with no filter pushed into the
+/// scan, so that a view's plan keeps each filter once, above its scan.
+#[derive(Debug)]
+pub struct WholeTable(pub Arc<StoredTable>);
+
+#[async_trait]
+impl TableProvider for WholeTable {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        self.0.constraints()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.0.get_column_default(column)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.0.scan(state, projection, &[], limit).await
     }
 }
 

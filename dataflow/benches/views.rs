@@ -24,7 +24,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use eddy_catalog::{Catalog, ColumnDef, ColumnType, EddySchemaProvider, SchemaMode, TableDef};
 use eddy_dataflow::change::ChangeBatch;
-use eddy_dataflow::operator::EpochContext;
+use eddy_dataflow::operators::EpochContext;
 use eddy_dataflow::sink::ViewSink;
 use eddy_storage::{Store, WriteBatch};
 
@@ -164,7 +164,10 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
         .expect("default catalog")
         .register_schema(
             "public",
-            Arc::new(EddySchemaProvider::new(catalog.clone(), SchemaMode::Query)),
+            Arc::new(EddySchemaProvider::new(
+                catalog.clone(),
+                SchemaMode::Dataflow,
+            )),
         )
         .expect("schema");
     let plan = ctx.state().create_logical_plan(sql).await.expect("plan");

@@ -13,7 +13,7 @@ use eddy_connectors::{end_position, Generator};
 
 use crate::ingest::{Source, SourceBatch, StopFlag};
 use crate::kafka::format::Decoded;
-use crate::runtime::ProgressMap;
+use crate::progress::ProgressMap;
 use crate::{DataflowError, Result};
 
 /// Positions (events) made per batch at most.
@@ -151,7 +151,8 @@ impl Source for GeneratorSource {
 #[cfg(test)]
 mod tests {
     use eddy_catalog::generator::{Connector, NexmarkEvent};
-    use eddy_catalog::kafka::{pseudo_columns, SourceKind};
+    use eddy_catalog::kafka::SourceKind;
+    use eddy_catalog::pseudo_columns;
     use eddy_catalog::ColumnDef;
 
     use super::*;

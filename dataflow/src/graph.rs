@@ -4,7 +4,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use eddy_storage::{Keyspace, Store, WriteBatch};
 
 use crate::change::ChangeBatch;
-use crate::operator::{EpochContext, Operator, StateWriter};
+use crate::operators::{EpochContext, Operator, StateWriter};
 use crate::Result;
 
 pub struct Node {
@@ -101,7 +101,10 @@ mod tests {
             .expect("default catalog")
             .register_schema(
                 "public",
-                Arc::new(EddySchemaProvider::new(catalog.clone(), SchemaMode::Query)),
+                Arc::new(EddySchemaProvider::new(
+                    catalog.clone(),
+                    SchemaMode::Dataflow,
+                )),
             )
             .expect("schema");
         let plan = ctx.state().create_logical_plan(sql).await.expect("plan");

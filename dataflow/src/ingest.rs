@@ -18,7 +18,7 @@ use datafusion::arrow::compute::concat_batches;
 use eddy_storage::{Keyspace, Store, WriteBatch};
 
 use crate::kafka::format::Decoded;
-use crate::runtime::ProgressMap;
+use crate::progress::ProgressMap;
 use crate::{DataflowError, Result};
 
 /// Decoded records of one source, and the positions they reach.

@@ -3,22 +3,16 @@
 //! runtime that runs every view's dataflow in epochs, and the sources
 //! (Kafka topics and generators) it ingests.
 
-pub mod aggregate;
 pub mod change;
-pub mod filter;
 pub mod generator;
 pub mod graph;
 pub mod ingest;
-pub mod join;
 pub mod kafka;
 pub mod lower;
-pub mod operator;
-pub mod project;
+pub mod operators;
+pub mod progress;
 pub mod runtime;
 pub mod sink;
-pub mod source;
-pub mod topn;
-pub mod union;
 
 #[cfg(test)]
 mod testing;
@@ -26,7 +20,8 @@ mod testing;
 pub use change::ChangeBatch;
 pub use graph::Node;
 pub use lower::{check_deterministic, lower, Lowered};
-pub use runtime::{DataflowHandle, Replan, SourceProgress, ViewStats};
+pub use progress::SourceProgress;
+pub use runtime::{DataflowHandle, Replan, ViewStats};
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;

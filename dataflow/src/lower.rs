@@ -26,16 +26,16 @@ use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::{column_types, Catalog, Relation};
 
-use crate::aggregate::{AggFunction, AggSpec, Aggregate};
 use crate::change::nullable_schema;
-use crate::filter::Filter;
 use crate::graph::Node;
-use crate::join::{Join, JoinKind, JoinSpec};
-use crate::operator::Operator;
-use crate::project::Project;
-use crate::source::{Constant, Source};
-use crate::topn::{TopN, TopNSpec};
-use crate::union::Union;
+use crate::operators::aggregate::{AggFunction, AggSpec, Aggregate};
+use crate::operators::filter::Filter;
+use crate::operators::join::{Join, JoinKind, JoinSpec};
+use crate::operators::project::Project;
+use crate::operators::source::{Constant, Source};
+use crate::operators::topn::{TopN, TopNSpec};
+use crate::operators::union::Union;
+use crate::operators::Operator;
 use crate::{DataflowError, Result};
 
 /// A view's dataflow, ready to run.

@@ -9,7 +9,7 @@ use eddy_catalog::RowFormat;
 use eddy_storage::{Keyspace, Store, WriteBatch};
 
 use crate::change::{conform, ChangeBatch};
-use crate::operator::read_i64;
+use crate::operators::read_i64;
 use crate::{DataflowError, Result};
 
 pub struct ViewSink {

@@ -13,7 +13,7 @@ use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::change::ChangeBatch;
-use crate::operator::{EpochContext, Operator, StateWriter};
+use crate::operators::{EpochContext, Operator, StateWriter};
 
 /// Two nullable BIGINT columns, `a` and `b`.
 pub fn schema_ab() -> SchemaRef {

@@ -21,7 +21,10 @@ fn context(catalog: &Arc<Catalog>) -> SessionContext {
         .expect("default catalog")
         .register_schema(
             "public",
-            Arc::new(EddySchemaProvider::new(catalog.clone(), SchemaMode::Query)),
+            Arc::new(EddySchemaProvider::new(
+                catalog.clone(),
+                SchemaMode::Dataflow,
+            )),
         )
         .expect("schema");
     ctx

@@ -39,6 +39,8 @@ pub struct Engine {
     epoch_lock: Arc<RwLock<()>>,
     /// Plans queries and INSERT: tables as users see them.
     query_ctx: SessionContext,
+    /// Plans materialized views: tables read whole, filters above scans.
+    view_ctx: SessionContext,
     /// Plans UPDATE and DELETE: tables with their row-key column.
     row_keyed_ctx: SessionContext,
 }
@@ -49,6 +51,7 @@ impl Engine {
     pub async fn open(store: Store, kafka_brokers: Option<&str>) -> Result<Arc<Self>> {
         let catalog = Catalog::open(store.clone())?;
         let query_ctx = new_context(&catalog, SchemaMode::Query)?;
+        let view_ctx = new_context(&catalog, SchemaMode::Dataflow)?;
         let row_keyed_ctx = new_context(&catalog, SchemaMode::RowKeyed)?;
         let mut views = Vec::new();
         // Nothing reads a persistent query, so queries restore last.
@@ -57,7 +60,7 @@ impl Engine {
             let root = if def.error.is_some() {
                 Err(DataflowError::Internal("view failed before".into()))
             } else {
-                plan_view_sql(&query_ctx, &catalog, &def)
+                plan_view_sql(&view_ctx, &catalog, &def)
                     .await
                     .map(|lowered| lowered.root)
                     .map_err(|e| DataflowError::Internal(e.message()))
@@ -68,7 +71,7 @@ impl Engine {
         let kafka = kafka_brokers
             .map(|brokers| eddy_dataflow::kafka::Kafka::new(brokers).map(Arc::new))
             .transpose()?;
-        let replan = replanner(&query_ctx, &catalog);
+        let replan = replanner(&view_ctx, &catalog);
         let dataflow =
             DataflowHandle::start(catalog.clone(), epoch_lock.clone(), views, kafka, replan)?;
         Ok(Arc::new(Engine {
@@ -77,6 +80,7 @@ impl Engine {
             dataflow,
             epoch_lock,
             query_ctx,
+            view_ctx,
             row_keyed_ctx,
         }))
     }
@@ -89,7 +93,7 @@ impl Engine {
     /// Plans a view's query and lowers it to a dataflow.
     pub async fn plan_view(&self, query: &Query) -> Result<Lowered> {
         plan_view_statement(
-            &self.query_ctx,
+            &self.view_ctx,
             &self.catalog,
             Statement::Query(Box::new(query.clone())),
             Planning::New,

@@ -242,7 +242,7 @@ pub(crate) fn add_pseudo_columns(
         }
     }
     let declared = columns.len();
-    columns.extend(kafka::pseudo_columns());
+    columns.extend(eddy_catalog::pseudo_columns());
     match kind {
         SourceKind::Stream => vec![declared + 1, declared + 2],
         SourceKind::Table => key_columns.to_vec(),

@@ -690,7 +690,8 @@ fn encode_kafka(column: &ArrayRef, rows: usize) -> Result<Vec<Vec<u8>>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eddy_catalog::kafka::{pseudo_columns, SourceKind};
+    use eddy_catalog::kafka::SourceKind;
+    use eddy_catalog::pseudo_columns;
     use eddy_catalog::{ColumnDef, ColumnType};
 
     fn def(kind: SourceKind, value_format: Format, key_format: Format) -> TableDef {

@@ -15,7 +15,7 @@ use super::format::{RawRecord, RecordCodec};
 use super::guard::{Admission, BrokerFault, OffsetGuard};
 use super::Kafka;
 use crate::ingest::{Source, SourceBatch, StopFlag};
-use crate::runtime::ProgressMap;
+use crate::progress::ProgressMap;
 
 /// Records decoded per batch at most.
 const MAX_BATCH: usize = 20_000;

@@ -251,7 +251,7 @@ impl TopicSink {
 
     pub fn restore(&mut self, store: &Store) -> Result<()> {
         if let Some(value) = store.get(&next_seq_key(self.query_id))? {
-            self.next_seq = crate::operator::read_i64(&value, 0)? as u64;
+            self.next_seq = crate::operators::read_i64(&value, 0)? as u64;
         }
         Ok(())
     }
@@ -333,7 +333,7 @@ mod tests {
             column("k", ColumnType::Text),
             column("total", ColumnType::BigInt),
         ];
-        columns.extend(eddy_catalog::kafka::pseudo_columns());
+        columns.extend(eddy_catalog::pseudo_columns());
         TableDef {
             id: 7,
             name: "out".into(),

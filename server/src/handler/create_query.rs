@@ -9,7 +9,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{CreateTable, Query, Statement};
-use eddy_catalog::kafka::{dead_letters_def, Format, SourceKind, PSEUDO_COLUMNS};
+use eddy_catalog::dead_letters_def;
+use eddy_catalog::kafka::{Format, SourceKind, PSEUDO_COLUMNS};
 use eddy_catalog::{
     CatalogError, ColumnDef, ColumnType, StoredTable, TableDef, ViewColumn, ViewDef,
 };

@@ -1,7 +1,8 @@
 //! CREATE TABLE, and ksqlDB's CREATE STREAM|TABLE over Kafka topics.
 
 use datafusion::sql::sqlparser::ast::CreateTable;
-use eddy_catalog::kafka::{dead_letters_def, SourceKind};
+use eddy_catalog::dead_letters_def;
+use eddy_catalog::kafka::SourceKind;
 use pgwire::api::results::Tag;
 
 use super::Output;

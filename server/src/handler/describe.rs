@@ -102,10 +102,7 @@ fn extended_rows(
 
                     let progress = engine.dataflow.source_progress();
                     let progress = progress.get(&def.id).cloned().unwrap_or_default();
-                    push(
-                        "offsets",
-                        super::show_sources::offsets_text(&progress.offsets),
-                    );
+                    push("offsets", super::queries::offsets_text(&progress.offsets));
                     push("records", progress.records.to_string());
                     push("records_per_second", format!("{:.1}", progress.rate));
                     push("dead_letters", progress.dead_letters.to_string());

@@ -2,12 +2,22 @@
 //! a query that runs until it is dropped; each persistent query (`CREATE
 //! STREAM|TABLE ... AS SELECT`) runs until it is terminated.
 
+use std::collections::BTreeMap;
+
 use pgwire::api::results::Tag;
 
-use super::show_sources::offsets_text;
 use super::Output;
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
+
+/// Offsets as `partition:offset` pairs.
+pub fn offsets_text(offsets: &BTreeMap<i32, i64>) -> String {
+    offsets
+        .iter()
+        .map(|(p, o)| format!("{p}:{o}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// One row per running query, in the columns of `SHOW QUERIES`.
 pub fn query_rows(engine: &Engine) -> Vec<Vec<String>> {

@@ -1,7 +1,5 @@
 //! SHOW STREAMS and SHOW QUERIES (ksqlDB's listings).
 
-use std::collections::BTreeMap;
-
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::{text_rows, text_schema, Output};
@@ -40,15 +38,6 @@ pub fn schema(listing: Listing) -> SchemaRef {
             "broker_faults",
         ]),
     }
-}
-
-/// Offsets as `partition:offset` pairs.
-pub fn offsets_text(offsets: &BTreeMap<i32, i64>) -> String {
-    offsets
-        .iter()
-        .map(|(p, o)| format!("{p}:{o}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 pub fn handle_show(engine: &Engine, listing: Listing) -> Result<Output> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::change::ChangeBatch;
-use crate::operator::{evaluate_predicate, EpochContext, Operator};
+use crate::operators::{evaluate_predicate, EpochContext, Operator};
 use crate::Result;
 
 pub struct Filter {

@@ -24,7 +24,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::RowFormat;
 
 use crate::change::ChangeBatch;
-use crate::operator::{
+use crate::operators::{
     evaluate, evaluate_predicate, read_i64, split_state_key, state_key, EpochContext, KeyPair,
     Operator, StateWriter,
 };

@@ -4,7 +4,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::change::{conform, ChangeBatch};
-use crate::operator::{EpochContext, Operator};
+use crate::operators::{EpochContext, Operator};
 use crate::Result;
 
 /// The changes of one table or view, with the columns the plan reads.

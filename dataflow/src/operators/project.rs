@@ -7,7 +7,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::change::{cast_columns, ChangeBatch};
-use crate::operator::{evaluate, EpochContext, Operator};
+use crate::operators::{evaluate, EpochContext, Operator};
 use crate::Result;
 
 pub struct Project {

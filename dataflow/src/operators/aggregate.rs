@@ -23,7 +23,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::{EncodedRows, RowFormat};
 
 use crate::change::ChangeBatch;
-use crate::operator::{
+use crate::operators::{
     evaluate, evaluate_predicate, read_i64, split_state_key, state_key, Bytes, EpochContext,
     Operator, StateWriter,
 };

@@ -1,4 +1,13 @@
-//! The operator interface, and what an epoch hands each operator.
+//! The incremental operators, their interface, and what an epoch hands
+//! each operator.
+
+pub mod aggregate;
+pub mod filter;
+pub mod join;
+pub mod project;
+pub mod source;
+pub mod topn;
+pub mod union;
 
 use std::collections::HashMap;
 

@@ -18,7 +18,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::RowFormat;
 
 use crate::change::{cast_columns, ChangeBatch};
-use crate::operator::{
+use crate::operators::{
     evaluate, read_i64, split_state_key, state_key, Bytes, EpochContext, KeyPair, Operator,
     StateWriter,
 };

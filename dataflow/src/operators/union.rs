@@ -4,7 +4,7 @@
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::change::ChangeBatch;
-use crate::operator::{EpochContext, Operator};
+use crate::operators::{EpochContext, Operator};
 use crate::Result;
 
 pub struct Union {

@@ -1,0 +1,333 @@
+//! The runtime: one thread owns every view's dataflow and runs epochs.
+//!
+//! An epoch takes the table changes logged since the last one, runs them
+//! through every view in creation order (so a view over a view sees the
+//! same epoch's changes), and commits the views' rows, their operators'
+//! state and the removal of the absorbed log entries in one atomic batch.
+//! Commits take the epoch lock for writing; queries hold it for reading, so
+//! every query sees all views at one epoch.
+
+mod epoch;
+mod flush;
+mod sources;
+mod views;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use eddy_catalog::{Catalog, StoredTable, ViewDef};
+use eddy_storage::WriteBatch;
+use tokio::sync::{oneshot, RwLock};
+
+use crate::change::ChangeBatch;
+use crate::graph::Node;
+use crate::ingest::{Ingest, SourceBatch};
+use crate::kafka::relay::{QueryProgress, QueryProgressMap, Relay};
+use crate::kafka::sink::TopicSink;
+use crate::kafka::Kafka;
+use crate::progress::{ProgressMap, SourceProgress};
+use crate::sink::ViewSink;
+use crate::{DataflowError, Result};
+
+/// Rows absorbed per epoch at most, to bound an epoch's memory.
+const MAX_EPOCH_ROWS: usize = 200_000;
+
+/// Ingest batches a source may have waiting for the runtime.
+const SOURCE_QUEUE: usize = 4;
+
+/// Per-view figures, for EXPLAIN and the benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct ViewStats {
+    pub rows: usize,
+    /// Bytes the view's rows take in memory.
+    pub row_bytes: usize,
+    pub state_entries: usize,
+    pub state_bytes: usize,
+    /// Each operator's entries and bytes, in EXPLAIN's order.
+    pub operators: Vec<(usize, usize)>,
+}
+
+enum Command {
+    Wake,
+    Create {
+        def: Box<ViewDef>,
+        root: Node,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Drop {
+        ids: Vec<u64>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Flush {
+        target: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Stats {
+        name: String,
+        reply: oneshot::Sender<Option<ViewStats>>,
+    },
+    StartSource {
+        id: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    DropSource {
+        id: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Stop,
+}
+
+/// Talks to the runtime thread.
+pub struct DataflowHandle {
+    tx: Sender<Command>,
+    catalog: Arc<Catalog>,
+    kafka: Option<Arc<Kafka>>,
+    progress: ProgressMap,
+    query_progress: QueryProgressMap,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl DataflowHandle {
+    /// Starts the runtime with the views found at startup, each with its
+    /// dataflow (or the error that kept it from being planned).
+    pub fn start(
+        catalog: Arc<Catalog>,
+        epoch_lock: Arc<RwLock<()>>,
+        views: Vec<(ViewDef, Result<Node>)>,
+        kafka: Option<Arc<Kafka>>,
+        replan: Replan,
+    ) -> Result<Self> {
+        let (tx, rx) = channel();
+        let waker = tx.clone();
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = waker.send(Command::Wake);
+        });
+        catalog.changes().set_waker(wake.clone());
+        let progress = Arc::new(Mutex::new(HashMap::new()));
+        let query_progress = QueryProgressMap::default();
+        let mut runtime = Runtime {
+            catalog: catalog.clone(),
+            epoch_lock,
+            views: Vec::new(),
+            kafka: kafka.clone(),
+            sources: BTreeMap::new(),
+            progress: progress.clone(),
+            relays: HashMap::new(),
+            query_progress: query_progress.clone(),
+            tokio: tokio::runtime::Handle::try_current().ok(),
+            wake,
+            replan,
+        };
+        runtime.restore(views)?;
+        for source in catalog.source_relations() {
+            runtime.start_source(source.def().id)?;
+        }
+        let thread = std::thread::Builder::new()
+            .name("eddy-dataflow".into())
+            .stack_size(64 << 20)
+            .spawn(move || runtime.run(rx))
+            .map_err(|e| DataflowError::Internal(format!("cannot start the runtime: {e}")))?;
+        Ok(DataflowHandle {
+            tx,
+            catalog,
+            kafka,
+            progress,
+            query_progress,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The Kafka connection, if brokers are configured.
+    pub fn kafka(&self) -> Option<&Arc<Kafka>> {
+        self.kafka.as_ref()
+    }
+
+    /// Starts ingesting the Kafka relation `id` (already in the catalog).
+    pub async fn start_source(&self, id: u64) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.ask(Command::StartSource { id, reply }, rx).await?
+    }
+
+    /// Stops ingesting the Kafka relation `id` and forgets its offsets.
+    pub async fn drop_source(&self, id: u64) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.ask(Command::DropSource { id, reply }, rx).await?
+    }
+
+    /// How far each Kafka relation has been absorbed, by id.
+    pub fn source_progress(&self) -> HashMap<u64, SourceProgress> {
+        self.progress.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// How far each persistent query has written its topic, by id.
+    pub fn query_progress(&self) -> HashMap<u64, QueryProgress> {
+        self.query_progress
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
+    async fn ask<T>(&self, command: Command, rx: oneshot::Receiver<T>) -> Result<T> {
+        self.tx.send(command).map_err(|_| DataflowError::Stopped)?;
+        rx.await.map_err(|_| DataflowError::Stopped)
+    }
+
+    /// Backfills and starts maintaining a new view.
+    pub async fn create_view(&self, def: ViewDef, root: Node) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        let def = Box::new(def);
+        self.ask(Command::Create { def, root, reply }, rx).await?
+    }
+
+    /// Drops views and persistent queries, by id, in the order given
+    /// (dependents first).
+    pub async fn drop_views(&self, ids: Vec<u64>) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.ask(Command::Drop { ids, reply }, rx).await?
+    }
+
+    pub async fn stats(&self, name: &str) -> Result<Option<ViewStats>> {
+        let (reply, rx) = oneshot::channel();
+        self.ask(
+            Command::Stats {
+                name: name.to_owned(),
+                reply,
+            },
+            rx,
+        )
+        .await
+    }
+
+    /// Stops the runtime after its current epoch.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Command::Stop);
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct ViewRuntime {
+    def: ViewDef,
+    root: Node,
+    output: Output,
+}
+
+/// Where a dataflow's output goes: a view's rows, or a query's topic.
+enum Output {
+    Rows(ViewSink),
+    Topic(TopicSink),
+}
+
+impl Output {
+    /// Applies an epoch's output changes; returns them, consolidated, for
+    /// the views that read this one (nothing reads a query).
+    fn apply(&mut self, changes: &ChangeBatch) -> Result<ChangeBatch> {
+        match self {
+            Output::Rows(sink) => sink.apply(changes),
+            Output::Topic(sink) => {
+                sink.apply(changes)?;
+                Ok(ChangeBatch::empty(changes.schema()))
+            }
+        }
+    }
+
+    fn persist(&mut self, batch: &mut WriteBatch) {
+        match self {
+            Output::Rows(sink) => sink.persist(batch),
+            Output::Topic(sink) => sink.persist(batch),
+        }
+    }
+}
+
+/// A Kafka relation being ingested. `rx` drops before `ingest`, so a
+/// reader blocked on a full queue sees it closed and stops.
+struct SourceRuntime {
+    rx: Receiver<SourceBatch>,
+    _ingest: Ingest,
+    table: Arc<StoredTable>,
+}
+
+struct Runtime {
+    catalog: Arc<Catalog>,
+    epoch_lock: Arc<RwLock<()>>,
+    views: Vec<ViewRuntime>,
+    kafka: Option<Arc<Kafka>>,
+    sources: BTreeMap<u64, SourceRuntime>,
+    progress: ProgressMap,
+    /// The relay of each persistent query, by query id.
+    relays: HashMap<u64, Relay>,
+    query_progress: QueryProgressMap,
+    /// Runs the relays; without it (or Kafka) queries only fill the outbox.
+    tokio: Option<tokio::runtime::Handle>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    replan: Replan,
+}
+
+/// Plans a stored view's dataflow again, for rebuilding it from its
+/// committed state.
+pub type Replan = Arc<dyn Fn(&ViewDef) -> Result<Node> + Send + Sync>;
+
+impl Runtime {
+    fn run(mut self, rx: Receiver<Command>) {
+        // Absorb whatever was logged before a restart.
+        let _ = self.drain_logged_changes(self.catalog.changes().last_seq());
+        let mut pending = None;
+        loop {
+            let command = match pending.take() {
+                Some(command) => command,
+                None => match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(command) => command,
+                    Err(RecvTimeoutError::Timeout) => Command::Wake,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+            };
+            match command {
+                Command::Wake => {
+                    // Coalesce a burst of wakes into one epoch.
+                    loop {
+                        match rx.try_recv() {
+                            Ok(Command::Wake) => continue,
+                            Ok(other) => {
+                                pending = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    // Only what is logged now: under a steady stream of
+                    // writes the loop must come back to other commands.
+                    let _ = self.drain_logged_changes(self.catalog.changes().last_seq());
+                }
+                Command::Create { def, root, reply } => {
+                    let _ = reply.send(self.create(*def, root));
+                }
+                Command::Drop { ids, reply } => {
+                    let _ = reply.send(self.drop_views(&ids));
+                }
+                Command::Flush { target, reply } => {
+                    let _ = reply.send(self.drain_logged_changes(target).map(|_| ()));
+                }
+                Command::Stats { name, reply } => {
+                    let _ = reply.send(self.stats(&name));
+                }
+                Command::StartSource { id, reply } => {
+                    let _ = reply.send(self.start_source(id));
+                }
+                Command::DropSource { id, reply } => {
+                    let _ = reply.send(self.drop_source(id));
+                }
+                Command::Stop => return,
+            }
+        }
+    }
+
+    fn commit(&self, batch: WriteBatch) -> Result<()> {
+        let _epoch = self.epoch_lock.blocking_write();
+        self.catalog.store().commit(batch)?;
+        Ok(())
+    }
+}

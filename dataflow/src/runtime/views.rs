@@ -1,0 +1,245 @@
+//! Views and persistent queries: restore, rebuild, create, drop and sizes.
+
+use std::collections::HashMap;
+
+use eddy_catalog::ViewDef;
+use eddy_storage::WriteBatch;
+
+use super::{Output, Runtime, ViewRuntime, ViewStats};
+use crate::change::{nullable_schema, ChangeBatch};
+use crate::graph::Node;
+use crate::kafka::relay::Relay;
+use crate::kafka::sink::TopicSink;
+use crate::sink::ViewSink;
+use crate::{DataflowError, Result};
+
+impl Runtime {
+    /// The output a view or query writes to, restored from the store.
+    pub(super) fn output_for(&self, def: &ViewDef) -> Result<Output> {
+        let schema = nullable_schema(def.arrow_schema()?.as_ref());
+        let store = self.catalog.store();
+        match def.sink_relation {
+            None => {
+                let mut sink = ViewSink::new(def.id, schema)?;
+                sink.restore(store)?;
+                Ok(Output::Rows(sink))
+            }
+            Some(relation) => {
+                let table = self.catalog.table_by_id(relation).ok_or_else(|| {
+                    DataflowError::Internal(format!(
+                        "the relation query {} writes (id {relation}) is gone",
+                        def.name
+                    ))
+                })?;
+                let mut sink = TopicSink::new(def.id, &def.name, schema, table.def())?;
+                sink.restore(store)?;
+                Ok(Output::Topic(sink))
+            }
+        }
+    }
+
+    /// Starts writing query `def`'s outbox to its topic.
+    pub(super) fn start_relay(&mut self, def: &ViewDef) {
+        let (Some(kafka), Some(tokio), Some(relation)) =
+            (&self.kafka, &self.tokio, def.sink_relation)
+        else {
+            return;
+        };
+        let Some(topic) = self
+            .catalog
+            .table_by_id(relation)
+            .and_then(|t| t.def().kafka.as_ref().map(|k| k.topic.clone()))
+        else {
+            return;
+        };
+        let relay = Relay::spawn(
+            tokio,
+            kafka.clone(),
+            self.catalog.store().clone(),
+            def.id,
+            topic,
+            self.query_progress.clone(),
+        );
+        self.relays.insert(def.id, relay);
+    }
+
+    pub(super) fn wake_relays(&self) {
+        for relay in self.relays.values() {
+            relay.wake();
+        }
+    }
+
+    /// A view's dataflow and output with the state last committed.
+    pub(super) fn restored(&self, def: &ViewDef, root: Result<Node>) -> Result<ViewRuntime> {
+        let mut root = root?;
+        let fingerprint = root.explain().join("\n");
+        if fingerprint != def.fingerprint {
+            return Err(DataflowError::Internal(
+                "its query no longer plans the same way; drop and create it again".into(),
+            ));
+        }
+        root.restore(def.id, self.catalog.store())?;
+        Ok(ViewRuntime {
+            def: def.clone(),
+            root,
+            output: self.output_for(def)?,
+        })
+    }
+
+    pub(super) fn restore(&mut self, views: Vec<(ViewDef, Result<Node>)>) -> Result<()> {
+        let mut failed = Vec::new();
+        for (def, root) in views {
+            if def.error.is_some() {
+                // A failed query's output so far still goes to its topic.
+                self.start_relay(&def);
+                continue;
+            }
+            match self.restored(&def, root) {
+                Ok(view) => {
+                    self.start_relay(&view.def);
+                    self.views.push(view);
+                }
+                Err(e) => {
+                    tracing::error!(view = %def.name, error = %e, "cannot restore view");
+                    failed.push((def, e.to_string()));
+                }
+            }
+        }
+        self.record_restore_failures(failed)
+    }
+
+    pub(super) fn record_restore_failures(&mut self, failed: Vec<(ViewDef, String)>) -> Result<()> {
+        for (mut def, error) in failed {
+            self.start_relay(&def);
+            def.error = Some(error);
+            let mut batch = WriteBatch::new();
+            self.catalog.stage_view(&def, &mut batch)?;
+            self.catalog.store().commit(batch)?;
+            self.catalog.install_view(def)?;
+        }
+        Ok(())
+    }
+
+    /// After an epoch that failed once its operators had stepped: their
+    /// state in memory is ahead of the store, so every view is rebuilt
+    /// from its committed state and the sources read again from their
+    /// committed positions.
+    pub(super) fn recover(&mut self) {
+        let views = std::mem::take(&mut self.views);
+        let mut failed = Vec::new();
+        for view in views {
+            let def = view.def;
+            drop(view.root);
+            match self.restored(&def, (self.replan)(&def)) {
+                Ok(view) => self.views.push(view),
+                Err(e) => {
+                    tracing::error!(view = %def.name, error = %e, "cannot rebuild view");
+                    failed.push((def, e.to_string()));
+                }
+            }
+        }
+        if let Err(e) = self.record_restore_failures(failed) {
+            tracing::error!(error = %e, "cannot record the views that could not be rebuilt");
+        }
+        self.restart_sources();
+    }
+
+    pub(super) fn create(&mut self, def: ViewDef, root: Node) -> Result<()> {
+        let catalog = self.catalog.clone();
+        // Hold off table writes, so the snapshot read below and the change
+        // log line up: every later write is logged for the new view.
+        let _writes = catalog.lock_writes();
+        // Table writes are held off, so this drains the whole log.
+        self.drain_logged_changes(self.catalog.changes().last_seq())?;
+        let mut changes = HashMap::new();
+        for id in &def.depends_on {
+            let snapshot = if let Some(table) = self.catalog.table_by_id(*id) {
+                let data = table.read_all(false)?;
+                let schema = nullable_schema(&data.schema());
+                ChangeBatch::insert_all(crate::change::conform(&schema, &data)?)
+            } else if let Some(ViewRuntime {
+                output: Output::Rows(sink),
+                ..
+            }) = self.views.iter().find(|v| v.def.id == *id)
+            {
+                sink.contents()?
+            } else {
+                return Err(DataflowError::Internal(format!(
+                    "view {} reads object {id}, which is gone or failed",
+                    def.name
+                )));
+            };
+            changes.insert(*id, snapshot);
+        }
+        let output = self.output_for(&def)?;
+        self.views.push(ViewRuntime {
+            def: def.clone(),
+            root,
+            output,
+        });
+        let index = self.views.len() - 1;
+        let created = self.backfill(&def, &mut changes, index);
+        if created.is_err() {
+            self.views.retain(|v| v.def.id != def.id);
+        }
+        created
+    }
+
+    /// Runs a new view's (or query's) backfill and commits it with its
+    /// definition.
+    pub(super) fn backfill(
+        &mut self,
+        def: &ViewDef,
+        changes: &mut HashMap<u64, ChangeBatch>,
+        index: usize,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        let failed = self.step_views(changes, &mut batch, Some(index))?;
+        if let Some((_, error)) = failed.into_iter().next() {
+            return Err(error);
+        }
+        self.catalog.stage_view(def, &mut batch)?;
+        self.commit(batch)?;
+        self.start_relay(def);
+        self.catalog.install_view(def.clone())?;
+        Ok(())
+    }
+
+    pub(super) fn drop_views(&mut self, ids: &[u64]) -> Result<()> {
+        for &id in ids {
+            if self.catalog.view_by_id(id).is_none() {
+                continue;
+            }
+            // Stop writing before the outbox goes.
+            self.relays.remove(&id);
+            let mut batch = WriteBatch::new();
+            self.catalog.stage_drop_view(id, &mut batch)?;
+            self.commit(batch)?;
+            self.catalog.uninstall_view(id);
+            self.views.retain(|v| v.def.id != id);
+            if let Ok(mut progress) = self.query_progress.lock() {
+                progress.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn stats(&self, name: &str) -> Option<ViewStats> {
+        let view = self.views.iter().find(|v| v.def.name == name)?;
+        let Output::Rows(sink) = &view.output else {
+            return None;
+        };
+        let mut stats = ViewStats {
+            rows: sink.len(),
+            row_bytes: sink.bytes(),
+            ..ViewStats::default()
+        };
+        view.root.for_each(&mut |op| {
+            let (entries, bytes) = (op.state_entries(), op.state_bytes());
+            stats.state_entries += entries;
+            stats.state_bytes += bytes;
+            stats.operators.push((entries, bytes));
+        });
+        Some(stats)
+    }
+}
