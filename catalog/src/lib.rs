@@ -13,11 +13,12 @@ pub mod kafka;
 mod key_lookup;
 mod row_format;
 mod schema;
+mod stream_blocks;
 mod table;
 mod types;
 mod view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::common::DFSchema;
@@ -36,7 +37,7 @@ pub use table::{
     StoredTable, TableDef, WholeTable, WriteCount, ROW_KEY_COLUMN,
 };
 pub use types::{ColumnType, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE};
-pub use view::{StoredView, ViewColumn, ViewDef};
+pub use view::{StoredView, ViewColumn, ViewDef, ViewRows};
 
 /// The one database and schema Eddy serves.
 pub const DATABASE_NAME: &str = "eddy";
@@ -166,6 +167,8 @@ pub struct Catalog {
     state: RwLock<CatalogState>,
     write_lock: Arc<Mutex<()>>,
     changes: Arc<ChangeLog>,
+    /// Each view's rows in memory, by view id.
+    view_rows: Mutex<HashMap<u64, Arc<ViewRows>>>,
     /// Plans DEFAULT expressions; holds no tables.
     expr_context: SessionContext,
 }
@@ -189,6 +192,7 @@ impl Catalog {
             }),
             write_lock: Arc::new(Mutex::new(())),
             changes: Arc::new(ChangeLog::open(&store)?),
+            view_rows: Mutex::default(),
             expr_context: SessionContext::new(),
         };
         let mut tables = BTreeMap::new();
@@ -210,7 +214,8 @@ impl Catalog {
                     } else {
                         &mut views
                     };
-                    let view = StoredView::new(def, store.clone())?;
+                    let rows = catalog.view_rows(def.id);
+                    let view = StoredView::new(def, rows)?;
                     map.insert(view.name().to_owned(), Arc::new(view));
                 }
             }
@@ -453,21 +458,28 @@ impl Catalog {
                 }
             }
         }
-        let view = Arc::new(StoredView::new(def, self.store.clone())?);
+        let rows = self.view_rows(def.id);
+        let view = Arc::new(StoredView::new(def, rows)?);
         state
             .map_for(view.def())
             .insert(view.name().to_owned(), view.clone());
         Ok(())
     }
 
+    /// The rows of view `id` in memory, shared by the runtime and queries.
+    pub fn view_rows(&self, id: u64) -> Arc<ViewRows> {
+        self.view_rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+
     /// Stages the removal of a view's definition, rows and state.
     pub fn stage_drop_view(&self, id: u64, batch: &mut WriteBatch) -> Result<()> {
         batch.delete(Keyspace::Catalog.object_prefix(id));
-        for keyspace in [
-            Keyspace::ViewRows,
-            Keyspace::OperatorState,
-            Keyspace::Outbox,
-        ] {
+        for keyspace in [Keyspace::OperatorState, Keyspace::Outbox] {
             for item in self.store.scan_prefix(&keyspace.object_prefix(id)) {
                 batch.delete(item?.0);
             }
@@ -478,6 +490,10 @@ impl Catalog {
     /// Forgets a dropped view or query once its removal is committed.
     pub fn uninstall_view(&self, id: u64) {
         let mut state = self.state.write().expect("catalog lock poisoned");
+        self.view_rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         let Some(view) = state.by_id(id).cloned() else {
             return;
         };

@@ -26,6 +26,7 @@ use crate::changelog::{ChangeLog, LoggedRow};
 use crate::codec::{decode_batch, encode_rows};
 use crate::generator::GeneratorDef;
 use crate::kafka::{KafkaDef, SourceKind};
+use crate::stream_blocks;
 use crate::types::ColumnType;
 use crate::{CatalogError, Result};
 
@@ -282,6 +283,10 @@ impl StoredTable {
         let Some(converter) = &self.key_converter else {
             return Ok(None);
         };
+        if self.is_stream() {
+            // Stored in blocks: a scan finds the records.
+            return Ok(None);
+        }
         let mut columns = Vec::with_capacity(self.def.primary_key.len());
         for (i, &column) in self.def.primary_key.iter().enumerate() {
             let values = keys.iter().map(|key| key[i].clone());
@@ -326,6 +331,9 @@ impl StoredTable {
     }
 
     pub fn read_all(&self, with_keys: bool) -> Result<RecordBatch> {
+        if self.is_stream() {
+            return self.read_stream(with_keys);
+        }
         let prefix = self.prefix();
         let mut keys = Vec::new();
         let mut values = Vec::new();
@@ -340,8 +348,38 @@ impl StoredTable {
         if !with_keys {
             return Ok(rows);
         }
+        self.append_row_keys(rows, BinaryArray::from_iter_values(keys.iter()))
+    }
+
+    /// Reads a stream's blocks; each row's key, when asked for, is its
+    /// primary key (partition and offset) in the row format.
+    fn read_stream(&self, with_keys: bool) -> Result<RecordBatch> {
+        let mut blocks = Vec::new();
+        for item in self.store.scan_prefix(&self.prefix()) {
+            let (_, value) = item?;
+            blocks.push(stream_blocks::decode_block(&self.schema, &value)?);
+        }
+        let rows = datafusion::arrow::compute::concat_batches(&self.schema, &blocks)?;
+        if !with_keys {
+            return Ok(rows);
+        }
+        let converter = self.key_converter.as_ref().ok_or_else(|| {
+            CatalogError::Internal(format!("stream {} has no key", self.def.name))
+        })?;
+        let key_columns: Vec<ArrayRef> = self
+            .def
+            .primary_key
+            .iter()
+            .map(|&i| rows.column(i).clone())
+            .collect();
+        let keys = converter.convert_columns(&key_columns)?;
+        self.append_row_keys(rows, BinaryArray::from_iter_values(keys.iter()))
+    }
+
+    /// `rows` with each row's stored key as a last binary column.
+    fn append_row_keys(&self, rows: RecordBatch, keys: BinaryArray) -> Result<RecordBatch> {
         let mut columns = rows.columns().to_vec();
-        columns.push(Arc::new(BinaryArray::from_iter_values(keys.iter())));
+        columns.push(Arc::new(keys));
         let options = datafusion::arrow::array::RecordBatchOptions::new()
             .with_row_count(Some(rows.num_rows()));
         Ok(RecordBatch::try_new_with_options(
@@ -349,6 +387,31 @@ impl StoredTable {
             columns,
             &options,
         )?)
+    }
+
+    /// Deletes the stored blocks of a stream with a retention whose newest
+    /// record is older than it; returns how many. Views keep what they
+    /// computed from them.
+    pub fn expire(&self) -> Result<usize> {
+        let Some(retention_ms) = self.def.kafka.as_ref().and_then(|k| k.retention_ms) else {
+            return Ok(0);
+        };
+        if !self.is_stream() {
+            return Ok(0);
+        }
+        let cutoff = now_micros().saturating_sub((retention_ms as i64).saturating_mul(1000));
+        let prefix = self.prefix();
+        let mut write = WriteBatch::new();
+        let mut expired = 0;
+        for key in self.store.scan_keys(&prefix) {
+            let key = key?;
+            if stream_blocks::block_newest(&prefix, &key).is_some_and(|newest| newest < cutoff) {
+                write.delete(key);
+                expired += 1;
+            }
+        }
+        self.store.commit(write)?;
+        Ok(expired)
     }
 
     /// Inserts rows whose columns match the table's schema.
@@ -451,28 +514,26 @@ impl StoredTable {
             .iter()
             .map(|&i| columns[i].clone())
             .collect();
-        let keys = converter.convert_columns(&key_columns)?;
-        let values = encode_rows(&columns)?;
         if self.is_stream() {
-            // A stream row is keyed by its record's partition and offset,
-            // which no stored row has: offsets commit with the rows, so a
-            // record is never absorbed twice. Every record is a new row,
-            // but a null value, which a stream skips (as ksqlDB does).
-            let mut added = Vec::with_capacity(values.len());
-            for (i, value) in values.into_iter().enumerate() {
-                if !tombstone.get(i).copied().unwrap_or(false) {
-                    write.put(self.row_key(keys.row(i).as_ref()), value);
-                    added.push(i as u32);
-                }
-            }
+            // A stream's records are stored in blocks, by partition and
+            // offset, which no stored record has: offsets commit with the
+            // blocks, so a record is never absorbed twice. Every record is
+            // new, but a null value, which a stream skips (as ksqlDB does).
+            let added: Vec<u32> = (0..batch.num_rows())
+                .filter(|&i| !tombstone.get(i).copied().unwrap_or(false))
+                .map(|i| i as u32)
+                .collect();
             let removed = RecordBatch::new_empty(self.schema.clone());
             let added = if added.len() == batch.num_rows() {
                 RecordBatch::try_new(self.schema.clone(), columns)?
             } else {
                 take_rows(&self.schema, &columns, added)?
             };
+            stream_blocks::stage_blocks(&self.prefix(), &added, now_micros(), write)?;
             return Ok((removed, added));
         }
+        let keys = converter.convert_columns(&key_columns)?;
+        let values = encode_rows(&columns)?;
         let mut touched: HashMap<Vec<u8>, Touched> = HashMap::new();
         let mut order = Vec::new();
         for (i, &deletes) in tombstone.iter().enumerate().take(batch.num_rows()) {
@@ -649,6 +710,13 @@ fn check_json(column: &ArrayRef) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The wall clock, in microseconds since the epoch.
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 fn row_id_of(suffix: &[u8]) -> Option<u64> {

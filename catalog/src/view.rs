@@ -1,11 +1,13 @@
-//! Materialized views: their definition, and reading their stored rows.
+//! Materialized views: their definition, and reading their rows.
 //!
-//! The dataflow runtime keeps each view's rows in the store, keyed by the
-//! row in Arrow's row format with its multiplicity as the value. Queries
-//! read them here.
+//! The dataflow runtime keeps each view's rows in memory ([`ViewRows`]),
+//! each row in Arrow's row format with its multiplicity, and changes them
+//! at each epoch's commit; queries read them here. The store holds them in
+//! the view's state log, from which a restart loads them.
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions, UInt32Array};
@@ -16,7 +18,6 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
-use eddy_storage::{Keyspace, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::row_format::RowFormat;
@@ -77,24 +78,65 @@ impl ViewDef {
     }
 }
 
+/// A view's rows as of the last committed epoch, shared by the runtime,
+/// which changes them as each epoch commits, and the queries that read
+/// them: each row in the row format, with its multiplicity.
+#[derive(Debug, Default)]
+pub struct ViewRows {
+    rows: RwLock<HashMap<Box<[u8]>, i64>>,
+}
+
+impl ViewRows {
+    /// Runs `f` over the rows, with writers held off.
+    pub fn read<R>(&self, f: impl FnOnce(&HashMap<Box<[u8]>, i64>) -> R) -> R {
+        f(&self.rows.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Adds `changes` (row, weight) to the rows; a row whose
+    /// multiplicity reaches zero is gone.
+    pub fn apply(&self, changes: impl IntoIterator<Item = (Box<[u8]>, i64)>) {
+        let mut rows = self.rows.write().unwrap_or_else(|e| e.into_inner());
+        for (row, weight) in changes {
+            match rows.entry(row) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    *e.get_mut() += weight;
+                    if *e.get() <= 0 {
+                        e.remove();
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    if weight > 0 {
+                        e.insert(weight);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces every row.
+    pub fn replace(&self, rows: HashMap<Box<[u8]>, i64>) {
+        *self.rows.write().unwrap_or_else(|e| e.into_inner()) = rows;
+    }
+}
+
 /// A materialized view as a relation queries read.
 #[derive(Debug)]
 pub struct StoredView {
     def: ViewDef,
     schema: SchemaRef,
     format: RowFormat,
-    store: Store,
+    rows: Arc<ViewRows>,
 }
 
 impl StoredView {
-    pub(crate) fn new(def: ViewDef, store: Store) -> Result<Self> {
+    pub(crate) fn new(def: ViewDef, rows: Arc<ViewRows>) -> Result<Self> {
         let schema = def.arrow_schema()?;
         let format = RowFormat::for_schema(&schema)?;
         Ok(StoredView {
             def,
             schema,
             format,
-            store,
+            rows,
         })
     }
 
@@ -122,7 +164,7 @@ impl StoredView {
         self.schema.clone()
     }
 
-    /// Reads every row of the view, as last committed.
+    /// Reads every row of the view, as of the last committed epoch.
     pub fn read_all(&self) -> Result<RecordBatch> {
         if let Some(error) = &self.def.error {
             return Err(CatalogError::ViewFailed {
@@ -130,20 +172,11 @@ impl StoredView {
                 error: error.clone(),
             });
         }
-        let prefix = Keyspace::ViewRows.object_prefix(self.def.id);
-        let mut keys = Vec::new();
-        let mut repeat = Vec::new();
-        for item in self.store.scan_prefix(&prefix) {
-            let (key, value) = item?;
-            let count = value
-                .as_slice()
-                .try_into()
-                .map(i64::from_be_bytes)
-                .map_err(|_| CatalogError::Internal("view row count is damaged".into()))?;
-            repeat.push(count.max(0) as u32);
-            keys.push(key[prefix.len()..].to_vec());
-        }
-        let distinct = self.format.decode(keys.iter().map(Vec::as_slice))?;
+        let (distinct, repeat) = self.rows.read(|rows| {
+            let repeat: Vec<u32> = rows.values().map(|&n| n.max(0) as u32).collect();
+            (self.format.decode(rows.keys().map(|k| &k[..])), repeat)
+        });
+        let distinct = distinct?;
         let indices: UInt32Array = repeat
             .iter()
             .enumerate()

@@ -26,7 +26,8 @@ use eddy_catalog::{Catalog, ColumnDef, ColumnType, EddySchemaProvider, SchemaMod
 use eddy_dataflow::change::ChangeBatch;
 use eddy_dataflow::operators::EpochContext;
 use eddy_dataflow::sink::ViewSink;
-use eddy_storage::{Store, WriteBatch};
+use eddy_dataflow::state_log::Segment;
+use eddy_storage::Store;
 
 const EPOCH: usize = 10_000;
 const KEYS: i64 = 1_000;
@@ -173,7 +174,7 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
     let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
     let plan = ctx.state().optimize(&plan).expect("optimize");
     let mut root = eddy_dataflow::lower(&plan, &catalog).expect("lower").root;
-    let mut sink = ViewSink::new(1, root.schema.clone()).expect("sink");
+    let mut sink = ViewSink::new(root.schema.clone(), Default::default()).expect("sink");
 
     // The dimension table arrives first, in its own epoch.
     let mut changes = HashMap::new();
@@ -184,6 +185,7 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
     };
     let out = root.step(&ctx0).expect("first epoch");
     sink.apply(&out).expect("sink");
+    sink.publish();
 
     let started = Instant::now();
     let mut total = 0;
@@ -198,9 +200,10 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
         let out = root.step(&ctx).expect("epoch");
         sink.apply(&out).expect("sink");
         let persist_started = Instant::now();
-        let mut batch = WriteBatch::new();
-        root.persist(1, &mut batch).expect("persist");
-        sink.persist(&mut batch);
+        let mut segment = Segment::default();
+        root.persist(&mut segment).expect("persist");
+        sink.persist(&mut segment);
+        sink.publish();
         persisting += persist_started.elapsed();
         total += epoch.num_rows();
     }

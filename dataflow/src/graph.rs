@@ -1,10 +1,10 @@
 //! A view's dataflow: a tree of operators, run one epoch at a time.
 
 use datafusion::arrow::datatypes::SchemaRef;
-use eddy_storage::{Keyspace, Store, WriteBatch};
 
 use crate::change::ChangeBatch;
 use crate::operators::{EpochContext, Operator, StateWriter};
+use crate::state_log::{entries_under, Segment, StateMap};
 use crate::Result;
 
 pub struct Node {
@@ -26,31 +26,24 @@ impl Node {
         self.op.step(inputs, ctx)
     }
 
-    fn state_prefix(&self, view_id: u64) -> Vec<u8> {
-        let mut prefix = Keyspace::OperatorState.object_prefix(view_id);
-        prefix.extend_from_slice(&self.id.to_be_bytes());
-        prefix
-    }
-
     /// Stages the state changed since the last call, for every node.
-    pub fn persist(&mut self, view_id: u64, batch: &mut WriteBatch) -> Result<()> {
-        let prefix = self.state_prefix(view_id);
-        self.op.persist(&mut StateWriter { batch, prefix })?;
+    pub fn persist(&mut self, segment: &mut Segment) -> Result<()> {
+        let head = self.id.to_be_bytes();
+        self.op.persist(&mut StateWriter { segment, head })?;
         for input in &mut self.inputs {
-            input.persist(view_id, batch)?;
+            input.persist(segment)?;
         }
         Ok(())
     }
 
-    /// Loads every node's state from the store.
-    pub fn restore(&mut self, view_id: u64, store: &Store) -> Result<()> {
-        let prefix = self.state_prefix(view_id);
-        for item in store.scan_prefix(&prefix) {
-            let (key, value) = item?;
-            self.op.restore(&key[prefix.len()..], &value)?;
+    /// Loads every node's state from a view's stored state.
+    pub fn restore(&mut self, state: &StateMap) -> Result<()> {
+        let head = self.id.to_be_bytes();
+        for (key, value) in entries_under(state, &head) {
+            self.op.restore(key, value)?;
         }
         for input in &mut self.inputs {
-            input.restore(view_id, store)?;
+            input.restore(state)?;
         }
         Ok(())
     }

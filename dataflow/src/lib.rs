@@ -13,6 +13,7 @@ pub mod operators;
 pub mod progress;
 pub mod runtime;
 pub mod sink;
+pub mod state_log;
 
 #[cfg(test)]
 mod testing;

@@ -14,6 +14,7 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use crate::change::ChangeBatch;
 use crate::operators::{EpochContext, Operator, StateWriter};
+use crate::state_log::{entries_under, Segment, StateLog};
 
 /// Two nullable BIGINT columns, `a` and `b`.
 pub fn schema_ab() -> SchemaRef {
@@ -93,15 +94,18 @@ pub fn accumulate(into: &mut HashMap<Vec<Option<i64>>, i64>, batch: &ChangeBatch
 pub fn round_trip(from: &mut dyn Operator, to: &mut dyn Operator) {
     let dir = tempfile::tempdir().unwrap();
     let store = eddy_storage::Store::open(dir.path()).unwrap();
-    let mut batch = eddy_storage::WriteBatch::new();
+    let mut segment = Segment::default();
     from.persist(&mut StateWriter {
-        batch: &mut batch,
-        prefix: b"s".to_vec(),
+        segment: &mut segment,
+        head: [0; 4],
     })
     .unwrap();
+    let mut log = StateLog::new(1);
+    let mut batch = eddy_storage::WriteBatch::new();
+    log.stage(segment, &store, &mut batch).unwrap();
     store.commit(batch).unwrap();
-    for item in store.scan_prefix(b"s") {
-        let (key, value) = item.unwrap();
-        to.restore(&key[1..], &value).unwrap();
+    let (_, state) = StateLog::load(&store, 1).unwrap();
+    for (key, value) in entries_under(&state, &[0; 4]) {
+        to.restore(key, value).unwrap();
     }
 }

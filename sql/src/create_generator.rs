@@ -58,10 +58,11 @@ pub fn bind_create_generator(
         || options.key_format.is_some()
         || options.partitions.is_some()
         || options.timestamp.is_some()
+        || options.retention.is_some()
     {
         return Err(invalid(format!(
-            "connector '{connector}' reads no topic: kafka_topic, formats, partitions and \
-             timestamp do not apply (event time is the generator's)"
+            "connector '{connector}' reads no topic: kafka_topic, formats, partitions, \
+             timestamp and retention do not apply (event time is the generator's)"
         )));
     }
     let mut given = options.generator.clone();

@@ -20,6 +20,9 @@ pub struct SourceOptions {
     pub partitions: Option<i32>,
     pub replicas: Option<i16>,
     pub timestamp: Option<String>,
+    /// `retention=`: how long a stream keeps its records, in milliseconds
+    /// (`Some(None)` for `'none'`).
+    pub retention: Option<Option<u64>>,
     pub emit_changes: bool,
     /// `connector=`: a built-in generator feeds the relation.
     pub connector: Option<String>,
@@ -82,6 +85,38 @@ fn number_option<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
         .map_err(|_| SqlError::InvalidDefinition(format!("{key} must be a positive number")))
 }
 
+/// Reads `retention='7 days'` (a number and a unit: ms, seconds, minutes,
+/// hours, days or weeks), or `'none'`.
+fn retention_option(value: &str) -> Result<Option<u64>> {
+    let text = value.trim().to_ascii_lowercase();
+    if text == "none" {
+        return Ok(None);
+    }
+    let invalid = || {
+        SqlError::InvalidDefinition(format!(
+            "retention '{value}' must be a number and a unit, such as '7 days' or '12 hours', or 'none'"
+        ))
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let unit_ms: u64 = match unit.trim() {
+        "ms" | "millisecond" | "milliseconds" => 1,
+        "s" | "second" | "seconds" => 1_000,
+        "min" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        "w" | "week" | "weeks" => 604_800_000,
+        _ => return Err(invalid()),
+    };
+    match number.checked_mul(unit_ms) {
+        Some(ms) if ms > 0 => Ok(Some(ms)),
+        _ => Err(invalid()),
+    }
+}
+
 /// Reads the `WITH (...)` options of a CREATE TABLE.
 pub fn source_options(options: &CreateTableOptions) -> Result<SourceOptions> {
     let list: &[SqlOption] = match options {
@@ -141,6 +176,7 @@ pub fn source_options(options: &CreateTableOptions) -> Result<SourceOptions> {
             }
             "replicas" => out.replicas = Some(number_option(name, value)?),
             "timestamp" => out.timestamp = Some(value.to_lowercase()),
+            "retention" => out.retention = Some(retention_option(value)?),
             "connector" => out.connector = Some(value.clone()),
             other if is_generator_option(other) => {
                 out.generator.insert(other.to_owned(), value.clone());
@@ -148,7 +184,7 @@ pub fn source_options(options: &CreateTableOptions) -> Result<SourceOptions> {
             other => {
                 return Err(SqlError::Unsupported(format!(
                     "WITH option {other} (Eddy knows kafka_topic, value_format, key_format, \
-                     format, partitions, replicas and timestamp, or connector and its options)"
+                     format, partitions, replicas, timestamp and retention, or connector and its options)"
                 )))
             }
         }
@@ -278,6 +314,11 @@ fn kafka_relation(
             )));
         }
     }
+    if kind == SourceKind::Table && options.retention.is_some() {
+        return Err(SqlError::InvalidDefinition(format!(
+            "retention applies to streams; table {name} keeps the latest record of each key"
+        )));
+    }
     if kind == SourceKind::Table && key_columns.is_empty() {
         return Err(SqlError::InvalidDefinition(format!(
             "table {name} over a Kafka topic needs a PRIMARY KEY: its records are upserts by key"
@@ -325,6 +366,7 @@ fn kafka_relation(
             value_format,
             key_columns,
             timestamp_column,
+            retention_ms: options.retention.flatten(),
         }),
     })
 }

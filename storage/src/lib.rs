@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use fs2::FileExt;
 
 /// Bumped whenever the on-disk encoding of keys or values changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -56,9 +56,8 @@ pub enum Keyspace {
     Catalog = b'c',
     /// Rows of local tables, keyed by table id then row key.
     TableRows = b'r',
-    /// Rows of materialized views, keyed by view id then row key.
-    ViewRows = b'v',
-    /// Operator state of running dataflows.
+    /// Each view's state log: its operators' state and its rows, keyed by
+    /// view id then segment.
     OperatorState = b's',
     /// Source offsets of running dataflows.
     SourceOffsets = b'o',
@@ -210,6 +209,17 @@ impl Store {
             item.map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .map_err(Into::into)
         })
+    }
+
+    /// Every key under `prefix`, in key order.
+    pub fn scan_keys(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<Vec<u8>>> + Send + 'static {
+        self.tree
+            .scan_prefix(prefix)
+            .keys()
+            .map(|item| item.map(|k| k.to_vec()).map_err(Into::into))
     }
 
     /// The greatest key under `prefix`, if any.

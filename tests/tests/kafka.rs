@@ -436,3 +436,60 @@ async fn broker_outage_pauses_ingest_and_nothing_is_lost() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_retention_drops_old_records_but_views_keep_them() -> Result<()> {
+    let broker = Broker::start().await?;
+    let (_server, client) = start(&broker).await?;
+    client
+        .batch_execute(
+            "CREATE STREAM clicks (id BIGINT KEY, ts TIMESTAMP) \
+             WITH (kafka_topic='clicks', value_format='JSON', partitions=2, timestamp='ts', \
+                   retention='1 hour');
+             CREATE MATERIALIZED VIEW click_count AS SELECT count(*) AS n FROM clicks;",
+        )
+        .await?;
+    let click = |id: i64, ts_ms: i64| {
+        (
+            bigint_key(id),
+            Some(format!(r#"{{"ts": {ts_ms}}}"#).into_bytes()),
+        )
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    // Two clicks of 2020 on one partition, one of now on the other, so
+    // they are stored in different blocks.
+    produce(
+        &broker.brokers(),
+        "clicks",
+        Some(0),
+        &[click(1, 1_577_836_800_000), click(2, 1_577_836_801_000)],
+    )
+    .await?;
+    produce(&broker.brokers(), "clicks", Some(1), &[click(3, now_ms)]).await?;
+    client.batch_execute("FLUSH").await?;
+    let mut stored = Vec::new();
+    for _ in 0..100 {
+        stored = text_rows(&client, "SELECT id FROM clicks").await?;
+        if stored == ["3"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(stored == ["3"], "retention kept {stored:?}");
+    assert_eq!(
+        text_rows(&client, "SELECT n FROM click_count").await?,
+        ["3"]
+    );
+
+    for (retention, state) in [("soon", "42P16"), ("0 days", "42P16")] {
+        let sql = format!(
+            "CREATE STREAM bad (id BIGINT KEY) WITH (kafka_topic='bad', value_format='JSON', \
+             retention='{retention}')"
+        );
+        assert_eq!(sqlstate(&client, &sql).await?.0, state, "{retention}");
+    }
+    let sql = "CREATE TABLE bad (id BIGINT PRIMARY KEY) WITH (kafka_topic='bad', \
+               value_format='JSON', retention='1 day')";
+    assert_eq!(sqlstate(&client, sql).await?.0, "42P16");
+    Ok(())
+}

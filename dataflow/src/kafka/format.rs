@@ -716,6 +716,7 @@ mod tests {
                 value_format,
                 key_columns: vec![0],
                 timestamp_column: Some(3),
+                retention_ms: None,
             }),
         }
     }

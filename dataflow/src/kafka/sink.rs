@@ -347,6 +347,7 @@ mod tests {
                 value_format: Format::Json,
                 key_columns: vec![0],
                 timestamp_column: None,
+                retention_ms: None,
             }),
         }
     }

@@ -14,9 +14,9 @@ use std::collections::HashMap;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::prep_null_mask_filter;
 use datafusion::physical_plan::PhysicalExpr;
-use eddy_storage::WriteBatch;
 
 use crate::change::ChangeBatch;
+use crate::state_log::Segment;
 use crate::{DataflowError, Result};
 
 /// An encoded key or row, as held in operator state.
@@ -72,28 +72,21 @@ pub trait Operator: Send {
     }
 }
 
-/// Writes one operator's state entries into an epoch's batch.
+/// Writes one operator's state entries into an epoch's segment of its
+/// view's state log.
 pub struct StateWriter<'a> {
-    pub(crate) batch: &'a mut WriteBatch,
-    pub(crate) prefix: Vec<u8>,
+    pub(crate) segment: &'a mut Segment,
+    /// The operator's node id, which heads each of its keys.
+    pub(crate) head: [u8; 4],
 }
 
 impl StateWriter<'_> {
-    fn key(&self, suffix: &[u8]) -> Vec<u8> {
-        let mut key = Vec::with_capacity(self.prefix.len() + suffix.len());
-        key.extend_from_slice(&self.prefix);
-        key.extend_from_slice(suffix);
-        key
-    }
-
     pub fn put(&mut self, key: &[u8], value: Vec<u8>) {
-        let key = self.key(key);
-        self.batch.put(key, value);
+        self.segment.put(&self.head, key, &value);
     }
 
     pub fn delete(&mut self, key: &[u8]) {
-        let key = self.key(key);
-        self.batch.delete(key);
+        self.segment.delete(&self.head, key);
     }
 }
 

@@ -19,6 +19,7 @@ use crate::change::{nullable_schema, ChangeBatch};
 use crate::ingest::{self, SourceBatch};
 use crate::kafka::format::DeadLetter;
 use crate::operators::EpochContext;
+use crate::state_log::Segment;
 use crate::{DataflowError, Result};
 
 /// What an epoch absorbed from one Kafka batch, recorded once it commits.
@@ -301,8 +302,10 @@ impl Runtime {
             }));
             let error = match result {
                 Ok(Ok(out)) => {
-                    view.root.persist(view.def.id, batch)?;
-                    view.output.persist(batch);
+                    let mut segment = Segment::default();
+                    view.root.persist(&mut segment)?;
+                    view.output.persist(&mut segment, batch);
+                    view.log.stage(segment, self.catalog.store(), batch)?;
                     if !out.is_empty() {
                         changes.insert(view.def.id, out);
                     }

@@ -30,10 +30,14 @@ use crate::kafka::sink::TopicSink;
 use crate::kafka::Kafka;
 use crate::progress::{ProgressMap, SourceProgress};
 use crate::sink::ViewSink;
+use crate::state_log::{Segment, StateLog};
 use crate::{DataflowError, Result};
 
 /// Rows absorbed per epoch at most, to bound an epoch's memory.
 const MAX_EPOCH_ROWS: usize = 200_000;
+
+/// How often streams' retention is applied.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Ingest batches a source may have waiting for the runtime.
 const SOURCE_QUEUE: usize = 4;
@@ -120,6 +124,7 @@ impl DataflowHandle {
             tokio: tokio::runtime::Handle::try_current().ok(),
             wake,
             replan,
+            expired_at: std::time::Instant::now(),
         };
         runtime.restore(views)?;
         for source in catalog.source_relations() {
@@ -214,6 +219,8 @@ struct ViewRuntime {
     def: ViewDef,
     root: Node,
     output: Output,
+    /// Where the view's state log stands in the store.
+    log: StateLog,
 }
 
 /// Where a dataflow's output goes: a view's rows, or a query's topic.
@@ -235,9 +242,11 @@ impl Output {
         }
     }
 
-    fn persist(&mut self, batch: &mut WriteBatch) {
+    /// Stages what the epoch changed: rows into the view's state log, or
+    /// records into the query's outbox.
+    fn persist(&mut self, segment: &mut Segment, batch: &mut WriteBatch) {
         match self {
-            Output::Rows(sink) => sink.persist(batch),
+            Output::Rows(sink) => sink.persist(segment),
             Output::Topic(sink) => sink.persist(batch),
         }
     }
@@ -265,6 +274,8 @@ struct Runtime {
     tokio: Option<tokio::runtime::Handle>,
     wake: Arc<dyn Fn() + Send + Sync>,
     replan: Replan,
+    /// When retention last ran.
+    expired_at: std::time::Instant,
 }
 
 /// Plans a stored view's dataflow again, for rebuilding it from its
@@ -322,12 +333,40 @@ impl Runtime {
                 }
                 Command::Stop => return,
             }
+            self.expire_streams();
         }
     }
 
-    fn commit(&self, batch: WriteBatch) -> Result<()> {
+    /// Drops the stored records that streams' retention has passed, at
+    /// most once per [`EXPIRY_INTERVAL`].
+    fn expire_streams(&mut self) {
+        if self.expired_at.elapsed() < EXPIRY_INTERVAL {
+            return;
+        }
+        self.expired_at = std::time::Instant::now();
+        for source in self.sources.values() {
+            match source.table.expire() {
+                Ok(0) => {}
+                Ok(blocks) => {
+                    tracing::debug!(stream = %source.table.name(), blocks, "retention expired blocks")
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %source.table.name(), error = %e, "retention failed")
+                }
+            }
+        }
+    }
+
+    /// Commits an epoch's batch and shows queries the views' new rows,
+    /// both while queries are held off.
+    fn commit(&mut self, batch: WriteBatch) -> Result<()> {
         let _epoch = self.epoch_lock.blocking_write();
         self.catalog.store().commit(batch)?;
+        for view in &mut self.views {
+            if let Output::Rows(sink) = &mut view.output {
+                sink.publish();
+            }
+        }
         Ok(())
     }
 }

@@ -11,17 +11,19 @@ use crate::graph::Node;
 use crate::kafka::relay::Relay;
 use crate::kafka::sink::TopicSink;
 use crate::sink::ViewSink;
+use crate::state_log::{StateLog, StateMap};
 use crate::{DataflowError, Result};
 
 impl Runtime {
-    /// The output a view or query writes to, restored from the store.
-    pub(super) fn output_for(&self, def: &ViewDef) -> Result<Output> {
+    /// The output a view or query writes to, restored from its stored
+    /// state.
+    pub(super) fn output_for(&self, def: &ViewDef, state: &StateMap) -> Result<Output> {
         let schema = nullable_schema(def.arrow_schema()?.as_ref());
         let store = self.catalog.store();
         match def.sink_relation {
             None => {
-                let mut sink = ViewSink::new(def.id, schema)?;
-                sink.restore(store)?;
+                let mut sink = ViewSink::new(schema, self.catalog.view_rows(def.id))?;
+                sink.restore(state)?;
                 Ok(Output::Rows(sink))
             }
             Some(relation) => {
@@ -78,11 +80,13 @@ impl Runtime {
                 "its query no longer plans the same way; drop and create it again".into(),
             ));
         }
-        root.restore(def.id, self.catalog.store())?;
+        let (log, state) = StateLog::load(self.catalog.store(), def.id)?;
+        root.restore(&state)?;
         Ok(ViewRuntime {
             def: def.clone(),
             root,
-            output: self.output_for(def)?,
+            output: self.output_for(def, &state)?,
+            log,
         })
     }
 
@@ -171,11 +175,12 @@ impl Runtime {
             };
             changes.insert(*id, snapshot);
         }
-        let output = self.output_for(&def)?;
+        let output = self.output_for(&def, &StateMap::new())?;
         self.views.push(ViewRuntime {
             def: def.clone(),
             root,
             output,
+            log: StateLog::new(def.id),
         });
         let index = self.views.len() - 1;
         let created = self.backfill(&def, &mut changes, index);
