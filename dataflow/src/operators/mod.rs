@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod filter;
 pub mod join;
+pub mod key_index;
 pub mod project;
 pub mod source;
 pub mod topn;
