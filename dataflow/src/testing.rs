@@ -109,3 +109,47 @@ pub fn round_trip(from: &mut dyn Operator, to: &mut dyn Operator) {
         to.restore(key, value).unwrap();
     }
 }
+
+/// A state log in a temporary store, for tests that persist an operator
+/// every epoch and now and then restore it into a fresh one.
+pub struct PersistedState {
+    _dir: tempfile::TempDir,
+    store: eddy_storage::Store,
+    log: StateLog,
+}
+
+impl Default for PersistedState {
+    fn default() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = eddy_storage::Store::open(dir.path()).unwrap();
+        PersistedState {
+            _dir: dir,
+            store,
+            log: StateLog::new(1),
+        }
+    }
+}
+
+impl PersistedState {
+    /// Commits what `op` changed since its last persist.
+    pub fn persist(&mut self, op: &mut dyn Operator) {
+        let mut segment = Segment::default();
+        op.persist(&mut StateWriter {
+            segment: &mut segment,
+            head: [0; 4],
+        })
+        .unwrap();
+        let mut batch = eddy_storage::WriteBatch::new();
+        self.log.stage(segment, &self.store, &mut batch).unwrap();
+        self.store.commit(batch).unwrap();
+    }
+
+    /// Loads the committed state into `op`, as a restart does.
+    pub fn restore(&mut self, op: &mut dyn Operator) {
+        let (log, state) = StateLog::load(&self.store, 1).unwrap();
+        self.log = log;
+        for (key, value) in entries_under(&state, &[0; 4]) {
+            op.restore(key, value).unwrap();
+        }
+    }
+}

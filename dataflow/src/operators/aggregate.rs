@@ -900,8 +900,9 @@ mod tests {
     use datafusion::logical_expr::col;
 
     use super::*;
-    use crate::state_log::{entries_under, Segment, StateLog};
-    use crate::testing::{accumulate, changes, physical, round_trip, schema_ab, step};
+    use crate::testing::{
+        accumulate, changes, physical, round_trip, schema_ab, step, PersistedState,
+    };
 
     fn spec(function: AggFunction, output_type: DataType) -> AggSpec {
         AggSpec {
@@ -1101,9 +1102,7 @@ mod tests {
         use rand::{Rng, SeedableRng};
 
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let dir = tempfile::tempdir().unwrap();
-        let store = eddy_storage::Store::open(dir.path()).unwrap();
-        let mut log = StateLog::new(1);
+        let mut persisted = PersistedState::default();
         let mut agg = aggregate(false);
         let mut live: HashMap<(i64, i64), i64> = HashMap::new();
         let mut total = HashMap::new();
@@ -1131,24 +1130,11 @@ mod tests {
             );
             assert_eq!(total, expected(&live), "epoch {epoch}");
 
-            let mut segment = Segment::default();
-            agg.persist(&mut StateWriter {
-                segment: &mut segment,
-                head: [0; 4],
-            })
-            .unwrap();
-            let mut write = eddy_storage::WriteBatch::new();
-            log.stage(segment, &store, &mut write).unwrap();
-            store.commit(write).unwrap();
+            persisted.persist(&mut agg);
             assert_eq!(agg.state_entries(), expected(&live).len());
-
             if epoch % 37 == 36 {
-                let (reloaded, state) = StateLog::load(&store, 1).unwrap();
-                log = reloaded;
                 agg = aggregate(false);
-                for (key, value) in entries_under(&state, &[0; 4]) {
-                    agg.restore(key, value).unwrap();
-                }
+                persisted.restore(&mut agg);
                 assert_eq!(agg.state_entries(), expected(&live).len());
             }
         }
