@@ -3,8 +3,11 @@
 //! those keys from the store instead of the whole table. The filters are
 //! pushed down as inexact, so DataFusion still applies them to the rows.
 
+use datafusion::arrow::array::{new_empty_array, ArrayRef};
+use datafusion::arrow::compute::{cast_with_options, CastOptions};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 
 /// Keys a lookup reads at most; past that a scan is as cheap.
 const MAX_KEYS: usize = 1024;
@@ -77,6 +80,63 @@ pub fn allowed_keys(filters: &[Expr], key_columns: &[&str]) -> Option<Vec<Vec<Sc
             .collect();
     }
     Some(keys)
+}
+
+/// How each filter is pushed into a relation keyed by `key_columns`:
+/// those fixing a key column inexactly (DataFusion applies them again to
+/// the rows read), the rest not at all.
+pub fn key_pushdown(filters: &[&Expr], key_columns: &[&str]) -> Vec<TableProviderFilterPushDown> {
+    filters
+        .iter()
+        .map(|f| {
+            if !key_columns.is_empty() && fixes_key_column(f, key_columns) {
+                TableProviderFilterPushDown::Inexact
+            } else {
+                TableProviderFilterPushDown::Unsupported
+            }
+        })
+        .collect()
+}
+
+/// The rows of the keys `filters` allow, read by `lookup`, if they fix
+/// every key column and `lookup` can; else every row, by `scan`.
+pub fn lookup_or_scan<T, E>(
+    filters: &[Expr],
+    key_columns: &[&str],
+    lookup: impl FnOnce(&[Vec<ScalarValue>]) -> Result<Option<T>, E>,
+    scan: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    if !key_columns.is_empty() {
+        if let Some(allowed) = allowed_keys(filters, key_columns) {
+            if let Some(rows) = lookup(&allowed)? {
+                return Ok(rows);
+            }
+        }
+    }
+    scan()
+}
+
+/// The columns of `keys` (one value per key column each), cast exactly to
+/// the key columns' `types`; `None` when a value does not convert, for a
+/// scan to judge.
+pub fn key_columns(keys: &[Vec<ScalarValue>], types: &[DataType]) -> Option<Vec<ArrayRef>> {
+    let options = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, data_type)| {
+            let array = if keys.is_empty() {
+                new_empty_array(data_type)
+            } else {
+                // Values of mixed types fail here too.
+                ScalarValue::iter_to_array(keys.iter().map(|key| key[i].clone())).ok()?
+            };
+            cast_with_options(&array, data_type, &options).ok()
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -34,10 +34,10 @@ pub use row_format::{EncodedRows, RowFormat};
 pub use schema::{EddySchemaProvider, SchemaMode};
 pub use table::{
     dead_letters_def, memory_scan, pseudo_columns, split_row_keys, ColumnDef, RowKeyedTable,
-    StoredTable, TableDef, WholeTable, WriteCount, ROW_KEY_COLUMN,
+    StoredTable, TableDef, WholeRelation, WriteCount, ROW_KEY_COLUMN,
 };
 pub use types::{ColumnType, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE};
-pub use view::{StoredView, ViewColumn, ViewDef, ViewRows};
+pub use view::{view_key_format, SharedRow, StoredView, ViewColumn, ViewDef, ViewRows};
 
 /// The one database and schema Eddy serves.
 pub const DATABASE_NAME: &str = "eddy";

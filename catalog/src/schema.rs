@@ -7,7 +7,7 @@ use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 
-use crate::table::{RowKeyedTable, WholeTable};
+use crate::table::{RowKeyedTable, WholeRelation};
 use crate::{Catalog, Relation};
 
 /// How tables are shown to DataFusion.
@@ -48,7 +48,10 @@ impl SchemaProvider for EddySchemaProvider {
                 Arc::new(RowKeyedTable::new(t)) as Arc<dyn TableProvider>
             }
             (Relation::Table(t), SchemaMode::Dataflow) => {
-                Arc::new(WholeTable(t)) as Arc<dyn TableProvider>
+                Arc::new(WholeRelation(t)) as Arc<dyn TableProvider>
+            }
+            (Relation::View(v), SchemaMode::Dataflow) => {
+                Arc::new(WholeRelation(v)) as Arc<dyn TableProvider>
             }
             (Relation::View(v), _) => v as Arc<dyn TableProvider>,
         }))

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, StringArray};
-use datafusion::arrow::compute::{cast_with_options, CastOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -287,27 +286,15 @@ impl StoredTable {
             // Stored in blocks: a scan finds the records.
             return Ok(None);
         }
-        let mut columns = Vec::with_capacity(self.def.primary_key.len());
-        for (i, &column) in self.def.primary_key.iter().enumerate() {
-            let values = keys.iter().map(|key| key[i].clone());
-            let array = if keys.is_empty() {
-                datafusion::arrow::array::new_empty_array(self.schema.field(column).data_type())
-            } else {
-                match ScalarValue::iter_to_array(values) {
-                    Ok(array) => array,
-                    // Values of mixed types: let a scan judge them.
-                    Err(_) => return Ok(None),
-                }
-            };
-            let options = CastOptions {
-                safe: false,
-                ..CastOptions::default()
-            };
-            match cast_with_options(&array, self.schema.field(column).data_type(), &options) {
-                Ok(array) => columns.push(array),
-                Err(_) => return Ok(None),
-            }
-        }
+        let types: Vec<DataType> = self
+            .def
+            .primary_key
+            .iter()
+            .map(|&c| self.schema.field(c).data_type().clone())
+            .collect();
+        let Some(columns) = crate::key_lookup::key_columns(keys, &types) else {
+            return Ok(None);
+        };
         let encoded = converter.convert_columns(&columns)?;
         let mut values = Vec::new();
         for row in encoded.iter() {
@@ -811,17 +798,10 @@ impl TableProvider for StoredTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        let keys = self.key_column_names();
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if !keys.is_empty() && crate::key_lookup::fixes_key_column(f, &keys) {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        Ok(crate::key_lookup::key_pushdown(
+            filters,
+            &self.key_column_names(),
+        ))
     }
 
     async fn scan(
@@ -832,26 +812,25 @@ impl TableProvider for StoredTable {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let external = |e: CatalogError| datafusion::error::DataFusionError::External(Box::new(e));
-        let keys = self.key_column_names();
-        let looked_up = match crate::key_lookup::allowed_keys(filters, &keys) {
-            Some(allowed) if !keys.is_empty() => self.read_keys(&allowed).map_err(external)?,
-            _ => None,
-        };
-        let batch = match looked_up {
-            Some(batch) => batch,
-            None => self.read_all(false).map_err(external)?,
-        };
+        let batch = crate::key_lookup::lookup_or_scan(
+            filters,
+            &self.key_column_names(),
+            |keys| self.read_keys(keys),
+            || self.read_all(false),
+        )
+        .map_err(external)?;
         memory_scan(batch, projection)
     }
 }
 
-/// A table as a dataflow reads it: whole, with no filter pushed into the
-/// scan, so that a view's plan keeps each filter once, above its scan.
+/// A table or view as a dataflow reads it: whole, with no filter pushed
+/// into the scan, so that a view's plan keeps each filter once, above its
+/// scan.
 #[derive(Debug)]
-pub struct WholeTable(pub Arc<StoredTable>);
+pub struct WholeRelation(pub Arc<dyn TableProvider>);
 
 #[async_trait]
-impl TableProvider for WholeTable {
+impl TableProvider for WholeRelation {
     fn schema(&self) -> SchemaRef {
         self.0.schema()
     }
@@ -861,7 +840,7 @@ impl TableProvider for WholeTable {
     }
 
     fn table_type(&self) -> TableType {
-        TableType::Base
+        self.0.table_type()
     }
 
     fn get_column_default(&self, column: &str) -> Option<&Expr> {

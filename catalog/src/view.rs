@@ -10,13 +10,14 @@ use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, RecordBatchOptions, UInt32Array};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,10 @@ pub struct ViewDef {
     /// DataFusion's types, so that they still plan the same way.
     #[serde(default)]
     pub postgres_literals: bool,
+    /// Columns (by position) that identify each row: a filter fixing them
+    /// is a lookup, not a scan. Empty when no columns do.
+    #[serde(default)]
+    pub key_columns: Vec<usize>,
 }
 
 impl ViewDef {
@@ -80,42 +85,98 @@ impl ViewDef {
 
 /// A view's rows as of the last committed epoch, shared by the runtime,
 /// which changes them as each epoch commits, and the queries that read
-/// them: each row in the row format, with its multiplicity.
+/// them: each row in the row format, with its multiplicity. A view with
+/// key columns also finds its rows by key.
 #[derive(Debug, Default)]
 pub struct ViewRows {
-    rows: RwLock<HashMap<Box<[u8]>, i64>>,
+    contents: RwLock<Contents>,
+}
+
+/// A row in the row format, shared by the rows and the key index.
+pub type SharedRow = Arc<[u8]>;
+
+#[derive(Debug, Default)]
+struct Contents {
+    rows: HashMap<SharedRow, i64>,
+    /// Encoded key columns → the rows with that key (one, but for a view
+    /// whose key is not unique after all).
+    by_key: HashMap<Box<[u8]>, Vec<SharedRow>>,
+}
+
+impl Contents {
+    fn index(&mut self, key: Box<[u8]>, row: SharedRow) {
+        self.by_key.entry(key).or_default().push(row);
+    }
+
+    fn unindex(&mut self, key: &[u8], row: &[u8]) {
+        if let Some(rows) = self.by_key.get_mut(key) {
+            rows.retain(|r| &r[..] != row);
+            if rows.is_empty() {
+                self.by_key.remove(key);
+            }
+        }
+    }
 }
 
 impl ViewRows {
     /// Runs `f` over the rows, with writers held off.
-    pub fn read<R>(&self, f: impl FnOnce(&HashMap<Box<[u8]>, i64>) -> R) -> R {
-        f(&self.rows.read().unwrap_or_else(|e| e.into_inner()))
+    pub fn read<R>(&self, f: impl FnOnce(&HashMap<SharedRow, i64>) -> R) -> R {
+        f(&self.contents.read().unwrap_or_else(|e| e.into_inner()).rows)
     }
 
-    /// Adds `changes` (row, weight) to the rows; a row whose
-    /// multiplicity reaches zero is gone.
-    pub fn apply(&self, changes: impl IntoIterator<Item = (Box<[u8]>, i64)>) {
-        let mut rows = self.rows.write().unwrap_or_else(|e| e.into_inner());
-        for (row, weight) in changes {
-            match rows.entry(row) {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    *e.get_mut() += weight;
-                    if *e.get() <= 0 {
-                        e.remove();
+    /// The rows with each of `keys`, with their multiplicities.
+    pub fn lookup<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<(SharedRow, i64)> {
+        let contents = self.contents.read().unwrap_or_else(|e| e.into_inner());
+        let mut found = Vec::new();
+        for key in keys {
+            for row in contents.by_key.get(key).into_iter().flatten() {
+                if let Some(&count) = contents.rows.get(row) {
+                    found.push((row.clone(), count));
+                }
+            }
+        }
+        found
+    }
+
+    /// Adds `changes` (row, its key for a keyed view, weight) to the rows;
+    /// a row whose multiplicity reaches zero is gone.
+    pub fn apply(&self, changes: impl IntoIterator<Item = (Box<[u8]>, Option<Box<[u8]>>, i64)>) {
+        let mut contents = self.contents.write().unwrap_or_else(|e| e.into_inner());
+        for (row, key, weight) in changes {
+            match contents.rows.get_mut(&row[..]) {
+                Some(count) => {
+                    *count += weight;
+                    if *count <= 0 {
+                        contents.rows.remove(&row[..]);
+                        if let Some(key) = key {
+                            contents.unindex(&key, &row);
+                        }
                     }
                 }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    if weight > 0 {
-                        e.insert(weight);
+                None if weight > 0 => {
+                    let row: SharedRow = row.into();
+                    if let Some(key) = key {
+                        contents.index(key, row.clone());
                     }
+                    contents.rows.insert(row, weight);
                 }
+                None => {}
             }
         }
     }
 
-    /// Replaces every row.
-    pub fn replace(&self, rows: HashMap<Box<[u8]>, i64>) {
-        *self.rows.write().unwrap_or_else(|e| e.into_inner()) = rows;
+    /// Replaces every row; `keys`, for a keyed view, has each row's key.
+    pub fn replace(&self, rows: Vec<(Box<[u8]>, i64)>, keys: Option<Vec<Box<[u8]>>>) {
+        let mut contents = Contents::default();
+        let mut keys = keys.map(Vec::into_iter);
+        for (row, count) in rows {
+            let row: SharedRow = row.into();
+            if let Some(key) = keys.as_mut().and_then(Iterator::next) {
+                contents.index(key, row.clone());
+            }
+            contents.rows.insert(row, count);
+        }
+        *self.contents.write().unwrap_or_else(|e| e.into_inner()) = contents;
     }
 }
 
@@ -125,6 +186,8 @@ pub struct StoredView {
     def: ViewDef,
     schema: SchemaRef,
     format: RowFormat,
+    /// Encodes the key columns, for a view that has them.
+    key_format: Option<RowFormat>,
     rows: Arc<ViewRows>,
 }
 
@@ -132,10 +195,12 @@ impl StoredView {
     pub(crate) fn new(def: ViewDef, rows: Arc<ViewRows>) -> Result<Self> {
         let schema = def.arrow_schema()?;
         let format = RowFormat::for_schema(&schema)?;
+        let key_format = view_key_format(&schema, &def.key_columns)?;
         Ok(StoredView {
             def,
             schema,
             format,
+            key_format,
             rows,
         })
     }
@@ -164,23 +229,49 @@ impl StoredView {
         self.schema.clone()
     }
 
-    /// Reads every row of the view, as of the last committed epoch.
-    pub fn read_all(&self) -> Result<RecordBatch> {
-        if let Some(error) = &self.def.error {
-            return Err(CatalogError::ViewFailed {
+    fn check_usable(&self) -> Result<()> {
+        match &self.def.error {
+            Some(error) => Err(CatalogError::ViewFailed {
                 view: self.def.name.clone(),
                 error: error.clone(),
-            });
+            }),
+            None => Ok(()),
         }
+    }
+
+    /// Reads every row of the view, as of the last committed epoch.
+    pub fn read_all(&self) -> Result<RecordBatch> {
+        self.check_usable()?;
         let (distinct, repeat) = self.rows.read(|rows| {
-            let repeat: Vec<u32> = rows.values().map(|&n| n.max(0) as u32).collect();
+            let repeat: Vec<i64> = rows.values().copied().collect();
             (self.format.decode(rows.keys().map(|k| &k[..])), repeat)
         });
-        let distinct = distinct?;
+        self.batch_of(distinct?, &repeat)
+    }
+
+    /// Reads the rows whose key columns hold one of `keys`; `None` when the
+    /// view has no key, or a value does not fit its column.
+    pub fn read_keys(&self, keys: &[Vec<ScalarValue>]) -> Result<Option<RecordBatch>> {
+        self.check_usable()?;
+        let Some(key_format) = &self.key_format else {
+            return Ok(None);
+        };
+        let Some(columns) = crate::key_lookup::key_columns(keys, key_format.types()) else {
+            return Ok(None);
+        };
+        let encoded = key_format.encode(&columns, keys.len())?;
+        let found = self.rows.lookup((0..encoded.len()).map(|i| encoded.row(i)));
+        let distinct = self.format.decode(found.iter().map(|(row, _)| &row[..]))?;
+        let repeat: Vec<i64> = found.iter().map(|(_, n)| *n).collect();
+        self.batch_of(distinct, &repeat).map(Some)
+    }
+
+    /// The rows of `distinct` columns, each repeated its multiplicity.
+    fn batch_of(&self, distinct: Vec<ArrayRef>, repeat: &[i64]) -> Result<RecordBatch> {
         let indices: UInt32Array = repeat
             .iter()
             .enumerate()
-            .flat_map(|(i, &n)| std::iter::repeat_n(i as u32, n as usize))
+            .flat_map(|(i, &n)| std::iter::repeat_n(i as u32, n.max(0) as usize))
             .collect();
         let columns = distinct
             .iter()
@@ -193,6 +284,32 @@ impl StoredView {
             &options,
         )?)
     }
+
+    fn key_column_names(&self) -> Vec<&str> {
+        self.def
+            .key_columns
+            .iter()
+            .map(|&c| self.schema.field(c).name().as_str())
+            .collect()
+    }
+}
+
+/// The row format of a view's key columns; `None` without any.
+pub fn view_key_format(schema: &Schema, key_columns: &[usize]) -> Result<Option<RowFormat>> {
+    if key_columns.is_empty() {
+        return Ok(None);
+    }
+    let types = key_columns
+        .iter()
+        .map(|&c| {
+            schema
+                .fields()
+                .get(c)
+                .map(|f| f.data_type().clone())
+                .ok_or_else(|| CatalogError::Internal(format!("view key column {c} is missing")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(RowFormat::new(types)?))
 }
 
 #[async_trait]
@@ -205,16 +322,33 @@ impl TableProvider for StoredView {
         TableType::View
     }
 
+    /// Filters that fix key columns are pushed down as inexact: DataFusion
+    /// still applies them to the rows a lookup returns.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(crate::key_lookup::key_pushdown(
+            filters,
+            &self.key_column_names(),
+        ))
+    }
+
     async fn scan(
         &self,
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self
-            .read_all()
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let external = |e: CatalogError| DataFusionError::External(Box::new(e));
+        let batch = crate::key_lookup::lookup_or_scan(
+            filters,
+            &self.key_column_names(),
+            |keys| self.read_keys(keys),
+            || self.read_all(),
+        )
+        .map_err(external)?;
         memory_scan(batch, projection)
     }
 }

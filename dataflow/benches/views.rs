@@ -174,7 +174,7 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
     let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
     let plan = ctx.state().optimize(&plan).expect("optimize");
     let mut root = eddy_dataflow::lower(&plan, &catalog).expect("lower").root;
-    let mut sink = ViewSink::new(root.schema.clone(), Default::default()).expect("sink");
+    let mut sink = ViewSink::new(root.schema.clone(), Default::default(), &[]).expect("sink");
 
     // The dimension table arrives first, in its own epoch.
     let mut changes = HashMap::new();

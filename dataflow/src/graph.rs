@@ -69,6 +69,15 @@ impl Node {
         self.op.append_only(&inputs, source)
     }
 
+    /// Output columns that identify each row of the dataflow's output, given
+    /// such columns of each table and view; `None` if no columns do.
+    pub fn unique_key(&self, source: &dyn Fn(u64) -> Option<Vec<usize>>) -> Option<Vec<usize>> {
+        let inputs: Vec<_> = self.inputs.iter().map(|n| n.unique_key(source)).collect();
+        self.op
+            .unique_key(&inputs, source)
+            .filter(|key| !key.is_empty())
+    }
+
     /// Calls `f` on every operator.
     pub fn for_each(&self, f: &mut dyn FnMut(&dyn Operator)) {
         f(self.op.as_ref());

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::Int64Array;
+use datafusion::arrow::array::{ArrayRef, Int64Array};
 use datafusion::arrow::datatypes::SchemaRef;
-use eddy_catalog::{RowFormat, ViewRows};
+use eddy_catalog::{view_key_format, EncodedRows, RowFormat, ViewRows};
 
 use crate::change::{conform, ChangeBatch};
 use crate::operators::read_i64;
@@ -20,21 +20,39 @@ pub const VIEW_ROWS_HEAD: [u8; 4] = u32::MAX.to_be_bytes();
 pub struct ViewSink {
     schema: SchemaRef,
     format: RowFormat,
+    /// The view's key columns and their format, if it has a key.
+    key: Option<(Vec<usize>, RowFormat)>,
     /// The rows as of the last commit, which queries read.
     rows: Arc<ViewRows>,
-    /// This epoch's changes to them, by row, until the epoch commits.
-    pending: HashMap<Box<[u8]>, i64>,
+    /// This epoch's changes to them, by row (with its key), until the
+    /// epoch commits.
+    pending: HashMap<Box<[u8]>, Pending>,
 }
 
+/// A row's change this epoch, and its key for a keyed view.
+type Pending = (i64, Option<Box<[u8]>>);
+
 impl ViewSink {
-    pub fn new(schema: SchemaRef, rows: Arc<ViewRows>) -> Result<Self> {
+    /// A sink into `rows`; `key_columns` (maybe none) identify each row.
+    pub fn new(schema: SchemaRef, rows: Arc<ViewRows>, key_columns: &[usize]) -> Result<Self> {
         let format = RowFormat::for_schema(&schema)?;
+        let key = view_key_format(&schema, key_columns)?.map(|f| (key_columns.to_vec(), f));
         Ok(ViewSink {
             schema,
             format,
+            key,
             rows,
             pending: HashMap::new(),
         })
+    }
+
+    /// Each row's encoded key columns, for a keyed view.
+    fn keys_of(&self, columns: &[ArrayRef], n: usize) -> Result<Option<EncodedRows>> {
+        let Some((positions, format)) = &self.key else {
+            return Ok(None);
+        };
+        let key_columns: Vec<ArrayRef> = positions.iter().map(|&c| columns[c].clone()).collect();
+        Ok(Some(format.encode(&key_columns, n)?))
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -60,15 +78,17 @@ impl ViewSink {
         let encoded = self
             .format
             .encode(changes.data.columns(), changes.num_rows())?;
+        let keys = self.keys_of(changes.data.columns(), changes.num_rows())?;
         let pending = &mut self.pending;
         self.rows.read(|rows| {
             for i in 0..changes.num_rows() {
                 let row = encoded.row(i);
                 let stored = rows.get(row).copied().unwrap_or(0);
                 if !pending.contains_key(row) {
-                    pending.insert(row.into(), 0);
+                    let key = keys.as_ref().map(|k| k.row(i).into());
+                    pending.insert(row.into(), (0, key));
                 }
-                if let Some(delta) = pending.get_mut(row) {
+                if let Some((delta, _)) = pending.get_mut(row) {
                     *delta += changes.weight(i);
                     let count = stored + *delta;
                     if count < 0 {
@@ -105,8 +125,8 @@ impl ViewSink {
     /// Stages the rows this epoch changed into the view's state log.
     pub fn persist(&self, segment: &mut Segment) {
         self.rows.read(|rows| {
-            for (row, delta) in &self.pending {
-                match rows.get(row).copied().unwrap_or(0) + delta {
+            for (row, (delta, _)) in &self.pending {
+                match rows.get(&row[..]).copied().unwrap_or(0) + delta {
                     0 => segment.delete(&VIEW_ROWS_HEAD, row),
                     count => segment.put(&VIEW_ROWS_HEAD, row, &count.to_be_bytes()),
                 }
@@ -118,19 +138,33 @@ impl ViewSink {
     /// commits, with queries held off.
     pub fn publish(&mut self) {
         let pending = std::mem::take(&mut self.pending);
-        self.rows
-            .apply(pending.into_iter().filter(|(_, d)| *d != 0));
+        self.rows.apply(
+            pending
+                .into_iter()
+                .filter(|(_, (d, _))| *d != 0)
+                .map(|(row, (d, key))| (row, key, d)),
+        );
     }
 
     /// Loads the rows from the view's stored state, dropping any changes
     /// not committed.
     pub fn restore(&mut self, state: &StateMap) -> Result<()> {
-        let mut rows = HashMap::new();
+        let mut rows = Vec::new();
         for (row, count) in entries_under(state, &VIEW_ROWS_HEAD) {
-            rows.insert(row.into(), read_i64(count, 0)?);
+            rows.push((Box::from(row), read_i64(count, 0)?));
         }
+        let keys = match &self.key {
+            None => None,
+            Some(_) => {
+                let columns = self
+                    .format
+                    .decode(rows.iter().map(|(r, _): &(Box<[u8]>, i64)| &r[..]))?;
+                let keys = self.keys_of(&columns, rows.len())?;
+                keys.map(|k| (0..rows.len()).map(|i| Box::from(k.row(i))).collect())
+            }
+        };
         self.pending.clear();
-        self.rows.replace(rows);
+        self.rows.replace(rows, keys);
         Ok(())
     }
 }
@@ -172,7 +206,7 @@ mod tests {
     #[test]
     fn queries_see_an_epoch_once_it_is_published() {
         let rows = Arc::new(ViewRows::default());
-        let mut sink = ViewSink::new(schema(), rows.clone()).unwrap();
+        let mut sink = ViewSink::new(schema(), rows.clone(), &[]).unwrap();
         sink.apply(&changes(&[(1, 1), (2, 2), (1, 1)])).unwrap();
         assert!(sink.is_empty(), "not committed yet");
         let mut segment = Segment::default();
@@ -187,27 +221,89 @@ mod tests {
         assert!(sink.apply(&changes(&[(2, -2)])).is_err());
     }
 
+    /// Commits the sink's epoch to its state log and publishes it.
+    fn commit(
+        sink: &mut ViewSink,
+        log: &mut crate::state_log::StateLog,
+        store: &eddy_storage::Store,
+    ) {
+        let mut segment = Segment::default();
+        sink.persist(&mut segment);
+        let mut batch = eddy_storage::WriteBatch::new();
+        log.stage(segment, store, &mut batch).unwrap();
+        store.commit(batch).unwrap();
+        sink.publish();
+    }
+
     #[test]
     fn rows_come_back_from_the_state_log() {
         let dir = tempfile::tempdir().unwrap();
         let store = eddy_storage::Store::open(dir.path()).unwrap();
         let mut log = crate::state_log::StateLog::new(5);
-        let mut sink = ViewSink::new(schema(), Arc::default()).unwrap();
+        let mut sink = ViewSink::new(schema(), Arc::default(), &[]).unwrap();
         for epoch in [&[(1, 1), (2, 1)][..], &[(1, -1), (3, 2)]] {
             sink.apply(&changes(epoch)).unwrap();
-            let mut segment = Segment::default();
-            sink.persist(&mut segment);
-            let mut batch = eddy_storage::WriteBatch::new();
-            log.stage(segment, &store, &mut batch).unwrap();
-            store.commit(batch).unwrap();
-            sink.publish();
+            commit(&mut sink, &mut log, &store);
         }
         // Changes that never committed are dropped on restore.
         sink.apply(&changes(&[(9, 1)])).unwrap();
         let (_, state) = crate::state_log::StateLog::load(&store, 5).unwrap();
-        let mut restored = ViewSink::new(schema(), Arc::default()).unwrap();
+        let mut restored = ViewSink::new(schema(), Arc::default(), &[]).unwrap();
         restored.restore(&state).unwrap();
         assert_eq!(contents(&restored), vec![(2, 1), (3, 2)]);
         assert_eq!(contents(&sink), vec![(2, 1), (3, 2)]);
+    }
+    /// Rows of `(k, v)` changes, keyed by `k`.
+    fn keyed_changes(rows: &[(i64, i64, i64)]) -> ChangeBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        crate::testing::changes(&schema, rows)
+    }
+
+    /// The `v`s of the rows a keyed view finds for `k`.
+    fn found(rows: &ViewRows, k: i64) -> Vec<i64> {
+        let format = RowFormat::new(vec![DataType::Int64]).unwrap();
+        let key = format
+            .encode(&[Arc::new(Int64Array::from(vec![k]))], 1)
+            .unwrap();
+        let found = rows.lookup([key.row(0)]);
+        let schema = keyed_changes(&[]).schema();
+        let format = RowFormat::for_schema(&schema).unwrap();
+        let columns = format.decode(found.iter().map(|(r, _)| &r[..])).unwrap();
+        let mut values: Vec<i64> = columns[1].as_primitive::<Int64Type>().values().to_vec();
+        values.sort();
+        values
+    }
+
+    #[test]
+    fn keyed_rows_are_found_by_key_after_updates_and_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = eddy_storage::Store::open(dir.path()).unwrap();
+        let mut log = crate::state_log::StateLog::new(5);
+        let rows = Arc::new(ViewRows::default());
+        let schema = keyed_changes(&[]).schema();
+        let mut sink = ViewSink::new(schema.clone(), rows.clone(), &[0]).unwrap();
+        // An update arrives as its insertion before the deletion.
+        for epoch in [
+            &[(1, 10, 1), (2, 20, 1)][..],
+            &[(1, 11, 1), (1, 10, -1), (3, 30, 1)],
+            &[(2, 20, -1)],
+        ] {
+            sink.apply(&keyed_changes(epoch)).unwrap();
+            commit(&mut sink, &mut log, &store);
+        }
+        assert_eq!(found(&rows, 1), vec![11]);
+        assert_eq!(found(&rows, 2), Vec::<i64>::new());
+        assert_eq!(found(&rows, 3), vec![30]);
+
+        let (_, state) = crate::state_log::StateLog::load(&store, 5).unwrap();
+        let restored_rows = Arc::new(ViewRows::default());
+        let mut restored = ViewSink::new(schema, restored_rows.clone(), &[0]).unwrap();
+        restored.restore(&state).unwrap();
+        assert_eq!(found(&restored_rows, 1), vec![11]);
+        assert_eq!(found(&restored_rows, 3), vec![30]);
+        assert_eq!(found(&restored_rows, 2), Vec::<i64>::new());
     }
 }

@@ -120,6 +120,7 @@ async fn a_failed_commit_is_not_applied_twice() {
         error: None,
         sink_relation: None,
         postgres_literals: true,
+        key_columns: Vec::new(),
     };
     dataflow
         .create_view(def, lowered.root)

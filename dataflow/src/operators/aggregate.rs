@@ -673,6 +673,15 @@ impl Operator for Aggregate {
         format!("Aggregate: {}", self.text)
     }
 
+    /// One row per group: the group columns, which come first.
+    fn unique_key(
+        &self,
+        _inputs: &[Option<Vec<usize>>],
+        _source: &dyn Fn(u64) -> Option<Vec<usize>>,
+    ) -> Option<Vec<usize>> {
+        (!self.is_global()).then(|| (0..self.group_exprs.len()).collect())
+    }
+
     fn step(&mut self, mut inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch> {
         let input = inputs.remove(0);
         let create_global = ctx.backfill && self.is_global() && self.groups.is_empty();

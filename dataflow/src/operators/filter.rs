@@ -30,6 +30,14 @@ impl Operator for Filter {
         inputs.iter().all(|&a| a)
     }
 
+    fn unique_key(
+        &self,
+        inputs: &[Option<Vec<usize>>],
+        _source: &dyn Fn(u64) -> Option<Vec<usize>>,
+    ) -> Option<Vec<usize>> {
+        inputs.first().cloned().flatten()
+    }
+
     fn step(&mut self, mut inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {
         let input = inputs.remove(0);
         if input.is_empty() {

@@ -46,6 +46,17 @@ pub trait Operator: Send {
         false
     }
 
+    /// Output columns (by position) whose values identify each output row,
+    /// given such columns of each input; `source` answers for a table or
+    /// view, by id.
+    fn unique_key(
+        &self,
+        _inputs: &[Option<Vec<usize>>],
+        _source: &dyn Fn(u64) -> Option<Vec<usize>>,
+    ) -> Option<Vec<usize>> {
+        None
+    }
+
     /// Processes one epoch's changes, one batch per input.
     fn step(&mut self, inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch>;
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::change::{cast_columns, ChangeBatch};
@@ -33,6 +34,22 @@ impl Operator for Project {
 
     fn append_only(&self, inputs: &[bool], _source: &dyn Fn(u64) -> bool) -> bool {
         inputs.iter().all(|&a| a)
+    }
+
+    /// The input's key, where each of its columns is passed through as is.
+    fn unique_key(
+        &self,
+        inputs: &[Option<Vec<usize>>],
+        _source: &dyn Fn(u64) -> Option<Vec<usize>>,
+    ) -> Option<Vec<usize>> {
+        let key = inputs.first().cloned().flatten()?;
+        key.iter()
+            .map(|&k| {
+                self.exprs
+                    .iter()
+                    .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.index() == k))
+            })
+            .collect()
     }
 
     fn step(&mut self, mut inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {

@@ -41,6 +41,21 @@ impl Operator for Source {
         source(self.object_id)
     }
 
+    fn unique_key(
+        &self,
+        _inputs: &[Option<Vec<usize>>],
+        source: &dyn Fn(u64) -> Option<Vec<usize>>,
+    ) -> Option<Vec<usize>> {
+        let key = source(self.object_id)?;
+        match &self.projection {
+            None => Some(key),
+            Some(read) => key
+                .iter()
+                .map(|k| read.iter().position(|r| r == k))
+                .collect(),
+        }
+    }
+
     fn step(&mut self, _inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch> {
         let Some(changes) = ctx.changes.get(&self.object_id) else {
             return Ok(ChangeBatch::empty(self.schema.clone()));

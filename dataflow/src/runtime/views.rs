@@ -22,7 +22,8 @@ impl Runtime {
         let store = self.catalog.store();
         match def.sink_relation {
             None => {
-                let mut sink = ViewSink::new(schema, self.catalog.view_rows(def.id))?;
+                let mut sink =
+                    ViewSink::new(schema, self.catalog.view_rows(def.id), &def.key_columns)?;
                 sink.restore(state)?;
                 Ok(Output::Rows(sink))
             }

@@ -143,6 +143,7 @@ pub async fn handle_create_as(
         error: None,
         sink_relation: Some(relation_id),
         postgres_literals: true,
+        key_columns: Vec::new(),
     };
     let started = match engine.dataflow.start_source(relation_id).await {
         Ok(()) => engine.dataflow.create_view(query_def, lowered.root).await,

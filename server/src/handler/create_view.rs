@@ -54,6 +54,14 @@ pub async fn handle_create_view(engine: &Engine, create: &CreateView) -> Result<
             data_type: field.data_type().to_string(),
         });
     }
+    let catalog = &engine.catalog;
+    let key_columns = lowered
+        .root
+        .unique_key(&|id| match catalog.table_by_id(id) {
+            Some(table) => Some(table.def().primary_key.clone()),
+            None => catalog.view_by_id(id).map(|v| v.def().key_columns.clone()),
+        })
+        .unwrap_or_default();
     let id = engine.catalog.reserve_view(&name)?;
     let def = ViewDef {
         id,
@@ -65,6 +73,7 @@ pub async fn handle_create_view(engine: &Engine, create: &CreateView) -> Result<
         error: None,
         sink_relation: None,
         postgres_literals: true,
+        key_columns,
     };
     engine.dataflow.create_view(def, lowered.root).await?;
     Ok(tag)

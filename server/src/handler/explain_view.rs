@@ -53,6 +53,17 @@ pub async fn handle_explain_view(engine: &Engine, name: &ObjectName) -> Result<O
             _ => format!("  {line}"),
         });
     }
+    if !def.key_columns.is_empty() {
+        let names: Vec<&str> = def
+            .key_columns
+            .iter()
+            .filter_map(|&c| def.columns.get(c).map(|c| c.name.as_str()))
+            .collect();
+        lines.push(format!(
+            "Key: {} (a filter fixing it is a lookup)",
+            names.join(", ")
+        ));
+    }
     if let Some(stats) = stats {
         lines.push(format!(
             "Rows: {}, about {} bytes; operator state: {} entries, about {} bytes",
