@@ -78,6 +78,18 @@ impl Node {
             .filter(|key| !key.is_empty())
     }
 
+    /// Tells every operator whether its inputs only ever gain rows, given
+    /// which tables and views do; returns whether the output does.
+    pub fn note_append_only(&mut self, source: &dyn Fn(u64) -> bool) -> bool {
+        let inputs: Vec<bool> = self
+            .inputs
+            .iter_mut()
+            .map(|n| n.note_append_only(source))
+            .collect();
+        self.op.inputs_append_only(&inputs);
+        self.op.append_only(&inputs, source)
+    }
+
     /// Calls `f` on every operator.
     pub fn for_each(&self, f: &mut dyn FnMut(&dyn Operator)) {
         f(self.op.as_ref());

@@ -78,7 +78,8 @@ pub fn lower(plan: &LogicalPlan, catalog: &Catalog) -> Result<Lowered> {
         next_id: 0,
         props: ExecutionProps::new(),
     };
-    let root = lowerer.lower(plan, &HashMap::new())?;
+    let mut root = lowerer.lower(plan, &HashMap::new())?;
+    root.note_append_only(&|id| catalog.table_by_id(id).is_some_and(|t| t.is_stream()));
     Ok(Lowered {
         root,
         depends_on: lowerer.depends_on,

@@ -46,6 +46,10 @@ pub trait Operator: Send {
         false
     }
 
+    /// Told once the tree is built whether each input only ever gains rows,
+    /// so that an operator can keep less state when none are taken back.
+    fn inputs_append_only(&mut self, _inputs: &[bool]) {}
+
     /// Output columns (by position) whose values identify each output row,
     /// given such columns of each input; `source` answers for a table or
     /// view, by id.

@@ -1,8 +1,11 @@
 //! Top-N: `ORDER BY ... LIMIT n OFFSET m`, over the whole input or per
 //! partition (`ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) <= n`).
 //!
-//! Each partition keeps all its rows in sort order (a multiset keyed by the
-//! sort key, then the whole row, so ties break the same way every time).
+//! Each partition keeps its rows in sort order (a multiset keyed by the
+//! sort key, then the whole row, so ties break the same way every time):
+//! all of them, so that a deletion can bring the next row into the window,
+//! unless the input only ever gains rows; then only those up to the end of
+//! the window, as a row pushed past it can never come back.
 //! For each partition an epoch touches, the operator compares the window of
 //! rows it showed before with the window it shows now and emits the
 //! difference. With `ROW_NUMBER()`, a row whose number changes is retracted
@@ -48,6 +51,9 @@ pub struct TopN {
     /// Each partition's rows, in order, with their multiplicities.
     partitions: HashMap<Bytes, BTreeMap<Bytes, i64>>,
     dirty: HashSet<KeyPair>,
+    /// Whether the input never takes a row back, so rows past the window
+    /// can be forgotten.
+    bounded: bool,
 }
 
 impl TopN {
@@ -71,7 +77,28 @@ impl TopN {
             order_format,
             partitions: HashMap::new(),
             dirty: HashSet::new(),
+            bounded: false,
         })
+    }
+
+    /// Forgets the rows of `partition` past the window's end.
+    fn trim(&mut self, partition: &[u8]) {
+        let end = (self.spec.offset + self.spec.limit) as i64;
+        let Some(rows) = self.partitions.get_mut(partition) else {
+            return;
+        };
+        let mut position = 0i64;
+        let mut past = Vec::new();
+        for (key, &count) in rows.iter() {
+            if position >= end {
+                past.push(key.clone());
+            }
+            position += count.max(0);
+        }
+        for key in past {
+            rows.remove(&key);
+            self.dirty.insert((partition.into(), key));
+        }
     }
 
     /// The rows a partition shows, with their numbers from 1.
@@ -99,6 +126,10 @@ impl TopN {
 impl Operator for TopN {
     fn describe(&self) -> String {
         format!("TopN: {}", self.spec.text)
+    }
+
+    fn inputs_append_only(&mut self, inputs: &[bool]) {
+        self.bounded = inputs.iter().all(|&a| a);
     }
 
     fn step(&mut self, mut inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {
@@ -159,6 +190,9 @@ impl Operator for TopN {
         let mut weights = Vec::new();
         for (partition, old) in before {
             let new = self.window(&partition);
+            if self.bounded {
+                self.trim(&partition);
+            }
             let mut change: HashMap<(Box<[u8]>, u64), i64> = HashMap::new();
             for (key, number) in old {
                 let number = if self.spec.row_number { number } else { 0 };
@@ -345,5 +379,34 @@ mod tests {
             total,
             HashMap::from([(row(&[3, 20]), -1), (row(&[1, 10]), 1)])
         );
+    }
+    /// Over an input that never retracts, each partition keeps no more rows
+    /// than its window shows, and the output is the same.
+    #[test]
+    fn append_only_input_keeps_only_the_window() {
+        let mut bounded = top2(true);
+        bounded.inputs_append_only(&[true]);
+        let mut full = top2(true);
+        let (mut total_bounded, mut total_full) = (HashMap::new(), HashMap::new());
+        for epoch in 0..20i64 {
+            let rows: Vec<(i64, i64, i64)> = (0..15)
+                .map(|i| (i % 3, (epoch * 37 + i * 11) % 50, 1))
+                .collect();
+            accumulate(
+                &mut total_bounded,
+                &step(&mut bounded, vec![changes(&schema_ab(), &rows)]),
+            );
+            accumulate(
+                &mut total_full,
+                &step(&mut full, vec![changes(&schema_ab(), &rows)]),
+            );
+            assert_eq!(total_bounded, total_full, "epoch {epoch}");
+            assert!(bounded.state_entries() <= 3 * 2);
+        }
+        assert_eq!(total_bounded.len(), 3 * 2);
+        let mut restored = top2(true);
+        restored.inputs_append_only(&[true]);
+        round_trip(&mut bounded, &mut restored);
+        assert_eq!(restored.state_entries(), bounded.state_entries());
     }
 }
