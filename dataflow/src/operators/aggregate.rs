@@ -4,7 +4,9 @@
 //! counts and sums are plain numbers that a retraction subtracts from;
 //! MIN, MAX, count(DISTINCT), string_agg keep the multiset of values in
 //! order, so deleting the current extreme falls back to the next one;
-//! bool_and and bool_or count trues and falses. A group whose rows all go
+//! bool_and and bool_or count trues and falses. Over an input that never
+//! retracts, MIN and MAX keep only the extreme: a value that does not beat
+//! it is never needed. A group whose rows all go
 //! away disappears; a global aggregate (no GROUP BY) always has its one row.
 //!
 //! Groups are slots of a [`KeyIndex`], and accumulators are columns indexed
@@ -227,6 +229,8 @@ pub struct Aggregate {
     is_touched: Vec<bool>,
     /// Multiset entries changed since the last persist: aggregate, slot, value.
     dirty_values: HashSet<(u16, u32, Bytes)>,
+    /// Whether the input never takes a row back.
+    append_only_input: bool,
     schema: SchemaRef,
     text: String,
 }
@@ -286,6 +290,7 @@ impl Aggregate {
             is_dirty: Vec::new(),
             is_touched: Vec::new(),
             dirty_values: HashSet::new(),
+            append_only_input: false,
             schema,
             text,
         })
@@ -573,11 +578,22 @@ fn overflow(what: &str) -> DataflowError {
     DataflowError::Overflow(format!("{what} out of range"))
 }
 
+/// Which end of a multiset an aggregate keeps, when it keeps only that.
+#[derive(Clone, Copy)]
+enum Extreme {
+    Min,
+    Max,
+}
+
 /// Folds a batch into one aggregate's accumulators: row `i` goes to group
 /// `slots[i]` with `weights[i]`, where `filter` (if any) passes it and its
-/// value is not NULL. Multiset entries it changes go to `dirty`.
+/// value is not NULL. Multiset entries it changes go to `dirty`. With
+/// `extreme_only`, a multiset keeps only its least or greatest value, and
+/// weights must be positive.
+#[allow(clippy::too_many_arguments)]
 fn fold(
     j: u16,
+    extreme_only: Option<Extreme>,
     accs: &mut Accumulators,
     prepared: &Prepared,
     filter: Option<&BooleanArray>,
@@ -642,6 +658,43 @@ fn fold(
                 }
             }
         }
+        (Accumulators::Set(sets), Prepared::Values(encoded, values)) if extreme_only.is_some() => {
+            let keep_least = matches!(extreme_only, Some(Extreme::Min));
+            for (i, (&s, &w)) in rows {
+                if !(passes(i) && values.is_valid(i)) {
+                    continue;
+                }
+                if w <= 0 {
+                    return Err(DataflowError::Internal(format!(
+                        "weight {w} into an aggregate over rows never taken back"
+                    )));
+                }
+                let key = encoded.row(i);
+                let set = &mut sets[s as usize];
+                let current = if keep_least {
+                    set.keys().next()
+                } else {
+                    set.keys().next_back()
+                };
+                match current.map(|c| key.cmp(c)) {
+                    Some(std::cmp::Ordering::Equal) => {
+                        if let Some(count) = set.get_mut(key) {
+                            *count += w;
+                        }
+                    }
+                    Some(std::cmp::Ordering::Greater) if keep_least => continue,
+                    Some(std::cmp::Ordering::Less) if !keep_least => continue,
+                    _ => {
+                        if let Some(old) = current.cloned() {
+                            set.remove(&old);
+                            dirty.insert((j, s, old));
+                        }
+                        set.insert(key.into(), w);
+                    }
+                }
+                dirty.insert((j, s, key.into()));
+            }
+        }
         (Accumulators::Set(sets), Prepared::Values(encoded, values)) => {
             for (i, (&s, &w)) in rows {
                 if passes(i) && values.is_valid(i) {
@@ -671,6 +724,10 @@ fn fold(
 impl Operator for Aggregate {
     fn describe(&self) -> String {
         format!("Aggregate: {}", self.text)
+    }
+
+    fn inputs_append_only(&mut self, inputs: &[bool]) {
+        self.append_only_input = inputs.iter().all(|&a| a);
     }
 
     /// One row per group: the group columns, which come first.
@@ -744,8 +801,14 @@ impl Operator for Aggregate {
             self.rows[slot as usize] += w;
         }
         for (j, (prepared, filter)) in prepared.iter().zip(&filters).enumerate() {
+            let extreme_only = match self.aggs[j].spec.function {
+                AggFunction::Min if self.append_only_input => Some(Extreme::Min),
+                AggFunction::Max if self.append_only_input => Some(Extreme::Max),
+                _ => None,
+            };
             fold(
                 j as u16,
+                extreme_only,
                 &mut self.accs[j],
                 prepared,
                 filter.as_ref(),
@@ -1147,5 +1210,40 @@ mod tests {
                 assert_eq!(agg.state_entries(), expected(&live).len());
             }
         }
+    }
+    /// Over an input that never retracts, MIN and MAX keep one value per
+    /// group and give the same output.
+    #[test]
+    fn append_only_input_keeps_only_the_extremes() {
+        let mut bounded = aggregate(false);
+        bounded.inputs_append_only(&[true]);
+        let mut full = aggregate(false);
+        let (mut total_bounded, mut total_full) = (HashMap::new(), HashMap::new());
+        for epoch in 0..10i64 {
+            let rows: Vec<(i64, i64, i64)> = (0..20)
+                .map(|i| (i % 4, (epoch * 13 + i * 7) % 30 - 10, 1))
+                .collect();
+            accumulate(
+                &mut total_bounded,
+                &step(&mut bounded, vec![changes(&schema_ab(), &rows)]),
+            );
+            accumulate(
+                &mut total_full,
+                &step(&mut full, vec![changes(&schema_ab(), &rows)]),
+            );
+        }
+        // count(DISTINCT) still keeps every value; MIN and MAX keep one.
+        let distinct = |agg: &Aggregate, j: usize| match &agg.accs[j] {
+            Accumulators::Set(sets) => sets.iter().map(BTreeMap::len).sum::<usize>(),
+            _ => 0,
+        };
+        assert_eq!(distinct(&bounded, 2), 4);
+        assert_eq!(distinct(&bounded, 3), 4);
+        assert_eq!(distinct(&bounded, 4), distinct(&full, 4));
+        assert_eq!(total_bounded, total_full);
+        let mut restored = aggregate(false);
+        restored.inputs_append_only(&[true]);
+        round_trip(&mut bounded, &mut restored);
+        assert_eq!(restored.state_bytes(), bounded.state_bytes());
     }
 }
