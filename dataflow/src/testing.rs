@@ -90,6 +90,16 @@ pub fn accumulate(into: &mut HashMap<Vec<Option<i64>>, i64>, batch: &ChangeBatch
     }
 }
 
+/// Runs one step of `op` over `rows` of `schema_ab()` and adds its output
+/// to `total`.
+pub fn step_into(
+    op: &mut dyn Operator,
+    total: &mut HashMap<Vec<Option<i64>>, i64>,
+    rows: &[(i64, i64, i64)],
+) {
+    accumulate(total, &step(op, vec![changes(&schema_ab(), rows)]));
+}
+
 /// Persists `from`'s state into a fresh store and restores it into `to`.
 pub fn round_trip(from: &mut dyn Operator, to: &mut dyn Operator) {
     let dir = tempfile::tempdir().unwrap();

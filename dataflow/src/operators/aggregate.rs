@@ -973,7 +973,7 @@ mod tests {
 
     use super::*;
     use crate::testing::{
-        accumulate, changes, physical, round_trip, schema_ab, step, PersistedState,
+        accumulate, changes, physical, round_trip, schema_ab, step, step_into, PersistedState,
     };
 
     fn spec(function: AggFunction, output_type: DataType) -> AggSpec {
@@ -1211,6 +1211,7 @@ mod tests {
             }
         }
     }
+
     /// Over an input that never retracts, MIN and MAX keep one value per
     /// group and give the same output.
     #[test]
@@ -1223,14 +1224,8 @@ mod tests {
             let rows: Vec<(i64, i64, i64)> = (0..20)
                 .map(|i| (i % 4, (epoch * 13 + i * 7) % 30 - 10, 1))
                 .collect();
-            accumulate(
-                &mut total_bounded,
-                &step(&mut bounded, vec![changes(&schema_ab(), &rows)]),
-            );
-            accumulate(
-                &mut total_full,
-                &step(&mut full, vec![changes(&schema_ab(), &rows)]),
-            );
+            step_into(&mut bounded, &mut total_bounded, &rows);
+            step_into(&mut full, &mut total_full, &rows);
         }
         // count(DISTINCT) still keeps every value; MIN and MAX keep one.
         let distinct = |agg: &Aggregate, j: usize| match &agg.accs[j] {

@@ -268,7 +268,7 @@ mod tests {
     use datafusion::logical_expr::col;
 
     use super::*;
-    use crate::testing::{accumulate, changes, physical, round_trip, schema_ab, step};
+    use crate::testing::{accumulate, changes, physical, round_trip, schema_ab, step, step_into};
 
     /// `ORDER BY b DESC LIMIT 2`, or `ROW_NUMBER() OVER (PARTITION BY a
     /// ORDER BY b DESC) <= 2`.
@@ -380,6 +380,7 @@ mod tests {
             HashMap::from([(row(&[3, 20]), -1), (row(&[1, 10]), 1)])
         );
     }
+
     /// Over an input that never retracts, each partition keeps no more rows
     /// than its window shows, and the output is the same.
     #[test]
@@ -392,14 +393,8 @@ mod tests {
             let rows: Vec<(i64, i64, i64)> = (0..15)
                 .map(|i| (i % 3, (epoch * 37 + i * 11) % 50, 1))
                 .collect();
-            accumulate(
-                &mut total_bounded,
-                &step(&mut bounded, vec![changes(&schema_ab(), &rows)]),
-            );
-            accumulate(
-                &mut total_full,
-                &step(&mut full, vec![changes(&schema_ab(), &rows)]),
-            );
+            step_into(&mut bounded, &mut total_bounded, &rows);
+            step_into(&mut full, &mut total_full, &rows);
             assert_eq!(total_bounded, total_full, "epoch {epoch}");
             assert!(bounded.state_entries() <= 3 * 2);
         }
