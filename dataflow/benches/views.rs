@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p eddy-dataflow --bench views            # defaults: 1,000,000 changes
 //! EDDY_BENCH_ROWS=200000 cargo bench -p eddy-dataflow --bench views
+//! EDDY_BENCH_WORKERS=2 cargo bench -p eddy-dataflow --bench views  # default 1
 //! ```
 //!
 //! Two views over `t (id, k, v)` and `d (k, name)`: a GROUP BY (count, sum,
@@ -173,16 +174,19 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
         .expect("schema");
     let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
     let plan = ctx.state().optimize(&plan).expect("optimize");
-    let mut root = eddy_dataflow::lower(&plan, &catalog).expect("lower").root;
+    let workers = std::env::var("EDDY_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(1);
+    let mut root = eddy_dataflow::lower(&plan, &catalog, workers)
+        .expect("lower")
+        .root;
     let mut sink = ViewSink::new(root.schema.clone(), Default::default(), &[]).expect("sink");
 
     // The dimension table arrives first, in its own epoch.
     let mut changes = HashMap::new();
     changes.insert(d_id, ChangeBatch::insert_all(batch_d()));
-    let ctx0 = EpochContext {
-        changes: &changes,
-        backfill: true,
-    };
+    let ctx0 = EpochContext::new(&changes, true);
     let out = root.step(&ctx0).expect("first epoch");
     sink.apply(&out).expect("sink");
     sink.publish();
@@ -193,10 +197,7 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
     for epoch in epochs {
         let mut changes = HashMap::new();
         changes.insert(t_id, epoch.clone());
-        let ctx = EpochContext {
-            changes: &changes,
-            backfill: false,
-        };
+        let ctx = EpochContext::new(&changes, false);
         let out = root.step(&ctx).expect("epoch");
         sink.apply(&out).expect("sink");
         let persist_started = Instant::now();
@@ -247,9 +248,11 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
     );
     let mut state_entries = 0;
     let mut state_bytes = 0;
-    root.for_each(&mut |op| {
-        state_entries += op.state_entries();
-        state_bytes += op.state_bytes();
+    root.for_each(&mut |node| {
+        for op in &node.workers {
+            state_entries += op.state_entries();
+            state_bytes += op.state_bytes();
+        }
     });
     println!(
         "{name}: {view_rows} result rows; operator state {state_entries} entries, {state_bytes} bytes \

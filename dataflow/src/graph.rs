@@ -1,46 +1,151 @@
 //! A view's dataflow: a tree of operators, run one epoch at a time.
 
+use std::panic::resume_unwind;
+
+use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::change::ChangeBatch;
-use crate::operators::{EpochContext, Operator, StateWriter};
+use crate::operators::{worker_of, EpochContext, Operator, StateWriter};
 use crate::state_log::{entries_under, Segment, StateMap};
-use crate::Result;
+use crate::{DataflowError, Result};
+
+/// Rows below which a node's workers step one after another on the
+/// calling thread: a thread costs more than they would save.
+const PARALLEL_ROWS: usize = 4096;
 
 pub struct Node {
     /// Unique within the dataflow; names the node's state in the store.
     pub id: u32,
-    pub op: Box<dyn Operator>,
+    /// The operator, once per worker. A keyed operator's workers each hold
+    /// the state of the keys routed to them.
+    pub workers: Vec<Box<dyn Operator>>,
     pub inputs: Vec<Node>,
     pub schema: SchemaRef,
 }
 
 impl Node {
+    /// The first worker's operator, which answers for all of them.
+    pub fn op(&self) -> &dyn Operator {
+        self.workers[0].as_ref()
+    }
+
+    /// Adds the operators of `replica`, the same dataflow lowered again, as
+    /// one more worker of each node.
+    pub fn add_worker(&mut self, replica: Node) -> Result<()> {
+        if replica.id != self.id
+            || replica.inputs.len() != self.inputs.len()
+            || replica.op().describe() != self.op().describe()
+        {
+            return Err(DataflowError::Internal(
+                "a worker's dataflow differs from the first worker's".into(),
+            ));
+        }
+        self.workers.extend(replica.workers);
+        for (input, replica) in self.inputs.iter_mut().zip(replica.inputs) {
+            input.add_worker(replica)?;
+        }
+        Ok(())
+    }
+
     /// Runs one epoch through this node and its inputs.
     pub fn step(&mut self, ctx: &EpochContext) -> Result<ChangeBatch> {
+        if self.workers.len() == 1 {
+            return self.step_alone(ctx);
+        }
+        let parts = self.step_workers(ctx)?;
+        ChangeBatch::concat(&self.schema, &parts)
+    }
+
+    fn step_alone(&mut self, ctx: &EpochContext) -> Result<ChangeBatch> {
         let inputs = self
             .inputs
             .iter_mut()
-            .map(|n| n.step(ctx))
+            .map(|n| n.step_alone(ctx))
             .collect::<Result<Vec<_>>>()?;
-        self.op.step(inputs, ctx)
+        self.workers[0].step(inputs, ctx)
+    }
+
+    /// Runs one epoch on every worker; returns each worker's output. Rows
+    /// bound for a keyed operator are first exchanged, so that each reaches
+    /// the worker holding its key.
+    fn step_workers(&mut self, ctx: &EpochContext) -> Result<Vec<ChangeBatch>> {
+        let count = self.workers.len();
+        if self.inputs.is_empty() {
+            // A leaf reads a table's changes: it runs once, and each worker
+            // takes a slice of its rows.
+            let out = self.workers[0].step(Vec::new(), ctx)?;
+            return Ok(split(&out, count));
+        }
+        let mut by_worker: Vec<Vec<ChangeBatch>> = (0..count).map(|_| Vec::new()).collect();
+        for (i, input) in self.inputs.iter_mut().enumerate() {
+            let parts = input.step_workers(ctx)?;
+            let parts = exchange(self.workers[0].as_ref(), i, parts, &input.schema)?;
+            for (w, part) in parts.into_iter().enumerate() {
+                by_worker[w].push(part);
+            }
+        }
+        let rows: usize = by_worker.iter().flatten().map(ChangeBatch::num_rows).sum();
+        if rows < PARALLEL_ROWS {
+            return self
+                .workers
+                .iter_mut()
+                .zip(by_worker)
+                .enumerate()
+                .map(|(w, (op, inputs))| op.step(inputs, &ctx.for_worker(w, count)))
+                .collect();
+        }
+        std::thread::scope(|scope| {
+            let mut work = self.workers.iter_mut().zip(by_worker).enumerate();
+            let first = work.next();
+            let spawned: Vec<_> = work
+                .map(|(w, (op, inputs))| {
+                    let ctx = ctx.for_worker(w, count);
+                    scope.spawn(move || op.step(inputs, &ctx))
+                })
+                .collect();
+            let mut outputs = Vec::with_capacity(count);
+            if let Some((w, (op, inputs))) = first {
+                outputs.push(op.step(inputs, &ctx.for_worker(w, count)));
+            }
+            for handle in spawned {
+                match handle.join() {
+                    Ok(out) => outputs.push(out),
+                    Err(panic) => resume_unwind(panic),
+                }
+            }
+            outputs.into_iter().collect()
+        })
     }
 
     /// Stages the state changed since the last call, for every node.
     pub fn persist(&mut self, segment: &mut Segment) -> Result<()> {
+        // Workers hold disjoint keys, so they share the node's entries.
         let head = self.id.to_be_bytes();
-        self.op.persist(&mut StateWriter { segment, head })?;
+        for op in &mut self.workers {
+            op.persist(&mut StateWriter {
+                segment: &mut *segment,
+                head,
+            })?;
+        }
         for input in &mut self.inputs {
             input.persist(segment)?;
         }
         Ok(())
     }
 
-    /// Loads every node's state from a view's stored state.
+    /// Loads every node's state from a view's stored state. Each entry goes
+    /// to the worker its key is routed to, however many workers wrote it.
     pub fn restore(&mut self, state: &StateMap) -> Result<()> {
         let head = self.id.to_be_bytes();
+        let count = self.workers.len();
         for (key, value) in entries_under(state, &head) {
-            self.op.restore(key, value)?;
+            let w = if count == 1 {
+                0
+            } else {
+                worker_of(self.workers[0].state_route(key)?, count)
+            };
+            self.workers[w].restore(key, value)?;
         }
         for input in &mut self.inputs {
             input.restore(state)?;
@@ -56,7 +161,7 @@ impl Node {
     }
 
     fn explain_into(&self, depth: usize, lines: &mut Vec<String>) {
-        lines.push(format!("{}{}", "  ".repeat(depth), self.op.describe()));
+        lines.push(format!("{}{}", "  ".repeat(depth), self.op().describe()));
         for input in &self.inputs {
             input.explain_into(depth + 1, lines);
         }
@@ -66,14 +171,14 @@ impl Node {
     /// tables and views only ever gain rows.
     pub fn append_only(&self, source: &dyn Fn(u64) -> bool) -> bool {
         let inputs: Vec<bool> = self.inputs.iter().map(|n| n.append_only(source)).collect();
-        self.op.append_only(&inputs, source)
+        self.op().append_only(&inputs, source)
     }
 
     /// Output columns that identify each row of the dataflow's output, given
     /// such columns of each table and view; `None` if no columns do.
     pub fn unique_key(&self, source: &dyn Fn(u64) -> Option<Vec<usize>>) -> Option<Vec<usize>> {
         let inputs: Vec<_> = self.inputs.iter().map(|n| n.unique_key(source)).collect();
-        self.op
+        self.op()
             .unique_key(&inputs, source)
             .filter(|key| !key.is_empty())
     }
@@ -86,50 +191,92 @@ impl Node {
             .iter_mut()
             .map(|n| n.note_append_only(source))
             .collect();
-        self.op.inputs_append_only(&inputs);
-        self.op.append_only(&inputs, source)
+        for op in &mut self.workers {
+            op.inputs_append_only(&inputs);
+        }
+        self.op().append_only(&inputs, source)
     }
 
-    /// Calls `f` on every operator.
-    pub fn for_each(&self, f: &mut dyn FnMut(&dyn Operator)) {
-        f(self.op.as_ref());
+    /// Calls `f` on every node.
+    pub fn for_each(&self, f: &mut dyn FnMut(&Node)) {
+        f(self);
         for input in &self.inputs {
             input.for_each(f);
         }
     }
 }
 
+/// Cuts `batch` into `count` slices of about equal length, in order.
+fn split(batch: &ChangeBatch, count: usize) -> Vec<ChangeBatch> {
+    let n = batch.num_rows();
+    (0..count)
+        .map(|w| {
+            let (from, to) = (n * w / count, n * (w + 1) / count);
+            ChangeBatch::new(
+                batch.data.slice(from, to - from),
+                batch.weights.slice(from, to - from),
+            )
+        })
+        .collect()
+}
+
+/// Routes each worker's rows of input `input` to the worker that holds
+/// their key in `op`, keeping their order; rows of an operator without
+/// keyed state stay where they are.
+fn exchange(
+    op: &dyn Operator,
+    input: usize,
+    parts: Vec<ChangeBatch>,
+    schema: &SchemaRef,
+) -> Result<Vec<ChangeBatch>> {
+    let count = parts.len();
+    let mut routed: Vec<Vec<ChangeBatch>> = (0..count).map(|_| Vec::new()).collect();
+    for part in &parts {
+        if part.is_empty() {
+            continue;
+        }
+        let Some(keys) = op.exchange_keys(input, &part.data)? else {
+            return Ok(parts);
+        };
+        let mut indices: Vec<Vec<u32>> = vec![Vec::new(); count];
+        for i in 0..part.num_rows() {
+            indices[worker_of(keys.row(i), count)].push(i as u32);
+        }
+        for (w, rows) in indices.into_iter().enumerate() {
+            if rows.len() == part.num_rows() {
+                routed[w].push(part.clone());
+            } else if !rows.is_empty() {
+                routed[w].push(part.take(&UInt32Array::from(rows))?);
+            }
+        }
+    }
+    routed
+        .iter()
+        .map(|pieces| ChangeBatch::concat(schema, pieces))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::sync::Arc;
 
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::util::display::array_value_to_string;
+    use datafusion::logical_expr::LogicalPlan;
     use datafusion::prelude::SessionContext;
     use eddy_catalog::{Catalog, ColumnDef, ColumnType, EddySchemaProvider, SchemaMode, TableDef};
-    use eddy_storage::Store;
+    use eddy_storage::{Store, WriteBatch};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
 
-    /// Lowers `sql` over tables `s` and `u` (ids 1 and 2), and says whether
-    /// its output is append-only when only `s` is.
-    async fn append_only(catalog: &Arc<Catalog>, sql: &str) -> bool {
-        let ctx = SessionContext::new();
-        ctx.catalog("datafusion")
-            .expect("default catalog")
-            .register_schema(
-                "public",
-                Arc::new(EddySchemaProvider::new(
-                    catalog.clone(),
-                    SchemaMode::Dataflow,
-                )),
-            )
-            .expect("schema");
-        let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
-        let plan = ctx.state().optimize(&plan).expect("optimize");
-        let s = catalog.table("s").expect("s").def().id;
-        let root = crate::lower(&plan, catalog).expect("lower").root;
-        root.append_only(&|id| id == s)
-    }
+    use super::Node;
+    use crate::change::ChangeBatch;
+    use crate::operators::EpochContext;
+    use crate::state_log::{Segment, StateLog};
 
-    #[tokio::test]
-    async fn append_only_follows_operators_that_never_retract() {
+    /// A catalog holding tables `s (k, v)` and `u (k, v)` of BIGINTs.
+    fn catalog() -> (tempfile::TempDir, Arc<Catalog>) {
         let dir = tempfile::tempdir().expect("temp dir");
         let catalog = Catalog::open(Store::open(dir.path()).expect("store")).expect("catalog");
         for name in ["s", "u"] {
@@ -144,6 +291,37 @@ mod tests {
             };
             catalog.create_table(def, false).expect("create");
         }
+        (dir, catalog)
+    }
+
+    async fn plan(catalog: &Arc<Catalog>, sql: &str) -> LogicalPlan {
+        let ctx = SessionContext::new();
+        ctx.catalog("datafusion")
+            .expect("default catalog")
+            .register_schema(
+                "public",
+                Arc::new(EddySchemaProvider::new(
+                    catalog.clone(),
+                    SchemaMode::Dataflow,
+                )),
+            )
+            .expect("schema");
+        let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
+        ctx.state().optimize(&plan).expect("optimize")
+    }
+
+    /// Lowers `sql` over `s` and `u`, and says whether its output is
+    /// append-only when only `s` is.
+    async fn append_only(catalog: &Arc<Catalog>, sql: &str) -> bool {
+        let plan = plan(catalog, sql).await;
+        let s = catalog.table("s").expect("s").def().id;
+        let root = crate::lower(&plan, catalog, 1).expect("lower").root;
+        root.append_only(&|id| id == s)
+    }
+
+    #[tokio::test]
+    async fn append_only_follows_operators_that_never_retract() {
+        let (_dir, catalog) = catalog();
         for (sql, expected) in [
             ("SELECT k, v * 2 FROM s WHERE v > 1", true),
             ("SELECT k FROM s UNION ALL SELECT 1", true),
@@ -157,6 +335,118 @@ mod tests {
             ("SELECT k FROM s ORDER BY k LIMIT 3", false),
         ] {
             assert_eq!(append_only(&catalog, sql).await, expected, "{sql}");
+        }
+    }
+
+    /// Adds a change batch to a multiset of rows, shown as text.
+    fn accumulate(into: &mut HashMap<Vec<String>, i64>, batch: &ChangeBatch) {
+        for i in 0..batch.num_rows() {
+            let row: Vec<String> = batch
+                .data
+                .columns()
+                .iter()
+                .map(|c| array_value_to_string(c, i).expect("display"))
+                .collect();
+            let weight = into.entry(row.clone()).or_default();
+            *weight += batch.weight(i);
+            if *weight == 0 {
+                into.remove(&row);
+            }
+        }
+    }
+
+    /// Random changes to a table of `(k, v)`: inserts, and deletions of
+    /// rows in `live`. Some epochs are large enough for workers to run on
+    /// threads.
+    fn random_changes(rng: &mut StdRng, live: &mut Vec<(i64, i64)>, big: bool) -> ChangeBatch {
+        let n = if big {
+            rng.random_range(3_000..5_000)
+        } else {
+            rng.random_range(0..40)
+        };
+        let (mut ks, mut vs, mut ws) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..n {
+            let (row, weight) = if !live.is_empty() && rng.random_bool(0.3) {
+                (live.swap_remove(rng.random_range(0..live.len())), -1)
+            } else {
+                let row = (rng.random_range(0..1_000), rng.random_range(0..2_000));
+                live.push(row);
+                (row, 1)
+            };
+            ks.push(row.0);
+            vs.push(row.1);
+            ws.push(weight);
+        }
+        let data = RecordBatch::try_from_iter(vec![
+            ("k", Arc::new(Int64Array::from(ks)) as _),
+            ("v", Arc::new(Int64Array::from(vs)) as _),
+        ])
+        .expect("batch");
+        ChangeBatch::new(
+            crate::change::conform(&crate::change::nullable_schema(&data.schema()), &data)
+                .expect("conform"),
+            Int64Array::from(ws),
+        )
+    }
+
+    /// Commits what `root` changed into `log`, and reads the whole state
+    /// back, as a restart does.
+    fn persist(root: &mut Node, log: &mut StateLog, store: &Store) {
+        let mut segment = Segment::default();
+        root.persist(&mut segment).expect("persist");
+        let mut batch = WriteBatch::new();
+        log.stage(segment, store, &mut batch).expect("stage");
+        store.commit(batch).expect("commit");
+    }
+
+    /// Each query's dataflow on several workers gives what it gives on
+    /// one, epoch by epoch, also after its state is restored into a
+    /// dataflow with another number of workers.
+    #[tokio::test]
+    async fn workers_agree_with_one_worker_and_restore_into_any_number() {
+        let (dir, catalog) = catalog();
+        let store = Store::open(&dir.path().join("state")).expect("state store");
+        let s = catalog.table("s").expect("s").def().id;
+        let u = catalog.table("u").expect("u").def().id;
+        let queries = [
+            "SELECT k, count(*), sum(v), min(v), max(v), count(DISTINCT v) FROM s GROUP BY k",
+            "SELECT count(*), sum(v), max(v) FROM s",
+            "SELECT s.k, s.v, u.v FROM s JOIN u ON s.k = u.k",
+            "SELECT s.k, s.v, u.v FROM s LEFT JOIN u ON s.k = u.k AND s.v < u.v",
+            "SELECT s.k, u.v FROM s FULL JOIN u ON s.v = u.v",
+            "SELECT k, v FROM s WHERE k IN (SELECT k FROM u WHERE v > 1500)",
+            "SELECT k, v FROM (SELECT k, v, row_number() OVER (PARTITION BY k ORDER BY v DESC) \
+             AS r FROM s) WHERE r <= 2",
+            "SELECT k, v FROM s ORDER BY v DESC, k LIMIT 5",
+            "SELECT DISTINCT k % 7 FROM s",
+            "SELECT a.k, count(*) FROM s a JOIN u b ON a.v = b.v GROUP BY a.k",
+            "SELECT s.k, c.n FROM s CROSS JOIN (SELECT count(*) AS n FROM u) c WHERE s.v < 100",
+        ];
+        for (q, sql) in queries.iter().enumerate() {
+            let plan = plan(&catalog, sql).await;
+            let mut one = crate::lower(&plan, &catalog, 1).expect("lower").root;
+            let mut many = crate::lower(&plan, &catalog, 3).expect("lower").root;
+            let mut log = StateLog::new(q as u64);
+            let (mut expected, mut actual) = (HashMap::new(), HashMap::new());
+            let mut rng = StdRng::seed_from_u64(q as u64);
+            let (mut live_s, mut live_u) = (Vec::new(), Vec::new());
+            for epoch in 0..24 {
+                let big = epoch % 5 == 1;
+                let mut changes = HashMap::new();
+                changes.insert(s, random_changes(&mut rng, &mut live_s, big));
+                changes.insert(u, random_changes(&mut rng, &mut live_u, big));
+                let ctx = EpochContext::new(&changes, epoch == 0);
+                accumulate(&mut expected, &one.step(&ctx).expect("one worker"));
+                accumulate(&mut actual, &many.step(&ctx).expect("workers"));
+                assert_eq!(actual, expected, "{sql}: epoch {epoch}");
+                persist(&mut many, &mut log, &store);
+                if epoch % 8 == 7 {
+                    let workers = [2, 4, 1][epoch / 8];
+                    many = crate::lower(&plan, &catalog, workers).expect("lower").root;
+                    let (_, state) = StateLog::load(&store, q as u64).expect("load");
+                    many.restore(&state).expect("restore");
+                }
+            }
         }
     }
 }

@@ -70,16 +70,26 @@ pub fn check_deterministic(plan: &LogicalPlan) -> Result<()> {
     }
 }
 
-/// Lowers an optimized plan.
-pub fn lower(plan: &LogicalPlan, catalog: &Catalog) -> Result<Lowered> {
+/// Lowers an optimized plan to a dataflow run by `workers` workers: each
+/// node's operator is built once per worker.
+pub fn lower(plan: &LogicalPlan, catalog: &Catalog, workers: usize) -> Result<Lowered> {
+    let mut lowered = lower_once(plan, catalog)?;
+    for _ in 1..workers {
+        lowered.root.add_worker(lower_once(plan, catalog)?.root)?;
+    }
+    let append_only = |id| catalog.table_by_id(id).is_some_and(|t| t.is_stream());
+    lowered.root.note_append_only(&append_only);
+    Ok(lowered)
+}
+
+fn lower_once(plan: &LogicalPlan, catalog: &Catalog) -> Result<Lowered> {
     let mut lowerer = Lowerer {
         catalog,
         depends_on: Vec::new(),
         next_id: 0,
         props: ExecutionProps::new(),
     };
-    let mut root = lowerer.lower(plan, &HashMap::new())?;
-    root.note_append_only(&|id| catalog.table_by_id(id).is_some_and(|t| t.is_stream()));
+    let root = lowerer.lower(plan, &HashMap::new())?;
     Ok(Lowered {
         root,
         depends_on: lowerer.depends_on,
@@ -124,7 +134,7 @@ impl Lowerer<'_> {
         self.next_id += 1;
         Node {
             id,
-            op: Box::new(op),
+            workers: vec![Box::new(op)],
             inputs,
             schema,
         }

@@ -50,14 +50,8 @@ pub fn physical(expr: &Expr, schema: &SchemaRef) -> Arc<dyn PhysicalExpr> {
 
 /// Runs one step that is not a backfill.
 pub fn step(op: &mut dyn Operator, inputs: Vec<ChangeBatch>) -> ChangeBatch {
-    op.step(
-        inputs,
-        &EpochContext {
-            changes: &HashMap::new(),
-            backfill: false,
-        },
-    )
-    .unwrap()
+    op.step(inputs, &EpochContext::new(&HashMap::new(), false))
+        .unwrap()
 }
 
 /// The rows of a change batch of BIGINT columns, with weights, sorted.

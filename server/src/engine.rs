@@ -43,12 +43,18 @@ pub struct Engine {
     view_ctx: SessionContext,
     /// Plans UPDATE and DELETE: tables with their row-key column.
     row_keyed_ctx: SessionContext,
+    /// Workers each view's dataflow runs on.
+    workers: usize,
 }
 
 impl Engine {
     /// Opens the catalog and restarts every view's dataflow from its
     /// stored state.
-    pub async fn open(store: Store, kafka_brokers: Option<&str>) -> Result<Arc<Self>> {
+    pub async fn open(
+        store: Store,
+        kafka_brokers: Option<&str>,
+        workers: usize,
+    ) -> Result<Arc<Self>> {
         let catalog = Catalog::open(store.clone())?;
         let query_ctx = new_context(&catalog, SchemaMode::Query)?;
         let view_ctx = new_context(&catalog, SchemaMode::Dataflow)?;
@@ -60,7 +66,7 @@ impl Engine {
             let root = if def.error.is_some() {
                 Err(DataflowError::Internal("view failed before".into()))
             } else {
-                plan_view_sql(&view_ctx, &catalog, &def)
+                plan_view_sql(&view_ctx, &catalog, &def, workers)
                     .await
                     .map(|lowered| lowered.root)
                     .map_err(|e| DataflowError::Internal(e.message()))
@@ -71,7 +77,7 @@ impl Engine {
         let kafka = kafka_brokers
             .map(|brokers| eddy_dataflow::kafka::Kafka::new(brokers).map(Arc::new))
             .transpose()?;
-        let replan = replanner(&view_ctx, &catalog);
+        let replan = replanner(&view_ctx, &catalog, workers);
         let dataflow =
             DataflowHandle::start(catalog.clone(), epoch_lock.clone(), views, kafka, replan)?;
         Ok(Arc::new(Engine {
@@ -82,6 +88,7 @@ impl Engine {
             query_ctx,
             view_ctx,
             row_keyed_ctx,
+            workers,
         }))
     }
 
@@ -98,6 +105,7 @@ impl Engine {
             Statement::Query(Box::new(query.clone())),
             Planning::New,
             true,
+            self.workers,
         )
         .await
     }
@@ -206,19 +214,28 @@ fn with_postgres_names(plan: LogicalPlan, statement: &Statement) -> Result<Logic
 
 /// Plans stored views again for the dataflow thread, which is outside the
 /// async runtime.
-fn replanner(ctx: &SessionContext, catalog: &Arc<Catalog>) -> eddy_dataflow::Replan {
+fn replanner(
+    ctx: &SessionContext,
+    catalog: &Arc<Catalog>,
+    workers: usize,
+) -> eddy_dataflow::Replan {
     let (ctx, catalog) = (ctx.clone(), catalog.clone());
     let tokio = tokio::runtime::Handle::current();
     Arc::new(move |def: &ViewDef| {
         tokio
-            .block_on(plan_view_sql(&ctx, &catalog, def))
+            .block_on(plan_view_sql(&ctx, &catalog, def, workers))
             .map(|lowered| lowered.root)
             .map_err(|e| DataflowError::Internal(e.message()))
     })
 }
 
 /// Plans a stored view again, as it was planned when it was made.
-async fn plan_view_sql(ctx: &SessionContext, catalog: &Catalog, def: &ViewDef) -> Result<Lowered> {
+async fn plan_view_sql(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    def: &ViewDef,
+    workers: usize,
+) -> Result<Lowered> {
     let mut statements = eddy_sql::parse_sql(&def.sql)?;
     let (Some(statement), None) = (statements.pop(), statements.pop()) else {
         return Err(EddyError::Internal(format!(
@@ -232,6 +249,7 @@ async fn plan_view_sql(ctx: &SessionContext, catalog: &Catalog, def: &ViewDef) -
         statement,
         Planning::Restore,
         def.postgres_literals,
+        workers,
     )
     .await
 }
@@ -251,6 +269,7 @@ async fn plan_view_statement(
     statement: Statement,
     planning: Planning,
     postgres_literals: bool,
+    workers: usize,
 ) -> Result<Lowered> {
     eddy_sql::check_query_support(&statement)?;
     let state = ctx.state();
@@ -273,7 +292,7 @@ async fn plan_view_statement(
     let plan = with_postgres_names(plan, &statement)?;
     eddy_dataflow::check_deterministic(&plan)?;
     let optimized = state.optimize(&plan)?;
-    Ok(eddy_dataflow::lower(&optimized, catalog)?)
+    Ok(eddy_dataflow::lower(&optimized, catalog, workers)?)
 }
 
 fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContext> {

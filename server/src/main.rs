@@ -65,6 +65,10 @@ struct ServeArgs {
     /// Kafka bootstrap servers, comma separated.
     #[arg(long, env = "EDDY_KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
+    /// Workers each view's dataflow runs on, sharded by key (default: the
+    /// number of cores).
+    #[arg(long, env = "EDDY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Option<u16>,
     /// Log line format.
     #[arg(long, env = "EDDY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -126,7 +130,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = eddy_storage::Store::open(&args.data_dir)
         .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
     let brokers = args.kafka_brokers.as_deref().filter(|b| !b.is_empty());
-    let engine = Engine::open(store, brokers)
+    let workers = args.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let engine = Engine::open(store, brokers, workers)
         .await
         .context("cannot load the catalog")?;
     if let Some(brokers) = brokers {

@@ -282,15 +282,28 @@ query: {sql}"
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn views_equal_their_queries_under_random_writes() -> Result<()> {
-    let server = TestServer::start()?;
+/// Runs every workload against a server whose dataflows run on `workers`
+/// workers.
+async fn run_workloads(workers: &str) -> Result<()> {
+    let server = TestServer::start_with_args(&["--workers", workers])?;
     let client = server.connect().await?;
     let (first, count) = workloads();
     for seed in first..first + count {
-        run_workload(&client, seed).await?;
+        run_workload(&client, seed)
+            .await
+            .with_context(|| format!("with {workers} workers"))?;
     }
     let stderr = server.stderr();
     assert!(!stderr.contains("panicked"), "server panicked:\n{stderr}");
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn views_equal_their_queries_under_random_writes_on_one_worker() -> Result<()> {
+    run_workloads("1").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn views_equal_their_queries_under_random_writes_on_four_workers() -> Result<()> {
+    run_workloads("4").await
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array,
-    Int64Array, StringArray, UInt32Array,
+    Int64Array, RecordBatch, StringArray, UInt32Array,
 };
 use datafusion::arrow::compute::kernels::cmp::not_distinct;
 use datafusion::arrow::compute::{and, cast, interleave, take, SortOptions};
@@ -298,6 +298,16 @@ impl Aggregate {
 
     fn is_global(&self) -> bool {
         self.group_exprs.is_empty()
+    }
+
+    /// Each row's group key, encoded.
+    fn group_keys(&self, data: &RecordBatch) -> Result<EncodedRows> {
+        let columns = self
+            .group_exprs
+            .iter()
+            .map(|e| evaluate(e.as_ref(), data))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.group_format.encode(&columns, data.num_rows())?)
     }
 
     /// Whether the group in `slot` has an output row.
@@ -741,17 +751,15 @@ impl Operator for Aggregate {
 
     fn step(&mut self, mut inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch> {
         let input = inputs.remove(0);
-        let create_global = ctx.backfill && self.is_global() && self.groups.is_empty();
+        // The global group's row exists from the start, on the worker
+        // that its (empty) key is routed to.
+        let create_global =
+            ctx.backfill && self.is_global() && self.groups.is_empty() && ctx.worker.owns(&[]);
         if input.is_empty() && !create_global {
             return Ok(ChangeBatch::empty(self.schema.clone()));
         }
         let n = input.num_rows();
-        let group_columns = self
-            .group_exprs
-            .iter()
-            .map(|e| evaluate(e.as_ref(), &input.data))
-            .collect::<Result<Vec<_>>>()?;
-        let keys = self.group_format.encode(&group_columns, n)?;
+        let keys = self.group_keys(&input.data)?;
         let prepared = self
             .aggs
             .iter()
@@ -869,6 +877,18 @@ impl Operator for Aggregate {
         }
         let columns = crate::change::cast_columns(columns, &self.schema)?;
         ChangeBatch::try_from_columns(&self.schema, columns, Int64Array::from(out_weights))
+    }
+
+    fn exchange_keys(&self, _input: usize, data: &RecordBatch) -> Result<Option<EncodedRows>> {
+        self.group_keys(data).map(Some)
+    }
+
+    fn state_route<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
+        match key.split_first() {
+            Some((0, group_key)) => Ok(group_key),
+            Some((1, rest)) if rest.len() >= 2 => Ok(split_state_key(&rest[2..])?.0),
+            _ => Err(DataflowError::Internal("aggregate state is damaged".into())),
+        }
     }
 
     fn persist(&mut self, out: &mut StateWriter) -> Result<()> {
@@ -1091,10 +1111,8 @@ mod tests {
     #[test]
     fn global_aggregate_has_one_row_even_when_empty() {
         let mut agg = aggregate(true);
-        let ctx = EpochContext {
-            changes: &HashMap::new(),
-            backfill: true,
-        };
+        let none = HashMap::new();
+        let ctx = EpochContext::new(&none, true);
         let mut total = HashMap::new();
         accumulate(
             &mut total,

@@ -66,13 +66,7 @@ mod tests {
         let mut filter = Filter::new(predicate, "a > 1".into());
         let input = changes(&schema, &[(1, 10, 1), (2, 20, -1), (3, 30, 1), (2, 21, 1)]);
         let out = filter
-            .step(
-                vec![input],
-                &EpochContext {
-                    changes: &HashMap::new(),
-                    backfill: false,
-                },
-            )
+            .step(vec![input], &EpochContext::new(&HashMap::new(), false))
             .unwrap();
         let a: Vec<i64> = out
             .data
@@ -95,10 +89,7 @@ mod tests {
         let out = filter
             .step(
                 vec![changes(&schema, &[(1, 1, 1)])],
-                &EpochContext {
-                    changes: &HashMap::new(),
-                    backfill: false,
-                },
+                &EpochContext::new(&HashMap::new(), false),
             )
             .unwrap();
         assert!(out.is_empty());

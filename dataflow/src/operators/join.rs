@@ -21,7 +21,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::PhysicalExpr;
-use eddy_catalog::RowFormat;
+use eddy_catalog::{EncodedRows, RowFormat};
 
 use crate::change::ChangeBatch;
 use crate::operators::key_index::KeyIndex;
@@ -240,25 +240,30 @@ impl Join {
     }
 
     /// Applies side `s`'s changes against the other side's current rows.
-    fn absorb(&mut self, s: usize, delta: &ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
-        if delta.is_empty() {
-            return Ok(());
-        }
-        let o = 1 - s;
-        let n = delta.num_rows();
-        let key_columns = self.sides[s]
+    /// Side `s`'s join key columns of `data`, in the key format's types.
+    fn key_columns(&self, s: usize, data: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        self.sides[s]
             .keys
             .iter()
             .zip(self.key_format.types())
             .map(|(k, t)| {
-                let array = evaluate(k.as_ref(), &delta.data)?;
+                let array = evaluate(k.as_ref(), data)?;
                 Ok(if array.data_type() == t {
                     array
                 } else {
                     cast(&array, t)?
                 })
             })
-            .collect::<Result<Vec<ArrayRef>>>()?;
+            .collect()
+    }
+
+    fn absorb(&mut self, s: usize, delta: &ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        if delta.is_empty() {
+            return Ok(());
+        }
+        let o = 1 - s;
+        let n = delta.num_rows();
+        let key_columns = self.key_columns(s, &delta.data)?;
         let keys = self.key_format.encode(&key_columns, n)?;
         let null_key: Vec<bool> = (0..n)
             .map(|i| !self.nulls_equal && key_columns.iter().any(|c| c.is_null(i)))
@@ -467,6 +472,18 @@ impl Operator for Join {
         self.absorb(0, &left, &mut out)?;
         self.absorb(1, &right, &mut out)?;
         ChangeBatch::concat(&self.schema, &out)
+    }
+
+    fn exchange_keys(&self, input: usize, data: &RecordBatch) -> Result<Option<EncodedRows>> {
+        let columns = self.key_columns(input, data)?;
+        Ok(Some(self.key_format.encode(&columns, data.num_rows())?))
+    }
+
+    fn state_route<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
+        let rest = key
+            .get(1..)
+            .ok_or_else(|| DataflowError::Internal("join state key is empty".into()))?;
+        Ok(split_state_key(rest)?.0)
     }
 
     fn persist(&mut self, out: &mut StateWriter) -> Result<()> {

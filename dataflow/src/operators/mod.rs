@@ -11,10 +11,12 @@ pub mod topn;
 pub mod union;
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::prep_null_mask_filter;
 use datafusion::physical_plan::PhysicalExpr;
+use eddy_catalog::EncodedRows;
 
 use crate::change::ChangeBatch;
 use crate::state_log::Segment;
@@ -32,6 +34,61 @@ pub struct EpochContext<'a> {
     pub changes: &'a HashMap<u64, ChangeBatch>,
     /// Set for the first epoch of a new view, which reads its inputs whole.
     pub backfill: bool,
+    /// Which of a dataflow's workers steps the operator.
+    pub worker: Worker,
+}
+
+impl<'a> EpochContext<'a> {
+    /// An epoch for a dataflow run by one worker.
+    pub fn new(changes: &'a HashMap<u64, ChangeBatch>, backfill: bool) -> Self {
+        EpochContext {
+            changes,
+            backfill,
+            worker: Worker::SOLE,
+        }
+    }
+
+    /// The same epoch, for worker `index` of `count`.
+    pub fn for_worker(&self, index: usize, count: usize) -> Self {
+        EpochContext {
+            changes: self.changes,
+            backfill: self.backfill,
+            worker: Worker { index, count },
+        }
+    }
+}
+
+/// One of the workers a dataflow runs on. Each keyed operator's state is
+/// split between them by a stable hash of the key, so every change of a
+/// key reaches the same worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Worker {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Worker {
+    /// The only worker.
+    pub const SOLE: Worker = Worker { index: 0, count: 1 };
+
+    /// Whether changes of the encoded `key` are routed to this worker.
+    pub fn owns(&self, key: &[u8]) -> bool {
+        worker_of(key, self.count) == self.index
+    }
+}
+
+/// Seeds the routing hash; it differs from the hash that keyed state
+/// indexes by, so that a worker's keys still spread over its hash table.
+const ROUTE_SEED: u64 = 0x726f_7574_696e_6721;
+
+/// The worker, of `count`, that changes of the encoded `key` go to. The
+/// hash is fixed, so a key goes to the same worker in every run.
+pub fn worker_of(key: &[u8], count: usize) -> usize {
+    if count <= 1 {
+        return 0;
+    }
+    let hash = foldhash::fast::FixedState::with_seed(ROUTE_SEED).hash_one(key);
+    ((u128::from(hash) * count as u128) >> 64) as usize
 }
 
 /// An incremental operator: it turns its inputs' changes into its output's
@@ -59,6 +116,24 @@ pub trait Operator: Send {
         _source: &dyn Fn(u64) -> Option<Vec<usize>>,
     ) -> Option<Vec<usize>> {
         None
+    }
+
+    /// For an operator with keyed state: each row's key of input `input`,
+    /// encoded as the state encodes it, so that the row reaches the worker
+    /// that holds that key. `None` for an operator without state, whose
+    /// rows stay on the worker they are on.
+    fn exchange_keys(&self, _input: usize, _data: &RecordBatch) -> Result<Option<EncodedRows>> {
+        Ok(None)
+    }
+
+    /// The part of one of this operator's state keys that
+    /// [`Operator::exchange_keys`] routes by: it picks the worker that
+    /// restores the entry.
+    fn state_route<'k>(&self, _key: &'k [u8]) -> Result<&'k [u8]> {
+        Err(DataflowError::Internal(format!(
+            "{} keeps no keyed state",
+            self.describe()
+        )))
     }
 
     /// Processes one epoch's changes, one batch per input.

@@ -87,10 +87,7 @@ mod tests {
         let out = project
             .step(
                 vec![changes(&schema, &[(1, 10, 1), (2, 20, -1)])],
-                &EpochContext {
-                    changes: &HashMap::new(),
-                    backfill: false,
-                },
+                &EpochContext::new(&HashMap::new(), false),
             )
             .unwrap();
         let s: Vec<i64> = out

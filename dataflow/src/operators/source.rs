@@ -118,10 +118,7 @@ mod tests {
         let mut all = HashMap::new();
         all.insert(7, changes(&schema_ab(), &[(1, 10, 1), (2, 20, -1)]));
         all.insert(8, changes(&schema_ab(), &[(3, 30, 1)]));
-        let ctx = EpochContext {
-            changes: &all,
-            backfill: false,
-        };
+        let ctx = EpochContext::new(&all, false);
         let out = source.step(vec![], &ctx).unwrap();
         assert_eq!(out.num_rows(), 2);
         assert_eq!(out.data.num_columns(), 1);
@@ -134,22 +131,10 @@ mod tests {
         let mut constant = Constant::new(rows);
         let none = HashMap::new();
         let first = constant
-            .step(
-                vec![],
-                &EpochContext {
-                    changes: &none,
-                    backfill: true,
-                },
-            )
+            .step(vec![], &EpochContext::new(&none, true))
             .unwrap();
         let later = constant
-            .step(
-                vec![],
-                &EpochContext {
-                    changes: &none,
-                    backfill: false,
-                },
-            )
+            .step(vec![], &EpochContext::new(&none, false))
             .unwrap();
         assert_eq!((first.num_rows(), later.num_rows()), (1, 0));
     }

@@ -14,11 +14,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, UInt64Array};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_plan::PhysicalExpr;
-use eddy_catalog::RowFormat;
+use eddy_catalog::{EncodedRows, RowFormat};
 
 use crate::change::{cast_columns, ChangeBatch};
 use crate::operators::{
@@ -57,6 +57,17 @@ pub struct TopN {
 }
 
 impl TopN {
+    /// Each row's partition key, encoded.
+    fn partition_keys(&self, data: &RecordBatch) -> Result<EncodedRows> {
+        let columns = self
+            .spec
+            .partition_by
+            .iter()
+            .map(|e| evaluate(e.as_ref(), data))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.partition_format.encode(&columns, data.num_rows())?)
+    }
+
     pub fn new(spec: TopNSpec) -> Result<Self> {
         let partition_format = RowFormat::new(spec.partition_types.clone())?;
         let order_format = RowFormat::with_options(
@@ -138,13 +149,7 @@ impl Operator for TopN {
             return Ok(ChangeBatch::empty(self.spec.schema.clone()));
         }
         let n = input.num_rows();
-        let partition_columns = self
-            .spec
-            .partition_by
-            .iter()
-            .map(|e| evaluate(e.as_ref(), &input.data))
-            .collect::<Result<Vec<_>>>()?;
-        let partitions = self.partition_format.encode(&partition_columns, n)?;
+        let partitions = self.partition_keys(&input.data)?;
         let mut order_columns = self
             .spec
             .order_by
@@ -220,6 +225,14 @@ impl Operator for TopN {
         }
         let columns = cast_columns(columns, &self.spec.schema)?;
         ChangeBatch::try_from_columns(&self.spec.schema, columns, Int64Array::from(weights))
+    }
+
+    fn exchange_keys(&self, _input: usize, data: &RecordBatch) -> Result<Option<EncodedRows>> {
+        self.partition_keys(data).map(Some)
+    }
+
+    fn state_route<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
+        Ok(split_state_key(key)?.0)
     }
 
     fn persist(&mut self, out: &mut StateWriter) -> Result<()> {

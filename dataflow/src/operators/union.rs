@@ -49,10 +49,7 @@ mod tests {
                     changes(&schema, &[]),
                     changes(&schema, &[(1, 1, -1), (2, 2, 1)]),
                 ],
-                &EpochContext {
-                    changes: &HashMap::new(),
-                    backfill: false,
-                },
+                &EpochContext::new(&HashMap::new(), false),
             )
             .unwrap();
         assert_eq!(out.weights.values().to_vec(), vec![1, -1, 1]);

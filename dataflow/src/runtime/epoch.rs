@@ -295,7 +295,7 @@ impl Runtime {
             if !backfill && !view.def.depends_on.iter().any(|d| changes.contains_key(d)) {
                 continue;
             }
-            let ctx = EpochContext { changes, backfill };
+            let ctx = EpochContext::new(changes, backfill);
             let result = catch_unwind(AssertUnwindSafe(|| -> Result<ChangeBatch> {
                 let out = view.root.step(&ctx)?;
                 view.output.apply(&out)

@@ -240,8 +240,9 @@ impl Runtime {
             row_bytes: sink.bytes(),
             ..ViewStats::default()
         };
-        view.root.for_each(&mut |op| {
-            let (entries, bytes) = (op.state_entries(), op.state_bytes());
+        view.root.for_each(&mut |node| {
+            let entries = node.workers.iter().map(|op| op.state_entries()).sum();
+            let bytes = node.workers.iter().map(|op| op.state_bytes()).sum();
             stats.state_entries += entries;
             stats.state_bytes += bytes;
             stats.operators.push((entries, bytes));
