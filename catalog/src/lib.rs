@@ -37,7 +37,7 @@ pub use table::{
     StoredTable, TableDef, WholeRelation, WriteCount, ROW_KEY_COLUMN,
 };
 pub use types::{ColumnType, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE};
-pub use view::{view_key_format, SharedRow, StoredView, ViewColumn, ViewDef, ViewRows};
+pub use view::{view_key_format, RowChanges, SharedRow, StoredView, ViewColumn, ViewDef, ViewRows};
 
 /// The one database and schema Eddy serves.
 pub const DATABASE_NAME: &str = "eddy";

@@ -5,7 +5,7 @@
 //! at each epoch's commit; queries read them here. The store holds them in
 //! the view's state log, from which a restart loads them.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
@@ -95,12 +95,18 @@ pub struct ViewRows {
 /// A row in the row format, shared by the rows and the key index.
 pub type SharedRow = Arc<[u8]>;
 
+/// An epoch's changes to a view's rows: each row in the row format, with
+/// the sum of its weights and, for a keyed view, its encoded key.
+pub type RowChanges = HashMap<Box<[u8]>, (i64, Option<Box<[u8]>>)>;
+
 #[derive(Debug, Default)]
 struct Contents {
     rows: HashMap<SharedRow, i64>,
     /// Encoded key columns → the rows with that key (one, but for a view
     /// whose key is not unique after all).
     by_key: HashMap<Box<[u8]>, Vec<SharedRow>>,
+    /// The runtime's number of the last epoch published.
+    epoch: u64,
 }
 
 impl Contents {
@@ -124,6 +130,12 @@ impl ViewRows {
         f(&self.contents.read().unwrap_or_else(|e| e.into_inner()).rows)
     }
 
+    /// Runs `f` over the rows and the number of the epoch they are at.
+    pub fn read_at<R>(&self, f: impl FnOnce(&HashMap<SharedRow, i64>, u64) -> R) -> R {
+        let contents = self.contents.read().unwrap_or_else(|e| e.into_inner());
+        f(&contents.rows, contents.epoch)
+    }
+
     /// The rows with each of `keys`, with their multiplicities.
     pub fn lookup<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<(SharedRow, i64)> {
         let contents = self.contents.read().unwrap_or_else(|e| e.into_inner());
@@ -138,25 +150,29 @@ impl ViewRows {
         found
     }
 
-    /// Adds `changes` (row, its key for a keyed view, weight) to the rows;
-    /// a row whose multiplicity reaches zero is gone.
-    pub fn apply(&self, changes: impl IntoIterator<Item = (Box<[u8]>, Option<Box<[u8]>>, i64)>) {
+    /// Adds epoch `epoch`'s `changes` to the rows; a row whose
+    /// multiplicity reaches zero is gone.
+    pub fn publish(&self, changes: &RowChanges, epoch: u64) {
         let mut contents = self.contents.write().unwrap_or_else(|e| e.into_inner());
-        for (row, key, weight) in changes {
+        contents.epoch = epoch;
+        for (row, &(weight, ref key)) in changes {
+            if weight == 0 {
+                continue;
+            }
             match contents.rows.get_mut(&row[..]) {
                 Some(count) => {
                     *count += weight;
                     if *count <= 0 {
                         contents.rows.remove(&row[..]);
                         if let Some(key) = key {
-                            contents.unindex(&key, &row);
+                            contents.unindex(key, row);
                         }
                     }
                 }
                 None if weight > 0 => {
-                    let row: SharedRow = row.into();
+                    let row: SharedRow = Arc::from(&row[..]);
                     if let Some(key) = key {
-                        contents.index(key, row.clone());
+                        contents.index(key.clone(), row.clone());
                     }
                     contents.rows.insert(row, weight);
                 }

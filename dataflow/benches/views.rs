@@ -189,7 +189,7 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
     let ctx0 = EpochContext::new(&changes, true);
     let out = root.step(&ctx0).expect("first epoch");
     sink.apply(&out).expect("sink");
-    sink.publish();
+    sink.publish(0);
 
     let started = Instant::now();
     let mut total = 0;
@@ -204,7 +204,7 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
         let mut segment = Segment::default();
         root.persist(&mut segment).expect("persist");
         sink.persist(&mut segment);
-        sink.publish();
+        sink.publish(0);
         persisting += persist_started.elapsed();
         total += epoch.num_rows();
     }

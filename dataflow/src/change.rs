@@ -1,7 +1,7 @@
 //! Change batches: rows with a weight each, +1 for an insertion and -1 for
 //! a deletion. An update is a deletion followed by an insertion.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{

@@ -1,12 +1,12 @@
 //! A view's contents: the multiset of its rows, kept in memory where
 //! queries read it, and in the view's state log.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array};
 use datafusion::arrow::datatypes::SchemaRef;
-use eddy_catalog::{view_key_format, EncodedRows, RowFormat, ViewRows};
+use eddy_catalog::{view_key_format, EncodedRows, RowChanges, RowFormat, ViewRows};
 
 use crate::change::{conform, ChangeBatch};
 use crate::operators::read_i64;
@@ -22,15 +22,14 @@ pub struct ViewSink {
     format: RowFormat,
     /// The view's key columns and their format, if it has a key.
     key: Option<(Vec<usize>, RowFormat)>,
-    /// The rows as of the last commit, which queries read.
+    /// The rows as of the last epoch published, which queries read.
     rows: Arc<ViewRows>,
-    /// This epoch's changes to them, by row (with its key), until the
-    /// epoch commits.
-    pending: HashMap<Box<[u8]>, Pending>,
+    /// This epoch's changes to them, by row (with its key).
+    pending: RowChanges,
+    /// The changes of an epoch being committed, and its number: until
+    /// `rows` reach that epoch, they count on top of `rows`.
+    sealed: Option<(u64, Arc<RowChanges>)>,
 }
-
-/// A row's change this epoch, and its key for a keyed view.
-type Pending = (i64, Option<Box<[u8]>>);
 
 impl ViewSink {
     /// A sink into `rows`; `key_columns` (maybe none) identify each row.
@@ -43,6 +42,7 @@ impl ViewSink {
             key,
             rows,
             pending: HashMap::new(),
+            sealed: None,
         })
     }
 
@@ -79,11 +79,11 @@ impl ViewSink {
             .format
             .encode(changes.data.columns(), changes.num_rows())?;
         let keys = self.keys_of(changes.data.columns(), changes.num_rows())?;
-        let pending = &mut self.pending;
-        self.rows.read(|rows| {
+        let (pending, sealed) = (&mut self.pending, &self.sealed);
+        self.rows.read_at(|rows, published| {
             for i in 0..changes.num_rows() {
                 let row = encoded.row(i);
-                let stored = rows.get(row).copied().unwrap_or(0);
+                let stored = committed(rows, published, sealed, row);
                 if !pending.contains_key(row) {
                     let key = keys.as_ref().map(|k| k.row(i).into());
                     pending.insert(row.into(), (0, key));
@@ -124,9 +124,9 @@ impl ViewSink {
 
     /// Stages the rows this epoch changed into the view's state log.
     pub fn persist(&self, segment: &mut Segment) {
-        self.rows.read(|rows| {
+        self.rows.read_at(|rows, published| {
             for (row, (delta, _)) in &self.pending {
-                match rows.get(&row[..]).copied().unwrap_or(0) + delta {
+                match committed(rows, published, &self.sealed, row) + delta {
                     0 => segment.delete(&VIEW_ROWS_HEAD, row),
                     count => segment.put(&VIEW_ROWS_HEAD, row, &count.to_be_bytes()),
                 }
@@ -134,16 +134,30 @@ impl ViewSink {
         });
     }
 
-    /// Makes this epoch's changes visible to queries; called as the epoch
-    /// commits, with queries held off.
-    pub fn publish(&mut self) {
+    /// Makes this epoch's changes visible to queries as epoch `epoch`;
+    /// called as the epoch commits, with queries held off.
+    pub fn publish(&mut self, epoch: u64) {
         let pending = std::mem::take(&mut self.pending);
-        self.rows.apply(
-            pending
-                .into_iter()
-                .filter(|(_, (d, _))| *d != 0)
-                .map(|(row, (d, key))| (row, key, d)),
-        );
+        self.rows.publish(&pending, epoch);
+    }
+
+    /// Hands this epoch's changes over to be published as epoch `epoch`
+    /// once it commits, while the next epoch runs: the rows to change and
+    /// the changes, or nothing if there are none. The epoch sealed before
+    /// must be settled first.
+    pub fn seal(&mut self, epoch: u64) -> Option<(Arc<ViewRows>, Arc<RowChanges>)> {
+        debug_assert!(self.sealed.is_none(), "an epoch is already sealed");
+        if self.pending.is_empty() {
+            return None;
+        }
+        let changes = Arc::new(std::mem::take(&mut self.pending));
+        self.sealed = Some((epoch, changes.clone()));
+        Some((self.rows.clone(), changes))
+    }
+
+    /// Forgets the sealed epoch, once it is published (or failed).
+    pub fn settle(&mut self) {
+        self.sealed = None;
     }
 
     /// Loads the rows from the view's stored state, dropping any changes
@@ -164,8 +178,27 @@ impl ViewSink {
             }
         };
         self.pending.clear();
+        self.sealed = None;
         self.rows.replace(rows, keys);
         Ok(())
+    }
+}
+
+/// A row's multiplicity as of the last epoch handed over to commit: the
+/// published rows at epoch `published`, plus the sealed epoch's changes if
+/// they are not published yet.
+fn committed(
+    rows: &HashMap<eddy_catalog::SharedRow, i64>,
+    published: u64,
+    sealed: &Option<(u64, Arc<RowChanges>)>,
+    row: &[u8],
+) -> i64 {
+    let stored = rows.get(row).copied().unwrap_or(0);
+    match sealed {
+        Some((epoch, changes)) if *epoch > published => {
+            stored + changes.get(row).map_or(0, |(delta, _)| *delta)
+        }
+        _ => stored,
     }
 }
 
@@ -212,13 +245,64 @@ mod tests {
         let mut segment = Segment::default();
         sink.persist(&mut segment);
         assert_eq!(segment.entries(), 2);
-        sink.publish();
+        sink.publish(0);
         assert_eq!(contents(&sink), vec![(1, 2), (2, 2)]);
         assert_eq!(sink.len(), 4);
 
         // A retraction below zero is refused, whatever the epoch holds.
         sink.apply(&changes(&[(2, -1)])).unwrap();
         assert!(sink.apply(&changes(&[(2, -2)])).is_err());
+    }
+
+    /// What persisting the sink now writes for rows 1 and 2: a count, 0
+    /// for a deletion, or nothing.
+    fn persisted(sink: &ViewSink) -> Vec<Option<i64>> {
+        let key = |v: i64| {
+            let column: ArrayRef = Arc::new(Int64Array::from(vec![v]));
+            let row = sink.format.encode(&[column], 1).unwrap();
+            [&VIEW_ROWS_HEAD[..], row.row(0)].concat()
+        };
+        let mut state = StateMap::new();
+        for v in [1, 2] {
+            state.insert(key(v), b"untouched".to_vec());
+        }
+        let mut segment = Segment::default();
+        sink.persist(&mut segment);
+        segment.apply_to(&mut state).unwrap();
+        [1, 2]
+            .map(|v| match state.get(&key(v)) {
+                None => Some(0),
+                Some(value) if value == b"untouched" => None,
+                Some(value) => Some(read_i64(value, 0).unwrap()),
+            })
+            .to_vec()
+    }
+
+    /// While a sealed epoch commits, the next one counts on top of it, and
+    /// once it is published (before the sink has heard) it is not counted
+    /// twice.
+    #[test]
+    fn the_next_epoch_counts_on_top_of_a_sealed_one() {
+        let rows = Arc::new(ViewRows::default());
+        let mut sink = ViewSink::new(schema(), rows.clone(), &[]).unwrap();
+        sink.apply(&changes(&[(1, 1), (2, 1)])).unwrap();
+        let (target, sealed) = sink.seal(1).expect("changes to seal");
+
+        // Epoch 2 runs while epoch 1 commits: row 1 goes, row 2 doubles.
+        sink.apply(&changes(&[(1, -1), (2, 1)])).unwrap();
+        let before_publish = persisted(&sink);
+        assert_eq!(before_publish, vec![Some(0), Some(2)]);
+        target.publish(&sealed, 1);
+        assert_eq!(contents(&sink), vec![(1, 1), (2, 1)], "epoch 1 shows");
+        // The sink has not settled yet; the published rows already hold
+        // epoch 1, so it must not count it again.
+        assert_eq!(persisted(&sink), before_publish);
+        sink.settle();
+        assert_eq!(persisted(&sink), before_publish);
+        let (target, sealed) = sink.seal(2).expect("changes to seal");
+        target.publish(&sealed, 2);
+        sink.settle();
+        assert_eq!(contents(&sink), vec![(2, 2)]);
     }
 
     /// Commits the sink's epoch to its state log and publishes it.
@@ -232,7 +316,7 @@ mod tests {
         let mut batch = eddy_storage::WriteBatch::new();
         log.stage(segment, store, &mut batch).unwrap();
         store.commit(batch).unwrap();
-        sink.publish();
+        sink.publish(0);
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl Segment {
     }
 
     /// Applies the entries, in order, to `state`.
-    fn apply_to(&self, state: &mut StateMap) -> Result<()> {
+    pub(crate) fn apply_to(&self, state: &mut StateMap) -> Result<()> {
         apply_entries(&self.bytes, state)
     }
 }
@@ -201,6 +201,13 @@ impl StateLog {
         }
     }
 
+    /// Whether staging `segment` compacts the log, which reads it back.
+    pub fn compacts(&self, segment: &Segment) -> bool {
+        !segment.is_empty()
+            && self.delta_bytes + segment.bytes.len() as u64
+                > MIN_COMPACT_BYTES.max(self.snapshot_bytes)
+    }
+
     /// Stages `segment` as the log's next entry; when the segments since
     /// the last snapshot outgrow it, stages a new snapshot instead, which
     /// replaces everything stored before. `store` must hold every segment
@@ -211,7 +218,7 @@ impl StateLog {
         }
         let seq = self.next_seq;
         let grown = self.delta_bytes + segment.bytes.len() as u64;
-        if grown > MIN_COMPACT_BYTES.max(self.snapshot_bytes) {
+        if self.compacts(&segment) {
             let (_, mut state) = StateLog::load(store, self.view_id)?;
             segment.apply_to(&mut state)?;
             for item in store.scan_prefix(&self.prefix) {

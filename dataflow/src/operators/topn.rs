@@ -11,7 +11,9 @@
 //! difference. With `ROW_NUMBER()`, a row whose number changes is retracted
 //! and inserted again with its new number.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt64Array};

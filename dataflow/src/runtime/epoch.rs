@@ -14,13 +14,29 @@ use eddy_catalog::kafka::DEAD_LETTERS;
 use eddy_catalog::{LogEntry, ViewDef, ABSORBED_SEQ_KEY};
 use eddy_storage::{Keyspace, WriteBatch};
 
-use super::{Runtime, MAX_EPOCH_ROWS};
+use super::{Output, Runtime, MAX_EPOCH_ROWS};
 use crate::change::{nullable_schema, ChangeBatch};
 use crate::ingest::{self, SourceBatch};
 use crate::kafka::format::DeadLetter;
 use crate::operators::EpochContext;
 use crate::state_log::Segment;
 use crate::{DataflowError, Result};
+
+/// An epoch handed over to commit on its own thread while the next epoch
+/// runs, and what to record once it has committed.
+pub(super) struct InFlight {
+    commit: std::thread::JoinHandle<Result<()>>,
+    absorbed: Vec<Absorbed>,
+    failed: Vec<(ViewDef, DataflowError)>,
+    started: Instant,
+}
+
+impl InFlight {
+    /// Waits for the commit, whatever its outcome.
+    pub(super) fn join(self) -> bool {
+        matches!(self.commit.join(), Ok(Ok(())))
+    }
+}
 
 /// What an epoch absorbed from one Kafka batch, recorded once it commits.
 struct Absorbed {
@@ -38,9 +54,18 @@ struct DeadLetterRow<'a> {
 }
 
 impl Runtime {
-    /// Runs epochs until the log holds nothing at or below `target`. Each
-    /// epoch also takes the Kafka batches waiting then.
+    /// Runs epochs until the log holds nothing at or below `target`, and
+    /// waits for the last one to commit. Each epoch also takes the Kafka
+    /// batches waiting then.
     pub(super) fn drain_logged_changes(&mut self, target: u64) -> Result<u64> {
+        let absorbed = self.drain(target)?;
+        self.settle_or_recover()?;
+        Ok(absorbed)
+    }
+
+    /// Runs epochs until the log holds nothing at or below `target`; the
+    /// last one may still be committing.
+    pub(super) fn drain(&mut self, target: u64) -> Result<u64> {
         let mut absorbed = 0;
         loop {
             match self.epoch(target) {
@@ -57,6 +82,91 @@ impl Runtime {
         }
     }
 
+    /// Waits for the epoch in flight to commit; if it failed, goes back to
+    /// what is committed.
+    pub(super) fn settle_or_recover(&mut self) -> Result<()> {
+        self.settle().inspect_err(|e| {
+            tracing::error!(error = %e, "epoch failed to commit");
+            self.recover();
+        })
+    }
+
+    /// Waits for the epoch in flight (if any) to commit, then records what
+    /// it absorbed. On an error nothing of it is committed, and the caller
+    /// must recover.
+    pub(super) fn settle(&mut self) -> Result<()> {
+        let Some(InFlight {
+            commit,
+            absorbed,
+            failed,
+            started,
+        }) = self.in_flight.take()
+        else {
+            return Ok(());
+        };
+        let committed = commit
+            .join()
+            .unwrap_or_else(|_| Err(DataflowError::Internal("the commit thread panicked".into())));
+        self.taken.clear();
+        for view in &mut self.views {
+            if let Output::Rows(sink) = &mut view.output {
+                sink.settle();
+            }
+        }
+        committed?;
+        self.wake_relays();
+        self.record_progress(absorbed, started);
+        self.install_failures(failed)?;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "epoch committed"
+        );
+        Ok(())
+    }
+
+    /// Commits an epoch's `batch` on a thread of its own, then publishes
+    /// the views' changes, in one hold of the epoch lock; the next epoch
+    /// runs meanwhile. The epoch before must have settled first.
+    fn hand_off(
+        &mut self,
+        batch: WriteBatch,
+        absorbed: Vec<Absorbed>,
+        failed: Vec<(ViewDef, DataflowError)>,
+        started: Instant,
+    ) -> Result<()> {
+        self.settle()?;
+        self.epoch_number += 1;
+        let epoch = self.epoch_number;
+        let publish: Vec<_> = self
+            .views
+            .iter_mut()
+            .filter_map(|view| match &mut view.output {
+                Output::Rows(sink) => sink.seal(epoch),
+                Output::Topic(_) => None,
+            })
+            .collect();
+        let store = self.catalog.store().clone();
+        let epoch_lock = self.epoch_lock.clone();
+        let commit = std::thread::Builder::new()
+            .name("eddy-commit".into())
+            .spawn(move || -> Result<()> {
+                let _epoch = epoch_lock.blocking_write();
+                store.commit(batch)?;
+                for (rows, changes) in &publish {
+                    rows.publish(changes, epoch);
+                }
+                Ok(())
+            })
+            .map_err(|e| DataflowError::Internal(format!("cannot start a commit: {e}")))?;
+        self.in_flight = Some(InFlight {
+            commit,
+            absorbed,
+            failed,
+            started,
+        });
+        Ok(())
+    }
+
     /// Absorbs one epoch of logged changes; returns how many entries.
     fn epoch(&mut self, target: u64) -> Result<u64> {
         let started = Instant::now();
@@ -67,6 +177,11 @@ impl Runtime {
         for item in store.scan_prefix(&[Keyspace::ChangeLog as u8]) {
             let (key, value) = item?;
             let entry = LogEntry::parse(&key, &value)?;
+            // Entries the epoch in flight took stay in the log until it
+            // commits.
+            if self.taken.binary_search(&entry.seq).is_ok() {
+                continue;
+            }
             if entry.seq > target {
                 break;
             }
@@ -93,6 +208,15 @@ impl Runtime {
             return Ok(0);
         }
         let ingested = SourceBatch::merge_by_source(ingested)?;
+        // An upsert reads the stored row of its key, which the epoch in
+        // flight may write.
+        if ingested.iter().any(|b| {
+            self.sources
+                .get(&b.source)
+                .is_some_and(|s| !s.table.is_stream())
+        }) {
+            self.settle()?;
+        }
         let last_seq = entries.last().map(|e| e.seq);
         let mut by_table: HashMap<u64, Vec<ChangeBatch>> = HashMap::new();
         for entry in &entries {
@@ -123,16 +247,9 @@ impl Runtime {
                 last_seq.to_be_bytes().to_vec(),
             );
         }
-        self.commit(batch)?;
-        self.wake_relays();
-        self.record_progress(absorbed, started);
-        self.install_failures(failed)?;
-        tracing::debug!(
-            entries = entries.len(),
-            rows,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "epoch committed"
-        );
+        self.hand_off(batch, absorbed, failed, started)?;
+        self.taken = entries.iter().map(|e| e.seq).collect();
+        tracing::debug!(entries = entries.len(), rows, "epoch handed off");
         Ok(entries.len() as u64)
     }
 
@@ -276,6 +393,7 @@ impl Runtime {
         only: Option<usize>,
     ) -> Result<Vec<(ViewDef, DataflowError)>> {
         let backfill = only.is_some();
+        let mut segments = Vec::new();
         let mut failed = Vec::new();
         let mut failed_ids = Vec::new();
         let range = match only {
@@ -305,7 +423,7 @@ impl Runtime {
                     let mut segment = Segment::default();
                     view.root.persist(&mut segment)?;
                     view.output.persist(&mut segment, batch);
-                    view.log.stage(segment, self.catalog.store(), batch)?;
+                    segments.push((i, segment));
                     if !out.is_empty() {
                         changes.insert(view.def.id, out);
                     }
@@ -325,6 +443,16 @@ impl Runtime {
             def.error = Some(error.to_string());
             failed_ids.push(def.id);
             failed.push((def, error));
+        }
+        for (i, segment) in segments {
+            // Compacting a log reads it back from the store, which must
+            // hold the epoch in flight.
+            if self.views[i].log.compacts(&segment) {
+                self.settle()?;
+            }
+            self.views[i]
+                .log
+                .stage(segment, self.catalog.store(), batch)?;
         }
         for (def, _) in &failed {
             self.catalog.stage_view(def, batch)?;

@@ -125,6 +125,9 @@ impl DataflowHandle {
             wake,
             replan,
             expired_at: std::time::Instant::now(),
+            in_flight: None,
+            epoch_number: 0,
+            taken: Vec::new(),
         };
         runtime.restore(views)?;
         for source in catalog.source_relations() {
@@ -276,6 +279,13 @@ struct Runtime {
     replan: Replan,
     /// When retention last ran.
     expired_at: std::time::Instant,
+    /// The epoch being committed while the next one runs.
+    in_flight: Option<epoch::InFlight>,
+    /// The number of the last epoch handed over to commit.
+    epoch_number: u64,
+    /// The change-log entries the epoch in flight took, by sequence number
+    /// in order: they stay in the log until it commits.
+    taken: Vec<u64>,
 }
 
 /// Plans a stored view's dataflow again, for rebuilding it from its
@@ -290,12 +300,29 @@ impl Runtime {
         loop {
             let command = match pending.take() {
                 Some(command) => command,
-                None => match rx.recv_timeout(Duration::from_secs(1)) {
-                    Ok(command) => command,
-                    Err(RecvTimeoutError::Timeout) => Command::Wake,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                },
+                None => {
+                    // While an epoch commits, more work may run beside it;
+                    // with none, wait for it so that its changes show.
+                    let ready = match self.in_flight {
+                        Some(_) => rx.try_recv().ok(),
+                        None => None,
+                    };
+                    match ready {
+                        Some(command) => command,
+                        None => {
+                            let _ = self.settle_or_recover();
+                            match rx.recv_timeout(Duration::from_secs(1)) {
+                                Ok(command) => command,
+                                Err(RecvTimeoutError::Timeout) => Command::Wake,
+                                Err(RecvTimeoutError::Disconnected) => return,
+                            }
+                        }
+                    }
+                }
             };
+            if !matches!(command, Command::Wake) {
+                let _ = self.settle_or_recover();
+            }
             match command {
                 Command::Wake => {
                     // Coalesce a burst of wakes into one epoch.
@@ -311,7 +338,7 @@ impl Runtime {
                     }
                     // Only what is logged now: under a steady stream of
                     // writes the loop must come back to other commands.
-                    let _ = self.drain_logged_changes(self.catalog.changes().last_seq());
+                    let _ = self.drain(self.catalog.changes().last_seq());
                 }
                 Command::Create { def, root, reply } => {
                     let _ = reply.send(self.create(*def, root));
@@ -359,12 +386,16 @@ impl Runtime {
 
     /// Commits an epoch's batch and shows queries the views' new rows,
     /// both while queries are held off.
+    /// Commits `batch` and publishes the views' changes, once the epoch in
+    /// flight (if any) has committed.
     fn commit(&mut self, batch: WriteBatch) -> Result<()> {
+        self.settle()?;
+        self.epoch_number += 1;
         let _epoch = self.epoch_lock.blocking_write();
         self.catalog.store().commit(batch)?;
         for view in &mut self.views {
             if let Output::Rows(sink) = &mut view.output {
-                sink.publish();
+                sink.publish(self.epoch_number);
             }
         }
         Ok(())

@@ -130,6 +130,11 @@ impl Runtime {
     /// from its committed state and the sources read again from their
     /// committed positions.
     pub(super) fn recover(&mut self) {
+        // Whatever the epoch in flight did is in the store or not at all.
+        if let Some(in_flight) = self.in_flight.take() {
+            let _ = in_flight.join();
+        }
+        self.taken.clear();
         let views = std::mem::take(&mut self.views);
         let mut failed = Vec::new();
         for view in views {
