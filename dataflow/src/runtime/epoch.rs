@@ -33,8 +33,8 @@ pub(super) struct InFlight {
 
 impl InFlight {
     /// Waits for the commit, whatever its outcome.
-    pub(super) fn join(self) -> bool {
-        matches!(self.commit.join(), Ok(Ok(())))
+    pub(super) fn wait(self) {
+        let _ = self.commit.join();
     }
 }
 

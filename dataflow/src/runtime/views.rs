@@ -132,7 +132,7 @@ impl Runtime {
     pub(super) fn recover(&mut self) {
         // Whatever the epoch in flight did is in the store or not at all.
         if let Some(in_flight) = self.in_flight.take() {
-            let _ = in_flight.join();
+            in_flight.wait();
         }
         self.taken.clear();
         let views = std::mem::take(&mut self.views);
