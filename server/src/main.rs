@@ -140,6 +140,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(brokers) = brokers {
         tracing::info!(%brokers, "Kafka brokers configured");
     }
+    tracing::info!(workers, "dataflows run on {workers} workers each");
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
