@@ -99,6 +99,11 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
+    /// The sequence number of a log key, without decoding its entry.
+    pub fn seq_of_key(key: &[u8]) -> Option<u64> {
+        key.get(1..).and_then(seq_of)
+    }
+
     /// Parses a log key and value.
     pub fn parse(key: &[u8], value: &[u8]) -> Result<Self> {
         let damaged = || CatalogError::Internal("change log entry is damaged".into());
@@ -153,4 +158,31 @@ impl<'a> Reader<'a> {
 
 fn seq_of(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_names_the_sequence_number_its_entry_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let log = ChangeLog::open(&store).unwrap();
+        let mut write = WriteBatch::new();
+        log.stage(&mut write, 7, &[(1, vec![1, 2, 3])]);
+        log.stage(&mut write, 7, &[(-1, vec![4])]);
+        store.commit(write).unwrap();
+        let entries: Vec<_> = store
+            .scan_prefix(&[Keyspace::ChangeLog as u8])
+            .map(|item| item.unwrap())
+            .collect();
+        assert_eq!(entries.len(), 2);
+        for (i, (key, value)) in entries.iter().enumerate() {
+            let entry = LogEntry::parse(key, value).unwrap();
+            assert_eq!(entry.seq, i as u64 + 1);
+            assert_eq!(LogEntry::seq_of_key(key), Some(entry.seq));
+        }
+        assert_eq!(LogEntry::seq_of_key(&[Keyspace::ChangeLog as u8, 1]), None);
+    }
 }

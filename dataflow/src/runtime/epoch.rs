@@ -176,12 +176,13 @@ impl Runtime {
         let mut rows = 0;
         for item in store.scan_prefix(&[Keyspace::ChangeLog as u8]) {
             let (key, value) = item?;
-            let entry = LogEntry::parse(&key, &value)?;
             // Entries the epoch in flight took stay in the log until it
             // commits.
-            if self.taken.binary_search(&entry.seq).is_ok() {
+            if LogEntry::seq_of_key(&key).is_some_and(|seq| self.taken.binary_search(&seq).is_ok())
+            {
                 continue;
             }
+            let entry = LogEntry::parse(&key, &value)?;
             if entry.seq > target {
                 break;
             }

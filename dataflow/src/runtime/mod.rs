@@ -384,12 +384,11 @@ impl Runtime {
         }
     }
 
-    /// Commits an epoch's batch and shows queries the views' new rows,
-    /// both while queries are held off.
-    /// Commits `batch` and publishes the views' changes, once the epoch in
-    /// flight (if any) has committed.
+    /// Commits `batch` and shows queries the views' new rows, both while
+    /// queries are held off, once the epoch in flight (if any) has
+    /// committed.
     fn commit(&mut self, batch: WriteBatch) -> Result<()> {
-        self.settle()?;
+        self.settle_or_recover()?;
         self.epoch_number += 1;
         let _epoch = self.epoch_lock.blocking_write();
         self.catalog.store().commit(batch)?;
