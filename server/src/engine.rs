@@ -20,6 +20,7 @@ use eddy_catalog::{
     SCHEMA_NAME,
 };
 use eddy_dataflow::{DataflowError, DataflowHandle, Lowered};
+use eddy_sql::EddyStatement;
 use eddy_storage::Store;
 use tokio::sync::RwLock;
 
@@ -237,7 +238,7 @@ async fn plan_view_sql(
     workers: usize,
 ) -> Result<Lowered> {
     let mut statements = eddy_sql::parse_sql(&def.sql)?;
-    let (Some(statement), None) = (statements.pop(), statements.pop()) else {
+    let (Some(EddyStatement::Sql(statement)), None) = (statements.pop(), statements.pop()) else {
         return Err(EddyError::Internal(format!(
             "stored view query is not one statement: {}",
             def.sql
@@ -246,7 +247,7 @@ async fn plan_view_sql(
     plan_view_statement(
         ctx,
         catalog,
-        statement,
+        *statement,
         Planning::Restore,
         def.postgres_literals,
         workers,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Cast, Expr, LogicalPlan, TryCast};
-use datafusion::sql::sqlparser::ast::Statement;
+use eddy_sql::EddyStatement;
 use futures::{stream, Sink};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
@@ -37,7 +37,7 @@ use crate::handler::{self, Kind, Output};
 /// statements the DataFusion plan with its parameters still open.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    statement: Statement,
+    statement: EddyStatement,
     plan: Option<LogicalPlan>,
 }
 
@@ -252,14 +252,14 @@ impl QueryParser for Parser {
             0 => Ok(None),
             1 => {
                 let statement = statements.remove(0);
-                let plan = match handler::kind(&statement) {
-                    Kind::Planned => Some(
+                let plan = match (&statement, handler::kind(&statement)) {
+                    (EddyStatement::Sql(sql), Kind::Planned) => Some(
                         self.engine
-                            .plan(&statement)
+                            .plan(sql)
                             .await
                             .map_err(EddyError::into_pgwire)?,
                     ),
-                    Kind::Direct => None,
+                    _ => None,
                 };
                 Ok(Some(Prepared { statement, plan }))
             }

@@ -7,7 +7,45 @@ use datafusion::sql::sqlparser::ast::{
     Query, SetExpr, SetOperator, SetQuantifier, Statement, Visit, Visitor,
 };
 
+use crate::ast::{Emit, QueryClauses};
 use crate::{Result, SqlError};
+
+/// Checks the ksqlDB clauses of a query: refuses the ones Eddy parses but
+/// does not run yet, and EMIT modes that do not fit. A `persistent` query
+/// keeps running (CREATE ... AS SELECT, a materialized view); otherwise the
+/// query is answered once.
+pub fn check_query_clauses(clauses: &QueryClauses, persistent: bool) -> Result<()> {
+    match (clauses.emit, &clauses.window) {
+        (Some(emit @ (Emit::Final | Emit::OnWindowClose)), None) => {
+            return Err(SqlError::InvalidDefinition(format!(
+                "{emit} needs a WINDOW: only a window's result is ever final"
+            )))
+        }
+        (Some(Emit::Changes), _) if !persistent => {
+            return Err(SqlError::Unsupported(
+                "push queries (SELECT ... EMIT CHANGES); create a materialized view and query it"
+                    .into(),
+            ))
+        }
+        _ => {}
+    }
+    if let Some(window) = &clauses.window {
+        return Err(SqlError::Unsupported(format!(
+            "{window} (windows are not built yet)"
+        )));
+    }
+    if !clauses.within.is_empty() {
+        return Err(SqlError::Unsupported(
+            "JOIN ... WITHIN (joins bounded in time are not built yet)".into(),
+        ));
+    }
+    if !clauses.partition_by.is_empty() {
+        return Err(SqlError::Unsupported(
+            "PARTITION BY (re-keying a stream is not built yet)".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// Refuses `EXCEPT ALL` and `INTERSECT ALL`: DataFusion plans them as semi
 /// and anti joins, which drop the duplicate counts these operators keep.
@@ -56,10 +94,9 @@ fn bag_operation(body: &SetExpr) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse_sql;
 
     fn check(sql: &str) -> Result<()> {
-        check_query_support(&parse_sql(sql).unwrap()[0])
+        check_query_support(&crate::parser::sql_statement(sql))
     }
 
     #[test]

@@ -90,10 +90,9 @@ mod tests {
     use datafusion::sql::sqlparser::ast::Statement;
 
     use super::*;
-    use crate::parse_sql;
 
     fn names(sql: &str) -> Option<Vec<String>> {
-        match parse_sql(sql).unwrap().remove(0) {
+        match crate::parser::sql_statement(sql) {
             Statement::Query(q) => postgres_column_names(&q),
             _ => None,
         }

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
-use datafusion::sql::sqlparser::ast;
 use eddy_catalog::generator::{Connector, FieldSpec, GeneratorDef, NexmarkEvent};
 use eddy_catalog::kafka::{self, SourceKind};
 use eddy_catalog::{ColumnDef, TableDef};
 use eddy_connectors::datagen::{field_class, FieldClass};
 use eddy_connectors::nexmark::standard_columns;
 
+use crate::ast::CreateRelation;
 use crate::create_source::{add_pseudo_columns, SourceOptions};
 use crate::create_table::bind_columns;
 use crate::{Result, SqlError};
@@ -48,10 +48,7 @@ fn start_time_us(value: Option<&String>) -> Result<i64> {
 }
 
 /// Binds a generator relation; `options.connector` is set.
-pub fn bind_create_generator(
-    create: &ast::CreateTable,
-    options: &SourceOptions,
-) -> Result<TableDef> {
+pub fn bind_create_generator(create: &CreateRelation, options: &SourceOptions) -> Result<TableDef> {
     let connector = options.connector.as_deref().unwrap_or_default();
     if options.topic.is_some()
         || options.value_format.is_some()
@@ -77,7 +74,7 @@ pub fn bind_create_generator(
             }
         }
     }
-    let kind = options.kind.unwrap_or(SourceKind::Table);
+    let kind = options.kind;
     let (name, mut columns, key_columns) = if create.columns.is_empty() {
         (
             crate::create_table::object_name(&create.name)?,
@@ -346,8 +343,8 @@ mod tests {
 
     fn bind(sql: &str) -> Result<TableDef> {
         match parse_sql(sql)?.remove(0) {
-            ast::Statement::CreateTable(create) => {
-                let options = source_options(&create.table_options)?;
+            crate::EddyStatement::CreateRelation(create) => {
+                let options = source_options(&create)?;
                 bind_create_generator(&create, &options)
             }
             other => panic!("not a CREATE: {other}"),

@@ -2,18 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::sql::sqlparser::ast::{self, CreateTableOptions, Expr, SqlOption, Value};
+use datafusion::sql::sqlparser::ast::{Expr, SqlOption, Value};
 use eddy_catalog::kafka::{self, Format, KafkaDef, SourceKind};
 use eddy_catalog::{ColumnDef, ColumnType, TableDef};
 
+use crate::ast::{CreateRelation, RelationKind};
 use crate::create_table::bind_columns;
-use crate::ksql::{EMIT_CHANGES_OPTION, KIND_OPTION};
 use crate::{Result, SqlError};
 
 /// The `WITH (...)` options of a CREATE, by lower-case name.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct SourceOptions {
-    pub kind: Option<SourceKind>,
+    pub kind: SourceKind,
     pub topic: Option<String>,
     pub value_format: Option<Format>,
     pub key_format: Option<Format>,
@@ -23,7 +23,6 @@ pub struct SourceOptions {
     /// `retention=`: how long a stream keeps its records, in milliseconds
     /// (`Some(None)` for `'none'`).
     pub retention: Option<Option<u64>>,
-    pub emit_changes: bool,
     /// `connector=`: a built-in generator feeds the relation.
     pub connector: Option<String>,
     /// The generator's own options, by name (see `create_generator`).
@@ -34,9 +33,9 @@ pub struct SourceOptions {
 
 impl SourceOptions {
     /// Whether the statement declares a source (a Kafka topic or a
-    /// generator), not a local table.
+    /// generator), not a local table: it is a stream, or has options.
     pub fn is_source(&self) -> bool {
-        self.given
+        self.given || self.kind == SourceKind::Stream
     }
 }
 
@@ -117,19 +116,10 @@ fn retention_option(value: &str) -> Result<Option<u64>> {
     }
 }
 
-/// Reads the `WITH (...)` options of a CREATE TABLE.
-pub fn source_options(options: &CreateTableOptions) -> Result<SourceOptions> {
-    let list: &[SqlOption] = match options {
-        CreateTableOptions::None => return Ok(SourceOptions::default()),
-        CreateTableOptions::With(list) => list,
-        other => {
-            return Err(SqlError::Unsupported(format!(
-                "table options {other}; Kafka options go in WITH (...)"
-            )))
-        }
-    };
+/// Reads the kind and the `WITH (...)` options of a CREATE.
+pub fn source_options(create: &CreateRelation) -> Result<SourceOptions> {
     let mut seen = BTreeMap::new();
-    for option in list {
+    for option in &create.options {
         let SqlOption::KeyValue { key, value } = option else {
             return Err(SqlError::InvalidDefinition(format!(
                 "option {option} must be written name = value"
@@ -144,19 +134,23 @@ pub fn source_options(options: &CreateTableOptions) -> Result<SourceOptions> {
         }
     }
     let mut out = SourceOptions {
+        kind: match create.kind {
+            RelationKind::Stream => SourceKind::Stream,
+            RelationKind::Table => SourceKind::Table,
+        },
+        topic: None,
+        value_format: None,
+        key_format: None,
+        partitions: None,
+        replicas: None,
+        timestamp: None,
+        retention: None,
+        connector: None,
+        generator: BTreeMap::new(),
         given: !seen.is_empty(),
-        ..SourceOptions::default()
     };
     for (name, value) in &seen {
         match name.as_str() {
-            KIND_OPTION => {
-                out.kind = Some(if value == "stream" {
-                    SourceKind::Stream
-                } else {
-                    SourceKind::Table
-                })
-            }
-            EMIT_CHANGES_OPTION => out.emit_changes = true,
             "kafka_topic" => out.topic = Some(value.clone()),
             "value_format" => out.value_format = Some(format_option(name, value)?),
             "key_format" => out.key_format = Some(format_option(name, value)?),
@@ -193,11 +187,11 @@ pub fn source_options(options: &CreateTableOptions) -> Result<SourceOptions> {
 }
 
 /// Binds `CREATE STREAM|TABLE name (columns) WITH (kafka_topic=...)`.
-pub fn bind_create_source(create: &ast::CreateTable, options: &SourceOptions) -> Result<TableDef> {
+pub fn bind_create_source(create: &CreateRelation, options: &SourceOptions) -> Result<TableDef> {
     if options.connector.is_some() {
         return crate::create_generator::bind_create_generator(create, options);
     }
-    let kind = options.kind.unwrap_or(SourceKind::Table);
+    let kind = options.kind;
     let what = kind.as_str();
     if let Some(name) = options.generator.keys().next() {
         return Err(SqlError::InvalidDefinition(format!(
@@ -242,7 +236,7 @@ pub fn bind_query_relation(
     options: &SourceOptions,
     inherited: (Format, Format),
 ) -> Result<TableDef> {
-    let kind = options.kind.unwrap_or(SourceKind::Table);
+    let kind = options.kind;
     let topic = options.topic.clone().unwrap_or_else(|| name.to_uppercase());
     let value_format = options.value_format.unwrap_or(inherited.1);
     // A key of several columns needs a format that holds several.
@@ -378,8 +372,8 @@ mod tests {
 
     fn bind(sql: &str) -> Result<TableDef> {
         match parse_sql(sql)?.remove(0) {
-            ast::Statement::CreateTable(create) => {
-                let options = source_options(&create.table_options)?;
+            crate::EddyStatement::CreateRelation(create) => {
+                let options = source_options(&create)?;
                 bind_create_source(&create, &options)
             }
             other => panic!("not a CREATE: {other}"),

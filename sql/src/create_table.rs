@@ -3,12 +3,13 @@
 use datafusion::sql::sqlparser::ast::{self, ColumnOption, Expr, TableConstraint};
 use eddy_catalog::{ColumnDef, TableDef};
 
+use crate::ast::{CreateRelation, RelationKind};
 use crate::types::column_type_from_sql;
 use crate::{Result, SqlError};
 
 /// Turns a parsed `CREATE TABLE` into a table definition. Names are folded
 /// to lower case unless quoted, as in Postgres.
-pub fn bind_create_table(create: &ast::CreateTable) -> Result<TableDef> {
+pub fn bind_create_table(create: &CreateRelation) -> Result<TableDef> {
     if create.query.is_some() {
         return Err(SqlError::Unsupported(
             "CREATE TABLE ... AS SELECT over local tables (create a materialized view)".into(),
@@ -25,16 +26,23 @@ pub fn bind_create_table(create: &ast::CreateTable) -> Result<TableDef> {
     })
 }
 
-/// Binds the name, columns and primary key of a `CREATE TABLE`.
+/// Binds the name, columns and key of a `CREATE STREAM|TABLE`: a table's
+/// `PRIMARY KEY`, or the columns a stream marks `KEY`.
 pub(crate) fn bind_columns(
-    create: &ast::CreateTable,
+    create: &CreateRelation,
 ) -> Result<(String, Vec<ColumnDef>, Vec<usize>)> {
-    if create.temporary || create.external {
+    if create.watermark.is_some() {
         return Err(SqlError::Unsupported(
-            "TEMPORARY and EXTERNAL tables".into(),
+            "WATERMARK FOR (event time and watermarks are not built yet)".into(),
         ));
     }
     let name = object_name(&create.name)?;
+    let stream = create.kind == RelationKind::Stream;
+    if let (false, Some(key)) = (stream, create.key_columns.first()) {
+        return Err(SqlError::InvalidDefinition(format!(
+            "column {key} is marked KEY, which only streams have; a table's key is its PRIMARY KEY"
+        )));
+    }
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len());
     let mut primary_key: Option<Vec<usize>> = None;
     for (index, column) in create.columns.iter().enumerate() {
@@ -48,6 +56,9 @@ pub(crate) fn bind_columns(
                 ColumnOption::Null => {}
                 ColumnOption::NotNull => def.nullable = false,
                 ColumnOption::Default(expr) => def.default = Some(default_sql(expr)),
+                ColumnOption::PrimaryKey(_) if stream => {
+                    return Err(stream_primary_key(&column_name))
+                }
                 ColumnOption::PrimaryKey(_) => set_primary_key(&mut primary_key, vec![index])?,
                 other => return Err(SqlError::Unsupported(format!("column option {other}"))),
             }
@@ -56,6 +67,9 @@ pub(crate) fn bind_columns(
     }
     for constraint in &create.constraints {
         match constraint {
+            TableConstraint::PrimaryKey(_) if stream => {
+                return Err(stream_primary_key(&constraint.to_string()))
+            }
             TableConstraint::PrimaryKey(pk) => {
                 let indexes = pk
                     .columns
@@ -83,11 +97,32 @@ pub(crate) fn bind_columns(
     if columns.is_empty() {
         return Err(SqlError::Unsupported("a table with no columns".into()));
     }
+    if stream {
+        let keys = create
+            .key_columns
+            .iter()
+            .map(|key| {
+                let key = normalize(key);
+                columns
+                    .iter()
+                    .position(|c| c.name == key)
+                    .ok_or(SqlError::UndefinedColumn(key))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok((name, columns, keys));
+    }
     let primary_key = primary_key.unwrap_or_default();
     for &i in &primary_key {
         columns[i].nullable = false;
     }
     Ok((name, columns, primary_key))
+}
+
+fn stream_primary_key(column: &str) -> SqlError {
+    SqlError::InvalidDefinition(format!(
+        "{column}: a stream has no PRIMARY KEY, as its records are not unique by key; \
+         mark its key columns KEY, or create a TABLE"
+    ))
 }
 
 fn set_primary_key(slot: &mut Option<Vec<usize>>, columns: Vec<usize>) -> Result<()> {
@@ -146,7 +181,7 @@ mod tests {
 
     fn bind(sql: &str) -> Result<TableDef> {
         match parse_sql(sql)?.remove(0) {
-            ast::Statement::CreateTable(create) => bind_create_table(&create),
+            crate::EddyStatement::CreateRelation(create) => bind_create_table(&create),
             other => panic!("not a CREATE TABLE: {other}"),
         }
     }

@@ -49,11 +49,10 @@ pub fn name_all_columns(insert: &mut Insert, columns: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse_sql;
     use datafusion::sql::sqlparser::ast::Statement;
 
     fn insert(sql: &str) -> Insert {
-        match parse_sql(sql).unwrap().remove(0) {
+        match crate::parser::sql_statement(sql) {
             Statement::Insert(insert) => insert,
             other => panic!("not an INSERT: {other}"),
         }

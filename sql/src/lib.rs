@@ -2,24 +2,24 @@
 //! definitions. Queries and DML are planned by DataFusion against the
 //! catalog's schema provider; this crate decides what each statement is.
 
+pub mod ast;
 mod check;
 mod column_names;
 pub mod create_generator;
 pub mod create_source;
 pub mod create_table;
 mod insert;
-pub mod ksql;
 mod parser;
 mod query_keys;
 mod types;
 
-pub use check::check_query_support;
+pub use ast::{EddyQuery, EddyStatement, QueryClauses};
+pub use check::{check_query_clauses, check_query_support};
 pub use column_names::postgres_column_names;
 pub use create_source::{bind_create_source, bind_query_relation, source_options, SourceOptions};
 pub use create_table::bind_create_table;
 pub use insert::{insert_target, name_all_columns, name_leading_columns};
-pub use ksql::as_terminate;
-pub use parser::{is_flush, parse_sql};
+pub use parser::parse_sql;
 pub use query_keys::{group_key_columns, keeps_columns};
 pub use types::column_type_from_sql;
 

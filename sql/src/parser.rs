@@ -1,15 +1,25 @@
-//! Statement parsing, in the Postgres dialect.
+//! Statement parsing: Eddy's statements and ksqlDB's clauses on top of
+//! sqlparser's `Parser`, as DataFusion's `DFParser` adds its own statements.
+//! Everything Postgres has is parsed by sqlparser in the Postgres dialect.
 
+use std::ops::ControlFlow;
 use std::sync::LazyLock;
 
-use datafusion::sql::sqlparser::ast::{FlushType, Statement};
+use datafusion::sql::sqlparser::ast::{
+    visit_expressions, visit_relations, ColumnOptionDef, DataType, Expr, Ident, ObjectName,
+    SqlOption, Statement,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
-use crate::{ksql, Result, SqlError};
+use crate::ast::{
+    CreateRelation, DropRelation, Duration, EddyQuery, EddyStatement, Emit, JoinWithin, Listing,
+    QueryClauses, RelationKind, Watermark, WindowKind, WindowSpec,
+};
+use crate::{Result, SqlError};
 
 /// Rewrites the catalog queries that psql and drivers send into forms
 /// DataFusion can plan (e.g. `'t'::regclass`). Some of its rewrites change
@@ -18,10 +28,7 @@ use crate::{ksql, Result, SqlError};
 static CATALOG_QUERY_PARSER: LazyLock<PostgresCompatibilityParser> =
     LazyLock::new(PostgresCompatibilityParser::new);
 
-fn reads_pg_catalog(sql: &str) -> bool {
-    let lower = sql.to_ascii_lowercase();
-    lower.contains("pg_") || lower.contains("::reg")
-}
+const DIALECT: PostgreSqlDialect = PostgreSqlDialect {};
 
 /// Most operators one statement may hold. Chains of binary operators parse
 /// into trees as deep as they are long, and planning walks them
@@ -30,14 +37,10 @@ pub const MAX_OPERATORS: usize = 4_000;
 
 /// Refuses statements with more than [`MAX_OPERATORS`] operators, before
 /// they are parsed into trees too deep to handle (or even to drop).
-fn check_complexity(sql: &str) -> Result<()> {
-    // A statement that does not tokenize fails in the parser, with its error.
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
-        return Ok(());
-    };
+fn check_complexity(tokens: &[TokenWithSpan]) -> Result<()> {
     let mut operators = 0;
-    for token in &tokens {
-        match token {
+    for token in tokens {
+        match &token.token {
             Token::SemiColon => operators = 0,
             Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR | Keyword::NOT) => {
                 operators += 1
@@ -51,7 +54,8 @@ fn check_complexity(sql: &str) -> Result<()> {
             | Token::RParen
             | Token::Period
             | Token::Placeholder(_)
-            | Token::DoubleColon => {}
+            | Token::DoubleColon
+            | Token::EOF => {}
             _ => operators += 1,
         }
         if operators > MAX_OPERATORS {
@@ -61,76 +65,653 @@ fn check_complexity(sql: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parses a query string into its statements. Each statement's tokens go
-/// through the ksqlDB pre-pass ([`crate::ksql`]) first.
-pub fn parse_sql(sql: &str) -> Result<Vec<Statement>> {
-    check_complexity(sql)?;
-    if reads_pg_catalog(sql) {
-        return Ok(CATALOG_QUERY_PARSER.parse(sql)?);
-    }
-    let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
+/// Parses a query string into its statements.
+pub fn parse_sql(sql: &str) -> Result<Vec<EddyStatement>> {
+    let tokens = Tokenizer::new(&DIALECT, sql)
         .tokenize_with_location()
         .map_err(|e| SqlError::Syntax(e.into()))?;
+    check_complexity(&tokens)?;
+    let lines = LineStarts::new(sql);
     let mut statements = Vec::new();
-    for mut tokens in split_statements(tokens) {
-        let rewrite = ksql::rewrite(&mut tokens)?;
-        if let Some(terminate) = ksql::terminate_statement(&rewrite) {
-            statements.push(terminate);
-            continue;
-        }
-        let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
-        let mut statement = if parser.parse_keyword(Keyword::FLUSH) {
-            flush_statement()
-        } else {
-            parser.parse_statement()?
+    for (tokens, end) in split_statements(tokens) {
+        let start = tokens
+            .iter()
+            .find(|t| !is_blank(&t.token))
+            .map(|t| t.span.start);
+        let statement = parse_statement(tokens)?;
+        let statement = match (statement, start) {
+            (EddyStatement::Sql(statement), Some(start)) if reads_pg_catalog(&statement) => {
+                let text =
+                    &sql[lines.offset(sql, start)..end.map_or(sql.len(), |e| lines.offset(sql, e))];
+                catalog_query(text)?
+            }
+            (statement, _) => statement,
         };
-        if parser.peek_token_ref().token != Token::EOF {
-            return Ok(parser.expected("end of statement", parser.peek_token())?);
-        }
-        ksql::annotate(&mut statement, rewrite)?;
         statements.push(statement);
     }
     Ok(statements)
 }
 
+/// Parses a catalog query with the compatibility rewrites.
+fn catalog_query(text: &str) -> Result<EddyStatement> {
+    let mut statements = CATALOG_QUERY_PARSER.parse(text)?;
+    match (statements.pop(), statements.pop()) {
+        (Some(statement), None) => Ok(EddyStatement::Sql(Box::new(statement))),
+        _ => Err(SqlError::Unsupported(format!("catalog query {text}"))),
+    }
+}
+
+/// Whether a query reads the Postgres catalog: a `pg_` relation or
+/// function, or a cast to a `reg` type such as `regclass`.
+fn reads_pg_catalog(statement: &Statement) -> bool {
+    if !matches!(statement, Statement::Query(_)) {
+        return false;
+    }
+    let is_pg = |name: &ObjectName| {
+        name.0.iter().any(|part| {
+            part.as_ident()
+                .is_some_and(|i| i.value.to_ascii_lowercase().starts_with("pg_"))
+        })
+    };
+    let relation = visit_relations(statement, |name| {
+        if is_pg(name) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    let expression = visit_expressions(statement, |expr| match expr {
+        Expr::Function(f) if is_pg(&f.name) => ControlFlow::Break(()),
+        Expr::Cast { data_type, .. } if is_reg_type(data_type) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    });
+    relation.is_break() || expression.is_break()
+}
+
+fn is_reg_type(data_type: &DataType) -> bool {
+    matches!(data_type, DataType::Regclass)
+        || matches!(data_type, DataType::Custom(name, _) if name.to_string().to_ascii_lowercase().starts_with("reg"))
+}
+
+/// Byte offsets of line starts, to turn token locations into offsets.
+struct LineStarts(Vec<usize>);
+
+impl LineStarts {
+    fn new(sql: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+        LineStarts(starts)
+    }
+
+    /// The byte offset of `at` (line and column count from 1; columns
+    /// count characters).
+    fn offset(&self, sql: &str, at: Location) -> usize {
+        let Some(&line) = self.0.get((at.line as usize).saturating_sub(1)) else {
+            return sql.len();
+        };
+        sql[line..]
+            .char_indices()
+            .nth((at.column as usize).saturating_sub(1))
+            .map_or(sql.len(), |(i, _)| line + i)
+    }
+}
+
 /// Splits tokens at semicolons, dropping statements that are only blanks.
-fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
+/// Each statement comes with where its semicolon is, if it has one.
+fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<(Vec<TokenWithSpan>, Option<Location>)> {
     let mut statements = Vec::new();
     let mut current = Vec::new();
     for token in tokens {
         match token.token {
-            Token::SemiColon => statements.push(std::mem::take(&mut current)),
+            Token::SemiColon => {
+                statements.push((std::mem::take(&mut current), Some(token.span.start)))
+            }
             Token::EOF => {}
             _ => current.push(token),
         }
     }
-    statements.push(current);
-    statements.retain(|s| s.iter().any(|t| !matches!(t.token, Token::Whitespace(_))));
+    statements.push((current, None));
+    statements.retain(|(s, _)| s.iter().any(|t| !is_blank(&t.token)));
     statements
 }
 
-/// `FLUSH`: wait until every acknowledged write is in every view. Parsed
-/// by Eddy and carried as the (otherwise MySQL-only) FLUSH statement.
-fn flush_statement() -> Statement {
-    Statement::Flush {
-        object_type: FlushType::Tables,
-        location: None,
-        channel: None,
-        read_lock: false,
-        export: false,
-        tables: Vec::new(),
+fn is_blank(token: &Token) -> bool {
+    matches!(token, Token::Whitespace(_))
+}
+
+/// Whether `token` is the unquoted word `word` (any case).
+fn is_word(token: &Token, word: &str) -> bool {
+    matches!(token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+}
+
+fn parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
+    Parser::new(&DIALECT).with_tokens_with_locations(tokens)
+}
+
+/// Consumes the word `word` if it is next.
+fn parse_word(parser: &mut Parser, word: &str) -> bool {
+    if is_word(&parser.peek_token_ref().token, word) {
+        parser.next_token();
+        true
+    } else {
+        false
     }
 }
 
-/// Whether `statement` is Eddy's `FLUSH`.
-pub fn is_flush(statement: &Statement) -> bool {
-    matches!(statement, Statement::Flush { tables, .. } if tables.is_empty())
+fn expect_word(parser: &mut Parser, word: &str) -> Result<()> {
+    if parse_word(parser, word) {
+        Ok(())
+    } else {
+        Ok(parser.expected(word, parser.peek_token())?)
+    }
+}
+
+fn expect_end(parser: &mut Parser) -> Result<()> {
+    if parser.peek_token_ref().token == Token::EOF {
+        Ok(())
+    } else {
+        Ok(parser.expected("end of statement", parser.peek_token())?)
+    }
+}
+
+/// The `n`th token that is not whitespace.
+fn significant(tokens: &[TokenWithSpan], n: usize) -> Option<&Token> {
+    tokens
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| !is_blank(t))
+        .nth(n)
+}
+
+fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
+    let word = |n: usize, word: &str| significant(&tokens, n).is_some_and(|t| is_word(t, word));
+    let after_create = if word(0, "CREATE") {
+        Some(if word(1, "OR") && word(2, "REPLACE") {
+            3
+        } else {
+            1
+        })
+    } else {
+        None
+    };
+    if word(0, "TERMINATE") {
+        return parse_terminate(parser(tokens));
+    }
+    if word(0, "FLUSH") {
+        let mut p = parser(tokens);
+        p.next_token();
+        expect_end(&mut p)?;
+        return Ok(EddyStatement::Flush);
+    }
+    if (word(0, "SHOW") || word(0, "LIST")) && listing(significant(&tokens, 1)).is_some() {
+        return parse_show(parser(tokens));
+    }
+    if word(0, "DESCRIBE") || word(0, "DESC") {
+        return parse_describe(parser(tokens));
+    }
+    if let Some(n) = after_create {
+        if word(n, "STREAM") || word(n, "TABLE") {
+            return parse_create_relation(tokens);
+        }
+        if word(n, "VIEW") || (word(n, "MATERIALIZED") && word(n + 1, "VIEW")) {
+            let clauses = take_query_clauses(&mut tokens)?;
+            let mut p = parser(tokens);
+            let statement = p.parse_statement()?;
+            expect_end(&mut p)?;
+            let Statement::CreateView(create) = statement else {
+                return Err(SqlError::Unsupported(format!("statement {statement}")));
+            };
+            return Ok(EddyStatement::CreateView {
+                create: Box::new(create),
+                clauses,
+            });
+        }
+    }
+    if word(0, "DROP") {
+        return parse_drop(parser(tokens));
+    }
+    let is_query = word(0, "SELECT")
+        || word(0, "WITH")
+        || word(0, "VALUES")
+        || significant(&tokens, 0) == Some(&Token::LParen);
+    let clauses = if is_query {
+        take_query_clauses(&mut tokens)?
+    } else {
+        QueryClauses::default()
+    };
+    let mut p = parser(tokens);
+    let statement = p.parse_statement()?;
+    expect_end(&mut p)?;
+    match statement {
+        Statement::Query(query) if !clauses.is_empty() => {
+            Ok(EddyStatement::Query(Box::new(EddyQuery { query, clauses })))
+        }
+        statement => Ok(EddyStatement::Sql(Box::new(statement))),
+    }
+}
+
+/// `TERMINATE query_id | ALL`.
+fn parse_terminate(mut p: Parser) -> Result<EddyStatement> {
+    p.next_token();
+    let target = if parse_word(&mut p, "ALL") {
+        None
+    } else {
+        Some(p.parse_identifier()?)
+    };
+    expect_end(&mut p)?;
+    Ok(EddyStatement::Terminate(target))
+}
+
+fn listing(token: Option<&Token>) -> Option<Listing> {
+    let token = token?;
+    [
+        ("STREAMS", Listing::Streams),
+        ("TABLES", Listing::Tables),
+        ("QUERIES", Listing::Queries),
+        ("TOPICS", Listing::Topics),
+    ]
+    .into_iter()
+    .find_map(|(word, listing)| is_word(token, word).then_some(listing))
+}
+
+/// `SHOW|LIST STREAMS|TABLES|QUERIES|TOPICS [EXTENDED]`.
+fn parse_show(mut p: Parser) -> Result<EddyStatement> {
+    p.next_token();
+    let listing = listing(Some(&p.next_token().token)).expect("checked by the caller");
+    let extended = parse_word(&mut p, "EXTENDED");
+    expect_end(&mut p)?;
+    Ok(EddyStatement::Show { listing, extended })
+}
+
+/// `DESCRIBE [EXTENDED] name`.
+fn parse_describe(mut p: Parser) -> Result<EddyStatement> {
+    p.next_token();
+    let extended = parse_word(&mut p, "EXTENDED");
+    let name = p.parse_object_name(false)?;
+    expect_end(&mut p)?;
+    Ok(EddyStatement::Describe { name, extended })
+}
+
+/// sqlparser's DROP, then ksqlDB's `DELETE TOPIC`.
+fn parse_drop(mut p: Parser) -> Result<EddyStatement> {
+    let statement = p.parse_statement()?;
+    let delete_topic = parse_word(&mut p, "DELETE");
+    if delete_topic {
+        expect_word(&mut p, "TOPIC")?;
+    }
+    expect_end(&mut p)?;
+    match statement {
+        Statement::Drop {
+            object_type,
+            if_exists,
+            names,
+            cascade,
+            ..
+        } => Ok(EddyStatement::Drop(DropRelation {
+            object_type,
+            if_exists,
+            names,
+            cascade,
+            delete_topic,
+        })),
+        _ if delete_topic => Err(SqlError::InvalidDefinition(
+            "DELETE TOPIC belongs after DROP STREAM or DROP TABLE".into(),
+        )),
+        statement => Ok(EddyStatement::Sql(Box::new(statement))),
+    }
+}
+
+/// `CREATE [OR REPLACE] STREAM|TABLE [IF NOT EXISTS] name [(elements)]
+/// [WITH (options)] [AS query]`, where an element is a column (with
+/// ksqlDB's `KEY` among its options), a table constraint, or
+/// `WATERMARK FOR col AS expr`.
+fn parse_create_relation(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
+    let mut p = parser(tokens.clone());
+    p.next_token();
+    let or_replace = p.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+    let kind = if parse_word(&mut p, "STREAM") {
+        RelationKind::Stream
+    } else {
+        p.expect_keyword(Keyword::TABLE)?;
+        RelationKind::Table
+    };
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = p.parse_object_name(false)?;
+    let mut create = CreateRelation {
+        kind,
+        or_replace,
+        if_not_exists,
+        name,
+        columns: Vec::new(),
+        key_columns: Vec::new(),
+        constraints: Vec::new(),
+        watermark: None,
+        options: Vec::new(),
+        query: None,
+    };
+    if p.consume_token(&Token::LParen) {
+        loop {
+            parse_element(&mut p, &mut create)?;
+            if p.consume_token(&Token::Comma) {
+                continue;
+            }
+            p.expect_token(&Token::RParen)?;
+            break;
+        }
+    }
+    if p.parse_keyword(Keyword::WITH) {
+        p.expect_token(&Token::LParen)?;
+        create.options = p.parse_comma_separated(parse_option)?;
+        p.expect_token(&Token::RParen)?;
+    }
+    if p.parse_keyword(Keyword::AS) {
+        let mut rest = tokens;
+        rest.drain(..p.index());
+        create.query = Some(parse_query(rest)?);
+    } else {
+        expect_end(&mut p)?;
+    }
+    Ok(EddyStatement::CreateRelation(Box::new(create)))
+}
+
+/// One element of a CREATE's column list.
+fn parse_element(p: &mut Parser, create: &mut CreateRelation) -> Result<()> {
+    if is_word(&p.peek_token_ref().token, "WATERMARK") {
+        p.next_token();
+        p.expect_keyword(Keyword::FOR)?;
+        let column = p.parse_identifier()?;
+        p.expect_keyword(Keyword::AS)?;
+        let expr = p.parse_expr()?;
+        if create.watermark.is_some() {
+            return Err(SqlError::InvalidDefinition(
+                "a relation has one WATERMARK".into(),
+            ));
+        }
+        create.watermark = Some(Watermark { column, expr });
+        return Ok(());
+    }
+    if let Some(constraint) = p.parse_optional_table_constraint()? {
+        create.constraints.push(constraint);
+        return Ok(());
+    }
+    let name = p.parse_identifier()?;
+    let data_type = p.parse_data_type()?;
+    let mut options = Vec::new();
+    loop {
+        if p.parse_keyword(Keyword::CONSTRAINT) {
+            let constraint = Some(p.parse_identifier()?);
+            match p.parse_optional_column_option()? {
+                Some(option) => options.push(ColumnOptionDef {
+                    name: constraint,
+                    option,
+                }),
+                None => return Ok(p.expected("constraint details", p.peek_token())?),
+            }
+        } else if is_word(&p.peek_token_ref().token, "KEY") {
+            p.next_token();
+            create.key_columns.push(name.clone());
+        } else if let Some(option) = p.parse_optional_column_option()? {
+            options.push(ColumnOptionDef { name: None, option });
+        } else {
+            break;
+        }
+    }
+    create
+        .columns
+        .push(datafusion::sql::sqlparser::ast::ColumnDef {
+            name,
+            data_type,
+            options,
+        });
+    Ok(())
+}
+
+/// `name = value`, where a name may be dotted (datagen's `fields.id.kind`).
+fn parse_option(p: &mut Parser) -> Result<SqlOption, ParserError> {
+    let mut key = p.parse_identifier()?;
+    while p.consume_token(&Token::Period) {
+        let part = p.parse_identifier()?;
+        key = Ident::with_quote('"', format!("{}.{}", key.value, part.value));
+    }
+    p.expect_token(&Token::Eq)?;
+    let value = p.parse_expr()?;
+    Ok(SqlOption::KeyValue { key, value })
+}
+
+/// A query with any ksqlDB clauses, filling the rest of `tokens`.
+fn parse_query(mut tokens: Vec<TokenWithSpan>) -> Result<EddyQuery> {
+    let clauses = take_query_clauses(&mut tokens)?;
+    let mut p = parser(tokens);
+    let query = p.parse_query()?;
+    expect_end(&mut p)?;
+    Ok(EddyQuery { query, clauses })
+}
+
+/// Parses the ksqlDB clauses of a query (`WINDOW ...`, `WITHIN ...`,
+/// `PARTITION BY ...`, `EMIT ...`) where they stand, outside parentheses,
+/// and takes their tokens out, leaving Postgres's query for sqlparser.
+fn take_query_clauses(tokens: &mut Vec<TokenWithSpan>) -> Result<QueryClauses> {
+    let mut clauses = QueryClauses::default();
+    let mut depth = 0usize;
+    let mut joins = 0usize;
+    let mut i = 0;
+    while i < tokens.len() {
+        let next = |n: usize| significant(&tokens[i..], n).cloned();
+        let token = &tokens[i].token;
+        match token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ if depth > 0 => {}
+            t if is_word(t, "JOIN") => joins += 1,
+            t if is_word(t, "WINDOW")
+                && ["TUMBLING", "HOPPING", "SESSION"]
+                    .iter()
+                    .any(|k| next(1).is_some_and(|t| is_word(&t, k))) =>
+            {
+                let window = take_clause(tokens, i, parse_window)?;
+                set_once(&mut clauses.window, Some(window), "WINDOW")?;
+                continue;
+            }
+            t if is_word(t, "WITHIN") && !next(1).is_some_and(|t| is_word(&t, "GROUP")) => {
+                let Some(join) = joins.checked_sub(1) else {
+                    return Err(SqlError::InvalidDefinition(
+                        "WITHIN belongs after the relation of a JOIN".into(),
+                    ));
+                };
+                let within = take_clause(tokens, i, parse_within)?;
+                clauses.within.push(JoinWithin { join, ..within });
+                continue;
+            }
+            t if is_word(t, "PARTITION") && next(1).is_some_and(|t| is_word(&t, "BY")) => {
+                let exprs = take_clause(tokens, i, |p| {
+                    p.next_token();
+                    p.next_token();
+                    Ok(p.parse_comma_separated(Parser::parse_expr)?)
+                })?;
+                set_once(&mut clauses.partition_by, exprs, "PARTITION BY")?;
+                continue;
+            }
+            t if is_word(t, "EMIT") => {
+                let emit = take_clause(tokens, i, parse_emit)?;
+                set_once(&mut clauses.emit, Some(emit), "EMIT")?;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(clauses)
+}
+
+/// Parses the clause at `tokens[at..]` with `parse` and takes out its tokens.
+fn take_clause<T>(
+    tokens: &mut Vec<TokenWithSpan>,
+    at: usize,
+    parse: impl FnOnce(&mut Parser) -> Result<T>,
+) -> Result<T> {
+    let mut p = parser(tokens[at..].to_vec());
+    let value = parse(&mut p)?;
+    let used = p.index().min(tokens.len() - at);
+    tokens.drain(at..at + used);
+    Ok(value)
+}
+
+/// Fills a clause's slot, which a query may fill once.
+fn set_once<T: Default + PartialEq>(slot: &mut T, value: T, clause: &str) -> Result<()> {
+    if *slot != T::default() {
+        return Err(SqlError::InvalidDefinition(format!(
+            "a query has one {clause} clause"
+        )));
+    }
+    *slot = value;
+    Ok(())
+}
+
+/// `EMIT CHANGES | FINAL | ON WINDOW CLOSE`.
+fn parse_emit(p: &mut Parser) -> Result<Emit> {
+    p.next_token();
+    if parse_word(p, "CHANGES") {
+        Ok(Emit::Changes)
+    } else if parse_word(p, "FINAL") {
+        Ok(Emit::Final)
+    } else if parse_word(p, "ON") {
+        expect_word(p, "WINDOW")?;
+        expect_word(p, "CLOSE")?;
+        Ok(Emit::OnWindowClose)
+    } else {
+        Ok(p.expected("CHANGES, FINAL or ON WINDOW CLOSE", p.peek_token())?)
+    }
+}
+
+/// A number and a unit of time: `10 SECONDS`, `1 MINUTE`.
+fn parse_duration(p: &mut Parser) -> Result<Duration> {
+    let at = p.peek_token();
+    let number = match &at.token {
+        Token::Number(n, _) => n.clone(),
+        _ => return Ok(p.expected("a length of time, such as 10 SECONDS", at)?),
+    };
+    p.next_token();
+    let Ok(number) = number.parse::<u64>() else {
+        return Ok(p.expected("a whole, positive number", at)?);
+    };
+    let unit = p.next_token();
+    let unit_ms: u64 = match &unit.token {
+        Token::Word(w) if w.quote_style.is_none() => {
+            match w.value.to_ascii_uppercase().trim_end_matches('S') {
+                "MILLISECOND" => 1,
+                "SECOND" => 1_000,
+                "MINUTE" => 60_000,
+                "HOUR" => 3_600_000,
+                "DAY" => 86_400_000,
+                _ => return Ok(p.expected("MILLISECONDS, SECONDS, MINUTES, HOURS or DAYS", unit)?),
+            }
+        }
+        _ => return Ok(p.expected("MILLISECONDS, SECONDS, MINUTES, HOURS or DAYS", unit)?),
+    };
+    match number.checked_mul(unit_ms) {
+        Some(millis) => Ok(Duration { millis }),
+        None => Ok(p.expected("a shorter length of time", at)?),
+    }
+}
+
+/// `WINDOW TUMBLING (SIZE d [, RETENTION d] [, GRACE PERIOD d])`,
+/// `WINDOW HOPPING (SIZE d, ADVANCE BY d [, ...])` or
+/// `WINDOW SESSION (d [, ...])`.
+fn parse_window(p: &mut Parser) -> Result<WindowSpec> {
+    p.next_token();
+    let kind_word = p.next_token();
+    p.expect_token(&Token::LParen)?;
+    let kind = if is_word(&kind_word.token, "TUMBLING") {
+        expect_word(p, "SIZE")?;
+        WindowKind::Tumbling {
+            size: parse_duration(p)?,
+        }
+    } else if is_word(&kind_word.token, "HOPPING") {
+        expect_word(p, "SIZE")?;
+        let size = parse_duration(p)?;
+        p.expect_token(&Token::Comma)?;
+        expect_word(p, "ADVANCE")?;
+        expect_word(p, "BY")?;
+        WindowKind::Hopping {
+            size,
+            advance: parse_duration(p)?,
+        }
+    } else {
+        WindowKind::Session {
+            gap: parse_duration(p)?,
+        }
+    };
+    let mut window = WindowSpec {
+        kind,
+        retention: None,
+        grace: None,
+    };
+    while p.consume_token(&Token::Comma) {
+        if parse_word(p, "RETENTION") {
+            window.retention = Some(parse_duration(p)?);
+        } else if parse_word(p, "GRACE") {
+            expect_word(p, "PERIOD")?;
+            window.grace = Some(parse_duration(p)?);
+        } else {
+            return Ok(p.expected("RETENTION or GRACE PERIOD", p.peek_token())?);
+        }
+    }
+    p.expect_token(&Token::RParen)?;
+    Ok(window)
+}
+
+/// `WITHIN d` or `WITHIN (before, after)`, then `[GRACE PERIOD d]`.
+fn parse_within(p: &mut Parser) -> Result<JoinWithin> {
+    p.next_token();
+    let (before, after) = if p.consume_token(&Token::LParen) {
+        let before = parse_duration(p)?;
+        p.expect_token(&Token::Comma)?;
+        let after = parse_duration(p)?;
+        p.expect_token(&Token::RParen)?;
+        (before, after)
+    } else {
+        let both = parse_duration(p)?;
+        (both, both)
+    };
+    let grace = if parse_word(p, "GRACE") {
+        expect_word(p, "PERIOD")?;
+        Some(parse_duration(p)?)
+    } else {
+        None
+    };
+    Ok(JoinWithin {
+        join: 0,
+        before,
+        after,
+        grace,
+    })
+}
+
+/// The one Postgres statement in `sql`, for tests.
+#[cfg(test)]
+pub(crate) fn sql_statement(sql: &str) -> Statement {
+    match parse_sql(sql).unwrap().pop() {
+        Some(EddyStatement::Sql(statement)) => *statement,
+        other => panic!("not a Postgres statement: {other:?}"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn one(sql: &str) -> EddyStatement {
+        let mut statements = parse_sql(sql).unwrap();
+        assert_eq!(statements.len(), 1, "{sql}");
+        statements.remove(0)
+    }
+
+    fn syntax_error(sql: &str) -> String {
+        match parse_sql(sql) {
+            Err(SqlError::Syntax(e)) => e.to_string(),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
 
     #[test]
     fn parses_several_statements() {
@@ -146,10 +727,27 @@ mod tests {
     }
 
     #[test]
+    fn catalog_queries_are_rewritten_and_the_rest_are_not() {
+        let EddyStatement::Sql(statement) = one("SELECT 'orders'::regclass::oid; ") else {
+            panic!()
+        };
+        assert!(!statement.to_string().contains("::REGCLASS"), "{statement}");
+        // A relation named pg_... declared by a user is Eddy's to parse.
+        assert!(matches!(
+            one("CREATE STREAM pg_events (id BIGINT KEY) WITH (kafka_topic='e', value_format='JSON')"),
+            EddyStatement::CreateRelation(_)
+        ));
+        // The catalog query is cut out of a multi-statement string by position.
+        let stmts = parse_sql("SELECT 1;\n  SELECT relname FROM pg_class; SELECT 2").unwrap();
+        assert_eq!(stmts.len(), 3);
+        assert!(stmts[1].to_string().contains("pg_class"));
+    }
+
+    #[test]
     fn flush_is_a_statement() {
         let stmts = parse_sql("INSERT INTO t VALUES (1); flush; SELECT 1").unwrap();
         assert_eq!(stmts.len(), 3);
-        assert!(is_flush(&stmts[1]));
+        assert_eq!(stmts[1], EddyStatement::Flush);
         assert!(parse_sql("FLUSH TABLES").is_err());
     }
 
@@ -162,55 +760,175 @@ mod tests {
     }
 
     #[test]
-    fn ksql_statements_parse() {
-        let stmts = parse_sql(
-            "CREATE STREAM s (id BIGINT KEY, name VARCHAR) WITH (kafka_topic='t', value_format='JSON');\
-             CREATE TABLE u (id BIGINT PRIMARY KEY, n INT) WITH (kafka_topic='u', value_format='JSON');\
-             CREATE STREAM s2 AS SELECT * FROM s WHERE id > 1 EMIT CHANGES;\
-             CREATE TABLE t2 WITH (kafka_topic='x') AS SELECT id, count(*) FROM s GROUP BY id;\
-             DROP STREAM s2 DELETE TOPIC; TERMINATE CSAS_S2_1; TERMINATE ALL;\
-             SHOW STREAMS; LIST QUERIES; DESCRIBE s; DESCRIBE EXTENDED s",
-        )
-        .unwrap();
-        assert_eq!(stmts.len(), 11);
-        let Statement::CreateTable(stream) = &stmts[0] else {
-            panic!("{:?}", stmts[0]);
+    fn streams_and_tables_parse_as_themselves() {
+        let EddyStatement::CreateRelation(stream) = one(
+            "CREATE STREAM s (id BIGINT KEY, name VARCHAR, ts TIMESTAMP, \
+             WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
+             WITH (kafka_topic='t', value_format='JSON', fields.id.kind='sequence')",
+        ) else {
+            panic!()
         };
-        assert!(stream.to_string().contains("eddy_kind = 'stream'"));
-        assert!(stream.to_string().contains("id BIGINT PRIMARY KEY"));
-        let Statement::CreateTable(csas) = &stmts[2] else {
-            panic!("{:?}", stmts[2]);
+        assert_eq!(stream.kind, RelationKind::Stream);
+        assert_eq!(stream.columns.len(), 3);
+        assert_eq!(stream.key_columns, vec![Ident::new("id")]);
+        assert_eq!(stream.watermark.as_ref().unwrap().column, Ident::new("ts"));
+        assert_eq!(stream.options.len(), 3);
+        // Printed back, it parses to the same statement.
+        let again = one(&stream.to_string());
+        assert_eq!(again, EddyStatement::CreateRelation(stream));
+
+        let EddyStatement::CreateRelation(table) = one(
+            "CREATE OR REPLACE TABLE IF NOT EXISTS u (id BIGINT, n INT NOT NULL DEFAULT 0, \
+             PRIMARY KEY (id)) WITH (kafka_topic='u', value_format='JSON')",
+        ) else {
+            panic!()
         };
-        assert!(csas.query.is_some());
-        assert!(csas.to_string().contains("eddy_emit_changes = 'true'"));
-        assert!(matches!(&stmts[3], Statement::CreateTable(c) if c.query.is_some()));
-        assert!(matches!(&stmts[4], Statement::Drop { purge: true, .. }));
+        assert!(table.or_replace && table.if_not_exists);
+        assert_eq!(table.kind, RelationKind::Table);
+        assert_eq!(table.constraints.len(), 1);
+        assert_eq!(table.columns[1].options.len(), 2);
+    }
+
+    #[test]
+    fn persistent_queries_carry_their_clauses() {
+        let EddyStatement::CreateRelation(csas) =
+            one("CREATE STREAM s2 AS SELECT * FROM s WHERE id > 1 PARTITION BY name EMIT CHANGES")
+        else {
+            panic!()
+        };
+        let query = csas.query.as_ref().unwrap();
+        assert_eq!(query.clauses.emit, Some(Emit::Changes));
+        assert_eq!(query.clauses.partition_by.len(), 1);
+        assert_eq!(query.query.to_string(), "SELECT * FROM s WHERE id > 1");
+
+        let EddyStatement::CreateRelation(ctas) = one(
+            "CREATE TABLE t2 WITH (kafka_topic='x') AS SELECT id, count(*) FROM s \
+             WINDOW TUMBLING (SIZE 1 MINUTE, RETENTION 2 HOURS, GRACE PERIOD 10 SECONDS) \
+             WHERE id > 0 GROUP BY id EMIT FINAL",
+        ) else {
+            panic!()
+        };
+        let clauses = &ctas.query.as_ref().unwrap().clauses;
         assert_eq!(
-            crate::as_terminate(&stmts[5]),
-            Some(Some("CSAS_S2_1".into()))
+            clauses.window,
+            Some(WindowSpec {
+                kind: WindowKind::Tumbling {
+                    size: Duration { millis: 60_000 }
+                },
+                retention: Some(Duration { millis: 7_200_000 }),
+                grace: Some(Duration { millis: 10_000 }),
+            })
         );
-        assert_eq!(crate::as_terminate(&stmts[6]), Some(None));
-        assert!(matches!(&stmts[7], Statement::ShowVariable { .. }));
-        assert!(matches!(&stmts[8], Statement::ShowVariable { .. }));
+        assert_eq!(clauses.emit, Some(Emit::Final));
+        let again = one(&ctas.to_string());
+        assert_eq!(again, EddyStatement::CreateRelation(ctas));
+    }
+
+    #[test]
+    fn windows_and_joins_parse() {
+        let EddyStatement::Query(query) = one(
+            "SELECT a.id, count(*) FROM a JOIN b WITHIN (1 SECOND, 10 SECONDS) GRACE PERIOD 1 MINUTE \
+             ON a.id = b.id LEFT JOIN c WITHIN 2 HOURS ON c.id = a.id \
+             WINDOW HOPPING (SIZE 5 MINUTES, ADVANCE BY 1 MINUTE) GROUP BY a.id EMIT CHANGES",
+        ) else {
+            panic!()
+        };
+        assert_eq!(query.clauses.within.len(), 2);
+        assert_eq!(query.clauses.within[0].join, 0);
+        assert_eq!(query.clauses.within[0].after, Duration { millis: 10_000 });
+        assert_eq!(
+            query.clauses.within[0].grace,
+            Some(Duration { millis: 60_000 })
+        );
+        assert_eq!(query.clauses.within[1].join, 1);
         assert!(matches!(
-            &stmts[10],
-            Statement::ExplainTable {
-                hive_format: Some(_),
-                ..
-            }
+            query.clauses.window.unwrap().kind,
+            WindowKind::Hopping { .. }
         ));
+        let EddyStatement::CreateView { clauses, .. } =
+            one("CREATE MATERIALIZED VIEW v AS SELECT k, count(*) FROM s \
+             WINDOW SESSION (30 SECONDS) GROUP BY k EMIT ON WINDOW CLOSE")
+        else {
+            panic!()
+        };
+        assert_eq!(clauses.emit, Some(Emit::OnWindowClose));
+        // Postgres's own WINDOW and WITHIN GROUP are left to sqlparser.
         assert!(matches!(
-            parse_sql("SELECT * FROM s EMIT CHANGES"),
-            Err(SqlError::Unsupported(_))
+            one(
+                "SELECT sum(x) OVER w, percentile_cont(0.5) WITHIN GROUP (ORDER BY x) \
+                 FROM t WINDOW w AS (PARTITION BY y)"
+            ),
+            EddyStatement::Sql(_)
         ));
     }
 
     #[test]
-    fn garbage_is_a_syntax_error() {
+    fn ksql_statements_parse() {
+        let stmts = parse_sql(
+            "DROP STREAM s2 DELETE TOPIC; DROP TABLE IF EXISTS a, b CASCADE; \
+             TERMINATE CSAS_S2_1; TERMINATE ALL; SHOW STREAMS; LIST QUERIES; \
+             SHOW TABLES EXTENDED; DESCRIBE s; DESCRIBE EXTENDED s",
+        )
+        .unwrap();
+        assert!(matches!(&stmts[0], EddyStatement::Drop(d) if d.delete_topic));
+        assert!(
+            matches!(&stmts[1], EddyStatement::Drop(d) if d.cascade && d.if_exists && d.names.len() == 2)
+        );
+        assert_eq!(
+            stmts[2],
+            EddyStatement::Terminate(Some(Ident::new("CSAS_S2_1")))
+        );
+        assert_eq!(stmts[3], EddyStatement::Terminate(None));
+        assert_eq!(
+            stmts[4],
+            EddyStatement::Show {
+                listing: Listing::Streams,
+                extended: false
+            }
+        );
         assert!(matches!(
-            parse_sql("SELEC 1"),
-            Err(crate::SqlError::Syntax(_))
+            &stmts[5],
+            EddyStatement::Show {
+                listing: Listing::Queries,
+                ..
+            }
         ));
+        assert!(matches!(
+            &stmts[6],
+            EddyStatement::Show {
+                listing: Listing::Tables,
+                extended: true
+            }
+        ));
+        assert!(matches!(
+            &stmts[7],
+            EddyStatement::Describe {
+                extended: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &stmts[8],
+            EddyStatement::Describe { extended: true, .. }
+        ));
+    }
+
+    #[test]
+    fn errors_point_at_the_offending_token() {
+        let e = syntax_error("SELEC 1");
+        assert!(e.contains("SELEC"), "{e}");
+        let e = syntax_error("CREATE STREAM s (id BIGINT KEY) WITH (kafka_topic 't')");
+        assert!(e.contains("found: 't' at Line: 1, Column: 51"), "{e}");
+        let e = syntax_error("SELECT * FROM s WINDOW TUMBLING (SIZE -1 SECONDS)");
+        assert!(e.contains("length of time"), "{e}");
+        let e = syntax_error("SELECT * FROM s WINDOW TUMBLING (SIZE 1 FORTNIGHT)");
+        assert!(e.contains("FORTNIGHT"), "{e}");
+        let e = syntax_error("SELECT * FROM s EMIT SOMETIMES");
+        assert!(e.contains("SOMETIMES"), "{e}");
+        let e = syntax_error("TERMINATE");
+        assert!(e.contains("EOF"), "{e}");
+        let e = syntax_error("DROP STREAM s DELETE TOPICS");
+        assert!(e.contains("TOPICS"), "{e}");
         assert!(parse_sql("SELECT 'unterminated").is_err());
     }
 }

@@ -137,7 +137,7 @@ mod tests {
     use datafusion::sql::sqlparser::ast::Statement;
 
     fn keys(sql: &str) -> Result<Option<Vec<usize>>> {
-        let statement = crate::parse_sql(sql).unwrap().pop().unwrap();
+        let statement = crate::parser::sql_statement(sql);
         let Statement::Query(query) = statement else {
             panic!("not a query: {sql}");
         };
@@ -189,7 +189,7 @@ mod tests {
     }
 
     fn keeps(sql: &str) -> bool {
-        let Statement::Query(query) = crate::parse_sql(sql).unwrap().pop().unwrap() else {
+        let Statement::Query(query) = crate::parser::sql_statement(sql) else {
             panic!("not a query: {sql}");
         };
         keeps_columns(&query, &["id"])

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::{CreateTable, Query, Statement};
+use datafusion::sql::sqlparser::ast::{Query, Statement};
 use eddy_catalog::dead_letters_def;
 use eddy_catalog::kafka::{Format, SourceKind, PSEUDO_COLUMNS};
 use eddy_catalog::{
     CatalogError, ColumnDef, ColumnType, StoredTable, TableDef, ViewColumn, ViewDef,
 };
+use eddy_sql::ast::CreateRelation;
 use eddy_sql::create_table::object_name;
-use eddy_sql::{SourceOptions, SqlError};
+use eddy_sql::{EddyQuery, SourceOptions, SqlError};
 use pgwire::api::results::Tag;
 
 use super::Output;
@@ -24,17 +25,19 @@ use crate::error::{EddyError, Result};
 
 pub async fn handle_create_as(
     engine: &Engine,
-    create: &CreateTable,
+    create: &CreateRelation,
     options: &SourceOptions,
-    query: &Query,
+    query: &EddyQuery,
 ) -> Result<Output> {
+    eddy_sql::check_query_clauses(&query.clauses, true)?;
+    let query = query.query.as_ref();
     let name = object_name(&create.name)?;
     if !create.columns.is_empty() {
         return Err(EddyError::Unsupported(
             "a column list in CREATE ... AS SELECT; name the columns in the select list".into(),
         ));
     }
-    let kind = options.kind.unwrap_or(SourceKind::Table);
+    let kind = options.kind;
     let tag = Tag::new(&format!("CREATE {}", kind.as_str()));
     if engine.catalog.relation(&name).is_some() {
         if create.if_not_exists {

@@ -1,16 +1,24 @@
 //! CREATE TABLE, and ksqlDB's CREATE STREAM|TABLE over Kafka topics.
 
-use datafusion::sql::sqlparser::ast::CreateTable;
 use eddy_catalog::dead_letters_def;
-use eddy_catalog::kafka::SourceKind;
+use eddy_sql::ast::CreateRelation;
 use pgwire::api::results::Tag;
 
 use super::Output;
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
 
-pub async fn handle_create_table(engine: &Engine, create: &CreateTable) -> Result<Output> {
-    let options = eddy_sql::source_options(&create.table_options)?;
+pub async fn handle_create_relation(engine: &Engine, create: &CreateRelation) -> Result<Output> {
+    if create.or_replace {
+        return Err(EddyError::Unsupported(format!(
+            "CREATE OR REPLACE {}",
+            match create.kind {
+                eddy_sql::ast::RelationKind::Stream => "STREAM",
+                eddy_sql::ast::RelationKind::Table => "TABLE",
+            }
+        )));
+    }
+    let options = eddy_sql::source_options(create)?;
     if let Some(query) = &create.query {
         return super::create_query::handle_create_as(engine, create, &options, query).await;
     }
@@ -20,7 +28,7 @@ pub async fn handle_create_table(engine: &Engine, create: &CreateTable) -> Resul
         return Ok(Output::Command(Tag::new("CREATE TABLE")));
     }
     let def = eddy_sql::bind_create_source(create, &options)?;
-    let kind = def.source_kind().unwrap_or(SourceKind::Table);
+    let kind = options.kind;
     let tag = Tag::new(&format!("CREATE {}", kind.as_str()));
     if engine.catalog.relation(&def.name).is_some() {
         if create.if_not_exists {

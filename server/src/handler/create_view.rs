@@ -5,13 +5,19 @@ use std::collections::HashSet;
 use datafusion::sql::sqlparser::ast::CreateView;
 use eddy_catalog::{CatalogError, ViewColumn, ViewDef};
 use eddy_sql::create_table::object_name;
+use eddy_sql::QueryClauses;
 use pgwire::api::results::Tag;
 
 use super::Output;
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
 
-pub async fn handle_create_view(engine: &Engine, create: &CreateView) -> Result<Output> {
+pub async fn handle_create_view(
+    engine: &Engine,
+    create: &CreateView,
+    clauses: &QueryClauses,
+) -> Result<Output> {
+    eddy_sql::check_query_clauses(clauses, true)?;
     if !create.materialized {
         return Err(EddyError::Unsupported(
             "CREATE VIEW (use CREATE MATERIALIZED VIEW)".into(),

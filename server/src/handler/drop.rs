@@ -1,8 +1,9 @@
 //! DROP TABLE, DROP STREAM and DROP MATERIALIZED VIEW, with CASCADE; and
-//! ksqlDB's `DELETE TOPIC` (carried as PURGE) for Kafka relations.
+//! ksqlDB's `DELETE TOPIC` for Kafka relations.
 
-use datafusion::sql::sqlparser::ast::{ObjectName, ObjectType};
+use datafusion::sql::sqlparser::ast::ObjectType;
 use eddy_catalog::CatalogError;
+use eddy_sql::ast::DropRelation;
 use eddy_sql::create_table::object_name;
 use pgwire::api::results::Tag;
 
@@ -10,14 +11,14 @@ use super::Output;
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
 
-pub async fn handle_drop(
-    engine: &Engine,
-    object_type: ObjectType,
-    if_exists: bool,
-    names: &[ObjectName],
-    cascade: bool,
-    delete_topic: bool,
-) -> Result<Output> {
+pub async fn handle_drop(engine: &Engine, drop: &DropRelation) -> Result<Output> {
+    let DropRelation {
+        object_type,
+        if_exists,
+        ref names,
+        cascade,
+        delete_topic,
+    } = *drop;
     let (kind, tag) = match object_type {
         ObjectType::Table => ("table", "DROP TABLE"),
         ObjectType::Stream => ("stream", "DROP STREAM"),

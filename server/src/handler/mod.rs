@@ -24,6 +24,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{DescribeAlias, Statement};
+use eddy_sql::EddyStatement;
 use pgwire::api::results::Tag;
 
 use crate::engine::Engine;
@@ -49,8 +50,11 @@ pub enum Kind {
     Direct,
 }
 
-pub fn kind(statement: &Statement) -> Kind {
-    match statement {
+pub fn kind(statement: &EddyStatement) -> Kind {
+    let EddyStatement::Sql(statement) = statement else {
+        return Kind::Direct;
+    };
+    match statement.as_ref() {
         Statement::Explain { statement, .. } if matches!(**statement, Statement::CreateView(_)) => {
             Kind::Direct
         }
@@ -69,22 +73,41 @@ pub fn kind(statement: &Statement) -> Kind {
 pub async fn execute(
     engine: &Engine,
     vars: &mut HashMap<String, String>,
-    statement: &Statement,
+    statement: &EddyStatement,
     plan: Option<LogicalPlan>,
 ) -> Result<Output> {
+    let sql = match statement {
+        EddyStatement::Sql(sql) => sql.as_ref(),
+        EddyStatement::Query(query) => return query::handle_clause_query(query),
+        EddyStatement::CreateRelation(create) => {
+            return create_table::handle_create_relation(engine, create).await
+        }
+        EddyStatement::CreateView { create, clauses } => {
+            return create_view::handle_create_view(engine, create, clauses).await
+        }
+        EddyStatement::Drop(drop) => return drop::handle_drop(engine, drop).await,
+        EddyStatement::Terminate(id) => {
+            return queries::handle_terminate(engine, id.as_ref().map(|id| id.value.clone())).await
+        }
+        EddyStatement::Flush => return flush::handle_flush(engine).await,
+        EddyStatement::Show { listing, extended } => {
+            return show_sources::handle_show(engine, *listing, *extended)
+        }
+        EddyStatement::Describe { name, extended } => {
+            return describe::handle_describe(engine, name, *extended)
+        }
+    };
     if let Kind::Planned = kind(statement) {
         let plan = match plan {
             Some(plan) => plan,
-            None => engine.plan(statement).await?,
+            None => engine.plan(sql).await?,
         };
         return match plan {
             LogicalPlan::Dml(dml) => dml::handle_dml(engine, dml).await,
-            plan => query::handle_query(engine, statement, plan).await,
+            plan => query::handle_query(engine, sql, plan).await,
         };
     }
-    match statement {
-        Statement::CreateTable(create) => create_table::handle_create_table(engine, create).await,
-        Statement::CreateView(create) => create_view::handle_create_view(engine, create).await,
+    match sql {
         Statement::Explain { statement, .. } => match statement.as_ref() {
             Statement::CreateView(create) => {
                 explain_view::handle_explain_create(engine, create).await
@@ -96,33 +119,12 @@ pub async fn execute(
             table_name,
             ..
         } => explain_view::handle_explain_view(engine, table_name).await,
-        Statement::ExplainTable {
-            table_name,
-            hive_format,
-            ..
-        } => describe::handle_describe(engine, table_name, hive_format.is_some()),
-        statement if eddy_sql::as_terminate(statement).is_some() => {
-            queries::handle_terminate(engine, eddy_sql::as_terminate(statement).flatten()).await
-        }
-        statement if eddy_sql::is_flush(statement) => flush::handle_flush(engine).await,
         Statement::ShowViews {
             materialized: true, ..
         } => show_tables::handle_show_views(engine),
-        Statement::Drop {
-            object_type,
-            if_exists,
-            names,
-            cascade,
-            purge,
-            ..
-        } => drop::handle_drop(engine, *object_type, *if_exists, names, *cascade, *purge).await,
         Statement::Truncate(truncate) => truncate::handle_truncate(engine, truncate),
-        Statement::ShowTables { .. } => show_tables::handle_show_tables(engine),
         Statement::Set(set) => set::handle_set(vars, set),
-        Statement::ShowVariable { variable } => match show_sources::listing(variable) {
-            Some(listing) => show_sources::handle_show(engine, listing),
-            None => set::handle_show(vars, variable),
-        },
+        Statement::ShowVariable { variable } => set::handle_show(vars, variable),
         Statement::Reset(reset) => set::handle_reset(vars, reset),
         Statement::StartTransaction { .. } => Ok(transaction::handle_begin()),
         Statement::Commit { .. } => Ok(transaction::handle_commit()),
@@ -136,28 +138,26 @@ pub async fn execute(
 }
 
 /// The schema of the rows a statement returns, if any, without running it.
-pub fn result_schema(statement: &Statement, plan: Option<&LogicalPlan>) -> Option<SchemaRef> {
-    match (statement, plan) {
-        (_, Some(LogicalPlan::Dml(_))) => None,
-        (_, Some(plan)) => Some(Arc::new(plan.schema().as_arrow().clone())),
-        (Statement::ShowTables { .. }, _) => Some(show_tables::schema()),
-        (Statement::ShowViews { .. }, _) => Some(show_tables::schema()),
-        (
-            Statement::ExplainTable {
-                describe_alias: DescribeAlias::Describe | DescribeAlias::Desc,
-                hive_format,
-                ..
-            },
-            None,
-        ) => Some(describe::schema(hive_format.is_some())),
-        (Statement::Explain { .. } | Statement::ExplainTable { .. }, None) => {
-            Some(explain_view::schema())
+pub fn result_schema(statement: &EddyStatement, plan: Option<&LogicalPlan>) -> Option<SchemaRef> {
+    if let Some(plan) = plan {
+        return match plan {
+            LogicalPlan::Dml(_) => None,
+            plan => Some(Arc::new(plan.schema().as_arrow().clone())),
+        };
+    }
+    match statement {
+        EddyStatement::Show { listing, extended } => {
+            Some(show_sources::schema(*listing, *extended))
         }
-        (Statement::ShowVariable { variable }, _) => Some(
-            show_sources::listing(variable)
-                .map(show_sources::schema)
-                .unwrap_or_else(|| set::show_schema(variable)),
-        ),
+        EddyStatement::Describe { extended, .. } => Some(describe::schema(*extended)),
+        EddyStatement::Sql(sql) => match sql.as_ref() {
+            Statement::ShowViews { .. } => Some(show_tables::schema()),
+            Statement::Explain { .. } | Statement::ExplainTable { .. } => {
+                Some(explain_view::schema())
+            }
+            Statement::ShowVariable { variable } => Some(set::show_schema(variable)),
+            _ => None,
+        },
         _ => None,
     }
 }

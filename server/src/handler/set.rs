@@ -244,10 +244,13 @@ pub fn handle_show(vars: &HashMap<String, String>, variable: &[Ident]) -> Result
 mod tests {
     use super::*;
     use datafusion::sql::sqlparser::ast::Statement;
-    use eddy_sql::parse_sql;
+    use eddy_sql::{parse_sql, EddyStatement};
 
     fn run(vars: &mut HashMap<String, String>, sql: &str) -> Result<Output> {
-        match parse_sql(sql).unwrap().remove(0) {
+        let Some(EddyStatement::Sql(statement)) = parse_sql(sql).unwrap().pop() else {
+            panic!("not a SET or SHOW: {sql}");
+        };
+        match *statement {
             Statement::Set(set) => handle_set(vars, &set),
             Statement::ShowVariable { variable } => handle_show(vars, &variable),
             other => panic!("unexpected {other}"),

@@ -1,28 +1,18 @@
-//! SHOW STREAMS and SHOW QUERIES (ksqlDB's listings).
+//! SHOW STREAMS, TABLES and QUERIES (ksqlDB's listings; `LIST` is the same).
 
 use datafusion::arrow::datatypes::SchemaRef;
 
+use eddy_sql::ast::Listing;
+
 use super::{text_rows, text_schema, Output};
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{EddyError, Result};
 
-#[derive(Debug, Clone, Copy)]
-pub enum Listing {
-    Streams,
-    Queries,
-}
-
-/// The ksqlDB listing `SHOW <variable>` asks for, if it is one.
-pub fn listing(variable: &[datafusion::sql::sqlparser::ast::Ident]) -> Option<Listing> {
-    match variable {
-        [one] if one.value.eq_ignore_ascii_case("streams") => Some(Listing::Streams),
-        [one] if one.value.eq_ignore_ascii_case("queries") => Some(Listing::Queries),
-        _ => None,
-    }
-}
-
-pub fn schema(listing: Listing) -> SchemaRef {
+pub fn schema(listing: Listing, extended: bool) -> SchemaRef {
     match listing {
+        _ if extended => text_schema(&[]),
+        Listing::Tables => super::show_tables::schema(),
+        Listing::Topics => text_schema(&["name", "partitions"]),
         Listing::Streams => text_schema(&["name", "kafka_topic", "key_format", "value_format"]),
         Listing::Queries => text_schema(&[
             "query_id",
@@ -40,12 +30,20 @@ pub fn schema(listing: Listing) -> SchemaRef {
     }
 }
 
-pub fn handle_show(engine: &Engine, listing: Listing) -> Result<Output> {
+pub fn handle_show(engine: &Engine, listing: Listing, extended: bool) -> Result<Output> {
     let rows = match listing {
+        _ if extended => {
+            return Err(EddyError::Unsupported(format!(
+                "SHOW {} EXTENDED",
+                listing.as_str()
+            )))
+        }
         Listing::Streams => streams(engine),
+        Listing::Tables => return super::show_tables::handle_show_tables(engine),
         Listing::Queries => super::queries::query_rows(engine),
+        Listing::Topics => return Err(EddyError::Unsupported("SHOW TOPICS".into())),
     };
-    text_rows(schema(listing), &rows, "SHOW")
+    text_rows(schema(listing, false), &rows, "SHOW")
 }
 
 fn streams(engine: &Engine) -> Vec<Vec<String>> {

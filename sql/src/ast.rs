@@ -1,0 +1,351 @@
+//! Eddy's statements: ksqlDB's statements and clauses as their own types,
+//! beside sqlparser's [`Statement`] for everything Postgres has.
+
+use std::fmt;
+
+use datafusion::sql::sqlparser::ast::{
+    ColumnDef, CreateView, Expr, Ident, ObjectName, ObjectType, Query, SqlOption, Statement,
+    TableConstraint,
+};
+
+/// One parsed statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EddyStatement {
+    /// A statement of Postgres's SQL, as sqlparser parses it.
+    Sql(Box<Statement>),
+    /// A query with ksqlDB clauses (`WINDOW`, `EMIT CHANGES`, ...).
+    Query(Box<EddyQuery>),
+    /// `CREATE [OR REPLACE] STREAM|TABLE`, in ksqlDB's or Postgres's form.
+    CreateRelation(Box<CreateRelation>),
+    /// `CREATE [MATERIALIZED] VIEW`, with any ksqlDB clauses of its query.
+    CreateView {
+        create: Box<CreateView>,
+        clauses: QueryClauses,
+    },
+    /// `DROP STREAM|TABLE|MATERIALIZED VIEW ... [DELETE TOPIC]`.
+    Drop(DropRelation),
+    /// `TERMINATE query_id`, or `TERMINATE ALL` (`None`).
+    Terminate(Option<Ident>),
+    /// `FLUSH`: wait until every acknowledged write is in every view.
+    Flush,
+    /// `SHOW|LIST STREAMS|TABLES|QUERIES|TOPICS [EXTENDED]`.
+    Show { listing: Listing, extended: bool },
+    /// `DESCRIBE [EXTENDED] name`.
+    Describe { name: ObjectName, extended: bool },
+}
+
+/// What `SHOW` or `LIST` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    Streams,
+    Tables,
+    Queries,
+    Topics,
+}
+
+impl Listing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listing::Streams => "STREAMS",
+            Listing::Tables => "TABLES",
+            Listing::Queries => "QUERIES",
+            Listing::Topics => "TOPICS",
+        }
+    }
+}
+
+/// A query and the ksqlDB clauses written with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EddyQuery {
+    pub query: Box<Query>,
+    pub clauses: QueryClauses,
+}
+
+/// The ksqlDB clauses of a query, which Postgres's grammar does not have.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryClauses {
+    /// `WINDOW TUMBLING|HOPPING|SESSION (...)`.
+    pub window: Option<WindowSpec>,
+    /// `JOIN ... WITHIN ...`, one per bounded join.
+    pub within: Vec<JoinWithin>,
+    /// `PARTITION BY expr, ...`: the key of a stream a query writes.
+    pub partition_by: Vec<Expr>,
+    /// `EMIT CHANGES | FINAL`, or SQL's `EMIT ON WINDOW CLOSE`.
+    pub emit: Option<Emit>,
+}
+
+impl QueryClauses {
+    pub fn is_empty(&self) -> bool {
+        *self == QueryClauses::default()
+    }
+}
+
+/// A length of time, written as ksqlDB writes it (`10 SECONDS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Duration {
+    pub millis: u64,
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 5] = [
+            (86_400_000, "DAY"),
+            (3_600_000, "HOUR"),
+            (60_000, "MINUTE"),
+            (1_000, "SECOND"),
+            (1, "MILLISECOND"),
+        ];
+        let (unit, name) = UNITS
+            .into_iter()
+            .find(|(unit, _)| self.millis % unit == 0 && self.millis != 0)
+            .unwrap_or((1, "MILLISECOND"));
+        let count = self.millis / unit;
+        let plural = if count == 1 { "" } else { "S" };
+        write!(f, "{count} {name}{plural}")
+    }
+}
+
+/// The shape of a ksqlDB window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    Tumbling { size: Duration },
+    Hopping { size: Duration, advance: Duration },
+    Session { gap: Duration },
+}
+
+/// `WINDOW TUMBLING (SIZE 1 MINUTE, RETENTION 1 HOUR, GRACE PERIOD 10 SECONDS)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub kind: WindowKind,
+    pub retention: Option<Duration>,
+    pub grace: Option<Duration>,
+}
+
+impl fmt::Display for WindowSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            WindowKind::Tumbling { size } => write!(f, "WINDOW TUMBLING (SIZE {size}")?,
+            WindowKind::Hopping { size, advance } => {
+                write!(f, "WINDOW HOPPING (SIZE {size}, ADVANCE BY {advance}")?
+            }
+            WindowKind::Session { gap } => write!(f, "WINDOW SESSION ({gap}")?,
+        }
+        if let Some(retention) = self.retention {
+            write!(f, ", RETENTION {retention}")?;
+        }
+        if let Some(grace) = self.grace {
+            write!(f, ", GRACE PERIOD {grace}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// `JOIN ... WITHIN 10 SECONDS` or `WITHIN (1 SECOND, 10 SECONDS)`, with
+/// an optional `GRACE PERIOD`: a stream-stream join bounded in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinWithin {
+    /// Which join of the query's FROM clause, counting from 0.
+    pub join: usize,
+    /// How far the right record may be before the left one.
+    pub before: Duration,
+    /// How far the right record may be after the left one.
+    pub after: Duration,
+    pub grace: Option<Duration>,
+}
+
+/// When a query emits its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// `EMIT CHANGES`: every change to a result, as it happens.
+    Changes,
+    /// `EMIT FINAL`: one result per window, once the window closes.
+    Final,
+    /// `EMIT ON WINDOW CLOSE`: SQL's spelling of `EMIT FINAL`.
+    OnWindowClose,
+}
+
+impl fmt::Display for Emit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Emit::Changes => "EMIT CHANGES",
+            Emit::Final => "EMIT FINAL",
+            Emit::OnWindowClose => "EMIT ON WINDOW CLOSE",
+        })
+    }
+}
+
+/// Whether a relation is a stream (append-only records) or a table
+/// (the latest row per key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationKind {
+    Stream,
+    Table,
+}
+
+/// `WATERMARK FOR col AS expr`: the event-time column and how far the
+/// watermark trails it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watermark {
+    pub column: Ident,
+    pub expr: Expr,
+}
+
+/// `CREATE [OR REPLACE] STREAM|TABLE [IF NOT EXISTS] name [(columns)]
+/// [WITH (options)] [AS query]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateRelation {
+    pub kind: RelationKind,
+    pub or_replace: bool,
+    pub if_not_exists: bool,
+    pub name: ObjectName,
+    pub columns: Vec<ColumnDef>,
+    /// Columns marked `KEY` (ksqlDB's stream key), by name.
+    pub key_columns: Vec<Ident>,
+    pub constraints: Vec<TableConstraint>,
+    pub watermark: Option<Watermark>,
+    /// `WITH (...)`; dotted names (`fields.id.kind`) are joined into one.
+    pub options: Vec<SqlOption>,
+    pub query: Option<EddyQuery>,
+}
+
+/// `DROP <object type> [IF EXISTS] names [CASCADE] [DELETE TOPIC]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropRelation {
+    pub object_type: ObjectType,
+    pub if_exists: bool,
+    pub names: Vec<ObjectName>,
+    pub cascade: bool,
+    pub delete_topic: bool,
+}
+
+fn comma_separated<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{item}")?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for QueryClauses {
+    /// The clauses in the order Eddy's parser reads back after a query.
+    /// `WITHIN` is written where its join is, so it is not shown here.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(window) = &self.window {
+            write!(f, " {window}")?;
+        }
+        if !self.partition_by.is_empty() {
+            f.write_str(" PARTITION BY ")?;
+            comma_separated(f, &self.partition_by)?;
+        }
+        if let Some(emit) = self.emit {
+            write!(f, " {emit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for EddyQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.query, self.clauses)
+    }
+}
+
+impl fmt::Display for EddyStatement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EddyStatement::Sql(statement) => write!(f, "{statement}"),
+            EddyStatement::Query(query) => write!(f, "{query}"),
+            EddyStatement::CreateRelation(create) => write!(f, "{create}"),
+            EddyStatement::CreateView { create, clauses } => write!(f, "{create}{clauses}"),
+            EddyStatement::Drop(drop) => {
+                write!(f, "DROP {} ", drop.object_type)?;
+                if drop.if_exists {
+                    f.write_str("IF EXISTS ")?;
+                }
+                comma_separated(f, &drop.names)?;
+                if drop.cascade {
+                    f.write_str(" CASCADE")?;
+                }
+                if drop.delete_topic {
+                    f.write_str(" DELETE TOPIC")?;
+                }
+                Ok(())
+            }
+            EddyStatement::Terminate(Some(id)) => write!(f, "TERMINATE {id}"),
+            EddyStatement::Terminate(None) => f.write_str("TERMINATE ALL"),
+            EddyStatement::Flush => f.write_str("FLUSH"),
+            EddyStatement::Show { listing, extended } => {
+                write!(f, "SHOW {}", listing.as_str())?;
+                if *extended {
+                    f.write_str(" EXTENDED")?;
+                }
+                Ok(())
+            }
+            EddyStatement::Describe { name, extended } => {
+                f.write_str("DESCRIBE ")?;
+                if *extended {
+                    f.write_str("EXTENDED ")?;
+                }
+                write!(f, "{name}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for CreateRelation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CREATE ")?;
+        if self.or_replace {
+            f.write_str("OR REPLACE ")?;
+        }
+        f.write_str(match self.kind {
+            RelationKind::Stream => "STREAM ",
+            RelationKind::Table => "TABLE ",
+        })?;
+        if self.if_not_exists {
+            f.write_str("IF NOT EXISTS ")?;
+        }
+        write!(f, "{}", self.name)?;
+        let elements = self.columns.len() + self.constraints.len();
+        if elements > 0 || self.watermark.is_some() {
+            f.write_str(" (")?;
+            for (i, column) in self.columns.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{column}")?;
+                if self.key_columns.contains(&column.name) {
+                    f.write_str(" KEY")?;
+                }
+            }
+            for (i, constraint) in self.constraints.iter().enumerate() {
+                if i + self.columns.len() > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{constraint}")?;
+            }
+            if let Some(watermark) = &self.watermark {
+                if elements > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(
+                    f,
+                    "WATERMARK FOR {} AS {}",
+                    watermark.column, watermark.expr
+                )?;
+            }
+            f.write_str(")")?;
+        }
+        if !self.options.is_empty() {
+            f.write_str(" WITH (")?;
+            comma_separated(f, &self.options)?;
+            f.write_str(")")?;
+        }
+        if let Some(query) = &self.query {
+            write!(f, " AS {query}")?;
+        }
+        Ok(())
+    }
+}
