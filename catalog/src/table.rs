@@ -123,6 +123,20 @@ impl TableDef {
         }
     }
 
+    /// The column holding a source relation's event time: a Kafka
+    /// relation's `timestamp` column if it names one, else `rowtime` (the
+    /// record's timestamp, or a generator's event time). `None` for a local
+    /// table.
+    pub fn event_time_column(&self) -> Option<usize> {
+        self.source_kind()?;
+        if let Some(column) = self.kafka.as_ref().and_then(|k| k.timestamp_column) {
+            return Some(column);
+        }
+        self.columns
+            .iter()
+            .position(|c| c.name == crate::kafka::ROWTIME)
+    }
+
     pub fn arrow_schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
             self.columns

@@ -12,6 +12,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::ObjectName;
 use datafusion::sql::sqlparser::ast::{Query, Statement};
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::setup_pg_catalog;
@@ -20,7 +21,8 @@ use eddy_catalog::{
     SCHEMA_NAME,
 };
 use eddy_dataflow::{DataflowError, DataflowHandle, Lowered};
-use eddy_sql::EddyStatement;
+use eddy_sql::ast::WindowSpec;
+use eddy_sql::{EddyQuery, EddyStatement, SqlError};
 use eddy_storage::Store;
 use tokio::sync::RwLock;
 
@@ -98,17 +100,27 @@ impl Engine {
         self.dataflow.kafka().ok_or(EddyError::KafkaNotConfigured)
     }
 
-    /// Plans a view's query and lowers it to a dataflow.
-    pub async fn plan_view(&self, query: &Query) -> Result<Lowered> {
+    /// Plans a view's query, with its ksqlDB window if it has one, and
+    /// lowers it to a dataflow.
+    pub async fn plan_view(&self, query: &Query, window: Option<&WindowSpec>) -> Result<Lowered> {
         plan_view_statement(
             &self.view_ctx,
             &self.catalog,
             Statement::Query(Box::new(query.clone())),
+            window,
             Planning::New,
             true,
             self.workers,
         )
         .await
+    }
+
+    /// Plans a one-off query that has ksqlDB clauses.
+    pub async fn plan_clause_query(&self, query: &EddyQuery) -> Result<LogicalPlan> {
+        eddy_sql::check_query_clauses(&query.clauses, false)?;
+        let mut statement = Statement::Query(query.query.clone());
+        apply_windows(&self.catalog, &mut statement, query.clauses.window.as_ref())?;
+        self.plan(&statement).await
     }
 
     /// Plans a statement DataFusion understands: queries, EXPLAIN and DML.
@@ -118,8 +130,9 @@ impl Engine {
             _ => &self.query_ctx,
         };
         eddy_sql::check_query_support(statement)?;
-        let original = statement;
         let mut statement = statement.clone();
+        apply_windows(&self.catalog, &mut statement, None)?;
+        let original = &statement.clone();
         if let Statement::Insert(insert) = &mut statement {
             if let Some(table) =
                 eddy_sql::insert_target(insert).and_then(|t| self.catalog.table(&t))
@@ -238,21 +251,65 @@ async fn plan_view_sql(
     workers: usize,
 ) -> Result<Lowered> {
     let mut statements = eddy_sql::parse_sql(&def.sql)?;
-    let (Some(EddyStatement::Sql(statement)), None) = (statements.pop(), statements.pop()) else {
-        return Err(EddyError::Internal(format!(
-            "stored view query is not one statement: {}",
-            def.sql
-        )));
+    let (statement, window) = match (statements.pop(), statements.pop()) {
+        (Some(EddyStatement::Sql(statement)), None) => (*statement, None),
+        (Some(EddyStatement::Query(query)), None) => {
+            (Statement::Query(query.query), query.clauses.window)
+        }
+        _ => {
+            return Err(EddyError::Internal(format!(
+                "stored view query is not one query: {}",
+                def.sql
+            )))
+        }
     };
     plan_view_statement(
         ctx,
         catalog,
-        *statement,
+        statement,
+        window.as_ref(),
         Planning::Restore,
         def.postgres_literals,
         workers,
     )
     .await
+}
+
+/// Applies the windows of a query (see `eddy_sql::windows`): its `TUMBLE`
+/// and `HOP` relations, and `window`, its ksqlDB `WINDOW` clause. Each
+/// relation's event-time column comes from the catalog.
+fn apply_windows(
+    catalog: &Catalog,
+    statement: &mut Statement,
+    window: Option<&WindowSpec>,
+) -> Result<()> {
+    let Statement::Query(query) = statement else {
+        return Ok(());
+    };
+    let event_time = |name: &ObjectName| -> eddy_sql::Result<String> {
+        let name = eddy_sql::create_table::object_name(name)?;
+        let table = match catalog.relation(&name) {
+            Some(eddy_catalog::Relation::Table(table)) => table,
+            Some(eddy_catalog::Relation::View(_)) => {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "materialized view {name} has no event time to window by; \
+                     window the stream it reads"
+                )))
+            }
+            None => return Err(SqlError::UndefinedRelation(name)),
+        };
+        let def = table.def();
+        def.event_time_column()
+            .map(|i| def.columns[i].name.clone())
+            .ok_or_else(|| {
+                SqlError::InvalidDefinition(format!(
+                    "table {name} has no event time to window by: it is a local table; \
+                     window a stream or table over a topic or a generator, or name the \
+                     time column with TUMBLE({name}, column, INTERVAL '1' MINUTE)"
+                ))
+            })
+    };
+    Ok(eddy_sql::apply_windows(query, window, &event_time)?)
 }
 
 /// Whether a view is planned for the first time, or again at startup.
@@ -267,12 +324,14 @@ enum Planning {
 async fn plan_view_statement(
     ctx: &SessionContext,
     catalog: &Catalog,
-    statement: Statement,
+    mut statement: Statement,
+    window: Option<&WindowSpec>,
     planning: Planning,
     postgres_literals: bool,
     workers: usize,
 ) -> Result<Lowered> {
     eddy_sql::check_query_support(&statement)?;
+    apply_windows(catalog, &mut statement, window)?;
     let state = ctx.state();
     let mut planned = statement.clone();
     if postgres_literals {

@@ -58,6 +58,7 @@ impl EddyError {
                 SqlError::UndefinedColumn(_) | SqlError::NoSuchColumn { .. } => "42703",
                 SqlError::DuplicateColumn(_) => "42701",
                 SqlError::InvalidDefinition(_) => "42P16",
+                SqlError::UndefinedRelation(_) => "42P01",
                 SqlError::TooComplex(_) => "54001",
             },
             EddyError::Catalog(e) => catalog_sqlstate(e),

@@ -253,14 +253,13 @@ impl QueryParser for Parser {
             1 => {
                 let statement = statements.remove(0);
                 let plan = match (&statement, handler::kind(&statement)) {
-                    (EddyStatement::Sql(sql), Kind::Planned) => Some(
-                        self.engine
-                            .plan(sql)
-                            .await
-                            .map_err(EddyError::into_pgwire)?,
-                    ),
+                    (EddyStatement::Sql(sql), Kind::Planned) => Some(self.engine.plan(sql).await),
+                    (EddyStatement::Query(query), _) => {
+                        Some(self.engine.plan_clause_query(query).await)
+                    }
                     _ => None,
                 };
+                let plan = plan.transpose().map_err(EddyError::into_pgwire)?;
                 Ok(Some(Prepared { statement, plan }))
             }
             _ => Err(EddyError::MultipleStatementsInPrepare.into_pgwire()),

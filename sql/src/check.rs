@@ -11,7 +11,8 @@ use crate::ast::{Emit, QueryClauses};
 use crate::{Result, SqlError};
 
 /// Checks the ksqlDB clauses of a query: refuses the ones Eddy parses but
-/// does not run yet, and EMIT modes that do not fit. A `persistent` query
+/// does not run yet, and EMIT modes that do not fit. Windows are applied
+/// by [`crate::apply_windows`]. A `persistent` query
 /// keeps running (CREATE ... AS SELECT, a materialized view); otherwise the
 /// query is answered once.
 pub fn check_query_clauses(clauses: &QueryClauses, persistent: bool) -> Result<()> {
@@ -21,6 +22,12 @@ pub fn check_query_clauses(clauses: &QueryClauses, persistent: bool) -> Result<(
                 "{emit} needs a WINDOW: only a window's result is ever final"
             )))
         }
+        (Some(emit @ (Emit::Final | Emit::OnWindowClose)), Some(_)) => {
+            return Err(SqlError::Unsupported(format!(
+                "{emit} (final results wait for watermarks, which are not built yet); \
+                 leave it out to have each window's result as it changes"
+            )))
+        }
         (Some(Emit::Changes), _) if !persistent => {
             return Err(SqlError::Unsupported(
                 "push queries (SELECT ... EMIT CHANGES); create a materialized view and query it"
@@ -28,11 +35,6 @@ pub fn check_query_clauses(clauses: &QueryClauses, persistent: bool) -> Result<(
             ))
         }
         _ => {}
-    }
-    if let Some(window) = &clauses.window {
-        return Err(SqlError::Unsupported(format!(
-            "{window} (windows are not built yet)"
-        )));
     }
     if !clauses.within.is_empty() {
         return Err(SqlError::Unsupported(

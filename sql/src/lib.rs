@@ -12,6 +12,7 @@ mod insert;
 mod parser;
 mod query_keys;
 mod types;
+pub mod windows;
 
 pub use ast::{EddyQuery, EddyStatement, QueryClauses};
 pub use check::{check_query_clauses, check_query_support};
@@ -22,6 +23,7 @@ pub use insert::{insert_target, name_all_columns, name_leading_columns};
 pub use parser::parse_sql;
 pub use query_keys::{group_key_columns, keeps_columns};
 pub use types::column_type_from_sql;
+pub use windows::apply_windows;
 
 pub use datafusion::sql::sqlparser;
 
@@ -40,6 +42,8 @@ pub enum SqlError {
     NoSuchColumn { column: String, hint: String },
     #[error("column \"{0}\" specified more than once")]
     DuplicateColumn(String),
+    #[error("relation \"{0}\" does not exist")]
+    UndefinedRelation(String),
     #[error("invalid table definition: {0}")]
     InvalidDefinition(String),
     #[error("statement is too complex: it has more than {0} operators")]

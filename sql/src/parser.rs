@@ -583,6 +583,19 @@ fn parse_emit(p: &mut Parser) -> Result<Emit> {
     }
 }
 
+/// The milliseconds in a unit of time (`SECOND`, `minutes`, ...).
+pub(crate) fn unit_millis(unit: &str) -> Option<u64> {
+    let unit = unit.to_ascii_uppercase();
+    match unit.strip_suffix('S').unwrap_or(&unit) {
+        "MILLISECOND" => Some(1),
+        "SECOND" => Some(1_000),
+        "MINUTE" => Some(60_000),
+        "HOUR" => Some(3_600_000),
+        "DAY" => Some(86_400_000),
+        _ => None,
+    }
+}
+
 /// A number and a unit of time: `10 SECONDS`, `1 MINUTE`.
 fn parse_duration(p: &mut Parser) -> Result<Duration> {
     let at = p.peek_token();
@@ -595,18 +608,12 @@ fn parse_duration(p: &mut Parser) -> Result<Duration> {
         return Ok(p.expected("a whole, positive number", at)?);
     };
     let unit = p.next_token();
-    let unit_ms: u64 = match &unit.token {
-        Token::Word(w) if w.quote_style.is_none() => {
-            match w.value.to_ascii_uppercase().trim_end_matches('S') {
-                "MILLISECOND" => 1,
-                "SECOND" => 1_000,
-                "MINUTE" => 60_000,
-                "HOUR" => 3_600_000,
-                "DAY" => 86_400_000,
-                _ => return Ok(p.expected("MILLISECONDS, SECONDS, MINUTES, HOURS or DAYS", unit)?),
-            }
-        }
-        _ => return Ok(p.expected("MILLISECONDS, SECONDS, MINUTES, HOURS or DAYS", unit)?),
+    let unit_ms = match &unit.token {
+        Token::Word(w) if w.quote_style.is_none() => unit_millis(&w.value),
+        _ => None,
+    };
+    let Some(unit_ms) = unit_ms else {
+        return Ok(p.expected("MILLISECONDS, SECONDS, MINUTES, HOURS or DAYS", unit)?);
     };
     match number.checked_mul(unit_ms) {
         Some(millis) => Ok(Duration { millis }),

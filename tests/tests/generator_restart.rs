@@ -1,5 +1,6 @@
 //! A generator source is exactly-once: after kill -9 mid-generation and a
-//! restart, the stored stream and a view over it hold every event once.
+//! restart, the stored stream and views over it (one windowed by event
+//! time) hold every event once.
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,10 @@ async fn kill_9_mid_generation_loses_and_repeats_nothing() {
             "CREATE STREAM bid WITH (connector='nexmark', event_type='bid', max_events={EVENTS}, \
              events_per_second=0, seed=21, start_time='2026-01-01 00:00:00');
              CREATE MATERIALIZED VIEW per_bidder AS \
-               SELECT bidder % 7 AS k, count(*) AS n, sum(price) AS total FROM bid GROUP BY bidder % 7"
+               SELECT bidder % 7 AS k, count(*) AS n, sum(price) AS total FROM bid GROUP BY bidder % 7;
+             CREATE MATERIALIZED VIEW per_second AS \
+               SELECT auction % 3 AS k, count(*) AS n FROM bid \
+               WINDOW HOPPING (SIZE 2 SECONDS, ADVANCE BY 1 SECOND) GROUP BY auction % 3"
         ))
         .await
         .unwrap();
@@ -67,4 +71,24 @@ async fn kill_9_mid_generation_loses_and_repeats_nothing() {
         .await
         .unwrap();
     assert_eq!(counted, [BIDS.to_string()]);
+    // The windowed view came back from its stored definition, with every
+    // bid in two windows.
+    let windowed = text_rows(
+        &client,
+        "SELECT k, n, windowstart, windowend FROM per_second ORDER BY windowstart, k",
+    )
+    .await
+    .unwrap();
+    let query = text_rows(
+        &client,
+        "SELECT auction % 3, count(*), WINDOWSTART, WINDOWEND FROM bid \
+         WINDOW HOPPING (SIZE 2 SECONDS, ADVANCE BY 1 SECOND) GROUP BY auction % 3 ORDER BY 3, 1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(windowed, query);
+    let counted = text_rows(&client, "SELECT sum(n) FROM per_second")
+        .await
+        .unwrap();
+    assert_eq!(counted, [(2 * BIDS).to_string()]);
 }

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-/// View queries over tables `a (id, g, x, y, s, b)` and `b (id, g, z, t)`.
+/// View queries over tables `a (id, g, x, y, s, b, ts)` and `b (id, g, z, t)`.
 /// `{c}` and `{n}` are replaced by small random numbers.
 const QUERIES: &[&str] = &[
     // filter and project
@@ -56,6 +56,11 @@ const QUERIES: &[&str] = &[
     // literals typed as Postgres types them (Nexmark q1's shape)
     "SELECT id, 0.908 * x AS px, x + 1 AS x1, 2 AS two, 1.5 AS half FROM a WHERE x > {c}",
     "SELECT g, sum(0.5 * x) AS hx, count(*) + 1 AS n1 FROM a GROUP BY g",
+    // windows over event time
+    "SELECT window_start, window_end, g, count(*) AS n, sum(x) AS sx FROM TUMBLE(a, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end, g",
+    "SELECT window_start, count(*) AS n, max(y) AS hy FROM HOP(a, ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND) GROUP BY window_start",
+    "SELECT w.window_end, w.g, min(w.x) AS lo FROM HOP(a, ts, INTERVAL '4 seconds', INTERVAL '10 seconds') AS w WHERE w.x > {c} GROUP BY w.window_end, w.g",
+    "SELECT t.window_start, t.id, b.z FROM TUMBLE(a, ts, INTERVAL '20' SECOND) AS t JOIN b ON t.g = b.g",
 ];
 
 /// Views over other views: `{v}` is an earlier view of this workload built
@@ -103,13 +108,22 @@ fn text(rng: &mut StdRng) -> String {
     }
 }
 
+/// A random event time within a minute, or NULL one time in ten.
+fn timestamp(rng: &mut StdRng) -> String {
+    match int(rng, 0, 60).as_str() {
+        "NULL" => "NULL".into(),
+        seconds => format!("TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{seconds} seconds'"),
+    }
+}
+
 fn a_row(rng: &mut StdRng, id: i64) -> String {
     let g = rng.random_range(0..5);
     let x = int(rng, -20, 20);
     let y = int(rng, -50, 50);
     let s = text(rng);
     let b = boolean(rng);
-    format!("({id}, {g}, {x}, {y}, {s}, {b})")
+    let ts = timestamp(rng);
+    format!("({id}, {g}, {x}, {y}, {s}, {b}, {ts})")
 }
 
 fn b_row(rng: &mut StdRng, id: i64) -> String {
@@ -137,7 +151,7 @@ fn random_write(rng: &mut StdRng, next_id: &mut i64) -> String {
                 .collect();
             format!("INSERT INTO {table} VALUES {}", rows.join(", "))
         }
-        4..=6 => match (table, rng.random_range(0..4)) {
+        4..=6 => match (table, rng.random_range(0..5)) {
             ("a", 0) => format!(
                 "UPDATE a SET x = {}, y = y + 1 WHERE id = {id}",
                 int(rng, -20, 20)
@@ -151,6 +165,7 @@ fn random_write(rng: &mut StdRng, next_id: &mut i64) -> String {
                 text(rng),
                 rng.random_range(0..5)
             ),
+            ("a", 3) => format!("UPDATE a SET ts = {} WHERE id = {id}", timestamp(rng)),
             ("a", _) => format!("UPDATE a SET id = id + 1000 WHERE id = {id}"),
             (_, 0) => format!("UPDATE b SET z = {} WHERE id = {id}", int(rng, -20, 20)),
             (_, 1) => format!(
@@ -225,7 +240,7 @@ async fn run_workload(client: &Client, seed: u64) -> Result<()> {
     client
         .batch_execute(
             "DROP TABLE IF EXISTS a CASCADE; DROP TABLE IF EXISTS b CASCADE;
-             CREATE TABLE a (id int PRIMARY KEY, g int, x int, y int, s text, b boolean);
+             CREATE TABLE a (id int PRIMARY KEY, g int, x int, y int, s text, b boolean, ts timestamp);
              CREATE TABLE b (id int PRIMARY KEY, g int, z int, t text)",
         )
         .await?;

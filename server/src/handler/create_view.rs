@@ -37,7 +37,9 @@ pub async fn handle_create_view(
             Err(CatalogError::DuplicateTable(name).into())
         };
     }
-    let lowered = engine.plan_view(&create.query).await?;
+    let lowered = engine
+        .plan_view(&create.query, clauses.window.as_ref())
+        .await?;
     let schema = lowered.root.schema.clone();
     if !create.columns.is_empty() && create.columns.len() > schema.fields().len() {
         return Err(eddy_sql::SqlError::InvalidDefinition(
@@ -72,7 +74,7 @@ pub async fn handle_create_view(
     let def = ViewDef {
         id,
         name,
-        sql: create.query.to_string(),
+        sql: format!("{}{clauses}", create.query),
         columns,
         depends_on: lowered.depends_on,
         fingerprint: lowered.root.explain().join("\n"),

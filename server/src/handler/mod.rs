@@ -78,7 +78,14 @@ pub async fn execute(
 ) -> Result<Output> {
     let sql = match statement {
         EddyStatement::Sql(sql) => sql.as_ref(),
-        EddyStatement::Query(query) => return query::handle_clause_query(query),
+        EddyStatement::Query(query) => {
+            let plan = match plan {
+                Some(plan) => plan,
+                None => engine.plan_clause_query(query).await?,
+            };
+            let statement = Statement::Query(query.query.clone());
+            return query::handle_query(engine, &statement, plan).await;
+        }
         EddyStatement::CreateRelation(create) => {
             return create_table::handle_create_relation(engine, create).await
         }

@@ -5,19 +5,9 @@ use std::sync::Arc;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::Statement;
 
-use eddy_sql::EddyQuery;
-
 use super::Output;
 use crate::engine::Engine;
-use crate::error::{EddyError, Result};
-
-/// A one-off query with ksqlDB clauses: each is refused with its reason.
-pub fn handle_clause_query(query: &EddyQuery) -> Result<Output> {
-    eddy_sql::check_query_clauses(&query.clauses, false)?;
-    Err(EddyError::Internal(format!(
-        "query clauses passed their check: {query}"
-    )))
-}
+use crate::error::Result;
 
 pub async fn handle_query(
     engine: &Engine,
