@@ -178,7 +178,7 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(1);
-    let mut root = eddy_dataflow::lower(&plan, &catalog, workers)
+    let mut root = eddy_dataflow::lower(&plan, &catalog, workers, &Default::default())
         .expect("lower")
         .root;
     let mut sink = ViewSink::new(root.schema.clone(), Default::default(), &[]).expect("sink");

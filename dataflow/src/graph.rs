@@ -140,7 +140,8 @@ impl Node {
         let head = self.id.to_be_bytes();
         let count = self.workers.len();
         for (key, value) in entries_under(state, &head) {
-            let w = if count == 1 {
+            // A leaf runs on the first worker only.
+            let w = if count == 1 || self.inputs.is_empty() {
                 0
             } else {
                 worker_of(self.workers[0].state_route(key)?, count)
@@ -315,7 +316,9 @@ mod tests {
     async fn append_only(catalog: &Arc<Catalog>, sql: &str) -> bool {
         let plan = plan(catalog, sql).await;
         let s = catalog.table("s").expect("s").def().id;
-        let root = crate::lower(&plan, catalog, 1).expect("lower").root;
+        let root = crate::lower(&plan, catalog, 1, &Default::default())
+            .expect("lower")
+            .root;
         root.append_only(&|id| id == s)
     }
 
@@ -424,8 +427,12 @@ mod tests {
         ];
         for (q, sql) in queries.iter().enumerate() {
             let plan = plan(&catalog, sql).await;
-            let mut one = crate::lower(&plan, &catalog, 1).expect("lower").root;
-            let mut many = crate::lower(&plan, &catalog, 3).expect("lower").root;
+            let mut one = crate::lower(&plan, &catalog, 1, &Default::default())
+                .expect("lower")
+                .root;
+            let mut many = crate::lower(&plan, &catalog, 3, &Default::default())
+                .expect("lower")
+                .root;
             let mut log = StateLog::new(q as u64);
             let (mut expected, mut actual) = (HashMap::new(), HashMap::new());
             let mut rng = StdRng::seed_from_u64(q as u64);
@@ -442,7 +449,9 @@ mod tests {
                 persist(&mut many, &mut log, &store);
                 if epoch % 8 == 7 {
                     let workers = [2, 4, 1][epoch / 8];
-                    many = crate::lower(&plan, &catalog, workers).expect("lower").root;
+                    many = crate::lower(&plan, &catalog, workers, &Default::default())
+                        .expect("lower")
+                        .root;
                     let (_, state) = StateLog::load(&store, q as u64).expect("load");
                     many.restore(&state).expect("restore");
                 }

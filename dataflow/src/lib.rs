@@ -14,13 +14,14 @@ pub mod progress;
 pub mod runtime;
 pub mod sink;
 pub mod state_log;
+pub mod watermark;
 
 #[cfg(test)]
 mod testing;
 
 pub use change::ChangeBatch;
 pub use graph::Node;
-pub use lower::{check_deterministic, lower, Lowered};
+pub use lower::{check_deterministic, lower, Lowered, WindowHint, Windowing};
 pub use progress::SourceProgress;
 pub use runtime::{DataflowHandle, Replan, ViewStats};
 

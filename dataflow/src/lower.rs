@@ -28,7 +28,7 @@ use eddy_catalog::{column_types, Catalog, Relation};
 
 use crate::change::nullable_schema;
 use crate::graph::Node;
-use crate::operators::aggregate::{AggFunction, AggSpec, Aggregate};
+use crate::operators::aggregate::{AggFunction, AggSpec, Aggregate, WindowClose};
 use crate::operators::filter::Filter;
 use crate::operators::join::{Join, JoinKind, JoinSpec};
 use crate::operators::project::Project;
@@ -36,6 +36,7 @@ use crate::operators::source::{Constant, Source};
 use crate::operators::topn::{TopN, TopNSpec};
 use crate::operators::union::Union;
 use crate::operators::Operator;
+use crate::watermark::EventTimeColumns;
 use crate::{DataflowError, Result};
 
 /// A view's dataflow, ready to run.
@@ -70,26 +71,70 @@ pub fn check_deterministic(plan: &LogicalPlan) -> Result<()> {
     }
 }
 
+/// A window over event time in a view's query, as the SQL layer made it
+/// (see `eddy_sql::windows`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowHint {
+    /// The alias of the windowed relation, which qualifies its
+    /// `window_start` and `window_end` columns.
+    pub alias: String,
+    /// The relation windowed, by id.
+    pub relation: u64,
+    /// Whether the window's time column is the relation's event time, so
+    /// its watermark closes the windows.
+    pub on_event_time: bool,
+    pub size_us: i64,
+    /// How long a window takes late rows after it ends.
+    pub grace_us: i64,
+}
+
+/// The windows of a view's query, and when it emits their results.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Windowing {
+    pub windows: Vec<WindowHint>,
+    /// `EMIT FINAL`: one row per window, when it closes.
+    pub emit_final: bool,
+}
+
+/// The column names a windowed relation adds.
+const WINDOW_START: &str = "window_start";
+const WINDOW_END: &str = "window_end";
+
 /// Lowers an optimized plan to a dataflow run by `workers` workers: each
 /// node's operator is built once per worker.
-pub fn lower(plan: &LogicalPlan, catalog: &Catalog, workers: usize) -> Result<Lowered> {
-    let mut lowered = lower_once(plan, catalog)?;
+pub fn lower(
+    plan: &LogicalPlan,
+    catalog: &Catalog,
+    workers: usize,
+    windowing: &Windowing,
+) -> Result<Lowered> {
+    let mut lowered = lower_once(plan, catalog, windowing)?;
     for _ in 1..workers {
-        lowered.root.add_worker(lower_once(plan, catalog)?.root)?;
+        lowered
+            .root
+            .add_worker(lower_once(plan, catalog, windowing)?.root)?;
     }
     let append_only = |id| catalog.table_by_id(id).is_some_and(|t| t.is_stream());
     lowered.root.note_append_only(&append_only);
     Ok(lowered)
 }
 
-fn lower_once(plan: &LogicalPlan, catalog: &Catalog) -> Result<Lowered> {
+fn lower_once(plan: &LogicalPlan, catalog: &Catalog, windowing: &Windowing) -> Result<Lowered> {
     let mut lowerer = Lowerer {
         catalog,
         depends_on: Vec::new(),
         next_id: 0,
         props: ExecutionProps::new(),
+        windowing,
+        closes_windows: false,
     };
     let root = lowerer.lower(plan, &HashMap::new())?;
+    if windowing.emit_final && !lowerer.closes_windows {
+        return unsupported(
+            "EMIT FINAL without an aggregate that groups by window_start or window_end of a \
+             window over event time",
+        );
+    }
     Ok(Lowered {
         root,
         depends_on: lowerer.depends_on,
@@ -110,6 +155,9 @@ struct Lowerer<'a> {
     depends_on: Vec<u64>,
     next_id: u32,
     props: ExecutionProps,
+    windowing: &'a Windowing,
+    /// Whether an aggregate closes windows by the watermark.
+    closes_windows: bool,
 }
 
 fn schema_of(plan: &LogicalPlan) -> SchemaRef {
@@ -331,11 +379,24 @@ impl Lowerer<'_> {
         let schema = schema_of(plan);
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let label = format!("{label} [{}]", columns.join(", "));
-        let mut node = self.node(
-            Source::new(id, label, scan.projection.clone(), schema.clone()),
-            vec![],
-            schema.clone(),
-        );
+        let mut source = Source::new(id, label, scan.projection.clone(), schema.clone());
+        let windowed = self
+            .windowing
+            .windows
+            .iter()
+            .any(|w| w.relation == id && w.on_event_time);
+        if let (true, Relation::Table(table)) = (windowed, &relation) {
+            let def = table.def();
+            let time = def.event_time_column().ok_or_else(|| {
+                DataflowError::Internal(format!("{name} has no event time to window by"))
+            })?;
+            let partition = def
+                .columns
+                .iter()
+                .position(|c| c.name == eddy_catalog::kafka::ROWPARTITION);
+            source = source.with_event_time(EventTimeColumns { time, partition });
+        }
+        let mut node = self.node(source, vec![], schema.clone());
         if let Some(predicate) = scan.filters.iter().cloned().reduce(Expr::and) {
             let physical = self.physical(&predicate, &scan.projected_schema)?;
             node = self.node(
@@ -369,8 +430,40 @@ impl Lowerer<'_> {
             list(&a.group_expr),
             list(&a.aggr_expr)
         );
-        let op = Aggregate::new(group_exprs, group_types, specs, schema.clone(), text)?;
+        let mut op = Aggregate::new(group_exprs, group_types, specs, schema.clone(), text)?;
+        if let Some(close) = self.window_close(&a.group_expr) {
+            op = op.with_window_close(close);
+            self.closes_windows = true;
+        }
         Ok(self.node(op, vec![input], schema))
+    }
+
+    /// How an aggregate's groups close, if one of its group columns is the
+    /// start or end of a window over event time.
+    fn window_close(&self, group_expr: &[Expr]) -> Option<WindowClose> {
+        group_expr.iter().enumerate().find_map(|(k, expr)| {
+            let Expr::Column(column) = expr else {
+                return None;
+            };
+            let hint = self.windowing.windows.iter().find(|w| {
+                w.on_event_time
+                    && column
+                        .relation
+                        .as_ref()
+                        .is_some_and(|r| r.table() == w.alias)
+            })?;
+            let after_value = match column.name.as_str() {
+                WINDOW_END => hint.grace_us,
+                WINDOW_START => hint.size_us + hint.grace_us,
+                _ => return None,
+            };
+            Some(WindowClose {
+                relation: hint.relation,
+                key_column: k,
+                after_value,
+                emit_final: self.windowing.emit_final,
+            })
+        })
     }
 
     fn agg_spec(

@@ -33,7 +33,7 @@ fn context(catalog: &Arc<Catalog>) -> SessionContext {
 async fn lower(ctx: &SessionContext, catalog: &Catalog, sql: &str) -> eddy_dataflow::Lowered {
     let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
     let plan = ctx.state().optimize(&plan).expect("optimize");
-    eddy_dataflow::lower(&plan, catalog, 1).expect("lower")
+    eddy_dataflow::lower(&plan, catalog, 1, &Default::default()).expect("lower")
 }
 
 /// Plans stored views again, from the dataflow thread.

@@ -16,13 +16,15 @@ use datafusion::sql::sqlparser::ast::ObjectName;
 use datafusion::sql::sqlparser::ast::{Query, Statement};
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::setup_pg_catalog;
+use eddy_catalog::StoredTable;
 use eddy_catalog::{
     Catalog, EddySchemaProvider, InformationSchemaProvider, SchemaMode, ViewDef, DATABASE_NAME,
     SCHEMA_NAME,
 };
 use eddy_dataflow::{DataflowError, DataflowHandle, Lowered};
-use eddy_sql::ast::WindowSpec;
-use eddy_sql::{EddyQuery, EddyStatement, SqlError};
+use eddy_dataflow::{WindowHint, Windowing};
+use eddy_sql::ast::Emit;
+use eddy_sql::{EddyQuery, EddyStatement, QueryClauses, SqlError};
 use eddy_storage::Store;
 use tokio::sync::RwLock;
 
@@ -100,14 +102,14 @@ impl Engine {
         self.dataflow.kafka().ok_or(EddyError::KafkaNotConfigured)
     }
 
-    /// Plans a view's query, with its ksqlDB window if it has one, and
-    /// lowers it to a dataflow.
-    pub async fn plan_view(&self, query: &Query, window: Option<&WindowSpec>) -> Result<Lowered> {
+    /// Plans a view's query, with its ksqlDB clauses, and lowers it to a
+    /// dataflow.
+    pub async fn plan_view(&self, query: &Query, clauses: &QueryClauses) -> Result<Lowered> {
         plan_view_statement(
             &self.view_ctx,
             &self.catalog,
             Statement::Query(Box::new(query.clone())),
-            window,
+            clauses,
             Planning::New,
             true,
             self.workers,
@@ -119,7 +121,7 @@ impl Engine {
     pub async fn plan_clause_query(&self, query: &EddyQuery) -> Result<LogicalPlan> {
         eddy_sql::check_query_clauses(&query.clauses, false)?;
         let mut statement = Statement::Query(query.query.clone());
-        apply_windows(&self.catalog, &mut statement, query.clauses.window.as_ref())?;
+        apply_windows(&self.catalog, &mut statement, &query.clauses)?;
         self.plan(&statement).await
     }
 
@@ -131,7 +133,7 @@ impl Engine {
         };
         eddy_sql::check_query_support(statement)?;
         let mut statement = statement.clone();
-        apply_windows(&self.catalog, &mut statement, None)?;
+        apply_windows(&self.catalog, &mut statement, &QueryClauses::default())?;
         let original = &statement.clone();
         if let Statement::Insert(insert) = &mut statement {
             if let Some(table) =
@@ -251,11 +253,9 @@ async fn plan_view_sql(
     workers: usize,
 ) -> Result<Lowered> {
     let mut statements = eddy_sql::parse_sql(&def.sql)?;
-    let (statement, window) = match (statements.pop(), statements.pop()) {
-        (Some(EddyStatement::Sql(statement)), None) => (*statement, None),
-        (Some(EddyStatement::Query(query)), None) => {
-            (Statement::Query(query.query), query.clauses.window)
-        }
+    let (statement, clauses) = match (statements.pop(), statements.pop()) {
+        (Some(EddyStatement::Sql(statement)), None) => (*statement, QueryClauses::default()),
+        (Some(EddyStatement::Query(query)), None) => (Statement::Query(query.query), query.clauses),
         _ => {
             return Err(EddyError::Internal(format!(
                 "stored view query is not one query: {}",
@@ -267,7 +267,7 @@ async fn plan_view_sql(
         ctx,
         catalog,
         statement,
-        window.as_ref(),
+        &clauses,
         Planning::Restore,
         def.postgres_literals,
         workers,
@@ -276,40 +276,82 @@ async fn plan_view_sql(
 }
 
 /// Applies the windows of a query (see `eddy_sql::windows`): its `TUMBLE`
-/// and `HOP` relations, and `window`, its ksqlDB `WINDOW` clause. Each
-/// relation's event-time column comes from the catalog.
+/// and `HOP` relations, and its ksqlDB `WINDOW` clause. Each relation's
+/// event-time column comes from the catalog. Returns what the dataflow
+/// needs to close the windows by the watermark.
 fn apply_windows(
     catalog: &Catalog,
     statement: &mut Statement,
-    window: Option<&WindowSpec>,
-) -> Result<()> {
+    clauses: &QueryClauses,
+) -> Result<Windowing> {
     let Statement::Query(query) = statement else {
-        return Ok(());
+        return Ok(Windowing::default());
+    };
+    let table = |name: &ObjectName| -> eddy_sql::Result<Arc<StoredTable>> {
+        let name = eddy_sql::create_table::object_name(name)?;
+        match catalog.relation(&name) {
+            Some(eddy_catalog::Relation::Table(table)) => Ok(table),
+            Some(eddy_catalog::Relation::View(_)) => Err(SqlError::InvalidDefinition(format!(
+                "materialized view {name} has no event time to window by; \
+                 window the stream it reads"
+            ))),
+            None => Err(SqlError::UndefinedRelation(name)),
+        }
     };
     let event_time = |name: &ObjectName| -> eddy_sql::Result<String> {
-        let name = eddy_sql::create_table::object_name(name)?;
-        let table = match catalog.relation(&name) {
-            Some(eddy_catalog::Relation::Table(table)) => table,
-            Some(eddy_catalog::Relation::View(_)) => {
-                return Err(SqlError::InvalidDefinition(format!(
-                    "materialized view {name} has no event time to window by; \
-                     window the stream it reads"
-                )))
-            }
-            None => return Err(SqlError::UndefinedRelation(name)),
-        };
+        let table = table(name)?;
         let def = table.def();
         def.event_time_column()
             .map(|i| def.columns[i].name.clone())
             .ok_or_else(|| {
                 SqlError::InvalidDefinition(format!(
-                    "table {name} has no event time to window by: it is a local table; \
+                    "table {} has no event time to window by: it is a local table; \
                      window a stream or table over a topic or a generator, or name the \
-                     time column with TUMBLE({name}, column, INTERVAL '1' MINUTE)"
+                     time column with TUMBLE({}, column, INTERVAL '1' MINUTE)",
+                    def.name, def.name
                 ))
             })
     };
-    Ok(eddy_sql::apply_windows(query, window, &event_time)?)
+    let uses = eddy_sql::apply_windows(query, clauses.window.as_ref(), &event_time)?;
+    let emit_final = matches!(clauses.emit, Some(Emit::Final | Emit::OnWindowClose));
+    if emit_final && uses.is_empty() {
+        return Err(SqlError::InvalidDefinition(format!(
+            "{} needs a window: only a window's result is ever final",
+            clauses.emit.map(|e| e.to_string()).unwrap_or_default()
+        ))
+        .into());
+    }
+    let mut windows = Vec::new();
+    for used in uses {
+        let table = table(&used.relation)?;
+        let def = table.def();
+        let on_event_time = def
+            .event_time_column()
+            .is_some_and(|i| def.columns[i].name == used.time_column);
+        if emit_final && !on_event_time {
+            return Err(SqlError::InvalidDefinition(format!(
+                "final results close windows by event time, and {} windows {} by {}, \
+                 which is not its event time",
+                used.alias, def.name, used.time_column
+            ))
+            .into());
+        }
+        windows.push(WindowHint {
+            alias: used.alias,
+            relation: def.id,
+            on_event_time,
+            size_us: micros(used.size),
+            grace_us: used.grace.map_or(0, micros),
+        });
+    }
+    Ok(Windowing {
+        windows,
+        emit_final,
+    })
+}
+
+fn micros(duration: eddy_sql::ast::Duration) -> i64 {
+    i64::try_from(duration.millis.saturating_mul(1_000)).unwrap_or(i64::MAX)
 }
 
 /// Whether a view is planned for the first time, or again at startup.
@@ -325,13 +367,13 @@ async fn plan_view_statement(
     ctx: &SessionContext,
     catalog: &Catalog,
     mut statement: Statement,
-    window: Option<&WindowSpec>,
+    clauses: &QueryClauses,
     planning: Planning,
     postgres_literals: bool,
     workers: usize,
 ) -> Result<Lowered> {
     eddy_sql::check_query_support(&statement)?;
-    apply_windows(catalog, &mut statement, window)?;
+    let windowing = apply_windows(catalog, &mut statement, clauses)?;
     let state = ctx.state();
     let mut planned = statement.clone();
     if postgres_literals {
@@ -352,7 +394,9 @@ async fn plan_view_statement(
     let plan = with_postgres_names(plan, &statement)?;
     eddy_dataflow::check_deterministic(&plan)?;
     let optimized = state.optimize(&plan)?;
-    Ok(eddy_dataflow::lower(&optimized, catalog, workers)?)
+    Ok(eddy_dataflow::lower(
+        &optimized, catalog, workers, &windowing,
+    )?)
 }
 
 fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContext> {

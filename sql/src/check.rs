@@ -12,23 +12,18 @@ use crate::{Result, SqlError};
 
 /// Checks the ksqlDB clauses of a query: refuses the ones Eddy parses but
 /// does not run yet, and EMIT modes that do not fit. Windows are applied
-/// by [`crate::apply_windows`]. A `persistent` query
+/// by [`crate::apply_windows`], and a final EMIT is checked against them. A `persistent` query
 /// keeps running (CREATE ... AS SELECT, a materialized view); otherwise the
 /// query is answered once.
 pub fn check_query_clauses(clauses: &QueryClauses, persistent: bool) -> Result<()> {
-    match (clauses.emit, &clauses.window) {
-        (Some(emit @ (Emit::Final | Emit::OnWindowClose)), None) => {
-            return Err(SqlError::InvalidDefinition(format!(
-                "{emit} needs a WINDOW: only a window's result is ever final"
-            )))
-        }
-        (Some(emit @ (Emit::Final | Emit::OnWindowClose)), Some(_)) => {
+    match clauses.emit {
+        Some(emit @ (Emit::Final | Emit::OnWindowClose)) if !persistent => {
             return Err(SqlError::Unsupported(format!(
-                "{emit} (final results wait for watermarks, which are not built yet); \
-                 leave it out to have each window's result as it changes"
+                "{emit} in a one-off query; create a materialized view to have each window's \
+                 final result as it closes"
             )))
         }
-        (Some(Emit::Changes), _) if !persistent => {
+        Some(Emit::Changes) if !persistent => {
             return Err(SqlError::Unsupported(
                 "push queries (SELECT ... EMIT CHANGES); create a materialized view and query it"
                     .into(),

@@ -30,23 +30,41 @@ pub const MAX_WINDOWS_PER_ROW: u64 = 100;
 pub const WINDOW_START: &str = "window_start";
 pub const WINDOW_END: &str = "window_end";
 
+/// A window a query applies, for the dataflow to close by the watermark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowUse {
+    /// The name the windowed rows go by, which qualifies their
+    /// `window_start` and `window_end`.
+    pub alias: String,
+    pub relation: ObjectName,
+    /// The column windowed by, folded as Postgres folds names.
+    pub time_column: String,
+    pub size: Duration,
+    pub grace: Option<Duration>,
+}
+
 /// Applies a query's windows: its `TUMBLE`/`HOP` table functions, and the
 /// ksqlDB `window` clause over its one relation. `event_time` names the
-/// event-time column of a relation, or says why it has none.
+/// event-time column of a relation, or says why it has none. Returns the
+/// windows applied.
 pub fn apply_windows(
     query: &mut Query,
     window: Option<&WindowSpec>,
     event_time: &dyn Fn(&ObjectName) -> Result<String>,
-) -> Result<()> {
-    let mut functions = TableFunctions { error: None };
+) -> Result<Vec<WindowUse>> {
+    let mut functions = TableFunctions {
+        error: None,
+        uses: Vec::new(),
+    };
     let _ = query.visit(&mut functions);
     if let Some(error) = functions.error {
         return Err(error);
     }
+    let mut uses = functions.uses;
     if let Some(window) = window {
-        ksql_window(query, window, event_time)?;
+        uses.push(ksql_window(query, window, event_time)?);
     }
-    Ok(())
+    Ok(uses)
 }
 
 fn invalid(message: impl Into<String>) -> SqlError {
@@ -139,6 +157,7 @@ fn check_size(size: Duration) -> Result<()> {
 /// windowed rows they stand for.
 struct TableFunctions {
     error: Option<SqlError>,
+    uses: Vec<WindowUse>,
 }
 
 impl VisitorMut for TableFunctions {
@@ -146,7 +165,10 @@ impl VisitorMut for TableFunctions {
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         match table_function(factor) {
-            Ok(()) => ControlFlow::Continue(()),
+            Ok(used) => {
+                self.uses.extend(used);
+                ControlFlow::Continue(())
+            }
             Err(e) => {
                 self.error = Some(e);
                 ControlFlow::Break(())
@@ -155,7 +177,7 @@ impl VisitorMut for TableFunctions {
     }
 }
 
-fn table_function(factor: &mut TableFactor) -> Result<()> {
+fn table_function(factor: &mut TableFactor) -> Result<Option<WindowUse>> {
     let TableFactor::Table {
         name,
         alias,
@@ -163,14 +185,14 @@ fn table_function(factor: &mut TableFactor) -> Result<()> {
         ..
     } = factor
     else {
-        return Ok(());
+        return Ok(None);
     };
     let function = match name.0.as_slice() {
         [part] => part
             .as_ident()
             .map(|i| i.value.to_ascii_lowercase())
             .unwrap_or_default(),
-        _ => return Ok(()),
+        _ => return Ok(None),
     };
     let arity = match function.as_str() {
         "tumble" => 3,
@@ -180,7 +202,7 @@ fn table_function(factor: &mut TableFactor) -> Result<()> {
                 "SESSION(...) windows (they are not built yet)".into(),
             ))
         }
-        _ => return Ok(()),
+        _ => return Ok(None),
     };
     let function = function.to_uppercase();
     let usage = match arity {
@@ -214,28 +236,36 @@ fn table_function(factor: &mut TableFactor) -> Result<()> {
             exprs[1]
         )));
     };
-    let kind = if arity == 3 {
+    let (kind, size) = if arity == 3 {
         let size = interval_duration(exprs[2])?;
         check_size(size)?;
-        WindowKind::Tumbling { size }
+        (WindowKind::Tumbling { size }, size)
     } else {
         let advance = interval_duration(exprs[2])?;
         let size = interval_duration(exprs[3])?;
         check_size(size)?;
-        WindowKind::Hopping { size, advance }
+        (WindowKind::Hopping { size, advance }, size)
     };
-    *factor = windowed_factor(&relation, alias.take(), time, kind)?;
-    Ok(())
+    let time = time.clone();
+    let (windowed, alias) = windowed_factor(&relation, alias.take(), &time, kind)?;
+    *factor = windowed;
+    Ok(Some(WindowUse {
+        alias,
+        relation,
+        time_column: normalize(&time),
+        size,
+        grace: None,
+    }))
 }
 
 /// The derived table of `relation`'s windowed rows, named as `relation`
-/// unless it has an alias.
+/// unless it has an alias; and that name, folded.
 fn windowed_factor(
     relation: &ObjectName,
     alias: Option<TableAlias>,
     time: &Ident,
     kind: WindowKind,
-) -> Result<TableFactor> {
+) -> Result<(TableFactor, String)> {
     let alias = alias.unwrap_or_else(|| TableAlias {
         explicit: true,
         name: relation
@@ -247,12 +277,14 @@ fn windowed_factor(
         columns: Vec::new(),
         at: None,
     });
-    Ok(TableFactor::Derived {
+    let name = normalize(&alias.name);
+    let factor = TableFactor::Derived {
         lateral: false,
         subquery: windowed_rows(relation, time, kind)?,
         alias: Some(alias),
         sample: None,
-    })
+    };
+    Ok((factor, name))
 }
 
 /// A window bound as ksqlDB has it: epoch milliseconds.
@@ -303,20 +335,23 @@ fn ksql_window(
     query: &mut Query,
     window: &WindowSpec,
     event_time: &dyn Fn(&ObjectName) -> Result<String>,
-) -> Result<()> {
-    if window.grace.is_some() || window.retention.is_some() {
+) -> Result<WindowUse> {
+    if window.retention.is_some() {
         return Err(SqlError::Unsupported(
-            "GRACE PERIOD and RETENTION (they need watermarks, which are not built yet)".into(),
+            "RETENTION (windows stay in a view until it is dropped)".into(),
         ));
     }
-    match window.kind {
-        WindowKind::Tumbling { size } | WindowKind::Hopping { size, .. } => check_size(size)?,
+    let size = match window.kind {
+        WindowKind::Tumbling { size } | WindowKind::Hopping { size, .. } => {
+            check_size(size)?;
+            size
+        }
         WindowKind::Session { .. } => {
             return Err(SqlError::Unsupported(
                 "WINDOW SESSION (session windows are not built yet)".into(),
             ))
         }
-    }
+    };
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(invalid("WINDOW belongs to a SELECT ... GROUP BY"));
     };
@@ -343,7 +378,16 @@ fn ksql_window(
         ));
     };
     let time = Ident::new(event_time(name)?);
-    from.relation = windowed_factor(&name.clone(), alias.take(), &time, window.kind)?;
+    let relation = name.clone();
+    let (windowed, alias) = windowed_factor(&relation, alias.take(), &time, window.kind)?;
+    from.relation = windowed;
+    let used = WindowUse {
+        alias,
+        relation,
+        time_column: time.value.clone(),
+        size,
+        grace: window.grace,
+    };
     match &mut select.group_by {
         GroupByExpr::Expressions(exprs, _) if !exprs.is_empty() => {
             exprs.push(Expr::Identifier(Ident::new(WINDOW_START)));
@@ -387,7 +431,7 @@ fn ksql_window(
     let _ = query.order_by.visit(&mut bounds);
     match bounds.error {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(used),
     }
 }
 
@@ -540,8 +584,8 @@ mod tests {
                 "no event time",
             ),
             (
-                "SELECT k, count(*) FROM bids WINDOW TUMBLING (SIZE 1 SECOND, GRACE PERIOD 1 SECOND) GROUP BY k",
-                "GRACE PERIOD",
+                "SELECT k, count(*) FROM bids WINDOW TUMBLING (SIZE 1 SECOND, RETENTION 1 DAY) GROUP BY k",
+                "RETENTION",
             ),
             (
                 "SELECT k, count(*) FROM bids WINDOW SESSION (1 SECOND) GROUP BY k",

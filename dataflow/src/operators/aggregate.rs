@@ -15,17 +15,25 @@
 //! is built a column at a time: each touched group's values before and
 //! after the batch, and for a group whose values changed, a retraction of
 //! the old row and an insertion of the new one.
+//!
+//! A window aggregate (one group column is a window's start or end over
+//! event time) closes each group once the watermark passes its window and
+//! grace: the group's state is dropped, rows that arrive for it later are
+//! dropped and counted as late, and under EMIT FINAL its row is emitted
+//! only then, once.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array,
-    Int64Array, RecordBatch, StringArray, UInt32Array,
+    Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::kernels::cmp::not_distinct;
-use datafusion::arrow::compute::{and, cast, interleave, take, SortOptions};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::compute::{
+    and, cast, filter, filter_record_batch, interleave, take, SortOptions,
+};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::{EncodedRows, RowFormat};
 
@@ -212,6 +220,35 @@ enum Prepared {
     Values(EncodedRows, ArrayRef),
 }
 
+/// How a window aggregate's groups close (see [`crate::watermark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowClose {
+    /// The relation whose watermark closes the windows.
+    pub relation: u64,
+    /// The group column holding each window's start or end.
+    pub key_column: usize,
+    /// A group closes once the watermark reaches its window column's value
+    /// plus this many microseconds (the size for a start, and the grace).
+    pub after_value: i64,
+    /// `EMIT FINAL`: a group's row is emitted once, when it closes.
+    pub emit_final: bool,
+}
+
+/// A slot with no close time: free, or its window column is NULL.
+const NEVER: i64 = i64::MIN;
+
+/// The open windows of a window aggregate.
+struct Windows {
+    close: WindowClose,
+    /// Open groups by the watermark that closes them.
+    closing: BTreeMap<i64, Vec<u32>>,
+    /// Each slot's close time, so a slot freed and reused by another group
+    /// is not closed with the old one.
+    close_at: Vec<i64>,
+    /// Rows dropped because their window had closed.
+    late_rows: u64,
+}
+
 pub struct Aggregate {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     group_format: RowFormat,
@@ -231,6 +268,7 @@ pub struct Aggregate {
     dirty_values: HashSet<(u16, u32, Bytes)>,
     /// Whether the input never takes a row back.
     append_only_input: bool,
+    windows: Option<Windows>,
     schema: SchemaRef,
     text: String,
 }
@@ -291,9 +329,166 @@ impl Aggregate {
             is_touched: Vec::new(),
             dirty_values: HashSet::new(),
             append_only_input: false,
+            windows: None,
             schema,
             text,
         })
+    }
+
+    /// Makes this a window aggregate whose groups close by the watermark.
+    pub fn with_window_close(mut self, close: WindowClose) -> Self {
+        self.text.push_str(&format!(
+            ", closing groups when the watermark of relation {} passes group column {} + {}us{}",
+            close.relation,
+            close.key_column,
+            close.after_value,
+            if close.emit_final {
+                ", emitting final rows"
+            } else {
+                ""
+            }
+        ));
+        self.windows = Some(Windows {
+            close,
+            closing: BTreeMap::new(),
+            close_at: Vec::new(),
+            late_rows: 0,
+        });
+        self
+    }
+
+    /// Rows dropped because their window had closed.
+    pub fn late_rows(&self) -> u64 {
+        self.windows.as_ref().map_or(0, |w| w.late_rows)
+    }
+
+    /// Each row's window column, as microseconds.
+    fn window_values(
+        &self,
+        close: &WindowClose,
+        data: &RecordBatch,
+    ) -> Result<TimestampMicrosecondArray> {
+        let column = evaluate(self.group_exprs[close.key_column].as_ref(), data)?;
+        let batch = RecordBatch::try_from_iter([("window", column)])?;
+        crate::watermark::micros(&batch, 0)
+    }
+
+    /// Drops the rows whose window closed before this epoch.
+    fn drop_late(&mut self, input: ChangeBatch, ctx: &EpochContext) -> Result<ChangeBatch> {
+        let Some(close) = self.windows.as_ref().map(|w| w.close) else {
+            return Ok(input);
+        };
+        let Some(watermark) = ctx.watermarks.get(close.relation).before else {
+            return Ok(input);
+        };
+        if input.is_empty() {
+            return Ok(input);
+        }
+        let values = self.window_values(&close, &input.data)?;
+        let keep = BooleanArray::from_iter((0..values.len()).map(|i| {
+            Some(values.is_null(i) || values.value(i).saturating_add(close.after_value) > watermark)
+        }));
+        let weights = input.weights.values();
+        let late = (0..keep.len())
+            .filter(|&i| !keep.value(i) && weights[i] > 0)
+            .count() as u64;
+        if keep.true_count() == keep.len() {
+            return Ok(input);
+        }
+        if let Some(windows) = &mut self.windows {
+            windows.late_rows += late;
+        }
+        let data = filter_record_batch(&input.data, &keep)?;
+        let weights = filter(&input.weights, &keep)?
+            .as_primitive::<Int64Type>()
+            .clone();
+        Ok(ChangeBatch::new(data, weights))
+    }
+
+    /// Notes when each group new in this batch closes: `slots` are the
+    /// rows' groups.
+    fn note_closes(&mut self, data: &RecordBatch, slots: &[u32]) -> Result<()> {
+        let Some(close) = self.windows.as_ref().map(|w| w.close) else {
+            return Ok(());
+        };
+        let values = self.window_values(&close, data)?;
+        let Some(windows) = &mut self.windows else {
+            return Ok(());
+        };
+        for (i, &slot) in slots.iter().enumerate() {
+            let s = slot as usize;
+            if windows.close_at.len() <= s {
+                windows.close_at.resize(s + 1, NEVER);
+            }
+            if windows.close_at[s] != NEVER || values.is_null(i) {
+                continue;
+            }
+            let at = values.value(i).saturating_add(close.after_value);
+            windows.close_at[s] = at;
+            windows.closing.entry(at).or_default().push(slot);
+        }
+        Ok(())
+    }
+
+    /// Closes the groups whose windows the watermark after this epoch has
+    /// passed; under EMIT FINAL, returns their rows.
+    fn close_windows(&mut self, ctx: &EpochContext) -> Result<Option<ChangeBatch>> {
+        let Some(windows) = &mut self.windows else {
+            return Ok(None);
+        };
+        let Some(watermark) = ctx.watermarks.get(windows.close.relation).after else {
+            return Ok(None);
+        };
+        let open = match watermark.checked_add(1) {
+            Some(next) => windows.closing.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        let due = std::mem::replace(&mut windows.closing, open);
+        let mut closed = Vec::new();
+        for (at, slots) in due {
+            for slot in slots {
+                let s = slot as usize;
+                if windows.close_at.get(s) == Some(&at) && self.rows[s] > 0 {
+                    windows.close_at[s] = NEVER;
+                    closed.push(slot);
+                }
+            }
+        }
+        let rows = if windows.close.emit_final && !closed.is_empty() {
+            Some(self.rows_of(&closed)?)
+        } else {
+            None
+        };
+        for &slot in &closed {
+            self.expire(slot);
+        }
+        Ok(rows)
+    }
+
+    /// The output rows of the groups in `slots`, each inserted once.
+    fn rows_of(&self, slots: &[u32]) -> Result<ChangeBatch> {
+        let mut columns = self
+            .group_format
+            .decode(slots.iter().map(|&s| self.groups.key(s)))?;
+        for j in 0..self.aggs.len() {
+            columns.push(self.finish(j, slots)?);
+        }
+        let columns = crate::change::cast_columns(columns, &self.schema)?;
+        let weights = Int64Array::from(vec![1; slots.len()]);
+        ChangeBatch::try_from_columns(&self.schema, columns, weights)
+    }
+
+    /// Drops a closed group's state; its row stays in the output.
+    fn expire(&mut self, slot: u32) {
+        self.rows[slot as usize] = 0;
+        for (j, acc) in self.accs.iter_mut().enumerate() {
+            if let Accumulators::Set(sets) = acc {
+                for (value, _) in std::mem::take(&mut sets[slot as usize]) {
+                    self.dirty_values.insert((j as u16, slot, value));
+                }
+            }
+        }
+        self.mark_dirty(slot);
     }
 
     fn is_global(&self) -> bool {
@@ -308,6 +503,137 @@ impl Aggregate {
             .map(|e| evaluate(e.as_ref(), data))
             .collect::<Result<Vec<_>>>()?;
         Ok(self.group_format.encode(&columns, data.num_rows())?)
+    }
+
+    /// Folds one batch into the groups; returns the changes to their rows.
+    fn apply(&mut self, input: ChangeBatch, ctx: &EpochContext) -> Result<ChangeBatch> {
+        // The global group's row exists from the start, on the worker
+        // that its (empty) key is routed to.
+        let create_global =
+            ctx.backfill && self.is_global() && self.groups.is_empty() && ctx.worker.owns(&[]);
+        if input.is_empty() && !create_global {
+            return Ok(ChangeBatch::empty(self.schema.clone()));
+        }
+        let n = input.num_rows();
+        let keys = self.group_keys(&input.data)?;
+        let prepared = self
+            .aggs
+            .iter()
+            .map(|a| self.prepare(a, &input.data))
+            .collect::<Result<Vec<_>>>()?;
+        let filters = self
+            .aggs
+            .iter()
+            .map(|a| {
+                a.spec
+                    .filter
+                    .as_ref()
+                    .map(|f| evaluate_predicate(f.as_ref(), &input.data))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        // Each row's group slot; the touched groups in first-touch order,
+        // and whether each had an output row before this batch.
+        let mut slots = Vec::with_capacity(n);
+        let mut touched: Vec<u32> = Vec::new();
+        let mut existed: Vec<bool> = Vec::new();
+        if create_global {
+            let slot = self.slot_for(&[]);
+            self.is_touched[slot as usize] = true;
+            touched.push(slot);
+            existed.push(false);
+        }
+        for i in 0..n {
+            let slot = self.slot_for(keys.row(i));
+            if !self.is_touched[slot as usize] {
+                self.is_touched[slot as usize] = true;
+                touched.push(slot);
+                existed.push(self.exists(slot));
+            }
+            slots.push(slot);
+        }
+        for &slot in &touched {
+            self.is_touched[slot as usize] = false;
+        }
+        self.note_closes(&input.data, &slots)?;
+        let before = (0..self.aggs.len())
+            .map(|j| self.finish(j, &touched))
+            .collect::<Result<Vec<_>>>()?;
+
+        let weights = input.weights.values();
+        for (&slot, &w) in slots.iter().zip(weights.iter()) {
+            self.rows[slot as usize] += w;
+        }
+        for (j, (prepared, filter)) in prepared.iter().zip(&filters).enumerate() {
+            let extreme_only = match self.aggs[j].spec.function {
+                AggFunction::Min if self.append_only_input => Some(Extreme::Min),
+                AggFunction::Max if self.append_only_input => Some(Extreme::Max),
+                _ => None,
+            };
+            fold(
+                j as u16,
+                extreme_only,
+                &mut self.accs[j],
+                prepared,
+                filter.as_ref(),
+                &slots,
+                weights,
+                &mut self.dirty_values,
+            )?;
+        }
+        for &slot in &touched {
+            let rows = self.rows[slot as usize];
+            if rows < 0 {
+                return Err(DataflowError::Internal(format!("group has {rows} rows")));
+            }
+            self.mark_dirty(slot);
+        }
+        let after = (0..self.aggs.len())
+            .map(|j| self.finish(j, &touched))
+            .collect::<Result<Vec<_>>>()?;
+
+        // Groups whose every value is as before have nothing to say.
+        let mut unchanged: Option<BooleanArray> = None;
+        for (b, a) in before.iter().zip(&after) {
+            let same = not_distinct(b, a)?;
+            unchanged = Some(match unchanged {
+                Some(u) => and(&u, &same)?,
+                None => same,
+            });
+        }
+        let mut picks: Vec<(usize, usize)> = Vec::new();
+        let mut out_weights = Vec::new();
+        for (t, &slot) in touched.iter().enumerate() {
+            let (was, is) = (existed[t], self.exists(slot));
+            if was && is && unchanged.as_ref().is_none_or(|u| u.value(t)) {
+                continue;
+            }
+            if was {
+                picks.push((0, t));
+                out_weights.push(-1);
+            }
+            if is {
+                picks.push((1, t));
+                out_weights.push(1);
+            }
+        }
+        if picks.is_empty() {
+            return Ok(ChangeBatch::empty(self.schema.clone()));
+        }
+        let key_columns = self
+            .group_format
+            .decode(touched.iter().map(|&s| self.groups.key(s)))?;
+        let key_rows = UInt32Array::from_iter_values(picks.iter().map(|&(_, t)| t as u32));
+        let mut columns = key_columns
+            .iter()
+            .map(|c| take(c.as_ref(), &key_rows, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (b, a) in before.iter().zip(&after) {
+            columns.push(interleave(&[b.as_ref(), a.as_ref()], &picks)?);
+        }
+        let columns = crate::change::cast_columns(columns, &self.schema)?;
+        ChangeBatch::try_from_columns(&self.schema, columns, Int64Array::from(out_weights))
     }
 
     /// Whether the group in `slot` has an output row.
@@ -332,6 +658,13 @@ impl Aggregate {
 
     /// Releases a group that has no rows left.
     fn free(&mut self, slot: u32) {
+        if let Some(at) = self
+            .windows
+            .as_mut()
+            .and_then(|w| w.close_at.get_mut(slot as usize))
+        {
+            *at = NEVER;
+        }
         self.groups.remove(slot);
         self.rows[slot as usize] = 0;
         for acc in &mut self.accs {
@@ -750,133 +1083,15 @@ impl Operator for Aggregate {
     }
 
     fn step(&mut self, mut inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch> {
-        let input = inputs.remove(0);
-        // The global group's row exists from the start, on the worker
-        // that its (empty) key is routed to.
-        let create_global =
-            ctx.backfill && self.is_global() && self.groups.is_empty() && ctx.worker.owns(&[]);
-        if input.is_empty() && !create_global {
-            return Ok(ChangeBatch::empty(self.schema.clone()));
-        }
-        let n = input.num_rows();
-        let keys = self.group_keys(&input.data)?;
-        let prepared = self
-            .aggs
-            .iter()
-            .map(|a| self.prepare(a, &input.data))
-            .collect::<Result<Vec<_>>>()?;
-        let filters = self
-            .aggs
-            .iter()
-            .map(|a| {
-                a.spec
-                    .filter
-                    .as_ref()
-                    .map(|f| evaluate_predicate(f.as_ref(), &input.data))
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>>>()?;
-
-        // Each row's group slot; the touched groups in first-touch order,
-        // and whether each had an output row before this batch.
-        let mut slots = Vec::with_capacity(n);
-        let mut touched: Vec<u32> = Vec::new();
-        let mut existed: Vec<bool> = Vec::new();
-        if create_global {
-            let slot = self.slot_for(&[]);
-            self.is_touched[slot as usize] = true;
-            touched.push(slot);
-            existed.push(false);
-        }
-        for i in 0..n {
-            let slot = self.slot_for(keys.row(i));
-            if !self.is_touched[slot as usize] {
-                self.is_touched[slot as usize] = true;
-                touched.push(slot);
-                existed.push(self.exists(slot));
+        let input = self.drop_late(inputs.remove(0), ctx)?;
+        let changes = self.apply(input, ctx)?;
+        match self.close_windows(ctx)? {
+            Some(finals) => Ok(finals),
+            None if self.windows.as_ref().is_some_and(|w| w.close.emit_final) => {
+                Ok(ChangeBatch::empty(self.schema.clone()))
             }
-            slots.push(slot);
+            None => Ok(changes),
         }
-        for &slot in &touched {
-            self.is_touched[slot as usize] = false;
-        }
-        let before = (0..self.aggs.len())
-            .map(|j| self.finish(j, &touched))
-            .collect::<Result<Vec<_>>>()?;
-
-        let weights = input.weights.values();
-        for (&slot, &w) in slots.iter().zip(weights.iter()) {
-            self.rows[slot as usize] += w;
-        }
-        for (j, (prepared, filter)) in prepared.iter().zip(&filters).enumerate() {
-            let extreme_only = match self.aggs[j].spec.function {
-                AggFunction::Min if self.append_only_input => Some(Extreme::Min),
-                AggFunction::Max if self.append_only_input => Some(Extreme::Max),
-                _ => None,
-            };
-            fold(
-                j as u16,
-                extreme_only,
-                &mut self.accs[j],
-                prepared,
-                filter.as_ref(),
-                &slots,
-                weights,
-                &mut self.dirty_values,
-            )?;
-        }
-        for &slot in &touched {
-            let rows = self.rows[slot as usize];
-            if rows < 0 {
-                return Err(DataflowError::Internal(format!("group has {rows} rows")));
-            }
-            self.mark_dirty(slot);
-        }
-        let after = (0..self.aggs.len())
-            .map(|j| self.finish(j, &touched))
-            .collect::<Result<Vec<_>>>()?;
-
-        // Groups whose every value is as before have nothing to say.
-        let mut unchanged: Option<BooleanArray> = None;
-        for (b, a) in before.iter().zip(&after) {
-            let same = not_distinct(b, a)?;
-            unchanged = Some(match unchanged {
-                Some(u) => and(&u, &same)?,
-                None => same,
-            });
-        }
-        let mut picks: Vec<(usize, usize)> = Vec::new();
-        let mut out_weights = Vec::new();
-        for (t, &slot) in touched.iter().enumerate() {
-            let (was, is) = (existed[t], self.exists(slot));
-            if was && is && unchanged.as_ref().is_none_or(|u| u.value(t)) {
-                continue;
-            }
-            if was {
-                picks.push((0, t));
-                out_weights.push(-1);
-            }
-            if is {
-                picks.push((1, t));
-                out_weights.push(1);
-            }
-        }
-        if picks.is_empty() {
-            return Ok(ChangeBatch::empty(self.schema.clone()));
-        }
-        let key_columns = self
-            .group_format
-            .decode(touched.iter().map(|&s| self.groups.key(s)))?;
-        let key_rows = UInt32Array::from_iter_values(picks.iter().map(|&(_, t)| t as u32));
-        let mut columns = key_columns
-            .iter()
-            .map(|c| take(c.as_ref(), &key_rows, None))
-            .collect::<Result<Vec<_>, _>>()?;
-        for (b, a) in before.iter().zip(&after) {
-            columns.push(interleave(&[b.as_ref(), a.as_ref()], &picks)?);
-        }
-        let columns = crate::change::cast_columns(columns, &self.schema)?;
-        ChangeBatch::try_from_columns(&self.schema, columns, Int64Array::from(out_weights))
     }
 
     fn exchange_keys(&self, _input: usize, data: &RecordBatch) -> Result<Option<EncodedRows>> {
@@ -931,6 +1146,20 @@ impl Operator for Aggregate {
         match key.split_first() {
             Some((0, group_key)) => {
                 let slot = self.slot_for(group_key) as usize;
+                if let Some(close) = self.windows.as_ref().map(|w| w.close) {
+                    let key = self.group_format.decode([group_key].into_iter())?;
+                    let batch =
+                        RecordBatch::try_from_iter([("window", key[close.key_column].clone())])?;
+                    let values = crate::watermark::micros(&batch, 0)?;
+                    if let (Some(windows), false) = (&mut self.windows, values.is_null(0)) {
+                        let at = values.value(0).saturating_add(close.after_value);
+                        if windows.close_at.len() <= slot {
+                            windows.close_at.resize(slot + 1, NEVER);
+                        }
+                        windows.close_at[slot] = at;
+                        windows.closing.entry(at).or_default().push(slot as u32);
+                    }
+                }
                 let mut rest = value;
                 self.rows[slot] = read_i64(rest, 0)?;
                 rest = &rest[8..];
@@ -993,7 +1222,8 @@ mod tests {
 
     use super::*;
     use crate::testing::{
-        accumulate, changes, physical, round_trip, schema_ab, step, step_into, PersistedState,
+        accumulate, changes, physical, round_trip, rows_of, schema_ab, step, step_into,
+        PersistedState,
     };
 
     fn spec(function: AggFunction, output_type: DataType) -> AggSpec {
@@ -1258,5 +1488,130 @@ mod tests {
         restored.inputs_append_only(&[true]);
         round_trip(&mut bounded, &mut restored);
         assert_eq!(restored.state_bytes(), bounded.state_bytes());
+    }
+
+    /// `SELECT a, count(*), sum(b), ... GROUP BY a`, where `a` is a
+    /// window's end and a group closes 10us after it.
+    fn window_aggregate(emit_final: bool) -> Aggregate {
+        aggregate(false).with_window_close(WindowClose {
+            relation: 9,
+            key_column: 0,
+            after_value: 10,
+            emit_final,
+        })
+    }
+
+    fn step_at(
+        op: &mut Aggregate,
+        watermark: (Option<i64>, Option<i64>),
+        rows: &[(i64, i64, i64)],
+    ) -> ChangeBatch {
+        let none = HashMap::new();
+        let ctx = EpochContext::new(&none, false);
+        ctx.watermarks.publish(
+            9,
+            crate::watermark::Watermark {
+                before: watermark.0,
+                after: watermark.1,
+            },
+        );
+        op.step(vec![changes(&schema_ab(), rows)], &ctx).unwrap()
+    }
+
+    #[test]
+    fn windows_close_by_the_watermark_and_late_rows_are_dropped() {
+        let mut op = window_aggregate(false);
+        let mut state = PersistedState::default();
+        let out = step_at(
+            &mut op,
+            (None, Some(15)),
+            &[(0, 1, 1), (10, 2, 1), (20, 3, 1)],
+        );
+        assert_eq!(rows_of(&out).len(), 3);
+        // Window 0 closed at 10: its state is gone, its row stays out there.
+        assert_eq!(op.state_entries(), 2);
+        state.persist(&mut op);
+        // 0 is late now; 10 is not (it closes at 20), and closes after.
+        let out = step_at(
+            &mut op,
+            (Some(15), Some(25)),
+            &[(0, 5, 1), (10, 4, 1), (20, 6, 1)],
+        );
+        assert_eq!(
+            rows_of(&out),
+            vec![
+                (
+                    vec![Some(10), Some(1), Some(2), Some(2), Some(2), Some(1)],
+                    -1
+                ),
+                (
+                    vec![Some(10), Some(2), Some(6), Some(2), Some(4), Some(2)],
+                    1
+                ),
+                (
+                    vec![Some(20), Some(1), Some(3), Some(3), Some(3), Some(1)],
+                    -1
+                ),
+                (
+                    vec![Some(20), Some(2), Some(9), Some(3), Some(6), Some(2)],
+                    1
+                ),
+            ]
+        );
+        assert_eq!(op.late_rows(), 1);
+        state.persist(&mut op);
+        // Only window 20 is left, in memory and in the store.
+        let mut restored = window_aggregate(false);
+        state.restore(&mut restored);
+        assert_eq!(restored.state_entries(), op.state_entries());
+        let out = step_at(&mut restored, (Some(25), Some(25)), &[(20, 3, -1)]);
+        assert_eq!(
+            rows_of(&out),
+            vec![
+                (
+                    vec![Some(20), Some(1), Some(6), Some(6), Some(6), Some(1)],
+                    1
+                ),
+                (
+                    vec![Some(20), Some(2), Some(9), Some(3), Some(6), Some(2)],
+                    -1
+                ),
+            ]
+        );
+        // The restored window closes, and its state goes.
+        step_at(&mut restored, (Some(25), Some(30)), &[]);
+        state.persist(&mut restored);
+        let mut empty = window_aggregate(false);
+        state.restore(&mut empty);
+        assert_eq!(empty.state_entries(), 0);
+    }
+
+    #[test]
+    fn emit_final_emits_each_window_once_when_it_closes() {
+        let mut op = window_aggregate(true);
+        let out = step_at(
+            &mut op,
+            (None, Some(15)),
+            &[(0, 1, 1), (10, 2, 1), (0, 7, 1)],
+        );
+        assert_eq!(
+            rows_of(&out),
+            vec![(
+                vec![Some(0), Some(2), Some(8), Some(1), Some(7), Some(2)],
+                1
+            )]
+        );
+        let out = step_at(&mut op, (Some(15), Some(19)), &[(10, 4, 1), (0, 9, 1)]);
+        assert!(out.is_empty(), "window 10 is still open");
+        let out = step_at(&mut op, (Some(19), Some(20)), &[]);
+        assert_eq!(
+            rows_of(&out),
+            vec![(
+                vec![Some(10), Some(2), Some(6), Some(2), Some(4), Some(2)],
+                1
+            )]
+        );
+        assert_eq!(op.late_rows(), 1);
+        assert_eq!(op.state_entries(), 0);
     }
 }

@@ -20,6 +20,7 @@ use eddy_catalog::EncodedRows;
 
 use crate::change::ChangeBatch;
 use crate::state_log::Segment;
+use crate::watermark::Watermarks;
 use crate::{DataflowError, Result};
 
 /// An encoded key or row, as held in operator state.
@@ -36,6 +37,8 @@ pub struct EpochContext<'a> {
     pub backfill: bool,
     /// Which of a dataflow's workers steps the operator.
     pub worker: Worker,
+    /// Event-time watermarks, published by the leaves that track them.
+    pub watermarks: Watermarks,
 }
 
 impl<'a> EpochContext<'a> {
@@ -45,6 +48,7 @@ impl<'a> EpochContext<'a> {
             changes,
             backfill,
             worker: Worker::SOLE,
+            watermarks: Watermarks::default(),
         }
     }
 
@@ -54,6 +58,7 @@ impl<'a> EpochContext<'a> {
             changes: self.changes,
             backfill: self.backfill,
             worker: Worker { index, count },
+            watermarks: self.watermarks.clone(),
         }
     }
 }

@@ -4,8 +4,9 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::change::{conform, ChangeBatch};
-use crate::operators::{EpochContext, Operator};
-use crate::Result;
+use crate::operators::{EpochContext, Operator, StateWriter};
+use crate::watermark::{EventTimeColumns, EventTimeTracker, Watermark};
+use crate::{DataflowError, Result};
 
 /// The changes of one table or view, with the columns the plan reads.
 pub struct Source {
@@ -14,6 +15,9 @@ pub struct Source {
     /// Indexes of the columns read, in output order; `None` for all.
     projection: Option<Vec<usize>>,
     schema: SchemaRef,
+    /// For a relation windows close over: where its event time is, and
+    /// each partition's latest.
+    event_time: Option<(EventTimeColumns, EventTimeTracker)>,
 }
 
 impl Source {
@@ -28,13 +32,27 @@ impl Source {
             label,
             projection,
             schema,
+            event_time: None,
         }
+    }
+
+    /// Also tracks the relation's event time, publishing its watermark
+    /// each epoch.
+    pub fn with_event_time(mut self, columns: EventTimeColumns) -> Self {
+        self.event_time = Some((columns, EventTimeTracker::default()));
+        self
     }
 }
 
 impl Operator for Source {
     fn describe(&self) -> String {
-        format!("Source: {}", self.label)
+        match &self.event_time {
+            Some((columns, _)) => format!(
+                "Source: {} with event time in column {}",
+                self.label, columns.time
+            ),
+            None => format!("Source: {}", self.label),
+        }
     }
 
     fn append_only(&self, _inputs: &[bool], source: &dyn Fn(u64) -> bool) -> bool {
@@ -57,7 +75,18 @@ impl Operator for Source {
     }
 
     fn step(&mut self, _inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch> {
-        let Some(changes) = ctx.changes.get(&self.object_id) else {
+        let changes = ctx.changes.get(&self.object_id);
+        if let Some((columns, tracker)) = &mut self.event_time {
+            let watermark = match changes {
+                Some(changes) => tracker.advance(*columns, changes)?,
+                None => Watermark {
+                    before: tracker.watermark(),
+                    after: tracker.watermark(),
+                },
+            };
+            ctx.watermarks.publish(self.object_id, watermark);
+        }
+        let Some(changes) = changes else {
             return Ok(ChangeBatch::empty(self.schema.clone()));
         };
         let data = match &self.projection {
@@ -68,6 +97,31 @@ impl Operator for Source {
             conform(&self.schema, &data)?,
             changes.weights.clone(),
         ))
+    }
+
+    /// Each partition's latest event time, keyed by partition.
+    fn persist(&mut self, out: &mut StateWriter) -> Result<()> {
+        if let Some((_, tracker)) = &mut self.event_time {
+            for (partition, latest) in tracker.take_dirty() {
+                out.put(&partition.to_be_bytes(), latest.to_be_bytes().to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let damaged = || DataflowError::Internal("event-time state is damaged".into());
+        let Some((_, tracker)) = &mut self.event_time else {
+            return Err(damaged());
+        };
+        let partition = i32::from_be_bytes(key.try_into().map_err(|_| damaged())?);
+        let latest = i64::from_be_bytes(value.try_into().map_err(|_| damaged())?);
+        tracker.restore(partition, latest);
+        Ok(())
+    }
+
+    fn state_entries(&self) -> usize {
+        self.event_time.as_ref().map_or(0, |(_, t)| t.partitions())
     }
 }
 

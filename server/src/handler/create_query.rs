@@ -14,7 +14,7 @@ use eddy_catalog::kafka::{Format, SourceKind, PSEUDO_COLUMNS};
 use eddy_catalog::{
     CatalogError, ColumnDef, ColumnType, StoredTable, TableDef, ViewColumn, ViewDef,
 };
-use eddy_sql::ast::CreateRelation;
+use eddy_sql::ast::{CreateRelation, Emit};
 use eddy_sql::create_table::object_name;
 use eddy_sql::{EddyQuery, SourceOptions, SqlError};
 use pgwire::api::results::Tag;
@@ -36,6 +36,7 @@ pub async fn handle_create_as(
              create a materialized view"
         )));
     }
+    let clauses = &query.clauses;
     let query = query.query.as_ref();
     let name = object_name(&create.name)?;
     if !create.columns.is_empty() {
@@ -54,10 +55,16 @@ pub async fn handle_create_as(
     let statement = Statement::Query(Box::new(query.clone()));
     let plan = engine.plan(&statement).await?;
     if !options.is_source() && !reads_kafka(engine, &plan) {
+        if let Some(emit @ (Emit::Final | Emit::OnWindowClose)) = clauses.emit {
+            return Err(EddyError::Unsupported(format!(
+                "{emit} in CREATE TABLE ... AS SELECT over local tables, which fills the table \
+                 once; create a materialized view"
+            )));
+        }
         return create_local_table_as(engine, name, plan).await;
     }
     let kafka = engine.kafka()?.clone();
-    let lowered = engine.plan_view(query, None).await?;
+    let lowered = engine.plan_view(query, clauses).await?;
     let schema = lowered.root.schema.clone();
     let catalog = &engine.catalog;
     let read: Vec<Arc<StoredTable>> = lowered
@@ -138,7 +145,7 @@ pub async fn handle_create_as(
     let query_def = ViewDef {
         id,
         name: format!("{prefix}_{}_{id}", name.to_uppercase()),
-        sql: query.to_string(),
+        sql: format!("{query}{clauses}"),
         columns: schema
             .fields()
             .iter()
