@@ -1,0 +1,191 @@
+//! Windows over event time fed out-of-order records through a real broker
+//! (tansu): tumbling and hopping windows, with and without grace,
+//! continuous and final, against exact expected per-window results; and
+//! a `kill -9` after which windows keep closing where they left off.
+//!
+//! Records go in batches with a FLUSH between them, as the watermark moves
+//! between epochs: a batch's records are judged late against the latest
+//! event time of the batches before it. Within a batch, records that may
+//! be late come first, so however ingest splits a batch the result is the
+//! same.
+
+use anyhow::Result;
+use eddy_tests::kafka::{produce, Broker, Record};
+use eddy_tests::{sorted_text_rows, TestServer};
+use tokio_postgres::Client;
+
+/// 2026-01-01 10:00:00 UTC, in epoch milliseconds.
+const TEN: i64 = 1_767_261_600_000;
+
+/// A click by `user` of `amount`, `seconds` after 10:00.
+fn click(user: &str, amount: i64, seconds: i64) -> Record {
+    (
+        Some(user.as_bytes().to_vec()),
+        Some(format!(r#"{{"amount": {amount}, "ts": {}}}"#, TEN + seconds * 1_000).into_bytes()),
+    )
+}
+
+/// A window start as `WINDOWSTART` shows it, `minutes` after 10:00.
+fn at(minutes: i64) -> i64 {
+    TEN + minutes * 60_000
+}
+
+const VIEWS: &str = "
+    CREATE STREAM clicks (usr VARCHAR KEY, amount INT, ts TIMESTAMP) \
+      WITH (kafka_topic='clicks', value_format='JSON', partitions=1, timestamp='ts');
+    CREATE MATERIALIZED VIEW per_min AS \
+      SELECT usr, count(*) AS n, sum(amount) AS total FROM clicks \
+      WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY usr;
+    CREATE MATERIALIZED VIEW per_min_grace AS \
+      SELECT usr, count(*) AS n, sum(amount) AS total FROM clicks \
+      WINDOW TUMBLING (SIZE 1 MINUTE, GRACE PERIOD 30 SECONDS) GROUP BY usr;
+    CREATE MATERIALIZED VIEW per_min_final AS \
+      SELECT usr, count(*) AS n, sum(amount) AS total FROM clicks \
+      WINDOW TUMBLING (SIZE 1 MINUTE, GRACE PERIOD 30 SECONDS) GROUP BY usr EMIT FINAL;
+    CREATE MATERIALIZED VIEW sliding AS \
+      SELECT usr, count(*) AS n FROM clicks \
+      WINDOW HOPPING (SIZE 2 MINUTES, ADVANCE BY 1 MINUTE) GROUP BY usr;
+    CREATE MATERIALIZED VIEW sliding_sql AS \
+      SELECT window_start, usr, count(*) AS n \
+      FROM HOP(clicks, ts, INTERVAL '1' MINUTE, INTERVAL '2' MINUTES) \
+      GROUP BY window_start, usr EMIT ON WINDOW CLOSE;";
+
+async fn rows(client: &Client, view: &str) -> Result<Vec<String>> {
+    let sql = match view {
+        "sliding" => "SELECT windowstart, usr, n FROM sliding".to_string(),
+        "sliding_sql" => {
+            "SELECT CAST(date_part('epoch', window_start) * 1000 AS BIGINT), usr, n FROM sliding_sql"
+                .to_string()
+        }
+        view => format!("SELECT windowstart, usr, n, total FROM {view}"),
+    };
+    sorted_text_rows(client, &sql).await
+}
+
+fn expect(rows: &[(i64, &str, i64, i64)]) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|(start, user, n, total)| format!("{start}|{user}|{n}|{total}"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn expect_counts(rows: &[(i64, &str, i64)]) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|(start, user, n)| format!("{start}|{user}|{n}"))
+        .collect();
+    out.sort();
+    out
+}
+
+async fn batch(broker: &Broker, client: &Client, records: &[Record]) -> Result<()> {
+    produce(&broker.brokers(), "clicks", Some(0), records).await?;
+    client.batch_execute("FLUSH").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_close_by_event_time_and_drop_late_records() -> Result<()> {
+    let broker = Broker::start().await?;
+    let mut server = TestServer::start_with_args(&["--kafka-brokers", &broker.brokers()])?;
+    let client = server.connect().await?;
+    client.batch_execute(VIEWS).await?;
+
+    // The watermark reaches 10:01:05: without grace, window 10:00 closes.
+    batch(
+        &broker,
+        &client,
+        &[click("ann", 1, 10), click("ann", 2, 50), click("bob", 4, 65)],
+    )
+    .await?;
+    assert_eq!(
+        rows(&client, "per_min").await?,
+        expect(&[(at(0), "ann", 2, 3), (at(1), "bob", 1, 4)])
+    );
+    assert!(rows(&client, "per_min_final").await?.is_empty());
+
+    // 10:00:40 is late without grace, on time with 30 seconds of it.
+    batch(&broker, &client, &[click("ann", 8, 40), click("ann", 16, 80)]).await?;
+    assert_eq!(
+        rows(&client, "per_min").await?,
+        expect(&[
+            (at(0), "ann", 2, 3),
+            (at(1), "ann", 1, 16),
+            (at(1), "bob", 1, 4)
+        ])
+    );
+    assert_eq!(
+        rows(&client, "per_min_grace").await?,
+        expect(&[
+            (at(0), "ann", 3, 11),
+            (at(1), "ann", 1, 16),
+            (at(1), "bob", 1, 4)
+        ])
+    );
+    assert!(rows(&client, "per_min_final").await?.is_empty());
+
+    // 10:02:45 closes windows 10:00 and 10:01, grace included: their final
+    // rows appear.
+    batch(&broker, &client, &[click("cy", 32, 165)]).await?;
+    let closed = expect(&[
+        (at(0), "ann", 3, 11),
+        (at(1), "ann", 1, 16),
+        (at(1), "bob", 1, 4),
+    ]);
+    assert_eq!(rows(&client, "per_min_final").await?, closed);
+
+    // A restart keeps the watermark and the open windows.
+    drop(client);
+    server.kill9()?;
+    server.restart()?;
+    let client = server.connect().await?;
+
+    // 10:00:59 is late everywhere now; 10:02:01 opens nothing new to close.
+    batch(&broker, &client, &[click("ann", 64, 59), click("ann", 128, 121)]).await?;
+    assert_eq!(
+        rows(&client, "per_min_grace").await?,
+        expect(&[
+            (at(0), "ann", 3, 11),
+            (at(1), "ann", 1, 16),
+            (at(1), "bob", 1, 4),
+            (at(2), "ann", 1, 128),
+            (at(2), "cy", 1, 32),
+        ])
+    );
+    assert_eq!(rows(&client, "per_min_final").await?, closed);
+    assert_eq!(
+        rows(&client, "sliding").await?,
+        expect_counts(&[
+            (at(-1), "ann", 2),
+            (at(0), "ann", 4),
+            (at(0), "bob", 1),
+            (at(1), "ann", 2),
+            (at(1), "bob", 1),
+            (at(1), "cy", 1),
+            (at(2), "ann", 1),
+            (at(2), "cy", 1),
+        ])
+    );
+    // Final rows of the two-minute windows that have closed (end at or
+    // before 10:02:45): 9:59 and 10:00.
+    assert_eq!(
+        rows(&client, "sliding_sql").await?,
+        expect_counts(&[(at(-1), "ann", 2), (at(0), "ann", 4), (at(0), "bob", 1)])
+    );
+
+    // 10:04 closes every window but 10:03 and 10:04's.
+    batch(&broker, &client, &[click("dee", 1, 240)]).await?;
+    assert_eq!(
+        rows(&client, "per_min_final").await?,
+        expect(&[
+            (at(0), "ann", 3, 11),
+            (at(1), "ann", 1, 16),
+            (at(1), "bob", 1, 4),
+            (at(2), "ann", 1, 128),
+            (at(2), "cy", 1, 32),
+        ])
+    );
+    Ok(())
+}
