@@ -155,6 +155,21 @@ async fn windows_close_by_event_time_and_drop_late_records() -> Result<()> {
         ])
     );
     assert_eq!(rows(&client, "per_min_final").await?, closed);
+    // Late records are counted per query, since the server started.
+    let late = |view: &'static str| {
+        let client = &client;
+        async move {
+            let rows = eddy_tests::text_rows(client, &format!("DESCRIBE EXTENDED {view}")).await?;
+            anyhow::Ok(rows.into_iter().find(|r| r.starts_with("late_records|")))
+        }
+    };
+    assert_eq!(late("per_min").await?.as_deref(), Some("late_records|1"));
+    assert_eq!(late("per_min_grace").await?.as_deref(), Some("late_records|1"));
+    let queries = eddy_tests::text_rows(&client, "SHOW QUERIES").await?;
+    assert!(
+        queries.iter().any(|q| q.starts_with("sliding|") && q.ends_with("|2")),
+        "{queries:?}"
+    );
     assert_eq!(
         rows(&client, "sliding").await?,
         expect_counts(&[

@@ -357,11 +357,6 @@ impl Aggregate {
         self
     }
 
-    /// Rows dropped because their window had closed.
-    pub fn late_rows(&self) -> u64 {
-        self.windows.as_ref().map_or(0, |w| w.late_rows)
-    }
-
     /// Each row's window column, as microseconds.
     fn window_values(
         &self,
@@ -1210,6 +1205,10 @@ impl Operator for Aggregate {
             .iter()
             .filter(|&(slot, _)| self.exists(slot))
             .count()
+    }
+
+    fn late_rows(&self) -> u64 {
+        self.windows.as_ref().map_or(0, |w| w.late_rows)
     }
 }
 

@@ -166,6 +166,11 @@ pub trait Operator: Send {
     fn state_entries(&self) -> usize {
         0
     }
+
+    /// Rows dropped since startup because their window had closed.
+    fn late_rows(&self) -> u64 {
+        0
+    }
 }
 
 /// Writes one operator's state entries into an epoch's segment of its

@@ -421,6 +421,15 @@ impl Runtime {
             }));
             let error = match result {
                 Ok(Ok(out)) => {
+                    let mut late = 0;
+                    view.root.for_each(&mut |node| {
+                        late += node.workers.iter().map(|op| op.late_rows()).sum::<u64>();
+                    });
+                    if late > 0 {
+                        if let Ok(mut map) = self.late_rows.lock() {
+                            map.insert(view.def.id, late);
+                        }
+                    }
                     let mut segment = Segment::default();
                     view.root.persist(&mut segment)?;
                     view.output.persist(&mut segment, batch);

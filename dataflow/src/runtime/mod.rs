@@ -91,8 +91,13 @@ pub struct DataflowHandle {
     kafka: Option<Arc<Kafka>>,
     progress: ProgressMap,
     query_progress: QueryProgressMap,
+    late_rows: LateRows,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
+
+/// Rows each view or query dropped since startup because their window had
+/// closed, by id.
+pub type LateRows = Arc<Mutex<HashMap<u64, u64>>>;
 
 impl DataflowHandle {
     /// Starts the runtime with the views found at startup, each with its
@@ -112,6 +117,7 @@ impl DataflowHandle {
         catalog.changes().set_waker(wake.clone());
         let progress = Arc::new(Mutex::new(HashMap::new()));
         let query_progress = QueryProgressMap::default();
+        let late_rows = LateRows::default();
         let mut runtime = Runtime {
             catalog: catalog.clone(),
             epoch_lock,
@@ -121,6 +127,7 @@ impl DataflowHandle {
             progress: progress.clone(),
             relays: HashMap::new(),
             query_progress: query_progress.clone(),
+            late_rows: late_rows.clone(),
             tokio: tokio::runtime::Handle::try_current().ok(),
             wake,
             replan,
@@ -144,6 +151,7 @@ impl DataflowHandle {
             kafka,
             progress,
             query_progress,
+            late_rows,
             thread: std::sync::Mutex::new(Some(thread)),
         })
     }
@@ -168,6 +176,11 @@ impl DataflowHandle {
     /// How far each Kafka relation has been absorbed, by id.
     pub fn source_progress(&self) -> HashMap<u64, SourceProgress> {
         self.progress.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Rows each view or query dropped since startup as late, by id.
+    pub fn late_rows(&self) -> HashMap<u64, u64> {
+        self.late_rows.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// How far each persistent query has written its topic, by id.
@@ -273,6 +286,7 @@ struct Runtime {
     /// The relay of each persistent query, by query id.
     relays: HashMap<u64, Relay>,
     query_progress: QueryProgressMap,
+    late_rows: LateRows,
     /// Runs the relays; without it (or Kafka) queries only fill the outbox.
     tokio: Option<tokio::runtime::Handle>,
     wake: Arc<dyn Fn() + Send + Sync>,

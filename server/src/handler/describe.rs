@@ -117,6 +117,11 @@ fn extended_rows(
             push("type", "MATERIALIZED VIEW".into());
             push("name", view.def().name.clone());
             push("query", view.def().sql.clone());
+            let late = engine.dataflow.late_rows();
+            push(
+                "late_records",
+                late.get(&view.def().id).copied().unwrap_or(0).to_string(),
+            );
             if let Some(error) = &view.def().error {
                 push("error", error.clone());
             }

@@ -23,6 +23,7 @@ pub fn offsets_text(offsets: &BTreeMap<i32, i64>) -> String {
 pub fn query_rows(engine: &Engine) -> Vec<Vec<String>> {
     let progress = engine.dataflow.source_progress();
     let written = engine.dataflow.query_progress();
+    let late = engine.dataflow.late_rows();
     let mut rows = Vec::new();
     for view in engine
         .catalog
@@ -80,6 +81,7 @@ pub fn query_rows(engine: &Engine) -> Vec<Vec<String>> {
             dead.to_string(),
             output.map_or(String::new(), |o| o.written.to_string()),
             broker_faults.to_string(),
+            late.get(&def.id).copied().unwrap_or(0).to_string(),
         ]);
     }
     rows

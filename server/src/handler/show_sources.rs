@@ -26,6 +26,7 @@ pub fn schema(listing: Listing, extended: bool) -> SchemaRef {
             "dead_letters",
             "records_written",
             "broker_faults",
+            "late_records",
         ]),
     }
 }
