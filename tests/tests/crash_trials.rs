@@ -7,7 +7,9 @@
 //!   and offset, and the upsert table the last value of every key;
 //! - the local table holds every acknowledged write (and the one in flight
 //!   at the kill either whole or not at all);
-//! - every view equals its query run as a batch over all of that.
+//! - every view equals its query run as a batch over all of that; a view of
+//!   final window results holds exactly the windows the watermark (each
+//!   partition's latest record time, the earliest of them) has closed.
 //!
 //! `EDDY_CRASH_TRIALS` sets the number of trials (default 10) and
 //! `EDDY_CRASH_SEED` the first seed (default 1); the 100-trial run is
@@ -66,7 +68,22 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT c.user_id, count(*) AS n, sum(a.balance) AS b \
          FROM clicks c JOIN accounts a ON c.user_id = a.user_id GROUP BY c.user_id",
     ),
+    // Record times only grow within a partition, so no record is late and
+    // the windows hold what the query over every record says.
+    (
+        "windowed",
+        "SELECT user_id % 5 AS k, count(*) AS n, sum(amount) AS total FROM clicks \
+         WINDOW TUMBLING (SIZE 20 MILLISECONDS) GROUP BY user_id % 5",
+    ),
 ];
+
+/// Final results of `windowed`'s windows, each once it has closed.
+const FINAL_VIEW: (&str, &str) = (
+    "windowed_final",
+    "SELECT user_id % 5 AS k, count(*) AS n, sum(amount) AS total FROM clicks \
+     WINDOW TUMBLING (SIZE 20 MILLISECONDS, GRACE PERIOD 5 MILLISECONDS) \
+     GROUP BY user_id % 5 EMIT FINAL",
+);
 
 /// A view that some trials create, and others drop, as the kill comes.
 const LATE_VIEW: (&str, &str) = (
@@ -363,7 +380,29 @@ async fn check_views(client: &Client, seed: u64) -> Result<usize> {
         );
         checked += view.len();
     }
-    Ok(checked)
+    // The final view holds the windows closed by the watermark, as the
+    // continuous one has them.
+    let watermark = text_rows(
+        client,
+        "SELECT coalesce(CAST(date_part('epoch', min(latest)) * 1000 AS BIGINT), 0) \
+         FROM (SELECT max(rowtime) AS latest FROM clicks GROUP BY rowpartition) p",
+    )
+    .await?;
+    let closed = sorted_text_rows(
+        client,
+        &format!(
+            "SELECT * FROM windowed WHERE windowend + 5 <= {}",
+            watermark[0]
+        ),
+    )
+    .await?;
+    let finals = sorted_text_rows(client, &format!("SELECT * FROM {}", FINAL_VIEW.0)).await?;
+    ensure!(
+        finals == closed,
+        "seed {seed}: {} differs from the windows closed by {watermark:?}\nview:   {finals:?}\nclosed: {closed:?}",
+        FINAL_VIEW.0
+    );
+    Ok(checked + finals.len())
 }
 
 struct Recovery {
@@ -387,7 +426,7 @@ async fn trial(seed: u64) -> Result<Recovery> {
         1 => Moment::Drop,
         _ => Moment::Ingest,
     };
-    for (name, sql) in VIEWS {
+    for (name, sql) in VIEWS.iter().chain([&FINAL_VIEW]) {
         client
             .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {sql}"))
             .await

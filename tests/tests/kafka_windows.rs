@@ -97,7 +97,11 @@ async fn windows_close_by_event_time_and_drop_late_records() -> Result<()> {
     batch(
         &broker,
         &client,
-        &[click("ann", 1, 10), click("ann", 2, 50), click("bob", 4, 65)],
+        &[
+            click("ann", 1, 10),
+            click("ann", 2, 50),
+            click("bob", 4, 65),
+        ],
     )
     .await?;
     assert_eq!(
@@ -107,7 +111,12 @@ async fn windows_close_by_event_time_and_drop_late_records() -> Result<()> {
     assert!(rows(&client, "per_min_final").await?.is_empty());
 
     // 10:00:40 is late without grace, on time with 30 seconds of it.
-    batch(&broker, &client, &[click("ann", 8, 40), click("ann", 16, 80)]).await?;
+    batch(
+        &broker,
+        &client,
+        &[click("ann", 8, 40), click("ann", 16, 80)],
+    )
+    .await?;
     assert_eq!(
         rows(&client, "per_min").await?,
         expect(&[
@@ -143,7 +152,12 @@ async fn windows_close_by_event_time_and_drop_late_records() -> Result<()> {
     let client = server.connect().await?;
 
     // 10:00:59 is late everywhere now; 10:02:01 opens nothing new to close.
-    batch(&broker, &client, &[click("ann", 64, 59), click("ann", 128, 121)]).await?;
+    batch(
+        &broker,
+        &client,
+        &[click("ann", 64, 59), click("ann", 128, 121)],
+    )
+    .await?;
     assert_eq!(
         rows(&client, "per_min_grace").await?,
         expect(&[
@@ -164,10 +178,15 @@ async fn windows_close_by_event_time_and_drop_late_records() -> Result<()> {
         }
     };
     assert_eq!(late("per_min").await?.as_deref(), Some("late_records|1"));
-    assert_eq!(late("per_min_grace").await?.as_deref(), Some("late_records|1"));
+    assert_eq!(
+        late("per_min_grace").await?.as_deref(),
+        Some("late_records|1")
+    );
     let queries = eddy_tests::text_rows(&client, "SHOW QUERIES").await?;
     assert!(
-        queries.iter().any(|q| q.starts_with("sliding|") && q.ends_with("|2")),
+        queries
+            .iter()
+            .any(|q| q.starts_with("sliding|") && q.ends_with("|2")),
         "{queries:?}"
     );
     assert_eq!(
