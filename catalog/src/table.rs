@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::changelog::{ChangeLog, LoggedRow};
 use crate::codec::{decode_batch, encode_rows};
-use crate::generator::GeneratorDef;
+use crate::generator::{Connector, FieldSpec, GeneratorDef};
 use crate::kafka::{KafkaDef, SourceKind};
 use crate::stream_blocks;
 use crate::types::ColumnType;
@@ -124,17 +124,29 @@ impl TableDef {
     }
 
     /// The column holding a source relation's event time: a Kafka
-    /// relation's `timestamp` column if it names one, else `rowtime` (the
-    /// record's timestamp, or a generator's event time). `None` for a local
-    /// table.
+    /// relation's `timestamp` column if it names one; a generator's event
+    /// time column (Nexmark's `date_time`, datagen's `event_time` field) if
+    /// declared; else `rowtime` (the record's timestamp, or the generator's
+    /// event time). `None` for a local table.
     pub fn event_time_column(&self) -> Option<usize> {
         self.source_kind()?;
         if let Some(column) = self.kafka.as_ref().and_then(|k| k.timestamp_column) {
             return Some(column);
         }
-        self.columns
-            .iter()
-            .position(|c| c.name == crate::kafka::ROWTIME)
+        let generated = self.generator.as_ref().and_then(|g| match &g.connector {
+            Connector::Nexmark { .. } => self
+                .declared_columns()
+                .iter()
+                .position(|c| c.name == "date_time"),
+            Connector::Datagen { fields } => fields
+                .iter()
+                .position(|f| matches!(f, FieldSpec::EventTime)),
+        });
+        generated.or_else(|| {
+            self.columns
+                .iter()
+                .position(|c| c.name == crate::kafka::ROWTIME)
+        })
     }
 
     pub fn arrow_schema(&self) -> SchemaRef {
