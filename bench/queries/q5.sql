@@ -1,6 +1,6 @@
 -- q5: hot items
 -- The auctions with the most bids in each 10-second window sliding every 2 seconds.
--- status: waits for windows
+-- status: runs
 SELECT
     AuctionBids.auction, AuctionBids.num
 FROM (

@@ -1,6 +1,6 @@
 -- q7: highest bid
 -- The bids with the highest price in each 10-second tumbling window.
--- status: waits for windows
+-- status: runs
 SELECT
     B.auction,
     B.price,

@@ -1,6 +1,6 @@
 -- q8: monitor new users
 -- The people who entered the system and created auctions in the same 10-second tumbling window.
--- status: waits for windows
+-- status: runs
 SELECT
     P.id,
     P.name,

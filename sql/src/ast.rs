@@ -97,7 +97,7 @@ impl fmt::Display for Duration {
         ];
         let (unit, name) = UNITS
             .into_iter()
-            .find(|(unit, _)| self.millis % unit == 0 && self.millis != 0)
+            .find(|(unit, _)| self.millis.is_multiple_of(*unit) && self.millis != 0)
             .unwrap_or((1, "MILLISECOND"));
         let count = self.millis / unit;
         let plural = if count == 1 { "" } else { "S" };

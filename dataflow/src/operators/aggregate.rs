@@ -1142,7 +1142,7 @@ impl Operator for Aggregate {
             Some((0, group_key)) => {
                 let slot = self.slot_for(group_key) as usize;
                 if let Some(close) = self.windows.as_ref().map(|w| w.close) {
-                    let key = self.group_format.decode([group_key].into_iter())?;
+                    let key = self.group_format.decode([group_key])?;
                     let batch =
                         RecordBatch::try_from_iter([("window", key[close.key_column].clone())])?;
                     let values = crate::watermark::micros(&batch, 0)?;
