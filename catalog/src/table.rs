@@ -124,14 +124,24 @@ impl TableDef {
     }
 
     /// The column holding a source relation's event time: a Kafka
-    /// relation's `timestamp` column if it names one; a generator's event
+    /// relation's `timestamp` column if it names one (`rowtime` if that is
+    /// a BIGINT of epoch milliseconds); a generator's event
     /// time column (Nexmark's `date_time`, datagen's `event_time` field) if
     /// declared; else `rowtime` (the record's timestamp, or the generator's
     /// event time). `None` for a local table.
     pub fn event_time_column(&self) -> Option<usize> {
         self.source_kind()?;
+        let rowtime = || {
+            self.columns
+                .iter()
+                .position(|c| c.name == crate::kafka::ROWTIME)
+        };
         if let Some(column) = self.kafka.as_ref().and_then(|k| k.timestamp_column) {
-            return Some(column);
+            // Epoch milliseconds are in `rowtime` as a timestamp.
+            return match self.columns[column].column_type {
+                ColumnType::BigInt => rowtime(),
+                _ => Some(column),
+            };
         }
         let generated = self.generator.as_ref().and_then(|g| match &g.connector {
             Connector::Nexmark { .. } => self
@@ -142,11 +152,7 @@ impl TableDef {
                 .iter()
                 .position(|f| matches!(f, FieldSpec::EventTime)),
         });
-        generated.or_else(|| {
-            self.columns
-                .iter()
-                .position(|c| c.name == crate::kafka::ROWTIME)
-        })
+        generated.or_else(rowtime)
     }
 
     pub fn arrow_schema(&self) -> SchemaRef {

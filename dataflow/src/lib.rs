@@ -21,7 +21,7 @@ mod testing;
 
 pub use change::ChangeBatch;
 pub use graph::Node;
-pub use lower::{check_deterministic, lower, Lowered, WindowHint, Windowing};
+pub use lower::{check_deterministic, lower, JoinGrace, Lowered, WindowHint, Windowing};
 pub use progress::SourceProgress;
 pub use runtime::{DataflowHandle, Replan, ViewStats};
 

@@ -30,7 +30,7 @@ use crate::change::nullable_schema;
 use crate::graph::Node;
 use crate::operators::aggregate::{AggFunction, AggSpec, Aggregate, WindowClose};
 use crate::operators::filter::Filter;
-use crate::operators::join::{Join, JoinKind, JoinSpec};
+use crate::operators::join::{Join, JoinKind, JoinSpec, TimeBound};
 use crate::operators::project::Project;
 use crate::operators::source::{Constant, Source};
 use crate::operators::topn::{TopN, TopNSpec};
@@ -88,12 +88,22 @@ pub struct WindowHint {
     pub grace_us: i64,
 }
 
+/// A stream-stream join's grace period (ksqlDB's `WITHIN ... GRACE
+/// PERIOD`), by the relations it joins, left then right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinGrace {
+    pub relations: [u64; 2],
+    pub grace_us: i64,
+}
+
 /// The windows of a view's query, and when it emits their results.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Windowing {
     pub windows: Vec<WindowHint>,
     /// `EMIT FINAL`: one row per window, when it closes.
     pub emit_final: bool,
+    /// Grace periods of joins bounded in time; others have none.
+    pub join_graces: Vec<JoinGrace>,
 }
 
 /// The column names a windowed relation adds.
@@ -127,6 +137,7 @@ fn lower_once(plan: &LogicalPlan, catalog: &Catalog, windowing: &Windowing) -> R
         props: ExecutionProps::new(),
         windowing,
         closes_windows: false,
+        watermarked: Vec::new(),
     };
     let root = lowerer.lower(plan, &HashMap::new())?;
     if windowing.emit_final && !lowerer.closes_windows {
@@ -158,6 +169,8 @@ struct Lowerer<'a> {
     windowing: &'a Windowing,
     /// Whether an aggregate closes windows by the watermark.
     closes_windows: bool,
+    /// Relations whose watermarks a join bounded in time follows.
+    watermarked: Vec<u64>,
 }
 
 fn schema_of(plan: &LogicalPlan) -> SchemaRef {
@@ -380,11 +393,12 @@ impl Lowerer<'_> {
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let label = format!("{label} [{}]", columns.join(", "));
         let mut source = Source::new(id, label, scan.projection.clone(), schema.clone());
-        let windowed = self
-            .windowing
-            .windows
-            .iter()
-            .any(|w| w.relation == id && w.on_event_time);
+        let windowed = self.watermarked.contains(&id)
+            || self
+                .windowing
+                .windows
+                .iter()
+                .any(|w| w.relation == id && w.on_event_time);
         if let (true, Relation::Table(table)) = (windowed, &relation) {
             let def = table.def();
             let time = def.event_time_column().ok_or_else(|| {
@@ -579,6 +593,10 @@ impl Lowerer<'_> {
         if j.null_aware {
             return unsupported("NOT IN (subquery)");
         }
+        let bound = self.time_bound(j)?;
+        if let Some(bound) = &bound {
+            self.watermarked.extend(bound.relations);
+        }
         let left = self.lower(&j.left, &Bounds::new())?;
         let right = self.lower(&j.right, &Bounds::new())?;
         let left_keys =
@@ -612,8 +630,89 @@ impl Lowerer<'_> {
             pair_schema: nullable_schema(pairs.as_arrow()),
             schema: schema.clone(),
             text,
+            bound,
         })?;
         Ok(self.node(op, vec![left, right], schema))
+    }
+
+    /// The bounds a join of two streams' event times puts on them, if its
+    /// condition bounds one's event time by the other's (`WITHIN`, or
+    /// `b.ts BETWEEN a.ts - INTERVAL ... AND a.ts + INTERVAL ...`).
+    fn time_bound(&self, j: &JoinPlan) -> Result<Option<TimeBound>> {
+        let Some(filter) = &j.filter else {
+            return Ok(None);
+        };
+        let pairs = j.left.schema().join(j.right.schema())?;
+        let left_len = j.left.schema().fields().len();
+        let mut columns = None;
+        let (mut lower, mut upper) = (None, None);
+        for conjunct in split_conjunction(filter) {
+            for difference in time_differences(conjunct, &pairs, left_len) {
+                if *columns.get_or_insert(difference.columns) != difference.columns {
+                    continue;
+                }
+                if let Some(low) = difference.lower {
+                    lower = Some(lower.map_or(low, |l: i64| l.max(low)));
+                }
+                if let Some(up) = difference.upper {
+                    upper = Some(upper.map_or(up, |u: i64| u.min(up)));
+                }
+            }
+        }
+        let Some([l, r]) = columns else {
+            return Ok(None);
+        };
+        if lower.is_none() && upper.is_none() {
+            return Ok(None);
+        }
+        let (Some(left), Some(right)) = (
+            self.event_time_relation(&j.left, l),
+            self.event_time_relation(&j.right, r - left_len),
+        ) else {
+            return Ok(None);
+        };
+        let grace_us = self
+            .windowing
+            .join_graces
+            .iter()
+            .find(|g| g.relations == [left, right] || g.relations == [right, left])
+            .map_or(0, |g| g.grace_us);
+        Ok(Some(TimeBound {
+            columns: [l, r - left_len],
+            relations: [left, right],
+            lower,
+            upper,
+            grace_us,
+        }))
+    }
+
+    /// The stream whose event time column `index` of `plan`'s output is,
+    /// passed through unchanged.
+    fn event_time_relation(&self, plan: &LogicalPlan, index: usize) -> Option<u64> {
+        match plan {
+            LogicalPlan::Projection(p) => match p.expr.get(index)?.clone().unalias() {
+                Expr::Column(c) => {
+                    let inner = p.input.schema().index_of_column(&c).ok()?;
+                    self.event_time_relation(&p.input, inner)
+                }
+                _ => None,
+            },
+            LogicalPlan::Filter(f) => self.event_time_relation(&f.input, index),
+            LogicalPlan::SubqueryAlias(s) => self.event_time_relation(&s.input, index),
+            LogicalPlan::TableScan(scan) => {
+                let column = match &scan.projection {
+                    Some(projection) => *projection.get(index)?,
+                    None => index,
+                };
+                let Some(Relation::Table(table)) = self.catalog.relation(scan.table_name.table())
+                else {
+                    return None;
+                };
+                let def = table.def();
+                (table.is_stream() && def.event_time_column() == Some(column)).then_some(def.id)
+            }
+            _ => None,
+        }
     }
 
     fn limit(&mut self, plan: &LogicalPlan, limit: &Limit) -> Result<Node> {
@@ -738,6 +837,98 @@ fn row_number_bound(expr: &Expr) -> Option<(String, usize)> {
         _ => return None,
     };
     Some((column.name.clone(), bound.max(0) as usize))
+}
+
+/// What one comparison says of the difference between a right and a left
+/// column (`right - left`), in microseconds.
+struct TimeDifference {
+    /// The columns, in the join's pairs (left columns, then right).
+    columns: [usize; 2],
+    lower: Option<i64>,
+    upper: Option<i64>,
+}
+
+/// The bounds `conjunct` puts on the difference of a right column and a
+/// left one: `r.t >= l.t - INTERVAL '5' SECOND`, `l.t < r.t`,
+/// `r.t BETWEEN l.t AND l.t + INTERVAL '1' HOUR`.
+fn time_differences(conjunct: &Expr, pairs: &DFSchema, left_len: usize) -> Vec<TimeDifference> {
+    let comparisons = match conjunct {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => vec![(left, *op, right)],
+        Expr::Between(between) if !between.negated => vec![
+            (&between.expr, BinaryOp::GtEq, &between.low),
+            (&between.expr, BinaryOp::LtEq, &between.high),
+        ],
+        _ => return Vec::new(),
+    };
+    let mut differences = Vec::new();
+    for (x, op, y) in comparisons {
+        let (Some((cx, ox)), Some((cy, oy))) = (offset_column(x, pairs), offset_column(y, pairs))
+        else {
+            continue;
+        };
+        // cx + ox op cy + oy, so cx - cy op oy - ox.
+        let Some(difference) = oy.checked_sub(ox) else {
+            continue;
+        };
+        let (columns, op, difference) = match (cx < left_len, cy < left_len) {
+            (false, true) => ([cy, cx], op, difference),
+            (true, false) => match op.swap() {
+                Some(swapped) => ([cx, cy], swapped, -difference),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let (lower, upper) = match op {
+            BinaryOp::Lt | BinaryOp::LtEq => (None, Some(difference)),
+            BinaryOp::Gt | BinaryOp::GtEq => (Some(difference), None),
+            BinaryOp::Eq => (Some(difference), Some(difference)),
+            _ => continue,
+        };
+        differences.push(TimeDifference {
+            columns,
+            lower,
+            upper,
+        });
+    }
+    differences
+}
+
+/// `column`, `column + constant` or `column - constant`: the column's
+/// index and the constant in microseconds.
+fn offset_column(expr: &Expr, pairs: &DFSchema) -> Option<(usize, i64)> {
+    match expr {
+        Expr::Column(c) => Some((pairs.index_of_column(c).ok()?, 0)),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (index, _) = offset_column(left, pairs)?;
+            let Expr::Literal(value, _) = right.as_ref() else {
+                return None;
+            };
+            let offset = constant_micros(value)?;
+            match op {
+                BinaryOp::Plus => Some((index, offset)),
+                BinaryOp::Minus => Some((index, offset.checked_neg()?)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// An interval of fixed length, or an integer (event times that are
+/// integers are taken as microseconds), in microseconds.
+fn constant_micros(value: &ScalarValue) -> Option<i64> {
+    const DAY_US: i64 = 86_400_000_000;
+    match value {
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => (v.days as i64)
+            .checked_mul(DAY_US)?
+            .checked_add(v.nanoseconds / 1_000),
+        ScalarValue::IntervalDayTime(Some(v)) => (v.days as i64)
+            .checked_mul(DAY_US)?
+            .checked_add(v.milliseconds as i64 * 1_000),
+        ScalarValue::Int64(Some(v)) => Some(*v),
+        ScalarValue::Int32(Some(v)) => Some(*v as i64),
+        _ => None,
+    }
 }
 
 fn plan_name(plan: &LogicalPlan) -> String {

@@ -22,7 +22,7 @@ use eddy_catalog::{
     SCHEMA_NAME,
 };
 use eddy_dataflow::{DataflowError, DataflowHandle, Lowered};
-use eddy_dataflow::{WindowHint, Windowing};
+use eddy_dataflow::{JoinGrace, WindowHint, Windowing};
 use eddy_sql::ast::Emit;
 use eddy_sql::{EddyQuery, EddyStatement, QueryClauses, SqlError};
 use eddy_storage::Store;
@@ -275,10 +275,11 @@ async fn plan_view_sql(
     .await
 }
 
-/// Applies the windows of a query (see `eddy_sql::windows`): its `TUMBLE`
-/// and `HOP` relations, and its ksqlDB `WINDOW` clause. Each relation's
-/// event-time column comes from the catalog. Returns what the dataflow
-/// needs to close the windows by the watermark.
+/// Applies the time clauses of a query: its joins' `WITHIN` (see
+/// `eddy_sql::joins`), its `TUMBLE` and `HOP` relations and its ksqlDB
+/// `WINDOW` clause (see `eddy_sql::windows`). Each relation's event-time
+/// column comes from the catalog. Returns what the dataflow needs to close
+/// windows and expire joined rows by the watermark.
 fn apply_windows(
     catalog: &Catalog,
     statement: &mut Statement,
@@ -312,6 +313,26 @@ fn apply_windows(
                 ))
             })
     };
+    let stream_time = |name: &ObjectName| -> eddy_sql::Result<String> {
+        let joined = table(name)?;
+        if !joined.is_stream() {
+            return Err(SqlError::InvalidDefinition(format!(
+                "WITHIN joins two streams, and {} is a table; join a stream to a table \
+                 without WITHIN",
+                joined.name()
+            )));
+        }
+        event_time(name)
+    };
+    let within = eddy_sql::apply_within(query, &clauses.within, &stream_time)?;
+    let mut join_graces = Vec::new();
+    for used in within {
+        let [left, right] = &used.relations;
+        join_graces.push(JoinGrace {
+            relations: [table(left)?.def().id, table(right)?.def().id],
+            grace_us: used.grace.map_or(0, micros),
+        });
+    }
     let uses = eddy_sql::apply_windows(query, clauses.window.as_ref(), &event_time)?;
     let emit_final = matches!(clauses.emit, Some(Emit::Final | Emit::OnWindowClose));
     if emit_final && uses.is_empty() {
@@ -347,6 +368,7 @@ fn apply_windows(
     Ok(Windowing {
         windows,
         emit_final,
+        join_graces,
     })
 }
 

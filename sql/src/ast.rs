@@ -248,8 +248,61 @@ impl fmt::Display for QueryClauses {
 
 impl fmt::Display for EddyQuery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.query, self.clauses)
+        f.write_str(&query_with_clauses(&self.query, &self.clauses))
     }
+}
+
+impl fmt::Display for JoinWithin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WITHIN ({}, {})", self.before, self.after)?;
+        if let Some(grace) = self.grace {
+            write!(f, " GRACE PERIOD {grace}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A query with its ksqlDB clauses, as Eddy's parser reads it back: each
+/// `WITHIN` before its join's `ON` or `USING`, the others after the query.
+pub fn query_with_clauses(query: &Query, clauses: &QueryClauses) -> String {
+    format!(
+        "{}{clauses}",
+        splice_within(&query.to_string(), &clauses.within)
+    )
+}
+
+/// `text` with each `WITHIN` written before its join's `ON` or `USING`,
+/// joins counted as the parser counts them.
+fn splice_within(text: &str, within: &[JoinWithin]) -> String {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+    let tokens = match Tokenizer::new(&PostgreSqlDialect {}, text).tokenize() {
+        Ok(tokens) if !within.is_empty() => tokens,
+        _ => return text.to_owned(),
+    };
+    let is_word = |token: &Token, word: &str| matches!(token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word));
+    let mut out = String::with_capacity(text.len() + 64);
+    let (mut depth, mut joins, mut pending) = (0usize, 0usize, None);
+    for token in &tokens {
+        match token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ if depth > 0 => {}
+            t if is_word(t, "JOIN") => {
+                pending = within.iter().find(|w| w.join == joins);
+                joins += 1;
+            }
+            t if is_word(t, "ON") || is_word(t, "USING") => {
+                if let Some(bound) = pending.take() {
+                    out.push_str(&format!("{bound} "));
+                }
+            }
+            _ => {}
+        }
+        out.push_str(&token.to_string());
+    }
+    out
 }
 
 impl fmt::Display for EddyStatement {
@@ -258,7 +311,13 @@ impl fmt::Display for EddyStatement {
             EddyStatement::Sql(statement) => write!(f, "{statement}"),
             EddyStatement::Query(query) => write!(f, "{query}"),
             EddyStatement::CreateRelation(create) => write!(f, "{create}"),
-            EddyStatement::CreateView { create, clauses } => write!(f, "{create}{clauses}"),
+            EddyStatement::CreateView { create, clauses } => {
+                write!(
+                    f,
+                    "{}{clauses}",
+                    splice_within(&create.to_string(), &clauses.within)
+                )
+            }
             EddyStatement::Drop(drop) => {
                 write!(f, "DROP {} ", drop.object_type)?;
                 if drop.if_exists {

@@ -31,11 +31,6 @@ pub fn check_query_clauses(clauses: &QueryClauses, persistent: bool) -> Result<(
         }
         _ => {}
     }
-    if !clauses.within.is_empty() {
-        return Err(SqlError::Unsupported(
-            "JOIN ... WITHIN (joins bounded in time are not built yet)".into(),
-        ));
-    }
     if !clauses.partition_by.is_empty() {
         return Err(SqlError::Unsupported(
             "PARTITION BY (re-keying a stream is not built yet)".into(),

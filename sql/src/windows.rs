@@ -77,13 +77,13 @@ fn parse_query(sql: &str) -> Result<Box<Query>> {
         .parse_query()?)
 }
 
-fn parse_expr(sql: &str) -> Result<Expr> {
+pub(crate) fn parse_expr(sql: &str) -> Result<Expr> {
     Ok(Parser::new(&PostgreSqlDialect {})
         .try_with_sql(sql)?
         .parse_expr()?)
 }
 
-fn interval(duration: Duration) -> String {
+pub(crate) fn interval(duration: Duration) -> String {
     format!("INTERVAL '{} milliseconds'", duration.millis)
 }
 

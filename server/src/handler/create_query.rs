@@ -145,7 +145,7 @@ pub async fn handle_create_as(
     let query_def = ViewDef {
         id,
         name: format!("{prefix}_{}_{id}", name.to_uppercase()),
-        sql: format!("{query}{clauses}"),
+        sql: eddy_sql::query_with_clauses(query, clauses),
         columns: schema
             .fields()
             .iter()

@@ -72,7 +72,7 @@ pub async fn handle_create_view(
     let def = ViewDef {
         id,
         name,
-        sql: format!("{}{clauses}", create.query),
+        sql: eddy_sql::query_with_clauses(&create.query, clauses),
         columns,
         depends_on: lowered.depends_on,
         fingerprint: lowered.root.explain().join("\n"),
