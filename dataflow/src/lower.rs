@@ -104,6 +104,11 @@ pub struct Windowing {
     pub emit_final: bool,
     /// Grace periods of joins bounded in time; others have none.
     pub join_graces: Vec<JoinGrace>,
+    /// Joins of a stream (on the left) to a table are ksqlDB's: each
+    /// stream row joins the table as it is when the row is processed, and
+    /// later table changes emit nothing, so the result is a stream. For
+    /// queries whose output is a stream.
+    pub lookup_joins: bool,
 }
 
 /// The column names a windowed relation adds.
@@ -618,8 +623,15 @@ impl Lowerer<'_> {
         if let Some(filter) = &j.filter {
             text.push_str(&format!(" filter {filter}"));
         }
+        let is_stream = |id| self.catalog.table_by_id(id).is_some_and(|t| t.is_stream());
+        let lookup = self.windowing.lookup_joins
+            && bound.is_none()
+            && matches!(kind, JoinKind::Inner | JoinKind::Left)
+            && left.append_only(&is_stream)
+            && !right.append_only(&is_stream);
         let schema = schema_of(plan);
         let op = Join::new(JoinSpec {
+            lookup,
             kind,
             left_keys,
             right_keys,

@@ -103,15 +103,24 @@ impl Engine {
     }
 
     /// Plans a view's query, with its ksqlDB clauses, and lowers it to a
-    /// dataflow.
-    pub async fn plan_view(&self, query: &Query, clauses: &QueryClauses) -> Result<Lowered> {
+    /// dataflow. A query writing a stream joins streams to tables as
+    /// ksqlDB does (see `Windowing::lookup_joins`).
+    pub async fn plan_view(
+        &self,
+        query: &Query,
+        clauses: &QueryClauses,
+        writes_stream: bool,
+    ) -> Result<Lowered> {
         plan_view_statement(
             &self.view_ctx,
             &self.catalog,
             Statement::Query(Box::new(query.clone())),
             clauses,
-            Planning::New,
-            true,
+            ViewPlanning {
+                planning: Planning::New,
+                postgres_literals: true,
+                writes_stream,
+            },
             self.workers,
         )
         .await
@@ -263,13 +272,20 @@ async fn plan_view_sql(
             )))
         }
     };
+    let writes_stream = def
+        .sink_relation
+        .and_then(|id| catalog.table_by_id(id))
+        .is_some_and(|t| t.is_stream());
     plan_view_statement(
         ctx,
         catalog,
         statement,
         &clauses,
-        Planning::Restore,
-        def.postgres_literals,
+        ViewPlanning {
+            planning: Planning::Restore,
+            postgres_literals: def.postgres_literals,
+            writes_stream,
+        },
         workers,
     )
     .await
@@ -369,6 +385,7 @@ fn apply_windows(
         windows,
         emit_final,
         join_graces,
+        lookup_joins: false,
     })
 }
 
@@ -385,17 +402,32 @@ enum Planning {
     Restore,
 }
 
+/// How a view's query is planned.
+struct ViewPlanning {
+    planning: Planning,
+    /// Literals typed as Postgres types them (views made before this was
+    /// so keep DataFusion's types).
+    postgres_literals: bool,
+    /// The query writes a stream (`CREATE STREAM ... AS SELECT`).
+    writes_stream: bool,
+}
+
 async fn plan_view_statement(
     ctx: &SessionContext,
     catalog: &Catalog,
     mut statement: Statement,
     clauses: &QueryClauses,
-    planning: Planning,
-    postgres_literals: bool,
+    how: ViewPlanning,
     workers: usize,
 ) -> Result<Lowered> {
+    let ViewPlanning {
+        planning,
+        postgres_literals,
+        writes_stream,
+    } = how;
     eddy_sql::check_query_support(&statement)?;
-    let windowing = apply_windows(catalog, &mut statement, clauses)?;
+    let mut windowing = apply_windows(catalog, &mut statement, clauses)?;
+    windowing.lookup_joins = writes_stream;
     let state = ctx.state();
     let mut planned = statement.clone();
     if postgres_literals {

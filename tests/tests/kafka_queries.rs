@@ -224,7 +224,7 @@ async fn persistent_queries_write_their_topics() -> Result<()> {
         ),
         (
             "CREATE STREAM enriched AS SELECT p.page, u.region FROM pageviews p \
-             JOIN users u ON p.user_id = u.id",
+             FULL OUTER JOIN users u ON p.user_id = u.id",
             "its result is a table",
         ),
         (

@@ -233,6 +233,10 @@ pub struct Join {
     kind: JoinKind,
     sides: [Side; 2],
     bound: Option<TimeBound>,
+    /// ksqlDB's stream-table join: each left (stream) row joins the right
+    /// (table) rows current when it is processed and is not kept; right
+    /// changes emit nothing.
+    lookup: bool,
     /// Rows dropped as late under the bound.
     late: u64,
     key_format: RowFormat,
@@ -258,6 +262,8 @@ pub struct JoinSpec {
     pub schema: SchemaRef,
     pub text: String,
     pub bound: Option<TimeBound>,
+    /// A stream-table join, as ksqlDB's (see [`Join`]); inner or left.
+    pub lookup: bool,
 }
 
 impl Join {
@@ -292,6 +298,7 @@ impl Join {
                 side(spec.right_keys, spec.right_schema.clone(), 1)?,
             ],
             bound: spec.bound,
+            lookup: spec.lookup && matches!(spec.kind, JoinKind::Inner | JoinKind::Left),
             late: 0,
             key_format: RowFormat::new(key_types)?,
             condition: spec.condition,
@@ -343,10 +350,11 @@ impl Join {
         let (defer, other_defer) = (self.defers(s), self.defers(o));
         let rows = self.sides[s].format.encode(delta.data.columns(), n)?;
 
-        // Pair each change with the other side's rows of the same key.
+        // Pair each change with the other side's rows of the same key; a
+        // lookup join's table changes pair with nothing.
         let mut delta_matches = vec![0i64; n];
         let mut other_changes: HashMap<u32, i64> = HashMap::new();
-        {
+        if !(self.lookup && s == 1) {
             let other = &self.sides[o];
             let mut pair_index = Vec::new();
             let mut pair_slots: Vec<u32> = Vec::new();
@@ -407,8 +415,9 @@ impl Join {
             } {
                 lone.push((i as u32, weight));
             }
-            if null_key[i] {
-                // Matches nothing, ever; nothing to remember.
+            if null_key[i] || (self.lookup && s == 0) {
+                // Matches nothing, ever, or a lookup join's stream row:
+                // nothing to remember.
                 continue;
             }
             let time = times.as_ref().map(|t| t.value(i));
@@ -599,6 +608,10 @@ impl Operator for Join {
     fn describe(&self) -> String {
         match &self.bound {
             Some(bound) => format!("Join: {:?} {}, {bound}", self.kind, self.text),
+            None if self.lookup => format!(
+                "Join: {:?} stream to table, each stream row joining the table as it is then, {}",
+                self.kind, self.text
+            ),
             None => format!("Join: {:?} {}", self.kind, self.text),
         }
     }
@@ -607,6 +620,9 @@ impl Operator for Join {
     /// padded or anti-join rows are, once a match arrives, unless a time
     /// bound holds them back until they are final.
     fn append_only(&self, inputs: &[bool], _source: &dyn Fn(u64) -> bool) -> bool {
+        if self.lookup {
+            return inputs.first().copied().unwrap_or(false);
+        }
         (self.bound.is_some()
             || matches!(
                 self.kind,
@@ -623,8 +639,14 @@ impl Operator for Join {
         let left = self.drop_late(0, left, time.before)?;
         let right = self.drop_late(1, right, time.before)?;
         let mut out = Vec::new();
-        self.absorb(0, &left, &mut out)?;
-        self.absorb(1, &right, &mut out)?;
+        if self.lookup {
+            // Stream rows see the table as of the end of the epoch.
+            self.absorb(1, &right, &mut out)?;
+            self.absorb(0, &left, &mut out)?;
+        } else {
+            self.absorb(0, &left, &mut out)?;
+            self.absorb(1, &right, &mut out)?;
+        }
         if let (Some(bound), Some(now)) = (&self.bound, time.after) {
             // Rows to come are at least this late in event time.
             let floor = now.saturating_sub(bound.grace_us);
@@ -765,6 +787,7 @@ mod tests {
             schema,
             text: "a = c".into(),
             bound: None,
+            lookup: false,
         })
         .unwrap()
     }
@@ -961,6 +984,57 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn lookup_join_pairs_stream_rows_with_the_table_as_it_is_then() {
+        for kind in [JoinKind::Inner, JoinKind::Left] {
+            let mut op = join(kind, false);
+            op.lookup = true;
+            let mut state = PersistedState::default();
+            // The table row and the stream row of one epoch meet.
+            let out = step(
+                &mut op,
+                vec![
+                    changes(&schema_ab(), &[(1, 10, 1), (2, 20, 1)]),
+                    changes(&schema_ab(), &[(1, 100, 1)]),
+                ],
+            );
+            let mut want = vec![(row(&[Some(1), Some(10), Some(1), Some(100)]), 1)];
+            if kind == JoinKind::Left {
+                want.push((row(&[Some(2), Some(20), None, None]), 1));
+            }
+            let mut got = crate::testing::rows_of(&out);
+            got.sort();
+            assert_eq!(got, want, "{kind:?}");
+            // A table change re-emits nothing; later stream rows see it.
+            state.persist(&mut op);
+            let mut op = join(kind, false);
+            op.lookup = true;
+            state.restore(&mut op);
+            let out = step(
+                &mut op,
+                vec![
+                    changes(&schema_ab(), &[]),
+                    changes(&schema_ab(), &[(1, 100, -1), (1, 101, 1), (2, 200, 1)]),
+                ],
+            );
+            assert!(out.is_empty(), "{kind:?}");
+            let out = step(
+                &mut op,
+                vec![
+                    changes(&schema_ab(), &[(1, 11, 1)]),
+                    changes(&schema_ab(), &[]),
+                ],
+            );
+            assert_eq!(
+                crate::testing::rows_of(&out),
+                vec![(row(&[Some(1), Some(11), Some(1), Some(101)]), 1)]
+            );
+            // Only the table is state.
+            assert_eq!(op.state_entries(), 2);
+            assert!(op.append_only(&[true, false], &|_| false));
+        }
     }
 
     const ALL_KINDS: [JoinKind; 8] = [

@@ -64,7 +64,9 @@ pub async fn handle_create_as(
         return create_local_table_as(engine, name, plan).await;
     }
     let kafka = engine.kafka()?.clone();
-    let lowered = engine.plan_view(query, clauses).await?;
+    let lowered = engine
+        .plan_view(query, clauses, kind == SourceKind::Stream)
+        .await?;
     let schema = lowered.root.schema.clone();
     let catalog = &engine.catalog;
     let read: Vec<Arc<StoredTable>> = lowered

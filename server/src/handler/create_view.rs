@@ -37,7 +37,7 @@ pub async fn handle_create_view(
             Err(CatalogError::DuplicateTable(name).into())
         };
     }
-    let lowered = engine.plan_view(&create.query, clauses).await?;
+    let lowered = engine.plan_view(&create.query, clauses, false).await?;
     let schema = lowered.root.schema.clone();
     if !create.columns.is_empty() && create.columns.len() > schema.fields().len() {
         return Err(eddy_sql::SqlError::InvalidDefinition(

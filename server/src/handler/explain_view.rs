@@ -18,7 +18,9 @@ pub fn schema() -> SchemaRef {
 
 pub async fn handle_explain_create(engine: &Engine, create: &CreateView) -> Result<Output> {
     let name = object_name(&create.name)?;
-    let lowered = engine.plan_view(&create.query, &Default::default()).await?;
+    let lowered = engine
+        .plan_view(&create.query, &Default::default(), false)
+        .await?;
     let mut lines = vec![format!("Materialized view {name}")];
     lines.extend(lowered.root.explain().iter().map(|l| format!("  {l}")));
     rows(lines)
