@@ -22,6 +22,8 @@ pub struct SourceProgress {
     pub fault: Option<String>,
     /// Records per second over the last epochs.
     pub rate: f64,
+    /// How many partitions the topic has, once the source has read it.
+    pub partitions: Option<usize>,
     pub last_absorbed: Option<Instant>,
     /// Each partition's end as the ingest thread's last fetch saw it, and
     /// when it looked.

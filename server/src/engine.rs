@@ -55,10 +55,13 @@ pub struct Engine {
 impl Engine {
     /// Opens the catalog and restarts every view's dataflow from its
     /// stored state.
+    /// `idle_timeout`: how long a source partition may send nothing
+    /// before watermarks stop waiting for it.
     pub async fn open(
         store: Store,
         kafka_brokers: Option<&str>,
         workers: usize,
+        idle_timeout: std::time::Duration,
     ) -> Result<Arc<Self>> {
         let catalog = Catalog::open(store.clone())?;
         let query_ctx = new_context(&catalog, SchemaMode::Query)?;
@@ -83,8 +86,14 @@ impl Engine {
             .map(|brokers| eddy_dataflow::kafka::Kafka::new(brokers).map(Arc::new))
             .transpose()?;
         let replan = replanner(&view_ctx, &catalog, workers);
-        let dataflow =
-            DataflowHandle::start(catalog.clone(), epoch_lock.clone(), views, kafka, replan)?;
+        let dataflow = DataflowHandle::start(
+            catalog.clone(),
+            epoch_lock.clone(),
+            views,
+            kafka,
+            replan,
+            idle_timeout,
+        )?;
         Ok(Arc::new(Engine {
             store,
             catalog,

@@ -69,6 +69,11 @@ struct ServeArgs {
     /// number of cores).
     #[arg(long, env = "EDDY_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Option<u16>,
+    /// How long a source partition may send nothing before event-time
+    /// watermarks stop waiting for it (windows close and joined rows
+    /// expire without it), such as 5s or 1m.
+    #[arg(long, env = "EDDY_SOURCE_IDLE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    source_idle_timeout: std::time::Duration,
     /// Log line format.
     #[arg(long, env = "EDDY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -134,7 +139,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         usize::from,
     );
-    let engine = Engine::open(store, brokers, workers)
+    let engine = Engine::open(store, brokers, workers, args.source_idle_timeout)
         .await
         .context("cannot load the catalog")?;
     if let Some(brokers) = brokers {

@@ -9,7 +9,9 @@
 //!   at the kill either whole or not at all);
 //! - every view equals its query run as a batch over all of that; a view of
 //!   final window results holds exactly the windows the watermark (each
-//!   partition's latest record time, the earliest of them) has closed.
+//!   partition's latest record time, the earliest of them) has closed, and
+//!   a left join bounded in time exactly the unmatched rows it has made
+//!   final.
 //!
 //! `EDDY_CRASH_TRIALS` sets the number of trials (default 10) and
 //! `EDDY_CRASH_SEED` the first seed (default 1); the 100-trial run is
@@ -75,7 +77,23 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT user_id % 5 AS k, count(*) AS n, sum(amount) AS total FROM clicks \
          WINDOW TUMBLING (SIZE 20 MILLISECONDS) GROUP BY user_id % 5",
     ),
+    // Nor is any late to a join bounded in time: its state expires, and it
+    // is its query.
+    (
+        "paired",
+        "SELECT a.user_id % 3 AS k, count(*) AS n FROM clicks a JOIN clicks b \
+         WITHIN 2 MILLISECONDS ON a.user_id = b.user_id AND a.id <> b.id \
+         WHERE a.user_id < 6 GROUP BY a.user_id % 3",
+    ),
 ];
+
+/// A left self-join within a millisecond: a click with no other click of
+/// its user that close is in it once no later click can match it.
+const LONELY_VIEW: (&str, &str) = (
+    "lonely",
+    "SELECT a.id, b.id AS other FROM clicks a LEFT JOIN clicks b WITHIN 1 MILLISECOND \
+     ON a.user_id = b.user_id AND a.id <> b.id WHERE a.user_id < 3",
+);
 
 /// Final results of `windowed`'s windows, each once it has closed.
 const FINAL_VIEW: (&str, &str) = (
@@ -402,7 +420,26 @@ async fn check_views(client: &Client, seed: u64) -> Result<usize> {
         "seed {seed}: {} differs from the windows closed by {watermark:?}\nview:   {finals:?}\nclosed: {closed:?}",
         FINAL_VIEW.0
     );
-    Ok(checked + finals.len())
+    // The left join holds every match, and the clicks without one that
+    // the watermark has made final.
+    let lonely = sorted_text_rows(client, &format!("SELECT * FROM {}", LONELY_VIEW.0)).await?;
+    let final_rows = sorted_text_rows(
+        client,
+        "SELECT a.id, b.id AS other FROM clicks a LEFT JOIN clicks b \
+         ON a.user_id = b.user_id AND a.id <> b.id \
+         AND b.rowtime BETWEEN a.rowtime - INTERVAL '1 millisecond' \
+         AND a.rowtime + INTERVAL '1 millisecond' \
+         WHERE a.user_id < 3 AND (b.id IS NOT NULL OR a.rowtime + INTERVAL '1 millisecond' < \
+         (SELECT min(latest) FROM (SELECT max(rowtime) AS latest FROM clicks \
+         GROUP BY rowpartition) p))",
+    )
+    .await?;
+    ensure!(
+        lonely == final_rows,
+        "seed {seed}: {} differs from the join's final rows\nview:  {lonely:?}\nfinal: {final_rows:?}",
+        LONELY_VIEW.0
+    );
+    Ok(checked + finals.len() + lonely.len())
 }
 
 struct Recovery {
@@ -426,7 +463,7 @@ async fn trial(seed: u64) -> Result<Recovery> {
         1 => Moment::Drop,
         _ => Moment::Ingest,
     };
-    for (name, sql) in VIEWS.iter().chain([&FINAL_VIEW]) {
+    for (name, sql) in VIEWS.iter().chain([&FINAL_VIEW, &LONELY_VIEW]) {
         client
             .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {sql}"))
             .await

@@ -225,6 +225,9 @@ impl KafkaSource {
             false
         });
         self.guard.resume(compacted);
+        if let Ok(mut progress) = self.progress.lock() {
+            progress.entry(self.source).or_default().partitions = usize::try_from(partitions).ok();
+        }
         tracing::info!(source = %self.name, %topic, partitions, "reading topic");
         Ok(consumer)
     }

@@ -12,6 +12,8 @@ pub mod union;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::prep_null_mask_filter;
@@ -20,7 +22,11 @@ use eddy_catalog::EncodedRows;
 
 use crate::change::ChangeBatch;
 use crate::state_log::Segment;
-use crate::watermark::Watermarks;
+use crate::watermark::{Partitions, Watermarks};
+
+/// How long a source partition may send nothing before watermarks stop
+/// waiting for it, unless configured.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 use crate::{DataflowError, Result};
 
 /// An encoded key or row, as held in operator state.
@@ -39,6 +45,11 @@ pub struct EpochContext<'a> {
     pub worker: Worker,
     /// Event-time watermarks, published by the leaves that track them.
     pub watermarks: Watermarks,
+    /// How many partitions each Kafka relation's topic has, by id.
+    pub topic_partitions: Arc<HashMap<u64, usize>>,
+    /// How long a partition may send nothing before watermarks stop
+    /// waiting for it.
+    pub idle_timeout: Duration,
 }
 
 impl<'a> EpochContext<'a> {
@@ -49,6 +60,16 @@ impl<'a> EpochContext<'a> {
             backfill,
             worker: Worker::SOLE,
             watermarks: Watermarks::default(),
+            topic_partitions: Arc::default(),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+
+    /// The partitions relation `id`'s rows come in.
+    pub fn partitions(&self, id: u64) -> Partitions {
+        Partitions {
+            count: self.topic_partitions.get(&id).copied(),
+            idle_timeout: self.idle_timeout,
         }
     }
 
@@ -59,6 +80,8 @@ impl<'a> EpochContext<'a> {
             backfill: self.backfill,
             worker: Worker { index, count },
             watermarks: self.watermarks.clone(),
+            topic_partitions: self.topic_partitions.clone(),
+            idle_timeout: self.idle_timeout,
         }
     }
 }

@@ -5,7 +5,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::change::{conform, ChangeBatch};
 use crate::operators::{EpochContext, Operator, StateWriter};
-use crate::watermark::{EventTimeColumns, EventTimeTracker, Watermark};
+use crate::watermark::{EventTimeColumns, EventTimeTracker};
 use crate::{DataflowError, Result};
 
 /// The changes of one table or view, with the columns the plan reads.
@@ -77,13 +77,7 @@ impl Operator for Source {
     fn step(&mut self, _inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch> {
         let changes = ctx.changes.get(&self.object_id);
         if let Some((columns, tracker)) = &mut self.event_time {
-            let watermark = match changes {
-                Some(changes) => tracker.advance(*columns, changes)?,
-                None => Watermark {
-                    before: tracker.watermark(),
-                    after: tracker.watermark(),
-                },
-            };
+            let watermark = tracker.advance(*columns, changes, ctx.partitions(self.object_id))?;
             ctx.watermarks.publish(self.object_id, watermark);
         }
         let Some(changes) = changes else {

@@ -394,6 +394,16 @@ impl Runtime {
         only: Option<usize>,
     ) -> Result<Vec<(ViewDef, DataflowError)>> {
         let backfill = only.is_some();
+        let topic_partitions: Arc<HashMap<u64, usize>> = Arc::new(
+            self.progress
+                .lock()
+                .map(|p| {
+                    p.iter()
+                        .filter_map(|(&id, source)| Some((id, source.partitions?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        );
         let mut segments = Vec::new();
         let mut failed = Vec::new();
         let mut failed_ids = Vec::new();
@@ -414,7 +424,9 @@ impl Runtime {
             if !backfill && !view.def.depends_on.iter().any(|d| changes.contains_key(d)) {
                 continue;
             }
-            let ctx = EpochContext::new(changes, backfill);
+            let mut ctx = EpochContext::new(changes, backfill);
+            ctx.topic_partitions = topic_partitions.clone();
+            ctx.idle_timeout = self.idle_timeout;
             let result = catch_unwind(AssertUnwindSafe(|| -> Result<ChangeBatch> {
                 let out = view.root.step(&ctx)?;
                 view.output.apply(&out)

@@ -108,6 +108,7 @@ impl DataflowHandle {
         views: Vec<(ViewDef, Result<Node>)>,
         kafka: Option<Arc<Kafka>>,
         replan: Replan,
+        idle_timeout: std::time::Duration,
     ) -> Result<Self> {
         let (tx, rx) = channel();
         let waker = tx.clone();
@@ -135,6 +136,7 @@ impl DataflowHandle {
             in_flight: None,
             epoch_number: 0,
             taken: Vec::new(),
+            idle_timeout,
         };
         runtime.restore(views)?;
         for source in catalog.source_relations() {
@@ -297,6 +299,9 @@ struct Runtime {
     in_flight: Option<epoch::InFlight>,
     /// The number of the last epoch handed over to commit.
     epoch_number: u64,
+    /// How long a source partition may send nothing before watermarks
+    /// stop waiting for it.
+    idle_timeout: std::time::Duration,
     /// The change-log entries the epoch in flight took, by sequence number
     /// in order: they stay in the log until it commits.
     taken: Vec<u64>,
