@@ -144,7 +144,7 @@ impl Node {
             let w = if count == 1 || self.inputs.is_empty() {
                 0
             } else {
-                worker_of(self.workers[0].state_route(key)?, count)
+                worker_of(&self.workers[0].state_route(key)?, count)
             };
             self.workers[w].restore(key, value)?;
         }

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{concat, SortOptions};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, JoinType, NullEquality, ScalarValue};
+use datafusion::common::{Column, DFSchema, JoinType, NullEquality, ScalarValue};
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::expr::{AggregateFunction, WindowFunction};
 use datafusion::logical_expr::logical_plan::{
@@ -32,6 +32,7 @@ use crate::operators::aggregate::{AggFunction, AggSpec, Aggregate, WindowClose};
 use crate::operators::filter::Filter;
 use crate::operators::join::{Join, JoinKind, JoinSpec, TimeBound};
 use crate::operators::project::Project;
+use crate::operators::session::SessionWindows;
 use crate::operators::source::{Constant, Source};
 use crate::operators::topn::{TopN, TopNSpec};
 use crate::operators::union::Union;
@@ -83,9 +84,12 @@ pub struct WindowHint {
     /// Whether the window's time column is the relation's event time, so
     /// its watermark closes the windows.
     pub on_event_time: bool,
+    /// A tumbling or hopping window's size; a session window's gap.
     pub size_us: i64,
     /// How long a window takes late rows after it ends.
     pub grace_us: i64,
+    /// A session window (see `operators::session`).
+    pub session: bool,
 }
 
 /// A stream-stream join's grace period (ksqlDB's `WITHIN ... GRACE
@@ -450,6 +454,9 @@ impl Lowerer<'_> {
             list(&a.aggr_expr)
         );
         let mut op = Aggregate::new(group_exprs, group_types, specs, schema.clone(), text)?;
+        if let Some(sessions) = self.session_windows(&a.group_expr, in_schema)? {
+            op = op.with_sessions(sessions)?;
+        }
         if let Some(close) = self.window_close(&a.group_expr) {
             op = op.with_window_close(close);
             self.closes_windows = true;
@@ -457,29 +464,79 @@ impl Lowerer<'_> {
         Ok(self.node(op, vec![input], schema))
     }
 
+    /// The window whose `window_start` or `window_end` column `expr` is.
+    fn window_of<'e>(&self, expr: &'e Expr) -> Option<(&WindowHint, &'e Column)> {
+        let Expr::Column(column) = expr else {
+            return None;
+        };
+        if column.name != WINDOW_START && column.name != WINDOW_END {
+            return None;
+        }
+        let hint = self.windowing.windows.iter().find(|w| {
+            column
+                .relation
+                .as_ref()
+                .is_some_and(|r| r.table() == w.alias)
+        })?;
+        Some((hint, column))
+    }
+
+    /// Where a session window aggregate's bounds are, if it groups by a
+    /// session window.
+    fn session_windows(
+        &self,
+        group_expr: &[Expr],
+        in_schema: &DFSchema,
+    ) -> Result<Option<SessionWindows>> {
+        let mut bounds = [None, None];
+        let mut gap_us = 0;
+        for (k, expr) in group_expr.iter().enumerate() {
+            let Some((hint, column)) = self.window_of(expr).filter(|(h, _)| h.session) else {
+                continue;
+            };
+            let input = in_schema.index_of_column(column)?;
+            let bound = usize::from(column.name == WINDOW_END);
+            if bounds[bound].is_some() {
+                return unsupported("grouping by one session window twice");
+            }
+            bounds[bound] = Some((k, input));
+            gap_us = hint.size_us;
+        }
+        match bounds {
+            [None, None] => Ok(None),
+            [Some((start_key, start_input)), Some((end_key, end_input))] => {
+                Ok(Some(SessionWindows {
+                    start_key,
+                    end_key,
+                    start_input,
+                    end_input,
+                    gap_us,
+                }))
+            }
+            _ => unsupported(
+                "a session window aggregate that does not group by both window_start and \
+                 window_end",
+            ),
+        }
+    }
+
     /// How an aggregate's groups close, if one of its group columns is the
-    /// start or end of a window over event time.
+    /// start or end of a window over event time. A session closes once no
+    /// row on time can reach it: the gap and the grace after its end.
     fn window_close(&self, group_expr: &[Expr]) -> Option<WindowClose> {
         group_expr.iter().enumerate().find_map(|(k, expr)| {
-            let Expr::Column(column) = expr else {
-                return None;
-            };
-            let hint = self.windowing.windows.iter().find(|w| {
-                w.on_event_time
-                    && column
-                        .relation
-                        .as_ref()
-                        .is_some_and(|r| r.table() == w.alias)
-            })?;
-            let after_value = match column.name.as_str() {
-                WINDOW_END => hint.grace_us,
-                WINDOW_START => hint.size_us + hint.grace_us,
-                _ => return None,
+            let (hint, column) = self.window_of(expr).filter(|(h, _)| h.on_event_time)?;
+            let (after_value, late_after) = match (hint.session, column.name.as_str()) {
+                (true, WINDOW_END) => (hint.size_us + hint.grace_us + 1, hint.grace_us + 1),
+                (true, _) => return None,
+                (false, WINDOW_END) => (hint.grace_us, hint.grace_us),
+                (false, _) => (hint.size_us + hint.grace_us, hint.size_us + hint.grace_us),
             };
             Some(WindowClose {
                 relation: hint.relation,
                 key_column: k,
                 after_value,
+                late_after,
                 emit_final: self.windowing.emit_final,
             })
         })

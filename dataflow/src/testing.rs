@@ -54,6 +54,26 @@ pub fn step(op: &mut dyn Operator, inputs: Vec<ChangeBatch>) -> ChangeBatch {
         .unwrap()
 }
 
+/// Runs one step whose epoch moves relation `relation`'s watermark from
+/// `watermark.0` to `watermark.1`.
+pub fn step_with_watermark(
+    op: &mut dyn Operator,
+    relation: u64,
+    watermark: (Option<i64>, Option<i64>),
+    input: ChangeBatch,
+) -> ChangeBatch {
+    let none = HashMap::new();
+    let ctx = EpochContext::new(&none, false);
+    ctx.watermarks.publish(
+        relation,
+        crate::watermark::Watermark {
+            before: watermark.0,
+            after: watermark.1,
+        },
+    );
+    op.step(vec![input], &ctx).unwrap()
+}
+
 /// The rows of a change batch of BIGINT columns, with weights, sorted.
 pub fn rows_of(batch: &ChangeBatch) -> Vec<(Vec<Option<i64>>, i64)> {
     let mut rows: Vec<_> = (0..batch.num_rows())

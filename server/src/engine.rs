@@ -139,7 +139,7 @@ impl Engine {
     pub async fn plan_clause_query(&self, query: &EddyQuery) -> Result<LogicalPlan> {
         eddy_sql::check_query_clauses(&query.clauses, false)?;
         let mut statement = Statement::Query(query.query.clone());
-        apply_windows(&self.catalog, &mut statement, &query.clauses)?;
+        apply_windows(&self.catalog, &mut statement, &query.clauses, true)?;
         self.plan(&statement).await
     }
 
@@ -151,7 +151,12 @@ impl Engine {
         };
         eddy_sql::check_query_support(statement)?;
         let mut statement = statement.clone();
-        apply_windows(&self.catalog, &mut statement, &QueryClauses::default())?;
+        apply_windows(
+            &self.catalog,
+            &mut statement,
+            &QueryClauses::default(),
+            true,
+        )?;
         let original = &statement.clone();
         if let Statement::Insert(insert) = &mut statement {
             if let Some(table) =
@@ -304,11 +309,13 @@ async fn plan_view_sql(
 /// `eddy_sql::joins`), its `TUMBLE` and `HOP` relations and its ksqlDB
 /// `WINDOW` clause (see `eddy_sql::windows`). Each relation's event-time
 /// column comes from the catalog. Returns what the dataflow needs to close
-/// windows and expire joined rows by the watermark.
+/// windows and expire joined rows by the watermark. A `one_off` query
+/// runs as a batch, so its session windows are found in batch SQL.
 fn apply_windows(
     catalog: &Catalog,
     statement: &mut Statement,
     clauses: &QueryClauses,
+    one_off: bool,
 ) -> Result<Windowing> {
     let Statement::Query(query) = statement else {
         return Ok(Windowing::default());
@@ -359,6 +366,9 @@ fn apply_windows(
         });
     }
     let uses = eddy_sql::apply_windows(query, clauses.window.as_ref(), &event_time)?;
+    if one_off {
+        eddy_sql::sessions_as_batch(query, &uses)?;
+    }
     let emit_final = matches!(clauses.emit, Some(Emit::Final | Emit::OnWindowClose));
     if emit_final && uses.is_empty() {
         return Err(SqlError::InvalidDefinition(format!(
@@ -382,12 +392,20 @@ fn apply_windows(
             ))
             .into());
         }
+        if used.session && !table.is_stream() {
+            return Err(SqlError::InvalidDefinition(format!(
+                "session windows group the records of a stream, and {} is a table",
+                def.name
+            ))
+            .into());
+        }
         windows.push(WindowHint {
             alias: used.alias,
             relation: def.id,
             on_event_time,
             size_us: micros(used.size),
             grace_us: used.grace.map_or(0, micros),
+            session: used.session,
         });
     }
     Ok(Windowing {
@@ -435,7 +453,7 @@ async fn plan_view_statement(
         writes_stream,
     } = how;
     eddy_sql::check_query_support(&statement)?;
-    let mut windowing = apply_windows(catalog, &mut statement, clauses)?;
+    let mut windowing = apply_windows(catalog, &mut statement, clauses, false)?;
     windowing.lookup_joins = writes_stream;
     let state = ctx.state();
     let mut planned = statement.clone();

@@ -25,7 +25,7 @@ pub use joins::{apply_within, WithinUse};
 pub use parser::parse_sql;
 pub use query_keys::{group_key_columns, keeps_columns};
 pub use types::column_type_from_sql;
-pub use windows::apply_windows;
+pub use windows::{apply_windows, sessions_as_batch};
 
 pub use datafusion::sql::sqlparser;
 

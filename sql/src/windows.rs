@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, GroupByExpr, Ident, ObjectName, Query, Select, SelectItem,
     SetExpr, TableAlias, TableFactor, Value, VisitMut, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::ast::{Duration, WindowKind, WindowSpec};
@@ -39,8 +39,13 @@ pub struct WindowUse {
     pub relation: ObjectName,
     /// The column windowed by, folded as Postgres folds names.
     pub time_column: String,
+    /// A tumbling or hopping window's size; a session window's gap.
     pub size: Duration,
     pub grace: Option<Duration>,
+    /// Whether it is a session window: the aggregate over it puts rows in
+    /// sessions, and its `window_start` and `window_end` arrive holding
+    /// each row's time.
+    pub session: bool,
 }
 
 /// Applies a query's windows: its `TUMBLE`/`HOP` table functions, and the
@@ -65,6 +70,148 @@ pub fn apply_windows(
         uses.push(ksql_window(query, window, event_time)?);
     }
     Ok(uses)
+}
+
+/// Makes a one-off query's session windows batch SQL: each row's session
+/// is found with window functions over the rows of its key (the GROUP BY
+/// columns other than the bounds), ordered by time. A view's sessions are
+/// the session aggregate's instead (see `apply_windows`).
+pub fn sessions_as_batch(query: &mut Query, uses: &[WindowUse]) -> Result<()> {
+    let sessions: Vec<&WindowUse> = uses.iter().filter(|u| u.session).collect();
+    if sessions.is_empty() {
+        return Ok(());
+    }
+    let mut batch = BatchSessions {
+        sessions,
+        error: None,
+    };
+    let _ = query.visit(&mut batch);
+    match batch.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+struct BatchSessions<'a> {
+    sessions: Vec<&'a WindowUse>,
+    error: Option<SqlError>,
+}
+
+impl VisitorMut for BatchSessions<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        match self.set_expr(&mut query.body) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                self.error = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    }
+}
+
+impl BatchSessions<'_> {
+    /// Rewrites the session windows of each SELECT of a set expression;
+    /// the visitor reaches nested queries itself.
+    fn set_expr(&self, body: &mut SetExpr) -> Result<()> {
+        match body {
+            SetExpr::Select(select) => self.select(select),
+            SetExpr::SetOperation { left, right, .. } => {
+                self.set_expr(left)?;
+                self.set_expr(right)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn select(&self, select: &mut Select) -> Result<()> {
+        let keys: Vec<Expr> = match &select.group_by {
+            GroupByExpr::Expressions(exprs, _) => exprs
+                .iter()
+                .filter(|e| !is_window_bound(e))
+                .cloned()
+                .collect(),
+            GroupByExpr::All(_) => Vec::new(),
+        };
+        let factors = select.from.iter_mut().flat_map(|t| {
+            std::iter::once(&mut t.relation).chain(t.joins.iter_mut().map(|j| &mut j.relation))
+        });
+        for factor in factors {
+            let TableFactor::Derived {
+                subquery,
+                alias: Some(alias),
+                ..
+            } = factor
+            else {
+                continue;
+            };
+            // The batch form's own derived tables share the alias.
+            let placeholder = matches!(
+                subquery.body.as_ref(),
+                SetExpr::Select(s) if matches!(s.projection.first(), Some(SelectItem::Wildcard(_)))
+            );
+            let name = normalize(&alias.name);
+            if !placeholder {
+                continue;
+            }
+            if let Some(used) = self.sessions.iter().find(|u| u.alias == name) {
+                *subquery = batch_sessions(used, &alias.name, &keys)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `expr` names a window's `window_start` or `window_end`.
+fn is_window_bound(expr: &Expr) -> bool {
+    let name = match expr {
+        Expr::Identifier(ident) => ident,
+        Expr::CompoundIdentifier(parts) => match parts.last() {
+            Some(ident) => ident,
+            None => return false,
+        },
+        _ => return false,
+    };
+    let name = normalize(name);
+    name == WINDOW_START || name == WINDOW_END
+}
+
+/// The rows of a session window's relation with their sessions' bounds,
+/// computed whole.
+fn batch_sessions(used: &WindowUse, alias: &Ident, keys: &[Expr]) -> Result<Box<Query>> {
+    let time = Ident::new(&used.time_column);
+    let gap = interval(used.size);
+    let by_key = match keys {
+        [] => String::new(),
+        keys => format!(
+            "PARTITION BY {}",
+            keys.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let by_session = match keys {
+        [] => "PARTITION BY __eddy_session".to_string(),
+        _ => format!("{by_key}, __eddy_session"),
+    };
+    let relation = &used.relation;
+    let sql = format!(
+        "SELECT {alias}.* EXCLUDE (__eddy_starts, __eddy_session), \
+           min({time}) OVER ({by_session}) AS {WINDOW_START}, \
+           max({time}) OVER ({by_session}) AS {WINDOW_END} \
+         FROM (SELECT {alias}.*, \
+                 sum(__eddy_starts) OVER ({by_key} ORDER BY {time} ROWS UNBOUNDED PRECEDING) \
+                   AS __eddy_session \
+               FROM (SELECT {alias}.*, \
+                       CASE WHEN {time} - lag({time}) OVER ({by_key} ORDER BY {time}) <= {gap} \
+                         THEN 0 ELSE 1 END AS __eddy_starts \
+                     FROM {relation} AS {alias}) AS {alias}) AS {alias}"
+    );
+    Ok(Parser::new(&GenericDialect {})
+        .try_with_sql(&sql)?
+        .parse_query()?)
 }
 
 fn invalid(message: impl Into<String>) -> SqlError {
@@ -95,7 +242,7 @@ fn windowed_rows(relation: &ObjectName, time: &Ident, kind: WindowKind) -> Resul
             WindowKind::Hopping { advance, .. } => {
                 format!("date_bin({}, {time})", interval(advance))
             }
-            WindowKind::Session { .. } => unreachable!("refused by the caller"),
+            WindowKind::Session { .. } => time.to_string(),
         };
         match back {
             0 => bin,
@@ -138,9 +285,7 @@ fn windowed_rows(relation: &ObjectName, time: &Ident, kind: WindowKind) -> Resul
                 .join(" UNION ALL ")
         }
         WindowKind::Session { .. } => {
-            return Err(SqlError::Unsupported(
-                "session windows (they are not built yet)".into(),
-            ))
+            format!("SELECT *, {time} AS {WINDOW_START}, {time} AS {WINDOW_END} FROM {relation}")
         }
     };
     parse_query(&sql)
@@ -194,21 +339,17 @@ fn table_function(factor: &mut TableFactor) -> Result<Option<WindowUse>> {
             .unwrap_or_default(),
         _ => return Ok(None),
     };
-    let arity = match function.as_str() {
-        "tumble" => 3,
-        "hop" => 4,
-        "session" => {
-            return Err(SqlError::Unsupported(
-                "SESSION(...) windows (they are not built yet)".into(),
-            ))
-        }
+    let (arity, usage) = match function.as_str() {
+        "tumble" => (3, "TUMBLE(relation, time_column, INTERVAL 'size')"),
+        "hop" => (
+            4,
+            "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size')",
+        ),
+        "session" => (3, "SESSION(relation, time_column, INTERVAL 'gap')"),
         _ => return Ok(None),
     };
+    let session = function == "session";
     let function = function.to_uppercase();
-    let usage = match arity {
-        3 => "TUMBLE(relation, time_column, INTERVAL 'size')",
-        _ => "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size')",
-    };
     let exprs: Vec<&Expr> = args
         .args
         .iter()
@@ -236,7 +377,11 @@ fn table_function(factor: &mut TableFactor) -> Result<Option<WindowUse>> {
             exprs[1]
         )));
     };
-    let (kind, size) = if arity == 3 {
+    let (kind, size) = if session {
+        let gap = interval_duration(exprs[2])?;
+        check_size(gap)?;
+        (WindowKind::Session { gap }, gap)
+    } else if arity == 3 {
         let size = interval_duration(exprs[2])?;
         check_size(size)?;
         (WindowKind::Tumbling { size }, size)
@@ -255,6 +400,7 @@ fn table_function(factor: &mut TableFactor) -> Result<Option<WindowUse>> {
         time_column: normalize(&time),
         size,
         grace: None,
+        session,
     }))
 }
 
@@ -342,16 +488,11 @@ fn ksql_window(
         ));
     }
     let size = match window.kind {
-        WindowKind::Tumbling { size } | WindowKind::Hopping { size, .. } => {
-            check_size(size)?;
-            size
-        }
-        WindowKind::Session { .. } => {
-            return Err(SqlError::Unsupported(
-                "WINDOW SESSION (session windows are not built yet)".into(),
-            ))
-        }
+        WindowKind::Tumbling { size }
+        | WindowKind::Hopping { size, .. }
+        | WindowKind::Session { gap: size } => size,
     };
+    check_size(size)?;
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(invalid("WINDOW belongs to a SELECT ... GROUP BY"));
     };
@@ -387,6 +528,7 @@ fn ksql_window(
         time_column: time.value.clone(),
         size,
         grace: window.grace,
+        session: matches!(window.kind, WindowKind::Session { .. }),
     };
     match &mut select.group_by {
         GroupByExpr::Expressions(exprs, _) if !exprs.is_empty() => {
@@ -554,6 +696,28 @@ mod tests {
     }
 
     #[test]
+    fn sessions_hand_each_row_its_time_as_both_bounds() {
+        let sql = windowed("SELECT k, count(*) FROM bids WINDOW SESSION (30 SECONDS) GROUP BY k")
+            .unwrap();
+        assert!(
+            sql.contains(
+                "FROM (SELECT *, rowtime AS window_start, rowtime AS window_end FROM bids) AS bids \
+                 GROUP BY k, window_start, window_end"
+            ),
+            "{sql}"
+        );
+        let sql = windowed(
+            "SELECT k, window_start, count(*) FROM SESSION(bids, ts, INTERVAL '1' MINUTE) AS s \
+             GROUP BY k, window_start, window_end",
+        )
+        .unwrap();
+        assert!(
+            sql.contains("(SELECT *, ts AS window_start, ts AS window_end FROM bids) AS s"),
+            "{sql}"
+        );
+    }
+
+    #[test]
     fn bad_windows_are_refused_with_their_reason() {
         for (sql, reason) in [
             (
@@ -577,7 +741,10 @@ mod tests {
                 "SELECT count(*) FROM HOP(bids, ts, INTERVAL '1' SECOND, INTERVAL '1' HOUR) GROUP BY window_start",
                 "3600 windows",
             ),
-            ("SELECT count(*) FROM SESSION(bids, ts, INTERVAL '1' SECOND)", "SESSION"),
+            (
+                "SELECT count(*) FROM SESSION(bids, ts) GROUP BY window_start",
+                "SESSION takes",
+            ),
             ("SELECT count(*) FROM bids WINDOW TUMBLING (SIZE 1 SECOND)", "GROUP BY"),
             (
                 "SELECT k, count(*) FROM local WINDOW TUMBLING (SIZE 1 SECOND) GROUP BY k",
@@ -588,8 +755,8 @@ mod tests {
                 "RETENTION",
             ),
             (
-                "SELECT k, count(*) FROM bids WINDOW SESSION (1 SECOND) GROUP BY k",
-                "session windows",
+                "SELECT k, count(*) FROM bids WINDOW SESSION (0 SECONDS) GROUP BY k",
+                "more than nothing",
             ),
             (
                 "SELECT k, count(*) FROM bids JOIN local ON true WINDOW TUMBLING (SIZE 1 SECOND) GROUP BY k",

@@ -22,6 +22,7 @@
 //! dropped and counted as late, and under EMIT FINAL its row is emitted
 //! only then, once.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ use eddy_catalog::{EncodedRows, RowFormat};
 
 use crate::change::ChangeBatch;
 use crate::operators::key_index::KeyIndex;
+use crate::operators::session::{Assigned, SessionWindows, Sessions};
 use crate::operators::{
     evaluate, evaluate_predicate, read_i64, split_state_key, state_key, Bytes, EpochContext,
     Operator, StateWriter,
@@ -157,6 +159,31 @@ impl Accumulators {
         }
     }
 
+    /// Adds slot `from`'s accumulators into slot `into`'s and empties
+    /// `from`, noting the multiset entries that changed.
+    fn merge(&mut self, j: u16, into: usize, from: usize, dirty: &mut HashSet<(u16, u32, Bytes)>) {
+        match self {
+            Accumulators::Count(c) => c[into] += std::mem::take(&mut c[from]),
+            Accumulators::Sum { int, float, n } => {
+                int[into] += std::mem::take(&mut int[from]);
+                float[into] += std::mem::take(&mut float[from]);
+                n[into] += std::mem::take(&mut n[from]);
+            }
+            Accumulators::Bools { trues, falses } => {
+                trues[into] += std::mem::take(&mut trues[from]);
+                falses[into] += std::mem::take(&mut falses[from]);
+            }
+            Accumulators::Set(sets) => {
+                for (value, count) in std::mem::take(&mut sets[from]) {
+                    dirty.insert((j, from as u32, value.clone()));
+                    dirty.insert((j, into as u32, value.clone()));
+                    let total = sets[into].entry(value).or_insert(0);
+                    *total += count;
+                }
+            }
+        }
+    }
+
     /// Appends slot `s`'s numbers to a stored group value; multisets are
     /// stored as entries of their own.
     fn encode(&self, s: usize, value: &mut Vec<u8>) {
@@ -230,6 +257,10 @@ pub struct WindowClose {
     /// A group closes once the watermark reaches its window column's value
     /// plus this many microseconds (the size for a start, and the grace).
     pub after_value: i64,
+    /// A row is late once the watermark before its epoch reaches its
+    /// window column's value plus this many microseconds: `after_value`,
+    /// except for sessions, where a row's column is its own time.
+    pub late_after: i64,
     /// `EMIT FINAL`: a group's row is emitted once, when it closes.
     pub emit_final: bool,
 }
@@ -269,6 +300,7 @@ pub struct Aggregate {
     /// Whether the input never takes a row back.
     append_only_input: bool,
     windows: Option<Windows>,
+    sessions: Option<Sessions>,
     schema: SchemaRef,
     text: String,
 }
@@ -330,9 +362,28 @@ impl Aggregate {
             dirty_values: HashSet::new(),
             append_only_input: false,
             windows: None,
+            sessions: None,
             schema,
             text,
         })
+    }
+
+    /// Makes this a session window aggregate (see [`crate::operators::session`]).
+    pub fn with_sessions(mut self, windows: SessionWindows) -> Result<Self> {
+        let key_types = self
+            .group_format
+            .types()
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !windows.is_bound(*k))
+            .map(|(_, t)| t.clone())
+            .collect();
+        self.text.push_str(&format!(
+            ", in sessions of group columns {} to {} with a gap of {}us",
+            windows.start_key, windows.end_key, windows.gap_us
+        ));
+        self.sessions = Some(Sessions::new(windows, RowFormat::new(key_types)?));
+        Ok(self)
     }
 
     /// Makes this a window aggregate whose groups close by the watermark.
@@ -381,7 +432,7 @@ impl Aggregate {
         }
         let values = self.window_values(&close, &input.data)?;
         let keep = BooleanArray::from_iter((0..values.len()).map(|i| {
-            Some(values.is_null(i) || values.value(i).saturating_add(close.after_value) > watermark)
+            Some(values.is_null(i) || values.value(i).saturating_add(close.late_after) > watermark)
         }));
         let weights = input.weights.values();
         let late = (0..keep.len())
@@ -456,6 +507,9 @@ impl Aggregate {
         };
         for &slot in &closed {
             self.expire(slot);
+            if let Some(sessions) = &mut self.sessions {
+                sessions.close(slot);
+            }
         }
         Ok(rows)
     }
@@ -490,14 +544,47 @@ impl Aggregate {
         self.group_exprs.is_empty()
     }
 
-    /// Each row's group key, encoded.
-    fn group_keys(&self, data: &RecordBatch) -> Result<EncodedRows> {
-        let columns = self
-            .group_exprs
+    /// Each row's group columns.
+    fn group_columns(&self, data: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        self.group_exprs
             .iter()
             .map(|e| evaluate(e.as_ref(), data))
-            .collect::<Result<Vec<_>>>()?;
+            .collect()
+    }
+
+    /// Each row's group key, encoded.
+    fn group_keys(&self, data: &RecordBatch) -> Result<EncodedRows> {
+        let columns = self.group_columns(data)?;
         Ok(self.group_format.encode(&columns, data.num_rows())?)
+    }
+
+    /// The keys rows are routed to workers by: the group key, or for
+    /// sessions the group columns other than the window's bounds.
+    fn route_keys(&self, data: &RecordBatch) -> Result<EncodedRows> {
+        match &self.sessions {
+            Some(sessions) => sessions.keys(&self.group_columns(data)?, data.num_rows()),
+            None => self.group_keys(data),
+        }
+    }
+
+    /// Puts each row of a session aggregate's input in its session.
+    fn assign_sessions(&mut self, input: ChangeBatch) -> Result<(ChangeBatch, Option<Assigned>)> {
+        if self.sessions.is_none() || input.is_empty() {
+            return Ok((input, None));
+        }
+        if !self.append_only_input || input.weights.values().iter().any(|&w| w <= 0) {
+            return Err(DataflowError::Unsupported(
+                "session windows over rows that are updated or deleted (window a stream)".into(),
+            ));
+        }
+        let columns = self.group_columns(&input.data)?;
+        let Some(sessions) = &mut self.sessions else {
+            return Ok((input, None));
+        };
+        let keys = sessions.keys(&columns, input.num_rows())?;
+        let assigned = sessions.assign(&input.data, &keys)?;
+        let input = ChangeBatch::new(assigned.data.clone(), input.weights);
+        Ok((input, Some(assigned)))
     }
 
     /// Folds one batch into the groups; returns the changes to their rows.
@@ -509,6 +596,7 @@ impl Aggregate {
         if input.is_empty() && !create_global {
             return Ok(ChangeBatch::empty(self.schema.clone()));
         }
+        let (input, assigned) = self.assign_sessions(input)?;
         let n = input.num_rows();
         let keys = self.group_keys(&input.data)?;
         let prepared = self
@@ -548,6 +636,18 @@ impl Aggregate {
             }
             slots.push(slot);
         }
+        // Sessions merged into others: their rows are taken back.
+        let moves = match (&mut self.sessions, &assigned) {
+            (Some(sessions), Some(assigned)) => sessions.placed(assigned, &slots)?,
+            _ => Vec::new(),
+        };
+        for &(old, _) in &moves {
+            if !self.is_touched[old as usize] {
+                self.is_touched[old as usize] = true;
+                touched.push(old);
+                existed.push(self.exists(old));
+            }
+        }
         for &slot in &touched {
             self.is_touched[slot as usize] = false;
         }
@@ -555,6 +655,13 @@ impl Aggregate {
         let before = (0..self.aggs.len())
             .map(|j| self.finish(j, &touched))
             .collect::<Result<Vec<_>>>()?;
+        for &(old, into) in &moves {
+            let (old, into) = (old as usize, into as usize);
+            self.rows[into] += std::mem::take(&mut self.rows[old]);
+            for (j, acc) in self.accs.iter_mut().enumerate() {
+                acc.merge(j as u16, into, old, &mut self.dirty_values);
+            }
+        }
 
         let weights = input.weights.values();
         for (&slot, &w) in slots.iter().zip(weights.iter()) {
@@ -1090,14 +1197,21 @@ impl Operator for Aggregate {
     }
 
     fn exchange_keys(&self, _input: usize, data: &RecordBatch) -> Result<Option<EncodedRows>> {
-        self.group_keys(data).map(Some)
+        self.route_keys(data).map(Some)
     }
 
-    fn state_route<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
-        match key.split_first() {
-            Some((0, group_key)) => Ok(group_key),
-            Some((1, rest)) if rest.len() >= 2 => Ok(split_state_key(&rest[2..])?.0),
-            _ => Err(DataflowError::Internal("aggregate state is damaged".into())),
+    fn state_route<'k>(&self, key: &'k [u8]) -> Result<Cow<'k, [u8]>> {
+        let group_key = match key.split_first() {
+            Some((0, group_key)) => group_key,
+            Some((1, rest)) if rest.len() >= 2 => split_state_key(&rest[2..])?.0,
+            _ => return Err(DataflowError::Internal("aggregate state is damaged".into())),
+        };
+        match &self.sessions {
+            Some(sessions) => {
+                let columns = self.group_format.decode([group_key])?;
+                Ok(Cow::Owned(sessions.keys(&columns, 1)?.row(0).to_vec()))
+            }
+            None => Ok(Cow::Borrowed(group_key)),
         }
     }
 
@@ -1141,6 +1255,12 @@ impl Operator for Aggregate {
         match key.split_first() {
             Some((0, group_key)) => {
                 let slot = self.slot_for(group_key) as usize;
+                if self.sessions.is_some() {
+                    let columns = self.group_format.decode([group_key])?;
+                    if let Some(sessions) = &mut self.sessions {
+                        sessions.restore(slot as u32, &columns)?;
+                    }
+                }
                 if let Some(close) = self.windows.as_ref().map(|w| w.close) {
                     let key = self.group_format.decode([group_key])?;
                     let batch =
@@ -1222,7 +1342,7 @@ mod tests {
     use super::*;
     use crate::testing::{
         accumulate, changes, physical, round_trip, rows_of, schema_ab, step, step_into,
-        PersistedState,
+        step_with_watermark, PersistedState,
     };
 
     fn spec(function: AggFunction, output_type: DataType) -> AggSpec {
@@ -1496,6 +1616,7 @@ mod tests {
             relation: 9,
             key_column: 0,
             after_value: 10,
+            late_after: 10,
             emit_final,
         })
     }
@@ -1505,16 +1626,7 @@ mod tests {
         watermark: (Option<i64>, Option<i64>),
         rows: &[(i64, i64, i64)],
     ) -> ChangeBatch {
-        let none = HashMap::new();
-        let ctx = EpochContext::new(&none, false);
-        ctx.watermarks.publish(
-            9,
-            crate::watermark::Watermark {
-                before: watermark.0,
-                after: watermark.1,
-            },
-        );
-        op.step(vec![changes(&schema_ab(), rows)], &ctx).unwrap()
+        step_with_watermark(op, 9, watermark, changes(&schema_ab(), rows))
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! forgets rows once no row still to come can match them, and emits an
 //! outer or anti row without a match only then, when it is final.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -668,11 +669,11 @@ impl Operator for Join {
         Ok(Some(self.key_format.encode(&columns, data.num_rows())?))
     }
 
-    fn state_route<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
+    fn state_route<'k>(&self, key: &'k [u8]) -> Result<Cow<'k, [u8]>> {
         let rest = key
             .get(1..)
             .ok_or_else(|| DataflowError::Internal("join state key is empty".into()))?;
-        Ok(split_state_key(rest)?.0)
+        Ok(Cow::Borrowed(split_state_key(rest)?.0))
     }
 
     fn persist(&mut self, out: &mut StateWriter) -> Result<()> {

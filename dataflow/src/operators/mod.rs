@@ -6,10 +6,12 @@ pub mod filter;
 pub mod join;
 pub mod key_index;
 pub mod project;
+pub mod session;
 pub mod source;
 pub mod topn;
 pub mod union;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -157,7 +159,7 @@ pub trait Operator: Send {
     /// The part of one of this operator's state keys that
     /// [`Operator::exchange_keys`] routes by: it picks the worker that
     /// restores the entry.
-    fn state_route<'k>(&self, _key: &'k [u8]) -> Result<&'k [u8]> {
+    fn state_route<'k>(&self, _key: &'k [u8]) -> Result<Cow<'k, [u8]>> {
         Err(DataflowError::Internal(format!(
             "{} keeps no keyed state",
             self.describe()

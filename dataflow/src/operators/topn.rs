@@ -11,6 +11,7 @@
 //! difference. With `ROW_NUMBER()`, a row whose number changes is retracted
 //! and inserted again with its new number.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -233,8 +234,8 @@ impl Operator for TopN {
         self.partition_keys(data).map(Some)
     }
 
-    fn state_route<'k>(&self, key: &'k [u8]) -> Result<&'k [u8]> {
-        Ok(split_state_key(key)?.0)
+    fn state_route<'k>(&self, key: &'k [u8]) -> Result<Cow<'k, [u8]>> {
+        Ok(Cow::Borrowed(split_state_key(key)?.0))
     }
 
     fn persist(&mut self, out: &mut StateWriter) -> Result<()> {
