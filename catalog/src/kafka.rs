@@ -79,12 +79,54 @@ pub struct KafkaDef {
     /// in milliseconds; `None` keeps them all.
     #[serde(default)]
     pub retention_ms: Option<u64>,
+    /// For a windowed relation: the window each record key ends with.
+    #[serde(default)]
+    pub window: Option<KeyWindow>,
 }
 
 impl KafkaDef {
     /// Whether declared column `i` comes from the record key.
     pub fn is_key(&self, i: usize) -> bool {
         self.key_columns.contains(&i)
+            || self
+                .window
+                .is_some_and(|w| i == w.start_column || i == w.end_column)
+    }
+}
+
+/// The columns a windowed relation's window bounds are in: BIGINT epoch
+/// milliseconds, as ksqlDB has them.
+pub const WINDOWSTART: &str = "windowstart";
+pub const WINDOWEND: &str = "windowend";
+
+/// A windowed key, as ksqlDB writes it: the key in its format, then the
+/// window start as an 8-byte big-endian count of epoch milliseconds; a
+/// session window's key has the end before the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyWindow {
+    pub window_type: WindowType,
+    /// The declared columns holding the window's start and end.
+    pub start_column: usize,
+    pub end_column: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowType {
+    /// Tumbling and hopping windows: the key holds the start, and the end
+    /// is the start plus the size.
+    Time { size_ms: u64 },
+    /// Session windows: the key holds the end and the start.
+    Session,
+}
+
+impl WindowType {
+    /// Bytes the window adds to the end of a key.
+    pub fn key_suffix_len(&self) -> usize {
+        match self {
+            WindowType::Time { .. } => 8,
+            WindowType::Session => 16,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use datafusion::sql::sqlparser::ast::{Expr, SqlOption, Value};
-use eddy_catalog::kafka::{self, Format, KafkaDef, SourceKind};
+use eddy_catalog::kafka::{self, Format, KafkaDef, KeyWindow, SourceKind, WindowType};
 use eddy_catalog::{ColumnDef, ColumnType, TableDef};
 
 use crate::ast::{CreateRelation, RelationKind};
@@ -23,6 +23,9 @@ pub struct SourceOptions {
     /// `retention=`: how long a stream keeps its records, in milliseconds
     /// (`Some(None)` for `'none'`).
     pub retention: Option<Option<u64>>,
+    /// `window_type=` and `window_size=`: the relation's record keys are
+    /// windowed, as a windowed ksqlDB table writes them.
+    pub window: Option<WindowType>,
     /// `connector=`: a built-in generator feeds the relation.
     pub connector: Option<String>,
     /// The generator's own options, by name (see `create_generator`).
@@ -116,6 +119,37 @@ fn retention_option(value: &str) -> Result<Option<u64>> {
     }
 }
 
+/// Reads `window_type='TUMBLING' | 'HOPPING' | 'SESSION'` and the
+/// `window_size='1 minute'` a tumbling or hopping window needs.
+fn window_option(kind: Option<&String>, size: Option<&String>) -> Result<Option<WindowType>> {
+    let Some(kind) = kind else {
+        return match size {
+            Some(_) => Err(SqlError::InvalidDefinition(
+                "window_size belongs to a windowed relation; add window_type".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    match (kind.to_ascii_uppercase().as_str(), size) {
+        ("TUMBLING" | "HOPPING", Some(size)) => match retention_option(size) {
+            Ok(Some(size_ms)) => Ok(Some(WindowType::Time { size_ms })),
+            _ => Err(SqlError::InvalidDefinition(format!(
+                "window_size '{size}' must be a number and a unit, such as '1 minute'"
+            ))),
+        },
+        ("TUMBLING" | "HOPPING", None) => Err(SqlError::InvalidDefinition(format!(
+            "window_type {kind} needs window_size, such as window_size='1 minute'"
+        ))),
+        ("SESSION", None) => Ok(Some(WindowType::Session)),
+        ("SESSION", Some(_)) => Err(SqlError::InvalidDefinition(
+            "a session window has no size; leave out window_size".into(),
+        )),
+        _ => Err(SqlError::InvalidDefinition(format!(
+            "window_type '{kind}' is not TUMBLING, HOPPING or SESSION"
+        ))),
+    }
+}
+
 /// Reads the kind and the `WITH (...)` options of a CREATE.
 pub fn source_options(create: &CreateRelation) -> Result<SourceOptions> {
     let mut seen = BTreeMap::new();
@@ -145,10 +179,12 @@ pub fn source_options(create: &CreateRelation) -> Result<SourceOptions> {
         replicas: None,
         timestamp: None,
         retention: None,
+        window: None,
         connector: None,
         generator: BTreeMap::new(),
         given: !seen.is_empty(),
     };
+    out.window = window_option(seen.get("window_type"), seen.get("window_size"))?;
     for (name, value) in &seen {
         match name.as_str() {
             "kafka_topic" => out.topic = Some(value.clone()),
@@ -172,13 +208,15 @@ pub fn source_options(create: &CreateRelation) -> Result<SourceOptions> {
             "timestamp" => out.timestamp = Some(value.to_lowercase()),
             "retention" => out.retention = Some(retention_option(value)?),
             "connector" => out.connector = Some(value.clone()),
+            "window_type" | "window_size" => {}
             other if is_generator_option(other) => {
                 out.generator.insert(other.to_owned(), value.clone());
             }
             other => {
                 return Err(SqlError::Unsupported(format!(
                     "WITH option {other} (Eddy knows kafka_topic, value_format, key_format, \
-                     format, partitions, replicas, timestamp and retention, or connector and its options)"
+                     format, partitions, replicas, timestamp, retention, window_type and window_size, \
+                     or connector and its options)"
                 )))
             }
         }
@@ -220,7 +258,17 @@ pub fn bind_create_source(create: &CreateRelation, options: &SourceOptions) -> R
         )));
     };
     let key_format = options.key_format.unwrap_or(Format::Kafka);
-    let (name, columns, key_columns) = bind_columns(create)?;
+    let (name, mut columns, key_columns) = bind_columns(create)?;
+    if options.window.is_some() {
+        for bound in [kafka::WINDOWSTART, kafka::WINDOWEND] {
+            if columns.iter().any(|c| c.name == bound) {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "column name {bound} is the window's of a windowed relation; leave it out"
+                )));
+            }
+            columns.push(ColumnDef::nullable(bound, ColumnType::BigInt));
+        }
+    }
     let formats = (key_format, value_format);
     kafka_relation(name, kind, topic, columns, key_columns, formats, options)
 }
@@ -228,7 +276,8 @@ pub fn bind_create_source(create: &CreateRelation, options: &SourceOptions) -> R
 /// The relation a persistent query (`CREATE STREAM|TABLE name AS SELECT`)
 /// writes: `columns` are the query's, `key_columns` those its records are
 /// keyed by. Formats not given in WITH are `inherited` from what the query
-/// reads (key format, value format).
+/// reads (key format, value format). A windowed query's `windowstart` and
+/// `windowend` columns are set in `options.window`.
 pub fn bind_query_relation(
     name: String,
     columns: Vec<ColumnDef>,
@@ -318,7 +367,8 @@ fn kafka_relation(
             "table {name} over a Kafka topic needs a PRIMARY KEY: its records are upserts by key"
         )));
     }
-    let value_columns = columns.len() - key_columns.len();
+    let window_columns = if options.window.is_some() { 2 } else { 0 };
+    let value_columns = columns.len() - key_columns.len() - window_columns;
     if value_format == Format::Kafka && value_columns != 1 {
         return Err(SqlError::InvalidDefinition(format!(
             "value_format KAFKA holds one column, but {name} has {value_columns} value columns"
@@ -346,7 +396,39 @@ fn kafka_relation(
             Some(i)
         }
     };
-    let primary_key = add_pseudo_columns(kind, &mut columns, &key_columns);
+    let window = match options.window {
+        Some(window_type) => {
+            let position = |name: &str| {
+                columns.iter().position(|c| c.name == name).ok_or_else(|| {
+                    SqlError::InvalidDefinition(format!("windowed relation {name} has no {name}"))
+                })
+            };
+            let window = KeyWindow {
+                window_type,
+                start_column: position(kafka::WINDOWSTART)?,
+                end_column: position(kafka::WINDOWEND)?,
+            };
+            for bound in [window.start_column, window.end_column] {
+                if columns[bound].column_type != ColumnType::BigInt {
+                    return Err(SqlError::InvalidDefinition(format!(
+                        "{} of a windowed relation is a BIGINT of epoch milliseconds",
+                        columns[bound].name
+                    )));
+                }
+            }
+            Some(window)
+        }
+        None => None,
+    };
+    // A windowed key is its columns and its window.
+    let mut identity = key_columns.clone();
+    if let Some(window) = &window {
+        identity.extend([window.start_column, window.end_column]);
+        for bound in [window.start_column, window.end_column] {
+            columns[bound].nullable = kind == SourceKind::Stream;
+        }
+    }
+    let primary_key = add_pseudo_columns(kind, &mut columns, &identity);
     Ok(TableDef {
         id: 0,
         name,
@@ -361,6 +443,7 @@ fn kafka_relation(
             key_columns,
             timestamp_column,
             retention_ms: options.retention.flatten(),
+            window,
         }),
     })
 }
@@ -423,6 +506,25 @@ mod tests {
     }
 
     #[test]
+    fn binds_a_windowed_table() {
+        let def = bind(
+            "CREATE TABLE w (usr VARCHAR PRIMARY KEY, n BIGINT) WITH (kafka_topic='w', \
+             value_format='JSON', window_type='Hopping', window_size='30 SECONDS')",
+        )
+        .unwrap();
+        let names: Vec<_> = def
+            .declared_columns()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["usr", "n", "windowstart", "windowend"]);
+        assert_eq!(def.primary_key, vec![0, 2, 3]);
+        let window = def.kafka.unwrap().window.unwrap();
+        assert_eq!(window.window_type, WindowType::Time { size_ms: 30_000 });
+        assert_eq!((window.start_column, window.end_column), (2, 3));
+    }
+
+    #[test]
     fn refuses_bad_definitions() {
         for sql in [
             "CREATE STREAM s WITH (kafka_topic='t', value_format='JSON')",
@@ -435,6 +537,11 @@ mod tests {
             "CREATE STREAM s (rowtime INT) WITH (kafka_topic='t', value_format='JSON')",
             "CREATE STREAM s (a INT) WITH (kafka_topic='t', value_format='JSON', timestamp='b')",
             "CREATE STREAM s (a INT) WITH (kafka_topic='t', value_format='JSON', partitions=0)",
+            "CREATE TABLE w (a INT PRIMARY KEY) WITH (kafka_topic='t', value_format='JSON', window_type='tumbling')",
+            "CREATE TABLE w (a INT PRIMARY KEY) WITH (kafka_topic='t', value_format='JSON', window_type='session', window_size='1 minute')",
+            "CREATE TABLE w (a INT PRIMARY KEY) WITH (kafka_topic='t', value_format='JSON', window_type='sliding', window_size='1 minute')",
+            "CREATE TABLE w (a INT PRIMARY KEY) WITH (kafka_topic='t', value_format='JSON', window_size='1 minute')",
+            "CREATE TABLE w (a INT PRIMARY KEY, windowstart BIGINT) WITH (kafka_topic='t', value_format='JSON', window_type='session')",
         ] {
             assert!(bind(sql).is_err(), "{sql}");
         }

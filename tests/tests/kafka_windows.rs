@@ -9,8 +9,10 @@
 //! be late come first, so however ingest splits a batch the result is the
 //! same.
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
-use eddy_tests::kafka::{produce, Broker, Record};
+use eddy_tests::kafka::{consume_all, produce, Broker, Record};
 use eddy_tests::{sorted_text_rows, TestServer};
 use tokio_postgres::Client;
 
@@ -220,6 +222,191 @@ async fn windows_close_by_event_time_and_drop_late_records() -> Result<()> {
             (at(2), "ann", 1, 128),
             (at(2), "cy", 1, 32),
         ])
+    );
+    Ok(())
+}
+
+const SESSIONS: &str = "
+    CREATE STREAM clicks (usr VARCHAR KEY, amount INT, ts TIMESTAMP) \
+      WITH (kafka_topic='clicks', value_format='JSON', partitions=1, timestamp='ts');
+    CREATE MATERIALIZED VIEW visits AS \
+      SELECT usr, count(*) AS n, sum(amount) AS total FROM clicks \
+      WINDOW SESSION (30 SECONDS, GRACE PERIOD 30 SECONDS) GROUP BY usr;
+    CREATE MATERIALIZED VIEW visits_final AS \
+      SELECT usr, count(*) AS n, sum(amount) AS total FROM clicks \
+      WINDOW SESSION (30 SECONDS, GRACE PERIOD 10 SECONDS) GROUP BY usr EMIT FINAL;
+    CREATE TABLE per_min_t WITH (kafka_topic='per_min_t') AS \
+      SELECT usr, count(*) AS n FROM clicks WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY usr;
+    CREATE TABLE visits_t WITH (kafka_topic='visits_t') AS \
+      SELECT usr, count(*) AS n FROM clicks \
+      WINDOW SESSION (30 SECONDS, GRACE PERIOD 30 SECONDS) GROUP BY usr;";
+
+/// Sessions' rows: start and end as seconds after 10:00, user, count, total.
+fn sessions(rows: &[(i64, i64, &str, i64, i64)]) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|(start, end, user, n, total)| {
+            format!(
+                "{}|{}|{user}|{n}|{total}",
+                TEN + start * 1_000,
+                TEN + end * 1_000
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn session_rows(client: &Client, view: &str) -> Result<Vec<String>> {
+    sorted_text_rows(
+        client,
+        &format!("SELECT windowstart, windowend, usr, n, total FROM {view}"),
+    )
+    .await
+}
+
+/// The latest value of each key of a changelog topic; a tombstone removes
+/// its key.
+async fn latest(broker: &Broker, topic: &str) -> Result<BTreeMap<Vec<u8>, String>> {
+    let mut latest = BTreeMap::new();
+    for (_, key, value) in consume_all(&broker.brokers(), topic).await? {
+        let key = key.unwrap_or_default();
+        match value {
+            Some(value) => latest.insert(key, String::from_utf8(value)?),
+            None => latest.remove(&key),
+        };
+    }
+    Ok(latest)
+}
+
+/// A windowed key as ksqlDB writes it: the key, then the window's end (for
+/// a session) and start as big-endian epoch milliseconds.
+fn windowed_key(user: &str, start_seconds: i64, session_end_seconds: Option<i64>) -> Vec<u8> {
+    let mut key = user.as_bytes().to_vec();
+    if let Some(end) = session_end_seconds {
+        key.extend_from_slice(&(TEN + end * 1_000).to_be_bytes());
+    }
+    key.extend_from_slice(&(TEN + start_seconds * 1_000).to_be_bytes());
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_merge_close_and_windowed_keys_reach_topics() -> Result<()> {
+    let broker = Broker::start().await?;
+    let server = TestServer::start_with_args(&["--kafka-brokers", &broker.brokers()])?;
+    let client = server.connect().await?;
+    client.batch_execute(SESSIONS).await?;
+
+    batch(
+        &broker,
+        &client,
+        &[click("ann", 1, 0), click("ann", 2, 20), click("bob", 4, 5)],
+    )
+    .await?;
+    assert_eq!(
+        session_rows(&client, "visits").await?,
+        sessions(&[(0, 20, "ann", 2, 3), (5, 5, "bob", 1, 4)])
+    );
+    // 10:01:10 starts a session of its own. Without grace, sessions
+    // [0 s, 20 s] and [5 s, 5 s] are final: 10:01:10 is past their ends and
+    // the gap.
+    batch(&broker, &client, &[click("ann", 8, 70)]).await?;
+    assert_eq!(
+        session_rows(&client, "visits").await?,
+        sessions(&[
+            (0, 20, "ann", 2, 3),
+            (5, 5, "bob", 1, 4),
+            (70, 70, "ann", 1, 8)
+        ])
+    );
+    let closed = sessions(&[(0, 20, "ann", 2, 3), (5, 5, "bob", 1, 4)]);
+    assert_eq!(session_rows(&client, "visits_final").await?, closed);
+    // 10:00:45 is within 30 s of both of ann's sessions, and within the
+    // grace: it merges them. The final view takes it as late.
+    batch(&broker, &client, &[click("ann", 16, 45)]).await?;
+    let merged = sessions(&[(0, 70, "ann", 4, 27), (5, 5, "bob", 1, 4)]);
+    assert_eq!(session_rows(&client, "visits").await?, merged);
+    assert_eq!(session_rows(&client, "visits_final").await?, closed);
+
+    // 10:03:20 closes ann's last session; 10:02:30 is late everywhere then.
+    batch(&broker, &client, &[click("cy", 32, 200)]).await?;
+    batch(&broker, &client, &[click("ann", 64, 150)]).await?;
+    assert_eq!(
+        session_rows(&client, "visits_final").await?,
+        sessions(&[
+            (0, 20, "ann", 2, 3),
+            (5, 5, "bob", 1, 4),
+            (70, 70, "ann", 1, 8)
+        ])
+    );
+    let mut open = merged.clone();
+    open.extend(sessions(&[(200, 200, "cy", 1, 32)]));
+    open.sort();
+    assert_eq!(session_rows(&client, "visits").await?, open);
+
+    // The windowed tables' records carry ksqlDB's windowed keys; merged
+    // sessions' keys are deleted. Without grace, 10:00:45 was late for
+    // the minute windows.
+    let per_min = latest(&broker, "per_min_t").await?;
+    let expected: BTreeMap<Vec<u8>, String> = [
+        (windowed_key("ann", 0, None), r#"{"n":2}"#),
+        (windowed_key("ann", 60, None), r#"{"n":1}"#),
+        (windowed_key("bob", 0, None), r#"{"n":1}"#),
+        (windowed_key("cy", 180, None), r#"{"n":1}"#),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .collect();
+    assert_eq!(per_min, expected);
+    let visits = latest(&broker, "visits_t").await?;
+    let expected: BTreeMap<Vec<u8>, String> = [
+        (windowed_key("ann", 0, Some(70)), r#"{"n":4}"#),
+        (windowed_key("bob", 5, Some(5)), r#"{"n":1}"#),
+        (windowed_key("cy", 200, Some(200)), r#"{"n":1}"#),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .collect();
+    assert_eq!(visits, expected);
+
+    // Read back, and declared over the topic as a windowed table, the keys
+    // give each row its window.
+    client
+        .batch_execute(
+            "CREATE TABLE per_min_read (usr VARCHAR PRIMARY KEY, n BIGINT) \
+             WITH (kafka_topic='per_min_t', value_format='JSON', window_type='TUMBLING', \
+             window_size='1 minute');
+             FLUSH",
+        )
+        .await?;
+    let windows = vec![
+        format!("ann|{}|{}|2", at(0), at(1)),
+        format!("ann|{}|{}|1", at(1), at(2)),
+        format!("bob|{}|{}|1", at(0), at(1)),
+        format!("cy|{}|{}|1", at(3), at(4)),
+    ];
+    for table in ["per_min_t", "per_min_read"] {
+        assert_eq!(
+            sorted_text_rows(
+                &client,
+                &format!("SELECT usr, windowstart, windowend, n FROM {table}")
+            )
+            .await?,
+            windows,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        sorted_text_rows(
+            &client,
+            "SELECT usr, windowstart, windowend, n FROM visits_t"
+        )
+        .await?,
+        vec![
+            format!("ann|{}|{}|4", TEN, TEN + 70_000),
+            format!("bob|{}|{}|1", TEN + 5_000, TEN + 5_000),
+            format!("cy|{}|{}|1", TEN + 200_000, TEN + 200_000),
+        ]
     );
     Ok(())
 }

@@ -15,7 +15,7 @@ use datafusion::arrow::compute::{cast_with_options, take, CastOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use eddy_catalog::kafka::{Format, KafkaDef};
+use eddy_catalog::kafka::{Format, KafkaDef, KeyWindow, WindowType};
 use eddy_catalog::TableDef;
 
 /// One record as it came from Kafka.
@@ -166,7 +166,11 @@ impl RecordCodec {
         let values: Vec<Option<&[u8]>> = records.iter().map(|r| r.value.as_deref()).collect();
         let value_arrays = decode_part(self.kafka.value_format, &value_fields, &values)?;
         let key_fields = self.fields(&self.kafka.key_columns);
-        let keys: Vec<Option<&[u8]>> = records.iter().map(|r| r.key.as_deref()).collect();
+        let mut keys: Vec<Option<&[u8]>> = records.iter().map(|r| r.key.as_deref()).collect();
+        let window = match &self.kafka.window {
+            Some(window) => Some((window, split_windows(window.window_type, &mut keys)?)),
+            None => None,
+        };
         let key_arrays = if key_fields.is_empty() {
             Vec::new()
         } else {
@@ -174,9 +178,11 @@ impl RecordCodec {
         };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for i in 0..self.declared {
-            let array = match self.kafka.key_columns.iter().position(|&k| k == i) {
-                Some(k) => key_arrays[k].clone(),
-                None => {
+            let array = match (self.kafka.key_columns.iter().position(|&k| k == i), &window) {
+                (Some(k), _) => key_arrays[k].clone(),
+                (None, Some((w, (starts, _)))) if i == w.start_column => starts.clone(),
+                (None, Some((w, (_, ends)))) if i == w.end_column => ends.clone(),
+                (None, _) => {
                     let v = self.value_columns.iter().position(|&c| c == i).unwrap_or(0);
                     value_arrays[v].clone()
                 }
@@ -222,7 +228,7 @@ impl RecordCodec {
             &value_arrays,
             rows.num_rows(),
         )?;
-        let keys = if self.kafka.key_columns.is_empty() {
+        let mut keys = if self.kafka.key_columns.is_empty() {
             vec![None; rows.num_rows()]
         } else {
             let key_arrays: Vec<ArrayRef> =
@@ -237,6 +243,9 @@ impl RecordCodec {
             .map(Some)
             .collect()
         };
+        if let Some(window) = &self.kafka.window {
+            append_windows(window, rows, &mut keys)?;
+        }
         Ok(keys
             .into_iter()
             .zip(values)
@@ -251,6 +260,75 @@ impl RecordCodec {
             })
             .collect())
     }
+}
+
+/// Cuts the window off the end of each windowed key; returns each
+/// window's start and end, in epoch milliseconds.
+fn split_windows(
+    window_type: WindowType,
+    keys: &mut [Option<&[u8]>],
+) -> Result<(ArrayRef, ArrayRef), String> {
+    let suffix = window_type.key_suffix_len();
+    let mut starts = Vec::with_capacity(keys.len());
+    let mut ends = Vec::with_capacity(keys.len());
+    for key in keys.iter_mut() {
+        let Some(bytes) = *key else {
+            starts.push(None);
+            ends.push(None);
+            continue;
+        };
+        let Some(split) = bytes.len().checked_sub(suffix) else {
+            return Err(format!(
+                "a windowed key has {} bytes, fewer than its window's {suffix}",
+                bytes.len()
+            ));
+        };
+        let (head, window) = bytes.split_at(split);
+        let millis =
+            |i: usize| i64::from_be_bytes(window[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        let (start, end) = match window_type {
+            WindowType::Time { size_ms } => {
+                let start = millis(0);
+                (start, start.saturating_add(size_ms as i64))
+            }
+            WindowType::Session => (millis(1), millis(0)),
+        };
+        starts.push(Some(start));
+        ends.push(Some(end));
+        *key = Some(head);
+    }
+    Ok((
+        Arc::new(Int64Array::from(starts)),
+        Arc::new(Int64Array::from(ends)),
+    ))
+}
+
+/// Appends each row's window to its encoded key.
+fn append_windows(
+    window: &KeyWindow,
+    rows: &RecordBatch,
+    keys: &mut [Option<Vec<u8>>],
+) -> Result<(), String> {
+    let millis = |column: usize| {
+        cast_with_options(rows.column(column), &DataType::Int64, &strict())
+            .map_err(|e| e.to_string())
+    };
+    let (starts, ends) = (millis(window.start_column)?, millis(window.end_column)?);
+    let (starts, ends) = (
+        starts.as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
+        ends.as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
+    );
+    for (i, key) in keys.iter_mut().enumerate() {
+        if starts.is_null(i) || ends.is_null(i) {
+            return Err("a windowed row has no window start or end".into());
+        }
+        let key = key.get_or_insert_with(Vec::new);
+        if window.window_type == WindowType::Session {
+            key.extend_from_slice(&ends.value(i).to_be_bytes());
+        }
+        key.extend_from_slice(&starts.value(i).to_be_bytes());
+    }
+    Ok(())
 }
 
 /// Event time, in microseconds, from a TIMESTAMP or epoch-millisecond column.
@@ -717,6 +795,7 @@ mod tests {
                 key_columns: vec![0],
                 timestamp_column: Some(3),
                 retention_ms: None,
+                window: None,
             }),
         }
     }
@@ -859,6 +938,88 @@ mod tests {
                     back.rows.column(c).as_ref(),
                     rows.column(c).as_ref(),
                     "{value_format:?}/{key_format:?} column {c}"
+                );
+            }
+        }
+    }
+
+    /// `CREATE TABLE w (usr VARCHAR PRIMARY KEY, n BIGINT) WITH
+    /// (window_type=...)`: its windowstart and windowend follow.
+    fn windowed(window_type: WindowType) -> RecordCodec {
+        let column = ColumnDef::nullable;
+        let mut columns = vec![
+            column("usr", ColumnType::Text),
+            column("n", ColumnType::BigInt),
+            column("windowstart", ColumnType::BigInt),
+            column("windowend", ColumnType::BigInt),
+        ];
+        columns.extend(pseudo_columns());
+        RecordCodec::new(&TableDef {
+            id: 1,
+            name: "w".into(),
+            columns,
+            primary_key: vec![0, 2, 3],
+            generator: None,
+            kafka: Some(KafkaDef {
+                kind: SourceKind::Table,
+                topic: "w".into(),
+                key_format: Format::Kafka,
+                value_format: Format::Json,
+                key_columns: vec![0],
+                timestamp_column: None,
+                retention_ms: None,
+                window: Some(KeyWindow {
+                    window_type,
+                    start_column: 2,
+                    end_column: 3,
+                }),
+            }),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn windowed_keys_are_written_and_read_as_ksqldb_writes_them() {
+        for window_type in [WindowType::Time { size_ms: 60_000 }, WindowType::Session] {
+            let codec = windowed(window_type);
+            let end = match window_type {
+                WindowType::Time { .. } => 1_060_000,
+                WindowType::Session => 1_030_000,
+            };
+            let rows = RecordBatch::try_new(
+                Arc::new(Schema::new(codec.schema.fields()[..4].to_vec())),
+                vec![
+                    Arc::new(StringArray::from(vec!["ann"])),
+                    Arc::new(Int64Array::from(vec![3])),
+                    Arc::new(Int64Array::from(vec![1_000_000])),
+                    Arc::new(Int64Array::from(vec![end])),
+                ],
+            )
+            .unwrap();
+            let encoded = codec.encode(&rows, None).unwrap();
+            let mut key = b"ann".to_vec();
+            if window_type == WindowType::Session {
+                key.extend_from_slice(&end.to_be_bytes());
+            }
+            key.extend_from_slice(&1_000_000i64.to_be_bytes());
+            assert_eq!(encoded[0].key.as_deref(), Some(&key[..]));
+            assert_eq!(encoded[0].value.as_deref(), Some(&br#"{"n":3}"#[..]));
+            let back = codec.decode(&[
+                RawRecord {
+                    key: encoded[0].key.clone(),
+                    value: encoded[0].value.clone(),
+                    partition: 0,
+                    offset: 0,
+                    timestamp: None,
+                },
+                record(1, Some(b"short"), Some(r#"{"n": 1}"#)),
+            ]);
+            assert_eq!(back.dead.len(), 1, "a key shorter than a window is dead");
+            for c in 0..4 {
+                assert_eq!(
+                    back.rows.column(c).as_ref(),
+                    rows.column(c).as_ref(),
+                    "column {c}"
                 );
             }
         }

@@ -348,6 +348,7 @@ mod tests {
                 key_columns: vec![0],
                 timestamp_column: None,
                 retention_ms: None,
+                window: None,
             }),
         }
     }

@@ -10,11 +10,11 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{Query, Statement};
 use eddy_catalog::dead_letters_def;
-use eddy_catalog::kafka::{Format, SourceKind, PSEUDO_COLUMNS};
+use eddy_catalog::kafka::{Format, SourceKind, WindowType, PSEUDO_COLUMNS};
 use eddy_catalog::{
     CatalogError, ColumnDef, ColumnType, StoredTable, TableDef, ViewColumn, ViewDef,
 };
-use eddy_sql::ast::{CreateRelation, Emit};
+use eddy_sql::ast::{CreateRelation, Emit, WindowKind};
 use eddy_sql::create_table::object_name;
 use eddy_sql::{EddyQuery, SourceOptions, SqlError};
 use pgwire::api::results::Tag;
@@ -30,12 +30,24 @@ pub async fn handle_create_as(
     query: &EddyQuery,
 ) -> Result<Output> {
     eddy_sql::check_query_clauses(&query.clauses, true)?;
-    if let Some(window) = &query.clauses.window {
-        return Err(EddyError::Unsupported(format!(
-            "{window} in CREATE ... AS SELECT (windowed keys on topics are not built yet); \
-             create a materialized view"
-        )));
+    if options.window.is_some() {
+        return Err(SqlError::InvalidDefinition(
+            "window_type declares a relation over a windowed topic; a query's relation is \
+             windowed by the query's WINDOW clause"
+                .into(),
+        )
+        .into());
     }
+    // A windowed aggregate's records are keyed by its key and window, as
+    // ksqlDB writes them.
+    let mut options = options.clone();
+    options.window = query.clauses.window.as_ref().map(|w| match w.kind {
+        WindowKind::Tumbling { size } | WindowKind::Hopping { size, .. } => WindowType::Time {
+            size_ms: size.millis,
+        },
+        WindowKind::Session { .. } => WindowType::Session,
+    });
+    let options = &options;
     let clauses = &query.clauses;
     let query = query.query.as_ref();
     let name = object_name(&create.name)?;
@@ -88,7 +100,10 @@ pub async fn handle_create_as(
                 ))
                 .into());
             }
-            stream_key(&read, &columns)
+            match options.window {
+                Some(_) => table_key(query, &name, &read, &columns, &query_columns)?,
+                None => stream_key(&read, &columns),
+            }
         }
         SourceKind::Table => table_key(query, &name, &read, &columns, &query_columns)?,
     };
