@@ -603,8 +603,8 @@ fn generator(event: NexmarkEvent, seed: u64) -> NexmarkGenerator {
     NexmarkGenerator::all_columns(event, seed, START_TIME_US, EVENT_TIME_RATE)
 }
 
-/// The query with its `TUMBLE` and `HOP` windows written out as plain SQL,
-/// as Eddy plans them (see `eddy_sql::windows`), for DataFusion alone.
+/// The query with its windows written out as plain SQL, as Eddy plans a
+/// one-off query's (see `eddy_sql::windows`), for DataFusion alone.
 fn with_windows(sql: &str) -> Result<String> {
     let mut statements = eddy_sql::parse_sql(sql)?;
     let (Some(eddy_sql::EddyStatement::Sql(statement)), None) =
@@ -620,7 +620,8 @@ fn with_windows(sql: &str) -> Result<String> {
             "a WINDOW clause over {name}"
         )))
     };
-    eddy_sql::apply_windows(&mut query, None, &no_window_clause)?;
+    let uses = eddy_sql::apply_windows(&mut query, None, &no_window_clause)?;
+    eddy_sql::sessions_as_batch(&mut query, &uses)?;
     Ok(query.to_string())
 }
 

@@ -6,7 +6,9 @@ use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::change::ChangeBatch;
-use crate::operators::{worker_of, EpochContext, Operator, StateWriter};
+use crate::operators::{
+    column_watermark, worker_of, ColumnWatermarks, EpochContext, Operator, StateWriter,
+};
 use crate::state_log::{entries_under, Segment, StateMap};
 use crate::{DataflowError, Result};
 
@@ -22,6 +24,8 @@ pub struct Node {
     pub workers: Vec<Box<dyn Operator>>,
     pub inputs: Vec<Node>,
     pub schema: SchemaRef,
+    /// The output's column watermarks after the last step.
+    pub watermarks: ColumnWatermarks,
 }
 
 impl Node {
@@ -63,7 +67,35 @@ impl Node {
             .iter_mut()
             .map(|n| n.step_alone(ctx))
             .collect::<Result<Vec<_>>>()?;
-        self.workers[0].step(inputs, ctx)
+        let out = self.workers[0].step(inputs, ctx)?;
+        self.advance_watermarks(ctx)?;
+        Ok(out)
+    }
+
+    /// Moves the output's column watermarks on from the inputs': the
+    /// lowest of the workers' for each column.
+    fn advance_watermarks(&mut self, ctx: &EpochContext) -> Result<()> {
+        let inputs: Vec<ColumnWatermarks> =
+            self.inputs.iter().map(|n| n.watermarks.clone()).collect();
+        let count = self.workers.len();
+        let mut combined: Option<ColumnWatermarks> = None;
+        for (w, op) in self.workers.iter_mut().enumerate() {
+            let mine = op.advance_watermarks(&inputs, &ctx.for_worker(w, count))?;
+            combined = Some(match combined {
+                None => mine,
+                Some(so_far) => (0..so_far.len().max(mine.len()))
+                    .map(|c| {
+                        let (a, b) = (column_watermark(&so_far, c), column_watermark(&mine, c));
+                        a.zip(b).map(|(a, b)| a.min(b))
+                    })
+                    .collect(),
+            });
+        }
+        self.watermarks = combined.unwrap_or_default();
+        if self.watermarks.iter().all(Option::is_none) {
+            self.watermarks.clear();
+        }
+        Ok(())
     }
 
     /// Runs one epoch on every worker; returns each worker's output. Rows
@@ -77,6 +109,13 @@ impl Node {
             let out = self.workers[0].step(Vec::new(), ctx)?;
             return Ok(split(&out, count));
         }
+        let outputs = self.step_inputs_and_workers(ctx)?;
+        self.advance_watermarks(ctx)?;
+        Ok(outputs)
+    }
+
+    fn step_inputs_and_workers(&mut self, ctx: &EpochContext) -> Result<Vec<ChangeBatch>> {
+        let count = self.workers.len();
         let mut by_worker: Vec<Vec<ChangeBatch>> = (0..count).map(|_| Vec::new()).collect();
         for (i, input) in self.inputs.iter_mut().enumerate() {
             let parts = input.step_workers(ctx)?;

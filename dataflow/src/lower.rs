@@ -30,7 +30,7 @@ use crate::change::nullable_schema;
 use crate::graph::Node;
 use crate::operators::aggregate::{AggFunction, AggSpec, Aggregate, WindowClose};
 use crate::operators::filter::Filter;
-use crate::operators::join::{Join, JoinKind, JoinSpec, TimeBound};
+use crate::operators::join::{Join, JoinKind, JoinSpec, TimeBound, TimeInterval};
 use crate::operators::project::Project;
 use crate::operators::session::SessionWindows;
 use crate::operators::source::{Constant, Source};
@@ -207,6 +207,7 @@ impl Lowerer<'_> {
             workers: vec![Box::new(op)],
             inputs,
             schema,
+            watermarks: Vec::new(),
         }
     }
 
@@ -659,6 +660,10 @@ impl Lowerer<'_> {
         if let Some(bound) = &bound {
             self.watermarked.extend(bound.relations);
         }
+        let interval = match bound {
+            Some(_) => None,
+            None => self.time_interval(j)?,
+        };
         let left = self.lower(&j.left, &Bounds::new())?;
         let right = self.lower(&j.right, &Bounds::new())?;
         let left_keys =
@@ -700,6 +705,7 @@ impl Lowerer<'_> {
             schema: schema.clone(),
             text,
             bound,
+            interval,
         })?;
         Ok(self.node(op, vec![left, right], schema))
     }
@@ -708,6 +714,38 @@ impl Lowerer<'_> {
     /// condition bounds one's event time by the other's (`WITHIN`, or
     /// `b.ts BETWEEN a.ts - INTERVAL ... AND a.ts + INTERVAL ...`).
     fn time_bound(&self, j: &JoinPlan) -> Result<Option<TimeBound>> {
+        let Some(TimeInterval {
+            columns: [l, r],
+            lower,
+            upper,
+        }) = self.time_interval(j)?
+        else {
+            return Ok(None);
+        };
+        let (Some(left), Some(right)) = (
+            self.event_time_relation(&j.left, l),
+            self.event_time_relation(&j.right, r),
+        ) else {
+            return Ok(None);
+        };
+        let grace_us = self
+            .windowing
+            .join_graces
+            .iter()
+            .find(|g| g.relations == [left, right] || g.relations == [right, left])
+            .map_or(0, |g| g.grace_us);
+        Ok(Some(TimeBound {
+            columns: [l, r],
+            relations: [left, right],
+            lower,
+            upper,
+            grace_us,
+        }))
+    }
+
+    /// The bounds a join's condition puts on the difference of a column of
+    /// each side (right minus left), if it bounds one by the other.
+    fn time_interval(&self, j: &JoinPlan) -> Result<Option<TimeInterval>> {
         let Some(filter) = &j.filter else {
             return Ok(None);
         };
@@ -734,24 +772,10 @@ impl Lowerer<'_> {
         if lower.is_none() && upper.is_none() {
             return Ok(None);
         }
-        let (Some(left), Some(right)) = (
-            self.event_time_relation(&j.left, l),
-            self.event_time_relation(&j.right, r - left_len),
-        ) else {
-            return Ok(None);
-        };
-        let grace_us = self
-            .windowing
-            .join_graces
-            .iter()
-            .find(|g| g.relations == [left, right] || g.relations == [right, left])
-            .map_or(0, |g| g.grace_us);
-        Ok(Some(TimeBound {
+        Ok(Some(TimeInterval {
             columns: [l, r - left_len],
-            relations: [left, right],
             lower,
             upper,
-            grace_us,
         }))
     }
 

@@ -35,6 +35,7 @@ use datafusion::arrow::compute::{
     and, cast, filter, filter_record_batch, interleave, take, SortOptions,
 };
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::{EncodedRows, RowFormat};
 
@@ -42,8 +43,8 @@ use crate::change::ChangeBatch;
 use crate::operators::key_index::KeyIndex;
 use crate::operators::session::{Assigned, SessionWindows, Sessions};
 use crate::operators::{
-    evaluate, evaluate_predicate, read_i64, split_state_key, state_key, Bytes, EpochContext,
-    Operator, StateWriter,
+    column_watermark, evaluate, evaluate_predicate, read_i64, split_state_key, state_key, Bytes,
+    ColumnWatermarks, EpochContext, Operator, StateWriter,
 };
 use crate::{DataflowError, Result};
 
@@ -278,6 +279,9 @@ struct Windows {
     close_at: Vec<i64>,
     /// Rows dropped because their window had closed.
     late_rows: u64,
+    /// Set when groups close by the watermark of this input column (the
+    /// group column's), not by a relation's.
+    by_input: Option<usize>,
 }
 
 pub struct Aggregate {
@@ -404,6 +408,7 @@ impl Aggregate {
             closing: BTreeMap::new(),
             close_at: Vec::new(),
             late_rows: 0,
+            by_input: None,
         });
         self
     }
@@ -479,10 +484,19 @@ impl Aggregate {
     /// Closes the groups whose windows the watermark after this epoch has
     /// passed; under EMIT FINAL, returns their rows.
     fn close_windows(&mut self, ctx: &EpochContext) -> Result<Option<ChangeBatch>> {
-        let Some(windows) = &mut self.windows else {
+        let Some(windows) = self.windows.as_ref().filter(|w| w.by_input.is_none()) else {
             return Ok(None);
         };
-        let Some(watermark) = ctx.watermarks.get(windows.close.relation).after else {
+        match ctx.watermarks.get(windows.close.relation).after {
+            Some(watermark) => self.close_until(watermark),
+            None => Ok(None),
+        }
+    }
+
+    /// Closes the groups that close at or before `watermark`; under EMIT
+    /// FINAL, returns their rows.
+    fn close_until(&mut self, watermark: i64) -> Result<Option<ChangeBatch>> {
+        let Some(windows) = &mut self.windows else {
             return Ok(None);
         };
         let open = match watermark.checked_add(1) {
@@ -512,6 +526,47 @@ impl Aggregate {
             }
         }
         Ok(rows)
+    }
+
+    /// Starts closing groups by the watermark of input column `input`,
+    /// which group column `k` is: each group closes once no change can
+    /// reach its value any more.
+    fn close_by_input(&mut self, k: usize, input: usize) -> Result<()> {
+        let slots: Vec<u32> = self
+            .groups
+            .iter()
+            .map(|(slot, _)| slot)
+            .filter(|&slot| self.exists(slot))
+            .collect();
+        let mut windows = Windows {
+            close: WindowClose {
+                relation: u64::MAX,
+                key_column: k,
+                after_value: 1,
+                late_after: 1,
+                emit_final: false,
+            },
+            closing: BTreeMap::new(),
+            close_at: vec![NEVER; self.groups.slots()],
+            late_rows: 0,
+            by_input: Some(input),
+        };
+        if !slots.is_empty() {
+            let keys = self
+                .group_format
+                .decode(slots.iter().map(|&slot| self.groups.key(slot)))?;
+            let batch = RecordBatch::try_from_iter([("window", keys[k].clone())])?;
+            let values = crate::watermark::micros(&batch, 0)?;
+            for (i, &slot) in slots.iter().enumerate() {
+                if !values.is_null(i) {
+                    let at = values.value(i).saturating_add(1);
+                    windows.close_at[slot as usize] = at;
+                    windows.closing.entry(at).or_default().push(slot);
+                }
+            }
+        }
+        self.windows = Some(windows);
+        Ok(())
     }
 
     /// The output rows of the groups in `slots`, each inserted once.
@@ -1196,6 +1251,49 @@ impl Operator for Aggregate {
         }
     }
 
+    /// A window aggregate's window column holds the watermark past which
+    /// its windows have closed. A group column that is an input column
+    /// with a watermark keeps it, and groups below it close: no change
+    /// reaches them any more.
+    fn advance_watermarks(
+        &mut self,
+        inputs: &[ColumnWatermarks],
+        ctx: &EpochContext,
+    ) -> Result<ColumnWatermarks> {
+        let input = inputs.first().map(Vec::as_slice).unwrap_or_default();
+        if self.windows.is_none() && !self.is_global() && !input.is_empty() {
+            let watermarked = self.group_exprs.iter().enumerate().find_map(|(k, e)| {
+                let column = e.downcast_ref::<Column>()?.index();
+                column_watermark(input, column).map(|_| (k, column))
+            });
+            if let Some((k, column)) = watermarked {
+                self.close_by_input(k, column)?;
+            }
+        }
+        let Some(windows) = &self.windows else {
+            return Ok(Vec::new());
+        };
+        let (close, by_input) = (windows.close, windows.by_input);
+        let closed_below = match by_input {
+            Some(column) => {
+                let watermark = column_watermark(input, column);
+                if let Some(watermark) = watermark {
+                    // A group below the watermark closes at its value + 1.
+                    self.close_until(watermark)?;
+                }
+                watermark
+            }
+            None => ctx
+                .watermarks
+                .get(close.relation)
+                .after
+                .map(|w| w.saturating_sub(close.after_value).saturating_add(1)),
+        };
+        let mut out = vec![None; self.schema.fields().len()];
+        out[close.key_column] = closed_below;
+        Ok(out)
+    }
+
     fn exchange_keys(&self, _input: usize, data: &RecordBatch) -> Result<Option<EncodedRows>> {
         self.route_keys(data).map(Some)
     }
@@ -1724,5 +1822,52 @@ mod tests {
         );
         assert_eq!(op.late_rows(), 1);
         assert_eq!(op.state_entries(), 0);
+    }
+
+    /// A group column with an input watermark closes the groups below it:
+    /// their state goes, their rows stay, and the column keeps the mark.
+    #[test]
+    fn groups_below_an_input_watermark_close() {
+        let mut op = aggregate(false);
+        let none = HashMap::new();
+        let ctx = EpochContext::new(&none, false);
+        let mut total = HashMap::new();
+        step_into(&mut op, &mut total, &[(1, 10, 1), (2, 20, 1), (3, 30, 1)]);
+        let marks = op.advance_watermarks(&[vec![None, None]], &ctx).unwrap();
+        assert!(marks.is_empty(), "no input watermark, none out");
+        assert_eq!(op.state_entries(), 3);
+        let marks = op.advance_watermarks(&[vec![Some(3), None]], &ctx).unwrap();
+        assert_eq!(marks, vec![Some(3), None, None, None, None, None]);
+        assert_eq!(op.state_entries(), 1, "groups 1 and 2 closed");
+        let mut state = PersistedState::default();
+        state.persist(&mut op);
+        // Group 3 goes on; a new group 4 closes too once passed.
+        step_into(&mut op, &mut total, &[(3, 31, 1), (4, 40, 1)]);
+        op.advance_watermarks(&[vec![Some(5), None]], &ctx).unwrap();
+        assert_eq!(op.state_entries(), 0);
+        assert_eq!(
+            total
+                .keys()
+                .filter(|r| r[0] == Some(3))
+                .cloned()
+                .collect::<Vec<_>>(),
+            vec![row(&[
+                Some(3),
+                Some(2),
+                Some(61),
+                Some(30),
+                Some(31),
+                Some(2)
+            ])]
+        );
+        assert_eq!(total.len(), 4, "every group's row stays: {total:?}");
+        // A restored aggregate indexes its groups when the mark comes.
+        let mut restored = aggregate(false);
+        state.restore(&mut restored);
+        assert_eq!(restored.state_entries(), 1);
+        restored
+            .advance_watermarks(&[vec![Some(4), None]], &ctx)
+            .unwrap();
+        assert_eq!(restored.state_entries(), 0);
     }
 }

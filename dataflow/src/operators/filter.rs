@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::change::ChangeBatch;
-use crate::operators::{evaluate_predicate, EpochContext, Operator};
+use crate::operators::{evaluate_predicate, ColumnWatermarks, EpochContext, Operator};
 use crate::Result;
 
 pub struct Filter {
@@ -36,6 +36,15 @@ impl Operator for Filter {
         _source: &dyn Fn(u64) -> Option<Vec<usize>>,
     ) -> Option<Vec<usize>> {
         inputs.first().cloned().flatten()
+    }
+
+    /// A filter passes on changes, so its input's watermarks hold.
+    fn advance_watermarks(
+        &mut self,
+        inputs: &[ColumnWatermarks],
+        _ctx: &EpochContext,
+    ) -> Result<ColumnWatermarks> {
+        Ok(inputs.first().cloned().unwrap_or_default())
     }
 
     fn step(&mut self, mut inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {

@@ -25,14 +25,15 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::{EncodedRows, RowFormat};
 
 use crate::change::ChangeBatch;
 use crate::operators::key_index::KeyIndex;
 use crate::operators::{
-    evaluate, evaluate_predicate, read_i64, split_state_key, state_key, EpochContext, Operator,
-    StateWriter,
+    column_watermark, evaluate, evaluate_predicate, read_i64, split_state_key, state_key,
+    ColumnWatermarks, EpochContext, Operator, StateWriter,
 };
 use crate::watermark::{micros, Watermark};
 use crate::{DataflowError, Result};
@@ -217,6 +218,17 @@ pub struct TimeBound {
     pub grace_us: i64,
 }
 
+/// A join condition's bounds on `right column - left column`
+/// (microseconds; `None` is unbounded), for columns that are not both a
+/// stream's event time. Where the columns have watermarks, rows no change
+/// to come can match are forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeInterval {
+    pub columns: [usize; 2],
+    pub lower: Option<i64>,
+    pub upper: Option<i64>,
+}
+
 impl std::fmt::Display for TimeBound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let bound = |b: Option<i64>| b.map_or("unbounded".to_owned(), |b| format!("{b}us"));
@@ -240,6 +252,17 @@ pub struct Join {
     lookup: bool,
     /// Rows dropped as late under the bound.
     late: u64,
+    /// Once a join key column of each side has a watermark: those
+    /// columns. Rows are indexed by their value and forgotten once both
+    /// watermarks pass it, since no change can match them any more.
+    key_watermark: Option<[usize; 2]>,
+    /// Bounds the condition puts on two columns without a [`TimeBound`];
+    /// once their watermarks come, rows are indexed by them
+    /// (`key_watermark` holds the columns) and forgotten when no change to
+    /// come can match them.
+    interval: Option<TimeInterval>,
+    /// Whether each input never takes a row back.
+    append_only_inputs: [bool; 2],
     key_format: RowFormat,
     /// Over left columns then right columns.
     condition: Option<Arc<dyn PhysicalExpr>>,
@@ -263,6 +286,8 @@ pub struct JoinSpec {
     pub schema: SchemaRef,
     pub text: String,
     pub bound: Option<TimeBound>,
+    /// Bounds on columns that are not both event times (see [`Join`]).
+    pub interval: Option<TimeInterval>,
     /// A stream-table join, as ksqlDB's (see [`Join`]); inner or left.
     pub lookup: bool,
 }
@@ -301,6 +326,9 @@ impl Join {
             bound: spec.bound,
             lookup: spec.lookup && matches!(spec.kind, JoinKind::Inner | JoinKind::Left),
             late: 0,
+            key_watermark: None,
+            interval: spec.interval,
+            append_only_inputs: [false; 2],
             key_format: RowFormat::new(key_types)?,
             condition: spec.condition,
             nulls_equal: spec.nulls_equal,
@@ -336,9 +364,10 @@ impl Join {
         let n = delta.num_rows();
         let key_columns = self.key_columns(s, &delta.data)?;
         let keys = self.key_format.encode(&key_columns, n)?;
-        let times = match &self.bound {
-            Some(bound) => Some(micros(&delta.data, bound.columns[s])?),
-            None => None,
+        let times = match (&self.bound, self.key_watermark) {
+            (Some(bound), _) => Some(micros(&delta.data, bound.columns[s])?),
+            (None, Some(columns)) => Some(micros(&delta.data, columns[s])?),
+            (None, None) => None,
         };
         // A row without a key, or without a time under a bound, matches
         // nothing, ever.
@@ -558,6 +587,73 @@ impl Join {
         Ok(())
     }
 
+    /// Indexes each side's rows by the value of its column in `columns`,
+    /// so that rows below a watermark can be forgotten.
+    fn index_by_time(&mut self, columns: [usize; 2]) -> Result<()> {
+        for (side, column) in self.sides.iter_mut().zip(columns) {
+            let live: Vec<u32> = side.rows.iter().map(|(r, _)| r).collect();
+            side.by_time.clear();
+            side.times = vec![0; side.rows.slots()];
+            if live.is_empty() {
+                continue;
+            }
+            let rows = side.format.decode(live.iter().map(|&r| side.rows.key(r)))?;
+            let batch = RecordBatch::try_from_iter([("time", rows[column].clone())])?;
+            let times = micros(&batch, 0)?;
+            for (i, &r) in live.iter().enumerate() {
+                if times.is_valid(i) {
+                    side.times[r as usize] = times.value(i);
+                    side.by_time.insert((times.value(i), r));
+                }
+            }
+        }
+        self.key_watermark = Some(columns);
+        Ok(())
+    }
+
+    /// Under a [`TimeInterval`]: forgets the rows of each side that no
+    /// change to come can match, or take back. A left row at `t` matches
+    /// right rows up to `t + upper`, and right changes to come are at or
+    /// after the right column's watermark; likewise a right row at `u`
+    /// matches left rows from `u - lower`.
+    fn expire_by_interval(&mut self, inputs: &[ColumnWatermarks]) -> Result<()> {
+        let Some(interval) = self.interval else {
+            return Ok(());
+        };
+        let marks = [0, 1].map(|s| column_watermark(&inputs[s], interval.columns[s]));
+        let reach = [
+            marks[1]
+                .zip(interval.upper)
+                .map(|(w, up)| w.saturating_sub(up)),
+            marks[0]
+                .zip(interval.lower)
+                .map(|(w, low)| w.saturating_add(low)),
+        ];
+        let mut horizons = [None, None];
+        for s in 0..2 {
+            // A row that may yet be taken back stays until its own column's
+            // watermark passes it too.
+            horizons[s] = match (reach[s], self.append_only_inputs[s]) {
+                (Some(reach), true) => Some(reach),
+                (Some(reach), false) => marks[s].map(|own| reach.min(own)),
+                (None, _) => None,
+            };
+        }
+        if horizons.iter().all(Option::is_none) {
+            return Ok(());
+        }
+        if self.key_watermark != Some(interval.columns) {
+            self.index_by_time(interval.columns)?;
+        }
+        let mut out = Vec::new();
+        for (s, horizon) in horizons.into_iter().enumerate() {
+            if let Some(horizon) = horizon {
+                self.expire(s, horizon, &mut out)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Side `s`'s rows as output: padded with NULLs for outer joins, alone
     /// for semi and anti joins.
     fn lone_batch(
@@ -664,6 +760,59 @@ impl Operator for Join {
         ChangeBatch::concat(&self.schema, &out)
     }
 
+    /// Where a join key column of each side has a watermark, rows below
+    /// both are forgotten, and the output's copies of those columns hold
+    /// the lower watermark.
+    fn advance_watermarks(
+        &mut self,
+        inputs: &[ColumnWatermarks],
+        _ctx: &EpochContext,
+    ) -> Result<ColumnWatermarks> {
+        if self.bound.is_some() || self.lookup || self.nulls_equal || inputs.len() != 2 {
+            return Ok(Vec::new());
+        }
+        let watermarked = |s: usize, k: &Arc<dyn PhysicalExpr>| {
+            let column = k.downcast_ref::<Column>()?.index();
+            column_watermark(&inputs[s], column).map(|w| (column, w))
+        };
+        let found = self.sides[0]
+            .keys
+            .iter()
+            .zip(&self.sides[1].keys)
+            .find_map(|(l, r)| Some((watermarked(0, l)?, watermarked(1, r)?)));
+        let Some(((left, left_mark), (right, right_mark))) = found else {
+            self.expire_by_interval(inputs)?;
+            return Ok(Vec::new());
+        };
+        if self.key_watermark != Some([left, right]) {
+            self.index_by_time([left, right])?;
+        }
+        let below = left_mark.min(right_mark);
+        let mut out = Vec::new();
+        for s in 0..2 {
+            self.expire(s, below, &mut out)?;
+        }
+        let left_columns = self.sides[0].schema.fields().len();
+        let mut marks = vec![None; self.schema.fields().len()];
+        match self.schema.fields().len() {
+            n if n == left_columns + self.sides[1].schema.fields().len() => {
+                marks[left] = Some(below);
+                marks[left_columns + right] = Some(below);
+            }
+            n if n == left_columns && self.kind.lone_rows(0) != Lone::Nothing => {
+                marks[left] = Some(below)
+            }
+            _ => marks[right] = Some(below),
+        }
+        Ok(marks)
+    }
+
+    fn inputs_append_only(&mut self, inputs: &[bool]) {
+        for (s, &append_only) in inputs.iter().take(2).enumerate() {
+            self.append_only_inputs[s] = append_only;
+        }
+    }
+
     fn exchange_keys(&self, input: usize, data: &RecordBatch) -> Result<Option<EncodedRows>> {
         let columns = self.key_columns(input, data)?;
         Ok(Some(self.key_format.encode(&columns, data.num_rows())?))
@@ -751,7 +900,7 @@ mod tests {
     use super::*;
     use crate::change::nullable_schema;
     use crate::testing::{
-        accumulate, changes, physical, round_trip, schema_ab, step, PersistedState,
+        accumulate, changes, physical, round_trip, rows_of, schema_ab, step, PersistedState,
     };
 
     fn pair_schema() -> SchemaRef {
@@ -788,6 +937,7 @@ mod tests {
             schema,
             text: "a = c".into(),
             bound: None,
+            interval: None,
             lookup: false,
         })
         .unwrap()
@@ -1283,5 +1433,77 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// One step of `op`; its output rows.
+    fn step_pair(
+        op: &mut Join,
+        left: &[(i64, i64, i64)],
+        right: &[(i64, i64, i64)],
+    ) -> Vec<(Vec<Option<i64>>, i64)> {
+        rows_of(&step(
+            op,
+            vec![changes(&schema_ab(), left), changes(&schema_ab(), right)],
+        ))
+    }
+
+    /// Join keys with a watermark on both sides: rows below the lower one
+    /// are forgotten, and the output's key columns hold it.
+    #[test]
+    fn rows_below_both_key_watermarks_are_forgotten() {
+        let mut op = join(JoinKind::Inner, false);
+        let none = HashMap::new();
+        let ctx = EpochContext::new(&none, false);
+        let out = step_pair(&mut op, &[(1, 10, 1), (2, 20, 1)], &[(1, 5, 1), (3, 7, 1)]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(op.state_entries(), 4);
+        let only_left = op
+            .advance_watermarks(&[vec![Some(3), None], vec![None, None]], &ctx)
+            .unwrap();
+        assert!(only_left.is_empty());
+        assert_eq!(op.state_entries(), 4, "the right side has no mark yet");
+        let marks = op
+            .advance_watermarks(&[vec![Some(3), None], vec![Some(2), None]], &ctx)
+            .unwrap();
+        assert_eq!(marks, vec![Some(2), None, Some(2), None]);
+        assert_eq!(op.state_entries(), 2, "key 1 is gone from both sides");
+        // Changes at or above the marks still join.
+        let out = step_pair(&mut op, &[(3, 30, 1)], &[(2, 8, 1), (3, 9, 1)]);
+        assert_eq!(out.len(), 3, "{out:?}");
+    }
+
+    /// `c BETWEEN a AND a + 10` where both have watermarks: a left row
+    /// goes once the right mark passes its time plus 10, a right row once
+    /// the left mark passes it.
+    #[test]
+    fn interval_rows_no_change_can_match_are_forgotten() {
+        let mut op = join(JoinKind::Inner, false);
+        let pairs = pair_schema();
+        op.condition = Some(physical(
+            &col("c")
+                .gt_eq(col("a"))
+                .and(col("c").lt_eq(col("a") + lit(10i64))),
+            &pairs,
+        ));
+        op.sides[0].keys = vec![physical(&col("b"), &op.sides[0].schema.clone())];
+        op.sides[1].keys = vec![physical(&col("d"), &op.sides[1].schema.clone())];
+        op.interval = Some(TimeInterval {
+            columns: [0, 0],
+            lower: Some(0),
+            upper: Some(10),
+        });
+        op.inputs_append_only(&[true, true]);
+        let none = HashMap::new();
+        let ctx = EpochContext::new(&none, false);
+        step_pair(&mut op, &[(0, 1, 1), (20, 1, 1)], &[(5, 1, 1), (25, 1, 1)]);
+        assert_eq!(op.state_entries(), 4);
+        // Right changes to come are at 12 or later: left 0 (reaching 10)
+        // goes. Left changes to come are at 21 or later: right 5 goes.
+        op.advance_watermarks(&[vec![Some(21), None], vec![Some(12), None]], &ctx)
+            .unwrap();
+        assert_eq!(op.state_entries(), 2);
+        let out = step_pair(&mut op, &[(22, 1, 1)], &[(30, 1, 1)]);
+        // 22 meets 25 and 30; 20 meets 30.
+        assert_eq!(out.len(), 3, "{out:?}");
     }
 }

@@ -31,6 +31,16 @@ use crate::watermark::{Partitions, Watermarks};
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 use crate::{DataflowError, Result};
 
+/// Per output column, a watermark: a value (in microseconds) below which
+/// no change of that column will come any more, if there is one. Empty
+/// when no column has one.
+pub type ColumnWatermarks = Vec<Option<i64>>;
+
+/// The watermark of column `c`, if it has one.
+pub fn column_watermark(watermarks: &[Option<i64>], c: usize) -> Option<i64> {
+    watermarks.get(c).copied().flatten()
+}
+
 /// An encoded key or row, as held in operator state.
 pub type Bytes = Box<[u8]>;
 
@@ -168,6 +178,17 @@ pub trait Operator: Send {
 
     /// Processes one epoch's changes, one batch per input.
     fn step(&mut self, inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch>;
+
+    /// After each step: given its inputs' column watermarks, forgets the
+    /// state no change can reach any more (its rows stay in the output),
+    /// and returns its own output's column watermarks.
+    fn advance_watermarks(
+        &mut self,
+        _inputs: &[ColumnWatermarks],
+        _ctx: &EpochContext,
+    ) -> Result<ColumnWatermarks> {
+        Ok(Vec::new())
+    }
 
     /// Writes the state that changed since the last call.
     fn persist(&mut self, _out: &mut StateWriter) -> Result<()> {

@@ -8,7 +8,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::change::{cast_columns, ChangeBatch};
-use crate::operators::{evaluate, EpochContext, Operator};
+use crate::operators::{column_watermark, evaluate, ColumnWatermarks, EpochContext, Operator};
 use crate::Result;
 
 pub struct Project {
@@ -50,6 +50,25 @@ impl Operator for Project {
                     .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.index() == k))
             })
             .collect()
+    }
+
+    /// A column passed through as is keeps its watermark.
+    fn advance_watermarks(
+        &mut self,
+        inputs: &[ColumnWatermarks],
+        _ctx: &EpochContext,
+    ) -> Result<ColumnWatermarks> {
+        let Some(input) = inputs.first().filter(|w| !w.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .exprs
+            .iter()
+            .map(|e| {
+                e.downcast_ref::<Column>()
+                    .and_then(|c| column_watermark(input, c.index()))
+            })
+            .collect())
     }
 
     fn step(&mut self, mut inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {

@@ -4,7 +4,7 @@
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::change::ChangeBatch;
-use crate::operators::{EpochContext, Operator};
+use crate::operators::{column_watermark, ColumnWatermarks, EpochContext, Operator};
 use crate::Result;
 
 pub struct Union {
@@ -24,6 +24,24 @@ impl Operator for Union {
 
     fn append_only(&self, inputs: &[bool], _source: &dyn Fn(u64) -> bool) -> bool {
         inputs.iter().all(|&a| a)
+    }
+
+    /// A column's watermark holds for the union if it holds for every input.
+    fn advance_watermarks(
+        &mut self,
+        inputs: &[ColumnWatermarks],
+        _ctx: &EpochContext,
+    ) -> Result<ColumnWatermarks> {
+        let columns = self.schema.fields().len();
+        Ok((0..columns)
+            .map(|c| {
+                inputs
+                    .iter()
+                    .map(|w| column_watermark(w, c))
+                    .reduce(|a, b| a.zip(b).map(|(a, b)| a.min(b)))
+                    .flatten()
+            })
+            .collect())
     }
 
     fn step(&mut self, inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {
