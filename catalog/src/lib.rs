@@ -34,7 +34,7 @@ pub use row_format::{EncodedRows, RowFormat};
 pub use schema::{EddySchemaProvider, SchemaMode};
 pub use table::{
     dead_letters_def, memory_scan, pseudo_columns, split_row_keys, ColumnDef, RowKeyedTable,
-    StoredTable, TableDef, WholeRelation, WriteCount, ROW_KEY_COLUMN,
+    StoredTable, TableDef, WatermarkDef, WholeRelation, WriteCount, ROW_KEY_COLUMN,
 };
 pub use types::{ColumnType, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE};
 pub use view::{view_key_format, RowChanges, SharedRow, StoredView, ViewColumn, ViewDef, ViewRows};

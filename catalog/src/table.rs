@@ -83,6 +83,7 @@ pub fn dead_letters_def() -> TableDef {
         primary_key: Vec::new(),
         kafka: None,
         generator: None,
+        watermark: None,
     }
 }
 
@@ -99,6 +100,18 @@ pub struct TableDef {
     /// Set for a stream or table fed by a built-in generator.
     #[serde(default)]
     pub generator: Option<GeneratorDef>,
+    /// `WATERMARK FOR col AS col - INTERVAL ...`: the event-time column,
+    /// and how far the watermark stays behind its latest value.
+    #[serde(default)]
+    pub watermark: Option<WatermarkDef>,
+}
+
+/// A source relation's declared watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkDef {
+    pub column: usize,
+    /// Microseconds the watermark stays behind the latest event time.
+    pub delay_us: i64,
 }
 
 impl TableDef {
@@ -123,7 +136,8 @@ impl TableDef {
         }
     }
 
-    /// The column holding a source relation's event time: a Kafka
+    /// The column holding a source relation's event time: its `WATERMARK
+    /// FOR` column if it declares one; else a Kafka
     /// relation's `timestamp` column if it names one (`rowtime` if that is
     /// a BIGINT of epoch milliseconds); a generator's event
     /// time column (Nexmark's `date_time`, datagen's `event_time` field) if
@@ -131,6 +145,9 @@ impl TableDef {
     /// event time). `None` for a local table.
     pub fn event_time_column(&self) -> Option<usize> {
         self.source_kind()?;
+        if let Some(watermark) = &self.watermark {
+            return Some(watermark.column);
+        }
         let rowtime = || {
             self.columns
                 .iter()

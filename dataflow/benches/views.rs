@@ -45,6 +45,7 @@ fn create_table(catalog: &Catalog, name: &str, columns: &[(&str, ColumnType)]) -
         primary_key: vec![],
         kafka: None,
         generator: None,
+        watermark: None,
     };
     let table = catalog.create_table(def, false).expect("create table");
     table.expect("a new table").def().id

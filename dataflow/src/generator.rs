@@ -181,6 +181,7 @@ mod tests {
                 seed: 1,
                 start_time_us: 0,
             }),
+            watermark: None,
         }
     }
 

@@ -328,6 +328,7 @@ mod tests {
                 primary_key: vec![],
                 kafka: None,
                 generator: None,
+                watermark: None,
             };
             catalog.create_table(def, false).expect("create");
         }

@@ -418,7 +418,11 @@ impl Lowerer<'_> {
                 .columns
                 .iter()
                 .position(|c| c.name == eddy_catalog::kafka::ROWPARTITION);
-            source = source.with_event_time(EventTimeColumns { time, partition });
+            source = source.with_event_time(EventTimeColumns {
+                time,
+                partition,
+                delay_us: def.watermark.map_or(0, |w| w.delay_us),
+            });
         }
         let mut node = self.node(source, vec![], schema.clone());
         if let Some(predicate) = scan.filters.iter().cloned().reduce(Expr::and) {

@@ -58,6 +58,20 @@ pub struct EventTimeColumns {
     pub time: usize,
     /// `rowpartition`; a relation without one is one partition.
     pub partition: Option<usize>,
+    /// How far the watermark stays behind the latest event times
+    /// (`WATERMARK FOR ... AS col - INTERVAL ...`), in microseconds.
+    pub delay_us: i64,
+}
+
+impl Watermark {
+    /// The watermark `delay_us` behind this one.
+    pub fn delayed(self, delay_us: i64) -> Watermark {
+        let back = |w: Option<i64>| w.map(|w| w.saturating_sub(delay_us));
+        Watermark {
+            before: back(self.before),
+            after: back(self.after),
+        }
+    }
 }
 
 /// The partitions a relation's rows come in, as the epoch knows them.
@@ -263,6 +277,7 @@ mod tests {
     }
 
     const COLUMNS: EventTimeColumns = EventTimeColumns {
+        delay_us: 0,
         time: 0,
         partition: Some(1),
     };

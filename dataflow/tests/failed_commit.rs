@@ -84,6 +84,7 @@ async fn a_failed_commit_is_not_applied_twice() {
         primary_key: vec![],
         kafka: None,
         generator: None,
+        watermark: None,
     };
     catalog.create_table(def, false).expect("create t");
 

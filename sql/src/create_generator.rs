@@ -12,7 +12,7 @@ use eddy_connectors::nexmark::standard_columns;
 
 use crate::ast::CreateRelation;
 use crate::create_source::{add_pseudo_columns, SourceOptions};
-use crate::create_table::bind_columns;
+use crate::create_table::{bind_columns, bind_watermark};
 use crate::{Result, SqlError};
 
 /// Options every generator takes.
@@ -156,6 +156,7 @@ pub fn bind_create_generator(create: &CreateRelation, options: &SourceOptions) -
         )));
     }
     let primary_key = add_pseudo_columns(kind, &mut columns, &key_columns);
+    let watermark = bind_watermark(create, &columns)?;
     Ok(TableDef {
         id: 0,
         name,
@@ -170,6 +171,7 @@ pub fn bind_create_generator(create: &CreateRelation, options: &SourceOptions) -
             seed,
             start_time_us,
         }),
+        watermark,
     })
 }
 

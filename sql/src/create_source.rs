@@ -7,7 +7,7 @@ use eddy_catalog::kafka::{self, Format, KafkaDef, KeyWindow, SourceKind, WindowT
 use eddy_catalog::{ColumnDef, ColumnType, TableDef};
 
 use crate::ast::{CreateRelation, RelationKind};
-use crate::create_table::bind_columns;
+use crate::create_table::{bind_columns, bind_watermark};
 use crate::{Result, SqlError};
 
 /// The `WITH (...)` options of a CREATE, by lower-case name.
@@ -270,7 +270,20 @@ pub fn bind_create_source(create: &CreateRelation, options: &SourceOptions) -> R
         }
     }
     let formats = (key_format, value_format);
-    kafka_relation(name, kind, topic, columns, key_columns, formats, options)
+    let mut def = kafka_relation(name, kind, topic, columns, key_columns, formats, options)?;
+    def.watermark = bind_watermark(create, &def.columns)?;
+    if let (Some(watermark), Some(timestamp)) = (
+        &def.watermark,
+        def.kafka.as_ref().and_then(|k| k.timestamp_column),
+    ) {
+        if watermark.column != timestamp {
+            return Err(SqlError::InvalidDefinition(format!(
+                "timestamp='{}' and WATERMARK FOR {} name two event times; name one",
+                def.columns[timestamp].name, def.columns[watermark.column].name
+            )));
+        }
+    }
+    Ok(def)
 }
 
 /// The relation a persistent query (`CREATE STREAM|TABLE name AS SELECT`)
@@ -435,6 +448,7 @@ fn kafka_relation(
         columns,
         primary_key,
         generator: None,
+        watermark: None,
         kafka: Some(KafkaDef {
             kind,
             topic,

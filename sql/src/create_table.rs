@@ -1,9 +1,9 @@
 //! Binding `CREATE TABLE` to a table definition.
 
 use datafusion::sql::sqlparser::ast::{self, ColumnOption, Expr, TableConstraint};
-use eddy_catalog::{ColumnDef, TableDef};
+use eddy_catalog::{ColumnDef, ColumnType, TableDef, WatermarkDef};
 
-use crate::ast::{CreateRelation, RelationKind};
+use crate::ast::{CreateRelation, Duration, RelationKind};
 use crate::types::column_type_from_sql;
 use crate::{Result, SqlError};
 
@@ -15,6 +15,13 @@ pub fn bind_create_table(create: &CreateRelation) -> Result<TableDef> {
             "CREATE TABLE ... AS SELECT over local tables (create a materialized view)".into(),
         ));
     }
+    if create.watermark.is_some() {
+        return Err(SqlError::InvalidDefinition(
+            "WATERMARK FOR belongs to a stream or a table over a source; a local table has no \
+             event time"
+                .into(),
+        ));
+    }
     let (name, columns, primary_key) = bind_columns(create)?;
     Ok(TableDef {
         id: 0,
@@ -23,7 +30,54 @@ pub fn bind_create_table(create: &CreateRelation) -> Result<TableDef> {
         primary_key,
         kafka: None,
         generator: None,
+        watermark: None,
     })
+}
+
+/// Binds `WATERMARK FOR col AS col [- INTERVAL '...']`: `col` (a
+/// TIMESTAMP of `columns`) is the event time, and the watermark stays the
+/// interval behind its latest value.
+pub(crate) fn bind_watermark(
+    create: &CreateRelation,
+    columns: &[ColumnDef],
+) -> Result<Option<WatermarkDef>> {
+    let Some(watermark) = &create.watermark else {
+        return Ok(None);
+    };
+    let name = normalize(&watermark.column);
+    let column = columns.iter().position(|c| c.name == name).ok_or_else(|| {
+        SqlError::InvalidDefinition(format!("WATERMARK FOR {name}: there is no column {name}"))
+    })?;
+    if !matches!(
+        columns[column].column_type,
+        ColumnType::Timestamp | ColumnType::TimestampTz
+    ) {
+        return Err(SqlError::InvalidDefinition(format!(
+            "WATERMARK FOR {name}: the event time is a TIMESTAMP, and {name} is {}",
+            columns[column].column_type
+        )));
+    }
+    let is_column = |e: &Expr| matches!(e, Expr::Identifier(i) if normalize(i) == name);
+    let delay = match &watermark.expr {
+        e if is_column(e) => Duration { millis: 0 },
+        Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::Minus,
+            right,
+        } if is_column(left) => crate::windows::interval_duration(right)?,
+        other => {
+            return Err(SqlError::InvalidDefinition(format!(
+                "WATERMARK FOR {name} AS {other}: write {name} - INTERVAL '...', the delay \
+                 behind the latest {name}"
+            )))
+        }
+    };
+    Ok(Some(WatermarkDef {
+        column,
+        delay_us: i64::try_from(delay.millis)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000),
+    }))
 }
 
 /// Binds the name, columns and key of a `CREATE STREAM|TABLE`: a table's
@@ -31,11 +85,6 @@ pub fn bind_create_table(create: &CreateRelation) -> Result<TableDef> {
 pub(crate) fn bind_columns(
     create: &CreateRelation,
 ) -> Result<(String, Vec<ColumnDef>, Vec<usize>)> {
-    if create.watermark.is_some() {
-        return Err(SqlError::Unsupported(
-            "WATERMARK FOR (event time and watermarks are not built yet)".into(),
-        ));
-    }
     let name = object_name(&create.name)?;
     let stream = create.kind == RelationKind::Stream;
     if let (false, Some(key)) = (stream, create.key_columns.first()) {

@@ -442,7 +442,7 @@ fn epoch_millis(column: &str) -> Result<Expr> {
 
 /// A length of time written as an interval: `INTERVAL '1' MINUTE`,
 /// `INTERVAL '90 seconds'`.
-fn interval_duration(expr: &Expr) -> Result<Duration> {
+pub(crate) fn interval_duration(expr: &Expr) -> Result<Duration> {
     let not_a_length = || {
         invalid(format!(
             "{expr} is not a length of time; write it as INTERVAL '10' SECOND or INTERVAL '10 seconds'"

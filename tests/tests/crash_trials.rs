@@ -77,6 +77,23 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT user_id % 5 AS k, count(*) AS n, sum(amount) AS total FROM clicks \
          WINDOW TUMBLING (SIZE 20 MILLISECONDS) GROUP BY user_id % 5",
     ),
+    // Sessions per key, merged as records bridge them.
+    (
+        "sessions",
+        "SELECT user_id % 5 AS k, count(*) AS n, sum(amount) AS total FROM clicks \
+         WINDOW SESSION (3 MILLISECONDS) GROUP BY user_id % 5",
+    ),
+    // The busiest key of each window: the max per window and the join on
+    // the window forget the windows that closed.
+    (
+        "busiest",
+        "SELECT a.k, a.ws, a.n FROM (SELECT user_id % 5 AS k, count(*) AS n, \
+         window_start AS ws FROM TUMBLE(clicks, rowtime, INTERVAL '20 milliseconds') \
+         GROUP BY user_id % 5, window_start) a JOIN (SELECT max(n) AS top, ws FROM \
+         (SELECT count(*) AS n, window_start AS ws FROM TUMBLE(clicks, rowtime, \
+         INTERVAL '20 milliseconds') GROUP BY user_id % 5, window_start) c GROUP BY ws) m \
+         ON a.ws = m.ws AND a.n = m.top",
+    ),
     // Nor is any late to a join bounded in time: its state expires, and it
     // is its query.
     (

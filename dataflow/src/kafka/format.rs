@@ -787,6 +787,7 @@ mod tests {
             columns,
             primary_key: vec![0],
             generator: None,
+            watermark: None,
             kafka: Some(KafkaDef {
                 kind,
                 topic: "t".into(),
@@ -960,6 +961,7 @@ mod tests {
             columns,
             primary_key: vec![0, 2, 3],
             generator: None,
+            watermark: None,
             kafka: Some(KafkaDef {
                 kind: SourceKind::Table,
                 topic: "w".into(),

@@ -340,6 +340,7 @@ mod tests {
             columns,
             primary_key: vec![0],
             generator: None,
+            watermark: None,
             kafka: Some(KafkaDef {
                 kind,
                 topic: "OUT".into(),

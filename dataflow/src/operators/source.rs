@@ -47,6 +47,10 @@ impl Source {
 impl Operator for Source {
     fn describe(&self) -> String {
         match &self.event_time {
+            Some((columns, _)) if columns.delay_us > 0 => format!(
+                "Source: {} with event time in column {}, watermark {}us behind it",
+                self.label, columns.time, columns.delay_us
+            ),
             Some((columns, _)) => format!(
                 "Source: {} with event time in column {}",
                 self.label, columns.time
@@ -78,7 +82,8 @@ impl Operator for Source {
         let changes = ctx.changes.get(&self.object_id);
         if let Some((columns, tracker)) = &mut self.event_time {
             let watermark = tracker.advance(*columns, changes, ctx.partitions(self.object_id))?;
-            ctx.watermarks.publish(self.object_id, watermark);
+            ctx.watermarks
+                .publish(self.object_id, watermark.delayed(columns.delay_us));
         }
         let Some(changes) = changes else {
             return Ok(ChangeBatch::empty(self.schema.clone()));

@@ -348,6 +348,7 @@ async fn create_local_table_as(engine: &Engine, name: String, plan: LogicalPlan)
         primary_key: Vec::new(),
         kafka: None,
         generator: None,
+        watermark: None,
     };
     let batches = engine.collect(plan).await?;
     let table = engine
