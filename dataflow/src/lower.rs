@@ -32,6 +32,7 @@ use crate::operators::aggregate::{AggFunction, AggSpec, Aggregate, WindowClose};
 use crate::operators::filter::Filter;
 use crate::operators::join::{Join, JoinKind, JoinSpec, TimeBound, TimeInterval};
 use crate::operators::project::Project;
+use crate::operators::retire::Retire;
 use crate::operators::session::SessionWindows;
 use crate::operators::source::{Constant, Source};
 use crate::operators::topn::{TopN, TopNSpec};
@@ -90,6 +91,9 @@ pub struct WindowHint {
     pub grace_us: i64,
     /// A session window (see `operators::session`).
     pub session: bool,
+    /// ksqlDB's `RETENTION`: how long after its start (a session's end) a
+    /// window's row stays in the output.
+    pub retention_us: Option<i64>,
 }
 
 /// A stream-stream join's grace period (ksqlDB's `WITHIN ... GRACE
@@ -462,11 +466,37 @@ impl Lowerer<'_> {
         if let Some(sessions) = self.session_windows(&a.group_expr, in_schema)? {
             op = op.with_sessions(sessions)?;
         }
+        let retire = self.retire_after(&a.group_expr);
         if let Some(close) = self.window_close(&a.group_expr) {
             op = op.with_window_close(close);
             self.closes_windows = true;
         }
-        Ok(self.node(op, vec![input], schema))
+        let node = self.node(op, vec![input], schema.clone());
+        match retire {
+            Some((relation, column, after_us)) => {
+                let op = Retire::new(relation, column, after_us, schema.clone())?;
+                Ok(self.node(op, vec![node], schema))
+            }
+            None => Ok(node),
+        }
+    }
+
+    /// For an aggregate over a window with a retention: the relation whose
+    /// watermark retires its rows, the group column and how long after its
+    /// value a row leaves (ksqlDB's retention runs from a window's start, a
+    /// session's from its end).
+    fn retire_after(&self, group_expr: &[Expr]) -> Option<(u64, usize, i64)> {
+        group_expr.iter().enumerate().find_map(|(k, expr)| {
+            let (hint, column) = self.window_of(expr).filter(|(h, _)| h.on_event_time)?;
+            let retention = hint.retention_us?;
+            let after = match (hint.session, column.name.as_str()) {
+                (true, WINDOW_END) => retention,
+                (true, _) => return None,
+                (false, WINDOW_END) => retention - hint.size_us,
+                (false, _) => retention,
+            };
+            Some((hint.relation, k, after))
+        })
     }
 
     /// The window whose `window_start` or `window_end` column `expr` is.

@@ -406,6 +406,7 @@ fn apply_windows(
             size_us: micros(used.size),
             grace_us: used.grace.map_or(0, micros),
             session: used.session,
+            retention_us: used.retention.map(micros),
         });
     }
     Ok(Windowing {

@@ -46,6 +46,9 @@ pub struct WindowUse {
     /// sessions, and its `window_start` and `window_end` arrive holding
     /// each row's time.
     pub session: bool,
+    /// ksqlDB's `RETENTION`: how long a window stays after its start (a
+    /// session after its end).
+    pub retention: Option<Duration>,
 }
 
 /// Applies a query's windows: its `TUMBLE`/`HOP` table functions, and the
@@ -401,6 +404,7 @@ fn table_function(factor: &mut TableFactor) -> Result<Option<WindowUse>> {
         size,
         grace: None,
         session,
+        retention: None,
     }))
 }
 
@@ -482,17 +486,23 @@ fn ksql_window(
     window: &WindowSpec,
     event_time: &dyn Fn(&ObjectName) -> Result<String>,
 ) -> Result<WindowUse> {
-    if window.retention.is_some() {
-        return Err(SqlError::Unsupported(
-            "RETENTION (windows stay in a view until it is dropped)".into(),
-        ));
-    }
     let size = match window.kind {
         WindowKind::Tumbling { size }
         | WindowKind::Hopping { size, .. }
         | WindowKind::Session { gap: size } => size,
     };
     check_size(size)?;
+    if let Some(retention) = window.retention {
+        let least = Duration {
+            millis: size.millis + window.grace.map_or(0, |g| g.millis),
+        };
+        if retention < least {
+            return Err(invalid(format!(
+                "RETENTION {retention} is shorter than the window's size and grace period \
+                 ({least}); a window stays at least until it closes"
+            )));
+        }
+    }
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(invalid("WINDOW belongs to a SELECT ... GROUP BY"));
     };
@@ -529,6 +539,7 @@ fn ksql_window(
         size,
         grace: window.grace,
         session: matches!(window.kind, WindowKind::Session { .. }),
+        retention: window.retention,
     };
     match &mut select.group_by {
         GroupByExpr::Expressions(exprs, _) if !exprs.is_empty() => {
@@ -751,8 +762,8 @@ mod tests {
                 "no event time",
             ),
             (
-                "SELECT k, count(*) FROM bids WINDOW TUMBLING (SIZE 1 SECOND, RETENTION 1 DAY) GROUP BY k",
-                "RETENTION",
+                "SELECT k, count(*) FROM bids WINDOW TUMBLING (SIZE 1 MINUTE, GRACE PERIOD 10 SECONDS, RETENTION 1 MINUTE) GROUP BY k",
+                "shorter than the window's size and grace period",
             ),
             (
                 "SELECT k, count(*) FROM bids WINDOW SESSION (0 SECONDS) GROUP BY k",

@@ -6,6 +6,7 @@ pub mod filter;
 pub mod join;
 pub mod key_index;
 pub mod project;
+pub mod retire;
 pub mod session;
 pub mod source;
 pub mod topn;
