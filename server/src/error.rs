@@ -52,7 +52,7 @@ impl EddyError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             EddyError::Sql(e) => match e {
-                SqlError::Syntax(_) => "42601",
+                SqlError::Syntax(_) | SqlError::SyntaxAt { .. } => "42601",
                 SqlError::Unsupported(_) => "0A000",
                 SqlError::UndefinedType(_) => "42704",
                 SqlError::UndefinedColumn(_) | SqlError::NoSuchColumn { .. } => "42703",
@@ -111,6 +111,9 @@ impl EddyError {
             tracing::error!(error = %self.message(), "internal error");
         }
         let mut info = ErrorInfo::new("ERROR".to_owned(), code.to_owned(), self.message());
+        if let EddyError::Sql(SqlError::SyntaxAt { position, .. }) = &self {
+            info.position = Some(position.to_string());
+        }
         if let EddyError::Catalog(CatalogError::DependentObjects { detail, .. }) = &self {
             info.detail = Some(detail.clone());
             info.hint = Some("Use DROP ... CASCADE to drop the dependent objects too.".into());

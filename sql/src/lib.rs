@@ -33,6 +33,13 @@ pub use datafusion::sql::sqlparser;
 pub enum SqlError {
     #[error("syntax error: {0}")]
     Syntax(#[from] sqlparser::parser::ParserError),
+    /// A syntax error at a character of the query string, counted from 1
+    /// (Postgres's error position).
+    #[error("syntax error: {error}")]
+    SyntaxAt {
+        error: sqlparser::parser::ParserError,
+        position: usize,
+    },
     #[error("{0} is not supported")]
     Unsupported(String),
     #[error("type \"{0}\" does not exist")]

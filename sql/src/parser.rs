@@ -67,18 +67,18 @@ fn check_complexity(tokens: &[TokenWithSpan]) -> Result<()> {
 
 /// Parses a query string into its statements.
 pub fn parse_sql(sql: &str) -> Result<Vec<EddyStatement>> {
+    let lines = LineStarts::new(sql);
     let tokens = Tokenizer::new(&DIALECT, sql)
         .tokenize_with_location()
-        .map_err(|e| SqlError::Syntax(e.into()))?;
+        .map_err(|e| at_position(SqlError::Syntax(e.into()), sql, &lines))?;
     check_complexity(&tokens)?;
-    let lines = LineStarts::new(sql);
     let mut statements = Vec::new();
     for (tokens, end) in split_statements(tokens) {
         let start = tokens
             .iter()
             .find(|t| !is_blank(&t.token))
             .map(|t| t.span.start);
-        let statement = parse_statement(tokens)?;
+        let statement = parse_statement(tokens).map_err(|e| at_position(e, sql, &lines))?;
         let statement = match (statement, start) {
             (EddyStatement::Sql(statement), Some(start)) if reads_pg_catalog(&statement) => {
                 let text =
@@ -131,6 +131,30 @@ fn reads_pg_catalog(statement: &Statement) -> bool {
 fn is_reg_type(data_type: &DataType) -> bool {
     matches!(data_type, DataType::Regclass)
         || matches!(data_type, DataType::Custom(name, _) if name.to_string().to_ascii_lowercase().starts_with("reg"))
+}
+
+/// A syntax error with where it is in `sql`, from the line and column
+/// its message ends with (sqlparser's "at Line: 2, Column: 7").
+fn at_position(error: SqlError, sql: &str, lines: &LineStarts) -> SqlError {
+    let SqlError::Syntax(error) = error else {
+        return error;
+    };
+    let message = error.to_string();
+    let number = |label: &str| -> Option<u64> {
+        let rest = &message[message.rfind(label)? + label.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    match (number("Line: "), number("Column: ")) {
+        (Some(line), Some(column)) if line > 0 && column > 0 => {
+            let offset = lines.offset(sql, Location { line, column });
+            SqlError::SyntaxAt {
+                error,
+                position: sql[..offset].chars().count() + 1,
+            }
+        }
+        _ => SqlError::Syntax(error),
+    }
 }
 
 /// Byte offsets of line starts, to turn token locations into offsets.
@@ -715,8 +739,23 @@ mod tests {
 
     fn syntax_error(sql: &str) -> String {
         match parse_sql(sql) {
-            Err(SqlError::Syntax(e)) => e.to_string(),
+            Err(SqlError::Syntax(e) | SqlError::SyntaxAt { error: e, .. }) => e.to_string(),
             other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_errors_say_where_they_are() {
+        for (sql, at) in [
+            ("SELECT * FORM t", 15),
+            ("SELECT 1;\nSELEC 2", 11),
+            ("CREATE STREAM s (a INT) WITH (x='y' z)", 37),
+            ("SELECT 'é' é é", 14),
+        ] {
+            match parse_sql(sql) {
+                Err(SqlError::SyntaxAt { position, .. }) => assert_eq!(position, at, "{sql}"),
+                other => panic!("{sql}: {other:?}"),
+            }
         }
     }
 

@@ -238,6 +238,14 @@ fn errors_are_postgres_style_and_server_survives() -> Result<()> {
         );
     }
 
+    // A syntax error carries its position, which psql points at.
+    let out = psql.run(&["-c", "SELECT 1 +* FROM t"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("LINE 1: SELECT 1 +* FROM t\n                  ^"),
+        "psql shows no caret under the error:\n{stderr}"
+    );
+
     assert_eq!(server.try_exit_status(), None, "server exited");
     assert_eq!(psql.ok(&["-A", "-t", "-c", "SELECT 1"])?, "1\n");
     assert!(
