@@ -75,6 +75,10 @@ pub struct KafkaDef {
     pub key_columns: Vec<usize>,
     /// The declared column that holds event time (and so ROWTIME).
     pub timestamp_column: Option<usize>,
+    /// For a text timestamp column: the strftime format its values are
+    /// written in (from ksqlDB's `timestamp_format`).
+    #[serde(default)]
+    pub timestamp_format: Option<String>,
     /// For a stream: how long its stored records are kept, by ROWTIME,
     /// in milliseconds; `None` keeps them all.
     #[serde(default)]

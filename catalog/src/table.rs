@@ -154,10 +154,11 @@ impl TableDef {
                 .position(|c| c.name == crate::kafka::ROWTIME)
         };
         if let Some(column) = self.kafka.as_ref().and_then(|k| k.timestamp_column) {
-            // Epoch milliseconds are in `rowtime` as a timestamp.
+            // Epoch milliseconds and formatted text are in `rowtime` as a
+            // timestamp.
             return match self.columns[column].column_type {
-                ColumnType::BigInt => rowtime(),
-                _ => Some(column),
+                ColumnType::Timestamp | ColumnType::TimestampTz => Some(column),
+                _ => rowtime(),
             };
         }
         let generated = self.generator.as_ref().and_then(|g| match &g.connector {

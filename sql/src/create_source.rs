@@ -20,6 +20,9 @@ pub struct SourceOptions {
     pub partitions: Option<i32>,
     pub replicas: Option<i16>,
     pub timestamp: Option<String>,
+    /// `timestamp_format=`: the Java pattern a text timestamp column is
+    /// written in.
+    pub timestamp_format: Option<String>,
     /// `retention=`: how long a stream keeps its records, in milliseconds
     /// (`Some(None)` for `'none'`).
     pub retention: Option<Option<u64>>,
@@ -178,6 +181,7 @@ pub fn source_options(create: &CreateRelation) -> Result<SourceOptions> {
         partitions: None,
         replicas: None,
         timestamp: None,
+        timestamp_format: None,
         retention: None,
         window: None,
         connector: None,
@@ -206,6 +210,7 @@ pub fn source_options(create: &CreateRelation) -> Result<SourceOptions> {
             }
             "replicas" => out.replicas = Some(number_option(name, value)?),
             "timestamp" => out.timestamp = Some(value.to_lowercase()),
+            "timestamp_format" => out.timestamp_format = Some(value.clone()),
             "retention" => out.retention = Some(retention_option(value)?),
             "connector" => out.connector = Some(value.clone()),
             "window_type" | "window_size" => {}
@@ -215,7 +220,8 @@ pub fn source_options(create: &CreateRelation) -> Result<SourceOptions> {
             other => {
                 return Err(SqlError::Unsupported(format!(
                     "WITH option {other} (Eddy knows kafka_topic, value_format, key_format, \
-                     format, partitions, replicas, timestamp, retention, window_type and window_size, \
+                     format, partitions, replicas, timestamp, timestamp_format, retention, window_type and \
+                     window_size, \
                      or connector and its options)"
                 )))
             }
@@ -398,16 +404,42 @@ fn kafka_relation(
             let i = columns.iter().position(|c| &c.name == ts).ok_or_else(|| {
                 SqlError::InvalidDefinition(format!("timestamp column {ts} is not a column"))
             })?;
-            if !matches!(
+            let text = matches!(
                 columns[i].column_type,
-                ColumnType::Timestamp | ColumnType::TimestampTz | ColumnType::BigInt
-            ) {
-                return Err(SqlError::InvalidDefinition(format!(
-                    "timestamp column {ts} must be a TIMESTAMP or a BIGINT of epoch milliseconds"
-                )));
+                ColumnType::Text | ColumnType::Varchar(_)
+            );
+            match (&options.timestamp_format, text) {
+                (Some(_), true) => {}
+                (Some(_), false) => {
+                    return Err(SqlError::InvalidDefinition(format!(
+                        "timestamp_format reads a text timestamp column, and {ts} is {}",
+                        columns[i].column_type
+                    )))
+                }
+                (None, _)
+                    if !matches!(
+                        columns[i].column_type,
+                        ColumnType::Timestamp | ColumnType::TimestampTz | ColumnType::BigInt
+                    ) =>
+                {
+                    return Err(SqlError::InvalidDefinition(format!(
+                        "timestamp column {ts} must be a TIMESTAMP, a BIGINT of epoch \
+                         milliseconds, or text with a timestamp_format"
+                    )));
+                }
+                (None, _) => {}
             }
             Some(i)
         }
+    };
+    let timestamp_format = match (&options.timestamp_format, timestamp_column) {
+        (Some(pattern), Some(_)) => Some(crate::time_format::strftime_of_java_pattern(pattern)?),
+        (Some(_), None) => {
+            return Err(SqlError::InvalidDefinition(
+                "timestamp_format needs the timestamp option naming the column it reads".into(),
+            ))
+        }
+        (None, _) => None,
     };
     let window = match options.window {
         Some(window_type) => {
@@ -456,6 +488,7 @@ fn kafka_relation(
             value_format,
             key_columns,
             timestamp_column,
+            timestamp_format,
             retention_ms: options.retention.flatten(),
             window,
         }),

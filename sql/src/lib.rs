@@ -12,6 +12,7 @@ mod insert;
 mod joins;
 mod parser;
 mod query_keys;
+pub mod time_format;
 mod types;
 pub mod windows;
 

@@ -410,3 +410,58 @@ async fn sessions_merge_close_and_windowed_keys_reach_topics() -> Result<()> {
     );
     Ok(())
 }
+
+/// A text timestamp in ksqlDB's `timestamp_format` is the event time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formatted_text_timestamps_are_event_time() -> Result<()> {
+    let broker = Broker::start().await?;
+    let server = TestServer::start_with_args(&["--kafka-brokers", &broker.brokers()])?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE STREAM visits (usr VARCHAR KEY, at VARCHAR) WITH (kafka_topic='visits', \
+             value_format='JSON', partitions=1, timestamp='at', \
+             timestamp_format='dd/MM/yyyy HH:mm:ss');
+             CREATE MATERIALIZED VIEW per_min AS SELECT usr, count(*) AS n FROM visits \
+             WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY usr;",
+        )
+        .await?;
+    let visit = |user: &str, at: &str| -> Record {
+        (
+            Some(user.as_bytes().to_vec()),
+            Some(format!(r#"{{"at": "{at}"}}"#).into_bytes()),
+        )
+    };
+    produce(
+        &broker.brokers(),
+        "visits",
+        Some(0),
+        &[
+            visit("ann", "01/01/2026 10:00:10"),
+            visit("ann", "01/01/2026 10:00:50"),
+            visit("ann", "01/01/2026 10:01:05"),
+            visit("bob", "not a time"),
+        ],
+    )
+    .await?;
+    client.batch_execute("FLUSH").await?;
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT windowstart, usr, n FROM per_min").await?,
+        vec![format!("{}|ann|2", at(0)), format!("{}|ann|1", at(1))]
+    );
+    assert_eq!(
+        sorted_text_rows(
+            &client,
+            "SELECT CAST(date_part('epoch', rowtime) * 1000 AS BIGINT) FROM visits"
+        )
+        .await?,
+        vec![
+            (TEN + 10_000).to_string(),
+            (TEN + 50_000).to_string(),
+            (TEN + 65_000).to_string()
+        ]
+    );
+    let dead = eddy_tests::text_rows(&client, "SELECT count(*) FROM eddy_dead_letters").await?;
+    assert_eq!(dead, vec!["1"]);
+    Ok(())
+}

@@ -192,7 +192,7 @@ impl RecordCodec {
         let kafka_time = records.iter().map(|r| r.timestamp.map(|ms| ms * 1000));
         let rowtime: TimestampMicrosecondArray = match self.kafka.timestamp_column {
             Some(c) => {
-                let event = event_micros(&columns[c])?;
+                let event = event_micros(&columns[c], self.kafka.timestamp_format.as_deref())?;
                 event.iter().zip(kafka_time).map(|(e, k)| e.or(k)).collect()
             }
             None => kafka_time.collect(),
@@ -331,9 +331,50 @@ fn append_windows(
     Ok(())
 }
 
-/// Event time, in microseconds, from a TIMESTAMP or epoch-millisecond column.
-fn event_micros(column: &ArrayRef) -> Result<Vec<Option<i64>>, String> {
-    Ok(match column.data_type() {
+/// Event time, in microseconds, from a TIMESTAMP or epoch-millisecond
+/// column, or a text column in the strftime `format`.
+fn event_micros(column: &ArrayRef, format: Option<&str>) -> Result<Vec<Option<i64>>, String> {
+    Ok(match (column.data_type(), format) {
+        (DataType::Utf8, Some(format)) => column
+            .as_string::<i32>()
+            .iter()
+            .map(|text| text.map(|t| formatted_micros(t, format)).transpose())
+            .collect::<Result<_, _>>()?,
+        (data_type, _) => event_micros_of(column, data_type)?,
+    })
+}
+
+/// Microseconds since the epoch of `text`, written in the strftime
+/// `format`; without an offset it is UTC, and a date alone is midnight.
+fn formatted_micros(text: &str, format: &str) -> Result<i64, String> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    // Java's X writes UTC as Z, which strftime's %z does not read.
+    let zoned;
+    let text = match text.strip_suffix('Z') {
+        Some(head) if format.ends_with("%z") || format.ends_with("%:z") => {
+            zoned = format!("{head}+00:00");
+            zoned.as_str()
+        }
+        _ => text,
+    };
+    let micros = if let Ok(at) = DateTime::parse_from_str(text, format) {
+        at.timestamp_micros()
+    } else if let Ok(at) = NaiveDateTime::parse_from_str(text, format) {
+        at.and_utc().timestamp_micros()
+    } else if let Ok(day) = NaiveDate::parse_from_str(text, format) {
+        day.and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_micros()
+    } else {
+        return Err(format!(
+            "timestamp '{text}' does not match the timestamp_format ({format})"
+        ));
+    };
+    Ok(micros)
+}
+
+fn event_micros_of(column: &ArrayRef, data_type: &DataType) -> Result<Vec<Option<i64>>, String> {
+    Ok(match data_type {
         DataType::Int64 => column
             .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
             .iter()
@@ -795,6 +836,7 @@ mod tests {
                 value_format,
                 key_columns: vec![0],
                 timestamp_column: Some(3),
+                timestamp_format: None,
                 retention_ms: None,
                 window: None,
             }),
@@ -969,6 +1011,7 @@ mod tests {
                 value_format: Format::Json,
                 key_columns: vec![0],
                 timestamp_column: None,
+                timestamp_format: None,
                 retention_ms: None,
                 window: Some(KeyWindow {
                     window_type,
@@ -1025,5 +1068,40 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn text_timestamps_are_read_in_their_format() {
+        let mut def = def(SourceKind::Stream, Format::Json, Format::Kafka);
+        def.columns[3] = ColumnDef::nullable("ts", ColumnType::Text);
+        if let Some(kafka) = &mut def.kafka {
+            kafka.timestamp_format = Some("%Y-%m-%dT%H:%M:%S.%3f%z".into());
+        }
+        let codec = RecordCodec::new(&def).unwrap();
+        let key = 7i64.to_be_bytes();
+        let decoded = codec.decode(&[
+            record(0, Some(&key), Some(r#"{"ts": "2026-01-01T10:00:05.123Z"}"#)),
+            record(
+                1,
+                Some(&key),
+                Some(r#"{"ts": "2026-01-01T12:00:05.123+02:00"}"#),
+            ),
+            record(2, Some(&key), Some(r#"{"ts": "yesterday"}"#)),
+            record(3, Some(&key), Some(r#"{"name": "no time"}"#)),
+        ]);
+        assert_eq!(decoded.dead.len(), 1, "{:?}", decoded.dead);
+        assert!(decoded.dead[0]
+            .error
+            .contains("does not match the timestamp_format"));
+        let rowtime = decoded
+            .rows
+            .column(4)
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        let at = 1_767_261_605_123_000;
+        assert_eq!(
+            (rowtime.value(0), rowtime.value(1), rowtime.value(2)),
+            (at, at, 1_000_000),
+            "a record without the column takes its Kafka timestamp"
+        );
     }
 }

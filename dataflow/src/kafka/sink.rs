@@ -348,6 +348,7 @@ mod tests {
                 value_format: Format::Json,
                 key_columns: vec![0],
                 timestamp_column: None,
+                timestamp_format: None,
                 retention_ms: None,
                 window: None,
             }),
