@@ -14,7 +14,7 @@ use eddy_catalog::kafka::DEAD_LETTERS;
 use eddy_catalog::{LogEntry, ViewDef, ABSORBED_SEQ_KEY};
 use eddy_storage::{Keyspace, WriteBatch};
 
-use super::{Output, Runtime, MAX_EPOCH_ROWS};
+use super::{Output, Runtime, LATE_ROWS_HEAD, MAX_EPOCH_ROWS};
 use crate::change::{nullable_schema, ChangeBatch};
 use crate::ingest::{self, SourceBatch};
 use crate::kafka::format::DeadLetter;
@@ -433,7 +433,7 @@ impl Runtime {
             }));
             let error = match result {
                 Ok(Ok(out)) => {
-                    let mut late = 0;
+                    let mut late = view.late.restored;
                     view.root.for_each(&mut |node| {
                         late += node.workers.iter().map(|op| op.late_rows()).sum::<u64>();
                     });
@@ -443,6 +443,10 @@ impl Runtime {
                         }
                     }
                     let mut segment = Segment::default();
+                    if late != view.late.persisted {
+                        segment.put(&LATE_ROWS_HEAD, &[], &(late as i64).to_be_bytes());
+                        view.late.persisted = late;
+                    }
                     view.root.persist(&mut segment)?;
                     view.output.persist(&mut segment, batch);
                     segments.push((i, segment));

@@ -239,7 +239,22 @@ struct ViewRuntime {
     output: Output,
     /// Where the view's state log stands in the store.
     log: StateLog,
+    /// Late rows dropped before the last restart, and the count last
+    /// written to the state log.
+    late: LateCount,
 }
+
+/// A view's late rows: its operators count them since they were built, on
+/// top of what the state log held then.
+#[derive(Debug, Default, Clone, Copy)]
+struct LateCount {
+    restored: u64,
+    persisted: u64,
+}
+
+/// Heads the view's count of late rows in its state log, apart from the
+/// operators' node ids and the view's rows.
+const LATE_ROWS_HEAD: [u8; 4] = (u32::MAX - 1).to_be_bytes();
 
 /// Where a dataflow's output goes: a view's rows, or a query's topic.
 enum Output {

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use eddy_catalog::ViewDef;
 use eddy_storage::WriteBatch;
 
-use super::{Output, Runtime, ViewRuntime, ViewStats};
+use super::{LateCount, Output, Runtime, ViewRuntime, ViewStats, LATE_ROWS_HEAD};
 use crate::change::{nullable_schema, ChangeBatch};
 use crate::graph::Node;
 use crate::kafka::relay::Relay;
 use crate::kafka::sink::TopicSink;
+use crate::operators::read_i64;
 use crate::sink::ViewSink;
-use crate::state_log::{StateLog, StateMap};
+use crate::state_log::{entries_under, StateLog, StateMap};
 use crate::{DataflowError, Result};
 
 impl Runtime {
@@ -83,11 +84,24 @@ impl Runtime {
         }
         let (log, state) = StateLog::load(self.catalog.store(), def.id)?;
         root.restore(&state)?;
+        let late = match entries_under(&state, &LATE_ROWS_HEAD).next() {
+            Some((_, count)) => read_i64(count, 0)?.max(0) as u64,
+            None => 0,
+        };
+        if late > 0 {
+            if let Ok(mut map) = self.late_rows.lock() {
+                map.insert(def.id, late);
+            }
+        }
         Ok(ViewRuntime {
             def: def.clone(),
             root,
             output: self.output_for(def, &state)?,
             log,
+            late: LateCount {
+                restored: late,
+                persisted: late,
+            },
         })
     }
 
@@ -187,6 +201,7 @@ impl Runtime {
             root,
             output,
             log: StateLog::new(def.id),
+            late: LateCount::default(),
         });
         let index = self.views.len() - 1;
         let created = self.backfill(&def, &mut changes, index);
