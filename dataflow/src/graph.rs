@@ -7,7 +7,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::change::ChangeBatch;
 use crate::operators::{
-    column_watermark, worker_of, ColumnWatermarks, EpochContext, Operator, StateWriter,
+    lower_watermarks, worker_of, ColumnWatermarks, EpochContext, Operator, StateWriter,
 };
 use crate::state_log::{entries_under, Segment, StateMap};
 use crate::{DataflowError, Result};
@@ -83,12 +83,7 @@ impl Node {
             let mine = op.advance_watermarks(&inputs, &ctx.for_worker(w, count))?;
             combined = Some(match combined {
                 None => mine,
-                Some(so_far) => (0..so_far.len().max(mine.len()))
-                    .map(|c| {
-                        let (a, b) = (column_watermark(&so_far, c), column_watermark(&mine, c));
-                        a.zip(b).map(|(a, b)| a.min(b))
-                    })
-                    .collect(),
+                Some(so_far) => lower_watermarks(&so_far, &mine),
             });
         }
         self.watermarks = combined.unwrap_or_default();

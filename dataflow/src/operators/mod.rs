@@ -42,6 +42,18 @@ pub fn column_watermark(watermarks: &[Option<i64>], c: usize) -> Option<i64> {
     watermarks.get(c).copied().flatten()
 }
 
+/// Per column, the lower of two sets of watermarks; a column without one
+/// in either has none.
+pub fn lower_watermarks(a: &[Option<i64>], b: &[Option<i64>]) -> ColumnWatermarks {
+    (0..a.len().max(b.len()))
+        .map(|c| {
+            column_watermark(a, c)
+                .zip(column_watermark(b, c))
+                .map(|(a, b)| a.min(b))
+        })
+        .collect()
+}
+
 /// An encoded key or row, as held in operator state.
 pub type Bytes = Box<[u8]>;
 

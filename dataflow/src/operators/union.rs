@@ -4,7 +4,7 @@
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::change::ChangeBatch;
-use crate::operators::{column_watermark, ColumnWatermarks, EpochContext, Operator};
+use crate::operators::{lower_watermarks, ColumnWatermarks, EpochContext, Operator};
 use crate::Result;
 
 pub struct Union {
@@ -32,16 +32,13 @@ impl Operator for Union {
         inputs: &[ColumnWatermarks],
         _ctx: &EpochContext,
     ) -> Result<ColumnWatermarks> {
-        let columns = self.schema.fields().len();
-        Ok((0..columns)
-            .map(|c| {
-                inputs
-                    .iter()
-                    .map(|w| column_watermark(w, c))
-                    .reduce(|a, b| a.zip(b).map(|(a, b)| a.min(b)))
-                    .flatten()
-            })
-            .collect())
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let columns = vec![Some(i64::MAX); self.schema.fields().len()];
+        Ok(inputs
+            .iter()
+            .fold(columns, |lowest, input| lower_watermarks(&lowest, input)))
     }
 
     fn step(&mut self, inputs: Vec<ChangeBatch>, _ctx: &EpochContext) -> Result<ChangeBatch> {
