@@ -13,7 +13,7 @@ pub mod kafka;
 mod key_lookup;
 mod row_format;
 mod schema;
-mod stream_blocks;
+pub mod stream_blocks;
 mod table;
 mod types;
 mod view;
@@ -34,7 +34,7 @@ pub use row_format::{EncodedRows, RowFormat};
 pub use schema::{EddySchemaProvider, SchemaMode};
 pub use table::{
     dead_letters_def, memory_scan, pseudo_columns, split_row_keys, ColumnDef, RowKeyedTable,
-    StoredTable, TableDef, WatermarkDef, WholeRelation, WriteCount, ROW_KEY_COLUMN,
+    StoredTable, TableDef, Upserts, WatermarkDef, WholeRelation, WriteCount, ROW_KEY_COLUMN,
 };
 pub use types::{ColumnType, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE};
 pub use view::{view_key_format, RowChanges, SharedRow, StoredView, ViewColumn, ViewDef, ViewRows};

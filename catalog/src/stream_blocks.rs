@@ -52,7 +52,7 @@ pub fn block_newest(prefix: &[u8], key: &[u8]) -> Option<i64> {
 /// Blocks are compressed with LZ4: most of a stream's bytes are its
 /// records' text, which it shrinks, and it is fast both ways. Readers
 /// take compressed and uncompressed blocks alike.
-fn encode_block(batch: &RecordBatch) -> Result<Vec<u8>> {
+pub fn encode_block(batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let options =
         IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
@@ -86,14 +86,15 @@ pub fn decode_block(schema: &SchemaRef, bytes: &[u8]) -> Result<RecordBatch> {
 /// Stages `rows` (in the stream's schema) as blocks under `prefix`, one
 /// partition at a time, in offset order as they came. `now` (microseconds)
 /// stands for a block's newest ROWTIME where its records have none.
+/// Returns the blocks' keys, and the rows in the blocks' order.
 pub fn stage_blocks(
     prefix: &[u8],
     rows: &RecordBatch,
     now: i64,
     write: &mut WriteBatch,
-) -> Result<()> {
+) -> Result<(Vec<Vec<u8>>, RecordBatch)> {
     if rows.num_rows() == 0 {
-        return Ok(());
+        return Ok((Vec::new(), rows.clone()));
     }
     let column = |name: &str| {
         rows.schema()
@@ -116,7 +117,13 @@ pub fn stage_blocks(
         };
         by_partition.entry(partition).or_default().push(i as u32);
     }
+    let mut keys = Vec::new();
+    let reordered = by_partition.len() > 1;
+    let mut order = Vec::with_capacity(if reordered { rows.num_rows() } else { 0 });
     for (partition, indices) in by_partition {
+        if reordered {
+            order.extend_from_slice(&indices);
+        }
         for chunk in indices.chunks(BLOCK_ROWS) {
             let block = if chunk.len() == rows.num_rows() {
                 rows.clone()
@@ -136,13 +143,17 @@ pub fn stage_blocks(
                 .map(|i| rowtimes.value(i))
                 .max()
                 .unwrap_or(now);
-            write.put(
-                block_key(prefix, partition, first_offset, newest),
-                encode_block(&block)?,
-            );
+            let key = block_key(prefix, partition, first_offset, newest);
+            write.put(key.clone(), encode_block(&block)?);
+            keys.push(key);
         }
     }
-    Ok(())
+    let rows = if reordered {
+        take_record_batch(rows, &UInt32Array::from(order))?
+    } else {
+        rows.clone()
+    };
+    Ok((keys, rows))
 }
 
 #[cfg(test)]
@@ -230,6 +241,27 @@ mod tests {
         expected.extend(many.iter().map(|(p, o)| format!("{p}:{o}")));
         expected.extend(["1:0".to_owned(), "1:1".to_owned()]);
         assert_eq!(read, expected);
+    }
+
+    /// The rows come back in the blocks' order, which is what reading the
+    /// returned keys gives.
+    #[test]
+    fn staged_rows_follow_their_blocks() {
+        let mut write = WriteBatch::new();
+        let parts = [(1, 0), (0, 0), (1, 1), (0, 1), (2, 5)];
+        let (keys, staged) = stage_blocks(b"p", &rows(&parts), 99, &mut write).unwrap();
+        assert_eq!(keys.len(), 3);
+        let order: Vec<_> = staged
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect();
+        assert_eq!(order, vec!["0:0", "0:1", "1:0", "1:1", "2:5"]);
+        let one = [(3, 4), (3, 5)];
+        let (keys, staged) = stage_blocks(b"p", &rows(&one), 99, &mut write).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(staged.num_rows(), 2);
     }
 
     #[test]

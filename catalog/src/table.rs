@@ -187,6 +187,17 @@ impl TableDef {
 /// the row that ends up there (`None` once deleted).
 type Touched = (Option<Vec<u8>>, Option<usize>);
 
+/// What [`StoredTable::stage_upserts`] staged.
+#[derive(Debug)]
+pub struct Upserts {
+    /// Rows taken out.
+    pub removed: RecordBatch,
+    /// Rows put in.
+    pub added: RecordBatch,
+    /// For a stream, the keys of the blocks that store `added`, in order.
+    pub blocks: Vec<Vec<u8>>,
+}
+
 /// A local table backed by the store.
 pub struct StoredTable {
     def: TableDef,
@@ -531,13 +542,14 @@ impl StoredTable {
     /// Stages rows ingested from a source, in order: each replaces the row
     /// with its primary key, or deletes it where `tombstone` is set.
     /// Returns the rows taken out and the rows put in; a row replaced by
-    /// an equal one is in neither.
+    /// an equal one is in neither. A stream's rows are all put in, in the
+    /// order of the blocks that store them, whose keys it returns too.
     pub fn stage_upserts(
         &self,
         batch: &RecordBatch,
         tombstone: &[bool],
         write: &mut WriteBatch,
-    ) -> Result<(RecordBatch, RecordBatch)> {
+    ) -> Result<Upserts> {
         let Some(converter) = &self.key_converter else {
             return Err(CatalogError::Internal(format!(
                 "{} has no key to upsert by",
@@ -566,8 +578,13 @@ impl StoredTable {
             } else {
                 take_rows(&self.schema, &columns, added)?
             };
-            stream_blocks::stage_blocks(&self.prefix(), &added, now_micros(), write)?;
-            return Ok((removed, added));
+            let (blocks, added) =
+                stream_blocks::stage_blocks(&self.prefix(), &added, now_micros(), write)?;
+            return Ok(Upserts {
+                removed,
+                added,
+                blocks,
+            });
         }
         let keys = converter.convert_columns(&key_columns)?;
         let values = encode_rows(&columns)?;
@@ -605,8 +622,11 @@ impl StoredTable {
                 removed.push(old);
             }
         }
-        let removed = decode_batch(&self.schema, removed.iter().map(Vec::as_slice))?;
-        Ok((removed, take_rows(&self.schema, &columns, added)?))
+        Ok(Upserts {
+            removed: decode_batch(&self.schema, removed.iter().map(Vec::as_slice))?,
+            added: take_rows(&self.schema, &columns, added)?,
+            blocks: Vec::new(),
+        })
     }
 
     /// Stages rows appended by Eddy itself (not a client), logging them for

@@ -7,6 +7,7 @@ pub mod change;
 pub mod generator;
 pub mod graph;
 pub mod ingest;
+pub mod journal;
 pub mod kafka;
 pub mod lower;
 pub mod operators;
@@ -23,7 +24,7 @@ pub use change::ChangeBatch;
 pub use graph::Node;
 pub use lower::{check_deterministic, lower, JoinGrace, Lowered, WindowHint, Windowing};
 pub use progress::SourceProgress;
-pub use runtime::{DataflowHandle, Replan, ViewStats};
+pub use runtime::{DataflowHandle, Replan, Timing, ViewStats};
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;

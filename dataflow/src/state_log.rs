@@ -70,6 +70,58 @@ impl Segment {
         self.entries
     }
 
+    /// Bytes the entries take.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Appends `other`'s entries after these.
+    pub fn append(&mut self, other: Segment) {
+        if self.bytes.is_empty() {
+            *self = other;
+            return;
+        }
+        self.bytes.extend_from_slice(&other.bytes);
+        self.entries += other.entries;
+    }
+
+    /// The same changes with one entry per key: its last.
+    pub fn consolidated(&self) -> Result<Segment> {
+        let mut last: foldhash::HashMap<&[u8], Option<&[u8]>> = Default::default();
+        let mut order = Vec::new();
+        let mut at = 0;
+        while at < self.bytes.len() {
+            let tag = take(&self.bytes, &mut at, 1)?[0];
+            let len = take_len(&self.bytes, &mut at)?;
+            let key = take(&self.bytes, &mut at, len)?;
+            let value = match tag {
+                PUT => {
+                    let len = take_len(&self.bytes, &mut at)?;
+                    Some(take(&self.bytes, &mut at, len)?)
+                }
+                DELETE => None,
+                _ => return Err(damaged()),
+            };
+            if last.insert(key, value).is_none() {
+                order.push(key);
+            }
+        }
+        if order.len() == self.entries {
+            return Ok(Segment {
+                bytes: self.bytes.clone(),
+                entries: self.entries,
+            });
+        }
+        let mut out = Segment::default();
+        for key in order {
+            match last[key] {
+                Some(value) => out.put(key, &[], value),
+                None => out.delete(key, &[]),
+            }
+        }
+        Ok(out)
+    }
+
     /// Applies the entries, in order, to `state`.
     pub(crate) fn apply_to(&self, state: &mut StateMap) -> Result<()> {
         apply_entries(&self.bytes, state)
@@ -325,6 +377,31 @@ mod tests {
             state.get(&[b"k".as_slice(), &9u32.to_be_bytes()].concat()),
             Some(&b"short".to_vec())
         );
+    }
+
+    #[test]
+    fn consolidation_keeps_each_keys_last_entry() {
+        let mut first = Segment::default();
+        first.put(b"a", b"1", b"x");
+        first.put(b"a", b"2", b"y");
+        first.delete(b"a", b"3");
+        let mut second = Segment::default();
+        second.delete(b"a", b"1");
+        second.put(b"a", b"2", b"z");
+        second.put(b"a", b"3", b"w");
+        let mut both = Segment::default();
+        both.append(first);
+        both.append(second);
+        assert_eq!(both.entries(), 6);
+        let consolidated = both.consolidated().unwrap();
+        assert_eq!(consolidated.entries(), 3);
+        let mut state = StateMap::new();
+        state.insert(b"a1".to_vec(), b"old".to_vec());
+        let mut expected = state.clone();
+        both.apply_to(&mut expected).unwrap();
+        consolidated.apply_to(&mut state).unwrap();
+        assert_eq!(state, expected);
+        assert_eq!(state.len(), 2);
     }
 
     #[test]

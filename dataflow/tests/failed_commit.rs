@@ -96,7 +96,7 @@ async fn a_failed_commit_is_not_applied_twice() {
         Vec::new(),
         None,
         replanner(&ctx, &catalog),
-        eddy_dataflow::operators::DEFAULT_IDLE_TIMEOUT,
+        eddy_dataflow::Timing::default(),
     )
     .expect("start");
 
@@ -160,7 +160,7 @@ async fn a_failed_commit_is_not_applied_twice() {
         vec![(view_def, Ok(lowered.root))],
         None,
         replanner(&ctx, &catalog),
-        eddy_dataflow::operators::DEFAULT_IDLE_TIMEOUT,
+        eddy_dataflow::Timing::default(),
     )
     .expect("restart");
     dataflow.flush().await.expect("flush after restart");

@@ -55,13 +55,12 @@ pub struct Engine {
 impl Engine {
     /// Opens the catalog and restarts every view's dataflow from its
     /// stored state.
-    /// `idle_timeout`: how long a source partition may send nothing
-    /// before watermarks stop waiting for it.
+    /// `timing`: the source idle timeout and the checkpoint interval.
     pub async fn open(
         store: Store,
         kafka_brokers: Option<&str>,
         workers: usize,
-        idle_timeout: std::time::Duration,
+        timing: eddy_dataflow::Timing,
     ) -> Result<Arc<Self>> {
         let catalog = Catalog::open(store.clone())?;
         let query_ctx = new_context(&catalog, SchemaMode::Query)?;
@@ -92,7 +91,7 @@ impl Engine {
             views,
             kafka,
             replan,
-            idle_timeout,
+            timing,
         )?;
         Ok(Arc::new(Engine {
             store,

@@ -74,6 +74,11 @@ struct ServeArgs {
     /// expire without it), such as 5s or 1m.
     #[arg(long, env = "EDDY_SOURCE_IDLE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     source_idle_timeout: std::time::Duration,
+    /// How often views' state is written to the store, such as 1s. Between
+    /// checkpoints each epoch's input is journaled, and a restart replays
+    /// it.
+    #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    checkpoint_interval: std::time::Duration,
     /// Log line format.
     #[arg(long, env = "EDDY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -139,7 +144,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         usize::from,
     );
-    let engine = Engine::open(store, brokers, workers, args.source_idle_timeout)
+    let timing = eddy_dataflow::Timing {
+        idle_timeout: args.source_idle_timeout,
+        checkpoint_interval: args.checkpoint_interval,
+    };
+    let engine = Engine::open(store, brokers, workers, timing)
         .await
         .context("cannot load the catalog")?;
     if let Some(brokers) = brokers {

@@ -67,6 +67,9 @@ pub enum Keyspace {
     /// Records persistent queries have yet to write to Kafka, keyed by
     /// query id then epoch sequence number.
     Outbox = b'x',
+    /// Each epoch's input changes to the views since the last checkpoint,
+    /// keyed by epoch sequence number then chunk.
+    Journal = b'j',
 }
 
 impl Keyspace {

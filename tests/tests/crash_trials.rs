@@ -464,6 +464,20 @@ struct Recovery {
     caught_up: Duration,
 }
 
+/// `text` without terminal colour codes.
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 async fn trial(seed: u64) -> Result<Recovery> {
     let mut rng = StdRng::seed_from_u64(seed);
     let storage = broker_storage();
@@ -472,7 +486,15 @@ async fn trial(seed: u64) -> Result<Recovery> {
         BrokerStorage::Memory => Broker::start_with(storage).await?,
     };
     let brokers = broker.brokers();
-    let mut server = TestServer::start_with_args(&["--kafka-brokers", &brokers])?;
+    // Checkpoints every epoch or so, every second, or never before the
+    // crash: the restart replays none, some or all of the journal.
+    let interval = ["50ms", "1s", "1h"][rng.random_range(0..3)];
+    let mut server = TestServer::start_with_args(&[
+        "--kafka-brokers",
+        &brokers,
+        "--checkpoint-interval",
+        interval,
+    ])?;
     let client = server.connect().await?;
     client.batch_execute(SETUP).await?;
     let moment = match rng.random_range(0..4) {
@@ -573,9 +595,16 @@ async fn trial(seed: u64) -> Result<Recovery> {
         storage == BrokerStorage::Memory || !stderr.contains("broker fault"),
         "seed {seed}: the server reported a broker fault:\n{stderr}"
     );
+    let replayed = without_ansi(&stderr);
+    let replayed = replayed
+        .split("views caught up from the journal epochs=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("0");
     println!(
-        "trial {seed}: {moment:?} at {delay} ms, {} writes acknowledged, {rows} rows checked; \
-         first answer {} ms, caught up {} ms after restart",
+        "trial {seed}: {moment:?} at {delay} ms, checkpoints every {interval}, {replayed} epochs \
+         replayed, {} writes acknowledged, {rows} rows checked; first answer {} ms, caught up {} \
+         ms after restart",
         sent.acknowledged.len(),
         answered.as_millis(),
         caught_up.as_millis()

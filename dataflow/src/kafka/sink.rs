@@ -232,8 +232,13 @@ impl TopicSink {
         Ok(records)
     }
 
-    /// Stages the epoch's records as outbox entries of at most
-    /// [`ENTRY_RECORDS`] records each.
+    /// Whether records await the next [`TopicSink::persist`].
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Stages the records made since the last checkpoint as outbox
+    /// entries of at most [`ENTRY_RECORDS`] records each.
     pub fn persist(&mut self, batch: &mut WriteBatch) {
         if self.pending.is_empty() {
             return;

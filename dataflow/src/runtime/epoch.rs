@@ -11,12 +11,13 @@ use datafusion::arrow::array::{
 };
 use eddy_catalog::dead_letters_def;
 use eddy_catalog::kafka::DEAD_LETTERS;
-use eddy_catalog::{LogEntry, ViewDef, ABSORBED_SEQ_KEY};
+use eddy_catalog::{LogEntry, Upserts, ViewDef, ABSORBED_SEQ_KEY};
 use eddy_storage::{Keyspace, WriteBatch};
 
 use super::{Output, Runtime, LATE_ROWS_HEAD, MAX_EPOCH_ROWS};
 use crate::change::{nullable_schema, ChangeBatch};
 use crate::ingest::{self, SourceBatch};
+use crate::journal::Part;
 use crate::kafka::format::DeadLetter;
 use crate::operators::EpochContext;
 use crate::state_log::Segment;
@@ -44,6 +45,11 @@ struct Absorbed {
     offsets: BTreeMap<i32, i64>,
     records: u64,
     dead_letters: u64,
+}
+
+/// Changes the journal records as they are.
+fn rows_part(rows: ChangeBatch) -> (ChangeBatch, Part) {
+    (rows.clone(), Part::Rows(rows))
 }
 
 /// A record that did not decode, with the relation and topic it came from.
@@ -219,7 +225,8 @@ impl Runtime {
             self.settle()?;
         }
         let last_seq = entries.last().map(|e| e.seq);
-        let mut by_table: HashMap<u64, Vec<ChangeBatch>> = HashMap::new();
+        // Each relation's changes, and how the journal records them.
+        let mut by_table: HashMap<u64, Vec<(ChangeBatch, Part)>> = HashMap::new();
         for entry in &entries {
             let Some(table) = self.catalog.table_by_id(entry.table_id) else {
                 continue;
@@ -229,16 +236,24 @@ impl Runtime {
             by_table
                 .entry(entry.table_id)
                 .or_default()
-                .push(ChangeBatch::new(data, weights));
+                .push(rows_part(ChangeBatch::new(data, weights)));
         }
         let mut batch = WriteBatch::new();
         let absorbed = self.stage_ingested(&ingested, &mut batch, &mut by_table)?;
         let mut changes = HashMap::new();
+        let mut journaled = Vec::new();
         for (id, parts) in by_table {
-            let schema = parts[0].schema();
-            changes.insert(id, ChangeBatch::concat(&schema, &parts)?);
+            let (rows, parts): (Vec<ChangeBatch>, Vec<Part>) = parts.into_iter().unzip();
+            changes.insert(id, ChangeBatch::concat(&rows[0].schema(), &rows)?);
+            journaled.push((id, parts));
         }
-        let failed = self.step_views(&mut changes, &mut batch, None)?;
+        journaled.sort_unstable_by_key(|(id, _)| *id);
+        let topic_partitions = self.topic_partitions();
+        self.stage_journal(journaled, &topic_partitions, &mut batch)?;
+        let failed = self.step_views(&mut changes, &mut batch, None, topic_partitions)?;
+        if self.checkpoint_due() {
+            self.stage_checkpoint(&mut batch)?;
+        }
         for key in keys {
             batch.delete(key);
         }
@@ -262,7 +277,7 @@ impl Runtime {
         &mut self,
         ingested: &[SourceBatch],
         batch: &mut WriteBatch,
-        by_table: &mut HashMap<u64, Vec<ChangeBatch>>,
+        by_table: &mut HashMap<u64, Vec<(ChangeBatch, Part)>>,
     ) -> Result<Vec<Absorbed>> {
         let mut absorbed = Vec::new();
         let mut dead = Vec::new();
@@ -272,20 +287,29 @@ impl Runtime {
             };
             let table = &source.table;
             let decoded = &ingest.decoded;
-            let (removed, added) = table.stage_upserts(&decoded.rows, &decoded.tombstone, batch)?;
+            let Upserts {
+                removed,
+                added,
+                blocks,
+            } = table.stage_upserts(&decoded.rows, &decoded.tombstone, batch)?;
             let schema = nullable_schema(&table.arrow_schema());
             let mut parts = Vec::new();
             if removed.num_rows() > 0 {
                 let n = removed.num_rows();
-                parts.push(ChangeBatch::new(
+                parts.push(rows_part(ChangeBatch::new(
                     crate::change::conform(&schema, &removed)?,
                     Int64Array::from(vec![-1; n]),
-                ));
+                )));
             }
             if added.num_rows() > 0 {
-                parts.push(ChangeBatch::insert_all(crate::change::conform(
-                    &schema, &added,
-                )?));
+                let added = ChangeBatch::insert_all(crate::change::conform(&schema, &added)?);
+                // A stream's stored blocks hold its rows: the journal
+                // names them rather than copy them.
+                if blocks.is_empty() {
+                    parts.push(rows_part(added));
+                } else {
+                    parts.push((added, Part::Blocks(blocks)));
+                }
             }
             if !parts.is_empty() {
                 by_table.entry(ingest.source).or_default().extend(parts);
@@ -362,6 +386,20 @@ impl Runtime {
         Ok(())
     }
 
+    /// How many partitions each Kafka relation's topic has, by id.
+    pub(super) fn topic_partitions(&self) -> Arc<HashMap<u64, usize>> {
+        Arc::new(
+            self.progress
+                .lock()
+                .map(|p| {
+                    p.iter()
+                        .filter_map(|(&id, source)| Some((id, source.partitions?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    }
+
     fn record_progress(&self, absorbed: Vec<Absorbed>, started: Instant) {
         if absorbed.is_empty() {
             return;
@@ -392,19 +430,9 @@ impl Runtime {
         changes: &mut HashMap<u64, ChangeBatch>,
         batch: &mut WriteBatch,
         only: Option<usize>,
+        topic_partitions: Arc<HashMap<u64, usize>>,
     ) -> Result<Vec<(ViewDef, DataflowError)>> {
         let backfill = only.is_some();
-        let topic_partitions: Arc<HashMap<u64, usize>> = Arc::new(
-            self.progress
-                .lock()
-                .map(|p| {
-                    p.iter()
-                        .filter_map(|(&id, source)| Some((id, source.partitions?)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        );
-        let mut segments = Vec::new();
         let mut failed = Vec::new();
         let mut failed_ids = Vec::new();
         let range = match only {
@@ -448,8 +476,8 @@ impl Runtime {
                         view.late.persisted = late;
                     }
                     view.root.persist(&mut segment)?;
-                    view.output.persist(&mut segment, batch);
-                    segments.push((i, segment));
+                    view.output.persist(&mut segment);
+                    view.unsaved.append(segment);
                     if !out.is_empty() {
                         changes.insert(view.def.id, out);
                     }
@@ -470,16 +498,6 @@ impl Runtime {
             failed_ids.push(def.id);
             failed.push((def, error));
         }
-        for (i, segment) in segments {
-            // Compacting a log reads it back from the store, which must
-            // hold the epoch in flight.
-            if self.views[i].log.compacts(&segment) {
-                self.settle()?;
-            }
-            self.views[i]
-                .log
-                .stage(segment, self.catalog.store(), batch)?;
-        }
         for (def, _) in &failed {
             self.catalog.stage_view(def, batch)?;
         }
@@ -487,7 +505,7 @@ impl Runtime {
         Ok(failed)
     }
 
-    fn install_failures(&self, failed: Vec<(ViewDef, DataflowError)>) -> Result<()> {
+    pub(super) fn install_failures(&self, failed: Vec<(ViewDef, DataflowError)>) -> Result<()> {
         for (def, _) in failed {
             self.catalog.install_view(def)?;
         }

@@ -36,6 +36,9 @@ impl DataflowHandle {
             let (reply, rx) = oneshot::channel();
             self.ask(Command::Flush { target, reply }, rx).await??;
             self.flush_sources().await?;
+            // Queries' records reach their outboxes at checkpoints.
+            let (reply, rx) = oneshot::channel();
+            self.ask(Command::Checkpoint { reply }, rx).await??;
             let waited = self.flush_outbox().await?;
             if !waited && self.records_written() == written {
                 return Ok(());

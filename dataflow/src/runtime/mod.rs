@@ -7,6 +7,7 @@
 //! Commits take the epoch lock for writing; queries hold it for reading, so
 //! every query sees all views at one epoch.
 
+mod checkpoint;
 mod epoch;
 mod flush;
 mod sources;
@@ -69,6 +70,9 @@ enum Command {
         target: u64,
         reply: oneshot::Sender<Result<()>>,
     },
+    Checkpoint {
+        reply: oneshot::Sender<Result<()>>,
+    },
     Stats {
         name: String,
         reply: oneshot::Sender<Option<ViewStats>>,
@@ -108,7 +112,7 @@ impl DataflowHandle {
         views: Vec<(ViewDef, Result<Node>)>,
         kafka: Option<Arc<Kafka>>,
         replan: Replan,
-        idle_timeout: std::time::Duration,
+        timing: Timing,
     ) -> Result<Self> {
         let (tx, rx) = channel();
         let waker = tx.clone();
@@ -136,17 +140,29 @@ impl DataflowHandle {
             in_flight: None,
             epoch_number: 0,
             taken: Vec::new(),
-            idle_timeout,
+            idle_timeout: timing.idle_timeout,
+            journal: checkpoint::Journal::new(timing.checkpoint_interval),
         };
         runtime.restore(views)?;
         for source in catalog.source_relations() {
             runtime.start_source(source.def().id)?;
         }
+        // The views catch up with the journal on the runtime's thread, as
+        // commits take the epoch lock; queries wait until they have.
+        let (ready_tx, ready) = channel();
         let thread = std::thread::Builder::new()
             .name("eddy-dataflow".into())
             .stack_size(64 << 20)
-            .spawn(move || runtime.run(rx))
+            .spawn(move || {
+                let replayed = runtime.replay_journal();
+                let failed = replayed.is_err();
+                let _ = ready_tx.send(replayed);
+                if !failed {
+                    runtime.run(rx);
+                }
+            })
             .map_err(|e| DataflowError::Internal(format!("cannot start the runtime: {e}")))?;
+        ready.recv().map_err(|_| DataflowError::Stopped)??;
         Ok(DataflowHandle {
             tx,
             catalog,
@@ -233,12 +249,33 @@ impl DataflowHandle {
     }
 }
 
+/// The runtime's clocks.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// How long a source partition may send nothing before watermarks stop
+    /// waiting for it.
+    pub idle_timeout: Duration,
+    /// How often views' state is written to the store.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            idle_timeout: crate::operators::DEFAULT_IDLE_TIMEOUT,
+            checkpoint_interval: Duration::from_secs(1),
+        }
+    }
+}
+
 struct ViewRuntime {
     def: ViewDef,
     root: Node,
     output: Output,
     /// Where the view's state log stands in the store.
     log: StateLog,
+    /// The entries its epochs changed since the last checkpoint.
+    unsaved: Segment,
     /// Late rows dropped before the last restart, and the count last
     /// written to the state log.
     late: LateCount,
@@ -275,12 +312,11 @@ impl Output {
         }
     }
 
-    /// Stages what the epoch changed: rows into the view's state log, or
-    /// records into the query's outbox.
-    fn persist(&mut self, segment: &mut Segment, batch: &mut WriteBatch) {
-        match self {
-            Output::Rows(sink) => sink.persist(segment),
-            Output::Topic(sink) => sink.persist(batch),
+    /// Notes the rows the epoch changed in the view's unsaved entries; a
+    /// query keeps its records until the next checkpoint.
+    fn persist(&mut self, segment: &mut Segment) {
+        if let Output::Rows(sink) = self {
+            sink.persist(segment);
         }
     }
 }
@@ -320,6 +356,8 @@ struct Runtime {
     /// The change-log entries the epoch in flight took, by sequence number
     /// in order: they stay in the log until it commits.
     taken: Vec<u64>,
+    /// The epochs journaled since the last checkpoint.
+    journal: checkpoint::Journal,
 }
 
 /// Plans a stored view's dataflow again, for rebuilding it from its
@@ -383,6 +421,9 @@ impl Runtime {
                 Command::Flush { target, reply } => {
                     let _ = reply.send(self.drain_logged_changes(target).map(|_| ()));
                 }
+                Command::Checkpoint { reply } => {
+                    let _ = reply.send(self.checkpoint());
+                }
                 Command::Stats { name, reply } => {
                     let _ = reply.send(self.stats(&name));
                 }
@@ -392,7 +433,12 @@ impl Runtime {
                 Command::DropSource { id, reply } => {
                     let _ = reply.send(self.drop_source(id));
                 }
-                Command::Stop => return,
+                Command::Stop => {
+                    if let Err(e) = self.checkpoint() {
+                        tracing::error!(error = %e, "the checkpoint at shutdown failed");
+                    }
+                    return;
+                }
             }
             self.expire_streams();
         }
@@ -405,6 +451,21 @@ impl Runtime {
             return;
         }
         self.expired_at = std::time::Instant::now();
+        let retained = self.sources.values().any(|s| {
+            s.table
+                .def()
+                .kafka
+                .as_ref()
+                .is_some_and(|k| k.retention_ms.is_some())
+        });
+        if !retained {
+            return;
+        }
+        // The journal names stored blocks, which must outlive it.
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(error = %e, "no checkpoint before retention; it waits");
+            return;
+        }
         for source in self.sources.values() {
             match source.table.expire() {
                 Ok(0) => {}

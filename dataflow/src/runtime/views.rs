@@ -12,7 +12,7 @@ use crate::kafka::relay::Relay;
 use crate::kafka::sink::TopicSink;
 use crate::operators::read_i64;
 use crate::sink::ViewSink;
-use crate::state_log::{entries_under, StateLog, StateMap};
+use crate::state_log::{entries_under, Segment, StateLog, StateMap};
 use crate::{DataflowError, Result};
 
 impl Runtime {
@@ -98,6 +98,7 @@ impl Runtime {
             root,
             output: self.output_for(def, &state)?,
             log,
+            unsaved: Segment::default(),
             late: LateCount {
                 restored: late,
                 persisted: late,
@@ -165,6 +166,17 @@ impl Runtime {
         if let Err(e) = self.record_restore_failures(failed) {
             tracing::error!(error = %e, "cannot record the views that could not be rebuilt");
         }
+        if let Err(e) = self.replay_journal() {
+            // The views are behind what the sources have absorbed.
+            tracing::error!(error = %e, "cannot replay the epoch journal");
+            let failed = std::mem::take(&mut self.views)
+                .into_iter()
+                .map(|v| (v.def, format!("cannot replay the epoch journal: {e}")))
+                .collect();
+            if let Err(e) = self.record_restore_failures(failed) {
+                tracing::error!(error = %e, "cannot record the views that could not be rebuilt");
+            }
+        }
         self.restart_sources();
     }
 
@@ -201,6 +213,7 @@ impl Runtime {
             root,
             output,
             log: StateLog::new(def.id),
+            unsaved: Segment::default(),
             late: LateCount::default(),
         });
         let index = self.views.len() - 1;
@@ -220,10 +233,14 @@ impl Runtime {
         index: usize,
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
-        let failed = self.step_views(changes, &mut batch, Some(index))?;
+        let topic_partitions = self.topic_partitions();
+        let failed = self.step_views(changes, &mut batch, Some(index), topic_partitions)?;
         if let Some((_, error)) = failed.into_iter().next() {
             return Err(error);
         }
+        // The new view's state is its backfill: checkpoint every view, so
+        // that a replay after this one starts with it.
+        self.stage_checkpoint(&mut batch)?;
         self.catalog.stage_view(def, &mut batch)?;
         self.commit(batch)?;
         self.start_relay(def);
