@@ -30,7 +30,7 @@ use crate::change::nullable_schema;
 use crate::graph::Node;
 use crate::operators::aggregate::{AggFunction, AggSpec, Aggregate, WindowClose};
 use crate::operators::filter::Filter;
-use crate::operators::join::{Join, JoinKind, JoinSpec, TimeBound, TimeInterval};
+use crate::operators::join::{Join, JoinKind, JoinSpec, StreamTime, TimeBound, TimeInterval};
 use crate::operators::project::Project;
 use crate::operators::retire::Retire;
 use crate::operators::session::SessionWindows;
@@ -762,18 +762,23 @@ impl Lowerer<'_> {
         ) else {
             return Ok(None);
         };
-        let grace_us = self
+        // WITHIN joins take ksqlDB's stream time; a condition in SQL, the
+        // earlier watermark, so the view keeps its query's rows.
+        let within = self
             .windowing
             .join_graces
             .iter()
-            .find(|g| g.relations == [left, right] || g.relations == [right, left])
-            .map_or(0, |g| g.grace_us);
+            .find(|g| g.relations == [left, right] || g.relations == [right, left]);
         Ok(Some(TimeBound {
             columns: [l, r],
             relations: [left, right],
             lower,
             upper,
-            grace_us,
+            grace_us: within.map_or(0, |g| g.grace_us),
+            stream_time: match within {
+                Some(_) => StreamTime::Later,
+                None => StreamTime::Earlier,
+            },
         }))
     }
 

@@ -201,12 +201,12 @@ impl Side {
 
 /// Bounds on a join of two streams in event time: a right row at time `u`
 /// can match a left row at time `t` only if `u - t` lies in
-/// `[lower, upper]` (microseconds; `None` is unbounded). The join's time is
-/// the later of its inputs' watermarks, as ksqlDB's is the later stream
-/// time. A row older than that time less the grace period is late and
-/// dropped; a row leaves state once no row that is not late could match
-/// it. The join condition itself must hold the bounds: they only decide
-/// what is kept and when unmatched rows are final.
+/// `[lower, upper]` (microseconds; `None` is unbounded). The join's time
+/// follows its inputs' watermarks (see [`StreamTime`]). A row older than
+/// that time less the grace period is late and dropped; a row leaves state
+/// once no row that is not late could match it. The join condition itself
+/// must hold the bounds: they only decide what is kept and when unmatched
+/// rows are final.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimeBound {
     /// Each side's event-time column.
@@ -216,6 +216,19 @@ pub struct TimeBound {
     pub lower: Option<i64>,
     pub upper: Option<i64>,
     pub grace_us: i64,
+    pub stream_time: StreamTime,
+}
+
+/// Which input watermark a bounded join's time is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamTime {
+    /// The later one, as ksqlDB's stream time in a `WITHIN` join: a record
+    /// behind the other stream is late.
+    Later,
+    /// The earlier one, as Flink's interval join: a record is late only
+    /// once both streams have passed it, so in-order streams lose nothing
+    /// and the view equals its query (the SQL form).
+    Earlier,
 }
 
 /// A join condition's bounds on `right column - left column`
@@ -529,9 +542,13 @@ impl Join {
             return Watermark::default();
         };
         let [left, right] = bound.relations.map(|r| ctx.watermarks.get(r));
+        let pick = |a: Option<i64>, b: Option<i64>| match bound.stream_time {
+            StreamTime::Later => a.max(b),
+            StreamTime::Earlier => a.zip(b).map(|(a, b)| a.min(b)),
+        };
         Watermark {
-            before: left.before.max(right.before),
-            after: left.after.max(right.after),
+            before: pick(left.before, right.before),
+            after: pick(left.after, right.after),
         }
     }
 
@@ -1214,6 +1231,7 @@ mod tests {
             lower: Some(-10),
             upper: Some(10),
             grace_us,
+            stream_time: StreamTime::Later,
         });
         op
     }
@@ -1270,6 +1288,50 @@ mod tests {
             vec![(row(&[Some(1), Some(205), Some(1), Some(200)]), 1)]
         );
         assert_eq!(op.late_rows(), 1);
+    }
+
+    /// The SQL form's time is the earlier watermark: a stream that runs
+    /// ahead of the other makes none of the other's rows late.
+    #[test]
+    fn a_sql_bounded_join_waits_for_the_slower_stream() {
+        let mut op = bounded_join(JoinKind::Inner, 0);
+        if let Some(bound) = &mut op.bound {
+            bound.stream_time = StreamTime::Earlier;
+        }
+        let none = HashMap::new();
+        let step = |op: &mut Join, marks: [Option<i64>; 2], left, right| {
+            let ctx = EpochContext::new(&none, false);
+            for (relation, mark) in [(1, marks[0]), (2, marks[1])] {
+                ctx.watermarks.publish(
+                    relation,
+                    Watermark {
+                        before: mark,
+                        after: mark,
+                    },
+                );
+            }
+            let (left, right): (&[(i64, i64, i64)], &[(i64, i64, i64)]) = (left, right);
+            op.step(
+                vec![changes(&schema_ab(), left), changes(&schema_ab(), right)],
+                &ctx,
+            )
+            .unwrap()
+        };
+        // The right stream is at 500, the left one at 100: a left row at
+        // 120 is behind the right stream but not late.
+        step(&mut op, [Some(100), Some(500)], &[], &[(1, 125, 1)]);
+        let out = step(&mut op, [Some(100), Some(500)], &[(1, 120, 1)], &[]);
+        assert_eq!(
+            crate::testing::rows_of(&out),
+            vec![(row(&[Some(1), Some(120), Some(1), Some(125)]), 1)]
+        );
+        assert_eq!(op.late_rows(), 0);
+        // Once both have passed 300, a row at 120 is late, and rows that
+        // nothing to come can match are gone.
+        let out = step(&mut op, [Some(300), Some(500)], &[(1, 121, 1)], &[]);
+        assert!(out.is_empty());
+        assert_eq!(op.late_rows(), 1);
+        assert_eq!(op.state_entries(), 0);
     }
 
     #[test]
