@@ -9,15 +9,16 @@
 //! journal entries it covers, in one batch with the epoch it ends.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use eddy_storage::{Keyspace, WriteBatch};
+use eddy_storage::{Keyspace, Store, WriteBatch};
 
 use super::{Output, Runtime};
 use crate::journal::{self, JournalEntry, Part};
 use crate::operators::read_i64;
-use crate::Result;
+use crate::state_log::{Segment, StateLog};
+use crate::{DataflowError, Result};
 
 /// The journal sequence number the views' stored state reflects.
 pub const CHECKPOINT_SEQ_KEY: &[u8] = b"checkpoint_seq";
@@ -98,18 +99,17 @@ impl Runtime {
             })
     }
 
-    /// Stages a checkpoint into `batch`: every view's unsaved entries,
-    /// every query's records, and the removal of the journal so far.
-    pub(super) fn stage_checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        for i in 0..self.views.len() {
-            let segment = std::mem::take(&mut self.views[i].unsaved).consolidated()?;
-            // Compacting a log reads it back from the store, which must
-            // hold the epoch in flight.
-            if self.views[i].log.compacts(&segment) {
-                self.settle()?;
+    /// Stages a checkpoint into `batch`: every query's records, and the
+    /// removal of the journal so far. The views' unsaved entries are
+    /// returned, to be written by [`Checkpoint::finish`] where the commit
+    /// runs, off the compute path.
+    pub(super) fn stage_checkpoint(&mut self, batch: &mut WriteBatch) -> Result<Checkpoint> {
+        let mut logs = Vec::new();
+        for view in &mut self.views {
+            let segment = std::mem::take(&mut view.unsaved);
+            if !segment.is_empty() {
+                logs.push((view.log.clone(), segment));
             }
-            let view = &mut self.views[i];
-            view.log.stage(segment, self.catalog.store(), batch)?;
             if let Output::Topic(sink) = &mut view.output {
                 sink.persist(batch);
             }
@@ -123,7 +123,7 @@ impl Runtime {
         );
         self.journal.bytes = 0;
         self.journal.at = Instant::now();
-        Ok(())
+        Ok(Checkpoint { logs })
     }
 
     /// Checkpoints now, in a commit of its own, if anything awaits one
@@ -134,7 +134,8 @@ impl Runtime {
             return Ok(());
         }
         let mut batch = WriteBatch::new();
-        self.stage_checkpoint(&mut batch)?;
+        self.stage_checkpoint(&mut batch)?
+            .finish(self.catalog.store(), &mut batch)?;
         self.commit(batch)?;
         self.wake_relays();
         Ok(())
@@ -171,7 +172,8 @@ impl Runtime {
             failed.extend(self.step_views(&mut changes, &mut batch, None, topic_partitions)?);
             replayed += 1;
         }
-        self.stage_checkpoint(&mut batch)?;
+        self.stage_checkpoint(&mut batch)?
+            .finish(&store, &mut batch)?;
         self.commit(batch)?;
         self.install_failures(failed)?;
         tracing::info!(
@@ -179,6 +181,30 @@ impl Runtime {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "views caught up from the journal"
         );
+        Ok(())
+    }
+}
+
+/// The views' entries a checkpoint writes, each into its state log.
+pub(super) struct Checkpoint {
+    logs: Vec<(SharedLog, Segment)>,
+}
+
+/// A view's state log, shared with the commit that writes its checkpoint.
+pub(super) type SharedLog = Arc<Mutex<StateLog>>;
+
+impl Checkpoint {
+    /// Consolidates each view's entries (one per key) and stages them into
+    /// its log. A compaction reads the log back, so `store` must hold
+    /// every commit before this one.
+    pub(super) fn finish(self, store: &Store, batch: &mut WriteBatch) -> Result<()> {
+        for (log, segment) in self.logs {
+            let segment = segment.consolidated()?;
+            let mut log = log
+                .lock()
+                .map_err(|_| DataflowError::Internal("a state log lock is poisoned".into()))?;
+            log.stage(segment, store, batch)?;
+        }
         Ok(())
     }
 }

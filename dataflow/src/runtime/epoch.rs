@@ -14,6 +14,7 @@ use eddy_catalog::kafka::DEAD_LETTERS;
 use eddy_catalog::{LogEntry, Upserts, ViewDef, ABSORBED_SEQ_KEY};
 use eddy_storage::{Keyspace, WriteBatch};
 
+use super::checkpoint::Checkpoint;
 use super::{Output, Runtime, LATE_ROWS_HEAD, MAX_EPOCH_ROWS};
 use crate::change::{nullable_schema, ChangeBatch};
 use crate::ingest::{self, SourceBatch};
@@ -130,12 +131,14 @@ impl Runtime {
         Ok(())
     }
 
-    /// Commits an epoch's `batch` on a thread of its own, then publishes
-    /// the views' changes, in one hold of the epoch lock; the next epoch
-    /// runs meanwhile. The epoch before must have settled first.
+    /// Commits an epoch's `batch` (with its checkpoint's entries, which
+    /// that thread consolidates) on a thread of its own, then publishes the
+    /// views' changes, in one hold of the epoch lock; the next epoch runs
+    /// meanwhile. The epoch before must have settled first.
     fn hand_off(
         &mut self,
-        batch: WriteBatch,
+        mut batch: WriteBatch,
+        checkpoint: Option<Checkpoint>,
         absorbed: Vec<Absorbed>,
         failed: Vec<(ViewDef, DataflowError)>,
         started: Instant,
@@ -156,6 +159,10 @@ impl Runtime {
         let commit = std::thread::Builder::new()
             .name("eddy-commit".into())
             .spawn(move || -> Result<()> {
+                // The epoch before has committed: a compaction reads it.
+                if let Some(checkpoint) = checkpoint {
+                    checkpoint.finish(&store, &mut batch)?;
+                }
                 let _epoch = epoch_lock.blocking_write();
                 store.commit(batch)?;
                 for (rows, changes) in &publish {
@@ -251,9 +258,10 @@ impl Runtime {
         let topic_partitions = self.topic_partitions();
         self.stage_journal(journaled, &topic_partitions, &mut batch)?;
         let failed = self.step_views(&mut changes, &mut batch, None, topic_partitions)?;
-        if self.checkpoint_due() {
-            self.stage_checkpoint(&mut batch)?;
-        }
+        let checkpoint = match self.checkpoint_due() {
+            true => Some(self.stage_checkpoint(&mut batch)?),
+            false => None,
+        };
         for key in keys {
             batch.delete(key);
         }
@@ -263,7 +271,7 @@ impl Runtime {
                 last_seq.to_be_bytes().to_vec(),
             );
         }
-        self.hand_off(batch, absorbed, failed, started)?;
+        self.hand_off(batch, checkpoint, absorbed, failed, started)?;
         self.taken = entries.iter().map(|e| e.seq).collect();
         tracing::debug!(entries = entries.len(), rows, "epoch handed off");
         Ok(entries.len() as u64)

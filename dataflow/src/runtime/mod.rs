@@ -31,7 +31,7 @@ use crate::kafka::sink::TopicSink;
 use crate::kafka::Kafka;
 use crate::progress::{ProgressMap, SourceProgress};
 use crate::sink::ViewSink;
-use crate::state_log::{Segment, StateLog};
+use crate::state_log::Segment;
 use crate::{DataflowError, Result};
 
 /// Rows absorbed per epoch at most, to bound an epoch's memory.
@@ -273,7 +273,7 @@ struct ViewRuntime {
     root: Node,
     output: Output,
     /// Where the view's state log stands in the store.
-    log: StateLog,
+    log: checkpoint::SharedLog,
     /// The entries its epochs changed since the last checkpoint.
     unsaved: Segment,
     /// Late rows dropped before the last restart, and the count last

@@ -1,6 +1,7 @@
 //! Views and persistent queries: restore, rebuild, create, drop and sizes.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use eddy_catalog::ViewDef;
 use eddy_storage::WriteBatch;
@@ -97,7 +98,7 @@ impl Runtime {
             def: def.clone(),
             root,
             output: self.output_for(def, &state)?,
-            log,
+            log: Arc::new(Mutex::new(log)),
             unsaved: Segment::default(),
             late: LateCount {
                 restored: late,
@@ -212,7 +213,7 @@ impl Runtime {
             def: def.clone(),
             root,
             output,
-            log: StateLog::new(def.id),
+            log: Arc::new(Mutex::new(StateLog::new(def.id))),
             unsaved: Segment::default(),
             late: LateCount::default(),
         });
@@ -240,7 +241,9 @@ impl Runtime {
         }
         // The new view's state is its backfill: checkpoint every view, so
         // that a replay after this one starts with it.
-        self.stage_checkpoint(&mut batch)?;
+        self.settle()?;
+        self.stage_checkpoint(&mut batch)?
+            .finish(self.catalog.store(), &mut batch)?;
         self.catalog.stage_view(def, &mut batch)?;
         self.commit(batch)?;
         self.start_relay(def);
