@@ -272,16 +272,23 @@ pub fn stage(
     Ok((keys, bytes.len()))
 }
 
-/// Every stored entry, in order: its sequence number, its keys and the
-/// entry.
-pub fn load(store: &Store) -> Result<Vec<(u64, Vec<Vec<u8>>, JournalEntry)>> {
+/// An entry as stored: its sequence number and keys, and the entry.
+pub struct StoredEntry {
+    pub seq: u64,
+    pub keys: Vec<Vec<u8>>,
+    pub entry: JournalEntry,
+}
+
+/// Every stored entry, in order.
+pub fn load(store: &Store) -> Result<Vec<StoredEntry>> {
     let mut entries = Vec::new();
     let mut current: Option<(u64, Vec<Vec<u8>>, Vec<u8>)> = None;
     let finish = |done: Option<(u64, Vec<Vec<u8>>, Vec<u8>)>,
-                  entries: &mut Vec<(u64, Vec<Vec<u8>>, JournalEntry)>|
+                  entries: &mut Vec<StoredEntry>|
      -> Result<()> {
         if let Some((seq, keys, bytes)) = done {
-            entries.push((seq, keys, JournalEntry::decode(&bytes)?));
+            let entry = JournalEntry::decode(&bytes)?;
+            entries.push(StoredEntry { seq, keys, entry });
         }
         Ok(())
     };
@@ -390,9 +397,9 @@ mod tests {
         stage(9, &entry(), &mut batch).unwrap();
         store.commit(batch).unwrap();
         let loaded = load(&store).unwrap();
-        assert_eq!(loaded.iter().map(|e| e.0).collect::<Vec<_>>(), vec![5, 9]);
-        assert_eq!(loaded[0].1, keys);
-        match &loaded[0].2.inputs[0].1[0] {
+        assert_eq!(loaded.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 9]);
+        assert_eq!(loaded[0].keys, keys);
+        match &loaded[0].entry.inputs[0].1[0] {
             Part::Rows(rows) => assert_eq!(rows.num_rows(), 300_000),
             other => panic!("unexpected part {other:?}"),
         }

@@ -18,6 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts};
 
+use crate::handler::cursor;
+
 /// How long a client may take to start up, as pgwire allows.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -53,6 +55,11 @@ pub async fn serve<H: PgWireServerHandlers>(tcp: TcpStream, handlers: &H) -> io:
     new_parts.write_buf = parts.write_buf;
     let mut socket = Framed::from_parts(new_parts);
     socket.set_state(PgWireConnectionState::AwaitingStartup);
+    // The session's cursors go when the connection does, however it ends.
+    let session = Session::start();
+    socket
+        .metadata_mut()
+        .insert(cursor::SESSION_KEY.into(), session.0.to_string());
 
     loop {
         let starting = matches!(
@@ -102,6 +109,21 @@ pub async fn serve<H: PgWireServerHandlers>(tcp: TcpStream, handlers: &H) -> io:
             errors.on_error(&socket, &mut e);
             process_error(&mut socket, e, extended_query).await?;
         }
+    }
+}
+
+/// A connection's session, ended on drop.
+struct Session(u64);
+
+impl Session {
+    fn start() -> Self {
+        Session(cursor::start_session())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        cursor::end_session(self.0);
     }
 }
 

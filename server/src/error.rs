@@ -41,6 +41,16 @@ pub enum EddyError {
     UndefinedQuery(String),
     #[error("operator does not exist: {0}")]
     UndefinedOperator(String),
+    #[error("cursor \"{0}\" does not exist")]
+    UndefinedCursor(String),
+    #[error("cursor \"{0}\" already exists")]
+    DuplicateCursor(String),
+    #[error("{0} can only be used in transaction blocks")]
+    NoActiveTransaction(&'static str),
+    #[error(
+        "cursor can only scan forward: declare it with SCROLL to move back (not supported yet)"
+    )]
+    ForwardOnlyCursor,
     #[error("internal error: {0}; this is a bug")]
     Internal(String),
 }
@@ -75,6 +85,10 @@ impl EddyError {
             EddyError::KafkaNotConfigured => "55000",
             EddyError::UndefinedQuery(_) => "42704",
             EddyError::UndefinedOperator(_) => "42883",
+            EddyError::UndefinedCursor(_) => "34000",
+            EddyError::DuplicateCursor(_) => "42P03",
+            EddyError::NoActiveTransaction(_) => "25P01",
+            EddyError::ForwardOnlyCursor => "55000",
             EddyError::Internal(_) => "XX000",
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Cast, Expr, LogicalPlan, TryCast};
 use eddy_sql::EddyStatement;
@@ -39,6 +39,9 @@ use crate::handler::{self, Kind, Output};
 pub struct Prepared {
     statement: EddyStatement,
     plan: Option<LogicalPlan>,
+    /// The rows' schema where the plan does not give it: a FETCH's, from
+    /// its cursor when the statement was parsed.
+    schema: Option<SchemaRef>,
 }
 
 pub struct Handlers {
@@ -239,7 +242,7 @@ impl QueryParser for Parser {
 
     async fn parse_sql<C>(
         &self,
-        _client: &C,
+        client: &C,
         sql: &str,
         _types: &[Option<Type>],
     ) -> PgWireResult<Option<Prepared>>
@@ -260,7 +263,17 @@ impl QueryParser for Parser {
                     _ => None,
                 };
                 let plan = plan.transpose().map_err(EddyError::into_pgwire)?;
-                Ok(Some(Prepared { statement, plan }))
+                let schema = match &statement {
+                    EddyStatement::Sql(sql) => {
+                        handler::cursor::fetch_schema(client.metadata(), sql)
+                    }
+                    _ => None,
+                };
+                Ok(Some(Prepared {
+                    statement,
+                    plan,
+                    schema,
+                }))
             }
             _ => Err(EddyError::MultipleStatementsInPrepare.into_pgwire()),
         }
@@ -292,7 +305,7 @@ impl QueryParser for Parser {
             .as_ref()
             .and_then(|plan| self.engine.analyze(plan.clone()).ok());
         let plan = analyzed.as_ref().or(stmt.plan.as_ref());
-        match handler::result_schema(&stmt.statement, plan) {
+        match handler::result_schema(&stmt.statement, plan).or_else(|| stmt.schema.clone()) {
             Some(schema) => arrow_schema_to_pg_fields(
                 &schema,
                 column_format.unwrap_or(&Format::UnifiedText),

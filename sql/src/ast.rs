@@ -32,6 +32,9 @@ pub enum EddyStatement {
     Show { listing: Listing, extended: bool },
     /// `DESCRIBE [EXTENDED] name`.
     Describe { name: ObjectName, extended: bool },
+    /// `MOVE [direction] [FROM | IN] cursor`: a `FETCH` (held here) that
+    /// returns no rows.
+    Move(Box<Statement>),
 }
 
 /// What `SHOW` or `LIST` lists.
@@ -348,6 +351,10 @@ impl fmt::Display for EddyStatement {
                     f.write_str("EXTENDED ")?;
                 }
                 write!(f, "{name}")
+            }
+            EddyStatement::Move(fetch) => {
+                let fetch = fetch.to_string();
+                write!(f, "MOVE{}", fetch.strip_prefix("FETCH").unwrap_or(&fetch))
             }
         }
     }

@@ -270,6 +270,9 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
     if (word(0, "SHOW") || word(0, "LIST")) && listing(significant(&tokens, 1)).is_some() {
         return parse_show(parser(tokens));
     }
+    if word(0, "MOVE") {
+        return parse_move(tokens);
+    }
     if word(0, "DESCRIBE") || word(0, "DESC") {
         return parse_describe(parser(tokens));
     }
@@ -311,6 +314,20 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
             Ok(EddyStatement::Query(Box::new(EddyQuery { query, clauses })))
         }
         statement => Ok(EddyStatement::Sql(Box::new(statement))),
+    }
+}
+
+/// `MOVE ...`, parsed as the `FETCH` it moves like.
+fn parse_move(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
+    if let Some(first) = tokens.iter_mut().find(|t| !is_blank(&t.token)) {
+        first.token = Token::make_keyword("FETCH");
+    }
+    let mut p = parser(tokens);
+    let statement = p.parse_statement()?;
+    expect_end(&mut p)?;
+    match statement {
+        fetch @ Statement::Fetch { .. } => Ok(EddyStatement::Move(Box::new(fetch))),
+        other => Err(SqlError::Unsupported(format!("statement {other}"))),
     }
 }
 
@@ -756,6 +773,33 @@ mod tests {
                 Err(SqlError::SyntaxAt { position, .. }) => assert_eq!(position, at, "{sql}"),
                 other => panic!("{sql}: {other:?}"),
             }
+        }
+    }
+
+    /// The cursor statements psql, psycopg and pgjdbc send.
+    #[test]
+    fn cursor_statements_parse() {
+        for sql in [
+            "DECLARE _psql_cursor NO SCROLL CURSOR FOR SELECT * FROM t",
+            "DECLARE \"c1\" CURSOR WITHOUT HOLD FOR SELECT 1",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT a FROM t ORDER BY a",
+            "FETCH FORWARD 100 FROM _psql_cursor",
+            "FETCH 5 IN c",
+            "FETCH ALL FROM c",
+            "FETCH NEXT FROM c",
+            "FETCH FORWARD ALL FROM c",
+            "CLOSE c",
+            "CLOSE ALL",
+        ] {
+            assert!(matches!(one(sql), EddyStatement::Sql(_)), "{sql}");
+        }
+        for sql in ["MOVE FORWARD 10 FROM c", "MOVE 3 IN c", "move all from c"] {
+            let statement = one(sql);
+            assert!(
+                matches!(&statement, EddyStatement::Move(f) if matches!(**f, Statement::Fetch { .. })),
+                "{sql}"
+            );
+            assert!(statement.to_string().starts_with("MOVE "), "{statement}");
         }
     }
 

@@ -255,3 +255,29 @@ fn errors_are_postgres_style_and_server_survives() -> Result<()> {
     );
     Ok(())
 }
+
+/// `\set FETCH_COUNT`: psql reads the result through a cursor (DECLARE,
+/// FETCH FORWARD n, CLOSE in a transaction) and prints the same rows.
+#[test]
+fn fetch_count_reads_through_a_cursor() -> Result<()> {
+    let Some(bin) = psql_or_skip("fetch_count_reads_through_a_cursor") else {
+        return Ok(());
+    };
+    let server = TestServer::start()?;
+    let psql = Psql::new(bin, &server);
+    psql.ok(&[
+        "-c",
+        "CREATE TABLE many (id BIGINT PRIMARY KEY, label TEXT)",
+        "-c",
+        "INSERT INTO many SELECT i, 'row ' || i FROM generate_series(1, 25000) AS g(i)",
+    ])?;
+    let query = "SELECT id, label FROM many ORDER BY id";
+    let whole = psql.ok(&["-A", "-t", "-c", query])?;
+    let fetched = psql.ok(&["-A", "-t", "-v", "FETCH_COUNT=100", "-c", query])?;
+    assert_eq!(whole.lines().count(), 25_000);
+    assert!(whole == fetched, "FETCH_COUNT changed the rows");
+    // The aligned form counts every row in its footer.
+    let out = psql.ok(&["-v", "FETCH_COUNT=1000", "-c", query])?;
+    assert!(out.contains("(25000 rows)"), "{}", &out[out.len() - 200..]);
+    Ok(())
+}

@@ -1299,7 +1299,10 @@ mod tests {
             bound.stream_time = StreamTime::Earlier;
         }
         let none = HashMap::new();
-        let step = |op: &mut Join, marks: [Option<i64>; 2], left, right| {
+        let step = |op: &mut Join,
+                    marks: [Option<i64>; 2],
+                    left: &[(i64, i64, i64)],
+                    right: &[(i64, i64, i64)]| {
             let ctx = EpochContext::new(&none, false);
             for (relation, mark) in [(1, marks[0]), (2, marks[1])] {
                 ctx.watermarks.publish(
@@ -1310,7 +1313,6 @@ mod tests {
                     },
                 );
             }
-            let (left, right): (&[(i64, i64, i64)], &[(i64, i64, i64)]) = (left, right);
             op.step(
                 vec![changes(&schema_ab(), left), changes(&schema_ab(), right)],
                 &ctx,

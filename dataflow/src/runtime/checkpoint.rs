@@ -154,7 +154,7 @@ impl Runtime {
         self.journal = Journal::new(self.journal.interval);
         self.journal.seq = entries
             .last()
-            .map_or(checkpointed, |e| e.0.max(checkpointed));
+            .map_or(checkpointed, |e| e.seq.max(checkpointed));
         if entries.is_empty() {
             return Ok(());
         }
@@ -162,7 +162,7 @@ impl Runtime {
         let mut batch = WriteBatch::new();
         let mut failed = Vec::new();
         let mut replayed = 0;
-        for (seq, keys, entry) in entries {
+        for journal::StoredEntry { seq, keys, entry } in entries {
             self.journal.keys.extend(keys);
             if seq <= checkpointed {
                 continue;

@@ -4,6 +4,7 @@
 mod create_query;
 mod create_table;
 mod create_view;
+pub mod cursor;
 mod describe;
 mod dml;
 mod drop;
@@ -103,6 +104,7 @@ pub async fn execute(
         EddyStatement::Describe { name, extended } => {
             return describe::handle_describe(engine, name, *extended)
         }
+        EddyStatement::Move(fetch) => return cursor::handle_fetch(vars, fetch, true),
     };
     if let Kind::Planned = kind(statement) {
         let plan = match plan {
@@ -133,9 +135,21 @@ pub async fn execute(
         Statement::Set(set) => set::handle_set(vars, set),
         Statement::ShowVariable { variable } => set::handle_show(vars, variable),
         Statement::Reset(reset) => set::handle_reset(vars, reset),
-        Statement::StartTransaction { .. } => Ok(transaction::handle_begin()),
-        Statement::Commit { .. } => Ok(transaction::handle_commit()),
-        Statement::Rollback { .. } => Ok(transaction::handle_rollback()),
+        Statement::StartTransaction { .. } => {
+            cursor::begin(vars);
+            Ok(transaction::handle_begin())
+        }
+        Statement::Commit { .. } => {
+            cursor::end_transaction(vars);
+            Ok(transaction::handle_commit())
+        }
+        Statement::Rollback { .. } => {
+            cursor::end_transaction(vars);
+            Ok(transaction::handle_rollback())
+        }
+        Statement::Declare { stmts } => cursor::handle_declare(engine, vars, stmts).await,
+        Statement::Fetch { .. } => cursor::handle_fetch(vars, sql, false),
+        Statement::Close { cursor } => cursor::handle_close(vars, cursor),
         Statement::Discard { .. } => Ok(Output::Command(Tag::new("DISCARD ALL"))),
         other => Err(EddyError::Unsupported(format!(
             "statement \"{}\"",

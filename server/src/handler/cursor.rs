@@ -1,0 +1,306 @@
+//! Cursors: `DECLARE`, `FETCH`, `MOVE` and `CLOSE`, as in Postgres, over
+//! any query.
+//!
+//! Each connection is a session with cursors of its own, dropped when it
+//! ends. A cursor holds its query's result, read at DECLARE: one
+//! consistent point across every view. FETCH and MOVE take rows from it,
+//! forward only. Without `WITH HOLD`, DECLARE needs a transaction block and
+//! the cursor ends with it; with it, the cursor lives until CLOSE or the
+//! end of the session.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::sql::sqlparser::ast::{
+    CloseCursor, Declare, FetchDirection, Ident, Statement, Value, ValueWithSpan,
+};
+use pgwire::api::results::Tag;
+
+use super::Output;
+use crate::engine::Engine;
+use crate::error::{EddyError, Result};
+
+/// The client metadata key that holds the connection's session id.
+pub const SESSION_KEY: &str = "eddy.session";
+
+struct Cursor {
+    schema: SchemaRef,
+    /// The rows not fetched yet.
+    rows: VecDeque<RecordBatch>,
+    hold: bool,
+}
+
+#[derive(Default)]
+struct Session {
+    cursors: HashMap<String, Cursor>,
+    in_transaction: bool,
+}
+
+static SESSIONS: LazyLock<Mutex<HashMap<u64, Session>>> = LazyLock::new(Default::default);
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Starts a session; its id goes into the connection's metadata under
+/// [`SESSION_KEY`].
+pub fn start_session() -> u64 {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Ends a session, dropping its cursors.
+pub fn end_session(id: u64) {
+    if let Ok(mut sessions) = SESSIONS.lock() {
+        sessions.remove(&id);
+    }
+}
+
+fn with_session<T>(vars: &mut HashMap<String, String>, f: impl FnOnce(&mut Session) -> T) -> T {
+    let id = match vars.get(SESSION_KEY).and_then(|id| id.parse().ok()) {
+        Some(id) => id,
+        None => {
+            let id = start_session();
+            vars.insert(SESSION_KEY.into(), id.to_string());
+            id
+        }
+    };
+    let mut sessions = SESSIONS.lock().unwrap_or_else(|e| e.into_inner());
+    f(sessions.entry(id).or_default())
+}
+
+/// BEGIN: cursors declared from now on may live without HOLD.
+pub fn begin(vars: &mut HashMap<String, String>) {
+    with_session(vars, |s| s.in_transaction = true);
+}
+
+/// COMMIT or ROLLBACK: cursors without HOLD end.
+pub fn end_transaction(vars: &mut HashMap<String, String>) {
+    with_session(vars, |s| {
+        s.in_transaction = false;
+        s.cursors.retain(|_, c| c.hold);
+    });
+}
+
+/// A cursor's name as Postgres folds it: unquoted names are lower case.
+fn cursor_name(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+/// The schema of the rows `FETCH` returns from cursor `name`, if it is open.
+pub fn fetch_schema(vars: &HashMap<String, String>, statement: &Statement) -> Option<SchemaRef> {
+    let Statement::Fetch { name, .. } = statement else {
+        return None;
+    };
+    let id: u64 = vars.get(SESSION_KEY)?.parse().ok()?;
+    let sessions = SESSIONS.lock().ok()?;
+    let cursor = sessions.get(&id)?.cursors.get(&cursor_name(name))?;
+    Some(cursor.schema.clone())
+}
+
+pub async fn handle_declare(
+    engine: &Engine,
+    vars: &mut HashMap<String, String>,
+    declares: &[Declare],
+) -> Result<Output> {
+    let [declare] = declares else {
+        return Err(EddyError::Unsupported("DECLARE of several cursors".into()));
+    };
+    let (Some(query), [ident]) = (&declare.for_query, declare.names.as_slice()) else {
+        return Err(EddyError::Unsupported(
+            "DECLARE other than DECLARE name CURSOR FOR query".into(),
+        ));
+    };
+    if declare.binary == Some(true) {
+        return Err(EddyError::Unsupported("BINARY cursors".into()));
+    }
+    if declare.scroll == Some(true) {
+        return Err(EddyError::Unsupported("SCROLL cursors".into()));
+    }
+    let name = cursor_name(ident);
+    let hold = declare.hold == Some(true);
+    let (open, in_transaction) =
+        with_session(vars, |s| (s.cursors.contains_key(&name), s.in_transaction));
+    if !hold && !in_transaction {
+        return Err(EddyError::NoActiveTransaction("DECLARE CURSOR"));
+    }
+    if open {
+        return Err(EddyError::DuplicateCursor(name));
+    }
+    let statement = Statement::Query(query.clone());
+    let plan = engine.plan(&statement).await?;
+    let Output::Rows {
+        schema, batches, ..
+    } = super::query::handle_query(engine, &statement, plan).await?
+    else {
+        return Err(EddyError::Internal(
+            "a cursor's query returned no rows".into(),
+        ));
+    };
+    let cursor = Cursor {
+        schema,
+        rows: batches.into_iter().filter(|b| b.num_rows() > 0).collect(),
+        hold,
+    };
+    with_session(vars, |s| s.cursors.insert(name, cursor));
+    Ok(Output::Command(Tag::new("DECLARE CURSOR")))
+}
+
+/// How many rows a FETCH direction asks for: `None` for all of them.
+fn forward_count(direction: &FetchDirection) -> Result<Option<usize>> {
+    let count = |limit: &ValueWithSpan| -> Result<Option<usize>> {
+        match &limit.value {
+            Value::Number(n, _) => match n.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(Some(n as usize)),
+                Ok(_) => Err(EddyError::ForwardOnlyCursor),
+                Err(_) => Err(EddyError::InvalidParameter(format!(
+                    "FETCH count {n} is not an integer"
+                ))),
+            },
+            other => Err(EddyError::InvalidParameter(format!(
+                "FETCH count {other} is not an integer"
+            ))),
+        }
+    };
+    match direction {
+        FetchDirection::Next => Ok(Some(1)),
+        FetchDirection::Forward { limit: None } => Ok(Some(1)),
+        FetchDirection::Forward { limit: Some(limit) } | FetchDirection::Count { limit } => {
+            count(limit)
+        }
+        FetchDirection::All | FetchDirection::ForwardAll => Ok(None),
+        _ => Err(EddyError::ForwardOnlyCursor),
+    }
+}
+
+/// Takes up to `count` rows (all with `None`) off the front of `rows`.
+fn take_rows(rows: &mut VecDeque<RecordBatch>, count: Option<usize>) -> Vec<RecordBatch> {
+    let mut wanted = count.unwrap_or(usize::MAX);
+    let mut taken = Vec::new();
+    while wanted > 0 {
+        let Some(batch) = rows.pop_front() else {
+            break;
+        };
+        if batch.num_rows() <= wanted {
+            wanted -= batch.num_rows();
+            taken.push(batch);
+        } else {
+            taken.push(batch.slice(0, wanted));
+            rows.push_front(batch.slice(wanted, batch.num_rows() - wanted));
+            wanted = 0;
+        }
+    }
+    taken
+}
+
+/// FETCH, or MOVE (`moving`), which skips the rows instead.
+pub fn handle_fetch(
+    vars: &mut HashMap<String, String>,
+    statement: &Statement,
+    moving: bool,
+) -> Result<Output> {
+    let Statement::Fetch {
+        name,
+        direction,
+        into,
+        ..
+    } = statement
+    else {
+        return Err(EddyError::Internal("FETCH dispatched wrongly".into()));
+    };
+    if into.is_some() {
+        return Err(EddyError::Unsupported("FETCH ... INTO".into()));
+    }
+    let count = forward_count(direction)?;
+    let name = cursor_name(name);
+    let (schema, batches) = with_session(vars, |s| {
+        let cursor = s
+            .cursors
+            .get_mut(&name)
+            .ok_or_else(|| EddyError::UndefinedCursor(name.clone()))?;
+        Ok::<_, EddyError>((cursor.schema.clone(), take_rows(&mut cursor.rows, count)))
+    })?;
+    if moving {
+        let moved: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        return Ok(Output::Command(Tag::new("MOVE").with_rows(moved)));
+    }
+    Ok(Output::Rows {
+        schema,
+        batches,
+        tag: "FETCH",
+    })
+}
+
+pub fn handle_close(vars: &mut HashMap<String, String>, close: &CloseCursor) -> Result<Output> {
+    match close {
+        CloseCursor::All => {
+            with_session(vars, |s| s.cursors.clear());
+            Ok(Output::Command(Tag::new("CLOSE CURSOR ALL")))
+        }
+        CloseCursor::Specific { name } => {
+            let name = cursor_name(name);
+            with_session(vars, |s| s.cursors.remove(&name))
+                .ok_or(EddyError::UndefinedCursor(name))?;
+            Ok(Output::Command(Tag::new("CLOSE CURSOR")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    use super::*;
+
+    fn batch(values: std::ops::Range<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(values))]).unwrap()
+    }
+
+    fn values(batches: &[RecordBatch]) -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn rows_are_taken_forward_across_batches() {
+        let mut rows: VecDeque<_> = [batch(0..3), batch(3..4), batch(4..9)].into();
+        assert_eq!(values(&take_rows(&mut rows, Some(2))), vec![0, 1]);
+        assert_eq!(values(&take_rows(&mut rows, Some(3))), vec![2, 3, 4]);
+        assert_eq!(values(&take_rows(&mut rows, Some(0))), Vec::<i64>::new());
+        assert_eq!(values(&take_rows(&mut rows, None)), vec![5, 6, 7, 8]);
+        assert!(take_rows(&mut rows, Some(5)).is_empty());
+    }
+
+    #[test]
+    fn cursors_end_with_their_transaction_unless_held_and_with_the_session() {
+        let mut vars = HashMap::new();
+        let schema = batch(0..1).schema();
+        begin(&mut vars);
+        with_session(&mut vars, |s| {
+            for (name, hold) in [("plain", false), ("held", true)] {
+                let cursor = Cursor {
+                    schema: schema.clone(),
+                    rows: VecDeque::new(),
+                    hold,
+                };
+                s.cursors.insert(name.into(), cursor);
+            }
+        });
+        end_transaction(&mut vars);
+        let names: Vec<String> = with_session(&mut vars, |s| s.cursors.keys().cloned().collect());
+        assert_eq!(names, vec!["held".to_string()]);
+        let id: u64 = vars[SESSION_KEY].parse().unwrap();
+        end_session(id);
+        assert!(with_session(&mut vars, |s| s.cursors.is_empty()));
+        end_session(id);
+    }
+}
