@@ -8,11 +8,12 @@ use std::sync::Arc;
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Cast, Expr, LogicalPlan, TryCast};
 use eddy_sql::EddyStatement;
-use futures::{stream, Sink};
+use futures::{stream, Sink, StreamExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
@@ -25,6 +26,7 @@ use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
 use tracing::Instrument;
@@ -128,26 +130,50 @@ fn encode(
         } => {
             let options = Arc::new(FormatOptions::from_client_metadata(vars));
             let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, Some(options))?);
-            let mut rows = Vec::new();
-            for batch in batches {
-                let batch = crate::pg_text::rewrite_for_text(batch, format).map_err(|e| {
-                    EddyError::from(datafusion::error::DataFusionError::from(e)).into_pgwire()
-                })?;
-                let null_intervals = crate::pg_text::binary_null_intervals(&batch, format);
-                let num_rows = batch.num_rows();
-                // The encoder's iterator repeats a failing row forever: stop
-                // at the first error.
-                let encoded = encode_recordbatch(fields.clone(), batch).take(num_rows);
-                for (i, row) in encoded.enumerate() {
-                    let row = row?;
-                    rows.push(Ok(crate::pg_text::null_out(row, &null_intervals, i)));
-                }
-            }
-            let mut response = QueryResponse::new(fields, stream::iter(rows));
+            let format = format.clone();
+            let row_fields = fields.clone();
+            // Rows are encoded a batch at a time as the client reads them:
+            // a suspended portal encodes only what it sends.
+            let rows = stream::iter(batches)
+                .flat_map(move |batch| stream::iter(encode_batch(batch, &row_fields, &format)));
+            let mut response = QueryResponse::new(fields, rows);
             response.set_command_tag(tag);
             Response::Query(response)
         }
     })
+}
+
+/// One batch's rows as data rows; after an error, nothing more.
+fn encode_batch(
+    batch: RecordBatch,
+    fields: &Arc<Vec<FieldInfo>>,
+    format: &Format,
+) -> Vec<PgWireResult<DataRow>> {
+    let batch = match crate::pg_text::rewrite_for_text(batch, format) {
+        Ok(batch) => batch,
+        Err(e) => {
+            let error = EddyError::from(datafusion::error::DataFusionError::from(e));
+            return vec![Err(error.into_pgwire())];
+        }
+    };
+    let null_intervals = crate::pg_text::binary_null_intervals(&batch, format);
+    let num_rows = batch.num_rows();
+    let mut rows = Vec::with_capacity(num_rows);
+    // The encoder's iterator repeats a failing row forever: stop at the
+    // first error.
+    for (i, row) in encode_recordbatch(fields.clone(), batch)
+        .take(num_rows)
+        .enumerate()
+    {
+        match row {
+            Ok(row) => rows.push(Ok(crate::pg_text::null_out(row, &null_intervals, i))),
+            Err(e) => {
+                rows.push(Err(e));
+                break;
+            }
+        }
+    }
+    rows
 }
 
 /// The types placeholders are cast to, by placeholder id.
