@@ -10,7 +10,7 @@ mod codec;
 pub mod generator;
 mod information_schema;
 pub mod kafka;
-mod key_lookup;
+pub mod key_lookup;
 mod row_format;
 mod schema;
 pub mod stream_blocks;
@@ -157,6 +157,27 @@ impl Relation {
         match self {
             Relation::Table(t) => t.def().id,
             Relation::View(v) => v.def().id,
+        }
+    }
+
+    /// The columns that identify a row (a table's primary key, a view's
+    /// GROUP BY columns), by name; none if rows have no key.
+    pub fn key_column_names(&self) -> Vec<&str> {
+        match self {
+            Relation::Table(t) => t.key_column_names(),
+            Relation::View(v) => v.key_column_names(),
+        }
+    }
+
+    /// The rows whose key is one of `keys`, in the relation's schema; `None`
+    /// when they cannot be read by key.
+    pub fn read_keys(
+        &self,
+        keys: &[Vec<datafusion::common::ScalarValue>],
+    ) -> Result<Option<datafusion::arrow::array::RecordBatch>> {
+        match self {
+            Relation::Table(t) => t.read_keys(keys),
+            Relation::View(v) => v.read_keys(keys),
         }
     }
 }

@@ -370,7 +370,7 @@ impl StoredTable {
     }
 
     /// The names of the primary-key columns, in key order.
-    fn key_column_names(&self) -> Vec<&str> {
+    pub fn key_column_names(&self) -> Vec<&str> {
         self.def
             .primary_key
             .iter()

@@ -301,7 +301,7 @@ impl StoredView {
         )?)
     }
 
-    fn key_column_names(&self) -> Vec<&str> {
+    pub fn key_column_names(&self) -> Vec<&str> {
         self.def
             .key_columns
             .iter()

@@ -201,6 +201,11 @@ impl Engine {
     }
 
     /// Runs a plan to completion.
+    /// Holds epochs off, so that what is read is one epoch's.
+    pub async fn read_epoch(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.epoch_lock.read().await
+    }
+
     pub async fn collect(
         &self,
         plan: LogicalPlan,

@@ -10,6 +10,7 @@ mod dml;
 mod drop;
 mod explain_view;
 mod flush;
+mod lookup;
 mod queries;
 mod query;
 mod set;

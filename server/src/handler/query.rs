@@ -14,6 +14,9 @@ pub async fn handle_query(
     statement: &Statement,
     plan: LogicalPlan,
 ) -> Result<Output> {
+    if let Some(output) = super::lookup::try_lookup(engine, &plan).await? {
+        return Ok(output);
+    }
     // Before analysis a schema may hold a type coercion later changes
     // (`CASE WHEN c THEN 1 ELSE 2.5 END` is not a bigint).
     let plan = engine.analyze(plan)?;
