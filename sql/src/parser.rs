@@ -270,8 +270,8 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
     if (word(0, "SHOW") || word(0, "LIST")) && listing(significant(&tokens, 1)).is_some() {
         return parse_show(parser(tokens));
     }
-    if word(0, "MOVE") {
-        return parse_move(tokens);
+    if word(0, "FETCH") || word(0, "MOVE") {
+        return parse_fetch(tokens);
     }
     if word(0, "DESCRIBE") || word(0, "DESC") {
         return parse_describe(parser(tokens));
@@ -317,16 +317,42 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
     }
 }
 
-/// `MOVE ...`, parsed as the `FETCH` it moves like.
-fn parse_move(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
-    if let Some(first) = tokens.iter_mut().find(|t| !is_blank(&t.token)) {
-        first.token = Token::make_keyword("FETCH");
-    }
-    let mut p = parser(tokens);
+/// `FETCH` or `MOVE` in all of Postgres's forms, written as sqlparser
+/// parses them: a direction (`NEXT` when there is none, `FORWARD` alone),
+/// then `FROM` and the cursor. A `MOVE` is that `FETCH`, held apart.
+fn parse_fetch(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
+    let significant: Vec<TokenWithSpan> = tokens
+        .into_iter()
+        .filter(|t| !is_blank(&t.token) && t.token != Token::SemiColon)
+        .collect();
+    let moving = significant
+        .first()
+        .is_some_and(|t| is_word(&t.token, "MOVE"));
+    let keyword = |word: &str| TokenWithSpan::wrap(Token::make_keyword(word));
+    let normalized = match significant.as_slice() {
+        [_, rest @ .., cursor] if !rest.is_empty() || !is_word(&cursor.token, "ALL") => {
+            let from = matches!(rest.last(), Some(t) if is_word(&t.token, "FROM") || is_word(&t.token, "IN"));
+            let direction = if from { &rest[..rest.len() - 1] } else { rest };
+            let direction = match direction {
+                [] => vec![keyword("NEXT")],
+                [only] if is_word(&only.token, "FORWARD") => vec![keyword("NEXT")],
+                [only] if is_word(&only.token, "BACKWARD") => vec![keyword("PRIOR")],
+                other => other.to_vec(),
+            };
+            let mut tokens = vec![keyword("FETCH")];
+            tokens.extend(direction);
+            tokens.push(keyword("FROM"));
+            tokens.push(cursor.clone());
+            tokens
+        }
+        _ => significant,
+    };
+    let mut p = parser(normalized);
     let statement = p.parse_statement()?;
     expect_end(&mut p)?;
     match statement {
-        fetch @ Statement::Fetch { .. } => Ok(EddyStatement::Move(Box::new(fetch))),
+        fetch @ Statement::Fetch { .. } if moving => Ok(EddyStatement::Move(Box::new(fetch))),
+        fetch @ Statement::Fetch { .. } => Ok(EddyStatement::Sql(Box::new(fetch))),
         other => Err(SqlError::Unsupported(format!("statement {other}"))),
     }
 }
@@ -792,6 +818,17 @@ mod tests {
             "CLOSE ALL",
         ] {
             assert!(matches!(one(sql), EddyStatement::Sql(_)), "{sql}");
+        }
+        // Postgres's forms without a count, or without FROM.
+        for (sql, parsed) in [
+            ("FETCH c", "FETCH NEXT FROM c"),
+            ("FETCH FORWARD FROM c", "FETCH NEXT FROM c"),
+            ("FETCH BACKWARD IN c", "FETCH PRIOR FROM c"),
+            ("FETCH 10 c", "FETCH 10 FROM c"),
+            ("FETCH ALL c;", "FETCH ALL FROM c"),
+            ("MOVE c", "MOVE NEXT FROM c"),
+        ] {
+            assert_eq!(one(sql).to_string(), parsed, "{sql}");
         }
         for sql in ["MOVE FORWARD 10 FROM c", "MOVE 3 IN c", "move all from c"] {
             let statement = one(sql);
