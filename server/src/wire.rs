@@ -286,6 +286,11 @@ impl QueryParser for Parser {
                     (EddyStatement::Query(query), _) => {
                         Some(self.engine.plan_clause_query(query).await)
                     }
+                    // A cursor's query may take parameters.
+                    (EddyStatement::Sql(sql), _) => match handler::cursor::declared_query(sql) {
+                        Some(query) => Some(self.engine.plan(&query).await),
+                        None => None,
+                    },
                     _ => None,
                 };
                 let plan = plan.transpose().map_err(EddyError::into_pgwire)?;

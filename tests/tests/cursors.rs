@@ -93,6 +93,19 @@ async fn sql_cursors_fetch_move_and_close() -> Result<()> {
     let (code, _) = sqlstate(&client, "FETCH 1 FROM h").await?;
     assert_eq!(code, "34000");
 
+    // A cursor's query may take parameters, as drivers' named cursors bind
+    // them.
+    client
+        .execute(
+            "DECLARE p CURSOR WITH HOLD FOR SELECT id FROM items WHERE id > $1 ORDER BY id",
+            &[&995i64],
+        )
+        .await?;
+    assert_eq!(
+        ids(&client, "FETCH ALL FROM p").await?,
+        (vec![996, 997, 998, 999, 1000], 5)
+    );
+
     // Cursors belong to their session.
     client
         .batch_execute("DECLARE mine CURSOR WITH HOLD FOR SELECT 1")

@@ -14,6 +14,7 @@ use std::sync::{LazyLock, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{
     CloseCursor, Declare, FetchDirection, Ident, Statement, Value, ValueWithSpan,
 };
@@ -101,10 +102,27 @@ pub fn fetch_schema(vars: &HashMap<String, String>, statement: &Statement) -> Op
     Some(cursor.schema.clone())
 }
 
+/// The query a `DECLARE ... CURSOR FOR` statement runs, as a statement.
+pub fn declared_query(statement: &Statement) -> Option<Statement> {
+    match statement {
+        Statement::Declare { stmts } => match stmts.as_slice() {
+            [declare] => declare
+                .for_query
+                .as_ref()
+                .map(|q| Statement::Query(q.clone())),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `plan` is the cursor query's plan with its parameters bound, when the
+/// statement was prepared.
 pub async fn handle_declare(
     engine: &Engine,
     vars: &mut HashMap<String, String>,
     declares: &[Declare],
+    plan: Option<LogicalPlan>,
 ) -> Result<Output> {
     let [declare] = declares else {
         return Err(EddyError::Unsupported("DECLARE of several cursors".into()));
@@ -131,7 +149,10 @@ pub async fn handle_declare(
         return Err(EddyError::DuplicateCursor(name));
     }
     let statement = Statement::Query(query.clone());
-    let plan = engine.plan(&statement).await?;
+    let plan = match plan {
+        Some(plan) => plan,
+        None => engine.plan(&statement).await?,
+    };
     let Output::Rows {
         schema, batches, ..
     } = super::query::handle_query(engine, &statement, plan).await?

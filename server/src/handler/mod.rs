@@ -148,7 +148,7 @@ pub async fn execute(
             cursor::end_transaction(vars);
             Ok(transaction::handle_rollback())
         }
-        Statement::Declare { stmts } => cursor::handle_declare(engine, vars, stmts).await,
+        Statement::Declare { stmts } => cursor::handle_declare(engine, vars, stmts, plan).await,
         Statement::Fetch { .. } => cursor::handle_fetch(vars, sql, false),
         Statement::Close { cursor } => cursor::handle_close(vars, cursor),
         Statement::Discard { .. } => Ok(Output::Command(Tag::new("DISCARD ALL"))),
@@ -161,6 +161,10 @@ pub async fn execute(
 
 /// The schema of the rows a statement returns, if any, without running it.
 pub fn result_schema(statement: &EddyStatement, plan: Option<&LogicalPlan>) -> Option<SchemaRef> {
+    // DECLARE's plan is its cursor's: the statement itself returns no rows.
+    if matches!(statement, EddyStatement::Sql(s) if matches!(**s, Statement::Declare { .. })) {
+        return None;
+    }
     if let Some(plan) = plan {
         return match plan {
             LogicalPlan::Dml(_) => None,
