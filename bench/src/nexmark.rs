@@ -161,6 +161,9 @@ pub struct Report {
     pub batch_wall: Duration,
     /// Send-to-visible latency percentiles (p50, p99), Kafka only.
     pub latency: Option<(Duration, Duration)>,
+    /// Records a bare rdkafka consumer read from the same topics, and how
+    /// long it took, Kafka only.
+    pub consumer: Option<(u64, Duration)>,
 }
 
 impl Report {
@@ -217,6 +220,17 @@ impl Report {
                 p99.as_secs_f64() * 1e3
             );
         }
+        if let Some((records, took)) = self.consumer {
+            let per_second = |wall: Duration| records as f64 / wall.as_secs_f64().max(1e-9);
+            println!(
+                "  bare rdkafka consumer: {records} records in {:.2} s, {:.0} records/s; \
+                 eddy reads them at {:.0} records/s, {:.2} of it",
+                took.as_secs_f64(),
+                per_second(took),
+                per_second(self.wall),
+                took.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
+            );
+        }
         println!(
             "  datafusion batch: {:.0} events/s ({:.3} s); eddy / batch = {:.3}",
             self.batch_events_per_second(),
@@ -265,6 +279,7 @@ pub async fn run(options: &Options) -> Result<Report> {
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     if let (Feed::Kafka, Some(brokers)) = (options.feed, &brokers) {
         load_topics(brokers, &reads, options.seed, 0, options.events)?;
+        report.consumer = Some(bare_consumer(brokers, &reads).await?);
     }
     let server = TestServer::start_with_args(&arg_refs)?;
     let client = server.connect().await?;
@@ -386,6 +401,21 @@ fn create_stream(stream: &str, options: &Options, brokers: &Option<String>) -> S
             options.events, options.seed
         ),
     }
+}
+
+/// Reads every record of the query's topics with a plain rdkafka consumer
+/// (no decoding), one topic after another, as the yardstick for Eddy's
+/// Kafka ingest: the records read and the time taken.
+async fn bare_consumer(brokers: &str, reads: &[&str]) -> Result<(u64, Duration)> {
+    let started = Instant::now();
+    let mut records = 0;
+    for stream in reads.iter().filter(|r| **r != "side_input") {
+        let topic = format!("nexmark-{stream}");
+        records += eddy_tests::kafka::consume_with_offsets(brokers, &topic)
+            .await?
+            .len() as u64;
+    }
+    Ok((records, started.elapsed()))
 }
 
 /// Writes events `from..to` to the `nexmark-<type>` topics with the
