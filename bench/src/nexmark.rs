@@ -76,6 +76,16 @@ impl Query {
         self.status == "runs"
     }
 
+    /// Whether the query reads `p_time`, bid's processing-time column
+    /// (`p_time AS PROCTIME()`), which only the server's stored stream
+    /// knows; its batch reference runs over that.
+    fn reads_processing_time(&self) -> bool {
+        self.sql
+            .to_lowercase()
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|w| w == "p_time")
+    }
+
     /// The event streams (and side input) the query reads.
     fn reads(&self) -> Vec<&'static str> {
         let lower = self.sql.to_lowercase();
@@ -314,7 +324,12 @@ pub async fn run(options: &Options) -> Result<Report> {
     let fed = async {
         for stream in reads.iter().filter(|r| **r != "side_input") {
             client
-                .batch_execute(&create_stream(stream, options, &brokers))
+                .batch_execute(&create_stream(
+                    stream,
+                    options,
+                    &brokers,
+                    query.reads_processing_time(),
+                ))
                 .await?;
         }
         client
@@ -365,11 +380,22 @@ pub async fn run(options: &Options) -> Result<Report> {
     report.state_entries = sizes.state_entries;
     report.state_bytes = sizes.state_bytes;
     let view = view_rows(&client, &query.name).await?;
+    // Processing times exist only in the stored stream: the batch query
+    // reads that (still DataFusion, through the server's one-off path).
+    let stored_batch = if query.reads_processing_time() {
+        let started = Instant::now();
+        let rows = view_rows(&client, &format!("({}) AS batch", query.sql)).await?;
+        Some((rows, started.elapsed()))
+    } else {
+        None
+    };
     drop(watchdog);
     drop(client);
     drop(server);
-    let (batch, batch_wall) =
-        batch_rows(&query, &reads, options.seed, options.events, bid_events).await?;
+    let (batch, batch_wall) = match stored_batch {
+        Some(batch) => batch,
+        None => batch_rows(&query, &reads, options.seed, options.events, bid_events).await?,
+    };
     report.batch_wall = batch_wall;
     report.mismatch = compare(&view, &batch);
     Ok(report)
@@ -383,22 +409,38 @@ fn event_type(stream: &str) -> NexmarkEvent {
     NexmarkEvent::parse(stream).expect("only event streams are fed")
 }
 
-fn create_stream(stream: &str, options: &Options, brokers: &Option<String>) -> String {
+fn create_stream(
+    stream: &str,
+    options: &Options,
+    brokers: &Option<String>,
+    processing_time: bool,
+) -> String {
+    // RisingWave's Nexmark DDL gives bid a processing-time column.
+    let processing_time = processing_time && stream == "bid";
     match (options.feed, brokers) {
         (Feed::Kafka, Some(_)) => {
-            let columns: Vec<String> = standard_columns(event_type(stream))
+            let mut columns: Vec<String> = standard_columns(event_type(stream))
                 .iter()
                 .map(|(name, t)| format!("{name} {t}"))
                 .collect();
+            if processing_time {
+                columns.push("p_time AS PROCTIME()".into());
+            }
             format!(
                 "CREATE STREAM {stream} ({}) WITH (kafka_topic='nexmark-{stream}', value_format='JSON')",
                 columns.join(", ")
             )
         }
         _ => format!(
-            "CREATE STREAM {stream} WITH (connector='nexmark', event_type='{stream}', \
+            "CREATE STREAM {stream} {}WITH (connector='nexmark', event_type='{stream}', \
              max_events={}, events_per_second=0, seed={}, start_time='{START_TIME}')",
-            options.events, options.seed
+            if processing_time {
+                "(p_time AS PROCTIME()) "
+            } else {
+                ""
+            },
+            options.events,
+            options.seed
         ),
     }
 }

@@ -84,6 +84,7 @@ pub fn dead_letters_def() -> TableDef {
         kafka: None,
         generator: None,
         watermark: None,
+        processing_time: None,
     }
 }
 
@@ -104,6 +105,10 @@ pub struct TableDef {
     /// and how far the watermark stays behind its latest value.
     #[serde(default)]
     pub watermark: Option<WatermarkDef>,
+    /// A declared column filled with the time each record is ingested
+    /// (`name AS PROCTIME()`); sources only.
+    #[serde(default)]
+    pub processing_time: Option<usize>,
 }
 
 /// A source relation's declared watermark.
@@ -124,6 +129,16 @@ impl TableDef {
             0
         };
         &self.columns[..self.columns.len().saturating_sub(pseudo)]
+    }
+
+    /// The declared columns a source's records carry: all but the
+    /// processing-time column, which the source fills itself.
+    pub fn carried_columns(&self) -> Vec<ColumnDef> {
+        let mut columns = self.declared_columns().to_vec();
+        if let Some(p) = self.processing_time {
+            columns.remove(p);
+        }
+        columns
     }
 
     /// Whether this is a stream or an upsert table fed by a source (a Kafka

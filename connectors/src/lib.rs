@@ -31,7 +31,7 @@ impl Generator {
     /// The generator of `table`, if a generator feeds it.
     pub fn for_table(table: &TableDef) -> Option<Generator> {
         let def = table.generator.as_ref()?;
-        Some(Self::new(def, table.declared_columns()))
+        Some(Self::new(def, &table.carried_columns()))
     }
 
     /// A generator of `def` making `columns` (the declared ones).

@@ -46,6 +46,7 @@ fn create_table(catalog: &Catalog, name: &str, columns: &[(&str, ColumnType)]) -
         kafka: None,
         generator: None,
         watermark: None,
+        processing_time: None,
     };
     let table = catalog.create_table(def, false).expect("create table");
     table.expect("a new table").def().id

@@ -11,7 +11,7 @@ use eddy_catalog::generator::GeneratorDef;
 use eddy_catalog::TableDef;
 use eddy_connectors::{end_position, Generator};
 
-use crate::ingest::{Source, SourceBatch, StopFlag};
+use crate::ingest::{processing_times, Source, SourceBatch, StopFlag};
 use crate::kafka::format::Decoded;
 use crate::progress::ProgressMap;
 use crate::{DataflowError, Result};
@@ -29,6 +29,8 @@ pub struct GeneratorSource {
     generator: Generator,
     /// The relation's full schema: declared columns, then pseudo-columns.
     schema: SchemaRef,
+    /// The column filled with the time rows are made (`AS PROCTIME()`).
+    processing_time: Option<usize>,
     position: u64,
     end: Option<u64>,
     /// When, and at which position, throttling started counting.
@@ -57,6 +59,7 @@ impl GeneratorSource {
             def,
             generator,
             schema: table.arrow_schema(),
+            processing_time: table.processing_time,
             position,
             started: (Instant::now(), position),
             progress,
@@ -98,6 +101,10 @@ impl GeneratorSource {
     fn rows(&self, from: u64, to: u64) -> Result<RecordBatch> {
         let (batch, numbers) = self.generator.generate(from, to)?;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        if let Some(p) = self.processing_time {
+            let data_type = self.schema.field(p).data_type();
+            columns.insert(p, processing_times(data_type, numbers.len())?);
+        }
         let times: Vec<i64> = numbers.iter().map(|&n| self.def.event_time_us(n)).collect();
         columns.push(Arc::new(
             datafusion::arrow::array::TimestampMicrosecondArray::from(times),
@@ -182,6 +189,7 @@ mod tests {
                 start_time_us: 0,
             }),
             watermark: None,
+            processing_time: None,
         }
     }
 

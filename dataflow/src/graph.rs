@@ -324,6 +324,7 @@ mod tests {
                 kafka: None,
                 generator: None,
                 watermark: None,
+                processing_time: None,
             };
             catalog.create_table(def, false).expect("create");
         }

@@ -8,18 +8,33 @@
 //! again from the committed positions whatever was not committed.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::array::{ArrayRef, TimestampMicrosecondArray};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::DataType;
 use eddy_storage::{Keyspace, Store, WriteBatch};
 
 use crate::kafka::format::Decoded;
 use crate::progress::ProgressMap;
 use crate::{DataflowError, Result};
+
+/// A processing-time column (`AS PROCTIME()`) for `rows` records ingested
+/// now: the wall clock, in `data_type` (a timestamp with a time zone).
+/// The clock never moves back, so a row is never late to an earlier one.
+pub fn processing_times(data_type: &DataType, rows: usize) -> Result<ArrayRef> {
+    static LATEST: AtomicI64 = AtomicI64::new(i64::MIN);
+    let clock = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let now = LATEST.fetch_max(clock, Ordering::SeqCst).max(clock);
+    let times = TimestampMicrosecondArray::from_value(now, rows);
+    Ok(cast(&times, data_type)?)
+}
 
 /// Decoded records of one source, and the positions they reach.
 #[derive(Debug)]

@@ -82,9 +82,12 @@ pub struct WindowHint {
     pub alias: String,
     /// The relation windowed, by id.
     pub relation: u64,
-    /// Whether the window's time column is the relation's event time, so
-    /// its watermark closes the windows.
+    /// Whether the window's time column is the relation's event time (or
+    /// its processing time), so its watermark closes the windows.
     pub on_event_time: bool,
+    /// Whether the window's time column is the relation's processing-time
+    /// column (`AS PROCTIME()`), whose watermark is the ingest clock.
+    pub processing_time: bool,
     /// A tumbling or hopping window's size; a session window's gap.
     pub size_us: i64,
     /// How long a window takes late rows after it ends.
@@ -407,12 +410,29 @@ impl Lowerer<'_> {
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let label = format!("{label} [{}]", columns.join(", "));
         let mut source = Source::new(id, label, scan.projection.clone(), schema.clone());
-        let windowed = self.watermarked.contains(&id)
-            || self
-                .windowing
-                .windows
-                .iter()
-                .any(|w| w.relation == id && w.on_event_time);
+        let on_relation = |processing_time: bool| {
+            self.windowing.windows.iter().any(|w| {
+                w.relation == id && w.on_event_time && w.processing_time == processing_time
+            })
+        };
+        let by_processing_time = on_relation(true);
+        let windowed = self.watermarked.contains(&id) || on_relation(false);
+        if by_processing_time && windowed {
+            return unsupported(format!(
+                "windows over both the event time and the processing time of {name} in one query"
+            ));
+        }
+        if let (true, Relation::Table(table)) = (by_processing_time, &relation) {
+            let time = table.def().processing_time.ok_or_else(|| {
+                DataflowError::Internal(format!("{name} has no processing time to window by"))
+            })?;
+            // The ingest clock: one partition, no delay.
+            source = source.with_event_time(EventTimeColumns {
+                time,
+                partition: None,
+                delay_us: 0,
+            });
+        }
         if let (true, Relation::Table(table)) = (windowed, &relation) {
             let def = table.def();
             let time = def.event_time_column().ok_or_else(|| {

@@ -85,6 +85,7 @@ async fn a_failed_commit_is_not_applied_twice() {
         kafka: None,
         generator: None,
         watermark: None,
+        processing_time: None,
     };
     catalog.create_table(def, false).expect("create t");
 

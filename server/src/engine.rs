@@ -171,6 +171,17 @@ impl Engine {
                 if table.def().kafka.is_some() {
                     eddy_sql::name_all_columns(insert, &columns);
                 }
+                if let Some(p) = table.def().processing_time {
+                    let name = &table.def().columns[p].name;
+                    let names_it = |c: &ObjectName| {
+                        c.0.last()
+                            .and_then(|part| part.as_ident())
+                            .is_some_and(|i| eddy_sql::normalize(i) == *name)
+                    };
+                    if insert.columns.iter().any(names_it) {
+                        return Err(SqlError::GeneratedAlways(name.clone()).into());
+                    }
+                }
             }
         }
         let query = matches!(statement, Statement::Query(_));
@@ -385,9 +396,13 @@ fn apply_windows(
     for used in uses {
         let table = table(&used.relation)?;
         let def = table.def();
-        let on_event_time = def
-            .event_time_column()
+        let processing_time = def
+            .processing_time
             .is_some_and(|i| def.columns[i].name == used.time_column);
+        let on_event_time = processing_time
+            || def
+                .event_time_column()
+                .is_some_and(|i| def.columns[i].name == used.time_column);
         if emit_final && !on_event_time {
             return Err(SqlError::InvalidDefinition(format!(
                 "final results close windows by event time, and {} windows {} by {}, \
@@ -407,6 +422,7 @@ fn apply_windows(
             alias: used.alias,
             relation: def.id,
             on_event_time,
+            processing_time,
             size_us: micros(used.size),
             grace_us: used.grace.map_or(0, micros),
             session: used.session,

@@ -70,6 +70,7 @@ impl EddyError {
                 SqlError::InvalidDefinition(_) => "42P16",
                 SqlError::UndefinedRelation(_) => "42P01",
                 SqlError::TooComplex(_) => "54001",
+                SqlError::GeneratedAlways(_) => "428C9",
             },
             EddyError::Catalog(e) => catalog_sqlstate(e),
             EddyError::Storage(_) => "58030",

@@ -12,7 +12,7 @@ use eddy_connectors::nexmark::standard_columns;
 
 use crate::ast::CreateRelation;
 use crate::create_source::{add_pseudo_columns, SourceOptions};
-use crate::create_table::{bind_columns, bind_watermark};
+use crate::create_table::{bind_columns, bind_processing_time, bind_watermark};
 use crate::{Result, SqlError};
 
 /// Options every generator takes.
@@ -84,6 +84,18 @@ pub fn bind_create_generator(create: &CreateRelation, options: &SourceOptions) -
     } else {
         bind_columns(create)?
     };
+    // The generator makes the other columns; the source fills this one.
+    let processing_time = match bind_processing_time(create)? {
+        Some(p) if key_columns.contains(&p) => {
+            return Err(invalid(format!(
+                "{} AS PROCTIME() is filled at ingest, so it cannot be a key column",
+                columns[p].name
+            )))
+        }
+        Some(p) => Some((p, columns.remove(p))),
+        None => None,
+    };
+    let only_processing_time = processing_time.is_some() && columns.is_empty();
     for column in &columns {
         if kafka::PSEUDO_COLUMNS.contains(&column.name.as_str()) {
             return Err(invalid(format!(
@@ -155,6 +167,17 @@ pub fn bind_create_generator(create: &CreateRelation, options: &SourceOptions) -
             }
         )));
     }
+    // Back in its place; after all of a Nexmark event's columns when it
+    // was the only one declared.
+    let processing_time = processing_time.map(|(p, column)| {
+        let at = if only_processing_time {
+            columns.len()
+        } else {
+            p
+        };
+        columns.insert(at, column);
+        at
+    });
     let primary_key = add_pseudo_columns(kind, &mut columns, &key_columns);
     let watermark = bind_watermark(create, &columns)?;
     Ok(TableDef {
@@ -172,6 +195,7 @@ pub fn bind_create_generator(create: &CreateRelation, options: &SourceOptions) -
             start_time_us,
         }),
         watermark,
+        processing_time,
     })
 }
 
@@ -382,6 +406,33 @@ mod tests {
         assert_eq!(generator.events_per_second, 0);
         assert_eq!(generator.seed, 7);
         assert_eq!(generator.start_time_us, 1_767_225_600_000_000);
+    }
+
+    #[test]
+    fn the_processing_time_column_is_kept_out_of_the_generator() {
+        let def = bind(
+            "CREATE STREAM b (p_time AS PROCTIME()) WITH (connector='nexmark', event_type='bid')",
+        )
+        .unwrap();
+        let names: Vec<_> = def.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names[7], "p_time");
+        assert_eq!(def.processing_time, Some(7));
+        assert!(!def.columns[7].nullable);
+        assert_eq!(def.carried_columns().len(), 7);
+
+        let def = bind(
+            "CREATE STREAM d (id BIGINT, seen AS PROCTIME(), v INT) WITH (connector='datagen')",
+        )
+        .unwrap();
+        assert_eq!(def.processing_time, Some(1));
+        let Some(GeneratorDef {
+            connector: Connector::Datagen { fields },
+            ..
+        }) = &def.generator
+        else {
+            panic!()
+        };
+        assert_eq!(fields.len(), 2);
     }
 
     #[test]

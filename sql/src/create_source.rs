@@ -7,7 +7,7 @@ use eddy_catalog::kafka::{self, Format, KafkaDef, KeyWindow, SourceKind, WindowT
 use eddy_catalog::{ColumnDef, ColumnType, TableDef};
 
 use crate::ast::{CreateRelation, RelationKind};
-use crate::create_table::{bind_columns, bind_watermark};
+use crate::create_table::{bind_columns, bind_processing_time, bind_watermark};
 use crate::{Result, SqlError};
 
 /// The `WITH (...)` options of a CREATE, by lower-case name.
@@ -275,7 +275,24 @@ pub fn bind_create_source(create: &CreateRelation, options: &SourceOptions) -> R
             columns.push(ColumnDef::nullable(bound, ColumnType::BigInt));
         }
     }
+    let processing_time = bind_processing_time(create)?;
+    if let Some(p) = processing_time {
+        if key_columns.contains(&p) {
+            return Err(SqlError::InvalidDefinition(format!(
+                "{} AS PROCTIME() is filled at ingest, so it cannot be a key column",
+                columns[p].name
+            )));
+        }
+        if options.timestamp.as_deref() == Some(columns[p].name.as_str()) {
+            return Err(SqlError::InvalidDefinition(format!(
+                "timestamp='{}' names the processing-time column; the event time is a column \
+                 the records carry",
+                columns[p].name
+            )));
+        }
+    }
     let formats = (key_format, value_format);
+    let columns = (columns, processing_time);
     let mut def = kafka_relation(name, kind, topic, columns, key_columns, formats, options)?;
     def.watermark = bind_watermark(create, &def.columns)?;
     if let (Some(watermark), Some(timestamp)) = (
@@ -317,7 +334,7 @@ pub fn bind_query_relation(
         name,
         kind,
         topic,
-        columns,
+        (columns, None),
         key_columns,
         (key_format, value_format),
         options,
@@ -352,7 +369,7 @@ fn kafka_relation(
     name: String,
     kind: SourceKind,
     topic: String,
-    mut columns: Vec<ColumnDef>,
+    (mut columns, processing_time): (Vec<ColumnDef>, Option<usize>),
     key_columns: Vec<usize>,
     (key_format, value_format): (Format, Format),
     options: &SourceOptions,
@@ -387,7 +404,8 @@ fn kafka_relation(
         )));
     }
     let window_columns = if options.window.is_some() { 2 } else { 0 };
-    let value_columns = columns.len() - key_columns.len() - window_columns;
+    let value_columns =
+        columns.len() - key_columns.len() - window_columns - usize::from(processing_time.is_some());
     if value_format == Format::Kafka && value_columns != 1 {
         return Err(SqlError::InvalidDefinition(format!(
             "value_format KAFKA holds one column, but {name} has {value_columns} value columns"
@@ -481,6 +499,7 @@ fn kafka_relation(
         primary_key,
         generator: None,
         watermark: None,
+        processing_time,
         kafka: Some(KafkaDef {
             kind,
             topic,

@@ -22,6 +22,13 @@ pub fn bind_create_table(create: &CreateRelation) -> Result<TableDef> {
                 .into(),
         ));
     }
+    if bind_processing_time(create)?.is_some() {
+        return Err(SqlError::Unsupported(
+            "PROCTIME() in a local table (a processing-time column belongs to a stream or a \
+             table over a topic or a generator)"
+                .into(),
+        ));
+    }
     let (name, columns, primary_key) = bind_columns(create)?;
     Ok(TableDef {
         id: 0,
@@ -31,6 +38,7 @@ pub fn bind_create_table(create: &CreateRelation) -> Result<TableDef> {
         kafka: None,
         generator: None,
         watermark: None,
+        processing_time: None,
     })
 }
 
@@ -80,6 +88,37 @@ pub(crate) fn bind_watermark(
     }))
 }
 
+fn is_proctime(expr: &Expr) -> bool {
+    matches!(expr, Expr::Function(f)
+        if f.name.to_string().eq_ignore_ascii_case("proctime")
+            && matches!(&f.args, ast::FunctionArguments::List(l) if l.args.is_empty()))
+}
+
+/// The column declared `name AS PROCTIME()`, by its index in the column
+/// list: a source fills it with the time it ingests each record.
+pub(crate) fn bind_processing_time(create: &CreateRelation) -> Result<Option<usize>> {
+    let mut found = None;
+    for (index, column) in create.columns.iter().enumerate() {
+        let computed = column.options.iter().any(|o| {
+            matches!(&o.option, ColumnOption::Generated { generation_expr: Some(e), .. } if is_proctime(e))
+        });
+        if computed && found.replace(index).is_some() {
+            return Err(SqlError::InvalidDefinition(
+                "a relation has one PROCTIME() column".into(),
+            ));
+        }
+    }
+    if let (Some(index), Some(watermark)) = (found, &create.watermark) {
+        if normalize(&watermark.column) == normalize(&create.columns[index].name) {
+            return Err(SqlError::InvalidDefinition(format!(
+                "WATERMARK FOR {}: processing time needs no watermark; it is the clock",
+                watermark.column
+            )));
+        }
+    }
+    Ok(found)
+}
+
 /// Binds the name, columns and key of a `CREATE STREAM|TABLE`: a table's
 /// `PRIMARY KEY`, or the columns a stream marks `KEY`.
 pub(crate) fn bind_columns(
@@ -109,6 +148,27 @@ pub(crate) fn bind_columns(
                     return Err(stream_primary_key(&column_name))
                 }
                 ColumnOption::PrimaryKey(_) => set_primary_key(&mut primary_key, vec![index])?,
+                ColumnOption::Generated {
+                    generation_expr: Some(expr),
+                    ..
+                } if is_proctime(expr) => {
+                    if def.column_type != ColumnType::TimestampTz {
+                        return Err(SqlError::InvalidDefinition(format!(
+                            "{column_name} AS PROCTIME() is a TIMESTAMPTZ, not {}",
+                            def.column_type
+                        )));
+                    }
+                    def.nullable = false;
+                }
+                ColumnOption::Generated {
+                    generation_expr: Some(expr),
+                    ..
+                } => {
+                    return Err(SqlError::Unsupported(format!(
+                        "computed column {column_name} AS {expr} (the computed column a source \
+                         takes is PROCTIME(), the time each record is ingested)"
+                    )))
+                }
                 other => return Err(SqlError::Unsupported(format!("column option {other}"))),
             }
         }

@@ -20,7 +20,7 @@ pub use ast::{query_with_clauses, EddyQuery, EddyStatement, QueryClauses};
 pub use check::{check_query_clauses, check_query_support};
 pub use column_names::postgres_column_names;
 pub use create_source::{bind_create_source, bind_query_relation, source_options, SourceOptions};
-pub use create_table::bind_create_table;
+pub use create_table::{bind_create_table, normalize};
 pub use insert::{insert_target, name_all_columns, name_leading_columns};
 pub use joins::{apply_within, WithinUse};
 pub use parser::parse_sql;
@@ -56,6 +56,9 @@ pub enum SqlError {
     UndefinedRelation(String),
     #[error("invalid table definition: {0}")]
     InvalidDefinition(String),
+    /// A value for a column the server fills (`AS PROCTIME()`).
+    #[error("cannot insert a non-DEFAULT value into column \"{0}\": it is filled with the time each record is ingested")]
+    GeneratedAlways(String),
     #[error("statement is too complex: it has more than {0} operators")]
     TooComplex(usize),
 }

@@ -6,8 +6,8 @@ use std::ops::ControlFlow;
 use std::sync::LazyLock;
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions, visit_relations, ColumnOptionDef, DataType, Expr, Ident, ObjectName,
-    SqlOption, Statement,
+    visit_expressions, visit_relations, ColumnOption, ColumnOptionDef, DataType, Expr, GeneratedAs,
+    Ident, ObjectName, SqlOption, Statement, TimezoneInfo,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -502,8 +502,30 @@ fn parse_element(p: &mut Parser, create: &mut CreateRelation) -> Result<()> {
         return Ok(());
     }
     let name = p.parse_identifier()?;
-    let data_type = p.parse_data_type()?;
+    // `name [type] AS expr`: a computed column (Flink's and RisingWave's
+    // `p_time AS PROCTIME()`); without a type it is a TIMESTAMPTZ.
+    let data_type = if p.peek_keyword(Keyword::AS) {
+        DataType::Timestamp(None, TimezoneInfo::WithTimeZone)
+    } else {
+        p.parse_data_type()?
+    };
     let mut options = Vec::new();
+    if p.parse_keyword(Keyword::AS) {
+        let expr = match p.parse_expr()? {
+            Expr::Nested(inner) => *inner,
+            expr => expr,
+        };
+        options.push(ColumnOptionDef {
+            name: None,
+            option: ColumnOption::Generated {
+                generated_as: GeneratedAs::Always,
+                sequence_options: None,
+                generation_expr: Some(expr),
+                generation_expr_mode: None,
+                generated_keyword: false,
+            },
+        });
+    }
     loop {
         if p.parse_keyword(Keyword::CONSTRAINT) {
             let constraint = Some(p.parse_identifier()?);
@@ -884,6 +906,27 @@ mod tests {
         assert!(matches!(parse_sql(&sql), Err(SqlError::TooComplex(_))));
         let ok = format!("SELECT {}1", "1 + ".repeat(1_000));
         assert!(parse_sql(&ok).is_ok());
+    }
+
+    #[test]
+    fn computed_columns_parse_with_or_without_a_type() {
+        for sql in [
+            "CREATE STREAM s (a INT, p AS PROCTIME()) WITH (connector='datagen')",
+            "CREATE STREAM s (a INT, p TIMESTAMPTZ AS (proctime())) WITH (connector='datagen')",
+        ] {
+            let EddyStatement::CreateRelation(stream) = one(sql) else {
+                panic!()
+            };
+            let p = &stream.columns[1];
+            assert!(matches!(p.data_type, DataType::Timestamp(None, _)));
+            assert!(matches!(
+                &p.options[0].option,
+                ColumnOption::Generated { generation_expr: Some(Expr::Function(f)), .. }
+                    if f.name.to_string().eq_ignore_ascii_case("proctime")
+            ));
+            let again = one(&stream.to_string());
+            assert_eq!(again, EddyStatement::CreateRelation(stream));
+        }
     }
 
     #[test]

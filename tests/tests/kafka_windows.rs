@@ -466,3 +466,100 @@ async fn formatted_text_timestamps_are_event_time() -> Result<()> {
     assert_eq!(dead, vec!["1"]);
     Ok(())
 }
+
+/// The per-second counts of `pages`' records by processing time, as the
+/// query computes them once over the stored stream.
+const PER_SECOND: &str = "SELECT page, count(*) AS n, window_start \
+    FROM TUMBLE(pages, seen, INTERVAL '1' SECOND) GROUP BY page, window_start";
+
+/// A view over processing time against the same query over the stored
+/// stream, where each record keeps the time it was ingested.
+async fn check_processing_time_views(client: &Client) -> Result<usize> {
+    client.batch_execute("FLUSH").await?;
+    let view =
+        sorted_text_rows(client, "SELECT page, n, window_start FROM pages_per_second").await?;
+    let batch = sorted_text_rows(client, PER_SECOND).await?;
+    assert_eq!(view, batch);
+    // Final rows: every window the clock has passed, whole.
+    let closed = sorted_text_rows(
+        client,
+        &format!(
+            "SELECT page, n, window_start FROM ({PER_SECOND}) AS b \
+             WHERE window_start + INTERVAL '1' SECOND <= (SELECT max(seen) FROM pages)"
+        ),
+    )
+    .await?;
+    let fin = sorted_text_rows(client, "SELECT page, n, window_start FROM pages_final").await?;
+    assert_eq!(fin, closed);
+    Ok(fin.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_time_windows_match_the_stored_ingest_times() -> Result<()> {
+    let broker = Broker::start().await?;
+    let mut server = TestServer::start_with_args(&["--kafka-brokers", &broker.brokers()])?;
+    let client = server.connect().await?;
+    // DELIMITED values hold only the carried column: the processing time
+    // is not in the record.
+    client
+        .batch_execute(
+            "CREATE STREAM pages (page VARCHAR KEY, bytes INT, seen AS PROCTIME()) \
+               WITH (kafka_topic='pages', value_format='DELIMITED', partitions=2);
+             CREATE MATERIALIZED VIEW pages_per_second AS SELECT page, count(*) AS n, window_start \
+               FROM TUMBLE(pages, seen, INTERVAL '1' SECOND) GROUP BY page, window_start;
+             CREATE MATERIALIZED VIEW pages_final AS SELECT page, count(*) AS n, window_start \
+               FROM TUMBLE(pages, seen, INTERVAL '1' SECOND) GROUP BY page, window_start \
+               EMIT ON WINDOW CLOSE;",
+        )
+        .await?;
+    let (code, message) =
+        eddy_tests::sqlstate(&client, "INSERT INTO pages VALUES ('a', 1, now())").await?;
+    assert_eq!(code, "428C9", "{message}");
+    let page = |i: usize| -> Record {
+        (
+            Some(format!("p{}", i % 3).into_bytes()),
+            Some(i.to_string().into_bytes()),
+        )
+    };
+    let mut sent = 0;
+    for round in 0..3 {
+        let records: Vec<Record> = (sent..sent + 200).map(page).collect();
+        produce(&broker.brokers(), "pages", Some(round % 2), &records).await?;
+        sent += records.len();
+        check_processing_time_views(&client).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    }
+    client
+        .batch_execute("INSERT INTO pages (page, bytes) VALUES ('q', 7)")
+        .await?;
+    // Rounds a second apart closed at least two windows.
+    assert!(check_processing_time_views(&client).await? >= 2);
+    let stored = eddy_tests::text_rows(
+        &client,
+        "SELECT count(*), count(seen), sum(bytes) FROM pages",
+    )
+    .await?;
+    assert_eq!(
+        stored,
+        vec![format!(
+            "{}|{}|{}",
+            sent + 1,
+            sent + 1,
+            7 + (0..sent).sum::<usize>()
+        )]
+    );
+
+    // Records ingested just before a kill -9 are replayed with the times
+    // the stored stream keeps, or read again and stamped anew in both.
+    let records: Vec<Record> = (sent..sent + 300).map(page).collect();
+    produce(&broker.brokers(), "pages", None, &records).await?;
+    sent += records.len();
+    drop(client);
+    server.kill9()?;
+    server.restart()?;
+    let client = server.connect().await?;
+    check_processing_time_views(&client).await?;
+    let stored = eddy_tests::text_rows(&client, "SELECT count(*) FROM pages").await?;
+    assert_eq!(stored, vec![(sent + 1).to_string()]);
+    Ok(())
+}

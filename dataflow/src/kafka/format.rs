@@ -53,6 +53,8 @@ pub struct RecordCodec {
     /// The declared columns (without pseudo-columns).
     declared: usize,
     value_columns: Vec<usize>,
+    /// The column filled with the time records are decoded (`AS PROCTIME()`).
+    processing_time: Option<usize>,
 }
 
 /// What one part (key or value) of a batch of records decodes to.
@@ -62,12 +64,15 @@ impl RecordCodec {
     pub fn new(def: &TableDef) -> Option<Self> {
         let kafka = def.kafka.clone()?;
         let declared = def.declared_columns().len();
-        let value_columns = (0..declared).filter(|i| !kafka.is_key(*i)).collect();
+        let value_columns = (0..declared)
+            .filter(|&i| !kafka.is_key(i) && Some(i) != def.processing_time)
+            .collect();
         Some(RecordCodec {
             schema: def.arrow_schema(),
             kafka,
             declared,
             value_columns,
+            processing_time: def.processing_time,
         })
     }
 
@@ -182,6 +187,10 @@ impl RecordCodec {
                 (Some(k), _) => key_arrays[k].clone(),
                 (None, Some((w, (starts, _)))) if i == w.start_column => starts.clone(),
                 (None, Some((w, (_, ends)))) if i == w.end_column => ends.clone(),
+                (None, _) if Some(i) == self.processing_time => {
+                    let data_type = self.schema.field(i).data_type();
+                    crate::ingest::processing_times(data_type, n).map_err(|e| e.to_string())?
+                }
                 (None, _) => {
                     let v = self.value_columns.iter().position(|&c| c == i).unwrap_or(0);
                     value_arrays[v].clone()
@@ -829,6 +838,7 @@ mod tests {
             primary_key: vec![0],
             generator: None,
             watermark: None,
+            processing_time: None,
             kafka: Some(KafkaDef {
                 kind,
                 topic: "t".into(),
@@ -851,6 +861,39 @@ mod tests {
             offset,
             timestamp: Some(1_000),
         }
+    }
+
+    #[test]
+    fn the_processing_time_is_filled_at_decode_and_never_encoded() {
+        let mut def = def(SourceKind::Stream, Format::Delimited, Format::Kafka);
+        let p_time = ColumnDef {
+            nullable: false,
+            ..ColumnDef::nullable("p_time", ColumnType::TimestampTz)
+        };
+        def.columns.insert(2, p_time);
+        def.kafka.as_mut().unwrap().timestamp_column = Some(4);
+        def.processing_time = Some(2);
+        let codec = RecordCodec::new(&def).unwrap();
+        let key = 7i64.to_be_bytes();
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        // The value holds name, amount and ts only.
+        let decoded = codec.decode(&[record(0, Some(&key), Some("a,1.5,5000"))]);
+        assert!(decoded.dead.is_empty(), "{:?}", decoded.dead);
+        let times = decoded.rows.column(2);
+        let times = times.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        assert!(times.value(0) >= before);
+        let amounts = decoded.rows.column(3);
+        let amounts = amounts.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        assert_eq!(amounts.value(0), 1.5);
+        let encoded = codec.encode(&decoded.rows, None).unwrap();
+        let value = String::from_utf8(encoded[0].value.clone().unwrap()).unwrap();
+        assert!(
+            value.starts_with("a,1.5,") && value.matches(',').count() == 2,
+            "{value}"
+        );
     }
 
     #[test]
@@ -1004,6 +1047,7 @@ mod tests {
             primary_key: vec![0, 2, 3],
             generator: None,
             watermark: None,
+            processing_time: None,
             kafka: Some(KafkaDef {
                 kind: SourceKind::Table,
                 topic: "w".into(),

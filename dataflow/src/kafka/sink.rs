@@ -346,6 +346,7 @@ mod tests {
             primary_key: vec![0],
             generator: None,
             watermark: None,
+            processing_time: None,
             kafka: Some(KafkaDef {
                 kind,
                 topic: "OUT".into(),

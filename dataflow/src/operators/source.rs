@@ -81,7 +81,12 @@ impl Operator for Source {
     fn step(&mut self, _inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch> {
         let changes = ctx.changes.get(&self.object_id);
         if let Some((columns, tracker)) = &mut self.event_time {
-            let watermark = tracker.advance(*columns, changes, ctx.partitions(self.object_id))?;
+            let mut partitions = ctx.partitions(self.object_id);
+            if columns.partition.is_none() {
+                // One clock (processing time): the topic's partitions are one.
+                partitions.count = None;
+            }
+            let watermark = tracker.advance(*columns, changes, partitions)?;
             ctx.watermarks
                 .publish(self.object_id, watermark.delayed(columns.delay_us));
         }

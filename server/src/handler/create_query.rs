@@ -349,6 +349,7 @@ async fn create_local_table_as(engine: &Engine, name: String, plan: LogicalPlan)
         kafka: None,
         generator: None,
         watermark: None,
+        processing_time: None,
     };
     let batches = engine.collect(plan).await?;
     let table = engine
