@@ -328,6 +328,18 @@ impl Catalog {
         state.views.get(name).map(|v| Relation::View(v.clone()))
     }
 
+    /// Marks the tables among `ids` as read by a dataflow outside the
+    /// catalog (a push query), so their writes log changes, until the
+    /// guard drops.
+    pub fn read_guard(&self, ids: &[u64]) -> ReadGuard {
+        let tables: Vec<Arc<StoredTable>> =
+            ids.iter().filter_map(|id| self.table_by_id(*id)).collect();
+        for table in &tables {
+            table.add_dependent();
+        }
+        ReadGuard(tables)
+    }
+
     pub fn table_by_id(&self, id: u64) -> Option<Arc<StoredTable>> {
         let state = self.state.read().expect("catalog lock poisoned");
         state.tables.values().find(|t| t.def().id == id).cloned()
@@ -618,5 +630,18 @@ impl Catalog {
         self.store.commit(batch)?;
         state.tables.remove(name);
         Ok(true)
+    }
+}
+
+/// Tables a push query reads, marked so while it runs (see
+/// [`Catalog::read_guard`]).
+#[derive(Debug)]
+pub struct ReadGuard(Vec<Arc<StoredTable>>);
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        for table in &self.0 {
+            table.remove_dependent();
+        }
     }
 }

@@ -24,7 +24,9 @@ pub use change::ChangeBatch;
 pub use graph::Node;
 pub use lower::{check_deterministic, lower, JoinGrace, Lowered, WindowHint, Windowing};
 pub use progress::SourceProgress;
-pub use runtime::{DataflowHandle, Replan, Timing, ViewStats};
+pub use runtime::{
+    DataflowHandle, PushEvent, PushReceiver, Replan, Timing, ViewStats, PUSH_BUFFER,
+};
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;

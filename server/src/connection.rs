@@ -18,13 +18,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts};
 
-use crate::handler::cursor;
+use crate::handler::{cursor, push};
+use crate::wire::Handlers;
 
 /// How long a client may take to start up, as pgwire allows.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serves one client until it leaves or sends something malformed.
-pub async fn serve<H: PgWireServerHandlers>(tcp: TcpStream, handlers: &H) -> io::Result<()> {
+pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
     let startup = handlers.startup_handler();
     let simple = handlers.simple_query_handler();
     let extended = handlers.extended_query_handler();
@@ -90,6 +91,25 @@ pub async fn serve<H: PgWireServerHandlers>(tcp: TcpStream, handlers: &H) -> io:
         // The client leaves: close, so clients that wait for it go on.
         if matches!(message, PgWireFrontendMessage::Terminate(_)) {
             return Ok(());
+        }
+        // A push query streams until it ends, outside pgwire's loop.
+        if let PgWireFrontendMessage::Query(query) = &message {
+            if let Some(push) = push::parse(&query.query) {
+                let result = match push {
+                    Ok(push) => push::serve(&mut socket, handlers.engine(), push).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(push::Ended::Complete) => continue,
+                    Ok(push::Ended::Disconnected) => return Ok(()),
+                    Err(e) => {
+                        let mut e = e.into_pgwire();
+                        errors.on_error(&socket, &mut e);
+                        process_error(&mut socket, e, false).await?;
+                        continue;
+                    }
+                }
+            }
         }
         let extended_query = match socket.state() {
             PgWireConnectionState::CopyInProgress(extended) => extended,

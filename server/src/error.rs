@@ -51,6 +51,18 @@ pub enum EddyError {
         "cursor can only scan forward: declare it with SCROLL to move back (not supported yet)"
     )]
     ForwardOnlyCursor,
+    #[error("canceling statement due to user request")]
+    Canceled,
+    #[error("push query failed: {0}")]
+    PushFailed(String),
+    #[error(
+        "push query ended: the client read changes more slowly than they came and fell {} \
+         epochs behind",
+        eddy_dataflow::PUSH_BUFFER
+    )]
+    ClientTooSlow,
+    #[error("terminating the query: the server is shutting down")]
+    ShuttingDown,
     #[error("internal error: {0}; this is a bug")]
     Internal(String),
 }
@@ -90,6 +102,10 @@ impl EddyError {
             EddyError::DuplicateCursor(_) => "42P03",
             EddyError::NoActiveTransaction(_) => "25P01",
             EddyError::ForwardOnlyCursor => "55000",
+            EddyError::Canceled => "57014",
+            EddyError::PushFailed(_) => "XX000",
+            EddyError::ClientTooSlow => "53200",
+            EddyError::ShuttingDown => "57P01",
             EddyError::Internal(_) => "XX000",
         }
     }

@@ -53,6 +53,10 @@ pub struct Handlers {
 }
 
 impl Handlers {
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.parser.engine
+    }
+
     pub fn new(engine: Arc<Engine>) -> Self {
         let connections = Arc::new(ConnectionManager::new());
         Handlers {
@@ -141,6 +145,14 @@ fn encode(
             Response::Query(response)
         }
     })
+}
+
+/// One batch's rows as data rows in text, as the simple protocol sends them.
+pub fn encode_text_rows(
+    batch: RecordBatch,
+    fields: &Arc<Vec<FieldInfo>>,
+) -> Vec<PgWireResult<DataRow>> {
+    encode_batch(batch, fields, &Format::UnifiedText)
 }
 
 /// One batch's rows as data rows; after an error, nothing more.

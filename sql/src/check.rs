@@ -25,7 +25,8 @@ pub fn check_query_clauses(clauses: &QueryClauses, persistent: bool) -> Result<(
         }
         Some(Emit::Changes) if !persistent => {
             return Err(SqlError::Unsupported(
-                "push queries (SELECT ... EMIT CHANGES); create a materialized view and query it"
+                "push queries (SELECT ... EMIT CHANGES) in the extended query protocol or with \
+                 other statements; send one alone as a simple query, as psql does"
                     .into(),
             ))
         }

@@ -35,7 +35,7 @@ use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
 
 const SETUP: &str = "
-    CREATE STREAM clicks (user_id BIGINT KEY, id BIGINT, amount BIGINT)
+    CREATE STREAM clicks (user_id BIGINT KEY, id BIGINT, amount BIGINT, p_time AS PROCTIME())
       WITH (kafka_topic='clicks', value_format='JSON', partitions=3);
     CREATE TABLE users (id BIGINT PRIMARY KEY, tier BIGINT)
       WITH (kafka_topic='users', value_format='JSON', partitions=2);
@@ -93,6 +93,14 @@ const VIEWS: &[(&str, &str)] = &[
          (SELECT count(*) AS n, window_start AS ws FROM TUMBLE(clicks, rowtime, \
          INTERVAL '20 milliseconds') GROUP BY user_id % 5, window_start) c GROUP BY ws) m \
          ON a.ws = m.ws AND a.n = m.top",
+    ),
+    // Windows of processing time: a replay must give each record the
+    // ingest time the stored stream keeps.
+    (
+        "by_ingest",
+        "SELECT user_id % 5 AS k, window_start, count(*) AS n, sum(amount) AS total \
+         FROM TUMBLE(clicks, p_time, INTERVAL '50 milliseconds') \
+         GROUP BY user_id % 5, window_start",
     ),
     // Nor is any late to a join bounded in time: its state expires, and it
     // is its query.

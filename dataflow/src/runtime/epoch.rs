@@ -15,6 +15,7 @@ use eddy_catalog::{LogEntry, Upserts, ViewDef, ABSORBED_SEQ_KEY};
 use eddy_storage::{Keyspace, WriteBatch};
 
 use super::checkpoint::Checkpoint;
+use super::push::Pushed;
 use super::{Output, Runtime, LATE_ROWS_HEAD, MAX_EPOCH_ROWS};
 use crate::change::{nullable_schema, ChangeBatch};
 use crate::ingest::{self, SourceBatch};
@@ -46,6 +47,14 @@ struct Absorbed {
     offsets: BTreeMap<i32, i64>,
     records: u64,
     dead_letters: u64,
+}
+
+/// What to act on once an epoch has committed.
+struct Committed {
+    absorbed: Vec<Absorbed>,
+    failed: Vec<(ViewDef, DataflowError)>,
+    /// Push queries' changes, sent to their clients.
+    pushed: Vec<Pushed>,
 }
 
 /// Changes the journal records as they are.
@@ -139,10 +148,14 @@ impl Runtime {
         &mut self,
         mut batch: WriteBatch,
         checkpoint: Option<Checkpoint>,
-        absorbed: Vec<Absorbed>,
-        failed: Vec<(ViewDef, DataflowError)>,
+        committed: Committed,
         started: Instant,
     ) -> Result<()> {
+        let Committed {
+            absorbed,
+            failed,
+            pushed,
+        } = committed;
         self.settle()?;
         self.epoch_number += 1;
         let epoch = self.epoch_number;
@@ -167,6 +180,9 @@ impl Runtime {
                 store.commit(batch)?;
                 for (rows, changes) in &publish {
                     rows.publish(changes, epoch);
+                }
+                for push in pushed {
+                    push.send(epoch);
                 }
                 Ok(())
             })
@@ -257,7 +273,8 @@ impl Runtime {
         journaled.sort_unstable_by_key(|(id, _)| *id);
         let topic_partitions = self.topic_partitions();
         self.stage_journal(journaled, &topic_partitions, &mut batch)?;
-        let failed = self.step_views(&mut changes, &mut batch, None, topic_partitions)?;
+        let failed = self.step_views(&mut changes, &mut batch, None, topic_partitions.clone())?;
+        let pushed = self.step_pushes(&changes, topic_partitions);
         let checkpoint = match self.checkpoint_due() {
             true => Some(self.stage_checkpoint(&mut batch)?),
             false => None,
@@ -271,7 +288,12 @@ impl Runtime {
                 last_seq.to_be_bytes().to_vec(),
             );
         }
-        self.hand_off(batch, checkpoint, absorbed, failed, started)?;
+        let committed = Committed {
+            absorbed,
+            failed,
+            pushed,
+        };
+        self.hand_off(batch, checkpoint, committed, started)?;
         self.taken = entries.iter().map(|e| e.seq).collect();
         tracing::debug!(entries = entries.len(), rows, "epoch handed off");
         Ok(entries.len() as u64)

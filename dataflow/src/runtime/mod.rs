@@ -10,6 +10,7 @@
 mod checkpoint;
 mod epoch;
 mod flush;
+mod push;
 mod sources;
 mod views;
 
@@ -33,6 +34,8 @@ use crate::progress::{ProgressMap, SourceProgress};
 use crate::sink::ViewSink;
 use crate::state_log::Segment;
 use crate::{DataflowError, Result};
+
+pub use push::{PushEvent, PushReceiver, PUSH_BUFFER};
 
 /// Rows absorbed per epoch at most, to bound an epoch's memory.
 const MAX_EPOCH_ROWS: usize = 200_000;
@@ -85,6 +88,7 @@ enum Command {
         id: u64,
         reply: oneshot::Sender<Result<()>>,
     },
+    Push(push::PushQuery),
     Stop,
 }
 
@@ -142,6 +146,7 @@ impl DataflowHandle {
             taken: Vec::new(),
             idle_timeout: timing.idle_timeout,
             journal: checkpoint::Journal::new(timing.checkpoint_interval),
+            pushes: Vec::new(),
         };
         runtime.restore(views)?;
         for source in catalog.source_relations() {
@@ -219,6 +224,17 @@ impl DataflowHandle {
         let (reply, rx) = oneshot::channel();
         let def = Box::new(def);
         self.ask(Command::Create { def, root, reply }, rx).await?
+    }
+
+    /// Starts a push query over `depends_on` (its dataflow `root`): its
+    /// changes from the next epoch on go to the returned receiver.
+    pub fn push(&self, root: Node, depends_on: Vec<u64>) -> Result<PushReceiver> {
+        let reads = self.catalog.read_guard(&depends_on);
+        let (query, receiver) = push::push_query(root, depends_on, reads);
+        self.tx
+            .send(Command::Push(query))
+            .map_err(|_| DataflowError::Stopped)?;
+        Ok(receiver)
     }
 
     /// Drops views and persistent queries, by id, in the order given
@@ -358,6 +374,8 @@ struct Runtime {
     taken: Vec<u64>,
     /// The epochs journaled since the last checkpoint.
     journal: checkpoint::Journal,
+    /// Push queries, in the order they started.
+    pushes: Vec<push::PushQuery>,
 }
 
 /// Plans a stored view's dataflow again, for rebuilding it from its
@@ -433,6 +451,7 @@ impl Runtime {
                 Command::DropSource { id, reply } => {
                     let _ = reply.send(self.drop_source(id));
                 }
+                Command::Push(query) => self.start_push(query),
                 Command::Stop => {
                     if let Err(e) = self.checkpoint() {
                         tracing::error!(error = %e, "the checkpoint at shutdown failed");

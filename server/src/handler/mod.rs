@@ -11,6 +11,7 @@ mod drop;
 mod explain_view;
 mod flush;
 mod lookup;
+pub mod push;
 mod queries;
 mod query;
 mod set;

@@ -1,0 +1,154 @@
+//! Push queries (`SELECT ... EMIT CHANGES`): dataflows with no storage
+//! whose output changes go to one client, from the epoch they start in.
+//!
+//! A push query is stepped with the views in each epoch, after them, on
+//! the same changes; its changes reach the client once the epoch has
+//! committed. It keeps its operators' state in memory only and ends with
+//! its client: when the client's end is dropped, or when the client falls
+//! more than [`PUSH_BUFFER`] epochs behind (then it is told why).
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use eddy_catalog::ReadGuard;
+use tokio::sync::mpsc;
+
+use super::Runtime;
+use crate::change::ChangeBatch;
+use crate::graph::Node;
+use crate::operators::EpochContext;
+
+/// Epochs' changes a client may have unread before its query ends.
+pub const PUSH_BUFFER: usize = 256;
+
+/// What a push query sends its client.
+#[derive(Debug)]
+pub enum PushEvent {
+    /// The query's output changes in one committed epoch.
+    Changes { epoch: u64, changes: ChangeBatch },
+    /// The query failed and has ended.
+    Failed(String),
+    /// The client read changes more slowly than they came, fell
+    /// [`PUSH_BUFFER`] epochs behind, and lost its query.
+    FellBehind,
+}
+
+/// The client's end of a push query; dropping it ends the query.
+#[derive(Debug)]
+pub struct PushReceiver {
+    pub schema: SchemaRef,
+    rx: mpsc::Receiver<PushEvent>,
+    overflowed: Arc<AtomicBool>,
+}
+
+impl PushReceiver {
+    /// The next event; `None` once the query has ended.
+    pub async fn recv(&mut self) -> Option<PushEvent> {
+        match self.rx.recv().await {
+            Some(event) => Some(event),
+            None if self.overflowed.load(Ordering::SeqCst) => Some(PushEvent::FellBehind),
+            None => None,
+        }
+    }
+}
+
+/// A push query as the runtime keeps it.
+pub(super) struct PushQuery {
+    /// Keeps the tables it reads logging their changes.
+    _reads: ReadGuard,
+    root: Node,
+    depends_on: Vec<u64>,
+    tx: mpsc::Sender<PushEvent>,
+    overflowed: Arc<AtomicBool>,
+}
+
+/// A push query's changes in the epoch being committed, to send once it
+/// has.
+pub(super) struct Pushed {
+    tx: mpsc::Sender<PushEvent>,
+    overflowed: Arc<AtomicBool>,
+    changes: ChangeBatch,
+}
+
+impl Pushed {
+    /// Sends the changes of committed epoch `epoch`; a client that is too
+    /// far behind loses its query.
+    pub(super) fn send(self, epoch: u64) {
+        let event = PushEvent::Changes {
+            epoch,
+            changes: self.changes,
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(event) {
+            self.overflowed.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A push query to start, and its client's end.
+pub fn push_query(root: Node, depends_on: Vec<u64>, reads: ReadGuard) -> (PushQuery, PushReceiver) {
+    let (tx, rx) = mpsc::channel(PUSH_BUFFER);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let receiver = PushReceiver {
+        schema: root.schema.clone(),
+        rx,
+        overflowed: overflowed.clone(),
+    };
+    let query = PushQuery {
+        _reads: reads,
+        root,
+        depends_on,
+        tx,
+        overflowed,
+    };
+    (query, receiver)
+}
+
+impl Runtime {
+    /// Steps the push queries through an epoch's `changes` (the views'
+    /// included); returns what to send once the epoch commits. Queries
+    /// whose client has gone, fallen behind or failed end here.
+    pub(super) fn step_pushes(
+        &mut self,
+        changes: &HashMap<u64, ChangeBatch>,
+        topic_partitions: Arc<HashMap<u64, usize>>,
+    ) -> Vec<Pushed> {
+        self.pushes
+            .retain(|q| !q.tx.is_closed() && !q.overflowed.load(Ordering::SeqCst));
+        let mut pushed = Vec::new();
+        let mut failed = Vec::new();
+        for (i, query) in self.pushes.iter_mut().enumerate() {
+            if !query.depends_on.iter().any(|d| changes.contains_key(d)) {
+                continue;
+            }
+            let mut ctx = EpochContext::new(changes, false);
+            ctx.topic_partitions = topic_partitions.clone();
+            ctx.idle_timeout = self.idle_timeout;
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                query.root.step(&ctx).and_then(|out| out.consolidate())
+            }));
+            match result {
+                Ok(Ok(out)) if out.is_empty() => {}
+                Ok(Ok(changes)) => pushed.push(Pushed {
+                    tx: query.tx.clone(),
+                    overflowed: query.overflowed.clone(),
+                    changes,
+                }),
+                Ok(Err(e)) => failed.push((i, e.to_string())),
+                Err(_) => failed.push((i, "the query panicked".to_owned())),
+            }
+        }
+        for (i, error) in failed.into_iter().rev() {
+            let query = self.pushes.remove(i);
+            let _ = query.tx.try_send(PushEvent::Failed(error));
+        }
+        pushed
+    }
+
+    /// Starts a push query at the next epoch.
+    pub(super) fn start_push(&mut self, query: PushQuery) {
+        self.pushes.push(query);
+    }
+}

@@ -1,0 +1,229 @@
+//! Push queries: `SELECT ... FROM <stream | table | view> [WHERE ...]
+//! [GROUP BY ...] EMIT CHANGES [LIMIT n]`, in the simple query protocol.
+//!
+//! The query runs as a dataflow of its own from the next epoch on (as
+//! ksqlDB's push queries start at the latest offset). Each committed
+//! epoch's rows go to the socket at once, flushed: an inserted row of a
+//! stream, or the new state of a key of a table, view or aggregate (rows
+//! taken back are not shown). `LIMIT n` ends the query after n rows; a
+//! cancel request, the client leaving or a client too slow to keep up end
+//! it too, and free its dataflow.
+
+use std::sync::Arc;
+
+use arrow_pg::datatypes::arrow_schema_to_pg_fields;
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::sql::sqlparser::ast::{Expr, LimitClause, Value};
+use eddy_dataflow::PushEvent;
+use eddy_sql::ast::Emit;
+use eddy_sql::{EddyQuery, EddyStatement};
+use futures::{SinkExt, StreamExt};
+use pgwire::api::results::Tag;
+use pgwire::api::{ClientInfo, ConnectionHandle, PgWireConnectionState};
+use pgwire::error::PgWireError;
+use pgwire::messages::data::{FieldDescription, RowDescription};
+use pgwire::messages::response::{CommandComplete, ReadyForQuery};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+
+use crate::engine::Engine;
+use crate::error::{EddyError, Result};
+
+/// A push query, with its LIMIT taken out of the query.
+pub struct PushQuery {
+    query: EddyQuery,
+    limit: Option<u64>,
+}
+
+/// The push query `sql` is, if it is one statement that is one.
+pub fn parse(sql: &str) -> Option<Result<PushQuery>> {
+    let mut statements = eddy_sql::parse_sql(sql).ok()?;
+    let (Some(EddyStatement::Query(query)), None) = (statements.pop(), statements.pop()) else {
+        return None;
+    };
+    if query.clauses.emit != Some(Emit::Changes) {
+        return None;
+    }
+    let mut query = *query;
+    Some(take_limit(&mut query).map(|limit| PushQuery { query, limit }))
+}
+
+/// Takes `LIMIT n` (a count of rows to push) off the query.
+fn take_limit(query: &mut EddyQuery) -> Result<Option<u64>> {
+    let Some(clause) = query.query.limit_clause.take() else {
+        return Ok(None);
+    };
+    let limit = match &clause {
+        LimitClause::LimitOffset {
+            limit,
+            offset: None,
+            limit_by,
+        } if limit_by.is_empty() => limit.as_ref(),
+        _ => {
+            return Err(EddyError::Unsupported(format!(
+                "{clause} in a push query (it takes LIMIT n, the rows to push before it ends)"
+            )))
+        }
+    };
+    match limit {
+        None => Ok(None),
+        Some(Expr::Value(v)) => match &v.value {
+            Value::Number(n, _) => n.parse().map(Some).map_err(|_| {
+                EddyError::InvalidParameter(format!("LIMIT {n}: a push query's limit is a count"))
+            }),
+            other => Err(EddyError::InvalidParameter(format!(
+                "LIMIT {other}: a push query's limit is a count"
+            ))),
+        },
+        Some(other) => Err(EddyError::InvalidParameter(format!(
+            "LIMIT {other}: a push query's limit is a count"
+        ))),
+    }
+}
+
+/// A socket that serves pgwire messages.
+pub trait PushSocket:
+    futures::Sink<PgWireBackendMessage, Error = std::io::Error>
+    + futures::Stream<Item = std::result::Result<PgWireFrontendMessage, PgWireError>>
+    + ClientInfo
+    + Unpin
+{
+}
+
+impl<T> PushSocket for T where
+    T: futures::Sink<PgWireBackendMessage, Error = std::io::Error>
+        + futures::Stream<Item = std::result::Result<PgWireFrontendMessage, PgWireError>>
+        + ClientInfo
+        + Unpin
+{
+}
+
+/// How a push query ended.
+pub enum Ended {
+    /// Its LIMIT was reached: the query completed.
+    Complete,
+    /// The client left; the connection is over.
+    Disconnected,
+}
+
+/// Runs `push` and streams its rows to `socket` until it ends; an error
+/// is the query's, for the caller to report.
+pub async fn serve<S: PushSocket>(
+    socket: &mut S,
+    engine: &Engine,
+    push: PushQuery,
+) -> Result<Ended> {
+    let lowered = engine
+        .plan_view(&push.query.query, &push.query.clauses, false)
+        .await?;
+    if lowered.depends_on.is_empty() {
+        return Err(EddyError::Unsupported(
+            "SELECT ... EMIT CHANGES that reads no stream, table or view (nothing it shows \
+             would ever change)"
+                .into(),
+        ));
+    }
+    let schema = lowered.root.schema.clone();
+    let fields = Arc::new(arrow_schema_to_pg_fields(
+        &schema,
+        &pgwire::api::portal::Format::UnifiedText,
+        None,
+    )?);
+    let cancel = match socket.session_extensions().get::<Arc<ConnectionHandle>>() {
+        Some(handle) => Some(handle.start_query().await),
+        None => None,
+    };
+    let mut receiver = engine.dataflow.push(lowered.root, lowered.depends_on)?;
+    let description = RowDescription::new(fields.iter().map(FieldDescription::from).collect());
+    let described = socket
+        .send(PgWireBackendMessage::RowDescription(description))
+        .await;
+    if described.is_err() {
+        return Ok(Ended::Disconnected);
+    }
+    let mut cancel = std::pin::pin!(async move {
+        match cancel {
+            Some(rx) => {
+                // A dropped sender (the next query) is not a cancel.
+                if rx.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    });
+    let mut sent: u64 = 0;
+    loop {
+        tokio::select! {
+            event = receiver.recv() => match event {
+                Some(PushEvent::Changes { changes, .. }) => {
+                    let rows = inserted_rows(&changes.data, changes.weights.values(), &schema)?;
+                    let room = push.limit.map_or(u64::MAX, |limit| limit - sent);
+                    let rows = rows.slice(0, rows.num_rows().min(room as usize));
+                    sent += rows.num_rows() as u64;
+                    for row in crate::wire::encode_text_rows(rows, &fields) {
+                        let row = row.map_err(|e| EddyError::PushFailed(e.to_string()))?;
+                        if socket.feed(PgWireBackendMessage::DataRow(row)).await.is_err() {
+                            return Ok(Ended::Disconnected);
+                        }
+                    }
+                    let flushed = if push.limit == Some(sent) {
+                        complete(socket, sent).await.map(|()| true)
+                    } else {
+                        socket.flush().await.map(|()| false)
+                    };
+                    match flushed {
+                        Ok(true) => return Ok(Ended::Complete),
+                        Ok(false) => {}
+                        Err(_) => return Ok(Ended::Disconnected),
+                    }
+                }
+                Some(PushEvent::Failed(reason)) => return Err(EddyError::PushFailed(reason)),
+                Some(PushEvent::FellBehind) => return Err(EddyError::ClientTooSlow),
+                None => return Err(EddyError::ShuttingDown),
+            },
+            message = socket.next() => match message {
+                // The client leaves, or says something mid-query: Postgres
+                // reads nothing until a query ends, so nor does this.
+                None | Some(Err(_)) | Some(Ok(PgWireFrontendMessage::Terminate(_))) => {
+                    return Ok(Ended::Disconnected)
+                }
+                Some(Ok(_)) => return Ok(Ended::Disconnected),
+            },
+            () = &mut cancel => return Err(EddyError::Canceled),
+        }
+    }
+}
+
+async fn complete<S: PushSocket>(socket: &mut S, rows: u64) -> std::io::Result<()> {
+    let tag = Tag::new("SELECT").with_rows(rows as usize);
+    socket
+        .feed(PgWireBackendMessage::CommandComplete(
+            CommandComplete::from(tag),
+        ))
+        .await?;
+    socket.set_state(PgWireConnectionState::ReadyForQuery);
+    let status = socket.transaction_status();
+    socket
+        .feed(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+            status,
+        )))
+        .await?;
+    socket.flush().await?;
+    Ok(())
+}
+
+/// The rows a change batch adds, each as many times as its weight.
+fn inserted_rows(data: &RecordBatch, weights: &[i64], schema: &SchemaRef) -> Result<RecordBatch> {
+    let mut indices = Vec::new();
+    for (i, &w) in weights.iter().enumerate() {
+        for _ in 0..w.max(0) {
+            indices.push(i as u32);
+        }
+    }
+    let arrow = |e| EddyError::from(datafusion::error::DataFusionError::from(e));
+    let rows = take_record_batch(data, &UInt32Array::from(indices)).map_err(arrow)?;
+    RecordBatch::try_new(schema.clone(), rows.columns().to_vec()).map_err(arrow)
+}

@@ -1,0 +1,231 @@
+//! Push queries (`SELECT ... EMIT CHANGES [LIMIT n]`): rows reach the
+//! client as epochs commit, while the query runs; LIMIT ends it; a cancel
+//! request or the client leaving ends it and frees it.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use eddy_tests::{sqlstate, TestServer};
+use futures::{pin_mut, StreamExt};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn setup(client: &Client) -> Result<()> {
+    client
+        .batch_execute(
+            "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer TEXT, amount BIGINT);
+             INSERT INTO orders VALUES (1, 'ann', 10)",
+        )
+        .await?;
+    Ok(())
+}
+
+/// The next row's cells of a running push query, in text.
+async fn next_row(
+    stream: &mut (impl futures::Stream<Item = Result<SimpleQueryMessage, tokio_postgres::Error>>
+              + Unpin),
+) -> Result<Vec<String>> {
+    loop {
+        let message = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .context("no row in time")?
+            .context("the query ended")??;
+        match message {
+            SimpleQueryMessage::Row(row) => {
+                return Ok((0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").to_owned())
+                    .collect())
+            }
+            SimpleQueryMessage::CommandComplete(n) => bail!("the query completed after {n} rows"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_arrive_while_the_query_runs() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    let writer = server.connect().await?;
+    setup(&writer).await?;
+
+    // Only changes from now on, as ksqlDB's push queries start at the end.
+    let stream = client
+        .simple_query_raw("SELECT id, amount FROM orders WHERE amount > 5 EMIT CHANGES")
+        .await?;
+    pin_mut!(stream);
+    // The query starts with an epoch after it is sent: write until a row
+    // shows, then each row shows as it is written.
+    let mut shown = None;
+    let mut last = 0;
+    for id in 100..200 {
+        writer
+            .batch_execute(&format!("INSERT INTO orders VALUES ({id}, 'x', 1000)"))
+            .await?;
+        last = id;
+        let row = tokio::time::timeout(Duration::from_millis(200), next_row(&mut stream)).await;
+        if let Ok(row) = row {
+            shown = Some(row?);
+            break;
+        }
+    }
+    // Rows of the writes before the last may still be on their way.
+    let mut row = shown.context("no row showed")?;
+    while row[0] != last.to_string() {
+        assert_eq!(row[1], "1000");
+        row = next_row(&mut stream).await?;
+    }
+    writer
+        .batch_execute("INSERT INTO orders VALUES (2, 'bob', 20), (3, 'cy', 1)")
+        .await?;
+    assert_eq!(next_row(&mut stream).await?, ["2", "20"]);
+    // Each write shows while the query still runs; an update shows the
+    // row's new state, and filtered-out rows never show.
+    writer
+        .batch_execute("UPDATE orders SET amount = 30 WHERE id = 2")
+        .await?;
+    assert_eq!(next_row(&mut stream).await?, ["2", "30"]);
+    writer
+        .batch_execute("INSERT INTO orders VALUES (4, 'dee', 2), (5, 'eve', 50)")
+        .await?;
+    assert_eq!(next_row(&mut stream).await?, ["5", "50"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_ends_the_query_and_aggregates_show_each_new_state() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    let writer = server.connect().await?;
+    setup(&writer).await?;
+    let query = tokio::spawn(async move {
+        let rows = client
+            .simple_query(
+                "SELECT customer, count(*) AS n, sum(amount) AS total FROM orders \
+                 GROUP BY customer EMIT CHANGES LIMIT 3",
+            )
+            .await?;
+        let mut cells = Vec::new();
+        let mut tag = None;
+        for message in rows {
+            match message {
+                SimpleQueryMessage::Row(row) => cells.push(format!(
+                    "{}|{}|{}",
+                    row.get(0).unwrap_or(""),
+                    row.get(1).unwrap_or(""),
+                    row.get(2).unwrap_or("")
+                )),
+                SimpleQueryMessage::CommandComplete(n) => tag = Some(n),
+                _ => {}
+            }
+        }
+        // The connection goes on.
+        let one = client.simple_query("SELECT 1").await?;
+        anyhow::Ok((cells, tag, one.len()))
+    });
+    // Each write in an epoch of its own; the query is running by the
+    // first that shows.
+    let mut amount = 0;
+    while !query.is_finished() {
+        amount += 1;
+        writer
+            .batch_execute(&format!(
+                "UPDATE orders SET amount = amount + 1 WHERE id = 1;
+                 INSERT INTO orders VALUES ({}, 'zed', 1)",
+                1000 + amount
+            ))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if amount > 100 {
+            bail!("the query did not end after 3 rows");
+        }
+    }
+    let (cells, tag, _) = query.await??;
+    assert_eq!(cells.len(), 3, "{cells:?}");
+    assert_eq!(tag, Some(3));
+    // ann's count stays 1 and her total grows; zed's count grows.
+    for cell in &cells {
+        let parts: Vec<&str> = cell.split('|').collect();
+        match parts[0] {
+            "ann" => assert_eq!(parts[1], "1"),
+            "zed" => assert_eq!(parts[1], parts[2]),
+            other => bail!("unexpected customer {other}"),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_and_disconnect_end_the_query() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    let writer = server.connect().await?;
+    setup(&writer).await?;
+
+    let cancel = client.cancel_token();
+    let running = tokio::spawn(async move {
+        let result = client
+            .simple_query("SELECT * FROM orders EMIT CHANGES")
+            .await;
+        let after = client.simple_query("SELECT 1").await.map(|m| m.len());
+        (result.err(), after.ok())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cancel.cancel_query(NoTls).await?;
+    let (error, after) = tokio::time::timeout(WAIT, running).await??;
+    let error = error.context("a cancelled push query fails")?;
+    let code = error.as_db_error().map(|e| e.code().code().to_owned());
+    assert_eq!(code.as_deref(), Some("57014"), "{error}");
+    assert!(
+        after.is_some(),
+        "the connection serves queries after a cancel"
+    );
+
+    // Clients that leave mid-query: each push query ends with its client,
+    // and the server goes on.
+    for _ in 0..20 {
+        let client = server.connect().await?;
+        let stream = client
+            .simple_query_raw("SELECT * FROM orders EMIT CHANGES")
+            .await?;
+        drop(stream);
+        drop(client);
+    }
+    writer
+        .batch_execute("INSERT INTO orders VALUES (9, 'ivy', 9)")
+        .await?;
+    let rows = writer.simple_query("SELECT count(*) FROM orders").await?;
+    assert!(matches!(&rows[1], SimpleQueryMessage::Row(r) if r.get(0) == Some("2")));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_query_errors() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    setup(&client).await?;
+    let cases = [
+        ("SELECT * FROM nowhere EMIT CHANGES", "42P01"),
+        ("SELECT 1 EMIT CHANGES", "0A000"),
+        ("SELECT * FROM orders EMIT CHANGES LIMIT 'x'", "22023"),
+        (
+            "SELECT * FROM orders EMIT CHANGES LIMIT 2 OFFSET 1",
+            "0A000",
+        ),
+    ];
+    for (sql, expected) in cases {
+        let (code, message) = sqlstate(&client, sql).await?;
+        assert_eq!(code, expected, "{sql}: {message}");
+    }
+    // The extended protocol refuses it with a hint.
+    let error = client
+        .query("SELECT * FROM orders EMIT CHANGES", &[])
+        .await
+        .err()
+        .context("the extended protocol refuses a push query")?;
+    let db = error.as_db_error().context("a database error")?;
+    assert_eq!(db.code().code(), "0A000");
+    assert!(db.message().contains("simple query"), "{}", db.message());
+    Ok(())
+}
