@@ -114,9 +114,9 @@ impl EventTimeTracker {
         columns: EventTimeColumns,
         changes: Option<&ChangeBatch>,
         partitions: Partitions,
+        now: Instant,
     ) -> Result<Watermark> {
         let before = self.watermark;
-        let now = Instant::now();
         self.started.get_or_insert(now);
         if let Some(changes) = changes {
             self.note(columns, changes, now)?;
@@ -293,7 +293,7 @@ mod tests {
         partitions: Partitions,
     ) -> Watermark {
         tracker
-            .advance(COLUMNS, Some(&rows(changes)), partitions)
+            .advance(COLUMNS, Some(&rows(changes)), partitions, Instant::now())
             .unwrap()
     }
 
@@ -377,5 +377,38 @@ mod tests {
             advance(&mut tracker, &[(Some(7), 0, 1)], three),
             at(None, Some(7))
         );
+    }
+
+    #[test]
+    fn idleness_is_judged_by_the_epochs_clock() {
+        // Two dataflows over one relation see the same rows in an epoch and
+        // judge partitions idle by one reading of the clock, however long
+        // stepping the first one took: their watermarks agree.
+        let idle = Partitions {
+            count: Some(2),
+            idle_timeout: Duration::from_millis(30),
+        };
+        let start = Instant::now();
+        let epochs = [
+            (start, vec![(Some(10), 0, 1), (Some(5), 1, 1)]),
+            (start + Duration::from_millis(29), vec![(Some(20), 0, 1)]),
+            (start + Duration::from_millis(31), vec![(Some(40), 0, 1)]),
+        ];
+        let mut first = EventTimeTracker::default();
+        let mut second = EventTimeTracker::default();
+        let mut seen = Vec::new();
+        for (now, changes) in &epochs {
+            let a = first
+                .advance(COLUMNS, Some(&rows(changes)), idle, *now)
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            let b = second
+                .advance(COLUMNS, Some(&rows(changes)), idle, *now)
+                .unwrap();
+            assert_eq!(a, b);
+            seen.push(a.after);
+        }
+        // Partition 1 is waited for until it has been silent 30 ms.
+        assert_eq!(seen, [Some(5), Some(5), Some(40)]);
     }
 }

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::prep_null_mask_filter;
@@ -75,6 +75,9 @@ pub struct EpochContext<'a> {
     /// How long a partition may send nothing before watermarks stop
     /// waiting for it.
     pub idle_timeout: Duration,
+    /// The epoch's clock, for judging partitions idle: one reading for
+    /// every dataflow in the epoch, so they judge alike.
+    pub now: Instant,
 }
 
 impl<'a> EpochContext<'a> {
@@ -87,6 +90,7 @@ impl<'a> EpochContext<'a> {
             watermarks: Watermarks::default(),
             topic_partitions: Arc::default(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            now: Instant::now(),
         }
     }
 
@@ -107,6 +111,7 @@ impl<'a> EpochContext<'a> {
             watermarks: self.watermarks.clone(),
             topic_partitions: self.topic_partitions.clone(),
             idle_timeout: self.idle_timeout,
+            now: self.now,
         }
     }
 }

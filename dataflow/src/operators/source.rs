@@ -86,7 +86,7 @@ impl Operator for Source {
                 // One clock (processing time): the topic's partitions are one.
                 partitions.count = None;
             }
-            let watermark = tracker.advance(*columns, changes, partitions)?;
+            let watermark = tracker.advance(*columns, changes, partitions, ctx.now)?;
             ctx.watermarks
                 .publish(self.object_id, watermark.delayed(columns.delay_us));
         }

@@ -169,7 +169,14 @@ impl Runtime {
             }
             let mut changes = entry.changes(&self.catalog)?;
             let topic_partitions = Arc::new(entry.topic_partitions);
-            failed.extend(self.step_views(&mut changes, &mut batch, None, topic_partitions)?);
+            let now = std::time::Instant::now();
+            failed.extend(self.step_views(
+                &mut changes,
+                &mut batch,
+                None,
+                topic_partitions,
+                now,
+            )?);
             replayed += 1;
         }
         self.stage_checkpoint(&mut batch)?

@@ -273,8 +273,15 @@ impl Runtime {
         journaled.sort_unstable_by_key(|(id, _)| *id);
         let topic_partitions = self.topic_partitions();
         self.stage_journal(journaled, &topic_partitions, &mut batch)?;
-        let failed = self.step_views(&mut changes, &mut batch, None, topic_partitions.clone())?;
-        let pushed = self.step_pushes(&changes, topic_partitions);
+        let now = Instant::now();
+        let failed = self.step_views(
+            &mut changes,
+            &mut batch,
+            None,
+            topic_partitions.clone(),
+            now,
+        )?;
+        let pushed = self.step_pushes(&changes, topic_partitions, now);
         let checkpoint = match self.checkpoint_due() {
             true => Some(self.stage_checkpoint(&mut batch)?),
             false => None,
@@ -461,6 +468,7 @@ impl Runtime {
         batch: &mut WriteBatch,
         only: Option<usize>,
         topic_partitions: Arc<HashMap<u64, usize>>,
+        now: Instant,
     ) -> Result<Vec<(ViewDef, DataflowError)>> {
         let backfill = only.is_some();
         let mut failed = Vec::new();
@@ -485,6 +493,7 @@ impl Runtime {
             let mut ctx = EpochContext::new(changes, backfill);
             ctx.topic_partitions = topic_partitions.clone();
             ctx.idle_timeout = self.idle_timeout;
+            ctx.now = now;
             let result = catch_unwind(AssertUnwindSafe(|| -> Result<ChangeBatch> {
                 let out = view.root.step(&ctx)?;
                 view.output.apply(&out)

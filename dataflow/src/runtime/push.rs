@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use eddy_catalog::ReadGuard;
@@ -114,6 +115,7 @@ impl Runtime {
         &mut self,
         changes: &HashMap<u64, ChangeBatch>,
         topic_partitions: Arc<HashMap<u64, usize>>,
+        now: Instant,
     ) -> Vec<Pushed> {
         self.pushes
             .retain(|q| !q.tx.is_closed() && !q.overflowed.load(Ordering::SeqCst));
@@ -126,6 +128,7 @@ impl Runtime {
             let mut ctx = EpochContext::new(changes, false);
             ctx.topic_partitions = topic_partitions.clone();
             ctx.idle_timeout = self.idle_timeout;
+            ctx.now = now;
             let result = catch_unwind(AssertUnwindSafe(|| {
                 query.root.step(&ctx).and_then(|out| out.consolidate())
             }));

@@ -235,7 +235,8 @@ impl Runtime {
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
         let topic_partitions = self.topic_partitions();
-        let failed = self.step_views(changes, &mut batch, Some(index), topic_partitions)?;
+        let now = std::time::Instant::now();
+        let failed = self.step_views(changes, &mut batch, Some(index), topic_partitions, now)?;
         if let Some((_, error)) = failed.into_iter().next() {
             return Err(error);
         }
