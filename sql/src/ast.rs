@@ -35,6 +35,19 @@ pub enum EddyStatement {
     /// `MOVE [direction] [FROM | IN] cursor`: a `FETCH` (held here) that
     /// returns no rows.
     Move(Box<Statement>),
+    /// `SUBSCRIBE [TO] relation | (query) [WITH (SNAPSHOT = b, PROGRESS = b)]`.
+    Subscribe(Box<Subscribe>),
+}
+
+/// A `SUBSCRIBE`, as Materialize takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscribe {
+    /// The query, or `SELECT * FROM relation`.
+    pub query: Box<Query>,
+    /// Whether the current contents come first (the default).
+    pub snapshot: bool,
+    /// Whether progress rows say when each epoch is complete.
+    pub progress: bool,
 }
 
 /// What `SHOW` or `LIST` lists.
@@ -356,6 +369,11 @@ impl fmt::Display for EddyStatement {
                 let fetch = fetch.to_string();
                 write!(f, "MOVE{}", fetch.strip_prefix("FETCH").unwrap_or(&fetch))
             }
+            EddyStatement::Subscribe(subscribe) => write!(
+                f,
+                "SUBSCRIBE ({}) WITH (SNAPSHOT = {}, PROGRESS = {})",
+                subscribe.query, subscribe.snapshot, subscribe.progress
+            ),
         }
     }
 }

@@ -17,7 +17,7 @@ use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use crate::ast::{
     CreateRelation, DropRelation, Duration, EddyQuery, EddyStatement, Emit, JoinWithin, Listing,
-    QueryClauses, RelationKind, Watermark, WindowKind, WindowSpec,
+    QueryClauses, RelationKind, Subscribe, Watermark, WindowKind, WindowSpec,
 };
 use crate::{Result, SqlError};
 
@@ -273,6 +273,9 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
     if word(0, "FETCH") || word(0, "MOVE") {
         return parse_fetch(tokens);
     }
+    if word(0, "SUBSCRIBE") {
+        return parse_subscribe(parser(tokens));
+    }
     if word(0, "DESCRIBE") || word(0, "DESC") {
         return parse_describe(parser(tokens));
     }
@@ -315,6 +318,73 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
         }
         statement => Ok(EddyStatement::Sql(Box::new(statement))),
     }
+}
+
+/// `SUBSCRIBE [TO] relation | (query) [WITH (SNAPSHOT [= b], PROGRESS [= b])]`.
+fn parse_subscribe(mut p: Parser) -> Result<EddyStatement> {
+    p.next_token();
+    parse_word(&mut p, "TO");
+    let query = if p.consume_token(&Token::LParen) {
+        let query = p.parse_query()?;
+        p.expect_token(&Token::RParen)?;
+        query
+    } else {
+        let name = p.parse_object_name(false)?;
+        Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&format!("SELECT * FROM {name}"))?
+            .parse_query()?
+    };
+    let mut subscribe = Subscribe {
+        query,
+        snapshot: true,
+        progress: false,
+    };
+    if p.parse_keyword(Keyword::WITH) {
+        p.expect_token(&Token::LParen)?;
+        loop {
+            let option = p.parse_identifier()?;
+            let value = if p.consume_token(&Token::Eq) {
+                match p.parse_expr()? {
+                    Expr::Value(v) => match v.value {
+                        datafusion::sql::sqlparser::ast::Value::Boolean(b) => b,
+                        datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s)
+                            if s.eq_ignore_ascii_case("true")
+                                || s.eq_ignore_ascii_case("false") =>
+                        {
+                            s.eq_ignore_ascii_case("true")
+                        }
+                        other => {
+                            return Err(SqlError::InvalidDefinition(format!(
+                                "SUBSCRIBE option {option} is true or false, not {other}"
+                            )))
+                        }
+                    },
+                    other => {
+                        return Err(SqlError::InvalidDefinition(format!(
+                            "SUBSCRIBE option {option} is true or false, not {other}"
+                        )))
+                    }
+                }
+            } else {
+                true
+            };
+            match option.value.to_ascii_uppercase().as_str() {
+                "SNAPSHOT" => subscribe.snapshot = value,
+                "PROGRESS" => subscribe.progress = value,
+                _ => {
+                    return Err(SqlError::Unsupported(format!(
+                        "SUBSCRIBE option {option} (the options are SNAPSHOT and PROGRESS)"
+                    )))
+                }
+            }
+            if !p.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        p.expect_token(&Token::RParen)?;
+    }
+    expect_end(&mut p)?;
+    Ok(EddyStatement::Subscribe(Box::new(subscribe)))
 }
 
 /// `FETCH` or `MOVE` in all of Postgres's forms, written as sqlparser
@@ -906,6 +976,26 @@ mod tests {
         assert!(matches!(parse_sql(&sql), Err(SqlError::TooComplex(_))));
         let ok = format!("SELECT {}1", "1 + ".repeat(1_000));
         assert!(parse_sql(&ok).is_ok());
+    }
+
+    #[test]
+    fn subscribe_parses_in_materializes_forms() {
+        let EddyStatement::Subscribe(plain) = one("SUBSCRIBE TO orders") else {
+            panic!()
+        };
+        assert_eq!(plain.query.to_string(), "SELECT * FROM orders");
+        assert!(plain.snapshot && !plain.progress);
+        let EddyStatement::Subscribe(query) = one(
+            "SUBSCRIBE (SELECT a, count(*) FROM t GROUP BY a) WITH (SNAPSHOT = false, PROGRESS)",
+        ) else {
+            panic!()
+        };
+        assert!(!query.snapshot && query.progress);
+        let again = one(&EddyStatement::Subscribe(query.clone()).to_string());
+        assert_eq!(again, EddyStatement::Subscribe(query));
+        assert!(parse_sql("SUBSCRIBE t WITH (COLOUR = true)").is_err());
+        assert!(parse_sql("SUBSCRIBE t WITH (SNAPSHOT = 3)").is_err());
+        assert!(parse_sql("SUBSCRIBE t AS OF 3").is_err());
     }
 
     #[test]

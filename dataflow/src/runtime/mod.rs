@@ -227,10 +227,11 @@ impl DataflowHandle {
     }
 
     /// Starts a push query over `depends_on` (its dataflow `root`): its
-    /// changes from the next epoch on go to the returned receiver.
-    pub fn push(&self, root: Node, depends_on: Vec<u64>) -> Result<PushReceiver> {
+    /// changes from the next epoch on go to the returned receiver, after
+    /// its query's current rows when `snapshot` is set.
+    pub fn push(&self, root: Node, depends_on: Vec<u64>, snapshot: bool) -> Result<PushReceiver> {
         let reads = self.catalog.read_guard(&depends_on);
-        let (query, receiver) = push::push_query(root, depends_on, reads);
+        let (query, receiver) = push::push_query(root, depends_on, reads, snapshot);
         self.tx
             .send(Command::Push(query))
             .map_err(|_| DataflowError::Stopped)?;

@@ -64,6 +64,8 @@ pub(super) struct PushQuery {
     depends_on: Vec<u64>,
     tx: mpsc::Sender<PushEvent>,
     overflowed: Arc<AtomicBool>,
+    /// Whether it starts with its query's current rows.
+    snapshot: bool,
 }
 
 /// A push query's changes in the epoch being committed, to send once it
@@ -89,7 +91,12 @@ impl Pushed {
 }
 
 /// A push query to start, and its client's end.
-pub fn push_query(root: Node, depends_on: Vec<u64>, reads: ReadGuard) -> (PushQuery, PushReceiver) {
+pub fn push_query(
+    root: Node,
+    depends_on: Vec<u64>,
+    reads: ReadGuard,
+    snapshot: bool,
+) -> (PushQuery, PushReceiver) {
     let (tx, rx) = mpsc::channel(PUSH_BUFFER);
     let overflowed = Arc::new(AtomicBool::new(false));
     let receiver = PushReceiver {
@@ -103,6 +110,7 @@ pub fn push_query(root: Node, depends_on: Vec<u64>, reads: ReadGuard) -> (PushQu
         depends_on,
         tx,
         overflowed,
+        snapshot,
     };
     (query, receiver)
 }
@@ -150,8 +158,43 @@ impl Runtime {
         pushed
     }
 
-    /// Starts a push query at the next epoch.
-    pub(super) fn start_push(&mut self, query: PushQuery) {
+    /// Starts a push query at the next epoch; one that asks for a
+    /// snapshot first gets every row its query holds now, as of the last
+    /// committed epoch.
+    pub(super) fn start_push(&mut self, mut query: PushQuery) {
+        if query.snapshot {
+            match self.push_snapshot(&mut query) {
+                Ok(changes) => {
+                    let event = PushEvent::Changes {
+                        epoch: self.epoch_number,
+                        changes,
+                    };
+                    if query.tx.try_send(event).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = query.tx.try_send(PushEvent::Failed(e.to_string()));
+                    return;
+                }
+            }
+        }
         self.pushes.push(query);
+    }
+
+    fn push_snapshot(&mut self, query: &mut PushQuery) -> crate::Result<ChangeBatch> {
+        let catalog = self.catalog.clone();
+        // As for a new view: table writes wait, so the snapshot and the
+        // change log line up.
+        let _writes = catalog.lock_writes();
+        self.drain_logged_changes(self.catalog.changes().last_seq())?;
+        self.settle()?;
+        let changes = self.snapshot(&query.depends_on, "a subscription")?;
+        let mut ctx = EpochContext::new(&changes, true);
+        ctx.topic_partitions = self.topic_partitions();
+        ctx.idle_timeout = self.idle_timeout;
+        let out = catch_unwind(AssertUnwindSafe(|| query.root.step(&ctx)))
+            .map_err(|_| crate::DataflowError::Internal("the query panicked".into()))??;
+        out.consolidate()
     }
 }

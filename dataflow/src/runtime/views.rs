@@ -181,15 +181,11 @@ impl Runtime {
         self.restart_sources();
     }
 
-    pub(super) fn create(&mut self, def: ViewDef, root: Node) -> Result<()> {
-        let catalog = self.catalog.clone();
-        // Hold off table writes, so the snapshot read below and the change
-        // log line up: every later write is logged for the new view.
-        let _writes = catalog.lock_writes();
-        // Table writes are held off, so this drains the whole log.
-        self.drain_logged_changes(self.catalog.changes().last_seq())?;
+    /// The contents of the tables and views `ids`, as inserts, for a new
+    /// dataflow (`what`) to start from. The log must be drained.
+    pub(super) fn snapshot(&self, ids: &[u64], what: &str) -> Result<HashMap<u64, ChangeBatch>> {
         let mut changes = HashMap::new();
-        for id in &def.depends_on {
+        for id in ids {
             let snapshot = if let Some(table) = self.catalog.table_by_id(*id) {
                 let data = table.read_all(false)?;
                 let schema = nullable_schema(&data.schema());
@@ -202,12 +198,22 @@ impl Runtime {
                 sink.contents()?
             } else {
                 return Err(DataflowError::Internal(format!(
-                    "view {} reads object {id}, which is gone or failed",
-                    def.name
+                    "{what} reads object {id}, which is gone or failed"
                 )));
             };
             changes.insert(*id, snapshot);
         }
+        Ok(changes)
+    }
+
+    pub(super) fn create(&mut self, def: ViewDef, root: Node) -> Result<()> {
+        let catalog = self.catalog.clone();
+        // Hold off table writes, so the snapshot read below and the change
+        // log line up: every later write is logged for the new view.
+        let _writes = catalog.lock_writes();
+        // Table writes are held off, so this drains the whole log.
+        self.drain_logged_changes(self.catalog.changes().last_seq())?;
+        let mut changes = self.snapshot(&def.depends_on, &format!("view {}", def.name))?;
         let output = self.output_for(&def, &StateMap::new())?;
         self.views.push(ViewRuntime {
             def: def.clone(),

@@ -107,6 +107,13 @@ pub async fn execute(
             return describe::handle_describe(engine, name, *extended)
         }
         EddyStatement::Move(fetch) => return cursor::handle_fetch(vars, fetch, true),
+        EddyStatement::Subscribe(_) => {
+            return Err(EddyError::Unsupported(
+                "SUBSCRIBE in the extended query protocol or with other statements; send it \
+                 alone as a simple query, as psql does"
+                    .into(),
+            ))
+        }
     };
     if let Kind::Planned = kind(statement) {
         let plan = match plan {

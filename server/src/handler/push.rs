@@ -1,5 +1,8 @@
-//! Push queries: `SELECT ... FROM <stream | table | view> [WHERE ...]
-//! [GROUP BY ...] EMIT CHANGES [LIMIT n]`, in the simple query protocol.
+//! Push queries, in the simple query protocol: ksqlDB's `SELECT ... FROM
+//! <stream | table | view> [WHERE ...] [GROUP BY ...] EMIT CHANGES [LIMIT
+//! n]`, and Materialize's `SUBSCRIBE [TO] <relation | (query)> [WITH
+//! (SNAPSHOT, PROGRESS)]`, which starts with the query's current rows and
+//! shows each change with its epoch and diff.
 //!
 //! The query runs as a dataflow of its own from the next epoch on (as
 //! ksqlDB's push queries start at the latest offset). Each committed
@@ -12,11 +15,12 @@
 use std::sync::Arc;
 
 use arrow_pg::datatypes::arrow_schema_to_pg_fields;
-use datafusion::arrow::array::UInt32Array;
-use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{new_null_array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{Expr, LimitClause, Value};
+use eddy_dataflow::ChangeBatch;
 use eddy_dataflow::PushEvent;
 use eddy_sql::ast::Emit;
 use eddy_sql::{EddyQuery, EddyStatement};
@@ -35,20 +39,109 @@ use crate::error::{EddyError, Result};
 pub struct PushQuery {
     query: EddyQuery,
     limit: Option<u64>,
+    /// How its rows look: ksqlDB's or Materialize's.
+    form: Form,
+}
+
+/// How a push query shows changes.
+#[derive(Clone, Copy)]
+enum Form {
+    /// `EMIT CHANGES`: each row added, as the query's columns.
+    EmitChanges,
+    /// `SUBSCRIBE`: the current rows first (if `snapshot`), then each
+    /// change, as `mz_timestamp` (the epoch), `mz_progressed` (with
+    /// `progress`), `mz_diff` and the query's columns.
+    Subscribe { snapshot: bool, progress: bool },
 }
 
 /// The push query `sql` is, if it is one statement that is one.
 pub fn parse(sql: &str) -> Option<Result<PushQuery>> {
     let mut statements = eddy_sql::parse_sql(sql).ok()?;
-    let (Some(EddyStatement::Query(query)), None) = (statements.pop(), statements.pop()) else {
+    let (Some(statement), None) = (statements.pop(), statements.pop()) else {
         return None;
     };
-    if query.clauses.emit != Some(Emit::Changes) {
-        return None;
-    }
-    let mut query = *query;
-    Some(take_limit(&mut query).map(|limit| PushQuery { query, limit }))
+    let (mut query, form) = match statement {
+        EddyStatement::Query(query) if query.clauses.emit == Some(Emit::Changes) => {
+            (*query, Form::EmitChanges)
+        }
+        EddyStatement::Subscribe(subscribe) => {
+            let query = EddyQuery {
+                query: subscribe.query,
+                clauses: Default::default(),
+            };
+            let form = Form::Subscribe {
+                snapshot: subscribe.snapshot,
+                progress: subscribe.progress,
+            };
+            (query, form)
+        }
+        _ => return None,
+    };
+    // SUBSCRIBE's query keeps its LIMIT (a top-N); EMIT CHANGES's ends it.
+    let limit = match form {
+        Form::EmitChanges => take_limit(&mut query),
+        Form::Subscribe { .. } => Ok(None),
+    };
+    Some(limit.map(|limit| PushQuery { query, limit, form }))
 }
+
+impl Form {
+    /// The columns the client sees for a query with `schema`.
+    fn schema(self, schema: &SchemaRef) -> SchemaRef {
+        let Form::Subscribe { progress, .. } = self else {
+            return schema.clone();
+        };
+        let mut fields = vec![Field::new(MZ_TIMESTAMP, DataType::Int64, false)];
+        if progress {
+            fields.push(Field::new(MZ_PROGRESSED, DataType::Boolean, false));
+        }
+        fields.push(Field::new(MZ_DIFF, DataType::Int64, true));
+        fields.extend(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true)),
+        );
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The rows to send for an epoch's `changes`.
+    fn rows(self, epoch: u64, changes: &ChangeBatch, out: &SchemaRef) -> Result<RecordBatch> {
+        let arrow = |e| EddyError::from(datafusion::error::DataFusionError::from(e));
+        let Form::Subscribe { progress, .. } = self else {
+            return inserted_rows(&changes.data, changes.weights.values(), out);
+        };
+        let n = changes.num_rows();
+        let epoch = epoch as i64;
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_value(epoch, n))];
+        if progress {
+            columns.push(Arc::new(BooleanArray::from(vec![false; n])));
+        }
+        columns.push(Arc::new(changes.weights.clone()));
+        columns.extend(changes.data.columns().iter().cloned());
+        let rows = RecordBatch::try_new(out.clone(), columns).map_err(arrow)?;
+        if !progress {
+            return Ok(rows);
+        }
+        // Every row before the next epoch has been sent.
+        let mut marker: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_value(epoch + 1, 1)),
+            Arc::new(BooleanArray::from(vec![true])),
+        ];
+        marker.extend(
+            out.fields()
+                .iter()
+                .skip(2)
+                .map(|f| new_null_array(f.data_type(), 1)),
+        );
+        let marker = RecordBatch::try_new(out.clone(), marker).map_err(arrow)?;
+        concat_batches(out, [&rows, &marker]).map_err(arrow)
+    }
+}
+
+const MZ_TIMESTAMP: &str = "mz_timestamp";
+const MZ_PROGRESSED: &str = "mz_progressed";
+const MZ_DIFF: &str = "mz_diff";
 
 /// Takes `LIMIT n` (a count of rows to push) off the query.
 fn take_limit(query: &mut EddyQuery) -> Result<Option<u64>> {
@@ -119,13 +212,16 @@ pub async fn serve<S: PushSocket>(
         .plan_view(&push.query.query, &push.query.clauses, false)
         .await?;
     if lowered.depends_on.is_empty() {
-        return Err(EddyError::Unsupported(
-            "SELECT ... EMIT CHANGES that reads no stream, table or view (nothing it shows \
-             would ever change)"
-                .into(),
-        ));
+        let what = match push.form {
+            Form::EmitChanges => "SELECT ... EMIT CHANGES",
+            Form::Subscribe { .. } => "SUBSCRIBE to a query",
+        };
+        return Err(EddyError::Unsupported(format!(
+            "{what} that reads no stream, table or view (nothing it shows would ever change)"
+        )));
     }
-    let schema = lowered.root.schema.clone();
+    let schema = push.form.schema(&lowered.root.schema);
+    let snapshot = matches!(push.form, Form::Subscribe { snapshot: true, .. });
     let fields = Arc::new(arrow_schema_to_pg_fields(
         &schema,
         &pgwire::api::portal::Format::UnifiedText,
@@ -135,7 +231,9 @@ pub async fn serve<S: PushSocket>(
         Some(handle) => Some(handle.start_query().await),
         None => None,
     };
-    let mut receiver = engine.dataflow.push(lowered.root, lowered.depends_on)?;
+    let mut receiver = engine
+        .dataflow
+        .push(lowered.root, lowered.depends_on, snapshot)?;
     let description = RowDescription::new(fields.iter().map(FieldDescription::from).collect());
     let described = socket
         .send(PgWireBackendMessage::RowDescription(description))
@@ -158,8 +256,8 @@ pub async fn serve<S: PushSocket>(
     loop {
         tokio::select! {
             event = receiver.recv() => match event {
-                Some(PushEvent::Changes { changes, .. }) => {
-                    let rows = inserted_rows(&changes.data, changes.weights.values(), &schema)?;
+                Some(PushEvent::Changes { changes, epoch }) => {
+                    let rows = push.form.rows(epoch, &changes, &schema)?;
                     let room = push.limit.map_or(u64::MAX, |limit| limit - sent);
                     let rows = rows.slice(0, rows.num_rows().min(room as usize));
                     sent += rows.num_rows() as u64;
