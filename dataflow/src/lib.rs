@@ -25,7 +25,7 @@ pub use graph::Node;
 pub use lower::{check_deterministic, lower, JoinGrace, Lowered, WindowHint, Windowing};
 pub use progress::SourceProgress;
 pub use runtime::{
-    DataflowHandle, PushEvent, PushReceiver, Replan, Timing, ViewStats, PUSH_BUFFER,
+    DataflowHandle, PushEvent, PushInfo, PushReceiver, Replan, Timing, ViewStats, PUSH_BUFFER,
 };
 
 use datafusion::arrow::error::ArrowError;

@@ -345,3 +345,121 @@ async fn subscribe_errors() -> Result<()> {
     assert_eq!(db.code().code(), "0A000");
     Ok(())
 }
+
+/// A figure from the server's `/proc/<pid>/status`, e.g. `Threads:`.
+fn status_figure(pid: u32, name: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("no figure")?
+        .parse()?)
+}
+
+fn open_files(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+async fn push_rows(client: &Client) -> Result<usize> {
+    let rows = client.simple_query("SHOW QUERIES").await?;
+    Ok(rows
+        .iter()
+        .filter(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(1) == Some("PUSH")))
+        .count())
+}
+
+/// `EDDY_PUSH_CYCLES` subscribe/cancel cycles (1,000 unless set): every
+/// subscription ends and is freed, and the server's tasks, file handles
+/// and memory come back to where they were.
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribe_and_cancel_cycles_leak_nothing() -> Result<()> {
+    let cycles: usize = std::env::var("EDDY_PUSH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let server = TestServer::start()?;
+    let pid = server.pid();
+    let admin = server.connect().await?;
+    setup(&admin).await?;
+
+    let cycle = |i: usize| {
+        let server = &server;
+        async move {
+            // Its own connection task, so that leaving closes the socket.
+            let (client, connection) = server.pg_config().connect(NoTls).await?;
+            let connection = tokio::spawn(connection);
+            let sql = if i.is_multiple_of(2) {
+                "SUBSCRIBE orders"
+            } else {
+                "SUBSCRIBE (SELECT customer, count(*) FROM orders GROUP BY customer)"
+            };
+            let stream = client.simple_query_raw(sql).await?;
+            pin_mut!(stream);
+            // The snapshot row: the subscription is running.
+            next_row(&mut stream).await?;
+            if i.is_multiple_of(3) {
+                // The client leaves mid-query.
+                connection.abort();
+                return anyhow::Ok(());
+            }
+            client.cancel_token().cancel_query(NoTls).await?;
+            match tokio::time::timeout(WAIT, stream.next()).await? {
+                Some(Err(e)) => {
+                    let code = e.as_db_error().map(|d| d.code().code().to_owned());
+                    anyhow::ensure!(code.as_deref() == Some("57014"), "{e}");
+                }
+                other => bail!("a cancelled subscription went on: {other:?}"),
+            }
+            Ok(())
+        }
+    };
+    for i in 0..20 {
+        cycle(i).await?;
+    }
+    let settle = || async {
+        for _ in 0..100 {
+            if push_rows(&admin).await? == 0 {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let left = eddy_tests::text_rows(&admin, "SHOW QUERIES").await?;
+        bail!("push queries still run after their clients ended: {left:?}")
+    };
+    settle().await?;
+    let (threads, files, rss) = (
+        status_figure(pid, "Threads:")?,
+        open_files(pid)?,
+        status_figure(pid, "VmRSS:")?,
+    );
+    let started = std::time::Instant::now();
+    for i in 0..cycles {
+        cycle(i).await.with_context(|| format!("cycle {i}"))?;
+    }
+    let elapsed = started.elapsed();
+    settle().await?;
+    let (threads_after, files_after, rss_after) = (
+        status_figure(pid, "Threads:")?,
+        open_files(pid)?,
+        status_figure(pid, "VmRSS:")?,
+    );
+    println!(
+        "{cycles} cycles in {:.1} s: threads {threads} -> {threads_after}, open files \
+         {files} -> {files_after}, RSS {rss} -> {rss_after} kB",
+        elapsed.as_secs_f64()
+    );
+    assert!(
+        threads_after <= threads + 2,
+        "threads {threads} -> {threads_after}"
+    );
+    assert!(
+        files_after <= files + 4,
+        "open files {files} -> {files_after}"
+    );
+    assert!(rss_after <= rss + 64 * 1024, "RSS {rss} -> {rss_after} kB");
+    Ok(())
+}

@@ -35,7 +35,7 @@ use crate::sink::ViewSink;
 use crate::state_log::Segment;
 use crate::{DataflowError, Result};
 
-pub use push::{PushEvent, PushReceiver, PUSH_BUFFER};
+pub use push::{PushEvent, PushInfo, PushReceiver, PUSH_BUFFER};
 
 /// Rows absorbed per epoch at most, to bound an epoch's memory.
 const MAX_EPOCH_ROWS: usize = 200_000;
@@ -100,6 +100,8 @@ pub struct DataflowHandle {
     progress: ProgressMap,
     query_progress: QueryProgressMap,
     late_rows: LateRows,
+    push_registry: push::PushRegistry,
+    next_push_id: std::sync::atomic::AtomicU64,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -127,6 +129,7 @@ impl DataflowHandle {
         let progress = Arc::new(Mutex::new(HashMap::new()));
         let query_progress = QueryProgressMap::default();
         let late_rows = LateRows::default();
+        let push_registry = push::PushRegistry::default();
         let mut runtime = Runtime {
             catalog: catalog.clone(),
             epoch_lock,
@@ -147,6 +150,7 @@ impl DataflowHandle {
             idle_timeout: timing.idle_timeout,
             journal: checkpoint::Journal::new(timing.checkpoint_interval),
             pushes: Vec::new(),
+            push_registry: push_registry.clone(),
         };
         runtime.restore(views)?;
         for source in catalog.source_relations() {
@@ -175,6 +179,8 @@ impl DataflowHandle {
             progress,
             query_progress,
             late_rows,
+            push_registry,
+            next_push_id: Default::default(),
             thread: std::sync::Mutex::new(Some(thread)),
         })
     }
@@ -229,13 +235,35 @@ impl DataflowHandle {
     /// Starts a push query over `depends_on` (its dataflow `root`): its
     /// changes from the next epoch on go to the returned receiver, after
     /// its query's current rows when `snapshot` is set.
-    pub fn push(&self, root: Node, depends_on: Vec<u64>, snapshot: bool) -> Result<PushReceiver> {
+    pub fn push(
+        &self,
+        statement: String,
+        root: Node,
+        depends_on: Vec<u64>,
+        snapshot: bool,
+    ) -> Result<PushReceiver> {
         let reads = self.catalog.read_guard(&depends_on);
-        let (query, receiver) = push::push_query(root, depends_on, reads, snapshot);
+        let info = PushInfo {
+            id: self
+                .next_push_id
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1,
+            statement,
+            depends_on,
+        };
+        let (query, receiver) = push::push_query(info, root, reads, snapshot);
         self.tx
             .send(Command::Push(query))
             .map_err(|_| DataflowError::Stopped)?;
         Ok(receiver)
+    }
+
+    /// The push queries running, in the order they started.
+    pub fn push_queries(&self) -> Vec<PushInfo> {
+        self.push_registry
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Drops views and persistent queries, by id, in the order given
@@ -377,6 +405,8 @@ struct Runtime {
     journal: checkpoint::Journal,
     /// Push queries, in the order they started.
     pushes: Vec<push::PushQuery>,
+    /// What `SHOW QUERIES` lists of them.
+    push_registry: push::PushRegistry,
 }
 
 /// Plans a stored view's dataflow again, for rebuilding it from its
@@ -416,6 +446,7 @@ impl Runtime {
             }
             match command {
                 Command::Wake => {
+                    self.prune_pushes();
                     // Coalesce a burst of wakes into one epoch.
                     loop {
                         match rx.try_recv() {

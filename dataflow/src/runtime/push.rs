@@ -7,10 +7,10 @@
 //! its client: when the client's end is dropped, or when the client falls
 //! more than [`PUSH_BUFFER`] epochs behind (then it is told why).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -56,8 +56,23 @@ impl PushReceiver {
     }
 }
 
+/// A running push query, as `SHOW QUERIES` lists it.
+#[derive(Debug, Clone)]
+pub struct PushInfo {
+    /// Numbered from 1 in the order they started.
+    pub id: u64,
+    /// The statement, as the client sent it.
+    pub statement: String,
+    /// The tables and views it reads, by id.
+    pub depends_on: Vec<u64>,
+}
+
+/// The running push queries, by id.
+pub type PushRegistry = Arc<Mutex<BTreeMap<u64, PushInfo>>>;
+
 /// A push query as the runtime keeps it.
 pub(super) struct PushQuery {
+    info: PushInfo,
     /// Keeps the tables it reads logging their changes.
     _reads: ReadGuard,
     root: Node,
@@ -92,8 +107,8 @@ impl Pushed {
 
 /// A push query to start, and its client's end.
 pub fn push_query(
+    info: PushInfo,
     root: Node,
-    depends_on: Vec<u64>,
     reads: ReadGuard,
     snapshot: bool,
 ) -> (PushQuery, PushReceiver) {
@@ -105,9 +120,10 @@ pub fn push_query(
         overflowed: overflowed.clone(),
     };
     let query = PushQuery {
+        depends_on: info.depends_on.clone(),
+        info,
         _reads: reads,
         root,
-        depends_on,
         tx,
         overflowed,
         snapshot,
@@ -125,8 +141,7 @@ impl Runtime {
         topic_partitions: Arc<HashMap<u64, usize>>,
         now: Instant,
     ) -> Vec<Pushed> {
-        self.pushes
-            .retain(|q| !q.tx.is_closed() && !q.overflowed.load(Ordering::SeqCst));
+        self.prune_pushes();
         let mut pushed = Vec::new();
         let mut failed = Vec::new();
         for (i, query) in self.pushes.iter_mut().enumerate() {
@@ -154,14 +169,37 @@ impl Runtime {
         for (i, error) in failed.into_iter().rev() {
             let query = self.pushes.remove(i);
             let _ = query.tx.try_send(PushEvent::Failed(error));
+            self.unregister_push(query.info.id);
         }
         pushed
+    }
+
+    /// Ends the push queries whose client has gone or fallen behind.
+    pub(super) fn prune_pushes(&mut self) {
+        let mut ended = Vec::new();
+        self.pushes.retain(|q| {
+            let live = !q.tx.is_closed() && !q.overflowed.load(Ordering::SeqCst);
+            if !live {
+                ended.push(q.info.id);
+            }
+            live
+        });
+        for id in ended {
+            self.unregister_push(id);
+        }
+    }
+
+    fn unregister_push(&self, id: u64) {
+        if let Ok(mut registry) = self.push_registry.lock() {
+            registry.remove(&id);
+        }
     }
 
     /// Starts a push query at the next epoch; one that asks for a
     /// snapshot first gets every row its query holds now, as of the last
     /// committed epoch.
     pub(super) fn start_push(&mut self, mut query: PushQuery) {
+        self.prune_pushes();
         if query.snapshot {
             match self.push_snapshot(&mut query) {
                 Ok(changes) => {
@@ -178,6 +216,9 @@ impl Runtime {
                     return;
                 }
             }
+        }
+        if let Ok(mut registry) = self.push_registry.lock() {
+            registry.insert(query.info.id, query.info.clone());
         }
         self.pushes.push(query);
     }

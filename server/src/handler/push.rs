@@ -37,6 +37,8 @@ use crate::error::{EddyError, Result};
 
 /// A push query, with its LIMIT taken out of the query.
 pub struct PushQuery {
+    /// The statement as the client sent it, for SHOW QUERIES.
+    statement: String,
     query: EddyQuery,
     limit: Option<u64>,
     /// How its rows look: ksqlDB's or Materialize's.
@@ -82,7 +84,13 @@ pub fn parse(sql: &str) -> Option<Result<PushQuery>> {
         Form::EmitChanges => take_limit(&mut query),
         Form::Subscribe { .. } => Ok(None),
     };
-    Some(limit.map(|limit| PushQuery { query, limit, form }))
+    let statement = sql.trim().trim_end_matches(';').trim().to_owned();
+    Some(limit.map(|limit| PushQuery {
+        statement,
+        query,
+        limit,
+        form,
+    }))
 }
 
 impl Form {
@@ -231,9 +239,12 @@ pub async fn serve<S: PushSocket>(
         Some(handle) => Some(handle.start_query().await),
         None => None,
     };
-    let mut receiver = engine
-        .dataflow
-        .push(lowered.root, lowered.depends_on, snapshot)?;
+    let mut receiver = engine.dataflow.push(
+        push.statement.clone(),
+        lowered.root,
+        lowered.depends_on,
+        snapshot,
+    )?;
     let description = RowDescription::new(fields.iter().map(FieldDescription::from).collect());
     let described = socket
         .send(PgWireBackendMessage::RowDescription(description))

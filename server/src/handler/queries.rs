@@ -19,6 +19,22 @@ pub fn offsets_text(offsets: &BTreeMap<i32, i64>) -> String {
         .join(", ")
 }
 
+/// The columns of `SHOW QUERIES`.
+pub const QUERY_COLUMNS: [&str; 12] = [
+    "query_id",
+    "kind",
+    "status",
+    "sources",
+    "sink",
+    "offsets",
+    "records",
+    "records_per_second",
+    "dead_letters",
+    "records_written",
+    "broker_faults",
+    "late_records",
+];
+
 /// One row per running query, in the columns of `SHOW QUERIES`.
 pub fn query_rows(engine: &Engine) -> Vec<Vec<String>> {
     let progress = engine.dataflow.source_progress();
@@ -83,6 +99,23 @@ pub fn query_rows(engine: &Engine) -> Vec<Vec<String>> {
             broker_faults.to_string(),
             late.get(&def.id).copied().unwrap_or(0).to_string(),
         ]);
+    }
+    // Push queries run while their client reads them.
+    for push in engine.dataflow.push_queries() {
+        let sources: Vec<String> = push
+            .depends_on
+            .iter()
+            .filter_map(|id| engine.catalog.relation_name(*id))
+            .collect();
+        let mut row = vec![
+            format!("push_{}", push.id),
+            "PUSH".to_owned(),
+            "RUNNING".to_owned(),
+            sources.join(", "),
+            push.statement,
+        ];
+        row.resize(QUERY_COLUMNS.len(), String::new());
+        rows.push(row);
     }
     rows
 }

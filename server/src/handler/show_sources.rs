@@ -14,20 +14,7 @@ pub fn schema(listing: Listing, extended: bool) -> SchemaRef {
         Listing::Tables => super::show_tables::schema(),
         Listing::Topics => text_schema(&["name", "partitions"]),
         Listing::Streams => text_schema(&["name", "kafka_topic", "key_format", "value_format"]),
-        Listing::Queries => text_schema(&[
-            "query_id",
-            "kind",
-            "status",
-            "sources",
-            "sink",
-            "offsets",
-            "records",
-            "records_per_second",
-            "dead_letters",
-            "records_written",
-            "broker_faults",
-            "late_records",
-        ]),
+        Listing::Queries => text_schema(&super::queries::QUERY_COLUMNS),
     }
 }
 
