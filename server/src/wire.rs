@@ -307,7 +307,8 @@ impl QueryParser for Parser {
                 };
                 let plan = plan.transpose().map_err(EddyError::into_pgwire)?;
                 let schema = match &statement {
-                    EddyStatement::Sql(sql) => {
+                    EddyStatement::Sql(sql)
+                    | EddyStatement::FetchWithTimeout { fetch: sql, .. } => {
                         handler::cursor::fetch_schema(client.metadata(), sql)
                     }
                     _ => None,

@@ -37,6 +37,18 @@ pub enum EddyStatement {
     Move(Box<Statement>),
     /// `SUBSCRIBE [TO] relation | (query) [WITH (SNAPSHOT = b, PROGRESS = b)]`.
     Subscribe(Box<Subscribe>),
+    /// `DECLARE name [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR SUBSCRIBE ...`.
+    DeclareSubscribe {
+        name: Ident,
+        hold: bool,
+        subscribe: Box<Subscribe>,
+    },
+    /// `FETCH ... WITH (timeout = '1s')`: waits at most that long for rows
+    /// of a subscription.
+    FetchWithTimeout {
+        fetch: Box<Statement>,
+        timeout: std::time::Duration,
+    },
 }
 
 /// A `SUBSCRIBE`, as Materialize takes it.
@@ -369,12 +381,29 @@ impl fmt::Display for EddyStatement {
                 let fetch = fetch.to_string();
                 write!(f, "MOVE{}", fetch.strip_prefix("FETCH").unwrap_or(&fetch))
             }
-            EddyStatement::Subscribe(subscribe) => write!(
-                f,
-                "SUBSCRIBE ({}) WITH (SNAPSHOT = {}, PROGRESS = {})",
-                subscribe.query, subscribe.snapshot, subscribe.progress
-            ),
+            EddyStatement::Subscribe(subscribe) => write!(f, "{subscribe}"),
+            EddyStatement::DeclareSubscribe {
+                name,
+                hold,
+                subscribe,
+            } => {
+                let hold = if *hold { "WITH HOLD" } else { "WITHOUT HOLD" };
+                write!(f, "DECLARE {name} CURSOR {hold} FOR {subscribe}")
+            }
+            EddyStatement::FetchWithTimeout { fetch, timeout } => {
+                write!(f, "{fetch} WITH (timeout = '{}ms')", timeout.as_millis())
+            }
         }
+    }
+}
+
+impl fmt::Display for Subscribe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SUBSCRIBE ({}) WITH (SNAPSHOT = {}, PROGRESS = {})",
+            self.query, self.snapshot, self.progress
+        )
     }
 }
 

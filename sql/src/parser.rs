@@ -276,6 +276,9 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
     if word(0, "SUBSCRIBE") {
         return parse_subscribe(parser(tokens));
     }
+    if word(0, "DECLARE") && (0..tokens.len()).any(|n| word(n, "FOR") && word(n + 1, "SUBSCRIBE")) {
+        return parse_declare_subscribe(parser(tokens));
+    }
     if word(0, "DESCRIBE") || word(0, "DESC") {
         return parse_describe(parser(tokens));
     }
@@ -318,6 +321,82 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
         }
         statement => Ok(EddyStatement::Sql(Box::new(statement))),
     }
+}
+
+/// `DECLARE name [NO SCROLL] CURSOR [WITH HOLD | WITHOUT HOLD] FOR SUBSCRIBE ...`.
+fn parse_declare_subscribe(mut p: Parser) -> Result<EddyStatement> {
+    p.next_token();
+    let name = p.parse_identifier()?;
+    if p.parse_keyword(Keyword::NO) {
+        p.expect_keyword(Keyword::SCROLL)?;
+    }
+    p.expect_keyword(Keyword::CURSOR)?;
+    let hold = if p.parse_keywords(&[Keyword::WITH, Keyword::HOLD]) {
+        true
+    } else {
+        let _ = p.parse_keywords(&[Keyword::WITHOUT, Keyword::HOLD]);
+        false
+    };
+    p.expect_keyword(Keyword::FOR)?;
+    let EddyStatement::Subscribe(subscribe) = parse_subscribe(p)? else {
+        return Err(SqlError::Unsupported("DECLARE ... FOR SUBSCRIBE".into()));
+    };
+    Ok(EddyStatement::DeclareSubscribe {
+        name,
+        hold,
+        subscribe,
+    })
+}
+
+/// `FETCH ...`'s trailing `WITH (timeout = '1s')`, taken off `tokens`.
+fn take_fetch_timeout(tokens: &mut Vec<TokenWithSpan>) -> Result<Option<std::time::Duration>> {
+    let Some(with) = tokens.iter().position(|t| is_word(&t.token, "WITH")) else {
+        return Ok(None);
+    };
+    let mut p = parser(tokens.split_off(with));
+    p.next_token();
+    p.expect_token(&Token::LParen)?;
+    let option = p.parse_identifier()?;
+    if !option.value.eq_ignore_ascii_case("timeout") {
+        return Err(SqlError::Unsupported(format!(
+            "FETCH option {option} (FETCH takes timeout)"
+        )));
+    }
+    p.expect_token(&Token::Eq)?;
+    let text = match p.parse_expr()? {
+        Expr::Value(v) => match v.value {
+            datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s) => s,
+            datafusion::sql::sqlparser::ast::Value::Number(n, _) => format!("{n}s"),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    };
+    p.expect_token(&Token::RParen)?;
+    expect_end(&mut p)?;
+    let timeout = parse_timeout(&text).ok_or_else(|| {
+        SqlError::InvalidDefinition(format!(
+            "FETCH timeout '{text}' is not a duration such as '1s' or '500ms'"
+        ))
+    })?;
+    Ok(Some(timeout))
+}
+
+/// `'1s'`, `'500ms'`, `'2 minutes'`, `'0'`: a FETCH timeout.
+fn parse_timeout(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => number,
+        "ms" | "millisecond" | "milliseconds" => number / 1_000.0,
+        "min" | "mins" | "minute" | "minutes" => number * 60.0,
+        "h" | "hour" | "hours" => number * 3_600.0,
+        _ => return None,
+    };
+    std::time::Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// `SUBSCRIBE [TO] relation | (query) [WITH (SNAPSHOT [= b], PROGRESS [= b])]`.
@@ -391,10 +470,11 @@ fn parse_subscribe(mut p: Parser) -> Result<EddyStatement> {
 /// parses them: a direction (`NEXT` when there is none, `FORWARD` alone),
 /// then `FROM` and the cursor. A `MOVE` is that `FETCH`, held apart.
 fn parse_fetch(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
-    let significant: Vec<TokenWithSpan> = tokens
+    let mut significant: Vec<TokenWithSpan> = tokens
         .into_iter()
         .filter(|t| !is_blank(&t.token) && t.token != Token::SemiColon)
         .collect();
+    let timeout = take_fetch_timeout(&mut significant)?;
     let moving = significant
         .first()
         .is_some_and(|t| is_word(&t.token, "MOVE"));
@@ -420,10 +500,19 @@ fn parse_fetch(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
     let mut p = parser(normalized);
     let statement = p.parse_statement()?;
     expect_end(&mut p)?;
-    match statement {
-        fetch @ Statement::Fetch { .. } if moving => Ok(EddyStatement::Move(Box::new(fetch))),
-        fetch @ Statement::Fetch { .. } => Ok(EddyStatement::Sql(Box::new(fetch))),
-        other => Err(SqlError::Unsupported(format!("statement {other}"))),
+    match (statement, timeout) {
+        (Statement::Fetch { .. }, Some(_)) if moving => {
+            Err(SqlError::Unsupported("MOVE ... WITH (timeout)".into()))
+        }
+        (fetch @ Statement::Fetch { .. }, Some(timeout)) => Ok(EddyStatement::FetchWithTimeout {
+            fetch: Box::new(fetch),
+            timeout,
+        }),
+        (fetch @ Statement::Fetch { .. }, None) if moving => {
+            Ok(EddyStatement::Move(Box::new(fetch)))
+        }
+        (fetch @ Statement::Fetch { .. }, None) => Ok(EddyStatement::Sql(Box::new(fetch))),
+        (other, _) => Err(SqlError::Unsupported(format!("statement {other}"))),
     }
 }
 
@@ -996,6 +1085,25 @@ mod tests {
         assert!(parse_sql("SUBSCRIBE t WITH (COLOUR = true)").is_err());
         assert!(parse_sql("SUBSCRIBE t WITH (SNAPSHOT = 3)").is_err());
         assert!(parse_sql("SUBSCRIBE t AS OF 3").is_err());
+
+        let EddyStatement::DeclareSubscribe { name, hold, .. } =
+            one("DECLARE c NO SCROLL CURSOR WITH HOLD FOR SUBSCRIBE (SELECT * FROM t)")
+        else {
+            panic!()
+        };
+        assert_eq!((name.value.as_str(), hold), ("c", true));
+        for (sql, millis) in [
+            ("FETCH 10 c WITH (timeout = '1s')", 1_000),
+            ("FETCH ALL FROM c WITH (TIMEOUT = '250ms')", 250),
+            ("FETCH c WITH (timeout = '0s')", 0),
+        ] {
+            let EddyStatement::FetchWithTimeout { timeout, .. } = one(sql) else {
+                panic!("{sql}")
+            };
+            assert_eq!(timeout.as_millis(), millis, "{sql}");
+        }
+        assert!(parse_sql("FETCH c WITH (timeout = 'soon')").is_err());
+        assert!(parse_sql("FETCH c WITH (colour = '1s')").is_err());
     }
 
     #[test]

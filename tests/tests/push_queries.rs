@@ -463,3 +463,88 @@ async fn subscribe_and_cancel_cycles_leak_nothing() -> Result<()> {
     assert!(rss_after <= rss + 64 * 1024, "RSS {rss} -> {rss_after} kB");
     Ok(())
 }
+
+/// Rows of an extended-protocol statement, each as text cells joined
+/// with `|` (the subscription's columns are bigint, boolean, bigint, text,
+/// bigint).
+async fn fetched(client: &Client, sql: &str) -> Result<Vec<String>> {
+    let rows = client.query(sql, &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let diff: Option<i64> = r.get(1);
+            let customer: Option<String> = r.get(2);
+            let total: Option<i64> = r.get(3);
+            format!(
+                "{}|{}|{}",
+                diff.map_or("NULL".into(), |d| d.to_string()),
+                customer.unwrap_or_else(|| "NULL".into()),
+                total.map_or("NULL".into(), |t| t.to_string())
+            )
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cursor_over_subscribe_fetches_with_a_timeout_in_either_protocol() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    let writer = server.connect().await?;
+    setup(&writer).await?;
+    writer
+        .batch_execute(
+            "INSERT INTO orders VALUES (2, 'bob', 20);
+             CREATE MATERIALIZED VIEW totals AS \
+               SELECT customer, sum(amount) AS total FROM orders GROUP BY customer",
+        )
+        .await?;
+    client
+        .batch_execute("BEGIN; DECLARE c CURSOR FOR SUBSCRIBE totals")
+        .await?;
+    // The snapshot is there at once; a count takes part of it.
+    assert_eq!(fetched(&client, "FETCH 1 c").await?.len(), 1);
+    assert_eq!(
+        fetched(&client, "FETCH ALL c WITH (timeout = '1s')")
+            .await?
+            .len(),
+        1
+    );
+    // Nothing has changed: a timeout returns nothing when it runs out.
+    let started = std::time::Instant::now();
+    assert!(fetched(&client, "FETCH 10 c WITH (timeout = '300ms')")
+        .await?
+        .is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(fetched(&client, "FETCH 10 c WITH (timeout = '0s')")
+        .await?
+        .is_empty());
+    // A change comes while FETCH waits.
+    let write = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        writer
+            .batch_execute("UPDATE orders SET amount = 12 WHERE id = 1")
+            .await
+    });
+    let mut rows = fetched(&client, "FETCH 10 c WITH (timeout = '20s')").await?;
+    write.await??;
+    rows.sort();
+    assert_eq!(rows, ["-1|ann|10", "1|ann|12"]);
+    // The simple protocol too, and the cursor ends with the transaction.
+    let simple = client
+        .simple_query("FETCH 5 FROM c WITH (timeout = '0s')")
+        .await?;
+    assert!(!simple
+        .iter()
+        .any(|m| matches!(m, SimpleQueryMessage::Row(_))));
+    client.batch_execute("COMMIT").await?;
+    let (code, _) = sqlstate(&client, "FETCH 1 c").await?;
+    assert_eq!(code, "34000");
+    let admin = server.connect().await?;
+    for _ in 0..50 {
+        if push_rows(&admin).await? == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the cursor's subscription still runs after COMMIT")
+}

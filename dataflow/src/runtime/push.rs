@@ -46,6 +46,19 @@ pub struct PushReceiver {
 }
 
 impl PushReceiver {
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<PushEvent> {
+        match self.rx.try_recv() {
+            Ok(event) => Some(event),
+            Err(mpsc::error::TryRecvError::Disconnected)
+                if self.overflowed.load(Ordering::SeqCst) =>
+            {
+                Some(PushEvent::FellBehind)
+            }
+            Err(_) => None,
+        }
+    }
+
     /// The next event; `None` once the query has ended.
     pub async fn recv(&mut self) -> Option<PushEvent> {
         match self.rx.recv().await {

@@ -11,6 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -18,8 +19,12 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{
     CloseCursor, Declare, FetchDirection, Ident, Statement, Value, ValueWithSpan,
 };
+use eddy_dataflow::{PushEvent, PushReceiver};
+use eddy_sql::ast::Subscribe;
+use eddy_sql::QueryClauses;
 use pgwire::api::results::Tag;
 
+use super::push::Form;
 use super::Output;
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
@@ -32,6 +37,37 @@ struct Cursor {
     /// The rows not fetched yet.
     rows: VecDeque<RecordBatch>,
     hold: bool,
+    /// A subscription's changes still to come (`DECLARE ... FOR
+    /// SUBSCRIBE`); taken out while a FETCH waits on it.
+    feed: Option<Feed>,
+}
+
+/// Where a subscription cursor's rows come from.
+struct Feed {
+    receiver: PushReceiver,
+    form: Form,
+}
+
+impl Feed {
+    /// Queues the rows of `event` on `rows`.
+    fn absorb(
+        &self,
+        event: PushEvent,
+        schema: &SchemaRef,
+        rows: &mut VecDeque<RecordBatch>,
+    ) -> Result<()> {
+        match event {
+            PushEvent::Changes { epoch, changes } => {
+                let batch = self.form.rows(epoch, &changes, schema)?;
+                if batch.num_rows() > 0 {
+                    rows.push_back(batch);
+                }
+                Ok(())
+            }
+            PushEvent::Failed(reason) => Err(EddyError::PushFailed(reason)),
+            PushEvent::FellBehind => Err(EddyError::ClientTooSlow),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -165,6 +201,56 @@ pub async fn handle_declare(
         schema,
         rows: batches.into_iter().filter(|b| b.num_rows() > 0).collect(),
         hold,
+        feed: None,
+    };
+    with_session(vars, |s| s.cursors.insert(name, cursor));
+    Ok(Output::Command(Tag::new("DECLARE CURSOR")))
+}
+
+/// `DECLARE name CURSOR FOR SUBSCRIBE ...`: a cursor over a subscription,
+/// whose FETCHes wait for its rows.
+pub async fn handle_declare_subscribe(
+    engine: &Engine,
+    vars: &mut HashMap<String, String>,
+    ident: &Ident,
+    hold: bool,
+    subscribe: &Subscribe,
+) -> Result<Output> {
+    let name = cursor_name(ident);
+    let (open, in_transaction) =
+        with_session(vars, |s| (s.cursors.contains_key(&name), s.in_transaction));
+    if !hold && !in_transaction {
+        return Err(EddyError::NoActiveTransaction("DECLARE CURSOR"));
+    }
+    if open {
+        return Err(EddyError::DuplicateCursor(name));
+    }
+    let form = Form::Subscribe {
+        snapshot: subscribe.snapshot,
+        progress: subscribe.progress,
+    };
+    let lowered = engine
+        .plan_view(&subscribe.query, &QueryClauses::default(), false)
+        .await?;
+    if lowered.depends_on.is_empty() {
+        return Err(EddyError::Unsupported(
+            "SUBSCRIBE to a query that reads no stream, table or view (nothing it shows would \
+             ever change)"
+                .into(),
+        ));
+    }
+    let schema = form.schema(&lowered.root.schema);
+    let receiver = engine.dataflow.push(
+        format!("DECLARE {name} CURSOR FOR {subscribe}"),
+        lowered.root,
+        lowered.depends_on,
+        subscribe.snapshot,
+    )?;
+    let cursor = Cursor {
+        schema,
+        rows: VecDeque::new(),
+        hold,
+        feed: Some(Feed { receiver, form }),
     };
     with_session(vars, |s| s.cursors.insert(name, cursor));
     Ok(Output::Command(Tag::new("DECLARE CURSOR")))
@@ -217,11 +303,14 @@ fn take_rows(rows: &mut VecDeque<RecordBatch>, count: Option<usize>) -> Vec<Reco
     taken
 }
 
-/// FETCH, or MOVE (`moving`), which skips the rows instead.
-pub fn handle_fetch(
+/// FETCH, or MOVE (`moving`), which skips the rows instead. From a
+/// subscription, it waits until a row is there (at most `timeout`), then
+/// takes what is there, up to the count.
+pub async fn handle_fetch(
     vars: &mut HashMap<String, String>,
     statement: &Statement,
     moving: bool,
+    timeout: Option<Duration>,
 ) -> Result<Output> {
     let Statement::Fetch {
         name,
@@ -237,6 +326,7 @@ pub fn handle_fetch(
     }
     let count = forward_count(direction)?;
     let name = cursor_name(name);
+    wait_for_rows(vars, &name, timeout).await?;
     let (schema, batches) = with_session(vars, |s| {
         let cursor = s
             .cursors
@@ -253,6 +343,56 @@ pub fn handle_fetch(
         batches,
         tag: "FETCH",
     })
+}
+
+/// For a subscription cursor with no rows queued: waits for its next
+/// change (at most `timeout`), then queues whatever else has come.
+async fn wait_for_rows(
+    vars: &mut HashMap<String, String>,
+    name: &str,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    let taken = with_session(vars, |s| {
+        let cursor = s.cursors.get_mut(name)?;
+        if !cursor.rows.is_empty() {
+            return None;
+        }
+        Some((cursor.feed.take()?, cursor.schema.clone()))
+    });
+    let Some((mut feed, schema)) = taken else {
+        return Ok(());
+    };
+    let mut rows = VecDeque::new();
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut result = Ok(());
+    while rows.is_empty() && result.is_ok() {
+        let event = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, feed.receiver.recv()).await {
+                Ok(event) => event,
+                Err(_) => break,
+            },
+            None => feed.receiver.recv().await,
+        };
+        result = match event {
+            Some(event) => feed.absorb(event, &schema, &mut rows),
+            None => Err(EddyError::ShuttingDown),
+        };
+    }
+    while result.is_ok() {
+        let Some(event) = feed.receiver.try_recv() else {
+            break;
+        };
+        result = feed.absorb(event, &schema, &mut rows);
+    }
+    with_session(vars, |s| {
+        if let Some(cursor) = s.cursors.get_mut(name) {
+            cursor.rows.extend(rows);
+            if result.is_ok() {
+                cursor.feed = Some(feed);
+            }
+        }
+    });
+    result
 }
 
 pub fn handle_close(vars: &mut HashMap<String, String>, close: &CloseCursor) -> Result<Output> {
@@ -312,6 +452,7 @@ mod tests {
                     schema: schema.clone(),
                     rows: VecDeque::new(),
                     hold,
+                    feed: None,
                 };
                 s.cursors.insert(name.into(), cursor);
             }

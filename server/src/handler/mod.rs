@@ -106,7 +106,15 @@ pub async fn execute(
         EddyStatement::Describe { name, extended } => {
             return describe::handle_describe(engine, name, *extended)
         }
-        EddyStatement::Move(fetch) => return cursor::handle_fetch(vars, fetch, true),
+        EddyStatement::Move(fetch) => return cursor::handle_fetch(vars, fetch, true, None).await,
+        EddyStatement::FetchWithTimeout { fetch, timeout } => {
+            return cursor::handle_fetch(vars, fetch, false, Some(*timeout)).await
+        }
+        EddyStatement::DeclareSubscribe {
+            name,
+            hold,
+            subscribe,
+        } => return cursor::handle_declare_subscribe(engine, vars, name, *hold, subscribe).await,
         EddyStatement::Subscribe(_) => {
             return Err(EddyError::Unsupported(
                 "SUBSCRIBE in the extended query protocol or with other statements; send it \
@@ -157,7 +165,7 @@ pub async fn execute(
             Ok(transaction::handle_rollback())
         }
         Statement::Declare { stmts } => cursor::handle_declare(engine, vars, stmts, plan).await,
-        Statement::Fetch { .. } => cursor::handle_fetch(vars, sql, false),
+        Statement::Fetch { .. } => cursor::handle_fetch(vars, sql, false, None).await,
         Statement::Close { cursor } => cursor::handle_close(vars, cursor),
         Statement::Discard { .. } => Ok(Output::Command(Tag::new("DISCARD ALL"))),
         other => Err(EddyError::Unsupported(format!(

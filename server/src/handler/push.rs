@@ -47,7 +47,7 @@ pub struct PushQuery {
 
 /// How a push query shows changes.
 #[derive(Clone, Copy)]
-enum Form {
+pub enum Form {
     /// `EMIT CHANGES`: each row added, as the query's columns.
     EmitChanges,
     /// `SUBSCRIBE`: the current rows first (if `snapshot`), then each
@@ -95,7 +95,7 @@ pub fn parse(sql: &str) -> Option<Result<PushQuery>> {
 
 impl Form {
     /// The columns the client sees for a query with `schema`.
-    fn schema(self, schema: &SchemaRef) -> SchemaRef {
+    pub fn schema(self, schema: &SchemaRef) -> SchemaRef {
         let Form::Subscribe { progress, .. } = self else {
             return schema.clone();
         };
@@ -114,7 +114,7 @@ impl Form {
     }
 
     /// The rows to send for an epoch's `changes`.
-    fn rows(self, epoch: u64, changes: &ChangeBatch, out: &SchemaRef) -> Result<RecordBatch> {
+    pub fn rows(self, epoch: u64, changes: &ChangeBatch, out: &SchemaRef) -> Result<RecordBatch> {
         let arrow = |e| EddyError::from(datafusion::error::DataFusionError::from(e));
         let Form::Subscribe { progress, .. } = self else {
             return inserted_rows(&changes.data, changes.weights.values(), out);
