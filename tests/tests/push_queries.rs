@@ -244,19 +244,26 @@ async fn next_rows(
     Ok(rows)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn subscribe_shows_the_snapshot_then_each_change_with_its_epoch_and_diff() -> Result<()> {
+/// A server with `orders` (and `rows` more of them) and a view of each
+/// customer's total; a client, and another to write with.
+async fn with_totals(rows: &str) -> Result<(TestServer, Client, Client)> {
     let server = TestServer::start()?;
     let client = server.connect().await?;
     let writer = server.connect().await?;
     setup(&writer).await?;
     writer
-        .batch_execute(
-            "INSERT INTO orders VALUES (2, 'bob', 20), (3, 'ann', 5);
+        .batch_execute(&format!(
+            "INSERT INTO orders VALUES {rows};
              CREATE MATERIALIZED VIEW totals AS \
-               SELECT customer, sum(amount) AS total FROM orders GROUP BY customer",
-        )
+               SELECT customer, sum(amount) AS total FROM orders GROUP BY customer"
+        ))
         .await?;
+    Ok((server, client, writer))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribe_shows_the_snapshot_then_each_change_with_its_epoch_and_diff() -> Result<()> {
+    let (server, client, writer) = with_totals("(2, 'bob', 20), (3, 'ann', 5)").await?;
 
     let stream = client
         .simple_query_raw("SUBSCRIBE TO totals WITH (PROGRESS)")
@@ -487,17 +494,7 @@ async fn fetched(client: &Client, sql: &str) -> Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cursor_over_subscribe_fetches_with_a_timeout_in_either_protocol() -> Result<()> {
-    let server = TestServer::start()?;
-    let client = server.connect().await?;
-    let writer = server.connect().await?;
-    setup(&writer).await?;
-    writer
-        .batch_execute(
-            "INSERT INTO orders VALUES (2, 'bob', 20);
-             CREATE MATERIALIZED VIEW totals AS \
-               SELECT customer, sum(amount) AS total FROM orders GROUP BY customer",
-        )
-        .await?;
+    let (server, client, writer) = with_totals("(2, 'bob', 20)").await?;
     client
         .batch_execute("BEGIN; DECLARE c CURSOR FOR SUBSCRIBE totals")
         .await?;

@@ -176,14 +176,7 @@ pub async fn handle_declare(
     }
     let name = cursor_name(ident);
     let hold = declare.hold == Some(true);
-    let (open, in_transaction) =
-        with_session(vars, |s| (s.cursors.contains_key(&name), s.in_transaction));
-    if !hold && !in_transaction {
-        return Err(EddyError::NoActiveTransaction("DECLARE CURSOR"));
-    }
-    if open {
-        return Err(EddyError::DuplicateCursor(name));
-    }
+    check_declarable(vars, &name, hold)?;
     let statement = Statement::Query(query.clone());
     let plan = match plan {
         Some(plan) => plan,
@@ -207,6 +200,19 @@ pub async fn handle_declare(
     Ok(Output::Command(Tag::new("DECLARE CURSOR")))
 }
 
+/// Refuses a DECLARE of cursor `name` that Postgres would refuse.
+fn check_declarable(vars: &mut HashMap<String, String>, name: &str, hold: bool) -> Result<()> {
+    let (open, in_transaction) =
+        with_session(vars, |s| (s.cursors.contains_key(name), s.in_transaction));
+    if !hold && !in_transaction {
+        return Err(EddyError::NoActiveTransaction("DECLARE CURSOR"));
+    }
+    if open {
+        return Err(EddyError::DuplicateCursor(name.to_owned()));
+    }
+    Ok(())
+}
+
 /// `DECLARE name CURSOR FOR SUBSCRIBE ...`: a cursor over a subscription,
 /// whose FETCHes wait for its rows.
 pub async fn handle_declare_subscribe(
@@ -217,14 +223,7 @@ pub async fn handle_declare_subscribe(
     subscribe: &Subscribe,
 ) -> Result<Output> {
     let name = cursor_name(ident);
-    let (open, in_transaction) =
-        with_session(vars, |s| (s.cursors.contains_key(&name), s.in_transaction));
-    if !hold && !in_transaction {
-        return Err(EddyError::NoActiveTransaction("DECLARE CURSOR"));
-    }
-    if open {
-        return Err(EddyError::DuplicateCursor(name));
-    }
+    check_declarable(vars, &name, hold)?;
     let form = Form::Subscribe {
         snapshot: subscribe.snapshot,
         progress: subscribe.progress,
