@@ -37,6 +37,9 @@ pub enum EddyStatement {
     Move(Box<Statement>),
     /// `SUBSCRIBE [TO] relation | (query) [WITH (SNAPSHOT = b, PROGRESS = b)]`.
     Subscribe(Box<Subscribe>),
+    /// `COPY (SUBSCRIBE ...) TO STDOUT`: the subscription's rows as COPY
+    /// data, streamed.
+    CopySubscribe(Box<Subscribe>),
     /// `DECLARE name [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR SUBSCRIBE ...`.
     DeclareSubscribe {
         name: Ident,
@@ -382,6 +385,7 @@ impl fmt::Display for EddyStatement {
                 write!(f, "MOVE{}", fetch.strip_prefix("FETCH").unwrap_or(&fetch))
             }
             EddyStatement::Subscribe(subscribe) => write!(f, "{subscribe}"),
+            EddyStatement::CopySubscribe(subscribe) => write!(f, "COPY ({subscribe}) TO STDOUT"),
             EddyStatement::DeclareSubscribe {
                 name,
                 hold,

@@ -276,6 +276,9 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
     if word(0, "SUBSCRIBE") {
         return parse_subscribe(parser(tokens));
     }
+    if word(0, "COPY") && significant(&tokens, 1) == Some(&Token::LParen) && word(2, "SUBSCRIBE") {
+        return parse_copy_subscribe(parser(tokens));
+    }
     if word(0, "DECLARE") && (0..tokens.len()).any(|n| word(n, "FOR") && word(n + 1, "SUBSCRIBE")) {
         return parse_declare_subscribe(parser(tokens));
     }
@@ -399,10 +402,41 @@ fn parse_timeout(text: &str) -> Option<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(seconds).ok()
 }
 
+/// `COPY (SUBSCRIBE ...) TO STDOUT [WITH (FORMAT text)]`.
+fn parse_copy_subscribe(mut p: Parser) -> Result<EddyStatement> {
+    p.next_token();
+    p.expect_token(&Token::LParen)?;
+    let subscribe = parse_subscribe_body(&mut p)?;
+    p.expect_token(&Token::RParen)?;
+    p.expect_keyword(Keyword::TO)?;
+    p.expect_keyword(Keyword::STDOUT)?;
+    if p.parse_keyword(Keyword::WITH) {
+        p.expect_token(&Token::LParen)?;
+        let option = p.parse_identifier()?;
+        let format = p.parse_identifier()?;
+        if !option.value.eq_ignore_ascii_case("format")
+            || !format.value.eq_ignore_ascii_case("text")
+        {
+            return Err(SqlError::Unsupported(format!(
+                "COPY (SUBSCRIBE ...) option {option} {format} (it writes FORMAT text)"
+            )));
+        }
+        p.expect_token(&Token::RParen)?;
+    }
+    expect_end(&mut p)?;
+    Ok(EddyStatement::CopySubscribe(Box::new(subscribe)))
+}
+
 /// `SUBSCRIBE [TO] relation | (query) [WITH (SNAPSHOT [= b], PROGRESS [= b])]`.
 fn parse_subscribe(mut p: Parser) -> Result<EddyStatement> {
+    let subscribe = parse_subscribe_body(&mut p)?;
+    expect_end(&mut p)?;
+    Ok(EddyStatement::Subscribe(Box::new(subscribe)))
+}
+
+fn parse_subscribe_body(p: &mut Parser) -> Result<Subscribe> {
     p.next_token();
-    parse_word(&mut p, "TO");
+    parse_word(p, "TO");
     let query = if p.consume_token(&Token::LParen) {
         let query = p.parse_query()?;
         p.expect_token(&Token::RParen)?;
@@ -462,8 +496,7 @@ fn parse_subscribe(mut p: Parser) -> Result<EddyStatement> {
         }
         p.expect_token(&Token::RParen)?;
     }
-    expect_end(&mut p)?;
-    Ok(EddyStatement::Subscribe(Box::new(subscribe)))
+    Ok(subscribe)
 }
 
 /// `FETCH` or `MOVE` in all of Postgres's forms, written as sqlparser
@@ -1104,6 +1137,13 @@ mod tests {
         }
         assert!(parse_sql("FETCH c WITH (timeout = 'soon')").is_err());
         assert!(parse_sql("FETCH c WITH (colour = '1s')").is_err());
+        let EddyStatement::CopySubscribe(copied) =
+            one("COPY (SUBSCRIBE t WITH (PROGRESS)) TO STDOUT WITH (FORMAT text)")
+        else {
+            panic!()
+        };
+        assert!(copied.progress);
+        assert!(parse_sql("COPY (SUBSCRIBE t) TO STDOUT WITH (FORMAT binary)").is_err());
     }
 
     #[test]

@@ -281,3 +281,64 @@ fn fetch_count_reads_through_a_cursor() -> Result<()> {
     assert!(out.contains("(25000 rows)"), "{}", &out[out.len() - 200..]);
     Ok(())
 }
+
+#[test]
+fn copy_subscribe_streams_to_psql_until_ctrl_c() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let Some(bin) = psql_or_skip("copy_subscribe_streams_to_psql_until_ctrl_c") else {
+        return Ok(());
+    };
+    let server = TestServer::start()?;
+    let psql = Psql::new(bin.clone(), &server);
+    psql.ok(&[
+        "-c",
+        "CREATE TABLE notes (id INT PRIMARY KEY, body TEXT)",
+        "-c",
+        "INSERT INTO notes VALUES (1, 'tab\there'), (2, NULL)",
+    ])?;
+    // Line-buffered, so each row leaves psql as it comes.
+    let port = server.port().to_string();
+    let mut child = Command::new("stdbuf")
+        .arg("-oL")
+        .arg(&bin)
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "eddy", "-X", "-w"])
+        .args(["-c", "COPY (SUBSCRIBE notes) TO STDOUT"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> Result<Vec<String>> {
+        let line = rx.recv_timeout(PSQL_TIMEOUT)??;
+        Ok(line.split('\t').map(str::to_owned).collect())
+    };
+    let mut snapshot = vec![next()?, next()?];
+    snapshot.sort();
+    let epoch = snapshot[0][0].clone();
+    assert_eq!(snapshot[0][1..], ["1", "1", "tab\\there"]);
+    assert_eq!(snapshot[1][1..], ["1", "2", "\\N"]);
+    psql.ok(&["-c", "INSERT INTO notes VALUES (3, 'new')"])?;
+    let change = next()?;
+    assert!(
+        change[0].parse::<u64>()? > epoch.parse::<u64>()?,
+        "{change:?}"
+    );
+    assert_eq!(change[1..], ["1", "3", "new"]);
+    // Ctrl-C: psql sends a cancel request, and the COPY ends with 57014.
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()?;
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("canceling statement"), "{stderr}");
+    Ok(())
+}

@@ -115,7 +115,7 @@ pub async fn execute(
             hold,
             subscribe,
         } => return cursor::handle_declare_subscribe(engine, vars, name, *hold, subscribe).await,
-        EddyStatement::Subscribe(_) => {
+        EddyStatement::Subscribe(_) | EddyStatement::CopySubscribe(_) => {
             return Err(EddyError::Unsupported(
                 "SUBSCRIBE in the extended query protocol or with other statements; send it \
                  alone as a simple query, as psql does"

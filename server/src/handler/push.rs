@@ -28,7 +28,8 @@ use futures::{SinkExt, StreamExt};
 use pgwire::api::results::Tag;
 use pgwire::api::{ClientInfo, ConnectionHandle, PgWireConnectionState};
 use pgwire::error::PgWireError;
-use pgwire::messages::data::{FieldDescription, RowDescription};
+use pgwire::messages::copy::{CopyData, CopyOutResponse};
+use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 use pgwire::messages::response::{CommandComplete, ReadyForQuery};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
@@ -43,6 +44,8 @@ pub struct PushQuery {
     limit: Option<u64>,
     /// How its rows look: ksqlDB's or Materialize's.
     form: Form,
+    /// `COPY (SUBSCRIBE ...) TO STDOUT`: rows go as COPY data.
+    copy: bool,
 }
 
 /// How a push query shows changes.
@@ -62,11 +65,12 @@ pub fn parse(sql: &str) -> Option<Result<PushQuery>> {
     let (Some(statement), None) = (statements.pop(), statements.pop()) else {
         return None;
     };
+    let copy = matches!(statement, EddyStatement::CopySubscribe(_));
     let (mut query, form) = match statement {
         EddyStatement::Query(query) if query.clauses.emit == Some(Emit::Changes) => {
             (*query, Form::EmitChanges)
         }
-        EddyStatement::Subscribe(subscribe) => {
+        EddyStatement::Subscribe(subscribe) | EddyStatement::CopySubscribe(subscribe) => {
             let query = EddyQuery {
                 query: subscribe.query,
                 clauses: Default::default(),
@@ -90,6 +94,7 @@ pub fn parse(sql: &str) -> Option<Result<PushQuery>> {
         query,
         limit,
         form,
+        copy,
     }))
 }
 
@@ -245,10 +250,18 @@ pub async fn serve<S: PushSocket>(
         lowered.depends_on,
         snapshot,
     )?;
-    let description = RowDescription::new(fields.iter().map(FieldDescription::from).collect());
-    let described = socket
-        .send(PgWireBackendMessage::RowDescription(description))
-        .await;
+    let described = if push.copy {
+        let columns = fields.len() as i16;
+        let response = CopyOutResponse::new(0, columns, vec![0; fields.len()]);
+        socket
+            .send(PgWireBackendMessage::CopyOutResponse(response))
+            .await
+    } else {
+        let description = RowDescription::new(fields.iter().map(FieldDescription::from).collect());
+        socket
+            .send(PgWireBackendMessage::RowDescription(description))
+            .await
+    };
     if described.is_err() {
         return Ok(Ended::Disconnected);
     }
@@ -274,7 +287,12 @@ pub async fn serve<S: PushSocket>(
                     sent += rows.num_rows() as u64;
                     for row in crate::wire::encode_text_rows(rows, &fields) {
                         let row = row.map_err(|e| EddyError::PushFailed(e.to_string()))?;
-                        if socket.feed(PgWireBackendMessage::DataRow(row)).await.is_err() {
+                        let message = if push.copy {
+                            PgWireBackendMessage::CopyData(CopyData::new(copy_line(&row).into()))
+                        } else {
+                            PgWireBackendMessage::DataRow(row)
+                        };
+                        if socket.feed(message).await.is_err() {
                             return Ok(Ended::Disconnected);
                         }
                     }
@@ -322,6 +340,40 @@ async fn complete<S: PushSocket>(socket: &mut S, rows: u64) -> std::io::Result<(
         .await?;
     socket.flush().await?;
     Ok(())
+}
+
+/// A data row as a line of COPY's text format: tab-separated, `\N` for
+/// NULL, with backslash escapes.
+fn copy_line(row: &DataRow) -> Vec<u8> {
+    let mut line = Vec::with_capacity(row.data.len() + 1);
+    let mut data: &[u8] = &row.data;
+    for i in 0..row.field_count {
+        if i > 0 {
+            line.push(b'\t');
+        }
+        let Some((len, rest)) = data.split_first_chunk::<4>() else {
+            break;
+        };
+        let len = i32::from_be_bytes(*len);
+        data = rest;
+        if len < 0 {
+            line.extend_from_slice(b"\\N");
+            continue;
+        }
+        let (value, rest) = data.split_at((len as usize).min(data.len()));
+        data = rest;
+        for &byte in value {
+            match byte {
+                b'\\' => line.extend_from_slice(b"\\\\"),
+                b'\t' => line.extend_from_slice(b"\\t"),
+                b'\n' => line.extend_from_slice(b"\\n"),
+                b'\r' => line.extend_from_slice(b"\\r"),
+                other => line.push(other),
+            }
+        }
+    }
+    line.push(b'\n');
+    line
 }
 
 /// The rows a change batch adds, each as many times as its weight.
