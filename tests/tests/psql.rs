@@ -321,7 +321,7 @@ fn copy_subscribe_streams_to_psql_until_ctrl_c() -> Result<()> {
         let line = rx.recv_timeout(PSQL_TIMEOUT)??;
         Ok(line.split('\t').map(str::to_owned).collect())
     };
-    let mut snapshot = vec![next()?, next()?];
+    let mut snapshot = [next()?, next()?];
     snapshot.sort();
     let epoch = snapshot[0][0].clone();
     assert_eq!(snapshot[0][1..], ["1", "1", "tab\\there"]);
