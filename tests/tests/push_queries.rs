@@ -201,6 +201,29 @@ async fn cancel_and_disconnect_end_the_query() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn earliest_starts_a_push_query_with_what_is_there() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    setup(&client).await?;
+    client
+        .batch_execute("INSERT INTO orders VALUES (2, 'bob', 20)")
+        .await?;
+    // ksqlDB's property, in its quoted form; SHOW reads it back.
+    client
+        .batch_execute("SET 'auto.offset.reset' = 'earliest'")
+        .await?;
+    let shown = eddy_tests::text_rows(&client, "SHOW auto.offset.reset").await?;
+    assert_eq!(shown, ["earliest"]);
+    let rows = eddy_tests::sorted_text_rows(
+        &client,
+        "SELECT id, customer FROM orders EMIT CHANGES LIMIT 2",
+    )
+    .await?;
+    assert_eq!(rows, ["1|ann", "2|bob"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn push_query_errors() -> Result<()> {
     let server = TestServer::start()?;
     let client = server.connect().await?;

@@ -234,7 +234,16 @@ pub async fn serve<S: PushSocket>(
         )));
     }
     let schema = push.form.schema(&lowered.root.schema);
-    let snapshot = matches!(push.form, Form::Subscribe { snapshot: true, .. });
+    // ksqlDB's `SET 'auto.offset.reset' = 'earliest'`: a push query starts
+    // with what is there.
+    let earliest = socket
+        .metadata()
+        .get("auto.offset.reset")
+        .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
+    let snapshot = match push.form {
+        Form::Subscribe { snapshot, .. } => snapshot,
+        Form::EmitChanges => earliest,
+    };
     let fields = Arc::new(arrow_schema_to_pg_fields(
         &schema,
         &pgwire::api::portal::Format::UnifiedText,

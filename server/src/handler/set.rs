@@ -64,6 +64,8 @@ const WRITABLE: &[&str] = &[
 ];
 
 fn canonical_name(words: &str) -> String {
+    // ksqlDB quotes its property names: SET 'auto.offset.reset' = '...'.
+    let words = words.trim_matches('\'');
     match words.to_lowercase().as_str() {
         "time zone" => "timezone".into(),
         "transaction isolation level" => "transaction_isolation".into(),
@@ -204,7 +206,12 @@ pub fn handle_reset(vars: &mut HashMap<String, String>, reset: &ResetStatement) 
 
 fn variable_name(variable: &[Ident]) -> String {
     let words: Vec<&str> = variable.iter().map(|i| i.value.as_str()).collect();
-    canonical_name(&words.join(" "))
+    let name = canonical_name(&words.join(" "));
+    // A dotted name (`auto.offset.reset`) comes as several identifiers.
+    if words.len() > 1 && !SETTINGS.iter().any(|(n, _)| *n == name) {
+        return canonical_name(&words.join("."));
+    }
+    name
 }
 
 pub fn show_schema(variable: &[Ident]) -> SchemaRef {
