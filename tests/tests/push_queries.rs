@@ -568,3 +568,108 @@ async fn a_cursor_over_subscribe_fetches_with_a_timeout_in_either_protocol() -> 
     }
     bail!("the cursor's subscription still runs after COMMIT")
 }
+
+/// Differential: a subscription's snapshot plus every diff it sends, summed,
+/// equals its query run once, after random inserts, updates and deletes
+/// in many epochs.
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribe_diffs_add_up_to_the_query() -> Result<()> {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+
+    let server = TestServer::start()?;
+    let reader = server.connect().await?;
+    let writer = server.connect().await?;
+    writer
+        .batch_execute(
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, g BIGINT, v BIGINT);
+             INSERT INTO t SELECT i, i % 7, i * 2 FROM generate_series(1, 50) AS s(i)",
+        )
+        .await?;
+    let query = "SELECT g, count(*) AS n, sum(v) AS total FROM t WHERE v % 3 <> 0 GROUP BY g";
+    reader
+        .batch_execute(&format!("BEGIN; DECLARE c CURSOR FOR SUBSCRIBE ({query})"))
+        .await?;
+    // Each row's multiplicity, from the diffs.
+    let mut held: BTreeMap<String, i64> = BTreeMap::new();
+    let mut drain = |rows: Vec<tokio_postgres::Row>| {
+        for row in rows {
+            let diff: i64 = row.get(1);
+            let g: Option<i64> = row.get(2);
+            let n: Option<i64> = row.get(3);
+            let total: Option<i64> = row.get(4);
+            *held.entry(format!("{g:?}|{n:?}|{total:?}")).or_default() += diff;
+        }
+    };
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut next_id = 51;
+    for round in 0..30 {
+        let mut statements = Vec::new();
+        for _ in 0..rng.random_range(1..6) {
+            match rng.random_range(0..3) {
+                0 => {
+                    statements.push(format!(
+                        "INSERT INTO t VALUES ({next_id}, {}, {})",
+                        rng.random_range(0..9),
+                        rng.random_range(0..100)
+                    ));
+                    next_id += 1;
+                }
+                1 => statements.push(format!(
+                    "UPDATE t SET v = {}, g = {} WHERE id = {}",
+                    rng.random_range(0..100),
+                    rng.random_range(0..9),
+                    rng.random_range(1..next_id)
+                )),
+                _ => statements.push(format!(
+                    "DELETE FROM t WHERE id = {}",
+                    rng.random_range(1..next_id)
+                )),
+            }
+        }
+        writer.batch_execute(&statements.join(";")).await?;
+        if round % 5 == 0 {
+            drain(
+                reader
+                    .query("FETCH ALL c WITH (timeout = '0s')", &[])
+                    .await?,
+            );
+        }
+    }
+    writer.batch_execute("FLUSH").await?;
+    // Committed epochs' changes are in the subscription once FLUSH returns.
+    loop {
+        let rows = reader
+            .query("FETCH ALL c WITH (timeout = '500ms')", &[])
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        drain(rows);
+    }
+    let mut from_diffs: Vec<String> = held
+        .into_iter()
+        .filter(|(_, count)| *count != 0)
+        .map(|(row, count)| {
+            assert_eq!(count, 1, "{row} held {count} times");
+            row
+        })
+        .collect();
+    from_diffs.sort();
+    let mut batch: Vec<String> = writer
+        .query(query, &[])
+        .await?
+        .iter()
+        .map(|row| {
+            let g: Option<i64> = row.get(0);
+            let n: Option<i64> = row.get(1);
+            let total: Option<i64> = row.get(2);
+            format!("{g:?}|{n:?}|{total:?}")
+        })
+        .collect();
+    batch.sort();
+    assert!(batch.len() > 3, "{batch:?}");
+    assert_eq!(from_diffs, batch);
+    Ok(())
+}
