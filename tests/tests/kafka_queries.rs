@@ -2,7 +2,7 @@
 //! ... AS SELECT` writing output topics (consumed and checked record by
 //! record), tombstones for groups that disappear, SHOW QUERIES,
 //! TERMINATE, DROP, a `kill -9` while a query writes, and a broker outage
-//! while a query has output to write.
+//! while a query has output to write; push queries over a stream.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -404,5 +404,88 @@ async fn query_output_waits_out_a_broker_outage() -> Result<()> {
             .any(|q| q.starts_with("CTAS_RICH_") && q.contains("|RUNNING|")),
         "{status:?}"
     );
+    Ok(())
+}
+
+/// Push queries over a stream fed by a real broker: each record produced
+/// shows while the query runs, and a GROUP BY shows each key's new count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_queries_show_records_as_they_arrive() -> Result<()> {
+    use futures::{pin_mut, StreamExt};
+    use tokio_postgres::SimpleQueryMessage;
+
+    let broker = Broker::start().await?;
+    let (server, client) = start(&broker).await?;
+    client
+        .batch_execute(
+            "CREATE STREAM views (usr VARCHAR KEY, page VARCHAR, ms BIGINT) \
+             WITH (kafka_topic='views', value_format='JSON', partitions=2)",
+        )
+        .await?;
+    let counts = server.connect().await?;
+    let stream = client
+        .simple_query_raw("SELECT usr, page FROM views WHERE page <> 'skip' EMIT CHANGES")
+        .await?;
+    pin_mut!(stream);
+    let per_user = counts
+        .simple_query_raw("SELECT usr, count(*) AS n FROM views GROUP BY usr EMIT CHANGES")
+        .await?;
+    pin_mut!(per_user);
+    let brokers = broker.brokers();
+    // Produce until the push query shows a row (it starts with an epoch
+    // after it was sent), then each record shows as it arrives.
+    let mut sent = 0;
+    let first = loop {
+        sent += 1;
+        produce(
+            &brokers,
+            "views",
+            None,
+            &[view("ann", &format!("p{sent}"), sent)],
+        )
+        .await?;
+        let row = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+        if let Ok(Some(message)) = row {
+            if let SimpleQueryMessage::Row(row) = message? {
+                break row.get(1).unwrap_or_default().to_owned();
+            }
+        }
+        ensure!(sent < 60, "no record showed");
+    };
+    ensure!(first.starts_with('p'), "{first}");
+    produce(
+        &brokers,
+        "views",
+        None,
+        &[view("bob", "skip", 100), view("bob", "home", 101)],
+    )
+    .await?;
+    let mut shown = Vec::new();
+    while shown.last().map(String::as_str) != Some("bob|home") {
+        let message = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .context("no row in time")?
+            .context("the query ended")??;
+        if let SimpleQueryMessage::Row(row) = message {
+            shown.push(format!(
+                "{}|{}",
+                row.get(0).unwrap_or_default(),
+                row.get(1).unwrap_or_default()
+            ));
+        }
+    }
+    ensure!(!shown.iter().any(|r| r.ends_with("|skip")), "{shown:?}");
+    // The GROUP BY shows bob's count as it reaches 2.
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), per_user.next())
+            .await
+            .context("no count in time")?
+            .context("the query ended")??;
+        if let SimpleQueryMessage::Row(row) = message {
+            if row.get(0) == Some("bob") && row.get(1) == Some("2") {
+                break;
+            }
+        }
+    }
     Ok(())
 }
