@@ -673,3 +673,65 @@ async fn subscribe_diffs_add_up_to_the_query() -> Result<()> {
     assert_eq!(from_diffs, batch);
     Ok(())
 }
+
+/// Many clients subscribed to one view: every one sees every change, and
+/// the writes' time to FLUSH is printed with and without them
+/// (`EDDY_SUBSCRIBERS`, 100 unless set).
+#[tokio::test(flavor = "multi_thread")]
+async fn many_subscribers_to_one_view_each_see_every_change() -> Result<()> {
+    let subscribers: usize = std::env::var("EDDY_SUBSCRIBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    const WRITES: i64 = 50;
+    let (server, _client, writer) = with_totals("(2, 'bob', 20)").await?;
+    let write_all = |from: i64| {
+        let writer = &writer;
+        async move {
+            let started = std::time::Instant::now();
+            for i in from..from + WRITES {
+                writer
+                    .batch_execute(&format!(
+                        "UPDATE orders SET amount = {i} WHERE id = 1; FLUSH"
+                    ))
+                    .await?;
+            }
+            anyhow::Ok(started.elapsed())
+        }
+    };
+    let alone = write_all(1_000).await?;
+    let mut readers = Vec::new();
+    for _ in 0..subscribers {
+        let client = server.connect().await?;
+        readers.push(tokio::spawn(async move {
+            let stream = client
+                .simple_query_raw("SUBSCRIBE totals WITH (SNAPSHOT = false)")
+                .await?;
+            pin_mut!(stream);
+            // Until ann's last total shows.
+            loop {
+                let row = next_row(&mut stream).await?;
+                if row[2] == "ann" && row[3] == "3049" {
+                    return anyhow::Ok(());
+                }
+            }
+        }));
+    }
+    // Every subscription is running before the writes.
+    let admin = server.connect().await?;
+    while push_rows(&admin).await? < subscribers {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shared = write_all(3_000).await?;
+    for reader in readers {
+        tokio::time::timeout(WAIT, reader).await???;
+    }
+    println!(
+        "{WRITES} UPDATE + FLUSH: {:.0} ms alone, {:.0} ms with {subscribers} subscribers \
+         to the view ({:.2}x)",
+        alone.as_secs_f64() * 1e3,
+        shared.as_secs_f64() * 1e3,
+        shared.as_secs_f64() / alone.as_secs_f64()
+    );
+    Ok(())
+}
