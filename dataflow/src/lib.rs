@@ -36,7 +36,7 @@ use eddy_storage::StorageError;
 #[derive(Debug, thiserror::Error)]
 pub enum DataflowError {
     /// A construct a view cannot maintain incrementally.
-    #[error("{0} is not supported in materialized views")]
+    #[error("{0} is not supported in materialized views and push queries")]
     Unsupported(String),
     #[error("{0}")]
     Overflow(String),
