@@ -11,10 +11,14 @@ as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# psql drives the psql integration test; a C toolchain builds the
-# librdkafka that rdkafka vendors.
+# psql drives the psql integration tests (which also use `kill` from
+# procps and `stdbuf` from coreutils); a C toolchain builds the librdkafka
+# that rdkafka vendors; python3 reads cargo's install list below.
 packages=()
 command -v psql >/dev/null 2>&1 || packages+=(postgresql-client)
+type -P kill >/dev/null 2>&1 || packages+=(procps)  # the builtin does not count
+command -v stdbuf >/dev/null 2>&1 || packages+=(coreutils)
+command -v python3 >/dev/null 2>&1 || packages+=(python3)
 { command -v cc && command -v make && command -v perl; } >/dev/null 2>&1 || packages+=(build-essential perl)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "== installing ${packages[*]}"

@@ -85,16 +85,8 @@ pub fn bind_create_generator(create: &CreateRelation, options: &SourceOptions) -
         bind_columns(create)?
     };
     // The generator makes the other columns; the source fills this one.
-    let processing_time = match bind_processing_time(create)? {
-        Some(p) if key_columns.contains(&p) => {
-            return Err(invalid(format!(
-                "{} AS PROCTIME() is filled at ingest, so it cannot be a key column",
-                columns[p].name
-            )))
-        }
-        Some(p) => Some((p, columns.remove(p))),
-        None => None,
-    };
+    let processing_time =
+        bind_processing_time(create, &key_columns)?.map(|p| (p, columns.remove(p)));
     let only_processing_time = processing_time.is_some() && columns.is_empty();
     for column in &columns {
         if kafka::PSEUDO_COLUMNS.contains(&column.name.as_str()) {

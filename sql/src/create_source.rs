@@ -275,14 +275,8 @@ pub fn bind_create_source(create: &CreateRelation, options: &SourceOptions) -> R
             columns.push(ColumnDef::nullable(bound, ColumnType::BigInt));
         }
     }
-    let processing_time = bind_processing_time(create)?;
+    let processing_time = bind_processing_time(create, &key_columns)?;
     if let Some(p) = processing_time {
-        if key_columns.contains(&p) {
-            return Err(SqlError::InvalidDefinition(format!(
-                "{} AS PROCTIME() is filled at ingest, so it cannot be a key column",
-                columns[p].name
-            )));
-        }
         if options.timestamp.as_deref() == Some(columns[p].name.as_str()) {
             return Err(SqlError::InvalidDefinition(format!(
                 "timestamp='{}' names the processing-time column; the event time is a column \

@@ -22,7 +22,7 @@ pub fn bind_create_table(create: &CreateRelation) -> Result<TableDef> {
                 .into(),
         ));
     }
-    if bind_processing_time(create)?.is_some() {
+    if bind_processing_time(create, &[])?.is_some() {
         return Err(SqlError::Unsupported(
             "PROCTIME() in a local table (a processing-time column belongs to a stream or a \
              table over a topic or a generator)"
@@ -95,8 +95,12 @@ fn is_proctime(expr: &Expr) -> bool {
 }
 
 /// The column declared `name AS PROCTIME()`, by its index in the column
-/// list: a source fills it with the time it ingests each record.
-pub(crate) fn bind_processing_time(create: &CreateRelation) -> Result<Option<usize>> {
+/// list: a source fills it with the time it ingests each record, so it is
+/// none of `key_columns`.
+pub(crate) fn bind_processing_time(
+    create: &CreateRelation,
+    key_columns: &[usize],
+) -> Result<Option<usize>> {
     let mut found = None;
     for (index, column) in create.columns.iter().enumerate() {
         let computed = column.options.iter().any(|o| {
@@ -107,6 +111,12 @@ pub(crate) fn bind_processing_time(create: &CreateRelation) -> Result<Option<usi
                 "a relation has one PROCTIME() column".into(),
             ));
         }
+    }
+    if let Some(index) = found.filter(|i| key_columns.contains(i)) {
+        return Err(SqlError::InvalidDefinition(format!(
+            "{} AS PROCTIME() is filled at ingest, so it cannot be a key column",
+            normalize(&create.columns[index].name)
+        )));
     }
     if let (Some(index), Some(watermark)) = (found, &create.watermark) {
         if normalize(&watermark.column) == normalize(&create.columns[index].name) {

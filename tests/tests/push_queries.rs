@@ -171,7 +171,7 @@ async fn cancel_and_disconnect_end_the_query() -> Result<()> {
         let after = client.simple_query("SELECT 1").await.map(|m| m.len());
         (result.err(), after.ok())
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_push_queries(&writer, |n| n == 1).await?;
     cancel.cancel_query(NoTls).await?;
     let (error, after) = tokio::time::timeout(WAIT, running).await??;
     let error = error.context("a cancelled push query fails")?;
@@ -394,6 +394,19 @@ fn open_files(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
+/// Waits until `SHOW QUERIES` lists a count of push queries that `wanted`
+/// accepts (push queries end a moment after their clients do).
+async fn wait_for_push_queries(client: &Client, wanted: impl Fn(usize) -> bool) -> Result<()> {
+    for _ in 0..200 {
+        if wanted(push_rows(client).await?) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed = eddy_tests::text_rows(client, "SHOW QUERIES").await?;
+    bail!("push queries did not reach the count wanted: {listed:?}")
+}
+
 async fn push_rows(client: &Client) -> Result<usize> {
     let rows = client.simple_query("SHOW QUERIES").await?;
     Ok(rows
@@ -450,17 +463,7 @@ async fn subscribe_and_cancel_cycles_leak_nothing() -> Result<()> {
     for i in 0..20 {
         cycle(i).await?;
     }
-    let settle = || async {
-        for _ in 0..100 {
-            if push_rows(&admin).await? == 0 {
-                return anyhow::Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let left = eddy_tests::text_rows(&admin, "SHOW QUERIES").await?;
-        bail!("push queries still run after their clients ended: {left:?}")
-    };
-    settle().await?;
+    wait_for_push_queries(&admin, |n| n == 0).await?;
     let (threads, files, rss) = (
         status_figure(pid, "Threads:")?,
         open_files(pid)?,
@@ -471,7 +474,7 @@ async fn subscribe_and_cancel_cycles_leak_nothing() -> Result<()> {
         cycle(i).await.with_context(|| format!("cycle {i}"))?;
     }
     let elapsed = started.elapsed();
-    settle().await?;
+    wait_for_push_queries(&admin, |n| n == 0).await?;
     let (threads_after, files_after, rss_after) = (
         status_figure(pid, "Threads:")?,
         open_files(pid)?,
@@ -559,14 +562,9 @@ async fn a_cursor_over_subscribe_fetches_with_a_timeout_in_either_protocol() -> 
     client.batch_execute("COMMIT").await?;
     let (code, _) = sqlstate(&client, "FETCH 1 c").await?;
     assert_eq!(code, "34000");
+    // The cursor's subscription ends with it.
     let admin = server.connect().await?;
-    for _ in 0..50 {
-        if push_rows(&admin).await? == 0 {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the cursor's subscription still runs after COMMIT")
+    wait_for_push_queries(&admin, |n| n == 0).await
 }
 
 /// Differential: a subscription's snapshot plus every diff it sends, summed,
@@ -719,9 +717,7 @@ async fn many_subscribers_to_one_view_each_see_every_change() -> Result<()> {
     }
     // Every subscription is running before the writes.
     let admin = server.connect().await?;
-    while push_rows(&admin).await? < subscribers {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_push_queries(&admin, |n| n == subscribers).await?;
     let shared = write_all(3_000).await?;
     for reader in readers {
         tokio::time::timeout(WAIT, reader).await???;

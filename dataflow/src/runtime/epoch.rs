@@ -16,12 +16,11 @@ use eddy_storage::{Keyspace, WriteBatch};
 
 use super::checkpoint::Checkpoint;
 use super::push::Pushed;
-use super::{Output, Runtime, LATE_ROWS_HEAD, MAX_EPOCH_ROWS};
+use super::{epoch_context, Output, Runtime, LATE_ROWS_HEAD, MAX_EPOCH_ROWS};
 use crate::change::{nullable_schema, ChangeBatch};
 use crate::ingest::{self, SourceBatch};
 use crate::journal::Part;
 use crate::kafka::format::DeadLetter;
-use crate::operators::EpochContext;
 use crate::state_log::Segment;
 use crate::{DataflowError, Result};
 
@@ -490,10 +489,7 @@ impl Runtime {
             if !backfill && !view.def.depends_on.iter().any(|d| changes.contains_key(d)) {
                 continue;
             }
-            let mut ctx = EpochContext::new(changes, backfill);
-            ctx.topic_partitions = topic_partitions.clone();
-            ctx.idle_timeout = self.idle_timeout;
-            ctx.now = now;
+            let ctx = epoch_context(changes, backfill, &topic_partitions, self.idle_timeout, now);
             let result = catch_unwind(AssertUnwindSafe(|| -> Result<ChangeBatch> {
                 let out = view.root.step(&ctx)?;
                 view.output.apply(&out)

@@ -30,6 +30,7 @@ use crate::ingest::{Ingest, SourceBatch};
 use crate::kafka::relay::{QueryProgress, QueryProgressMap, Relay};
 use crate::kafka::sink::TopicSink;
 use crate::kafka::Kafka;
+use crate::operators::EpochContext;
 use crate::progress::{ProgressMap, SourceProgress};
 use crate::sink::ViewSink;
 use crate::state_log::Segment;
@@ -407,6 +408,23 @@ struct Runtime {
     pushes: Vec<push::PushQuery>,
     /// What `SHOW QUERIES` lists of them.
     push_registry: push::PushRegistry,
+}
+
+/// The context one dataflow steps an epoch in: the epoch's changes, the
+/// topics' partition counts and one reading of the clock shared by every
+/// dataflow in the epoch.
+fn epoch_context<'a>(
+    changes: &'a HashMap<u64, ChangeBatch>,
+    backfill: bool,
+    topic_partitions: &Arc<HashMap<u64, usize>>,
+    idle_timeout: Duration,
+    now: std::time::Instant,
+) -> EpochContext<'a> {
+    let mut ctx = EpochContext::new(changes, backfill);
+    ctx.topic_partitions = topic_partitions.clone();
+    ctx.idle_timeout = idle_timeout;
+    ctx.now = now;
+    ctx
 }
 
 /// Plans a stored view's dataflow again, for rebuilding it from its

@@ -13,14 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use datafusion::arrow::datatypes::SchemaRef;
 use eddy_catalog::ReadGuard;
 use tokio::sync::mpsc;
 
-use super::Runtime;
+use super::{epoch_context, Runtime};
 use crate::change::ChangeBatch;
 use crate::graph::Node;
-use crate::operators::EpochContext;
 
 /// Epochs' changes a client may have unread before its query ends.
 pub const PUSH_BUFFER: usize = 256;
@@ -40,7 +38,6 @@ pub enum PushEvent {
 /// The client's end of a push query; dropping it ends the query.
 #[derive(Debug)]
 pub struct PushReceiver {
-    pub schema: SchemaRef,
     rx: mpsc::Receiver<PushEvent>,
     overflowed: Arc<AtomicBool>,
 }
@@ -89,7 +86,6 @@ pub(super) struct PushQuery {
     /// Keeps the tables it reads logging their changes.
     _reads: ReadGuard,
     root: Node,
-    depends_on: Vec<u64>,
     tx: mpsc::Sender<PushEvent>,
     overflowed: Arc<AtomicBool>,
     /// Whether it starts with its query's current rows.
@@ -128,12 +124,10 @@ pub fn push_query(
     let (tx, rx) = mpsc::channel(PUSH_BUFFER);
     let overflowed = Arc::new(AtomicBool::new(false));
     let receiver = PushReceiver {
-        schema: root.schema.clone(),
         rx,
         overflowed: overflowed.clone(),
     };
     let query = PushQuery {
-        depends_on: info.depends_on.clone(),
         info,
         _reads: reads,
         root,
@@ -155,16 +149,19 @@ impl Runtime {
         now: Instant,
     ) -> Vec<Pushed> {
         self.prune_pushes();
+        let idle_timeout = self.idle_timeout;
         let mut pushed = Vec::new();
         let mut failed = Vec::new();
         for (i, query) in self.pushes.iter_mut().enumerate() {
-            if !query.depends_on.iter().any(|d| changes.contains_key(d)) {
+            if !query
+                .info
+                .depends_on
+                .iter()
+                .any(|d| changes.contains_key(d))
+            {
                 continue;
             }
-            let mut ctx = EpochContext::new(changes, false);
-            ctx.topic_partitions = topic_partitions.clone();
-            ctx.idle_timeout = self.idle_timeout;
-            ctx.now = now;
+            let ctx = epoch_context(changes, false, &topic_partitions, idle_timeout, now);
             let result = catch_unwind(AssertUnwindSafe(|| {
                 query.root.step(&ctx).and_then(|out| out.consolidate())
             }));
@@ -242,11 +239,15 @@ impl Runtime {
         // change log line up.
         let _writes = catalog.lock_writes();
         self.drain_logged_changes(self.catalog.changes().last_seq())?;
-        self.settle()?;
-        let changes = self.snapshot(&query.depends_on, "a subscription")?;
-        let mut ctx = EpochContext::new(&changes, true);
-        ctx.topic_partitions = self.topic_partitions();
-        ctx.idle_timeout = self.idle_timeout;
+        let changes = self.snapshot(&query.info.depends_on, "a subscription")?;
+        let topic_partitions = self.topic_partitions();
+        let ctx = epoch_context(
+            &changes,
+            true,
+            &topic_partitions,
+            self.idle_timeout,
+            Instant::now(),
+        );
         let out = catch_unwind(AssertUnwindSafe(|| query.root.step(&ctx)))
             .map_err(|_| crate::DataflowError::Internal("the query panicked".into()))??;
         out.consolidate()

@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use eddy_dataflow::{PushEvent, PushReceiver};
 use eddy_sql::ast::Subscribe;
-use eddy_sql::QueryClauses;
+use eddy_sql::{EddyQuery, QueryClauses};
 use pgwire::api::results::Tag;
 
 use super::push::Form;
@@ -228,23 +228,13 @@ pub async fn handle_declare_subscribe(
         snapshot: subscribe.snapshot,
         progress: subscribe.progress,
     };
-    let lowered = engine
-        .plan_view(&subscribe.query, &QueryClauses::default(), false)
-        .await?;
-    if lowered.depends_on.is_empty() {
-        return Err(EddyError::Unsupported(
-            "SUBSCRIBE to a query that reads no stream, table or view (nothing it shows would \
-             ever change)"
-                .into(),
-        ));
-    }
-    let schema = form.schema(&lowered.root.schema);
-    let receiver = engine.dataflow.push(
-        format!("DECLARE {name} CURSOR FOR {subscribe}"),
-        lowered.root,
-        lowered.depends_on,
-        subscribe.snapshot,
-    )?;
+    let query = EddyQuery {
+        query: subscribe.query.clone(),
+        clauses: QueryClauses::default(),
+    };
+    let statement = format!("DECLARE {name} CURSOR FOR {subscribe}");
+    let (schema, receiver) =
+        super::push::start(engine, statement, &query, form, subscribe.snapshot).await?;
     let cursor = Cursor {
         schema,
         rows: VecDeque::new(),

@@ -18,10 +18,11 @@ use arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion::arrow::array::{new_null_array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{Expr, LimitClause, Value};
 use eddy_dataflow::ChangeBatch;
-use eddy_dataflow::PushEvent;
+use eddy_dataflow::{PushEvent, PushReceiver};
 use eddy_sql::ast::Emit;
 use eddy_sql::{EddyQuery, EddyStatement};
 use futures::{SinkExt, StreamExt};
@@ -120,7 +121,6 @@ impl Form {
 
     /// The rows to send for an epoch's `changes`.
     pub fn rows(self, epoch: u64, changes: &ChangeBatch, out: &SchemaRef) -> Result<RecordBatch> {
-        let arrow = |e| EddyError::from(datafusion::error::DataFusionError::from(e));
         let Form::Subscribe { progress, .. } = self else {
             return inserted_rows(&changes.data, changes.weights.values(), out);
         };
@@ -214,18 +214,22 @@ pub enum Ended {
     Disconnected,
 }
 
-/// Runs `push` and streams its rows to `socket` until it ends; an error
-/// is the query's, for the caller to report.
-pub async fn serve<S: PushSocket>(
-    socket: &mut S,
+/// Plans `query` and starts it as a push query shown in `form`, from its
+/// current rows when `snapshot` is set; returns the columns the client
+/// sees and the receiver of its changes. `statement` is what SHOW QUERIES
+/// lists.
+pub async fn start(
     engine: &Engine,
-    push: PushQuery,
-) -> Result<Ended> {
+    statement: String,
+    query: &EddyQuery,
+    form: Form,
+    snapshot: bool,
+) -> Result<(SchemaRef, PushReceiver)> {
     let lowered = engine
-        .plan_view(&push.query.query, &push.query.clauses, false)
+        .plan_view(&query.query, &query.clauses, false)
         .await?;
     if lowered.depends_on.is_empty() {
-        let what = match push.form {
+        let what = match form {
             Form::EmitChanges => "SELECT ... EMIT CHANGES",
             Form::Subscribe { .. } => "SUBSCRIBE to a query",
         };
@@ -233,7 +237,20 @@ pub async fn serve<S: PushSocket>(
             "{what} that reads no stream, table or view (nothing it shows would ever change)"
         )));
     }
-    let schema = push.form.schema(&lowered.root.schema);
+    let schema = form.schema(&lowered.root.schema);
+    let receiver = engine
+        .dataflow
+        .push(statement, lowered.root, lowered.depends_on, snapshot)?;
+    Ok((schema, receiver))
+}
+
+/// Runs `push` and streams its rows to `socket` until it ends; an error
+/// is the query's, for the caller to report.
+pub async fn serve<S: PushSocket>(
+    socket: &mut S,
+    engine: &Engine,
+    push: PushQuery,
+) -> Result<Ended> {
     // ksqlDB's `SET 'auto.offset.reset' = 'earliest'`: a push query starts
     // with what is there.
     let earliest = socket
@@ -244,6 +261,14 @@ pub async fn serve<S: PushSocket>(
         Form::Subscribe { snapshot, .. } => snapshot,
         Form::EmitChanges => earliest,
     };
+    let (schema, mut receiver) = start(
+        engine,
+        push.statement.clone(),
+        &push.query,
+        push.form,
+        snapshot,
+    )
+    .await?;
     let fields = Arc::new(arrow_schema_to_pg_fields(
         &schema,
         &pgwire::api::portal::Format::UnifiedText,
@@ -253,12 +278,6 @@ pub async fn serve<S: PushSocket>(
         Some(handle) => Some(handle.start_query().await),
         None => None,
     };
-    let mut receiver = engine.dataflow.push(
-        push.statement.clone(),
-        lowered.root,
-        lowered.depends_on,
-        snapshot,
-    )?;
     let described = if push.copy {
         let columns = fields.len() as i16;
         let response = CopyOutResponse::new(0, columns, vec![0; fields.len()]);
@@ -320,14 +339,9 @@ pub async fn serve<S: PushSocket>(
                 Some(PushEvent::FellBehind) => return Err(EddyError::ClientTooSlow),
                 None => return Err(EddyError::ShuttingDown),
             },
-            message = socket.next() => match message {
-                // The client leaves, or says something mid-query: Postgres
-                // reads nothing until a query ends, so nor does this.
-                None | Some(Err(_)) | Some(Ok(PgWireFrontendMessage::Terminate(_))) => {
-                    return Ok(Ended::Disconnected)
-                }
-                Some(Ok(_)) => return Ok(Ended::Disconnected),
-            },
+            // The client leaves (or, against the protocol, speaks before
+            // the query ends): the query ends with the connection.
+            _ = socket.next() => return Ok(Ended::Disconnected),
             () = &mut cancel => return Err(EddyError::Canceled),
         }
     }
@@ -385,6 +399,10 @@ fn copy_line(row: &DataRow) -> Vec<u8> {
     line
 }
 
+fn arrow(e: ArrowError) -> EddyError {
+    EddyError::from(datafusion::error::DataFusionError::from(e))
+}
+
 /// The rows a change batch adds, each as many times as its weight.
 fn inserted_rows(data: &RecordBatch, weights: &[i64], schema: &SchemaRef) -> Result<RecordBatch> {
     let mut indices = Vec::new();
@@ -393,7 +411,6 @@ fn inserted_rows(data: &RecordBatch, weights: &[i64], schema: &SchemaRef) -> Res
             indices.push(i as u32);
         }
     }
-    let arrow = |e| EddyError::from(datafusion::error::DataFusionError::from(e));
     let rows = take_record_batch(data, &UInt32Array::from(indices)).map_err(arrow)?;
     RecordBatch::try_new(schema.clone(), rows.columns().to_vec()).map_err(arrow)
 }
