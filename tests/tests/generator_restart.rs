@@ -8,6 +8,8 @@ use eddy_tests::{text_rows, TestServer};
 
 const EVENTS: u64 = 100_000;
 const BIDS: u64 = EVENTS / 50 * 46;
+/// Paced so the kill lands mid-generation however fast the machine is.
+const RATE: u64 = 20_000;
 
 async fn committed(client: &tokio_postgres::Client) -> i64 {
     let rows = text_rows(client, "DESCRIBE EXTENDED bid").await.unwrap();
@@ -24,7 +26,7 @@ async fn kill_9_mid_generation_loses_and_repeats_nothing() {
     client
         .batch_execute(&format!(
             "CREATE STREAM bid WITH (connector='nexmark', event_type='bid', max_events={EVENTS}, \
-             events_per_second=0, seed=21, start_time='2026-01-01 00:00:00');
+             events_per_second={RATE}, seed=21, start_time='2026-01-01 00:00:00');
              CREATE MATERIALIZED VIEW per_bidder AS \
                SELECT bidder % 7 AS k, count(*) AS n, sum(price) AS total FROM bid GROUP BY bidder % 7;
              CREATE MATERIALIZED VIEW per_second AS \
@@ -48,6 +50,11 @@ async fn kill_9_mid_generation_loses_and_repeats_nothing() {
     server.kill9().unwrap();
     server.restart().unwrap();
     let client = server.connect().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(&client).await < EVENTS as i64 {
+        assert!(Instant::now() < deadline, "generation did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     client.batch_execute("FLUSH").await.unwrap();
     assert_eq!(committed(&client).await, EVENTS as i64);
     let stored = text_rows(
