@@ -232,6 +232,36 @@ impl Node {
         self.op().append_only(&inputs, source)
     }
 
+    /// When this dataflow's output is one relation's changes with some of
+    /// its columns, unchanged: the relation's id and the column of each
+    /// output column.
+    pub fn relation_columns(&self) -> Option<(u64, Vec<usize>)> {
+        match self.inputs.as_slice() {
+            [] => {
+                let (relation, read) = self.op().relation_columns()?;
+                let read = read.unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+                Some((relation, read))
+            }
+            [input] => {
+                let picked = self.op().picked_columns()?;
+                let (relation, read) = input.relation_columns()?;
+                let same_types = picked.iter().enumerate().all(|(out, &i)| {
+                    input.schema.fields().get(i).map(|f| f.data_type())
+                        == Some(self.schema.field(out).data_type())
+                });
+                if !same_types {
+                    return None;
+                }
+                let columns = picked
+                    .iter()
+                    .map(|&i| read.get(i).copied())
+                    .collect::<Option<_>>()?;
+                Some((relation, columns))
+            }
+            _ => None,
+        }
+    }
+
     /// Calls `f` on every node.
     pub fn for_each(&self, f: &mut dyn FnMut(&Node)) {
         f(self);
@@ -374,6 +404,28 @@ mod tests {
             ("SELECT k FROM s ORDER BY k LIMIT 3", false),
         ] {
             assert_eq!(append_only(&catalog, sql).await, expected, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn relation_columns_only_for_plans_that_show_a_relation_as_it_is() {
+        let (_dir, catalog) = catalog();
+        let s = catalog.table("s").expect("s").def().id;
+        for (sql, expected) in [
+            ("SELECT * FROM s", Some((s, vec![0, 1]))),
+            ("SELECT v, k FROM s", Some((s, vec![1, 0]))),
+            ("SELECT v AS value FROM s", Some((s, vec![1]))),
+            ("SELECT v + 1 FROM s", None),
+            ("SELECT CAST(v AS TEXT) FROM s", None),
+            ("SELECT k FROM s WHERE v > 1", None),
+            ("SELECT k, count(*) FROM s GROUP BY k", None),
+            ("SELECT k FROM s UNION ALL SELECT k FROM u", None),
+        ] {
+            let plan = plan(&catalog, sql).await;
+            let root = crate::lower(&plan, &catalog, 1, &Default::default())
+                .expect("lower")
+                .root;
+            assert_eq!(root.relation_columns(), expected, "{sql}");
         }
     }
 

@@ -61,6 +61,8 @@ pub enum EddyError {
         eddy_dataflow::PUSH_BUFFER
     )]
     ClientTooSlow,
+    #[error("push query ended: relation \"{0}\" was dropped")]
+    PushRelationDropped(String),
     #[error("terminating the query: the server is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}; this is a bug")]
@@ -105,6 +107,7 @@ impl EddyError {
             EddyError::Canceled => "57014",
             EddyError::PushFailed(_) => "XX000",
             EddyError::ClientTooSlow => "53200",
+            EddyError::PushRelationDropped(_) => "42P01",
             EddyError::ShuttingDown => "57P01",
             EddyError::Internal(_) => "XX000",
         }

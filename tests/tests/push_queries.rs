@@ -698,6 +698,8 @@ async fn many_subscribers_to_one_view_each_see_every_change() -> Result<()> {
         }
     };
     let alone = write_all(1_000).await?;
+    let pid = server.pid();
+    let rss_before = status_figure(pid, "VmRSS:")?;
     let mut readers = Vec::new();
     for _ in 0..subscribers {
         let client = server.connect().await?;
@@ -718,6 +720,7 @@ async fn many_subscribers_to_one_view_each_see_every_change() -> Result<()> {
     // Every subscription is running before the writes.
     let admin = server.connect().await?;
     wait_for_push_queries(&admin, |n| n == subscribers).await?;
+    let rss_subscribed = status_figure(pid, "VmRSS:")?;
     let shared = write_all(3_000).await?;
     for reader in readers {
         tokio::time::timeout(WAIT, reader).await???;
@@ -729,5 +732,55 @@ async fn many_subscribers_to_one_view_each_see_every_change() -> Result<()> {
         shared.as_secs_f64() * 1e3,
         shared.as_secs_f64() / alone.as_secs_f64()
     );
+    println!(
+        "server RSS {rss_before} -> {rss_subscribed} kB with {subscribers} subscribers: \
+         {:.1} kB each (their connections included)",
+        rss_subscribed.saturating_sub(rss_before) as f64 / subscribers as f64
+    );
+    Ok(())
+}
+
+/// Checks that a push query ended because `relation` was dropped.
+async fn expect_dropped(
+    stream: &mut (impl futures::Stream<Item = Result<SimpleQueryMessage, tokio_postgres::Error>>
+              + Unpin),
+    relation: &str,
+) -> Result<()> {
+    let ended = next_row(stream).await.unwrap_err();
+    let error = ended
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(|e| e.as_db_error())
+        .context("not a database error")?;
+    assert_eq!(error.code().code(), "42P01", "{error}");
+    let expected = format!("\"{relation}\" was dropped");
+    assert!(error.message().contains(&expected), "{error}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_relation_ends_the_push_queries_over_it() -> Result<()> {
+    let (server, client, writer) = with_totals("(2, 'bob', 20)").await?;
+    // One shows the view as it is (a cursor into its changes), the other
+    // has a dataflow of its own over the table.
+    let shown = server.connect().await?;
+    let subscribed = shown
+        .simple_query_raw("SUBSCRIBE totals WITH (SNAPSHOT = false)")
+        .await?;
+    let filtered = client
+        .simple_query_raw("SELECT id FROM orders WHERE amount > 100 EMIT CHANGES")
+        .await?;
+    pin_mut!(subscribed);
+    pin_mut!(filtered);
+    wait_for_push_queries(&writer, |n| n == 2).await?;
+    writer
+        .batch_execute("DROP MATERIALIZED VIEW totals")
+        .await?;
+    expect_dropped(&mut subscribed, "totals").await?;
+    writer.batch_execute("DROP TABLE orders").await?;
+    expect_dropped(&mut filtered, "orders").await?;
+    wait_for_push_queries(&writer, |n| n == 0).await?;
+    // Both connections go on.
+    assert_eq!(shown.simple_query("SELECT 1").await?.len(), 3);
+    assert_eq!(client.simple_query("SELECT 1").await?.len(), 3);
     Ok(())
 }

@@ -194,6 +194,19 @@ pub trait Operator: Send {
         )))
     }
 
+    /// For a leaf whose output is one relation's changes, unchanged but
+    /// for which columns it reads: the relation's id and those columns
+    /// (`None` for all).
+    fn relation_columns(&self) -> Option<(u64, Option<Vec<usize>>)> {
+        None
+    }
+
+    /// For an operator whose output only picks columns of its one input,
+    /// as they are: the input column of each output column.
+    fn picked_columns(&self) -> Option<Vec<usize>> {
+        None
+    }
+
     /// Processes one epoch's changes, one batch per input.
     fn step(&mut self, inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch>;
 

@@ -52,6 +52,13 @@ impl Operator for Project {
             .collect()
     }
 
+    fn picked_columns(&self) -> Option<Vec<usize>> {
+        self.exprs
+            .iter()
+            .map(|e| e.downcast_ref::<Column>().map(|c| c.index()))
+            .collect()
+    }
+
     /// A column passed through as is keeps its watermark.
     fn advance_watermarks(
         &mut self,

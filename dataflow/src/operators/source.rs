@@ -78,6 +78,10 @@ impl Operator for Source {
         }
     }
 
+    fn relation_columns(&self) -> Option<(u64, Option<Vec<usize>>)> {
+        Some((self.object_id, self.projection.clone()))
+    }
+
     fn step(&mut self, _inputs: Vec<ChangeBatch>, ctx: &EpochContext) -> Result<ChangeBatch> {
         let changes = ctx.changes.get(&self.object_id);
         if let Some((columns, tracker)) = &mut self.event_time {

@@ -151,6 +151,7 @@ impl DataflowHandle {
             idle_timeout: timing.idle_timeout,
             journal: checkpoint::Journal::new(timing.checkpoint_interval),
             pushes: Vec::new(),
+            shared_changes: HashMap::new(),
             push_registry: push_registry.clone(),
         };
         runtime.restore(views)?;
@@ -252,7 +253,15 @@ impl DataflowHandle {
             statement,
             depends_on,
         };
-        let (query, receiver) = push::push_query(info, root, reads, snapshot);
+        let columns = root
+            .relation_columns()
+            .map(|(relation, read)| push::Columns {
+                relation,
+                read,
+                schema: root.schema.clone(),
+            });
+        let registry = self.push_registry.clone();
+        let (query, receiver) = push::push_query(info, root, columns, reads, registry, snapshot);
         self.tx
             .send(Command::Push(query))
             .map_err(|_| DataflowError::Stopped)?;
@@ -268,7 +277,8 @@ impl DataflowHandle {
     }
 
     /// Drops views and persistent queries, by id, in the order given
-    /// (dependents first).
+    /// (dependents first), and ends the push queries that read any
+    /// relation among `ids`.
     pub async fn drop_views(&self, ids: Vec<u64>) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.ask(Command::Drop { ids, reply }, rx).await?
@@ -406,6 +416,9 @@ struct Runtime {
     journal: checkpoint::Journal,
     /// Push queries, in the order they started.
     pushes: Vec<push::PushQuery>,
+    /// Each relation's change stream, shared by the push queries that show
+    /// it as it is.
+    shared_changes: HashMap<u64, tokio::sync::broadcast::Sender<Arc<push::Shared>>>,
     /// What `SHOW QUERIES` lists of them.
     push_registry: push::PushRegistry,
 }

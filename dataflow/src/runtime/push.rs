@@ -6,6 +6,12 @@
 //! committed. It keeps its operators' state in memory only and ends with
 //! its client: when the client's end is dropped, or when the client falls
 //! more than [`PUSH_BUFFER`] epochs behind (then it is told why).
+//!
+//! A push query that shows one relation as it is (some of its columns,
+//! unfiltered) has no dataflow of its own: it is a cursor into that
+//! relation's change stream, which every such query shares. The runtime
+//! sends each epoch's changes once; each client picks its columns on its
+//! own task.
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -13,11 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use eddy_catalog::ReadGuard;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use super::{epoch_context, Runtime};
-use crate::change::ChangeBatch;
+use crate::change::{conform, ChangeBatch};
 use crate::graph::Node;
 
 /// Epochs' changes a client may have unread before its query ends.
@@ -30,38 +37,138 @@ pub enum PushEvent {
     Changes { epoch: u64, changes: ChangeBatch },
     /// The query failed and has ended.
     Failed(String),
+    /// A relation it reads, named here, was dropped, which ended it.
+    Dropped(String),
     /// The client read changes more slowly than they came, fell
     /// [`PUSH_BUFFER`] epochs behind, and lost its query.
     FellBehind,
 }
 
+/// What a relation's shared change stream carries.
+#[derive(Debug)]
+pub(super) enum Shared {
+    /// The relation's changes in one committed epoch.
+    Changes { epoch: u64, changes: ChangeBatch },
+    /// The relation was dropped.
+    Dropped(String),
+}
+
+/// What the runtime sends one push query's client.
+#[derive(Debug)]
+pub(super) enum Delivery {
+    Event(PushEvent),
+    /// From here on, read the relation's shared change stream.
+    Attach(broadcast::Receiver<Arc<Shared>>),
+}
+
+/// A push query that shows one relation's columns as they are.
+#[derive(Debug, Clone)]
+pub(super) struct Columns {
+    pub(super) relation: u64,
+    /// The relation's column of each output column.
+    pub(super) read: Vec<usize>,
+    pub(super) schema: SchemaRef,
+}
+
 /// The client's end of a push query; dropping it ends the query.
 #[derive(Debug)]
 pub struct PushReceiver {
-    rx: mpsc::Receiver<PushEvent>,
+    rx: mpsc::Receiver<Delivery>,
     overflowed: Arc<AtomicBool>,
+    /// For a cursor into a relation's change stream: the columns it shows,
+    /// and the stream once attached.
+    columns: Option<Columns>,
+    shared: Option<broadcast::Receiver<Arc<Shared>>>,
+    /// Listed in SHOW QUERIES while it lives.
+    _registration: Registration,
+    /// Keeps the tables it reads logging their changes.
+    _reads: ReadGuard,
 }
 
 impl PushReceiver {
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<PushEvent> {
-        match self.rx.try_recv() {
-            Ok(event) => Some(event),
-            Err(mpsc::error::TryRecvError::Disconnected)
-                if self.overflowed.load(Ordering::SeqCst) =>
-            {
-                Some(PushEvent::FellBehind)
+        loop {
+            if let Some(shared) = &mut self.shared {
+                return match shared.try_recv() {
+                    Ok(shared) => Some(self.show(&shared)),
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => Some(PushEvent::FellBehind),
+                    Err(broadcast::error::TryRecvError::Closed) => {
+                        Some(PushEvent::Failed("the server is shutting down".into()))
+                    }
+                    Err(broadcast::error::TryRecvError::Empty) => None,
+                };
             }
-            Err(_) => None,
+            match self.rx.try_recv() {
+                Ok(Delivery::Event(event)) => return Some(event),
+                Ok(Delivery::Attach(shared)) => self.shared = Some(shared),
+                Err(mpsc::error::TryRecvError::Disconnected)
+                    if self.overflowed.load(Ordering::SeqCst) =>
+                {
+                    return Some(PushEvent::FellBehind)
+                }
+                Err(_) => return None,
+            }
         }
     }
 
     /// The next event; `None` once the query has ended.
     pub async fn recv(&mut self) -> Option<PushEvent> {
-        match self.rx.recv().await {
-            Some(event) => Some(event),
-            None if self.overflowed.load(Ordering::SeqCst) => Some(PushEvent::FellBehind),
-            None => None,
+        loop {
+            if let Some(shared) = &mut self.shared {
+                return match shared.recv().await {
+                    Ok(shared) => Some(self.show(&shared)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Some(PushEvent::FellBehind),
+                    Err(broadcast::error::RecvError::Closed) => None,
+                };
+            }
+            match self.rx.recv().await {
+                Some(Delivery::Event(event)) => return Some(event),
+                Some(Delivery::Attach(shared)) => self.shared = Some(shared),
+                None if self.overflowed.load(Ordering::SeqCst) => {
+                    return Some(PushEvent::FellBehind)
+                }
+                None => return None,
+            }
+        }
+    }
+
+    /// A shared change of the relation, as this query shows it.
+    fn show(&self, shared: &Shared) -> PushEvent {
+        let (epoch, changes) = match shared {
+            Shared::Changes { epoch, changes } => (*epoch, changes),
+            Shared::Dropped(name) => return PushEvent::Dropped(name.clone()),
+        };
+        let Some(columns) = &self.columns else {
+            return PushEvent::Failed("a shared change stream without columns".into());
+        };
+        let picked = changes
+            .data
+            .project(&columns.read)
+            .map_err(crate::DataflowError::from)
+            .and_then(|data| conform(&columns.schema, &data));
+        match picked {
+            Ok(data) => PushEvent::Changes {
+                epoch,
+                changes: ChangeBatch::new(data, changes.weights.clone()),
+            },
+            Err(e) => PushEvent::Failed(e.to_string()),
+        }
+    }
+}
+
+/// A push query's entry in SHOW QUERIES, taken out when its client's end
+/// drops.
+#[derive(Debug)]
+struct Registration {
+    id: u64,
+    registry: PushRegistry,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.remove(&self.id);
         }
     }
 }
@@ -83,54 +190,84 @@ pub type PushRegistry = Arc<Mutex<BTreeMap<u64, PushInfo>>>;
 /// A push query as the runtime keeps it.
 pub(super) struct PushQuery {
     info: PushInfo,
-    /// Keeps the tables it reads logging their changes.
-    _reads: ReadGuard,
     root: Node,
-    tx: mpsc::Sender<PushEvent>,
+    /// Set when it shows one relation's columns as they are: then it reads
+    /// the relation's shared change stream instead of stepping `root`.
+    columns: Option<Columns>,
+    tx: mpsc::Sender<Delivery>,
     overflowed: Arc<AtomicBool>,
     /// Whether it starts with its query's current rows.
     snapshot: bool,
 }
 
-/// A push query's changes in the epoch being committed, to send once it
-/// has.
-pub(super) struct Pushed {
-    tx: mpsc::Sender<PushEvent>,
-    overflowed: Arc<AtomicBool>,
-    changes: ChangeBatch,
+/// Changes of the epoch being committed, to send once it has.
+pub(super) enum Pushed {
+    /// One push query's changes.
+    Own {
+        tx: mpsc::Sender<Delivery>,
+        overflowed: Arc<AtomicBool>,
+        changes: ChangeBatch,
+    },
+    /// A relation's changes, for every query that shows it as it is.
+    Shared {
+        tx: broadcast::Sender<Arc<Shared>>,
+        changes: ChangeBatch,
+    },
 }
 
 impl Pushed {
     /// Sends the changes of committed epoch `epoch`; a client that is too
     /// far behind loses its query.
     pub(super) fn send(self, epoch: u64) {
-        let event = PushEvent::Changes {
-            epoch,
-            changes: self.changes,
-        };
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(event) {
-            self.overflowed.store(true, Ordering::SeqCst);
+        match self {
+            Pushed::Own {
+                tx,
+                overflowed,
+                changes,
+            } => {
+                let event = Delivery::Event(PushEvent::Changes { epoch, changes });
+                if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(event) {
+                    overflowed.store(true, Ordering::SeqCst);
+                }
+            }
+            // A client that lags past the buffer learns it on its next read.
+            Pushed::Shared { tx, changes } => {
+                let _ = tx.send(Arc::new(Shared::Changes { epoch, changes }));
+            }
         }
     }
 }
 
-/// A push query to start, and its client's end.
-pub fn push_query(
+/// A push query to start, and its client's end. `columns` is set when
+/// its dataflow `root` shows one relation's columns as they are.
+pub(super) fn push_query(
     info: PushInfo,
     root: Node,
+    columns: Option<Columns>,
     reads: ReadGuard,
+    registry: PushRegistry,
     snapshot: bool,
 ) -> (PushQuery, PushReceiver) {
     let (tx, rx) = mpsc::channel(PUSH_BUFFER);
     let overflowed = Arc::new(AtomicBool::new(false));
+    if let Ok(mut registry) = registry.lock() {
+        registry.insert(info.id, info.clone());
+    }
     let receiver = PushReceiver {
         rx,
         overflowed: overflowed.clone(),
+        columns: columns.clone(),
+        shared: None,
+        _registration: Registration {
+            id: info.id,
+            registry,
+        },
+        _reads: reads,
     };
     let query = PushQuery {
         info,
-        _reads: reads,
         root,
+        columns,
         tx,
         overflowed,
         snapshot,
@@ -150,7 +287,17 @@ impl Runtime {
     ) -> Vec<Pushed> {
         self.prune_pushes();
         let idle_timeout = self.idle_timeout;
-        let mut pushed = Vec::new();
+        let mut pushed: Vec<Pushed> = self
+            .shared_changes
+            .iter()
+            .filter_map(|(relation, tx)| {
+                let changes = changes.get(relation)?;
+                Some(Pushed::Shared {
+                    tx: tx.clone(),
+                    changes: changes.clone(),
+                })
+            })
+            .collect();
         let mut failed = Vec::new();
         for (i, query) in self.pushes.iter_mut().enumerate() {
             if !query
@@ -167,7 +314,7 @@ impl Runtime {
             }));
             match result {
                 Ok(Ok(out)) if out.is_empty() => {}
-                Ok(Ok(changes)) => pushed.push(Pushed {
+                Ok(Ok(changes)) => pushed.push(Pushed::Own {
                     tx: query.tx.clone(),
                     overflowed: query.overflowed.clone(),
                     changes,
@@ -178,13 +325,14 @@ impl Runtime {
         }
         for (i, error) in failed.into_iter().rev() {
             let query = self.pushes.remove(i);
-            let _ = query.tx.try_send(PushEvent::Failed(error));
+            let _ = query.tx.try_send(Delivery::Event(PushEvent::Failed(error)));
             self.unregister_push(query.info.id);
         }
         pushed
     }
 
-    /// Ends the push queries whose client has gone or fallen behind.
+    /// Ends the push queries whose client has gone or fallen behind, and
+    /// the shared change streams no one reads.
     pub(super) fn prune_pushes(&mut self) {
         let mut ended = Vec::new();
         self.pushes.retain(|q| {
@@ -197,11 +345,33 @@ impl Runtime {
         for id in ended {
             self.unregister_push(id);
         }
+        self.shared_changes.retain(|_, tx| tx.receiver_count() > 0);
     }
 
     fn unregister_push(&self, id: u64) {
         if let Ok(mut registry) = self.push_registry.lock() {
             registry.remove(&id);
+        }
+    }
+
+    /// Ends the push queries that read relation `id`, named `name`, which
+    /// is being dropped.
+    pub(super) fn end_pushes_over(&mut self, id: u64, name: &str) {
+        if let Some(tx) = self.shared_changes.remove(&id) {
+            let _ = tx.send(Arc::new(Shared::Dropped(name.to_owned())));
+        }
+        let mut ended = Vec::new();
+        self.pushes.retain(|q| {
+            if !q.info.depends_on.contains(&id) {
+                return true;
+            }
+            let dropped = PushEvent::Dropped(name.to_owned());
+            let _ = q.tx.try_send(Delivery::Event(dropped));
+            ended.push(q.info.id);
+            false
+        });
+        for id in ended {
+            self.unregister_push(id);
         }
     }
 
@@ -217,18 +387,33 @@ impl Runtime {
                         epoch: self.epoch_number,
                         changes,
                     };
-                    if query.tx.try_send(event).is_err() {
+                    if query.tx.try_send(Delivery::Event(event)).is_err() {
                         return;
                     }
                 }
                 Err(e) => {
-                    let _ = query.tx.try_send(PushEvent::Failed(e.to_string()));
+                    let _ = query
+                        .tx
+                        .try_send(Delivery::Event(PushEvent::Failed(e.to_string())));
                     return;
                 }
             }
         }
-        if let Ok(mut registry) = self.push_registry.lock() {
-            registry.insert(query.info.id, query.info.clone());
+        if let Some(columns) = &query.columns {
+            // The epoch in flight is in the snapshot: its changes must
+            // have gone out before this query reads the stream.
+            if let Err(e) = self.settle() {
+                let _ = query
+                    .tx
+                    .try_send(Delivery::Event(PushEvent::Failed(e.to_string())));
+                return;
+            }
+            let tx = self
+                .shared_changes
+                .entry(columns.relation)
+                .or_insert_with(|| broadcast::channel(PUSH_BUFFER).0);
+            let _ = query.tx.try_send(Delivery::Attach(tx.subscribe()));
+            return;
         }
         self.pushes.push(query);
     }

@@ -260,6 +260,9 @@ impl Runtime {
 
     pub(super) fn drop_views(&mut self, ids: &[u64]) -> Result<()> {
         for &id in ids {
+            if let Some(name) = self.catalog.relation_name(id) {
+                self.end_pushes_over(id, &name);
+            }
             if self.catalog.view_by_id(id).is_none() {
                 continue;
             }

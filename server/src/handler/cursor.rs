@@ -66,6 +66,7 @@ impl Feed {
             }
             PushEvent::Failed(reason) => Err(EddyError::PushFailed(reason)),
             PushEvent::FellBehind => Err(EddyError::ClientTooSlow),
+            PushEvent::Dropped(name) => Err(EddyError::PushRelationDropped(name)),
         }
     }
 }

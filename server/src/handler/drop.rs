@@ -94,10 +94,9 @@ pub async fn handle_drop(engine: &Engine, drop: &DropRelation) -> Result<Output>
             frontier.push((view.name().to_owned(), view_id));
         }
     }
+    // Push queries over any of them end too.
     let mut views = dependents;
-    if object_type == ObjectType::MaterializedView {
-        views.extend(target_ids);
-    }
+    views.extend(target_ids);
     // Later views may read earlier ones: drop the newest first.
     views.sort_by_key(|id| std::cmp::Reverse(*id));
     engine.dataflow.drop_views(views).await?;

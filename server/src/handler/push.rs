@@ -337,6 +337,9 @@ pub async fn serve<S: PushSocket>(
                 }
                 Some(PushEvent::Failed(reason)) => return Err(EddyError::PushFailed(reason)),
                 Some(PushEvent::FellBehind) => return Err(EddyError::ClientTooSlow),
+                Some(PushEvent::Dropped(name)) => {
+                    return Err(EddyError::PushRelationDropped(name))
+                }
                 None => return Err(EddyError::ShuttingDown),
             },
             // The client leaves (or, against the protocol, speaks before
