@@ -47,6 +47,10 @@ case ",$(tansu_features)," in
     ;;
 esac
 
+# The real drivers the client tests run: psycopg 3, node-postgres with
+# pg-cursor, pgjdbc.
+bash tests/clients/install.sh
+
 for component in rustfmt clippy; do
   if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
     rustup component add "$component"

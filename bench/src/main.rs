@@ -21,6 +21,35 @@ enum Command {
     Generate(GenerateArgs),
     /// Key lookups on a table and a view, from 1 and from many clients.
     Lookups(LookupArgs),
+    /// Write-to-client latency of push queries, with 1 and many subscribers.
+    PushLatency(PushLatencyArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PushTargetArg {
+    /// SUBSCRIBE to a local table written by INSERT.
+    Table,
+    /// EMIT CHANGES over a stream on a Kafka topic.
+    Kafka,
+}
+
+#[derive(clap::Args)]
+struct PushLatencyArgs {
+    #[arg(long, value_enum, default_value_t = PushTargetArg::Table)]
+    target: PushTargetArg,
+    /// Rows written in each run.
+    #[arg(long, default_value_t = 10_000)]
+    records: u64,
+    /// Rows written per second.
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Concurrent subscribers, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
+    subscribers: Vec<usize>,
+    /// Kafka brokers (with --target kafka); a tansu broker is started when
+    /// none are given.
+    #[arg(long)]
+    brokers: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -130,6 +159,21 @@ async fn main() -> Result<()> {
                 duration: std::time::Duration::from_secs(args.seconds),
             };
             eddy_bench::lookups::run(&options).await?;
+            return Ok(());
+        }
+        Command::PushLatency(args) => {
+            use eddy_bench::push_latency::{self, Target};
+            let options = push_latency::Options {
+                target: match args.target {
+                    PushTargetArg::Table => Target::Table,
+                    PushTargetArg::Kafka => Target::Kafka,
+                },
+                records: args.records,
+                rate: args.rate,
+                subscribers: args.subscribers,
+                brokers: args.brokers,
+            };
+            push_latency::run(&options).await?;
             return Ok(());
         }
     };

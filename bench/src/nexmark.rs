@@ -271,16 +271,8 @@ pub async fn run(options: &Options) -> Result<Report> {
         },
         ..Report::default()
     };
-    let broker = match (options.feed, &options.brokers) {
-        (Feed::Kafka, None) => Some(
-            eddy_tests::kafka::Broker::start_with(eddy_tests::kafka::BrokerStorage::Memory).await?,
-        ),
-        _ => None,
-    };
-    let brokers = options
-        .brokers
-        .clone()
-        .or_else(|| broker.as_ref().map(|b| b.brokers()));
+    let (_broker, brokers) =
+        crate::brokers_for(options.feed == Feed::Kafka, &options.brokers).await?;
     let mut args = Vec::new();
     if let Some(brokers) = &brokers {
         args.push("--kafka-brokers".to_owned());

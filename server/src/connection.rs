@@ -18,11 +18,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts};
 
+use crate::error::EddyError;
 use crate::handler::{cursor, push};
 use crate::wire::Handlers;
 
 /// How long a client may take to start up, as pgwire allows.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client cut off for falling behind gets to take the error.
+const SLOW_CLIENT_GOODBYE: Duration = Duration::from_secs(1);
 
 /// Serves one client until it leaves or sends something malformed.
 pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
@@ -102,6 +105,15 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
                 match result {
                     Ok(push::Ended::Complete) => continue,
                     Ok(push::Ended::Disconnected) => return Ok(()),
+                    Ok(push::Ended::TooSlow) => {
+                        tracing::warn!("closing a connection whose push query fell behind");
+                        // Say why if the socket takes it, then hang up.
+                        let mut e = EddyError::ClientTooSlow.into_pgwire();
+                        errors.on_error(&socket, &mut e);
+                        let said = process_error(&mut socket, e, false);
+                        let _ = tokio::time::timeout(SLOW_CLIENT_GOODBYE, said).await;
+                        return Ok(());
+                    }
                     Err(e) => {
                         let mut e = e.into_pgwire();
                         errors.on_error(&socket, &mut e);

@@ -18,8 +18,8 @@ use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response};
+use pgwire::api::query::{send_describe_response, ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DescribePortalResponse, FieldInfo, QueryResponse, Response};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
@@ -27,6 +27,7 @@ use pgwire::api::{
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
+use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_PORTAL};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
 use tracing::Instrument;
@@ -369,6 +370,28 @@ impl ExtendedQueryHandler for Parser {
         Arc::new(Parser {
             engine: self.engine.clone(),
         })
+    }
+
+    /// A cursor made by `DECLARE` is a portal too, as in Postgres: drivers
+    /// (psycopg's named cursors) describe it by name.
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+        if message.target_type != TARGET_TYPE_BYTE_PORTAL
+            || client.portal_store().get_portal(name).is_some()
+        {
+            return self._on_describe(client, message).await;
+        }
+        let Some(schema) = handler::cursor::cursor_schema(client.metadata(), name) else {
+            return Err(EddyError::UndefinedCursor(name.to_owned()).into_pgwire());
+        };
+        let fields = arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)?;
+        send_describe_response(client, &DescribePortalResponse::new(fields)).await
     }
 
     async fn do_query<C>(

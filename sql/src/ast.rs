@@ -46,6 +46,13 @@ pub enum EddyStatement {
         hold: bool,
         subscribe: Box<Subscribe>,
     },
+    /// `DECLARE name [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR SELECT ...
+    /// EMIT CHANGES [LIMIT n]`.
+    DeclareEmitChanges {
+        name: Ident,
+        hold: bool,
+        query: Box<EddyQuery>,
+    },
     /// `FETCH ... WITH (timeout = '1s')`: waits at most that long for rows
     /// of a subscription.
     FetchWithTimeout {
@@ -393,6 +400,10 @@ impl fmt::Display for EddyStatement {
             } => {
                 let hold = if *hold { "WITH HOLD" } else { "WITHOUT HOLD" };
                 write!(f, "DECLARE {name} CURSOR {hold} FOR {subscribe}")
+            }
+            EddyStatement::DeclareEmitChanges { name, hold, query } => {
+                let hold = if *hold { "WITH HOLD" } else { "WITHOUT HOLD" };
+                write!(f, "DECLARE {name} CURSOR {hold} FOR {query}")
             }
             EddyStatement::FetchWithTimeout { fetch, timeout } => {
                 write!(f, "{fetch} WITH (timeout = '{}ms')", timeout.as_millis())

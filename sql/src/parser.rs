@@ -282,6 +282,9 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
     if word(0, "DECLARE") && (0..tokens.len()).any(|n| word(n, "FOR") && word(n + 1, "SUBSCRIBE")) {
         return parse_declare_subscribe(parser(tokens));
     }
+    if word(0, "DECLARE") && (0..tokens.len()).any(|n| word(n, "EMIT") && word(n + 1, "CHANGES")) {
+        return parse_declare_emit_changes(tokens);
+    }
     if word(0, "DESCRIBE") || word(0, "DESC") {
         return parse_describe(parser(tokens));
     }
@@ -326,8 +329,9 @@ fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
     }
 }
 
-/// `DECLARE name [NO SCROLL] CURSOR [WITH HOLD | WITHOUT HOLD] FOR SUBSCRIBE ...`.
-fn parse_declare_subscribe(mut p: Parser) -> Result<EddyStatement> {
+/// `DECLARE name [NO SCROLL] CURSOR [WITH HOLD | WITHOUT HOLD] FOR`:
+/// the cursor's name and whether it is held.
+fn parse_declare_header(p: &mut Parser) -> Result<(Ident, bool)> {
     p.next_token();
     let name = p.parse_identifier()?;
     if p.parse_keyword(Keyword::NO) {
@@ -341,6 +345,33 @@ fn parse_declare_subscribe(mut p: Parser) -> Result<EddyStatement> {
         false
     };
     p.expect_keyword(Keyword::FOR)?;
+    Ok((name, hold))
+}
+
+/// `DECLARE name ... CURSOR FOR SELECT ... EMIT CHANGES [LIMIT n]`: psql's
+/// `FETCH_COUNT` over a push query.
+fn parse_declare_emit_changes(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
+    let at_for = tokens
+        .iter()
+        .position(|t| is_word(&t.token, "FOR"))
+        .unwrap_or(tokens.len());
+    let (header, query) = tokens.split_at((at_for + 1).min(tokens.len()));
+    let mut p = parser(header.to_vec());
+    let (name, hold) = parse_declare_header(&mut p)?;
+    expect_end(&mut p)?;
+    match parse_statement(query.to_vec())? {
+        EddyStatement::Query(query) if query.clauses.emit == Some(Emit::Changes) => {
+            Ok(EddyStatement::DeclareEmitChanges { name, hold, query })
+        }
+        other => Err(SqlError::Unsupported(format!(
+            "DECLARE ... CURSOR FOR {other}"
+        ))),
+    }
+}
+
+/// `DECLARE name [NO SCROLL] CURSOR [WITH HOLD | WITHOUT HOLD] FOR SUBSCRIBE ...`.
+fn parse_declare_subscribe(mut p: Parser) -> Result<EddyStatement> {
+    let (name, hold) = parse_declare_header(&mut p)?;
     let EddyStatement::Subscribe(subscribe) = parse_subscribe(p)? else {
         return Err(SqlError::Unsupported("DECLARE ... FOR SUBSCRIBE".into()));
     };
@@ -1125,6 +1156,15 @@ mod tests {
             panic!()
         };
         assert_eq!((name.value.as_str(), hold), ("c", true));
+        let declared = one("DECLARE _psql_cursor NO SCROLL CURSOR FOR\n\
+             SELECT a FROM t WHERE a > 1 EMIT CHANGES LIMIT 3");
+        let EddyStatement::DeclareEmitChanges { name, hold, query } = &declared else {
+            panic!("{declared:?}")
+        };
+        assert_eq!((name.value.as_str(), *hold), ("_psql_cursor", false));
+        assert_eq!(query.clauses.emit, Some(Emit::Changes));
+        assert_eq!(one(&declared.to_string()), declared);
+        assert!(parse_sql("DECLARE c CURSOR FOR SELECT 1 EMIT FINAL CHANGES").is_err());
         for (sql, millis) in [
             ("FETCH 10 c WITH (timeout = '1s')", 1_000),
             ("FETCH ALL FROM c WITH (TIMEOUT = '250ms')", 250),

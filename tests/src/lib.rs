@@ -536,6 +536,33 @@ pub async fn sqlstate(client: &tokio_postgres::Client, sql: &str) -> Result<(Str
     Ok((db.code().code().to_owned(), db.message().to_owned()))
 }
 
+/// Waits until `SHOW QUERIES` lists a count of push queries that `wanted`
+/// accepts (push queries end a moment after their clients do).
+pub async fn wait_for_push_queries(
+    client: &tokio_postgres::Client,
+    wanted: impl Fn(usize) -> bool,
+) -> Result<()> {
+    for _ in 0..600 {
+        if wanted(push_query_count(client).await?) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed = text_rows(client, "SHOW QUERIES").await?;
+    bail!("push queries did not reach the count wanted: {listed:?}")
+}
+
+/// How many push queries `SHOW QUERIES` lists.
+pub async fn push_query_count(client: &tokio_postgres::Client) -> Result<usize> {
+    let rows = client.simple_query("SHOW QUERIES").await?;
+    Ok(rows
+        .iter()
+        .filter(
+            |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(1) == Some("PUSH")),
+        )
+        .count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_ready_line;

@@ -279,6 +279,26 @@ fn fetch_count_reads_through_a_cursor() -> Result<()> {
     // The aligned form counts every row in its footer.
     let out = psql.ok(&["-v", "FETCH_COUNT=1000", "-c", query])?;
     assert!(out.contains("(25000 rows)"), "{}", &out[out.len() - 200..]);
+    // A push query through a cursor: each FETCH waits for its rows, and
+    // LIMIT ends the query, so psql ends by itself.
+    let pushed = psql.ok(&[
+        "-A",
+        "-t",
+        "-v",
+        "FETCH_COUNT=10",
+        "-c",
+        "SET 'auto.offset.reset' = 'earliest'",
+        "-c",
+        "SELECT id FROM many WHERE id % 1000 = 0 EMIT CHANGES LIMIT 25",
+    ])?;
+    let mut ids: Vec<i64> = pushed
+        .lines()
+        .filter(|l| !l.is_empty() && *l != "SET")
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    ids.sort_unstable();
+    let expected: Vec<i64> = (1..=25).map(|i| i * 1000).collect();
+    assert_eq!(ids, expected, "{pushed}");
     Ok(())
 }
 

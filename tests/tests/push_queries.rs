@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use eddy_tests::{sqlstate, TestServer};
+use eddy_tests::{sqlstate, wait_for_push_queries, TestServer};
 use futures::{pin_mut, StreamExt};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
@@ -394,27 +394,6 @@ fn open_files(pid: u32) -> Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
-/// Waits until `SHOW QUERIES` lists a count of push queries that `wanted`
-/// accepts (push queries end a moment after their clients do).
-async fn wait_for_push_queries(client: &Client, wanted: impl Fn(usize) -> bool) -> Result<()> {
-    for _ in 0..200 {
-        if wanted(push_rows(client).await?) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let listed = eddy_tests::text_rows(client, "SHOW QUERIES").await?;
-    bail!("push queries did not reach the count wanted: {listed:?}")
-}
-
-async fn push_rows(client: &Client) -> Result<usize> {
-    let rows = client.simple_query("SHOW QUERIES").await?;
-    Ok(rows
-        .iter()
-        .filter(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(1) == Some("PUSH")))
-        .count())
-}
-
 /// `EDDY_PUSH_CYCLES` subscribe/cancel cycles (1,000 unless set): every
 /// subscription ends and is freed, and the server's tasks, file handles
 /// and memory come back to where they were.
@@ -782,5 +761,95 @@ async fn dropping_a_relation_ends_the_push_queries_over_it() -> Result<()> {
     // Both connections go on.
     assert_eq!(shown.simple_query("SELECT 1").await?.len(), 3);
     assert_eq!(client.simple_query("SELECT 1").await?.len(), 3);
+    Ok(())
+}
+
+/// Opens a raw connection, starts `query` on it and never reads again.
+async fn start_and_stop_reading(server: &TestServer, query: &str) -> Result<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(server.addr()).await?;
+    let params = b"user\0eddy\0database\0eddy\0\0";
+    let mut startup = Vec::new();
+    startup.extend_from_slice(&((8 + params.len()) as i32).to_be_bytes());
+    startup.extend_from_slice(&196_608i32.to_be_bytes());
+    startup.extend_from_slice(params);
+    socket.write_all(&startup).await?;
+    // Up to ReadyForQuery ('Z').
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
+        let n = tokio::time::timeout(WAIT, socket.read(&mut buf)).await??;
+        anyhow::ensure!(n > 0, "the server hung up during startup");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let mut message = vec![b'Q'];
+    message.extend_from_slice(&((4 + query.len() + 1) as i32).to_be_bytes());
+    message.extend_from_slice(query.as_bytes());
+    message.push(0);
+    socket.write_all(&message).await?;
+    Ok(socket)
+}
+
+/// A client that stops reading loses its query once its unread changes
+/// reach the buffer's limit, and its connection is closed; a client that
+/// reads goes on at its pace, and the server's memory stays bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_is_cut_off_and_slows_no_one() -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    const EPOCHS: usize = 400;
+    const ROWS: usize = 50;
+    let server = TestServer::start()?;
+    let writer = server.connect().await?;
+    writer
+        .batch_execute("CREATE TABLE wide (id BIGINT PRIMARY KEY, pad TEXT)")
+        .await?;
+    let query = "SUBSCRIBE wide WITH (SNAPSHOT = false)";
+    let mut slow = start_and_stop_reading(&server, query).await?;
+    let reader = server.connect().await?;
+    let fast = tokio::spawn(async move {
+        let stream = reader.simple_query_raw(query).await?;
+        pin_mut!(stream);
+        for _ in 0..EPOCHS * ROWS {
+            next_row(&mut stream).await?;
+        }
+        anyhow::Ok(())
+    });
+    wait_for_push_queries(&writer, |n| n == 2).await?;
+    let pid = server.pid();
+    let rss_before = status_figure(pid, "VmRSS:")?;
+    let mut rss_peak = rss_before;
+    for epoch in 0..EPOCHS {
+        let from = epoch * ROWS;
+        writer
+            .batch_execute(&format!(
+                "INSERT INTO wide SELECT i, repeat('x', 2000) FROM generate_series({from}, {}) AS t(i); FLUSH",
+                from + ROWS - 1
+            ))
+            .await?;
+        rss_peak = rss_peak.max(status_figure(pid, "VmRSS:")?);
+    }
+    tokio::time::timeout(WAIT, fast).await???;
+    // Only the reading client's query is left, and the slow one's
+    // connection is closed once what it was sent is read.
+    wait_for_push_queries(&writer, |n| n == 1).await?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut received = 0usize;
+    loop {
+        let n = tokio::time::timeout(WAIT, slow.read(&mut buf))
+            .await
+            .context("the slow client's connection stayed open")??;
+        if n == 0 {
+            break;
+        }
+        received += n;
+    }
+    let sent = EPOCHS * ROWS * 2000;
+    assert!(received < sent, "the slow client got all {received} bytes");
+    println!(
+        "slow client took {} kB of {} kB before it was cut off; server RSS {rss_before} -> \
+         peak {rss_peak} kB",
+        received / 1024,
+        sent / 1024
+    );
     Ok(())
 }

@@ -133,6 +133,15 @@ impl PushReceiver {
         }
     }
 
+    /// Whether changes wait unread up to the buffer's limit: the client
+    /// is about to lose its query.
+    pub fn lagging(&self) -> bool {
+        match &self.shared {
+            Some(shared) => shared.len() >= PUSH_BUFFER,
+            None => self.overflowed.load(Ordering::SeqCst) || self.rx.len() >= PUSH_BUFFER,
+        }
+    }
+
     /// A shared change of the relation, as this query shows it.
     fn show(&self, shared: &Shared) -> PushEvent {
         let (epoch, changes) = match shared {

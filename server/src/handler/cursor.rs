@@ -37,28 +37,34 @@ struct Cursor {
     /// The rows not fetched yet.
     rows: VecDeque<RecordBatch>,
     hold: bool,
-    /// A subscription's changes still to come (`DECLARE ... FOR
-    /// SUBSCRIBE`); taken out while a FETCH waits on it.
+    /// A push query's rows still to come (`DECLARE ... FOR SUBSCRIBE` or
+    /// `FOR SELECT ... EMIT CHANGES`); taken out while a FETCH waits on it.
     feed: Option<Feed>,
 }
 
-/// Where a subscription cursor's rows come from.
+/// Where a push query cursor's rows come from.
 struct Feed {
     receiver: PushReceiver,
     form: Form,
+    /// Rows still to take before the query ends (its `LIMIT`).
+    remaining: Option<u64>,
 }
 
 impl Feed {
     /// Queues the rows of `event` on `rows`.
     fn absorb(
-        &self,
+        &mut self,
         event: PushEvent,
         schema: &SchemaRef,
         rows: &mut VecDeque<RecordBatch>,
     ) -> Result<()> {
         match event {
             PushEvent::Changes { epoch, changes } => {
-                let batch = self.form.rows(epoch, &changes, schema)?;
+                let mut batch = self.form.rows(epoch, &changes, schema)?;
+                if let Some(remaining) = &mut self.remaining {
+                    batch = batch.slice(0, batch.num_rows().min(*remaining as usize));
+                    *remaining -= batch.num_rows() as u64;
+                }
                 if batch.num_rows() > 0 {
                     rows.push_back(batch);
                 }
@@ -133,9 +139,15 @@ pub fn fetch_schema(vars: &HashMap<String, String>, statement: &Statement) -> Op
     let Statement::Fetch { name, .. } = statement else {
         return None;
     };
+    cursor_schema(vars, &cursor_name(name))
+}
+
+/// The schema of open cursor `name`'s rows (the name as stored: folded
+/// to lower case unless it was quoted).
+pub fn cursor_schema(vars: &HashMap<String, String>, name: &str) -> Option<SchemaRef> {
     let id: u64 = vars.get(SESSION_KEY)?.parse().ok()?;
     let sessions = SESSIONS.lock().ok()?;
-    let cursor = sessions.get(&id)?.cursors.get(&cursor_name(name))?;
+    let cursor = sessions.get(&id)?.cursors.get(name)?;
     Some(cursor.schema.clone())
 }
 
@@ -236,11 +248,49 @@ pub async fn handle_declare_subscribe(
     let statement = format!("DECLARE {name} CURSOR FOR {subscribe}");
     let (schema, receiver) =
         super::push::start(engine, statement, &query, form, subscribe.snapshot).await?;
+    open_feed(vars, name, hold, schema, receiver, form, None)
+}
+
+/// `DECLARE name CURSOR FOR SELECT ... EMIT CHANGES [LIMIT n]`: a cursor
+/// over a push query, whose FETCHes wait for as many rows as they ask for
+/// (or for the query to end), as psql's `FETCH_COUNT` expects.
+pub async fn handle_declare_emit_changes(
+    engine: &Engine,
+    vars: &mut HashMap<String, String>,
+    ident: &Ident,
+    hold: bool,
+    query: &EddyQuery,
+) -> Result<Output> {
+    let name = cursor_name(ident);
+    check_declarable(vars, &name, hold)?;
+    let mut query = query.clone();
+    let limit = super::push::take_limit(&mut query)?;
+    let statement = format!("DECLARE {name} CURSOR FOR {query}");
+    let snapshot = super::push::starts_earliest(vars);
+    let form = Form::EmitChanges;
+    let (schema, receiver) = super::push::start(engine, statement, &query, form, snapshot).await?;
+    open_feed(vars, name, hold, schema, receiver, form, limit)
+}
+
+/// Opens cursor `name` over a push query's rows.
+fn open_feed(
+    vars: &mut HashMap<String, String>,
+    name: String,
+    hold: bool,
+    schema: SchemaRef,
+    receiver: PushReceiver,
+    form: Form,
+    limit: Option<u64>,
+) -> Result<Output> {
     let cursor = Cursor {
         schema,
         rows: VecDeque::new(),
         hold,
-        feed: Some(Feed { receiver, form }),
+        feed: Some(Feed {
+            receiver,
+            form,
+            remaining: limit,
+        }),
     };
     with_session(vars, |s| s.cursors.insert(name, cursor));
     Ok(Output::Command(Tag::new("DECLARE CURSOR")))
@@ -295,7 +345,8 @@ fn take_rows(rows: &mut VecDeque<RecordBatch>, count: Option<usize>) -> Vec<Reco
 
 /// FETCH, or MOVE (`moving`), which skips the rows instead. From a
 /// subscription, it waits until a row is there (at most `timeout`), then
-/// takes what is there, up to the count.
+/// takes what is there, up to the count; from `EMIT CHANGES`, until the
+/// count is there or the query has ended.
 pub async fn handle_fetch(
     vars: &mut HashMap<String, String>,
     statement: &Statement,
@@ -316,7 +367,7 @@ pub async fn handle_fetch(
     }
     let count = forward_count(direction)?;
     let name = cursor_name(name);
-    wait_for_rows(vars, &name, timeout).await?;
+    wait_for_rows(vars, &name, count, timeout).await?;
     let (schema, batches) = with_session(vars, |s| {
         let cursor = s
             .cursors
@@ -335,27 +386,36 @@ pub async fn handle_fetch(
     })
 }
 
-/// For a subscription cursor with no rows queued: waits for its next
-/// change (at most `timeout`), then queues whatever else has come.
+/// For a push query cursor: waits for its next changes (at most
+/// `timeout`) until it has rows queued (for `EMIT CHANGES`: `count` of
+/// them, or all for `None`), then queues whatever else has come.
 async fn wait_for_rows(
     vars: &mut HashMap<String, String>,
     name: &str,
+    count: Option<usize>,
     timeout: Option<Duration>,
 ) -> Result<()> {
     let taken = with_session(vars, |s| {
         let cursor = s.cursors.get_mut(name)?;
-        if !cursor.rows.is_empty() {
+        let feed = cursor.feed.as_ref()?;
+        let wanted = match feed.form {
+            Form::EmitChanges => count.unwrap_or(usize::MAX),
+            Form::Subscribe { .. } => 1,
+        };
+        let queued: usize = cursor.rows.iter().map(RecordBatch::num_rows).sum();
+        if queued >= wanted {
             return None;
         }
-        Some((cursor.feed.take()?, cursor.schema.clone()))
+        Some((cursor.feed.take()?, cursor.schema.clone(), wanted - queued))
     });
-    let Some((mut feed, schema)) = taken else {
+    let Some((mut feed, schema, wanted)) = taken else {
         return Ok(());
     };
     let mut rows = VecDeque::new();
+    let mut queued = 0;
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut result = Ok(());
-    while rows.is_empty() && result.is_ok() {
+    while queued < wanted && feed.remaining != Some(0) && result.is_ok() {
         let event = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline, feed.receiver.recv()).await {
                 Ok(event) => event,
@@ -367,8 +427,9 @@ async fn wait_for_rows(
             Some(event) => feed.absorb(event, &schema, &mut rows),
             None => Err(EddyError::ShuttingDown),
         };
+        queued = rows.iter().map(RecordBatch::num_rows).sum();
     }
-    while result.is_ok() {
+    while result.is_ok() && feed.remaining != Some(0) {
         let Some(event) = feed.receiver.try_recv() else {
             break;
         };
@@ -377,7 +438,8 @@ async fn wait_for_rows(
     with_session(vars, |s| {
         if let Some(cursor) = s.cursors.get_mut(name) {
             cursor.rows.extend(rows);
-            if result.is_ok() {
+            // A query past its LIMIT has ended: its rows are all queued.
+            if result.is_ok() && feed.remaining != Some(0) {
                 cursor.feed = Some(feed);
             }
         }

@@ -115,6 +115,9 @@ pub async fn execute(
             hold,
             subscribe,
         } => return cursor::handle_declare_subscribe(engine, vars, name, *hold, subscribe).await,
+        EddyStatement::DeclareEmitChanges { name, hold, query } => {
+            return cursor::handle_declare_emit_changes(engine, vars, name, *hold, query).await
+        }
         EddyStatement::Subscribe(_) | EddyStatement::CopySubscribe(_) => {
             return Err(EddyError::Unsupported(
                 "SUBSCRIBE in the extended query protocol or with other statements; send it \

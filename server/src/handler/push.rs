@@ -26,7 +26,7 @@ use eddy_dataflow::{PushEvent, PushReceiver};
 use eddy_sql::ast::Emit;
 use eddy_sql::{EddyQuery, EddyStatement};
 use futures::{SinkExt, StreamExt};
-use pgwire::api::results::Tag;
+use pgwire::api::results::{FieldInfo, Tag};
 use pgwire::api::{ClientInfo, ConnectionHandle, PgWireConnectionState};
 use pgwire::error::PgWireError;
 use pgwire::messages::copy::{CopyData, CopyOutResponse};
@@ -157,7 +157,7 @@ const MZ_PROGRESSED: &str = "mz_progressed";
 const MZ_DIFF: &str = "mz_diff";
 
 /// Takes `LIMIT n` (a count of rows to push) off the query.
-fn take_limit(query: &mut EddyQuery) -> Result<Option<u64>> {
+pub fn take_limit(query: &mut EddyQuery) -> Result<Option<u64>> {
     let Some(clause) = query.query.limit_clause.take() else {
         return Ok(None);
     };
@@ -212,6 +212,30 @@ pub enum Ended {
     Complete,
     /// The client left; the connection is over.
     Disconnected,
+    /// The client stopped reading while its changes piled up to the
+    /// buffer's limit; the connection is to be closed.
+    TooSlow,
+}
+
+/// How often a write the client does not take checks the query's buffer.
+const SLOW_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Returns once `receiver`'s unread changes reach the buffer's limit.
+async fn falls_behind(receiver: &PushReceiver) {
+    loop {
+        tokio::time::sleep(SLOW_CHECK).await;
+        if receiver.lagging() {
+            return;
+        }
+    }
+}
+
+/// ksqlDB's `SET 'auto.offset.reset' = 'earliest'`: a push query starts
+/// with what is there.
+pub fn starts_earliest(metadata: &std::collections::HashMap<String, String>) -> bool {
+    metadata
+        .get("auto.offset.reset")
+        .is_some_and(|v| v.eq_ignore_ascii_case("earliest"))
 }
 
 /// Plans `query` and starts it as a push query shown in `form`, from its
@@ -251,15 +275,9 @@ pub async fn serve<S: PushSocket>(
     engine: &Engine,
     push: PushQuery,
 ) -> Result<Ended> {
-    // ksqlDB's `SET 'auto.offset.reset' = 'earliest'`: a push query starts
-    // with what is there.
-    let earliest = socket
-        .metadata()
-        .get("auto.offset.reset")
-        .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
     let snapshot = match push.form {
         Form::Subscribe { snapshot, .. } => snapshot,
-        Form::EmitChanges => earliest,
+        Form::EmitChanges => starts_earliest(socket.metadata()),
     };
     let (schema, mut receiver) = start(
         engine,
@@ -313,26 +331,18 @@ pub async fn serve<S: PushSocket>(
                     let room = push.limit.map_or(u64::MAX, |limit| limit - sent);
                     let rows = rows.slice(0, rows.num_rows().min(room as usize));
                     sent += rows.num_rows() as u64;
-                    for row in crate::wire::encode_text_rows(rows, &fields) {
-                        let row = row.map_err(|e| EddyError::PushFailed(e.to_string()))?;
-                        let message = if push.copy {
-                            PgWireBackendMessage::CopyData(CopyData::new(copy_line(&row).into()))
-                        } else {
-                            PgWireBackendMessage::DataRow(row)
-                        };
-                        if socket.feed(message).await.is_err() {
-                            return Ok(Ended::Disconnected);
-                        }
-                    }
-                    let flushed = if push.limit == Some(sent) {
-                        complete(socket, sent).await.map(|()| true)
-                    } else {
-                        socket.flush().await.map(|()| false)
+                    let done = push.limit == Some(sent);
+                    // A client that takes nothing while its changes pile up
+                    // is cut off, so it holds no memory or task for long.
+                    let written = tokio::select! {
+                        written = write_rows(socket, rows, &fields, push.copy, done.then_some(sent)) => written,
+                        () = falls_behind(&receiver) => return Ok(Ended::TooSlow),
                     };
-                    match flushed {
-                        Ok(true) => return Ok(Ended::Complete),
-                        Ok(false) => {}
-                        Err(_) => return Ok(Ended::Disconnected),
+                    match written {
+                        Ok(()) if done => return Ok(Ended::Complete),
+                        Ok(()) => {}
+                        Err(Written::Closed) => return Ok(Ended::Disconnected),
+                        Err(Written::Encode(e)) => return Err(EddyError::PushFailed(e)),
                     }
                 }
                 Some(PushEvent::Failed(reason)) => return Err(EddyError::PushFailed(reason)),
@@ -348,6 +358,37 @@ pub async fn serve<S: PushSocket>(
             () = &mut cancel => return Err(EddyError::Canceled),
         }
     }
+}
+
+/// Why rows were not written.
+enum Written {
+    Closed,
+    Encode(String),
+}
+
+/// Writes `rows` as data rows (or COPY data) and flushes; with
+/// `complete`, then ends the query having sent that many rows.
+async fn write_rows<S: PushSocket>(
+    socket: &mut S,
+    rows: RecordBatch,
+    fields: &Arc<Vec<FieldInfo>>,
+    copy: bool,
+    complete: Option<u64>,
+) -> std::result::Result<(), Written> {
+    for row in crate::wire::encode_text_rows(rows, fields) {
+        let row = row.map_err(|e| Written::Encode(e.to_string()))?;
+        let message = if copy {
+            PgWireBackendMessage::CopyData(CopyData::new(copy_line(&row).into()))
+        } else {
+            PgWireBackendMessage::DataRow(row)
+        };
+        socket.feed(message).await.map_err(|_| Written::Closed)?;
+    }
+    let flushed = match complete {
+        Some(sent) => self::complete(socket, sent).await,
+        None => socket.flush().await,
+    };
+    flushed.map_err(|_| Written::Closed)
 }
 
 async fn complete<S: PushSocket>(socket: &mut S, rows: u64) -> std::io::Result<()> {
