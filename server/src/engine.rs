@@ -529,6 +529,7 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
         Arc::new(PgCatalogWithViews::new(pg_catalog, catalog.clone())),
     )?;
     ctx.register_udf(ScalarUDF::new_from_impl(VersionUdf::new()));
+    crate::ksql_functions::register(&ctx);
     Ok(ctx)
 }
 

@@ -4,6 +4,7 @@ mod connection;
 mod engine;
 mod error;
 mod handler;
+mod ksql_functions;
 mod nexmark_load;
 mod pg_input;
 mod pg_literals;

@@ -1,0 +1,411 @@
+//! ksqlDB's scalar functions that DataFusion lacks or names otherwise:
+//! `LEN`, `UCASE`, `LCASE` and `SPLIT` (aliases of DataFusion's own),
+//! `TIMESTAMPTOSTRING`, `STRINGTOTIMESTAMP`, `EXTRACTJSONFIELD` and
+//! `UNIX_TIMESTAMP`. Times are epoch milliseconds, as in ksqlDB, and
+//! patterns are Java `DateTimeFormatter` patterns.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+use datafusion::prelude::SessionContext;
+
+/// Registers the functions on `ctx`.
+pub fn register(ctx: &SessionContext) {
+    use datafusion::functions::{string, unicode};
+    let aliases = [
+        (unicode::character_length(), "len"),
+        (string::upper(), "ucase"),
+        (string::lower(), "lcase"),
+        (
+            datafusion::functions_nested::string::string_to_array_udf(),
+            "split",
+        ),
+    ];
+    for (udf, alias) in aliases {
+        ctx.register_udf(udf.as_ref().clone().with_aliases([alias]));
+    }
+    let utf8 = || DataType::Utf8;
+    let functions = [
+        KsqlFunction::new(
+            "timestamptostring",
+            vec![
+                vec![DataType::Int64, utf8()],
+                vec![DataType::Int64, utf8(), utf8()],
+            ],
+            DataType::Utf8,
+            timestamp_to_string,
+        ),
+        KsqlFunction::new(
+            "stringtotimestamp",
+            vec![vec![utf8(), utf8()], vec![utf8(), utf8(), utf8()]],
+            DataType::Int64,
+            string_to_timestamp,
+        ),
+        KsqlFunction::new(
+            "extractjsonfield",
+            vec![vec![utf8(), utf8()]],
+            DataType::Utf8,
+            extract_json_field,
+        ),
+    ];
+    for function in functions {
+        ctx.register_udf(ScalarUDF::new_from_impl(function));
+    }
+    ctx.register_udf(ScalarUDF::new_from_impl(UnixTimestamp {
+        signature: Signature::exact(vec![], Volatility::Volatile),
+    }));
+}
+
+/// A function of whole columns (every argument as an array of the batch's
+/// length) to a column.
+type Body = fn(&[ArrayRef]) -> Result<ArrayRef>;
+
+#[derive(Debug)]
+struct KsqlFunction {
+    name: &'static str,
+    signature: Signature,
+    output: DataType,
+    body: Body,
+}
+
+// Each name is registered once: it identifies the function.
+impl PartialEq for KsqlFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for KsqlFunction {}
+
+impl std::hash::Hash for KsqlFunction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl KsqlFunction {
+    fn new(name: &'static str, forms: Vec<Vec<DataType>>, output: DataType, body: Body) -> Self {
+        let forms = forms.into_iter().map(TypeSignature::Exact).collect();
+        KsqlFunction {
+            name,
+            signature: Signature::one_of(forms, Volatility::Immutable),
+            output,
+            body,
+        }
+    }
+}
+
+impl ScalarUDFImpl for KsqlFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(self.output.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let out = (self.body)(&arrays)?;
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
+    }
+}
+
+/// `UNIX_TIMESTAMP()`: now, in epoch milliseconds.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct UnixTimestamp {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for UnixTimestamp {
+    fn name(&self) -> &str {
+        "unix_timestamp"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let now = chrono::Utc::now().timestamp_millis();
+        Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(now))))
+    }
+}
+
+fn strings(array: &ArrayRef) -> Result<StringArray> {
+    Ok(cast(array, &DataType::Utf8)?.as_string::<i32>().clone())
+}
+
+fn error(message: String) -> DataFusionError {
+    DataFusionError::Execution(message)
+}
+
+/// The strftime format of a Java pattern, remembered while the pattern
+/// repeats.
+#[derive(Default)]
+struct Patterns {
+    last: Option<(String, String)>,
+}
+
+impl Patterns {
+    fn strftime(&mut self, pattern: &str) -> Result<&str> {
+        if self.last.as_ref().is_none_or(|(p, _)| p != pattern) {
+            let format = eddy_sql::time_format::strftime_of_java_pattern(pattern)
+                .map_err(|e| error(e.to_string()))?;
+            self.last = Some((pattern.to_owned(), format));
+        }
+        Ok(self
+            .last
+            .as_ref()
+            .map(|(_, f)| f.as_str())
+            .unwrap_or_default())
+    }
+}
+
+/// Only UTC is known as a time zone argument.
+fn check_zone(args: &[ArrayRef], function: &str) -> Result<()> {
+    let Some(zones) = args.get(2) else {
+        return Ok(());
+    };
+    for zone in strings(zones)?.iter().flatten() {
+        if !matches!(
+            zone.to_ascii_uppercase().as_str(),
+            "UTC" | "Z" | "GMT" | "ETC/UTC"
+        ) {
+            return Err(error(format!(
+                "{function}: time zone '{zone}' is not supported; only UTC is"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `TIMESTAMPTOSTRING(epoch_ms, pattern [, 'UTC'])`.
+fn timestamp_to_string(args: &[ArrayRef]) -> Result<ArrayRef> {
+    check_zone(args, "TIMESTAMPTOSTRING")?;
+    let millis = cast(&args[0], &DataType::Int64)?;
+    let millis = millis.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+    let patterns = strings(&args[1])?;
+    let mut cache = Patterns::default();
+    let mut out = Vec::with_capacity(millis.len());
+    for (ms, pattern) in millis.iter().zip(patterns.iter()) {
+        let (Some(ms), Some(pattern)) = (ms, pattern) else {
+            out.push(None);
+            continue;
+        };
+        let time = DateTime::from_timestamp_millis(ms)
+            .ok_or_else(|| error(format!("TIMESTAMPTOSTRING: {ms} is out of range")))?;
+        out.push(Some(time.format(cache.strftime(pattern)?).to_string()));
+    }
+    Ok(Arc::new(StringArray::from(out)))
+}
+
+/// `STRINGTOTIMESTAMP(text, pattern [, 'UTC'])`: epoch milliseconds.
+fn string_to_timestamp(args: &[ArrayRef]) -> Result<ArrayRef> {
+    check_zone(args, "STRINGTOTIMESTAMP")?;
+    let texts = strings(&args[0])?;
+    let patterns = strings(&args[1])?;
+    let mut cache = Patterns::default();
+    let mut out = Vec::with_capacity(texts.len());
+    for (text, pattern) in texts.iter().zip(patterns.iter()) {
+        let (Some(text), Some(pattern)) = (text, pattern) else {
+            out.push(None);
+            continue;
+        };
+        let format = cache.strftime(pattern)?;
+        let parsed = NaiveDateTime::parse_from_str(text, format).or_else(|_| {
+            NaiveDate::parse_from_str(text, format)
+                .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
+        });
+        let time = parsed.map_err(|e| {
+            error(format!(
+                "STRINGTOTIMESTAMP: '{text}' does not match pattern '{pattern}': {e}"
+            ))
+        })?;
+        out.push(Some(time.and_utc().timestamp_millis()));
+    }
+    Ok(Arc::new(Int64Array::from(out)))
+}
+
+/// `EXTRACTJSONFIELD(json, '$.a.b[0]')`: the field as text (a string
+/// without its quotes, anything else as JSON), or NULL where the text is
+/// not JSON or has no such field.
+fn extract_json_field(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let texts = strings(&args[0])?;
+    let paths = strings(&args[1])?;
+    let mut out = Vec::with_capacity(texts.len());
+    for (text, path) in texts.iter().zip(paths.iter()) {
+        let (Some(text), Some(path)) = (text, path) else {
+            out.push(None);
+            continue;
+        };
+        let steps = json_path(path)?;
+        let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) else {
+            out.push(None);
+            continue;
+        };
+        let mut found = true;
+        for step in &steps {
+            let next = match step {
+                PathStep::Field(name) => value.get_mut(name.as_str()),
+                PathStep::Index(i) => value.get_mut(*i),
+            };
+            match next {
+                Some(next) => value = next.take(),
+                None => {
+                    found = false;
+                    break;
+                }
+            }
+        }
+        out.push(match value {
+            _ if !found => None,
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s),
+            other => Some(other.to_string()),
+        });
+    }
+    Ok(Arc::new(StringArray::from(out)))
+}
+
+enum PathStep {
+    Field(String),
+    Index(usize),
+}
+
+/// A JSONPath of fields and indexes: `$.a.b[0]`, `$['a']`.
+fn json_path(path: &str) -> Result<Vec<PathStep>> {
+    let bad = |why: &str| {
+        error(format!(
+            "EXTRACTJSONFIELD: invalid JSON path '{path}': {why}"
+        ))
+    };
+    let mut rest = path
+        .trim()
+        .strip_prefix('$')
+        .ok_or_else(|| bad("it starts with $"))?;
+    let mut steps = Vec::new();
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            if end == 0 {
+                return Err(bad("a field name is empty"));
+            }
+            steps.push(PathStep::Field(after[..end].to_owned()));
+            rest = &after[end..];
+        } else if let Some(after) = rest.strip_prefix('[') {
+            let end = after.find(']').ok_or_else(|| bad("a [ is not closed"))?;
+            let inside = after[..end].trim();
+            let step = match inside.strip_prefix(['\'', '"']) {
+                Some(quoted) => {
+                    PathStep::Field(quoted[..quoted.len().saturating_sub(1)].to_owned())
+                }
+                None => PathStep::Index(
+                    inside
+                        .parse()
+                        .map_err(|_| bad("an index is not a number"))?,
+                ),
+            };
+            steps.push(step);
+            rest = &after[end + 1..];
+        } else {
+            return Err(bad("expected . or ["));
+        }
+    }
+    Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(body: Body, args: Vec<ArrayRef>) -> ArrayRef {
+        body(&args).expect("runs")
+    }
+
+    fn text(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_java_patterns() {
+        let millis: ArrayRef = Arc::new(Int64Array::from(vec![Some(1_600_000_000_123), None]));
+        let pattern = text(&[Some("yyyy-MM-dd HH:mm:ss.SSS"), Some("yyyy")]);
+        let shown = run(timestamp_to_string, vec![millis, pattern.clone()]);
+        let shown = shown.as_string::<i32>();
+        assert_eq!(shown.value(0), "2020-09-13 12:26:40.123");
+        assert!(shown.is_null(1));
+        let back = run(
+            string_to_timestamp,
+            vec![text(&[Some("2020-09-13 12:26:40.123"), None]), pattern],
+        );
+        let back = back.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!(back.value(0), 1_600_000_000_123);
+        let day = run(
+            string_to_timestamp,
+            vec![text(&[Some("2020-09-13")]), text(&[Some("yyyy-MM-dd")])],
+        );
+        let day = day.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!(day.value(0), 1_599_955_200_000);
+        assert!(string_to_timestamp(&[text(&[Some("x")]), text(&[Some("yyyy")])]).is_err());
+        let zone = text(&[Some("America/New_York")]);
+        let millis: ArrayRef = Arc::new(Int64Array::from(vec![0]));
+        assert!(timestamp_to_string(&[millis, text(&[Some("yyyy")]), zone]).is_err());
+    }
+
+    #[test]
+    fn json_fields_by_path() {
+        let json = r#"{"a": {"b": [10, {"c": "x"}]}, "s": "plain", "n": null}"#;
+        for (path, expected) in [
+            ("$.a.b[0]", Some("10")),
+            ("$.a.b[1].c", Some("x")),
+            ("$['s']", Some("plain")),
+            ("$.a.b", Some(r#"[10,{"c":"x"}]"#)),
+            ("$.n", None),
+            ("$.missing", None),
+            ("$.a.b[5]", None),
+        ] {
+            let out = run(
+                extract_json_field,
+                vec![text(&[Some(json)]), text(&[Some(path)])],
+            );
+            let out = out.as_string::<i32>();
+            assert_eq!((!out.is_null(0)).then(|| out.value(0)), expected, "{path}");
+        }
+        let out = run(
+            extract_json_field,
+            vec![text(&[Some("not json")]), text(&[Some("$.a")])],
+        );
+        assert!(out.is_null(0));
+        assert!(extract_json_field(&[text(&[Some("{}")]), text(&[Some("a.b")])]).is_err());
+    }
+}
