@@ -507,7 +507,7 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
         .with_create_default_catalog_and_schema(true)
         .with_information_schema(false);
     config.options_mut().sql_parser.enable_ident_normalization = true;
-    let ctx = SessionContext::new_with_config(config);
+    let mut ctx = SessionContext::new_with_config(config);
     let db = ctx
         .catalog(DATABASE_NAME)
         .ok_or_else(|| EddyError::Internal("default catalog missing".into()))?;
@@ -529,7 +529,7 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
         Arc::new(PgCatalogWithViews::new(pg_catalog, catalog.clone())),
     )?;
     ctx.register_udf(ScalarUDF::new_from_impl(VersionUdf::new()));
-    crate::ksql_functions::register(&ctx);
+    crate::ksql_functions::register(&mut ctx)?;
     Ok(ctx)
 }
 

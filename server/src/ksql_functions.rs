@@ -1,8 +1,9 @@
 //! ksqlDB's scalar functions that DataFusion lacks or names otherwise:
 //! `LEN`, `UCASE`, `LCASE` and `SPLIT` (aliases of DataFusion's own),
 //! `TIMESTAMPTOSTRING`, `STRINGTOTIMESTAMP`, `EXTRACTJSONFIELD` and
-//! `UNIX_TIMESTAMP`. Times are epoch milliseconds, as in ksqlDB, and
-//! patterns are Java `DateTimeFormatter` patterns.
+//! `UNIX_TIMESTAMP`; and `+` between strings, which concatenates. Times
+//! are epoch milliseconds, as in ksqlDB, and patterns are Java
+//! `DateTimeFormatter` patterns.
 
 use std::sync::Arc;
 
@@ -10,15 +11,18 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
-    Volatility,
+    BinaryExpr, ColumnarValue, Expr, ExprSchemable, Operator, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::BinaryOperator;
 
-/// Registers the functions on `ctx`.
-pub fn register(ctx: &SessionContext) {
+/// Registers the functions and the string `+` on `ctx`.
+pub fn register(ctx: &mut SessionContext) -> Result<()> {
+    datafusion::execution::FunctionRegistry::register_expr_planner(ctx, Arc::new(StringPlus))?;
     use datafusion::functions::{string, unicode};
     let aliases = [
         (unicode::character_length(), "len"),
@@ -62,6 +66,34 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(UnixTimestamp {
         signature: Signature::exact(vec![], Volatility::Volatile),
     }));
+    Ok(())
+}
+
+/// `a + b` between two strings: ksqlDB's concatenation, planned as `||`.
+#[derive(Debug)]
+struct StringPlus;
+
+impl ExprPlanner for StringPlus {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> Result<PlannerResult<RawBinaryExpr>> {
+        let is_string = |e: &Expr| {
+            e.get_type(schema).is_ok_and(|t| {
+                matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            })
+        };
+        if expr.op != BinaryOperator::Plus || !is_string(&expr.left) || !is_string(&expr.right) {
+            return Ok(PlannerResult::Original(expr));
+        }
+        let concat = BinaryExpr::new(
+            Box::new(expr.left),
+            Operator::StringConcat,
+            Box::new(expr.right),
+        );
+        Ok(PlannerResult::Planned(Expr::BinaryExpr(concat)))
+    }
 }
 
 /// A function of whole columns (every argument as an array of the batch's
