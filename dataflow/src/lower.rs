@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, JoinType, NullEquality, ScalarValue};
 use datafusion::execution::context::ExecutionProps;
-use datafusion::logical_expr::expr::{AggregateFunction, WindowFunction};
+use datafusion::logical_expr::expr::{AggregateFunction, NullTreatment, WindowFunction};
 use datafusion::logical_expr::logical_plan::{
     Aggregate as AggregatePlan, Distinct, FetchType, Join as JoinPlan, Limit, SkipType, Sort,
     TableScan, Window,
@@ -618,6 +618,22 @@ impl Lowerer<'_> {
             ("bool_and", _) => AggFunction::BoolAnd,
             ("bool_or", _) => AggFunction::BoolOr,
             ("string_agg", false) => AggFunction::StringAgg,
+            ("first_value" | "last_value", false)
+                if params.null_treatment == Some(NullTreatment::IgnoreNulls)
+                    && !params.order_by.is_empty() =>
+            {
+                if name == "first_value" {
+                    AggFunction::FirstValue
+                } else {
+                    AggFunction::LastValue
+                }
+            }
+            ("first_value" | "last_value", false) => {
+                return unsupported(format!(
+                    "{name}(...) in a view without ORDER BY and IGNORE NULLS \
+                     (write {name}(x ORDER BY ...) IGNORE NULLS)"
+                ))
+            }
             (_, distinct) => {
                 let distinct = if distinct { "DISTINCT " } else { "" };
                 return unsupported(format!("aggregate {name}({distinct}...)"));
@@ -653,7 +669,11 @@ impl Lowerer<'_> {
         } else {
             String::new()
         };
-        let order_by = if function == AggFunction::StringAgg {
+        let ordered = matches!(
+            function,
+            AggFunction::StringAgg | AggFunction::FirstValue | AggFunction::LastValue
+        );
+        let order_by = if ordered {
             self.sort_keys(&params.order_by, in_schema)?
         } else {
             Vec::new()

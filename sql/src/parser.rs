@@ -247,7 +247,63 @@ fn significant(tokens: &[TokenWithSpan], n: usize) -> Option<&Token> {
         .nth(n)
 }
 
-fn parse_statement(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
+/// ksqlDB's `LATEST_BY_OFFSET(x)` and `EARLIEST_BY_OFFSET(x)`: `x` of a
+/// group's last (first) record by offset, NULLs skipped, rewritten as
+/// `last_value(x ORDER BY rowoffset, rowpartition) IGNORE NULLS` (and
+/// `first_value`). Records of different partitions are ordered by offset,
+/// then partition.
+fn rewrite_by_offset(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
+    let renamed = |t: &Token| match t {
+        Token::Word(w) if w.quote_style.is_none() => match w.value.to_ascii_uppercase().as_str() {
+            "LATEST_BY_OFFSET" => Some("last_value"),
+            "EARLIEST_BY_OFFSET" => Some("first_value"),
+            _ => None,
+        },
+        _ => None,
+    };
+    if !tokens.iter().any(|t| renamed(&t.token).is_some()) {
+        return Ok(tokens);
+    }
+    let word = |w: &str| TokenWithSpan::wrap(Token::make_word(w, None));
+    let mut out = Vec::with_capacity(tokens.len() + 8);
+    // The paren depths inside each call being rewritten.
+    let mut calls: Vec<usize> = Vec::new();
+    let mut depth = 0usize;
+    for (i, t) in tokens.iter().enumerate() {
+        if let Some(name) = renamed(&t.token) {
+            if significant(&tokens[i + 1..], 0) == Some(&Token::LParen) {
+                out.push(word(name));
+                calls.push(depth + 1);
+                continue;
+            }
+        }
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::Comma if calls.last() == Some(&depth) => {
+                return Err(SqlError::Unsupported(
+                    "LATEST_BY_OFFSET or EARLIEST_BY_OFFSET with more than one argument".into(),
+                ))
+            }
+            Token::RParen if calls.last() == Some(&depth) => {
+                calls.pop();
+                depth -= 1;
+                out.extend([word("ORDER"), word("BY"), word("rowoffset")]);
+                out.push(TokenWithSpan::wrap(Token::Comma));
+                out.push(word("rowpartition"));
+                out.push(t.clone());
+                out.extend([word("IGNORE"), word("NULLS")]);
+                continue;
+            }
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        out.push(t.clone());
+    }
+    Ok(out)
+}
+
+fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
+    let mut tokens = rewrite_by_offset(tokens)?;
     let word = |n: usize, word: &str| significant(&tokens, n).is_some_and(|t| is_word(t, word));
     let after_create = if word(0, "CREATE") {
         Some(if word(1, "OR") && word(2, "REPLACE") {

@@ -59,6 +59,10 @@ pub enum AggFunction {
     BoolAnd,
     BoolOr,
     StringAgg,
+    /// `first_value(x ORDER BY ...) IGNORE NULLS`.
+    FirstValue,
+    /// `last_value(x ORDER BY ...) IGNORE NULLS`.
+    LastValue,
 }
 
 /// One aggregate call.
@@ -122,7 +126,9 @@ impl Accumulators {
             AggFunction::Min
             | AggFunction::Max
             | AggFunction::CountDistinct
-            | AggFunction::StringAgg => Accumulators::Set(Vec::new()),
+            | AggFunction::StringAgg
+            | AggFunction::FirstValue
+            | AggFunction::LastValue => Accumulators::Set(Vec::new()),
         }
     }
 
@@ -328,18 +334,20 @@ impl Aggregate {
                     AggFunction::Min | AggFunction::Max | AggFunction::CountDistinct => {
                         Some(RowFormat::new(vec![spec.input_type.clone()])?)
                     }
-                    AggFunction::StringAgg => Some(RowFormat::with_options(
-                        spec.order_by
-                            .iter()
-                            .map(|o| o.1.clone())
-                            .chain([spec.input_type.clone()])
-                            .collect(),
-                        spec.order_by
-                            .iter()
-                            .map(|o| o.2)
-                            .chain([SortOptions::default()])
-                            .collect(),
-                    )?),
+                    AggFunction::StringAgg | AggFunction::FirstValue | AggFunction::LastValue => {
+                        Some(RowFormat::with_options(
+                            spec.order_by
+                                .iter()
+                                .map(|o| o.1.clone())
+                                .chain([spec.input_type.clone()])
+                                .collect(),
+                            spec.order_by
+                                .iter()
+                                .map(|o| o.2)
+                                .chain([SortOptions::default()])
+                                .collect(),
+                        )?)
+                    }
                     _ => None,
                 };
                 Ok(Agg {
@@ -867,7 +875,9 @@ impl Aggregate {
             AggFunction::Min
             | AggFunction::Max
             | AggFunction::CountDistinct
-            | AggFunction::StringAgg => {
+            | AggFunction::StringAgg
+            | AggFunction::FirstValue
+            | AggFunction::LastValue => {
                 let format = agg
                     .values
                     .as_ref()
@@ -967,8 +977,17 @@ impl Aggregate {
             (Accumulators::Set(sets), AggFunction::CountDistinct) => Arc::new(
                 Int64Array::from_iter_values(slots.iter().map(|&s| sets[s as usize].len() as i64)),
             ),
-            (Accumulators::Set(sets), AggFunction::Min | AggFunction::Max) => {
-                let min = agg.spec.function == AggFunction::Min;
+            (
+                Accumulators::Set(sets),
+                AggFunction::Min
+                | AggFunction::Max
+                | AggFunction::FirstValue
+                | AggFunction::LastValue,
+            ) => {
+                let min = matches!(
+                    agg.spec.function,
+                    AggFunction::Min | AggFunction::FirstValue
+                );
                 let extremes: Vec<Option<&[u8]>> = slots
                     .iter()
                     .map(|&s| {
@@ -983,7 +1002,10 @@ impl Aggregate {
                     .collect();
                 let format = multiset_format(agg)?;
                 let decoded = format.decode(extremes.iter().flatten().copied())?;
-                let Some(decoded) = decoded.into_iter().next().filter(|d| !d.is_empty()) else {
+                // first_value and last_value order by their ORDER BY
+                // columns; the value is the last column.
+                let Some(decoded) = decoded.into_iter().next_back().filter(|d| !d.is_empty())
+                else {
                     return Ok(new_null_array(output, slots.len()));
                 };
                 present_at(&decoded, extremes.iter().map(Option::is_some))?
@@ -1495,6 +1517,52 @@ mod tests {
 
     fn row(values: &[Option<i64>]) -> Vec<Option<i64>> {
         values.to_vec()
+    }
+
+    /// `SELECT a, first_value(a ORDER BY b), last_value(a ORDER BY b)`,
+    /// IGNORE NULLS, over no group: the value at each end of `b`'s order.
+    #[test]
+    fn first_and_last_value_follow_their_order_through_deletes() {
+        let ordered = |function| AggSpec {
+            arg: Some(physical(&col("a"), &schema_ab())),
+            order_by: vec![(
+                physical(&col("b"), &schema_ab()),
+                DataType::Int64,
+                SortOptions::default(),
+            )],
+            ..spec(function, DataType::Int64)
+        };
+        let fields = vec![
+            Field::new("first", DataType::Int64, true),
+            Field::new("last", DataType::Int64, true),
+        ];
+        let mut agg = Aggregate::new(
+            vec![],
+            vec![],
+            vec![
+                ordered(AggFunction::FirstValue),
+                ordered(AggFunction::LastValue),
+            ],
+            Arc::new(Schema::new(fields)),
+            "test".into(),
+        )
+        .unwrap();
+        // A global aggregate starts with its row over no input.
+        let mut total = HashMap::from([(row(&[None, None]), 1)]);
+        // (a, b): a is the value, b the order.
+        let out = step(
+            &mut agg,
+            vec![changes(&schema_ab(), &[(7, 2, 1), (8, 1, 1), (9, 3, 1)])],
+        );
+        accumulate(&mut total, &out);
+        assert_eq!(total, HashMap::from([(row(&[Some(8), Some(9)]), 1)]));
+        // Deleting both ends moves each to the middle row.
+        let out = step(
+            &mut agg,
+            vec![changes(&schema_ab(), &[(8, 1, -1), (9, 3, -1)])],
+        );
+        accumulate(&mut total, &out);
+        assert_eq!(total, HashMap::from([(row(&[Some(7), Some(7)]), 1)]));
     }
 
     #[test]
