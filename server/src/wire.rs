@@ -89,6 +89,16 @@ impl ErrorHandler for LogErrors {
         C: ClientInfo,
     {
         tracing::debug!(peer = %client.socket_addr(), %error, "statement failed");
+        // Postgres's code and wording for a missing portal.
+        if let PgWireError::PortalNotFound(name) = error {
+            let name = match name.as_str() {
+                pgwire::api::DEFAULT_NAME => "",
+                name => name,
+            };
+            let message = format!("portal \"{name}\" does not exist");
+            let info = pgwire::error::ErrorInfo::new("ERROR".into(), "34000".into(), message);
+            *error = PgWireError::UserError(Box::new(info));
+        }
     }
 }
 

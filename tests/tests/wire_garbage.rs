@@ -434,3 +434,46 @@ async fn many_connections_dropped_without_a_word() -> Result<()> {
     }
     assert_alive(&mut server).await
 }
+
+/// The `C` (SQLSTATE) field of an ErrorResponse body.
+fn error_code(body: &[u8]) -> String {
+    body.split(|b| *b == 0)
+        .find(|f| f.first() == Some(&b'C'))
+        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+        .unwrap_or_default()
+}
+
+/// Execute or Describe of a portal that does not exist: Postgres's 34000,
+/// and the connection goes on.
+#[tokio::test]
+async fn missing_portals_are_34000() -> Result<()> {
+    let server = TestServer::start()?;
+    let mut stream = connect(&server).await?;
+    handshake(&mut stream).await?;
+    let execute = message(b'E', b"nope\0\0\0\0\0");
+    let describe = message(b'D', b"Pnope\0");
+    for (what, request) in [("Execute", execute), ("Describe", describe)] {
+        send(&mut stream, &request).await;
+        send(&mut stream, &message(b'S', b"")).await;
+        let (ty, body) = read_message(&mut stream)
+            .await?
+            .context("the server hung up")?;
+        assert_eq!(ty, b'E', "{what}: expected an ErrorResponse");
+        assert_eq!(
+            error_code(&body),
+            "34000",
+            "{what}: {}",
+            error_message(&body)
+        );
+        assert!(
+            error_message(&body).contains("\"nope\""),
+            "{what}: {}",
+            error_message(&body)
+        );
+        let (ty, _) = read_message(&mut stream)
+            .await?
+            .context("the server hung up")?;
+        assert_eq!(ty, b'Z', "{what}: expected ReadyForQuery");
+    }
+    Ok(())
+}
