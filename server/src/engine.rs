@@ -106,6 +106,11 @@ impl Engine {
     }
 
     /// The Kafka connection, or the error that says how to configure one.
+    /// The query planner's state: its functions, for SHOW FUNCTIONS.
+    pub fn session_state(&self) -> datafusion::execution::SessionState {
+        self.query_ctx.state()
+    }
+
     pub fn kafka(&self) -> Result<&Arc<eddy_dataflow::kafka::Kafka>> {
         self.dataflow.kafka().ok_or(EddyError::KafkaNotConfigured)
     }

@@ -25,6 +25,8 @@ pub enum EddyError {
     Dataflow(#[from] eddy_dataflow::DataflowError),
     #[error("relation \"{0}\" does not exist")]
     UndefinedTable(String),
+    #[error("function {0} does not exist")]
+    UndefinedFunction(String),
     #[error("{0} is not supported")]
     Unsupported(String),
     #[error("{0}")]
@@ -92,6 +94,7 @@ impl EddyError {
             EddyError::Wire(_) => "08P01",
             EddyError::Dataflow(e) => dataflow_sqlstate(e),
             EddyError::UndefinedTable(_) => "42P01",
+            EddyError::UndefinedFunction(_) => "42883",
             EddyError::Unsupported(_) => "0A000",
             EddyError::WrongObjectType(_) => "42809",
             EddyError::UnknownSetting(_) => "42704",

@@ -14,8 +14,8 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
-    BinaryExpr, ColumnarValue, Expr, ExprSchemable, Operator, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    BinaryExpr, ColumnarValue, DocSection, Documentation, Expr, ExprSchemable, Operator,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::BinaryOperator;
@@ -46,26 +46,46 @@ pub fn register(ctx: &mut SessionContext) -> Result<()> {
             ],
             DataType::Utf8,
             timestamp_to_string,
+        )
+        .documented(
+            "Formats epoch milliseconds with a Java DateTimeFormatter pattern, in UTC.",
+            "timestamptostring(epoch_ms, 'yyyy-MM-dd HH:mm:ss' [, 'UTC'])",
         ),
         KsqlFunction::new(
             "stringtotimestamp",
             vec![vec![utf8(), utf8()], vec![utf8(), utf8(), utf8()]],
             DataType::Int64,
             string_to_timestamp,
+        )
+        .documented(
+            "Parses text with a Java DateTimeFormatter pattern, in UTC, into epoch milliseconds.",
+            "stringtotimestamp(text, 'yyyy-MM-dd HH:mm:ss' [, 'UTC'])",
         ),
         KsqlFunction::new(
             "extractjsonfield",
             vec![vec![utf8(), utf8()]],
             DataType::Utf8,
             extract_json_field,
+        )
+        .documented(
+            "The field at a JSONPath of a JSON text, as text; NULL if absent or not JSON.",
+            "extractjsonfield(json, '$.a.b[0]')",
+        ),
+        KsqlFunction::new(
+            "unix_timestamp",
+            vec![vec![]],
+            DataType::Int64,
+            unix_timestamp,
+        )
+        .volatile()
+        .documented(
+            "The current time in epoch milliseconds.",
+            "unix_timestamp()",
         ),
     ];
     for function in functions {
         ctx.register_udf(ScalarUDF::new_from_impl(function));
     }
-    ctx.register_udf(ScalarUDF::new_from_impl(UnixTimestamp {
-        signature: Signature::exact(vec![], Volatility::Volatile),
-    }));
     Ok(())
 }
 
@@ -106,6 +126,7 @@ struct KsqlFunction {
     signature: Signature,
     output: DataType,
     body: Body,
+    docs: Option<Documentation>,
 }
 
 // Each name is registered once: it identifies the function.
@@ -131,7 +152,23 @@ impl KsqlFunction {
             signature: Signature::one_of(forms, Volatility::Immutable),
             output,
             body,
+            docs: None,
         }
+    }
+
+    fn volatile(mut self) -> Self {
+        self.signature.volatility = Volatility::Volatile;
+        self
+    }
+
+    fn documented(mut self, description: &str, example: &str) -> Self {
+        let section = DocSection {
+            include: true,
+            label: "ksqlDB Functions",
+            description: None,
+        };
+        self.docs = Some(Documentation::builder(section, description, example).build());
+        self
     }
 }
 
@@ -146,6 +183,10 @@ impl ScalarUDFImpl for KsqlFunction {
 
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
         Ok(self.output.clone())
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.docs.as_ref()
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -169,28 +210,9 @@ impl ScalarUDFImpl for KsqlFunction {
 }
 
 /// `UNIX_TIMESTAMP()`: now, in epoch milliseconds.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct UnixTimestamp {
-    signature: Signature,
-}
-
-impl ScalarUDFImpl for UnixTimestamp {
-    fn name(&self) -> &str {
-        "unix_timestamp"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Int64)
-    }
-
-    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let now = chrono::Utc::now().timestamp_millis();
-        Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(now))))
-    }
+fn unix_timestamp(_args: &[ArrayRef]) -> Result<ArrayRef> {
+    let now = chrono::Utc::now().timestamp_millis();
+    Ok(Arc::new(Int64Array::from(vec![now])))
 }
 
 fn strings(array: &ArrayRef) -> Result<StringArray> {

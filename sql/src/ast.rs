@@ -32,6 +32,8 @@ pub enum EddyStatement {
     Show { listing: Listing, extended: bool },
     /// `DESCRIBE [EXTENDED] name`.
     Describe { name: ObjectName, extended: bool },
+    /// `DESCRIBE FUNCTION name`.
+    DescribeFunction(Ident),
     /// `MOVE [direction] [FROM | IN] cursor`: a `FETCH` (held here) that
     /// returns no rows.
     Move(Box<Statement>),
@@ -79,6 +81,7 @@ pub enum Listing {
     Tables,
     Queries,
     Topics,
+    Functions,
 }
 
 impl Listing {
@@ -88,6 +91,7 @@ impl Listing {
             Listing::Tables => "TABLES",
             Listing::Queries => "QUERIES",
             Listing::Topics => "TOPICS",
+            Listing::Functions => "FUNCTIONS",
         }
     }
 }
@@ -380,6 +384,7 @@ impl fmt::Display for EddyStatement {
                 }
                 Ok(())
             }
+            EddyStatement::DescribeFunction(name) => write!(f, "DESCRIBE FUNCTION {name}"),
             EddyStatement::Describe { name, extended } => {
                 f.write_str("DESCRIBE ")?;
                 if *extended {

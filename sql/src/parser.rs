@@ -655,12 +655,13 @@ fn listing(token: Option<&Token>) -> Option<Listing> {
         ("TABLES", Listing::Tables),
         ("QUERIES", Listing::Queries),
         ("TOPICS", Listing::Topics),
+        ("FUNCTIONS", Listing::Functions),
     ]
     .into_iter()
     .find_map(|(word, listing)| is_word(token, word).then_some(listing))
 }
 
-/// `SHOW|LIST STREAMS|TABLES|QUERIES|TOPICS [EXTENDED]`.
+/// `SHOW|LIST STREAMS|TABLES|QUERIES|TOPICS|FUNCTIONS [EXTENDED]`.
 fn parse_show(mut p: Parser) -> Result<EddyStatement> {
     p.next_token();
     let listing = listing(Some(&p.next_token().token)).expect("checked by the caller");
@@ -672,6 +673,11 @@ fn parse_show(mut p: Parser) -> Result<EddyStatement> {
 /// `DESCRIBE [EXTENDED] name`.
 fn parse_describe(mut p: Parser) -> Result<EddyStatement> {
     p.next_token();
+    if parse_word(&mut p, "FUNCTION") {
+        let name = p.parse_identifier()?;
+        expect_end(&mut p)?;
+        return Ok(EddyStatement::DescribeFunction(name));
+    }
     let extended = parse_word(&mut p, "EXTENDED");
     let name = p.parse_object_name(false)?;
     expect_end(&mut p)?;

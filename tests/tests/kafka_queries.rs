@@ -71,6 +71,14 @@ async fn persistent_queries_write_their_topics() -> Result<()> {
                GROUP BY page, user_id HAVING count(*) < 3;",
         )
         .await?;
+    // SHOW TOPICS: the brokers' topics, the output topics included.
+    let topics = eddy_tests::text_rows(&client, "SHOW TOPICS").await?;
+    for expected in ["pageviews|2", "users|1", "rare|3", "SLOW_VIEWS|2"] {
+        assert!(
+            topics.iter().any(|t| t == expected),
+            "{expected} in {topics:?}"
+        );
+    }
     let mut views = vec![
         view("ann", "home", 50),
         view("bob", "home", 150),

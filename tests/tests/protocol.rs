@@ -761,3 +761,28 @@ async fn cancel_long_query() -> Result<()> {
     assert_no_panic(&server);
     Ok(())
 }
+
+/// ksqlDB's SHOW FUNCTIONS lists every function by name and kind, the
+/// ksqlDB ones and the rewritten aggregates included, in either protocol.
+#[tokio::test]
+async fn show_functions_lists_each_kind() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    let simple = eddy_tests::text_rows(&client, "SHOW FUNCTIONS").await?;
+    for expected in [
+        "LEN|SCALAR",
+        "EXTRACTJSONFIELD|SCALAR",
+        "UNIX_TIMESTAMP|SCALAR",
+        "COUNT|AGGREGATE",
+        "LATEST_BY_OFFSET|AGGREGATE",
+        "ROW_NUMBER|WINDOW",
+        "GENERATE_SERIES|TABLE",
+    ] {
+        assert!(simple.iter().any(|r| r == expected), "no {expected}");
+    }
+    let names: Vec<&str> = simple.iter().filter_map(|r| r.split('|').next()).collect();
+    assert!(names.is_sorted(), "listed in name order");
+    let extended = client.query("SHOW FUNCTIONS", &[]).await?;
+    assert_eq!(extended.len(), simple.len());
+    Ok(())
+}

@@ -208,6 +208,24 @@ impl Kafka {
         Self::partitions_seen_by(&self.metadata, topic)
     }
 
+    /// Every topic the brokers have (internal ones, starting with `_`,
+    /// left out), with its partition count, by name. Blocks for up to a
+    /// request timeout.
+    pub fn topics(&self) -> Result<Vec<(String, usize)>> {
+        let metadata = self
+            .metadata
+            .fetch_metadata(None, REQUEST_TIMEOUT)
+            .map_err(|e| kafka_error("cannot reach the Kafka brokers", e))?;
+        let mut topics: Vec<(String, usize)> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.name().starts_with('_'))
+            .map(|t| (t.name().to_owned(), t.partitions().len()))
+            .collect();
+        topics.sort();
+        Ok(topics)
+    }
+
     /// Whether `topic`'s cleanup policy compacts it. Blocks for up to a
     /// request timeout.
     pub fn is_compacted(&self, topic: &str) -> Result<bool> {

@@ -10,6 +10,7 @@ mod dml;
 mod drop;
 mod explain_view;
 mod flush;
+mod functions;
 mod lookup;
 pub mod push;
 mod queries;
@@ -106,6 +107,9 @@ pub async fn execute(
         EddyStatement::Describe { name, extended } => {
             return describe::handle_describe(engine, name, *extended)
         }
+        EddyStatement::DescribeFunction(name) => {
+            return functions::handle_describe_function(engine, name)
+        }
         EddyStatement::Move(fetch) => return cursor::handle_fetch(vars, fetch, true, None).await,
         EddyStatement::FetchWithTimeout { fetch, timeout } => {
             return cursor::handle_fetch(vars, fetch, false, Some(*timeout)).await
@@ -195,6 +199,7 @@ pub fn result_schema(statement: &EddyStatement, plan: Option<&LogicalPlan>) -> O
             Some(show_sources::schema(*listing, *extended))
         }
         EddyStatement::Describe { extended, .. } => Some(describe::schema(*extended)),
+        EddyStatement::DescribeFunction(_) => Some(functions::describe_schema()),
         EddyStatement::Sql(sql) => match sql.as_ref() {
             Statement::ShowViews { .. } => Some(show_tables::schema()),
             Statement::Explain { .. } | Statement::ExplainTable { .. } => {

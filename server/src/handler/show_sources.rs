@@ -1,4 +1,5 @@
-//! SHOW STREAMS, TABLES and QUERIES (ksqlDB's listings; `LIST` is the same).
+//! SHOW STREAMS, TABLES, QUERIES, TOPICS and FUNCTIONS (ksqlDB's listings;
+//! `LIST` is the same).
 
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -15,6 +16,7 @@ pub fn schema(listing: Listing, extended: bool) -> SchemaRef {
         Listing::Topics => text_schema(&["name", "partitions"]),
         Listing::Streams => text_schema(&["name", "kafka_topic", "key_format", "value_format"]),
         Listing::Queries => text_schema(&super::queries::QUERY_COLUMNS),
+        Listing::Functions => super::functions::list_schema(),
     }
 }
 
@@ -29,9 +31,19 @@ pub fn handle_show(engine: &Engine, listing: Listing, extended: bool) -> Result<
         Listing::Streams => streams(engine),
         Listing::Tables => return super::show_tables::handle_show_tables(engine),
         Listing::Queries => super::queries::query_rows(engine),
-        Listing::Topics => return Err(EddyError::Unsupported("SHOW TOPICS".into())),
+        Listing::Topics => topics(engine)?,
+        Listing::Functions => return super::functions::handle_show_functions(engine),
     };
     text_rows(schema(listing, false), &rows, "SHOW")
+}
+
+/// The brokers' topics and their partition counts.
+fn topics(engine: &Engine) -> Result<Vec<Vec<String>>> {
+    let topics = engine.kafka()?.topics()?;
+    Ok(topics
+        .into_iter()
+        .map(|(name, partitions)| vec![name, partitions.to_string()])
+        .collect())
 }
 
 fn streams(engine: &Engine) -> Vec<Vec<String>> {
