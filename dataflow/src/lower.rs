@@ -608,37 +608,48 @@ impl Lowerer<'_> {
             return unsupported(format!("aggregate expression {expr}"));
         };
         let name = func.name().to_ascii_lowercase();
-        let function = match (name.as_str(), params.distinct) {
-            ("count", false) => AggFunction::Count,
-            ("count", true) => AggFunction::CountDistinct,
-            ("sum", false) => AggFunction::Sum,
-            ("avg" | "mean", false) => AggFunction::Avg,
-            ("min", _) => AggFunction::Min,
-            ("max", _) => AggFunction::Max,
-            ("bool_and", _) => AggFunction::BoolAnd,
-            ("bool_or", _) => AggFunction::BoolOr,
-            ("string_agg", false) => AggFunction::StringAgg,
-            ("first_value" | "last_value", false)
-                if params.null_treatment == Some(NullTreatment::IgnoreNulls)
-                    && !params.order_by.is_empty() =>
-            {
-                if name == "first_value" {
-                    AggFunction::FirstValue
-                } else {
-                    AggFunction::LastValue
+        let function =
+            match (name.as_str(), params.distinct) {
+                ("count", false) => AggFunction::Count,
+                ("count", true) => AggFunction::CountDistinct,
+                ("sum", false) => AggFunction::Sum,
+                ("avg" | "mean", false) => AggFunction::Avg,
+                ("min", _) => AggFunction::Min,
+                ("max", _) => AggFunction::Max,
+                ("bool_and", _) => AggFunction::BoolAnd,
+                ("bool_or", _) => AggFunction::BoolOr,
+                ("string_agg", false) => AggFunction::StringAgg,
+                ("first_value" | "last_value", false)
+                    if params.null_treatment == Some(NullTreatment::IgnoreNulls)
+                        && !params.order_by.is_empty() =>
+                {
+                    if name == "first_value" {
+                        AggFunction::FirstValue
+                    } else {
+                        AggFunction::LastValue
+                    }
                 }
-            }
-            ("first_value" | "last_value", false) => {
-                return unsupported(format!(
-                    "{name}(...) in a view without ORDER BY and IGNORE NULLS \
+                ("array_agg", distinct) if !params.order_by.is_empty() => {
+                    if distinct {
+                        AggFunction::ArrayAggDistinct
+                    } else {
+                        AggFunction::ArrayAgg
+                    }
+                }
+                ("array_agg", _) => return unsupported(
+                    "array_agg(...) in a view without ORDER BY (write array_agg(x ORDER BY ...))",
+                ),
+                ("first_value" | "last_value", false) => {
+                    return unsupported(format!(
+                        "{name}(...) in a view without ORDER BY and IGNORE NULLS \
                      (write {name}(x ORDER BY ...) IGNORE NULLS)"
-                ))
-            }
-            (_, distinct) => {
-                let distinct = if distinct { "DISTINCT " } else { "" };
-                return unsupported(format!("aggregate {name}({distinct}...)"));
-            }
-        };
+                    ))
+                }
+                (_, distinct) => {
+                    let distinct = if distinct { "DISTINCT " } else { "" };
+                    return unsupported(format!("aggregate {name}({distinct}...)"));
+                }
+            };
         if function == AggFunction::CountDistinct && params.args.len() != 1 {
             return unsupported("count(DISTINCT ...) of several columns");
         }
@@ -671,7 +682,11 @@ impl Lowerer<'_> {
         };
         let ordered = matches!(
             function,
-            AggFunction::StringAgg | AggFunction::FirstValue | AggFunction::LastValue
+            AggFunction::StringAgg
+                | AggFunction::FirstValue
+                | AggFunction::LastValue
+                | AggFunction::ArrayAgg
+                | AggFunction::ArrayAggDistinct
         );
         let order_by = if ordered {
             self.sort_keys(&params.order_by, in_schema)?

@@ -247,51 +247,98 @@ fn significant(tokens: &[TokenWithSpan], n: usize) -> Option<&Token> {
         .nth(n)
 }
 
-/// ksqlDB's `LATEST_BY_OFFSET(x)` and `EARLIEST_BY_OFFSET(x)`: `x` of a
-/// group's last (first) record by offset, NULLs skipped, rewritten as
-/// `last_value(x ORDER BY rowoffset, rowpartition) IGNORE NULLS` (and
-/// `first_value`). Records of different partitions are ordered by offset,
-/// then partition.
-fn rewrite_by_offset(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
-    let renamed = |t: &Token| match t {
-        Token::Word(w) if w.quote_style.is_none() => match w.value.to_ascii_uppercase().as_str() {
-            "LATEST_BY_OFFSET" => Some("last_value"),
-            "EARLIEST_BY_OFFSET" => Some("first_value"),
-            _ => None,
-        },
-        _ => None,
+/// A ksqlDB aggregate the parser writes as one DataFusion plans.
+struct AggregateRewrite {
+    name: &'static str,
+    distinct: bool,
+    /// ORDER BY the argument itself, else by offset.
+    by_argument: bool,
+    ignore_nulls: bool,
+}
+
+/// ksqlDB's aggregates of records in order:
+/// - `LATEST_BY_OFFSET(x)`: `last_value(x ORDER BY rowoffset, rowpartition)
+///   IGNORE NULLS`, and `EARLIEST_BY_OFFSET` with `first_value`;
+/// - `COLLECT_LIST(x)`: `array_agg(x ORDER BY rowoffset, rowpartition)`;
+/// - `COLLECT_SET(x)`: `array_agg(DISTINCT x ORDER BY x)`.
+///
+/// Records of different partitions are ordered by offset, then partition.
+fn rewrite_ksql_aggregates(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
+    let rewrite = |t: &Token| {
+        let Token::Word(w) = t else { return None };
+        if w.quote_style.is_some() {
+            return None;
+        }
+        let (name, distinct, by_argument, ignore_nulls) =
+            match w.value.to_ascii_uppercase().as_str() {
+                "LATEST_BY_OFFSET" => ("last_value", false, false, true),
+                "EARLIEST_BY_OFFSET" => ("first_value", false, false, true),
+                "COLLECT_LIST" => ("array_agg", false, false, false),
+                "COLLECT_SET" => ("array_agg", true, true, false),
+                _ => return None,
+            };
+        Some(AggregateRewrite {
+            name,
+            distinct,
+            by_argument,
+            ignore_nulls,
+        })
     };
-    if !tokens.iter().any(|t| renamed(&t.token).is_some()) {
+    if !tokens.iter().any(|t| rewrite(&t.token).is_some()) {
         return Ok(tokens);
     }
     let word = |w: &str| TokenWithSpan::wrap(Token::make_word(w, None));
     let mut out = Vec::with_capacity(tokens.len() + 8);
-    // The paren depths inside each call being rewritten.
-    let mut calls: Vec<usize> = Vec::new();
+    // Calls being rewritten: the paren depth inside each, where its
+    // argument starts in `out`, and how it is rewritten.
+    let mut calls: Vec<(usize, usize, AggregateRewrite)> = Vec::new();
+    let mut opening: Option<AggregateRewrite> = None;
     let mut depth = 0usize;
     for (i, t) in tokens.iter().enumerate() {
-        if let Some(name) = renamed(&t.token) {
+        if let Some(found) = rewrite(&t.token) {
             if significant(&tokens[i + 1..], 0) == Some(&Token::LParen) {
-                out.push(word(name));
-                calls.push(depth + 1);
+                out.push(word(found.name));
+                opening = Some(found);
                 continue;
             }
         }
         match &t.token {
-            Token::LParen => depth += 1,
-            Token::Comma if calls.last() == Some(&depth) => {
+            Token::LParen => {
+                depth += 1;
+                out.push(t.clone());
+                if let Some(found) = opening.take() {
+                    if found.distinct {
+                        out.push(word("DISTINCT"));
+                    }
+                    calls.push((depth, out.len(), found));
+                }
+                continue;
+            }
+            Token::Comma if calls.last().is_some_and(|(d, _, _)| *d == depth) => {
                 return Err(SqlError::Unsupported(
-                    "LATEST_BY_OFFSET or EARLIEST_BY_OFFSET with more than one argument".into(),
+                    "LATEST_BY_OFFSET, EARLIEST_BY_OFFSET, COLLECT_LIST or COLLECT_SET \
+                     with more than one argument"
+                        .into(),
                 ))
             }
-            Token::RParen if calls.last() == Some(&depth) => {
-                calls.pop();
+            Token::RParen if calls.last().is_some_and(|(d, _, _)| *d == depth) => {
+                let Some((_, start, found)) = calls.pop() else {
+                    continue;
+                };
                 depth -= 1;
-                out.extend([word("ORDER"), word("BY"), word("rowoffset")]);
-                out.push(TokenWithSpan::wrap(Token::Comma));
-                out.push(word("rowpartition"));
+                let argument: Vec<TokenWithSpan> = out[start..].to_vec();
+                out.extend([word("ORDER"), word("BY")]);
+                if found.by_argument {
+                    out.extend(argument);
+                } else {
+                    out.push(word("rowoffset"));
+                    out.push(TokenWithSpan::wrap(Token::Comma));
+                    out.push(word("rowpartition"));
+                }
                 out.push(t.clone());
-                out.extend([word("IGNORE"), word("NULLS")]);
+                if found.ignore_nulls {
+                    out.extend([word("IGNORE"), word("NULLS")]);
+                }
                 continue;
             }
             Token::RParen => depth = depth.saturating_sub(1),
@@ -303,7 +350,7 @@ fn rewrite_by_offset(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
 }
 
 fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
-    let mut tokens = rewrite_by_offset(tokens)?;
+    let mut tokens = rewrite_ksql_aggregates(tokens)?;
     let word = |n: usize, word: &str| significant(&tokens, n).is_some_and(|t| is_word(t, word));
     let after_create = if word(0, "CREATE") {
         Some(if word(1, "OR") && word(2, "REPLACE") {

@@ -26,13 +26,16 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use datafusion::arrow::array::make_comparator;
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array,
-    Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+    new_empty_array, new_null_array, Array, ArrayRef, AsArray, BooleanArray, Decimal128Array,
+    Float64Array, Int64Array, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt32Array,
 };
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::kernels::cmp::not_distinct;
 use datafusion::arrow::compute::{
-    and, cast, filter, filter_record_batch, interleave, take, SortOptions,
+    and, cast, concat, filter, filter_record_batch, interleave, take, SortOptions,
 };
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::physical_expr::expressions::Column;
@@ -63,6 +66,10 @@ pub enum AggFunction {
     FirstValue,
     /// `last_value(x ORDER BY ...) IGNORE NULLS`.
     LastValue,
+    /// `array_agg(x ORDER BY ...)`: NULLs kept.
+    ArrayAgg,
+    /// `array_agg(DISTINCT x ORDER BY x)`.
+    ArrayAggDistinct,
 }
 
 /// One aggregate call.
@@ -128,7 +135,9 @@ impl Accumulators {
             | AggFunction::CountDistinct
             | AggFunction::StringAgg
             | AggFunction::FirstValue
-            | AggFunction::LastValue => Accumulators::Set(Vec::new()),
+            | AggFunction::LastValue
+            | AggFunction::ArrayAgg
+            | AggFunction::ArrayAggDistinct => Accumulators::Set(Vec::new()),
         }
     }
 
@@ -334,20 +343,22 @@ impl Aggregate {
                     AggFunction::Min | AggFunction::Max | AggFunction::CountDistinct => {
                         Some(RowFormat::new(vec![spec.input_type.clone()])?)
                     }
-                    AggFunction::StringAgg | AggFunction::FirstValue | AggFunction::LastValue => {
-                        Some(RowFormat::with_options(
-                            spec.order_by
-                                .iter()
-                                .map(|o| o.1.clone())
-                                .chain([spec.input_type.clone()])
-                                .collect(),
-                            spec.order_by
-                                .iter()
-                                .map(|o| o.2)
-                                .chain([SortOptions::default()])
-                                .collect(),
-                        )?)
-                    }
+                    AggFunction::StringAgg
+                    | AggFunction::FirstValue
+                    | AggFunction::LastValue
+                    | AggFunction::ArrayAgg
+                    | AggFunction::ArrayAggDistinct => Some(RowFormat::with_options(
+                        spec.order_by
+                            .iter()
+                            .map(|o| o.1.clone())
+                            .chain([spec.input_type.clone()])
+                            .collect(),
+                        spec.order_by
+                            .iter()
+                            .map(|o| o.2)
+                            .chain([SortOptions::default()])
+                            .collect(),
+                    )?),
                     _ => None,
                 };
                 Ok(Agg {
@@ -761,7 +772,7 @@ impl Aggregate {
         // Groups whose every value is as before have nothing to say.
         let mut unchanged: Option<BooleanArray> = None;
         for (b, a) in before.iter().zip(&after) {
-            let same = not_distinct(b, a)?;
+            let same = same_values(b, a)?;
             unchanged = Some(match unchanged {
                 Some(u) => and(&u, &same)?,
                 None => same,
@@ -877,7 +888,9 @@ impl Aggregate {
             | AggFunction::CountDistinct
             | AggFunction::StringAgg
             | AggFunction::FirstValue
-            | AggFunction::LastValue => {
+            | AggFunction::LastValue
+            | AggFunction::ArrayAgg
+            | AggFunction::ArrayAggDistinct => {
                 let format = agg
                     .values
                     .as_ref()
@@ -895,7 +908,15 @@ impl Aggregate {
                     cast(&values, &format.types()[last])?
                 };
                 columns.push(values.clone());
-                Prepared::Values(format.encode(&columns, batch.num_rows())?, values)
+                let encoded = format.encode(&columns, batch.num_rows())?;
+                // array_agg keeps NULL values: every row counts as present.
+                let present = match agg.spec.function {
+                    AggFunction::ArrayAgg | AggFunction::ArrayAggDistinct => {
+                        Arc::new(BooleanArray::from(vec![true; batch.num_rows()])) as ArrayRef
+                    }
+                    _ => values,
+                };
+                Prepared::Values(encoded, present)
             }
         })
     }
@@ -1010,6 +1031,10 @@ impl Aggregate {
                 };
                 present_at(&decoded, extremes.iter().map(Option::is_some))?
             }
+            (Accumulators::Set(sets), AggFunction::ArrayAgg | AggFunction::ArrayAggDistinct) => {
+                let distinct = agg.spec.function == AggFunction::ArrayAggDistinct;
+                array_agg(multiset_format(agg)?, sets, slots, output, distinct)?
+            }
             (Accumulators::Set(sets), AggFunction::StringAgg) => {
                 let format = multiset_format(agg)?;
                 let mut texts = Vec::with_capacity(slots.len());
@@ -1036,6 +1061,71 @@ fn multiset_format(agg: &Agg) -> Result<&RowFormat> {
     agg.values
         .as_ref()
         .ok_or_else(|| DataflowError::Internal("multiset without a format".into()))
+}
+
+/// Row by row, whether `a` and `b` hold the same value (NULLs equal).
+fn same_values(a: &ArrayRef, b: &ArrayRef) -> Result<BooleanArray> {
+    if !a.data_type().is_nested() {
+        return Ok(not_distinct(a, b)?);
+    }
+    // Lists (array_agg): compared through their order.
+    let compare = make_comparator(a.as_ref(), b.as_ref(), SortOptions::default())?;
+    Ok((0..a.len()).map(|i| Some(compare(i, i).is_eq())).collect())
+}
+
+/// array_agg over each slot's multiset of (order by..., value) rows: the
+/// values in order, each as often as its count (once, `distinct`); NULL
+/// for an empty group.
+fn array_agg(
+    format: &RowFormat,
+    sets: &[BTreeMap<Bytes, i64>],
+    slots: &[u32],
+    output: &DataType,
+    distinct: bool,
+) -> Result<ArrayRef> {
+    let DataType::List(item) = output else {
+        return Err(DataflowError::Internal(format!(
+            "array_agg into {output}, not a list"
+        )));
+    };
+    let mut pieces: Vec<ArrayRef> = Vec::new();
+    let mut offsets = vec![0i32];
+    let mut present = Vec::with_capacity(slots.len());
+    for &s in slots {
+        let set = &sets[s as usize];
+        let end = *offsets.last().unwrap_or(&0);
+        present.push(!set.is_empty());
+        if set.is_empty() {
+            offsets.push(end);
+            continue;
+        }
+        let columns = format.decode(set.keys().map(|k| &k[..]))?;
+        let values = columns
+            .last()
+            .ok_or_else(|| DataflowError::Internal("array_agg without values".into()))?;
+        let indices: Vec<u32> = set
+            .values()
+            .enumerate()
+            .flat_map(|(i, &count)| {
+                let times = if distinct { 1 } else { count.max(0) as usize };
+                std::iter::repeat_n(i as u32, times)
+            })
+            .collect();
+        let taken = take(values.as_ref(), &UInt32Array::from(indices), None)?;
+        offsets.push(end + taken.len() as i32);
+        pieces.push(cast(&taken, item.data_type())?);
+    }
+    let values = if pieces.is_empty() {
+        new_empty_array(item.data_type())
+    } else {
+        concat(&pieces.iter().map(|a| a.as_ref()).collect::<Vec<_>>())?
+    };
+    Ok(Arc::new(ListArray::try_new(
+        item.clone(),
+        OffsetBuffer::new(offsets.into()),
+        values,
+        Some(NullBuffer::from(present)),
+    )?))
 }
 
 /// string_agg over a multiset of (order by..., value) rows.
@@ -1563,6 +1653,74 @@ mod tests {
         );
         accumulate(&mut total, &out);
         assert_eq!(total, HashMap::from([(row(&[Some(7), Some(7)]), 1)]));
+    }
+
+    /// `SELECT array_agg(a ORDER BY b), array_agg(DISTINCT a ORDER BY a)`:
+    /// lists in order, kept through deletes, NULL once empty.
+    #[test]
+    fn array_agg_lists_values_in_order_through_deletes() {
+        let list = DataType::List(Arc::new(Field::new("item", DataType::Int64, true)));
+        let by = |order: &str, function| AggSpec {
+            arg: Some(physical(&col("a"), &schema_ab())),
+            order_by: vec![(
+                physical(&col(order), &schema_ab()),
+                DataType::Int64,
+                SortOptions::default(),
+            )],
+            ..spec(function, list.clone())
+        };
+        let fields = vec![
+            Field::new("all", list.clone(), true),
+            Field::new("distinct", list.clone(), true),
+        ];
+        let mut agg = Aggregate::new(
+            vec![],
+            vec![],
+            vec![
+                by("b", AggFunction::ArrayAgg),
+                by("a", AggFunction::ArrayAggDistinct),
+            ],
+            Arc::new(Schema::new(fields)),
+            "test".into(),
+        )
+        .unwrap();
+        let shown = |out: &ChangeBatch| -> Vec<(String, i64)> {
+            (0..out.num_rows())
+                .map(|i| {
+                    let row: Vec<String> = out
+                        .data
+                        .columns()
+                        .iter()
+                        .map(|c| {
+                            datafusion::arrow::util::display::array_value_to_string(c, i).unwrap()
+                        })
+                        .collect();
+                    (row.join(" "), out.weight(i))
+                })
+                .collect()
+        };
+        // (a, b): a is the value, b the order.
+        let out = step(
+            &mut agg,
+            vec![changes(&schema_ab(), &[(7, 3, 1), (5, 1, 1), (7, 2, 1)])],
+        );
+        assert!(shown(&out).contains(&("[5, 7, 7] [5, 7]".to_owned(), 1)));
+        let out = step(
+            &mut agg,
+            vec![changes(&schema_ab(), &[(7, 3, -1), (5, 1, -1)])],
+        );
+        assert_eq!(
+            shown(&out),
+            [
+                ("[5, 7, 7] [5, 7]".to_owned(), -1),
+                ("[7] [7]".to_owned(), 1)
+            ]
+        );
+        let out = step(&mut agg, vec![changes(&schema_ab(), &[(7, 2, -1)])]);
+        assert_eq!(
+            shown(&out),
+            [("[7] [7]".to_owned(), -1), (" ".to_owned(), 1)]
+        );
     }
 
     #[test]

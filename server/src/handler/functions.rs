@@ -10,7 +10,7 @@ use crate::engine::Engine;
 use crate::error::{EddyError, Result};
 
 /// Aggregates the parser rewrites into others: name, arguments, what.
-const REWRITTEN: [(&str, &str, &str); 2] = [
+const REWRITTEN: [(&str, &str, &str); 4] = [
     (
         "LATEST_BY_OFFSET",
         "Any",
@@ -22,6 +22,18 @@ const REWRITTEN: [(&str, &str, &str); 2] = [
         "Any",
         "The value of the group's first record by offset, NULLs skipped: \
          first_value(x ORDER BY rowoffset, rowpartition) IGNORE NULLS.",
+    ),
+    (
+        "COLLECT_LIST",
+        "Any",
+        "The group's values as an array, records in offset order: \
+         array_agg(x ORDER BY rowoffset, rowpartition).",
+    ),
+    (
+        "COLLECT_SET",
+        "Any",
+        "The group's distinct values as an array, in order: \
+         array_agg(DISTINCT x ORDER BY x).",
     ),
 ];
 
