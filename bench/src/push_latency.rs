@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, ensure, Context, Result};
 use eddy_tests::{wait_for_push_queries, TestServer};
 use futures::{pin_mut, StreamExt};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_postgres::SimpleQueryMessage;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +81,7 @@ pub async fn run(options: &Options) -> Result<Vec<Figures>> {
     let mut figures = Vec::new();
     for (run, &subscribers) in options.subscribers.iter().enumerate() {
         let relation = format!("latency_{run}");
+        let mut producer = None;
         let query = match options.target {
             Target::Table => {
                 admin
@@ -96,6 +98,17 @@ pub async fn run(options: &Options) -> Result<Vec<Figures>> {
                          (kafka_topic='{relation}', value_format='JSON', partitions=1)"
                     ))
                     .await?;
+                // The producer is connected and the source's consumer
+                // reading before the timed rows: one record, FLUSHed, that
+                // no one sees.
+                let brokers = brokers.as_deref().context("no brokers")?;
+                let made = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", brokers)
+                    .set("linger.ms", "0")
+                    .create()?;
+                produce_rows(&made, &relation, 1, 1).await?;
+                admin.batch_execute("FLUSH").await?;
+                producer = Some(made);
                 format!("SELECT id, sent_us FROM {relation} EMIT CHANGES")
             }
         };
@@ -114,8 +127,8 @@ pub async fn run(options: &Options) -> Result<Vec<Figures>> {
                 write_rows(&server, &relation, options.records, options.rate).await?;
             }
             Target::Kafka => {
-                let brokers = brokers.as_deref().context("no brokers")?;
-                produce_rows(brokers, &relation, options.records, options.rate).await?;
+                let producer = producer.as_ref().context("no producer")?;
+                produce_rows(producer, &relation, options.records, options.rate).await?;
             }
         }
         let mut latencies = Vec::new();
@@ -197,12 +210,12 @@ async fn write_rows(server: &TestServer, relation: &str, records: u64, rate: u64
 }
 
 /// Produces `records` JSON records to `topic` at `rate` per second.
-async fn produce_rows(brokers: &str, topic: &str, records: u64, rate: u64) -> Result<()> {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "0")
-        .create()?;
+async fn produce_rows(
+    producer: &FutureProducer,
+    topic: &str,
+    records: u64,
+    rate: u64,
+) -> Result<()> {
     let started = Instant::now();
     let mut pending = Vec::with_capacity(records as usize);
     for i in 0..records {

@@ -19,8 +19,6 @@ use crate::progress::ProgressMap;
 
 /// Records decoded per batch at most.
 const MAX_BATCH: usize = 20_000;
-/// How long a batch may wait to fill once its first record is in.
-const BATCH_WINDOW: Duration = Duration::from_millis(20);
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -111,15 +109,15 @@ impl Source for KafkaSource {
         let consumer = self.consumer.as_ref()?;
         let mut records = Vec::new();
         let (mut redelivered, mut faults) = (0u64, Vec::new());
-        let mut deadline: Option<Instant> = None;
         while records.len() < MAX_BATCH && !stop.is_set() {
-            let timeout = match deadline {
-                None => Duration::from_millis(100),
-                Some(d) => d.saturating_duration_since(Instant::now()),
+            // Once a record is in, the batch takes what has been fetched
+            // already and goes: waiting to fill it would only add latency.
+            let timeout = match records.is_empty() {
+                true => Duration::from_millis(100),
+                false => Duration::ZERO,
             };
             match consumer.poll(timeout) {
                 Some(Ok(message)) => {
-                    deadline.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
                     match self.guard.admit(message.partition(), message.offset()) {
                         Admission::Absorb => {}
                         Admission::Redelivered => {

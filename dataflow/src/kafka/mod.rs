@@ -137,7 +137,7 @@ impl Kafka {
             .set("enable.auto.offset.store", "false")
             .set("allow.auto.create.topics", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "50");
+            .set("fetch.wait.max.ms", "10");
         config
     }
 
