@@ -5,6 +5,7 @@
 //! are epoch milliseconds, as in ksqlDB, and patterns are Java
 //! `DateTimeFormatter` patterns.
 
+use std::fmt::Write;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
@@ -278,7 +279,14 @@ fn timestamp_to_string(args: &[ArrayRef]) -> Result<ArrayRef> {
         };
         let time = DateTime::from_timestamp_millis(ms)
             .ok_or_else(|| error(format!("TIMESTAMPTOSTRING: {ms} is out of range")))?;
-        out.push(Some(time.format(cache.strftime(pattern)?).to_string()));
+        // Formatting reports a bad pattern instead of panicking in to_string.
+        let mut text = String::new();
+        write!(text, "{}", time.format(cache.strftime(pattern)?)).map_err(|_| {
+            error(format!(
+                "TIMESTAMPTOSTRING: pattern '{pattern}' cannot format a time"
+            ))
+        })?;
+        out.push(Some(text));
     }
     Ok(Arc::new(StringArray::from(out)))
 }
