@@ -1,8 +1,10 @@
 //! Local tables: their definition, and reading and writing their rows.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use foldhash::{HashSet, HashSetExt};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, StringArray};
@@ -18,6 +20,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
+use eddy_storage::state_log::{Segment, StateLog, StateMap};
 use eddy_storage::{Keyspace, Store, WriteBatch};
 use serde::{Deserialize, Serialize};
 
@@ -213,7 +216,31 @@ pub struct Upserts {
     pub blocks: Vec<Vec<u8>>,
 }
 
-/// A local table backed by the store.
+/// Where a table keeps its rows.
+enum Rows {
+    /// A local table's rows, in memory by key. Each write appends its
+    /// changes to the table's state log in the store, fsynced, before the
+    /// rows in memory change and the client hears back.
+    Memory(RwLock<MemoryRows>),
+    /// One store entry per row, staged into the epoch that ingests it: a
+    /// Kafka table, and the dead-letter table, which the runtime writes.
+    /// A stream's rows are blocks under the same prefix.
+    Store,
+}
+
+struct MemoryRows {
+    rows: StateMap,
+    log: StateLog,
+}
+
+/// A write's changes to rows, in order: each key's new row, or `None` to
+/// delete it.
+type RowChanges = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// Stored rows: their keys (when asked for) and their encodings.
+type KeysAndRows = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// A table backed by the store.
 pub struct StoredTable {
     def: TableDef,
     schema: SchemaRef,
@@ -223,6 +250,7 @@ pub struct StoredTable {
     /// Orders rows by primary key; `None` for a heap table keyed by row id.
     key_converter: Option<RowConverter>,
     next_row_id: AtomicU64,
+    rows: Rows,
     /// Serializes writers, so that key checks and commits do not interleave.
     write_lock: Arc<Mutex<()>>,
     changes: Arc<ChangeLog>,
@@ -268,9 +296,27 @@ impl StoredTable {
         } else {
             Constraints::new_unverified(vec![Constraint::PrimaryKey(def.primary_key.clone())])
         };
+        let rows = if def.source_kind().is_none() && def.name != crate::kafka::DEAD_LETTERS {
+            let (log, rows) = StateLog::load(&store, Keyspace::TableRows, def.id)?;
+            Rows::Memory(RwLock::new(MemoryRows { rows, log }))
+        } else {
+            Rows::Store
+        };
         let prefix = Keyspace::TableRows.object_prefix(def.id);
-        let next_row_id = match (&key_converter, store.last_key(&prefix)?) {
-            (None, Some(last)) => row_id_of(&last[prefix.len()..]).map_or(0, |id| id + 1),
+        let last_key = match &rows {
+            Rows::Memory(memory) => memory
+                .read()
+                .expect("table rows lock poisoned")
+                .rows
+                .keys()
+                .next_back()
+                .cloned(),
+            Rows::Store => store
+                .last_key(&prefix)?
+                .map(|key| key[prefix.len()..].to_vec()),
+        };
+        let next_row_id = match (&key_converter, last_key) {
+            (None, Some(last)) => row_id_of(&last).map_or(0, |id| id + 1),
             _ => 0,
         };
         Ok(StoredTable {
@@ -281,6 +327,7 @@ impl StoredTable {
             store,
             key_converter,
             next_row_id: AtomicU64::new(next_row_id),
+            rows,
             write_lock,
             changes,
             dependents: AtomicUsize::new(0),
@@ -300,17 +347,111 @@ impl StoredTable {
         (self.dependents.load(Ordering::SeqCst) > 0).then(Vec::new)
     }
 
-    /// Stages the logged changes and commits the write.
-    fn commit(&self, mut write: WriteBatch, changes: Option<Vec<LoggedRow>>) -> Result<()> {
+    /// Commits a client's write: its rows and the changes logged for views,
+    /// in one fsynced batch. A local table's rows in memory change only
+    /// once the batch is committed.
+    fn commit(&self, rows: RowChanges, changes: Option<Vec<LoggedRow>>) -> Result<()> {
+        let mut write = WriteBatch::new();
         let logged = changes.is_some_and(|rows| {
             self.changes.stage(&mut write, self.def.id, &rows);
             !rows.is_empty()
         });
-        self.store.commit(write)?;
+        match &self.rows {
+            Rows::Store => {
+                for (key, value) in rows {
+                    match value {
+                        Some(value) => write.put(self.row_key(&key), value),
+                        None => write.delete(self.row_key(&key)),
+                    }
+                }
+                self.store.commit(write)?;
+            }
+            Rows::Memory(memory) => {
+                let mut memory = memory.write().expect("table rows lock poisoned");
+                let MemoryRows { rows: stored, log } = &mut *memory;
+                let mut segment = Segment::default();
+                for (key, value) in &rows {
+                    match value {
+                        Some(value) => segment.put(key, &[], value),
+                        None => segment.delete(key, &[]),
+                    }
+                }
+                if log.compacts(&segment) {
+                    // The snapshot is of the rows after this write: apply it
+                    // first, and take it back if the commit fails.
+                    let undo = apply_rows_undoably(stored, rows);
+                    let staged = log.stage_snapshot(stored, &self.store, &mut write);
+                    if let Err(e) = staged
+                        .map_err(CatalogError::from)
+                        .and_then(|()| Ok(self.store.commit(write)?))
+                    {
+                        apply_rows(stored, undo.into_iter().rev());
+                        return Err(e);
+                    }
+                } else {
+                    log.stage_delta(segment, &mut write);
+                    self.store.commit(write)?;
+                    apply_rows(stored, rows);
+                }
+            }
+        }
         if logged {
             self.changes.wake();
         }
         Ok(())
+    }
+
+    /// The stored row under `key`.
+    fn row(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match &self.rows {
+            Rows::Memory(memory) => Ok(memory
+                .read()
+                .expect("table rows lock poisoned")
+                .rows
+                .get(key)
+                .cloned()),
+            Rows::Store => self.store.get(&self.row_key(key)).map_err(Into::into),
+        }
+    }
+
+    fn has_row(&self, key: &[u8]) -> Result<bool> {
+        match &self.rows {
+            Rows::Memory(memory) => Ok(memory
+                .read()
+                .expect("table rows lock poisoned")
+                .rows
+                .contains_key(key)),
+            Rows::Store => self.store.contains(&self.row_key(key)).map_err(Into::into),
+        }
+    }
+
+    /// Every stored row, in key order, with its key when `with_keys` is set.
+    fn all_rows(&self, with_keys: bool) -> Result<KeysAndRows> {
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        match &self.rows {
+            Rows::Memory(memory) => {
+                let memory = memory.read().expect("table rows lock poisoned");
+                values.reserve(memory.rows.len());
+                for (key, value) in &memory.rows {
+                    if with_keys {
+                        keys.push(key.clone());
+                    }
+                    values.push(value.clone());
+                }
+            }
+            Rows::Store => {
+                let prefix = self.prefix();
+                for item in self.store.scan_prefix(&prefix) {
+                    let (key, value) = item?;
+                    if with_keys {
+                        keys.push(key[prefix.len()..].to_vec());
+                    }
+                    values.push(value);
+                }
+            }
+        }
+        Ok((keys, values))
     }
 
     /// Logs the current value of each row key in `keys` as deleted.
@@ -321,7 +462,7 @@ impl StoredTable {
     ) -> Result<()> {
         if let Some(changes) = changes {
             for key in keys {
-                if let Some(value) = self.store.get(&self.row_key(key))? {
+                if let Some(value) = self.row(key)? {
                     changes.push((-1, value));
                 }
             }
@@ -374,7 +515,7 @@ impl StoredTable {
         let encoded = converter.convert_columns(&columns)?;
         let mut values = Vec::new();
         for row in encoded.iter() {
-            if let Some(value) = self.store.get(&self.row_key(row.as_ref()))? {
+            if let Some(value) = self.row(row.as_ref())? {
                 values.push(value);
             }
         }
@@ -397,16 +538,7 @@ impl StoredTable {
         if self.is_stream() {
             return self.read_stream(with_keys);
         }
-        let prefix = self.prefix();
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        for item in self.store.scan_prefix(&prefix) {
-            let (key, value) = item?;
-            if with_keys {
-                keys.push(key[prefix.len()..].to_vec());
-            }
-            values.push(value);
-        }
+        let (keys, values) = self.all_rows(with_keys)?;
         let rows = decode_batch(&self.schema, values.iter().map(Vec::as_slice))?;
         if !with_keys {
             return Ok(rows);
@@ -480,7 +612,7 @@ impl StoredTable {
     /// Inserts rows whose columns match the table's schema.
     pub fn insert(&self, batches: &[RecordBatch]) -> Result<WriteCount> {
         let _guard = self.write_lock.lock().expect("table write lock poisoned");
-        let mut write = WriteBatch::new();
+        let mut write = RowChanges::new();
         let mut changes = self.change_buffer();
         let mut new_keys = HashSet::new();
         let mut rows = 0;
@@ -501,12 +633,12 @@ impl StoredTable {
     /// Deletes the rows with the given storage keys.
     pub fn delete(&self, keys: &[Vec<u8>]) -> Result<WriteCount> {
         let _guard = self.write_lock.lock().expect("table write lock poisoned");
-        let mut write = WriteBatch::new();
+        let mut write = RowChanges::new();
         let mut changes = self.change_buffer();
         let unique: HashSet<&Vec<u8>> = keys.iter().collect();
         self.log_deleted(unique.iter().copied(), &mut changes)?;
         for key in &unique {
-            write.delete(self.row_key(key));
+            write.push(((*key).clone(), None));
         }
         self.commit(write, changes)?;
         Ok(WriteCount {
@@ -518,14 +650,14 @@ impl StoredTable {
     /// which has one row per key, in order.
     pub fn update(&self, keys: &[Vec<u8>], batches: &[RecordBatch]) -> Result<WriteCount> {
         let _guard = self.write_lock.lock().expect("table write lock poisoned");
-        let mut write = WriteBatch::new();
+        let mut write = RowChanges::new();
         let mut changes = self.change_buffer();
         let mut seen_old = HashSet::new();
         for key in keys {
             if !seen_old.insert(key.clone()) {
                 return Err(CatalogError::RowUpdatedTwice);
             }
-            write.delete(self.row_key(key));
+            write.push((key.clone(), None));
         }
         self.log_deleted(keys, &mut changes)?;
         let mut new_keys = HashSet::new();
@@ -542,15 +674,12 @@ impl StoredTable {
     /// Deletes every row.
     pub fn truncate(&self) -> Result<()> {
         let _guard = self.write_lock.lock().expect("table write lock poisoned");
-        let mut write = WriteBatch::new();
         let mut changes = self.change_buffer();
-        for item in self.store.scan_prefix(&self.prefix()) {
-            let (key, value) = item?;
-            if let Some(changes) = &mut changes {
-                changes.push((-1, value));
-            }
-            write.delete(key);
+        let (keys, values) = self.all_rows(true)?;
+        if let Some(changes) = &mut changes {
+            changes.extend(values.into_iter().map(|value| (-1, value)));
         }
+        let write = keys.into_iter().map(|key| (key, None)).collect();
         self.commit(write, changes)
     }
 
@@ -611,7 +740,7 @@ impl StoredTable {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     order.push(e.key().clone());
-                    let stored = self.store.get(&self.row_key(e.key()))?;
+                    let stored = self.row(e.key())?;
                     e.insert((stored, None))
                 }
             };
@@ -647,15 +776,27 @@ impl StoredTable {
     /// Stages rows appended by Eddy itself (not a client), logging them for
     /// the views that read this table.
     pub fn stage_append(&self, batch: &RecordBatch, write: &mut WriteBatch) -> Result<bool> {
+        if matches!(self.rows, Rows::Memory(_)) {
+            return Err(CatalogError::Internal(format!(
+                "{} takes rows from clients only",
+                self.def.name
+            )));
+        }
         let columns = self.check_columns(batch)?;
         let mut changes = self.change_buffer();
+        let mut rows = RowChanges::new();
         self.stage_inserts(
             &columns,
             &mut HashSet::new(),
             &HashSet::new(),
-            write,
+            &mut rows,
             &mut changes,
         )?;
+        for (key, value) in rows {
+            if let Some(value) = value {
+                write.put(self.row_key(&key), value);
+            }
+        }
         Ok(match changes {
             Some(rows) if !rows.is_empty() => {
                 self.changes.stage(write, self.def.id, &rows);
@@ -711,7 +852,7 @@ impl StoredTable {
         columns: &[ArrayRef],
         new_keys: &mut HashSet<Vec<u8>>,
         freed: &HashSet<Vec<u8>>,
-        write: &mut WriteBatch,
+        write: &mut RowChanges,
         changes: &mut Option<Vec<LoggedRow>>,
     ) -> Result<u64> {
         let values = encode_rows(columns)?;
@@ -728,24 +869,27 @@ impl StoredTable {
                     .map(|&i| columns[i].clone())
                     .collect();
                 let keys = converter.convert_columns(&key_columns)?;
+                write.reserve(num_rows);
                 for (i, value) in values.into_iter().enumerate() {
                     let suffix = keys.row(i).as_ref().to_vec();
-                    let full_key = self.row_key(&suffix);
                     let taken = !new_keys.insert(suffix.clone())
-                        || (!freed.contains(&suffix) && self.store.contains(&full_key)?);
+                        || (!freed.contains(&suffix) && self.has_row(&suffix)?);
                     if taken {
                         return Err(self.duplicate_key(&key_columns, i));
                     }
-                    write.put(full_key, value);
+                    write.push((suffix, Some(value)));
                 }
             }
             None => {
                 let first = self
                     .next_row_id
                     .fetch_add(num_rows as u64, Ordering::SeqCst);
-                for (i, value) in values.into_iter().enumerate() {
-                    write.put(self.row_key(&(first + i as u64).to_be_bytes()), value);
-                }
+                write.extend(
+                    values
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, value)| ((first + i as u64).to_be_bytes().to_vec(), Some(value))),
+                );
             }
         }
         Ok(num_rows as u64)
@@ -789,6 +933,30 @@ fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Applies `changes` to `rows`, in order.
+fn apply_rows(rows: &mut StateMap, changes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) {
+    for (key, value) in changes {
+        match value {
+            Some(value) => rows.insert(key, value),
+            None => rows.remove(&key),
+        };
+    }
+}
+
+/// Applies `changes` to `rows`, in order; returns what undoes them, in the
+/// same order (apply it reversed).
+fn apply_rows_undoably(rows: &mut StateMap, changes: RowChanges) -> RowChanges {
+    let mut undo = Vec::with_capacity(changes.len());
+    for (key, value) in changes {
+        let old = match value {
+            Some(value) => rows.insert(key.clone(), value),
+            None => rows.remove(&key),
+        };
+        undo.push((key, old));
+    }
+    undo
 }
 
 fn row_id_of(suffix: &[u8]) -> Option<u64> {
@@ -1016,4 +1184,128 @@ fn take_rows(schema: &SchemaRef, columns: &[ArrayRef], indices: Vec<u32>) -> Res
         .map(|c| datafusion::arrow::compute::take(c, &indices, None))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Int64Array;
+
+    use super::*;
+    use crate::Catalog;
+
+    fn def() -> TableDef {
+        TableDef {
+            id: 0,
+            name: "t".into(),
+            columns: vec![
+                ColumnDef {
+                    nullable: false,
+                    ..ColumnDef::nullable("k", ColumnType::BigInt)
+                },
+                ColumnDef::nullable("v", ColumnType::Text),
+            ],
+            primary_key: vec![0],
+            kafka: None,
+            generator: None,
+            watermark: None,
+            processing_time: None,
+        }
+    }
+
+    fn batch(table: &StoredTable, keys: std::ops::Range<i64>, tag: &str) -> RecordBatch {
+        let values: Vec<String> = keys.clone().map(|k| format!("{tag}{k}")).collect();
+        RecordBatch::try_new(
+            table.arrow_schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(keys)),
+                Arc::new(StringArray::from(values)),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn contents(table: &StoredTable) -> Vec<(i64, String)> {
+        let rows = table.read_all(false).unwrap();
+        let keys = rows
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let values = rows.column(1).as_string::<i32>();
+        (0..rows.num_rows())
+            .map(|i| (keys.value(i), values.value(i).to_owned()))
+            .collect()
+    }
+
+    fn key_of(table: &StoredTable, k: i64) -> Vec<u8> {
+        let converter = table.key_converter.as_ref().unwrap();
+        let column: ArrayRef = Arc::new(Int64Array::from(vec![k]));
+        converter
+            .convert_columns(&[column])
+            .unwrap()
+            .row(0)
+            .as_ref()
+            .to_vec()
+    }
+
+    #[test]
+    fn local_rows_survive_a_reopen_through_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = {
+            let store = Store::open(dir.path()).unwrap();
+            let catalog = Catalog::open(store).unwrap();
+            let table = catalog.create_table(def(), false).unwrap().unwrap();
+            // Enough rewrites to compact the log several times.
+            for round in 0..40 {
+                let tag = format!("round {round} {} ", "x".repeat(64));
+                if round > 0 {
+                    table
+                        .insert(&[batch(&table, 0..20_000, "new")])
+                        .unwrap_err();
+                }
+                table.truncate().unwrap();
+                table.insert(&[batch(&table, 0..20_000, &tag)]).unwrap();
+            }
+            let gone: Vec<Vec<u8>> = (0..10).map(|k| key_of(&table, k)).collect();
+            table.delete(&gone).unwrap();
+            let updated = vec![key_of(&table, 10)];
+            table
+                .update(&updated, &[batch(&table, 10..11, "updated")])
+                .unwrap();
+            contents(&table)
+        };
+        assert_eq!(expected.len(), 19_990);
+        assert_eq!(expected[0], (10, "updated10".to_owned()));
+        let store = Store::open(dir.path()).unwrap();
+        let stored: usize = store
+            .scan_prefix(&Keyspace::TableRows.key(&[]))
+            .map(|item| item.unwrap().1.len())
+            .sum();
+        assert!(stored < 64 << 20, "{stored} bytes stored");
+        let catalog = Catalog::open(store).unwrap();
+        assert_eq!(contents(&catalog.table("t").unwrap()), expected);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_rows_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let catalog = Catalog::open(store.clone()).unwrap();
+        let table = catalog.create_table(def(), false).unwrap().unwrap();
+        table.insert(&[batch(&table, 0..100, "a")]).unwrap();
+        let before = contents(&table);
+        store.refuse_commits(2);
+        assert!(table.truncate().is_err());
+        assert!(table.insert(&[batch(&table, 100..200, "b")]).is_err());
+        assert_eq!(contents(&table), before);
+        // A duplicate key is refused before anything is written.
+        assert!(matches!(
+            table.insert(&[batch(&table, 99..101, "c")]),
+            Err(CatalogError::UniqueViolation { .. })
+        ));
+        table.insert(&[batch(&table, 100..101, "d")]).unwrap();
+        drop((table, catalog));
+        let catalog = Catalog::open(store).unwrap();
+        let after = contents(&catalog.table("t").unwrap());
+        assert_eq!(after.len(), 101);
+        assert_eq!(after[..100], before[..]);
+    }
 }

@@ -521,7 +521,7 @@ mod tests {
             let mut many = crate::lower(&plan, &catalog, 3, &Default::default())
                 .expect("lower")
                 .root;
-            let mut log = StateLog::new(q as u64);
+            let mut log = crate::state_log::view_log(q as u64);
             let (mut expected, mut actual) = (HashMap::new(), HashMap::new());
             let mut rng = StdRng::seed_from_u64(q as u64);
             let (mut live_s, mut live_u) = (Vec::new(), Vec::new());
@@ -540,7 +540,8 @@ mod tests {
                     many = crate::lower(&plan, &catalog, workers, &Default::default())
                         .expect("lower")
                         .root;
-                    let (_, state) = StateLog::load(&store, q as u64).expect("load");
+                    let (_, state) =
+                        crate::state_log::load_view_log(&store, q as u64).expect("load");
                     many.restore(&state).expect("restore");
                 }
             }

@@ -323,7 +323,7 @@ mod tests {
     fn rows_come_back_from_the_state_log() {
         let dir = tempfile::tempdir().unwrap();
         let store = eddy_storage::Store::open(dir.path()).unwrap();
-        let mut log = crate::state_log::StateLog::new(5);
+        let mut log = crate::state_log::view_log(5);
         let mut sink = ViewSink::new(schema(), Arc::default(), &[]).unwrap();
         for epoch in [&[(1, 1), (2, 1)][..], &[(1, -1), (3, 2)]] {
             sink.apply(&changes(epoch)).unwrap();
@@ -331,7 +331,7 @@ mod tests {
         }
         // Changes that never committed are dropped on restore.
         sink.apply(&changes(&[(9, 1)])).unwrap();
-        let (_, state) = crate::state_log::StateLog::load(&store, 5).unwrap();
+        let (_, state) = crate::state_log::load_view_log(&store, 5).unwrap();
         let mut restored = ViewSink::new(schema(), Arc::default(), &[]).unwrap();
         restored.restore(&state).unwrap();
         assert_eq!(contents(&restored), vec![(2, 1), (3, 2)]);
@@ -365,7 +365,7 @@ mod tests {
     fn keyed_rows_are_found_by_key_after_updates_and_restore() {
         let dir = tempfile::tempdir().unwrap();
         let store = eddy_storage::Store::open(dir.path()).unwrap();
-        let mut log = crate::state_log::StateLog::new(5);
+        let mut log = crate::state_log::view_log(5);
         let rows = Arc::new(ViewRows::default());
         let schema = keyed_changes(&[]).schema();
         let mut sink = ViewSink::new(schema.clone(), rows.clone(), &[0]).unwrap();
@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(found(&rows, 2), Vec::<i64>::new());
         assert_eq!(found(&rows, 3), vec![30]);
 
-        let (_, state) = crate::state_log::StateLog::load(&store, 5).unwrap();
+        let (_, state) = crate::state_log::load_view_log(&store, 5).unwrap();
         let restored_rows = Arc::new(ViewRows::default());
         let mut restored = ViewSink::new(schema, restored_rows.clone(), &[0]).unwrap();
         restored.restore(&state).unwrap();

@@ -124,11 +124,11 @@ pub fn round_trip(from: &mut dyn Operator, to: &mut dyn Operator) {
         head: [0; 4],
     })
     .unwrap();
-    let mut log = StateLog::new(1);
+    let mut log = crate::state_log::view_log(1);
     let mut batch = eddy_storage::WriteBatch::new();
     log.stage(segment, &store, &mut batch).unwrap();
     store.commit(batch).unwrap();
-    let (_, state) = StateLog::load(&store, 1).unwrap();
+    let (_, state) = crate::state_log::load_view_log(&store, 1).unwrap();
     for (key, value) in entries_under(&state, &[0; 4]) {
         to.restore(key, value).unwrap();
     }
@@ -149,7 +149,7 @@ impl Default for PersistedState {
         PersistedState {
             _dir: dir,
             store,
-            log: StateLog::new(1),
+            log: crate::state_log::view_log(1),
         }
     }
 }
@@ -170,7 +170,7 @@ impl PersistedState {
 
     /// Loads the committed state into `op`, as a restart does.
     pub fn restore(&mut self, op: &mut dyn Operator) {
-        let (log, state) = StateLog::load(&self.store, 1).unwrap();
+        let (log, state) = crate::state_log::load_view_log(&self.store, 1).unwrap();
         self.log = log;
         for (key, value) in entries_under(&state, &[0; 4]) {
             op.restore(key, value).unwrap();

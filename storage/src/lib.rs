@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use fs2::FileExt;
 
+pub mod state_log;
+
 /// Bumped whenever the on-disk encoding of keys or values changes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -42,6 +44,8 @@ pub enum StorageError {
     Sled(#[from] sled::Error),
     #[error("the commit was refused (fault injected for a test)")]
     CommitRefused,
+    #[error("{0} is damaged")]
+    Damaged(&'static str),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -54,7 +58,8 @@ pub enum Keyspace {
     Meta = b'm',
     /// Catalog objects, keyed by object id.
     Catalog = b'c',
-    /// Rows of local tables, keyed by table id then row key.
+    /// Rows of tables, keyed by table id: a local table's state log (see
+    /// [`state_log`]), a Kafka table's rows by key, a stream's blocks.
     TableRows = b'r',
     /// Each view's state log: its operators' state and its rows, keyed by
     /// view id then segment.

@@ -13,7 +13,7 @@ use crate::kafka::relay::Relay;
 use crate::kafka::sink::TopicSink;
 use crate::operators::read_i64;
 use crate::sink::ViewSink;
-use crate::state_log::{entries_under, Segment, StateLog, StateMap};
+use crate::state_log::{entries_under, Segment, StateMap};
 use crate::{DataflowError, Result};
 
 impl Runtime {
@@ -83,7 +83,7 @@ impl Runtime {
                 "its query no longer plans the same way; drop and create it again".into(),
             ));
         }
-        let (log, state) = StateLog::load(self.catalog.store(), def.id)?;
+        let (log, state) = crate::state_log::load_view_log(self.catalog.store(), def.id)?;
         root.restore(&state)?;
         let late = match entries_under(&state, &LATE_ROWS_HEAD).next() {
             Some((_, count)) => read_i64(count, 0)?.max(0) as u64,
@@ -219,7 +219,7 @@ impl Runtime {
             def: def.clone(),
             root,
             output,
-            log: Arc::new(Mutex::new(StateLog::new(def.id))),
+            log: Arc::new(Mutex::new(crate::state_log::view_log(def.id))),
             unsaved: Segment::default(),
             late: LateCount::default(),
         });

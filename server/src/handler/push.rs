@@ -279,6 +279,11 @@ pub async fn serve<S: PushSocket>(
         Form::Subscribe { snapshot, .. } => snapshot,
         Form::EmitChanges => starts_earliest(socket.metadata()),
     };
+    // Listen for a cancel before the query is visible, so none is missed.
+    let cancel = match socket.session_extensions().get::<Arc<ConnectionHandle>>() {
+        Some(handle) => Some(handle.start_query().await),
+        None => None,
+    };
     let (schema, mut receiver) = start(
         engine,
         push.statement.clone(),
@@ -292,10 +297,6 @@ pub async fn serve<S: PushSocket>(
         &pgwire::api::portal::Format::UnifiedText,
         None,
     )?);
-    let cancel = match socket.session_extensions().get::<Arc<ConnectionHandle>>() {
-        Some(handle) => Some(handle.start_query().await),
-        None => None,
-    };
     let described = if push.copy {
         let columns = fields.len() as i16;
         let response = CopyOutResponse::new(0, columns, vec![0; fields.len()]);
