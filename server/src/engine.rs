@@ -29,7 +29,7 @@ use eddy_storage::Store;
 use tokio::sync::RwLock;
 
 use crate::error::{EddyError, Result};
-use crate::pg_matviews::PgCatalogWithViews;
+use crate::pg_catalog::PgCatalogWithViews;
 
 /// The Postgres version we report, for drivers that branch on it.
 pub const PG_VERSION: &str = "16.6";
@@ -161,6 +161,7 @@ impl Engine {
             &QueryClauses::default(),
             true,
         )?;
+        crate::pg_rewrites::rewrite(&mut statement);
         let original = &statement.clone();
         if let Statement::Insert(insert) = &mut statement {
             if let Some(table) =
@@ -483,6 +484,7 @@ async fn plan_view_statement(
     windowing.lookup_joins = writes_stream;
     let state = ctx.state();
     let mut planned = statement.clone();
+    crate::pg_rewrites::rewrite(&mut planned);
     if postgres_literals {
         crate::pg_literals::numeric_literals(&mut planned);
     }
@@ -529,12 +531,13 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
     let pg_catalog = db
         .schema("pg_catalog")
         .ok_or_else(|| EddyError::Internal("pg_catalog missing".into()))?;
-    db.register_schema(
-        "pg_catalog",
-        Arc::new(PgCatalogWithViews::new(pg_catalog, catalog.clone())),
-    )?;
+    let pg_catalog = PgCatalogWithViews::new(pg_catalog, catalog.clone());
+    ctx.register_udf(pg_catalog.table_is_visible_udf());
+    db.register_schema("pg_catalog", Arc::new(pg_catalog))?;
     ctx.register_udf(ScalarUDF::new_from_impl(VersionUdf::new()));
     crate::ksql_functions::register(&mut ctx)?;
+    crate::pg_functions::register(&mut ctx);
+    ctx.register_udf(crate::pg_rewrites::like_escape_udf());
     Ok(ctx)
 }
 

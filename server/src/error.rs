@@ -49,6 +49,10 @@ pub enum EddyError {
     DuplicateCursor(String),
     #[error("{0} can only be used in transaction blocks")]
     NoActiveTransaction(&'static str),
+    #[error("savepoint \"{0}\" does not exist")]
+    UndefinedSavepoint(String),
+    #[error("prepared statement \"{0}\" does not exist")]
+    UndefinedPreparedStatement(String),
     #[error(
         "cursor can only scan forward: declare it with SCROLL to move back (not supported yet)"
     )]
@@ -106,6 +110,8 @@ impl EddyError {
             EddyError::UndefinedCursor(_) => "34000",
             EddyError::DuplicateCursor(_) => "42P03",
             EddyError::NoActiveTransaction(_) => "25P01",
+            EddyError::UndefinedSavepoint(_) => "3B001",
+            EddyError::UndefinedPreparedStatement(_) => "26000",
             EddyError::ForwardOnlyCursor => "55000",
             EddyError::Canceled => "57014",
             EddyError::PushFailed(_) => "XX000",

@@ -6,10 +6,12 @@ mod error;
 mod handler;
 mod ksql_functions;
 mod nexmark_load;
+mod pg_catalog;
+mod pg_functions;
 mod pg_input;
 mod pg_literals;
-mod pg_matviews;
 mod pg_operators;
+mod pg_rewrites;
 mod pg_text;
 mod wire;
 

@@ -12,6 +12,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Cast, Expr, LogicalPlan, TryCast};
+use datafusion::sql::sqlparser::ast::{Ident, Statement};
 use eddy_sql::EddyStatement;
 use futures::{stream, Sink, StreamExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
@@ -19,7 +20,7 @@ use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{send_describe_response, ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DescribePortalResponse, FieldInfo, QueryResponse, Response};
+use pgwire::api::results::{DescribePortalResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
@@ -265,9 +266,14 @@ impl SimpleQueryHandler for Parser {
         let mut responses = Vec::with_capacity(statements.len());
         for statement in &statements {
             let span = tracing::debug_span!("statement", sql = %statement);
-            let result = handler::execute(&self.engine, client.metadata_mut(), statement, None)
-                .instrument(span)
-                .await;
+            let result = match deallocated(statement) {
+                Some(name) => deallocate(client.portal_store(), name),
+                None => {
+                    handler::execute(&self.engine, client.metadata_mut(), statement, None)
+                        .instrument(span)
+                        .await
+                }
+            };
             match result
                 .map_err(EddyError::into_pgwire)
                 .and_then(|o| encode(o, &Format::UnifiedText, client.metadata()))
@@ -430,14 +436,45 @@ impl ExtendedQueryHandler for Parser {
             }
             None => None,
         };
-        let output = handler::execute(
-            &self.engine,
-            client.metadata_mut(),
-            &prepared.statement,
-            plan,
-        )
-        .await
+        let output = match deallocated(&prepared.statement) {
+            Some(name) => deallocate(client.portal_store(), name),
+            None => {
+                handler::execute(
+                    &self.engine,
+                    client.metadata_mut(),
+                    &prepared.statement,
+                    plan,
+                )
+                .await
+            }
+        }
         .map_err(EddyError::into_pgwire)?;
         encode(output, &portal.result_column_format, client.metadata())
     }
+}
+
+/// The name a `DEALLOCATE [PREPARE] name | ALL` statement drops.
+fn deallocated(statement: &EddyStatement) -> Option<&Ident> {
+    match statement {
+        EddyStatement::Sql(sql) => match sql.as_ref() {
+            Statement::Deallocate { name, .. } => Some(name),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// DEALLOCATE drops a prepared statement: SQL's and the protocol's named
+/// statements share one namespace, as in Postgres. `ALL` drops nothing:
+/// the store cannot list its statements, and each Parse replaces one of
+/// the same name, so a client that prepares again gets its new statement.
+fn deallocate<S: PortalStore>(store: &S, name: &Ident) -> Result<Output> {
+    if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
+        return Ok(Output::Command(Tag::new("DEALLOCATE ALL")));
+    }
+    if store.get_statement(&name.value).is_none() {
+        return Err(EddyError::UndefinedPreparedStatement(name.value.clone()));
+    }
+    store.rm_statement(&name.value);
+    Ok(Output::Command(Tag::new("DEALLOCATE")))
 }

@@ -40,6 +40,9 @@ struct Cursor {
     /// A push query's rows still to come (`DECLARE ... FOR SUBSCRIBE` or
     /// `FOR SELECT ... EMIT CHANGES`); taken out while a FETCH waits on it.
     feed: Option<Feed>,
+    /// The session's [`Session::clock`] when it was declared, so that
+    /// ROLLBACK TO a savepoint set before it closes it.
+    declared_at: u64,
 }
 
 /// Where a push query cursor's rows come from.
@@ -77,10 +80,37 @@ impl Feed {
     }
 }
 
+/// One connection's cursors and transaction state.
 #[derive(Default)]
-struct Session {
+pub(super) struct Session {
     cursors: HashMap<String, Cursor>,
-    in_transaction: bool,
+    pub(super) in_transaction: bool,
+    /// The open transaction's savepoints, oldest first.
+    pub(super) savepoints: Vec<Savepoint>,
+    /// Statements that wrote in the open transaction.
+    pub(super) writes: u64,
+    /// Ticks at each savepoint and cursor, to order them.
+    pub(super) clock: u64,
+}
+
+pub(super) struct Savepoint {
+    pub(super) name: String,
+    /// [`Session::writes`] when it was set.
+    pub(super) writes: u64,
+    /// [`Session::clock`] when it was set.
+    pub(super) at: u64,
+}
+
+impl Session {
+    pub(super) fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// ROLLBACK TO a savepoint set at `at`: cursors declared since close.
+    pub(super) fn close_cursors_since(&mut self, at: u64) {
+        self.cursors.retain(|_, c| c.declared_at < at);
+    }
 }
 
 static SESSIONS: LazyLock<Mutex<HashMap<u64, Session>>> = LazyLock::new(Default::default);
@@ -100,7 +130,10 @@ pub fn end_session(id: u64) {
     }
 }
 
-fn with_session<T>(vars: &mut HashMap<String, String>, f: impl FnOnce(&mut Session) -> T) -> T {
+pub(super) fn with_session<T>(
+    vars: &mut HashMap<String, String>,
+    f: impl FnOnce(&mut Session) -> T,
+) -> T {
     let id = match vars.get(SESSION_KEY).and_then(|id| id.parse().ok()) {
         Some(id) => id,
         None => {
@@ -122,6 +155,8 @@ pub fn begin(vars: &mut HashMap<String, String>) {
 pub fn end_transaction(vars: &mut HashMap<String, String>) {
     with_session(vars, |s| {
         s.in_transaction = false;
+        s.savepoints.clear();
+        s.writes = 0;
         s.cursors.retain(|_, c| c.hold);
     });
 }
@@ -208,9 +243,17 @@ pub async fn handle_declare(
         rows: batches.into_iter().filter(|b| b.num_rows() > 0).collect(),
         hold,
         feed: None,
+        declared_at: 0,
     };
-    with_session(vars, |s| s.cursors.insert(name, cursor));
+    open_cursor(vars, name, cursor);
     Ok(Output::Command(Tag::new("DECLARE CURSOR")))
+}
+
+fn open_cursor(vars: &mut HashMap<String, String>, name: String, mut cursor: Cursor) {
+    with_session(vars, |s| {
+        cursor.declared_at = s.tick();
+        s.cursors.insert(name, cursor);
+    });
 }
 
 /// Refuses a DECLARE of cursor `name` that Postgres would refuse.
@@ -291,8 +334,9 @@ fn open_feed(
             form,
             remaining: limit,
         }),
+        declared_at: 0,
     };
-    with_session(vars, |s| s.cursors.insert(name, cursor));
+    open_cursor(vars, name, cursor);
     Ok(Output::Command(Tag::new("DECLARE CURSOR")))
 }
 
@@ -505,6 +549,7 @@ mod tests {
                     rows: VecDeque::new(),
                     hold,
                     feed: None,
+                    declared_at: s.tick(),
                 };
                 s.cursors.insert(name.into(), cursor);
             }

@@ -80,6 +80,38 @@ pub async fn execute(
     statement: &EddyStatement,
     plan: Option<LogicalPlan>,
 ) -> Result<Output> {
+    let output = run(engine, vars, statement, plan).await?;
+    if writes(statement) {
+        transaction::note_write(vars);
+    }
+    Ok(output)
+}
+
+/// Whether a statement changes data or the catalog, which no ROLLBACK TO
+/// can undo.
+fn writes(statement: &EddyStatement) -> bool {
+    match statement {
+        EddyStatement::CreateRelation(_)
+        | EddyStatement::CreateView { .. }
+        | EddyStatement::Drop(_)
+        | EddyStatement::Terminate(_) => true,
+        EddyStatement::Sql(sql) => matches!(
+            sql.as_ref(),
+            Statement::Insert(_)
+                | Statement::Update(_)
+                | Statement::Delete(_)
+                | Statement::Truncate(_)
+        ),
+        _ => false,
+    }
+}
+
+async fn run(
+    engine: &Engine,
+    vars: &mut HashMap<String, String>,
+    statement: &EddyStatement,
+    plan: Option<LogicalPlan>,
+) -> Result<Output> {
     let sql = match statement {
         EddyStatement::Sql(sql) => sql.as_ref(),
         EddyStatement::Query(query) => {
@@ -159,18 +191,15 @@ pub async fn execute(
         Statement::Set(set) => set::handle_set(vars, set),
         Statement::ShowVariable { variable } => set::handle_show(vars, variable),
         Statement::Reset(reset) => set::handle_reset(vars, reset),
-        Statement::StartTransaction { .. } => {
-            cursor::begin(vars);
-            Ok(transaction::handle_begin())
-        }
-        Statement::Commit { .. } => {
-            cursor::end_transaction(vars);
-            Ok(transaction::handle_commit())
-        }
-        Statement::Rollback { .. } => {
-            cursor::end_transaction(vars);
-            Ok(transaction::handle_rollback())
-        }
+        Statement::StartTransaction { .. } => Ok(transaction::handle_begin(vars)),
+        Statement::Commit { .. } => Ok(transaction::handle_commit(vars)),
+        Statement::Rollback {
+            savepoint: Some(name),
+            ..
+        } => transaction::handle_rollback_to(vars, name),
+        Statement::Rollback { .. } => Ok(transaction::handle_rollback(vars)),
+        Statement::Savepoint { name } => transaction::handle_savepoint(vars, name),
+        Statement::ReleaseSavepoint { name } => transaction::handle_release(vars, name),
         Statement::Declare { stmts } => cursor::handle_declare(engine, vars, stmts, plan).await,
         Statement::Fetch { .. } => cursor::handle_fetch(vars, sql, false, None).await,
         Statement::Close { cursor } => cursor::handle_close(vars, cursor),

@@ -1,30 +1,65 @@
-//! Materialized views in the Postgres catalog. datafusion-pg-catalog knows
-//! only tables and plain views, so Eddy wraps its `pg_catalog` schema:
-//! `pg_class` reports materialized views with relkind `m` (which psql's
-//! `\dm` and `\d` look for), and `pg_matviews` lists them.
+//! Eddy's layer over datafusion-pg-catalog's `pg_catalog` schema:
+//! - `pg_class` reports materialized views with relkind `m` (which psql's
+//!   `\dm` and `\d` look for), and `pg_matviews` lists them;
+//! - information_schema's relations are views (relkind `v`), as in
+//!   Postgres, and not visible: `pg_table_is_visible` is true only for
+//!   relations on the search path (`public`, `pg_catalog`), so ORMs that
+//!   list visible tables find only the user's.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, Session};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{create_udf, ColumnarValue, Expr, ScalarUDF, Volatility};
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use eddy_catalog::{memory_scan, Catalog, SCHEMA_NAME};
+
+/// The oids of relations off the search path, as `pg_class` last listed
+/// them (datafusion-pg-catalog keeps a relation's oid for its lifetime).
+type HiddenOids = Arc<RwLock<HashSet<i32>>>;
 
 /// `pg_catalog`, with materialized views filled in.
 #[derive(Debug)]
 pub struct PgCatalogWithViews {
     inner: Arc<dyn SchemaProvider>,
     catalog: Arc<Catalog>,
+    hidden: HiddenOids,
 }
 
 impl PgCatalogWithViews {
     pub fn new(inner: Arc<dyn SchemaProvider>, catalog: Arc<Catalog>) -> Self {
-        PgCatalogWithViews { inner, catalog }
+        PgCatalogWithViews {
+            inner,
+            catalog,
+            hidden: HiddenOids::default(),
+        }
+    }
+
+    /// `pg_table_is_visible(oid)`, for relations `pg_class` lists.
+    pub fn table_is_visible_udf(&self) -> ScalarUDF {
+        let hidden = self.hidden.clone();
+        let func = move |args: &[ColumnarValue]| -> Result<ColumnarValue> {
+            let oids = ColumnarValue::values_to_arrays(args)?;
+            let oids = oids[0].as_primitive::<Int64Type>();
+            let hidden = hidden.read().unwrap_or_else(|e| e.into_inner());
+            let visible: BooleanArray = oids
+                .iter()
+                .map(|oid| oid.map(|oid| !i32::try_from(oid).is_ok_and(|o| hidden.contains(&o))))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(visible)))
+        };
+        create_udf(
+            "pg_table_is_visible",
+            vec![DataType::Int64],
+            DataType::Boolean,
+            Volatility::Stable,
+            Arc::new(func),
+        )
     }
 }
 
@@ -36,12 +71,20 @@ impl SchemaProvider for PgCatalogWithViews {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         match name {
-            "pg_class" => Ok(self.inner.table(name).await?.map(|inner| {
-                Arc::new(PgClass {
+            "pg_class" => {
+                let (Some(inner), Some(namespaces)) = (
+                    self.inner.table(name).await?,
+                    self.inner.table("pg_namespace").await?,
+                ) else {
+                    return Ok(None);
+                };
+                Ok(Some(Arc::new(PgClass {
                     inner,
+                    namespaces,
                     catalog: self.catalog.clone(),
-                }) as Arc<dyn TableProvider>
-            })),
+                    hidden: self.hidden.clone(),
+                })))
+            }
             "pg_matviews" => Ok(Some(Arc::new(PgMatviews {
                 catalog: self.catalog.clone(),
             }))),
@@ -54,11 +97,35 @@ impl SchemaProvider for PgCatalogWithViews {
     }
 }
 
-/// `pg_class`, with relkind `m` for materialized views.
+/// `pg_class`, with relkind `m` for materialized views and `v` for
+/// information_schema's relations.
 #[derive(Debug)]
 struct PgClass {
     inner: Arc<dyn TableProvider>,
+    namespaces: Arc<dyn TableProvider>,
     catalog: Arc<Catalog>,
+    hidden: HiddenOids,
+}
+
+/// Scans all of `table` into one batch.
+async fn read_all(table: &dyn TableProvider, state: &dyn Session) -> Result<RecordBatch> {
+    let plan = table.scan(state, None, &[], None).await?;
+    let batches = collect(plan, state.task_ctx()).await?;
+    Ok(datafusion::arrow::compute::concat_batches(
+        &table.schema(),
+        &batches,
+    )?)
+}
+
+/// The oid of namespace `name` in `pg_namespace`'s rows.
+fn namespace_oid(namespaces: &RecordBatch, name: &str) -> Option<i32> {
+    let oids = namespaces
+        .column_by_name("oid")?
+        .as_primitive_opt::<Int32Type>()?;
+    let names = namespaces
+        .column_by_name("nspname")?
+        .as_string_opt::<i32>()?;
+    (0..namespaces.num_rows()).find_map(|i| (names.value(i) == name).then(|| oids.value(i)))
 }
 
 #[async_trait]
@@ -78,20 +145,30 @@ impl TableProvider for PgClass {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = self.inner.scan(state, None, &[], None).await?;
-        let batches = collect(plan, state.task_ctx()).await?;
-        let schema = self.inner.schema();
-        let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
-        let (Ok(name_index), Ok(kind_index)) =
-            (schema.index_of("relname"), schema.index_of("relkind"))
-        else {
+        let batch = read_all(self.inner.as_ref(), state).await?;
+        let schema = batch.schema();
+        let (Ok(oid_index), Ok(name_index), Ok(space_index), Ok(kind_index)) = (
+            schema.index_of("oid"),
+            schema.index_of("relname"),
+            schema.index_of("relnamespace"),
+            schema.index_of("relkind"),
+        ) else {
             return memory_scan(batch, projection);
         };
+        let namespaces = read_all(self.namespaces.as_ref(), state).await?;
+        let information_schema = namespace_oid(&namespaces, "information_schema");
         let views = self.catalog.view_names();
+        let oids = batch.column(oid_index).as_primitive::<Int32Type>();
         let names = batch.column(name_index).as_string::<i32>();
+        let spaces = batch.column(space_index).as_primitive::<Int32Type>();
         let kinds = batch.column(kind_index).as_string::<i32>();
+        let mut hidden = HashSet::new();
         let relkind: StringArray = (0..batch.num_rows())
             .map(|i| {
+                if spaces.is_valid(i) && Some(spaces.value(i)) == information_schema {
+                    hidden.insert(oids.value(i));
+                    return Some("v");
+                }
                 let kind = kinds.is_valid(i).then(|| kinds.value(i));
                 match kind {
                     Some("v") if views.iter().any(|v| v == names.value(i)) => Some("m"),
@@ -99,6 +176,7 @@ impl TableProvider for PgClass {
                 }
             })
             .collect();
+        *self.hidden.write().unwrap_or_else(|e| e.into_inner()) = hidden;
         let mut columns = batch.columns().to_vec();
         columns[kind_index] = Arc::new(relkind);
         memory_scan(RecordBatch::try_new(schema, columns)?, projection)

@@ -1,0 +1,269 @@
+//! Rewrites of Postgres query forms that DataFusion cannot plan as they
+//! are, applied before planning:
+//! - `LIKE p ESCAPE 'c'` with an escape other than backslash becomes
+//!   `LIKE like_escape(p, 'c')`, as Postgres's own `like_escape` does.
+//! - A scalar subquery over catalog relations (`pg_catalog`,
+//!   `information_schema`) takes `max()` of its one column. DataFusion can
+//!   only plan correlated scalar subqueries that aggregate; catalog lookups
+//!   by key return at most one row, so `max` of it is that row's value.
+//!   ORMs and BI tools issue such lookups when they introspect.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, StringArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::exec_err;
+use datafusion::error::Result;
+use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
+use datafusion::sql::sqlparser::ast::{
+    self, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, GroupByExpr,
+    Ident, ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor, Value, ValueWithSpan,
+    VisitMut, VisitorMut,
+};
+
+/// Applies this module's rewrites to `statement`.
+pub fn rewrite(statement: &mut Statement) {
+    struct Rewriter;
+    impl VisitorMut for Rewriter {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::Like {
+                    pattern,
+                    escape_char,
+                    ..
+                }
+                | Expr::ILike {
+                    pattern,
+                    escape_char,
+                    ..
+                } => backslash_escapes(pattern, escape_char),
+                Expr::Subquery(query) => aggregate_catalog_lookup(query),
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = statement.visit(&mut Rewriter);
+}
+
+fn backslash_escapes(pattern: &mut Box<Expr>, escape_char: &mut Option<ValueWithSpan>) {
+    let Some(escape) = escape_char else { return };
+    let escape = match &escape.value {
+        Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => s.clone(),
+        _ => return,
+    };
+    if escape == "\\" {
+        return;
+    }
+    let inner = std::mem::replace(pattern.as_mut(), Expr::value(Value::Null));
+    **pattern = function(
+        "like_escape",
+        vec![inner, Expr::value(Value::SingleQuotedString(escape))],
+    );
+    *escape_char = None;
+}
+
+fn function(name: &str, args: Vec<Expr>) -> Expr {
+    Expr::Function(ast::Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+/// Aggregates functions that a subquery's column may already use.
+const AGGREGATES: &[&str] = &[
+    "count",
+    "min",
+    "max",
+    "sum",
+    "avg",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "json_agg",
+    "jsonb_agg",
+];
+
+fn aggregate_catalog_lookup(query: &mut Query) {
+    if query.limit_clause.is_some() || query.order_by.is_some() || query.with.is_some() {
+        return;
+    }
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    let grouped = match &select.group_by {
+        GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
+        GroupByExpr::All(_) => true,
+    };
+    if grouped || select.having.is_some() || select.distinct.is_some() || select.from.is_empty() {
+        return;
+    }
+    let over_catalog = select.from.iter().all(|from| {
+        std::iter::once(&from.relation)
+            .chain(from.joins.iter().map(|j| &j.relation))
+            .all(is_catalog_relation)
+    });
+    let [item] = select.projection.as_mut_slice() else {
+        return;
+    };
+    let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item else {
+        return;
+    };
+    if !over_catalog || uses_aggregate(expr) {
+        return;
+    }
+    let inner = std::mem::replace(expr, Expr::value(Value::Null));
+    *expr = function("max", vec![inner]);
+}
+
+fn is_catalog_relation(relation: &TableFactor) -> bool {
+    let TableFactor::Table {
+        name, args: None, ..
+    } = relation
+    else {
+        return false;
+    };
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident())
+        .map(|i| i.value.to_lowercase())
+        .collect();
+    match parts.as_slice() {
+        [schema, _] => schema == "pg_catalog" || schema == "information_schema",
+        [table] => table.starts_with("pg_"),
+        _ => false,
+    }
+}
+
+fn uses_aggregate(expr: &Expr) -> bool {
+    let mut found = false;
+    let _ = ast::visit_expressions(expr, |e| {
+        if let Expr::Function(f) = e {
+            let name = f.name.to_string().to_lowercase();
+            if AGGREGATES.contains(&name.as_str()) || f.over.is_some() {
+                found = true;
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    found
+}
+
+/// `like_escape(pattern, escape)`: `pattern` with escape character
+/// `escape` turned into backslash escapes; an empty `escape` means none.
+pub fn like_escape_udf() -> ScalarUDF {
+    let func = |args: &[ColumnarValue]| -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let patterns = arrays[0].as_string::<i32>();
+        let escapes = arrays[1].as_string::<i32>();
+        let mut out = Vec::with_capacity(patterns.len());
+        for (pattern, escape) in patterns.iter().zip(escapes.iter()) {
+            out.push(match (pattern, escape) {
+                (Some(p), Some(e)) => Some(to_backslash_escapes(p, e)?),
+                _ => None,
+            });
+        }
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+    };
+    create_udf(
+        "like_escape",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(func),
+    )
+}
+
+fn to_backslash_escapes(pattern: &str, escape: &str) -> Result<String> {
+    let mut chars = escape.chars();
+    let escape = match (chars.next(), chars.next()) {
+        (None, _) => None,
+        (Some(c), None) => Some(c),
+        _ => return exec_err!("invalid escape string: must be empty or one character"),
+    };
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut rest = pattern.chars();
+    while let Some(c) = rest.next() {
+        if Some(c) == escape {
+            match rest.next() {
+                Some(next) => {
+                    out.push('\\');
+                    out.push(next);
+                }
+                None => return exec_err!("LIKE pattern must not end with escape character"),
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        rewrite(&mut statement);
+        statement.to_string()
+    }
+
+    #[test]
+    fn escapes_become_backslashes() {
+        assert_eq!(to_backslash_escapes("a/%b%", "/").unwrap(), "a\\%b%");
+        assert_eq!(to_backslash_escapes("a\\b//", "/").unwrap(), "a\\\\b\\/");
+        assert_eq!(to_backslash_escapes("a\\b", "").unwrap(), "a\\\\b");
+        assert!(to_backslash_escapes("ab/", "/").is_err());
+        assert_eq!(
+            rewritten("SELECT 1 WHERE 'x' NOT LIKE 'pg/_%' ESCAPE '/'"),
+            "SELECT 1 WHERE 'x' NOT LIKE like_escape('pg/_%', '/')"
+        );
+        assert_eq!(
+            rewritten("SELECT 1 WHERE 'x' LIKE 'a\\_' ESCAPE '\\'"),
+            "SELECT 1 WHERE 'x' LIKE 'a\\_' ESCAPE '\\'"
+        );
+    }
+
+    #[test]
+    fn only_catalog_lookups_aggregate() {
+        assert_eq!(
+            rewritten(
+                "SELECT (SELECT t.typname FROM pg_catalog.pg_type t WHERE t.oid = c.x) FROM c"
+            ),
+            "SELECT (SELECT max(t.typname) FROM pg_catalog.pg_type t WHERE t.oid = c.x) FROM c"
+        );
+        // User relations keep Postgres's error for a second row.
+        assert_eq!(
+            rewritten("SELECT (SELECT y FROM orders WHERE id = c.x) FROM c"),
+            "SELECT (SELECT y FROM orders WHERE id = c.x) FROM c"
+        );
+        assert_eq!(
+            rewritten("SELECT (SELECT count(*) FROM pg_class) FROM c"),
+            "SELECT (SELECT count(*) FROM pg_class) FROM c"
+        );
+    }
+}
