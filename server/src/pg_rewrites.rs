@@ -7,6 +7,10 @@
 //!   only plan correlated scalar subqueries that aggregate; catalog lookups
 //!   by key return at most one row, so `max` of it is that row's value.
 //!   ORMs and BI tools issue such lookups when they introspect.
+//! - A scalar subquery that reads a catalog relation Eddy never fills
+//!   (sequences, triggers, policies, inheritance, enums: Eddy has none of
+//!   them) is NULL, which is what it returns. DataFusion cannot plan some
+//!   of the correlated lookups clients send into those relations.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::exec_err;
 use datafusion::error::Result;
 use datafusion::logical_expr::{create_udf, ColumnarValue, ScalarUDF, Volatility};
+use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
     self, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, GroupByExpr,
     Ident, ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor, Value, ValueWithSpan,
@@ -39,7 +44,24 @@ pub fn rewrite(statement: &mut Statement) {
                     escape_char,
                     ..
                 } => backslash_escapes(pattern, escape_char),
-                Expr::Subquery(query) => aggregate_catalog_lookup(query),
+                Expr::Subquery(query) if reads_empty_catalog(query) => {
+                    *expr = Expr::value(Value::Null);
+                }
+                Expr::Subquery(query) => {
+                    if let Some(guard) = aggregate_catalog_lookup(query) {
+                        let lookup = std::mem::replace(expr, Expr::value(Value::Null));
+                        *expr = Expr::Case {
+                            case_token: AttachedToken::empty(),
+                            end_token: AttachedToken::empty(),
+                            operand: None,
+                            conditions: vec![ast::CaseWhen {
+                                condition: guard,
+                                result: lookup,
+                            }],
+                            else_result: None,
+                        };
+                    }
+                }
                 _ => {}
             }
             ControlFlow::Continue(())
@@ -100,19 +122,23 @@ const AGGREGATES: &[&str] = &[
     "jsonb_agg",
 ];
 
-fn aggregate_catalog_lookup(query: &mut Query) {
+/// Wraps a catalog lookup's column in `max()`. Conditions of its WHERE on
+/// the outer query's columns alone, which DataFusion cannot decorrelate,
+/// are returned to guard the lookup instead: `max()` over no rows is NULL
+/// either way.
+fn aggregate_catalog_lookup(query: &mut Query) -> Option<Expr> {
     if query.limit_clause.is_some() || query.order_by.is_some() || query.with.is_some() {
-        return;
+        return None;
     }
     let SetExpr::Select(select) = query.body.as_mut() else {
-        return;
+        return None;
     };
     let grouped = match &select.group_by {
         GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
         GroupByExpr::All(_) => true,
     };
     if grouped || select.having.is_some() || select.distinct.is_some() || select.from.is_empty() {
-        return;
+        return None;
     }
     let over_catalog = select.from.iter().all(|from| {
         std::iter::once(&from.relation)
@@ -120,36 +146,178 @@ fn aggregate_catalog_lookup(query: &mut Query) {
             .all(is_catalog_relation)
     });
     let [item] = select.projection.as_mut_slice() else {
-        return;
+        return None;
     };
     let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item else {
-        return;
+        return None;
     };
     if !over_catalog || uses_aggregate(expr) {
-        return;
+        return None;
     }
     let inner = std::mem::replace(expr, Expr::value(Value::Null));
     *expr = function("max", vec![inner]);
+
+    let names: Vec<String> = select
+        .from
+        .iter()
+        .flat_map(|from| {
+            std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
+        })
+        .filter_map(relation_reference)
+        .collect();
+    let selection = select.selection.take()?;
+    let (outer, own): (Vec<Expr>, Vec<Expr>) = conjuncts(selection)
+        .into_iter()
+        .partition(|c| refers_only_outside(c, &names));
+    select.selection = and_all(own);
+    and_all(outer)
 }
 
-fn is_catalog_relation(relation: &TableFactor) -> bool {
+/// The name a relation's columns are qualified with: its alias, else its
+/// table name.
+fn relation_reference(relation: &TableFactor) -> Option<String> {
+    match relation {
+        TableFactor::Table {
+            alias: Some(alias), ..
+        } => Some(alias.name.value.to_lowercase()),
+        TableFactor::Table { name, .. } => name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.to_lowercase()),
+        _ => None,
+    }
+}
+
+fn conjuncts(expr: Expr) -> Vec<Expr> {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::And,
+            right,
+        } => {
+            let mut all = conjuncts(*left);
+            all.extend(conjuncts(*right));
+            all
+        }
+        Expr::Nested(inner)
+            if matches!(
+                *inner,
+                Expr::BinaryOp {
+                    op: ast::BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            conjuncts(*inner)
+        }
+        other => vec![other],
+    }
+}
+
+fn and_all(exprs: Vec<Expr>) -> Option<Expr> {
+    exprs.into_iter().reduce(|a, b| Expr::BinaryOp {
+        left: Box::new(a),
+        op: ast::BinaryOperator::And,
+        right: Box::new(b),
+    })
+}
+
+/// Whether `expr` reads columns, all of them qualified by relations not in
+/// `names` (so the outer query's), and holds no subquery.
+fn refers_only_outside(expr: &Expr, names: &[String]) -> bool {
+    let mut columns = 0;
+    let inside = ast::visit_expressions(expr, |e| match e {
+        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+            columns += 1;
+            let qualifier = parts[parts.len() - 2].value.to_lowercase();
+            if names.contains(&qualifier) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        Expr::Identifier(_) | Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    inside.is_continue() && columns > 0
+}
+
+/// Catalog relations that stay empty: Eddy has no sequences, triggers,
+/// row policies, inheritance, partitioning, enums, extended statistics or
+/// foreign tables.
+const EMPTY_CATALOG_RELATIONS: &[&str] = &[
+    "pg_sequence",
+    "pg_trigger",
+    "pg_policy",
+    "pg_inherits",
+    "pg_partitioned_table",
+    "pg_enum",
+    "pg_statistic_ext",
+    "pg_foreign_table",
+];
+
+/// A relation's name parts, lower case, if it is a plain table reference.
+fn relation_name(relation: &TableFactor) -> Option<Vec<String>> {
     let TableFactor::Table {
         name, args: None, ..
     } = relation
     else {
-        return false;
+        return None;
     };
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .filter_map(|p| p.as_ident())
-        .map(|i| i.value.to_lowercase())
-        .collect();
-    match parts.as_slice() {
-        [schema, _] => schema == "pg_catalog" || schema == "information_schema",
-        [table] => table.starts_with("pg_"),
+    Some(
+        name.0
+            .iter()
+            .filter_map(|p| p.as_ident())
+            .map(|i| i.value.to_lowercase())
+            .collect(),
+    )
+}
+
+fn is_catalog_relation(relation: &TableFactor) -> bool {
+    match relation_name(relation).as_deref() {
+        Some([schema, _]) => schema == "pg_catalog" || schema == "information_schema",
+        Some([table]) => table.starts_with("pg_"),
         _ => false,
     }
+}
+
+fn is_empty_catalog_relation(relation: &TableFactor) -> bool {
+    match relation_name(relation).as_deref() {
+        Some([schema, table]) if schema == "pg_catalog" => {
+            EMPTY_CATALOG_RELATIONS.contains(&table.as_str())
+        }
+        Some([table]) => EMPTY_CATALOG_RELATIONS.contains(&table.as_str()),
+        _ => false,
+    }
+}
+
+/// Whether a scalar subquery is a plain SELECT whose rows come from an
+/// always-empty catalog relation, so it is NULL.
+fn reads_empty_catalog(query: &Query) -> bool {
+    use ast::JoinOperator::{Inner, Join, Left, LeftOuter};
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let aggregated = select.projection.iter().any(|item| match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => uses_aggregate(e),
+        _ => false,
+    });
+    let empty_from = |from: &ast::TableWithJoins| {
+        let keeps_only_left_rows = from
+            .joins
+            .iter()
+            .all(|j| matches!(j.join_operator, Inner(_) | Join(_) | Left(_) | LeftOuter(_)));
+        let inner_joins_empty = from.joins.iter().any(|j| {
+            matches!(j.join_operator, Inner(_) | Join(_)) && is_empty_catalog_relation(&j.relation)
+        });
+        (is_empty_catalog_relation(&from.relation) && keeps_only_left_rows) || inner_joins_empty
+    };
+    !aggregated
+        && select.group_by == GroupByExpr::Expressions(vec![], vec![])
+        && select.from.iter().any(empty_from)
 }
 
 fn uses_aggregate(expr: &Expr) -> bool {
@@ -264,6 +432,24 @@ mod tests {
         assert_eq!(
             rewritten("SELECT (SELECT count(*) FROM pg_class) FROM c"),
             "SELECT (SELECT count(*) FROM pg_class) FROM c"
+        );
+        // A condition on the outer row alone guards the lookup.
+        assert_eq!(
+            rewritten("SELECT (SELECT d.v FROM pg_catalog.pg_attrdef d WHERE a.atthasdef AND d.adrelid = a.attrelid) FROM a"),
+            "SELECT CASE WHEN a.atthasdef THEN (SELECT max(d.v) FROM pg_catalog.pg_attrdef d WHERE d.adrelid = a.attrelid) END FROM a"
+        );
+        assert_eq!(
+            rewritten("SELECT (SELECT pg_catalog.pg_attrdef.v FROM pg_catalog.pg_attrdef WHERE pg_catalog.pg_attribute.atthasdef AND pg_catalog.pg_attrdef.adrelid = 1) FROM pg_catalog.pg_attribute"),
+            "SELECT CASE WHEN pg_catalog.pg_attribute.atthasdef THEN (SELECT max(pg_catalog.pg_attrdef.v) FROM pg_catalog.pg_attrdef WHERE pg_catalog.pg_attrdef.adrelid = 1) END FROM pg_catalog.pg_attribute"
+        );
+        // Eddy has no sequences: a lookup in pg_sequence is NULL.
+        assert_eq!(
+            rewritten("SELECT (SELECT s.seqstart FROM pg_catalog.pg_sequence s WHERE s.seqrelid = c.x) FROM c"),
+            "SELECT NULL FROM c"
+        );
+        assert_eq!(
+            rewritten("SELECT (SELECT count(*) FROM pg_sequence) FROM c"),
+            "SELECT (SELECT count(*) FROM pg_sequence) FROM c"
         );
     }
 }
