@@ -49,6 +49,8 @@ pub enum EddyError {
     DuplicateCursor(String),
     #[error("{0} can only be used in transaction blocks")]
     NoActiveTransaction(&'static str),
+    #[error("parameter out of range: {0}")]
+    ParameterOutOfRange(String),
     #[error("savepoint \"{0}\" does not exist")]
     UndefinedSavepoint(String),
     #[error("prepared statement \"{0}\" does not exist")]
@@ -111,6 +113,7 @@ impl EddyError {
             EddyError::DuplicateCursor(_) => "42P03",
             EddyError::NoActiveTransaction(_) => "25P01",
             EddyError::UndefinedSavepoint(_) => "3B001",
+            EddyError::ParameterOutOfRange(_) => "22003",
             EddyError::UndefinedPreparedStatement(_) => "26000",
             EddyError::ForwardOnlyCursor => "55000",
             EddyError::Canceled => "57014",

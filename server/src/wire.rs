@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{Cast, Expr, LogicalPlan, TryCast};
 use datafusion::sql::sqlparser::ast::{Ident, Statement};
 use eddy_sql::EddyStatement;
@@ -426,8 +427,20 @@ impl ExtendedQueryHandler for Parser {
         let plan = match &prepared.plan {
             Some(plan) => {
                 let types = parameter_types(plan).map_err(EddyError::into_pgwire)?;
-                let type_refs: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
+                let sent = &portal.statement.parameter_types;
+                // A number sent as another kind of number is read as sent,
+                // then cast below, as Postgres's assignment casts do.
+                let type_refs: Vec<Option<&DataType>> = types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ty)| {
+                        let sent = sent.get(i).cloned().flatten();
+                        ty.as_ref()
+                            .filter(|ty| !needs_assignment_cast(sent.as_ref(), ty))
+                    })
+                    .collect();
                 let params = deserialize_parameters(portal, &type_refs)?;
+                let params = assignment_casts(params, &types).map_err(EddyError::into_pgwire)?;
                 Some(
                     plan.clone()
                         .replace_params_with_values(&params)
@@ -451,6 +464,57 @@ impl ExtendedQueryHandler for Parser {
         .map_err(EddyError::into_pgwire)?;
         encode(output, &portal.result_column_format, client.metadata())
     }
+}
+
+/// Whether a parameter the client sent as `sent` is read as sent and cast
+/// to `target` afterwards: an integer or float for a numeric, a float for
+/// an integer (which Postgres rounds).
+fn needs_assignment_cast(sent: Option<&Type>, target: &DataType) -> bool {
+    let Some(sent) = sent else { return false };
+    let integer = matches!(*sent, Type::INT2 | Type::INT4 | Type::INT8);
+    let float = matches!(*sent, Type::FLOAT4 | Type::FLOAT8);
+    match target {
+        DataType::Decimal128(..) | DataType::Decimal256(..) => integer || float,
+        t if t.is_integer() => float,
+        _ => false,
+    }
+}
+
+/// Casts parameters read as sent to the types the statement wants.
+fn assignment_casts(params: ParamValues, types: &[Option<DataType>]) -> Result<ParamValues> {
+    let ParamValues::List(mut values) = params else {
+        return Ok(params);
+    };
+    for (param, target) in values.iter_mut().zip(types) {
+        let Some(target) = target else { continue };
+        if param.value.data_type() == *target || param.value.is_null() {
+            continue;
+        }
+        let value = match &param.value {
+            // Postgres rounds a float to the nearest integer, ties to even.
+            ScalarValue::Float32(Some(v)) if target.is_integer() => {
+                ScalarValue::Float64(Some(f64::from(v.round_ties_even())))
+            }
+            ScalarValue::Float64(Some(v)) if target.is_integer() => {
+                ScalarValue::Float64(Some(v.round_ties_even()))
+            }
+            other => other.clone(),
+        };
+        if !needs_assignment_cast(
+            Some(&match value.data_type() {
+                DataType::Float32 | DataType::Float64 => Type::FLOAT8,
+                DataType::Int16 | DataType::Int32 | DataType::Int64 => Type::INT8,
+                _ => continue,
+            }),
+            target,
+        ) {
+            continue;
+        }
+        param.value = value.cast_to(target).map_err(|_| {
+            EddyError::ParameterOutOfRange(format!("{} does not fit {target}", param.value))
+        })?;
+    }
+    Ok(ParamValues::List(values))
 }
 
 /// The name a `DEALLOCATE [PREPARE] name | ALL` statement drops.

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the real clients used by tests/clients/*: idempotent, quick when done.
-#   Python venv with psycopg 3   -> $EDDY_CLIENTS_DIR/venv
+#   Python venv with psycopg 3, psycopg2, SQLAlchemy 2, pandas -> $EDDY_CLIENTS_DIR/venv
 #   node-postgres + pg-cursor    -> $EDDY_CLIENTS_DIR/node/node_modules
 #   pgjdbc (Debian package)      -> /usr/share/java/postgresql.jar
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 DIR="${EDDY_CLIENTS_DIR:-$HOME/.cache/eddy-clients}"
 PSYCOPG_VERSION=3.3.9
+# Pinned Python packages besides psycopg 3.
+PYTHON_PACKAGES=(psycopg2-binary==2.9.13 SQLAlchemy==2.1.9 pandas==3.1.1)
 mkdir -p "$DIR"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -27,12 +29,17 @@ command -v npm >/dev/null || apt_install nodejs npm
 # Single-file source launch needs the compiler module, so a JDK, not a JRE.
 java --list-modules 2>/dev/null | grep -q '^jdk.compiler' || apt_install default-jdk-headless
 
-# Python: psycopg 3 in a venv.
+# Python: psycopg 3 and the analytics stack in a venv.
 VENV="$DIR/venv"
 if ! "$VENV/bin/python" -c "import psycopg, sys; sys.exit(psycopg.__version__ != '$PSYCOPG_VERSION')" 2>/dev/null; then
   echo "install.sh: psycopg[binary]==$PSYCOPG_VERSION into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "psycopg[binary]==$PSYCOPG_VERSION"
+fi
+if ! "$VENV/bin/pip" freeze 2>/dev/null | grep -qix "${PYTHON_PACKAGES[0]}" \
+   || ! "$VENV/bin/python" -c "import sqlalchemy, pandas, psycopg2, sys; sys.exit(sqlalchemy.__version__ != '2.1.9' or pandas.__version__ != '3.1.1')" 2>/dev/null; then
+  echo "install.sh: ${PYTHON_PACKAGES[*]} into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PYTHON_PACKAGES[@]}"
 fi
 
 # Node: pg + pg-cursor, pinned by node/package.json and node/package-lock.json.

@@ -11,32 +11,12 @@ import time
 import psycopg
 from psycopg import errors
 
+from harness import check, finish, test
+
 PORT = int(sys.argv[1])
 DSN = f"host=127.0.0.1 port={PORT} user=eddy dbname=eddy connect_timeout=10"
 T, V = "psycopg_cur_t", "psycopg_cur_v"
 N = 20_000
-results = {"passed": 0, "failed": 0}
-
-
-class Failure(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Failure(msg)
-
-
-def test(fn):
-    """Runs one check group; a failure is reported and the next group still runs."""
-    try:
-        print(f"ok - {fn.__doc__}: {fn()}", flush=True)
-        results["passed"] += 1
-    except Exception as e:  # noqa: BLE001 - any error fails the group, with its message
-        print(f"FAIL - {fn.__doc__}: {type(e).__name__}: {e}", flush=True)
-        results["failed"] += 1
-    return fn
-
 
 admin = psycopg.connect(DSN, autocommit=True)
 admin.execute(f"DROP MATERIALIZED VIEW IF EXISTS {V}")
@@ -124,5 +104,4 @@ def missing_cursor():
 admin.execute(f"DROP MATERIALIZED VIEW {V}")
 admin.execute(f"DROP TABLE {T}")
 admin.close()
-print(f"psycopg_cursors: {results['passed']} passed, {results['failed']} failed")
-sys.exit(1 if results["failed"] else 0)
+sys.exit(finish("psycopg_cursors"))
