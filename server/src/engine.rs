@@ -533,6 +533,9 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
         .ok_or_else(|| EddyError::Internal("pg_catalog missing".into()))?;
     let pg_catalog = PgCatalogWithViews::new(pg_catalog, catalog.clone());
     ctx.register_udf(pg_catalog.table_is_visible_udf());
+    for udf in pg_catalog.key_functions() {
+        ctx.register_udf(udf);
+    }
     db.register_schema("pg_catalog", Arc::new(pg_catalog))?;
     ctx.register_udf(ScalarUDF::new_from_impl(VersionUdf::new()));
     crate::ksql_functions::register(&mut ctx)?;

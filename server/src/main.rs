@@ -9,6 +9,7 @@ mod nexmark_load;
 mod pg_catalog;
 mod pg_functions;
 mod pg_input;
+mod pg_keys;
 mod pg_literals;
 mod pg_operators;
 mod pg_rewrites;

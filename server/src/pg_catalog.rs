@@ -4,13 +4,16 @@
 //! - information_schema's relations are views (relkind `v`), as in
 //!   Postgres, and not visible: `pg_table_is_visible` is true only for
 //!   relations on the search path (`public`, `pg_catalog`), so ORMs that
-//!   list visible tables find only the user's.
+//!   list visible tables find only the user's;
+//! - tables' primary keys appear as indexes and constraints (`pg_keys`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    new_null_array, Array, AsArray, BooleanArray, RecordBatch, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, Session};
 use datafusion::datasource::{TableProvider, TableType};
@@ -18,6 +21,11 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{create_udf, ColumnarValue, Expr, ScalarUDF, Volatility};
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use eddy_catalog::{memory_scan, Catalog, SCHEMA_NAME};
+
+use crate::pg_keys::{
+    key_functions, primary_keys, remember, with_index_relations, KeyCatalog, KeyCatalogTable,
+    KeyDefs,
+};
 
 /// The oids of relations off the search path, as `pg_class` last listed
 /// them (datafusion-pg-catalog keeps a relation's oid for its lifetime).
@@ -29,6 +37,7 @@ pub struct PgCatalogWithViews {
     inner: Arc<dyn SchemaProvider>,
     catalog: Arc<Catalog>,
     hidden: HiddenOids,
+    keys: KeyDefs,
 }
 
 impl PgCatalogWithViews {
@@ -37,7 +46,13 @@ impl PgCatalogWithViews {
             inner,
             catalog,
             hidden: HiddenOids::default(),
+            keys: KeyDefs::default(),
         }
+    }
+
+    /// The functions that describe the keys this catalog lists.
+    pub fn key_functions(&self) -> [ScalarUDF; 2] {
+        key_functions(&self.keys)
     }
 
     /// `pg_table_is_visible(oid)`, for relations `pg_class` lists.
@@ -83,7 +98,25 @@ impl SchemaProvider for PgCatalogWithViews {
                     namespaces,
                     catalog: self.catalog.clone(),
                     hidden: self.hidden.clone(),
+                    keys: self.keys.clone(),
                 })))
+            }
+            "pg_index" | "pg_constraint" => {
+                let Some(inner) = self.inner.table(name).await? else {
+                    return Ok(None);
+                };
+                let kind = if name == "pg_index" {
+                    KeyCatalog::Index
+                } else {
+                    KeyCatalog::Constraint
+                };
+                Ok(Some(Arc::new(KeyCatalogTable::new(
+                    kind,
+                    inner,
+                    self.inner.clone(),
+                    self.catalog.clone(),
+                    self.keys.clone(),
+                ))))
             }
             "pg_matviews" => Ok(Some(Arc::new(PgMatviews {
                 catalog: self.catalog.clone(),
@@ -105,10 +138,23 @@ struct PgClass {
     namespaces: Arc<dyn TableProvider>,
     catalog: Arc<Catalog>,
     hidden: HiddenOids,
+    keys: KeyDefs,
+}
+
+/// `pg_class`'s schema with `reloptions` (a text array, NULL: Eddy's
+/// relations take no storage options), which datafusion-pg-catalog lacks.
+fn with_reloptions(schema: &SchemaRef) -> SchemaRef {
+    if schema.index_of("reloptions").is_ok() {
+        return schema.clone();
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let text = Arc::new(Field::new_list_field(DataType::Utf8, true));
+    fields.push(Field::new("reloptions", DataType::List(text), true));
+    Arc::new(Schema::new(fields))
 }
 
 /// Scans all of `table` into one batch.
-async fn read_all(table: &dyn TableProvider, state: &dyn Session) -> Result<RecordBatch> {
+pub async fn read_all(table: &dyn TableProvider, state: &dyn Session) -> Result<RecordBatch> {
     let plan = table.scan(state, None, &[], None).await?;
     let batches = collect(plan, state.task_ctx()).await?;
     Ok(datafusion::arrow::compute::concat_batches(
@@ -118,7 +164,7 @@ async fn read_all(table: &dyn TableProvider, state: &dyn Session) -> Result<Reco
 }
 
 /// The oid of namespace `name` in `pg_namespace`'s rows.
-fn namespace_oid(namespaces: &RecordBatch, name: &str) -> Option<i32> {
+pub fn namespace_oid(namespaces: &RecordBatch, name: &str) -> Option<i32> {
     let oids = namespaces
         .column_by_name("oid")?
         .as_primitive_opt::<Int32Type>()?;
@@ -131,7 +177,7 @@ fn namespace_oid(namespaces: &RecordBatch, name: &str) -> Option<i32> {
 #[async_trait]
 impl TableProvider for PgClass {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        with_reloptions(&self.inner.schema())
     }
 
     fn table_type(&self) -> TableType {
@@ -177,8 +223,18 @@ impl TableProvider for PgClass {
             })
             .collect();
         *self.hidden.write().unwrap_or_else(|e| e.into_inner()) = hidden;
+        let keys = primary_keys(&batch, &namespaces, &self.catalog);
+        remember(&self.keys, &keys);
         let mut columns = batch.columns().to_vec();
         columns[kind_index] = Arc::new(relkind);
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        let batch = with_index_relations(batch, &keys)?;
+        let mut columns = batch.columns().to_vec();
+        let schema = with_reloptions(&schema);
+        if columns.len() < schema.fields().len() {
+            let field = schema.field(columns.len());
+            columns.push(new_null_array(field.data_type(), batch.num_rows()));
+        }
         memory_scan(RecordBatch::try_new(schema, columns)?, projection)
     }
 }

@@ -160,6 +160,7 @@ pub fn register(ctx: &mut SessionContext) {
         ctx.register_udf(ScalarUDF::new_from_impl(NullText::new(name, args)));
     }
     ctx.register_udf(pg_size_pretty());
+    ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
 }
 
@@ -278,6 +279,73 @@ impl ScalarUDFImpl for PgTypeof {
         Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
             printed_type_name(field.data_type()),
         ))))
+    }
+}
+
+/// `current_setting(name [, missing_ok])` over the server's defaults;
+/// calls with a literal name are bound to the session's values before
+/// planning (`handler::set::bind_current_settings`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CurrentSetting {
+    signature: Signature,
+}
+
+impl CurrentSetting {
+    fn new() -> Self {
+        let signatures = vec![
+            TypeSignature::Exact(vec![DataType::Utf8]),
+            TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
+            // Bound to the session: the value is the third argument.
+            TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean, DataType::Utf8]),
+        ];
+        CurrentSetting {
+            signature: Signature::one_of(signatures, Volatility::Stable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for CurrentSetting {
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if let Some(bound) = args.args.get(2) {
+            return Ok(bound.clone());
+        }
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let names = arrays[0].as_string::<i32>();
+        let missing_ok = arrays.get(1).map(|a| a.as_boolean().clone());
+        let mut values = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let Some(name) = name else {
+                values.push(None);
+                continue;
+            };
+            match crate::handler::set::default_setting(name) {
+                Some(value) => values.push(Some(value)),
+                None if missing_ok
+                    .as_ref()
+                    .is_some_and(|m| m.is_valid(i) && m.value(i)) =>
+                {
+                    values.push(None)
+                }
+                None => {
+                    return Err(datafusion::error::DataFusionError::Plan(format!(
+                        "unrecognized configuration parameter \"{name}\""
+                    )))
+                }
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(values))))
     }
 }
 

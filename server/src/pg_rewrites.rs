@@ -7,6 +7,9 @@
 //!   only plan correlated scalar subqueries that aggregate; catalog lookups
 //!   by key return at most one row, so `max` of it is that row's value.
 //!   ORMs and BI tools issue such lookups when they introspect.
+//! - `generate_subscripts(a, 1)` becomes `unnest(generate_series(1,
+//!   array_length(a, 1)))`, which DataFusion unnests alongside the
+//!   `unnest(a)` it usually stands beside, row for row as Postgres does.
 //! - A scalar subquery that reads a catalog relation Eddy never fills
 //!   (sequences, triggers, policies, inheritance, enums: Eddy has none of
 //!   them) is NULL, which is what it returns. DataFusion cannot plan some
@@ -44,6 +47,11 @@ pub fn rewrite(statement: &mut Statement) {
                     escape_char,
                     ..
                 } => backslash_escapes(pattern, escape_char),
+                Expr::Function(f) if is_named(f, "generate_subscripts") => {
+                    if let Some(subscripts) = subscripts(f) {
+                        *expr = subscripts;
+                    }
+                }
                 Expr::Subquery(query) if reads_empty_catalog(query) => {
                     *expr = Expr::value(Value::Null);
                 }
@@ -85,6 +93,38 @@ fn backslash_escapes(pattern: &mut Box<Expr>, escape_char: &mut Option<ValueWith
         vec![inner, Expr::value(Value::SingleQuotedString(escape))],
     );
     *escape_char = None;
+}
+
+fn is_named(f: &ast::Function, name: &str) -> bool {
+    f.name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| i.value.eq_ignore_ascii_case(name))
+}
+
+/// `generate_subscripts(array, 1)` as an unnest of its subscripts.
+fn subscripts(f: &ast::Function) -> Option<Expr> {
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let args: Vec<&Expr> = list
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let [array, dimension] = args.as_slice() else {
+        return None;
+    };
+    let one = || Expr::value(Value::Number("1".into(), false));
+    let length = function("array_length", vec![(*array).clone(), (*dimension).clone()]);
+    Some(function(
+        "unnest",
+        vec![function("generate_series", vec![one(), length])],
+    ))
 }
 
 fn function(name: &str, args: Vec<Expr>) -> Expr {
@@ -413,6 +453,14 @@ mod tests {
         assert_eq!(
             rewritten("SELECT 1 WHERE 'x' LIKE 'a\\_' ESCAPE '\\'"),
             "SELECT 1 WHERE 'x' LIKE 'a\\_' ESCAPE '\\'"
+        );
+    }
+
+    #[test]
+    fn subscripts_unnest_beside_their_array() {
+        assert_eq!(
+            rewritten("SELECT unnest(i.indkey), generate_subscripts(i.indkey, 1) FROM pg_index i"),
+            "SELECT unnest(i.indkey), unnest(generate_series(1, array_length(i.indkey, 1))) FROM pg_index i"
         );
     }
 

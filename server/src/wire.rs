@@ -266,6 +266,9 @@ impl SimpleQueryHandler for Parser {
         }
         let mut responses = Vec::with_capacity(statements.len());
         for statement in &statements {
+            let mut statement = statement.clone();
+            bind_session(&mut statement, client.metadata());
+            let statement = &statement;
             let span = tracing::debug_span!("statement", sql = %statement);
             let result = match deallocated(statement) {
                 Some(name) => deallocate(client.portal_store(), name),
@@ -310,7 +313,8 @@ impl QueryParser for Parser {
         match statements.len() {
             0 => Ok(None),
             1 => {
-                let statement = statements.remove(0);
+                let mut statement = statements.remove(0);
+                bind_session(&mut statement, client.metadata());
                 let plan = match (&statement, handler::kind(&statement)) {
                     (EddyStatement::Sql(sql), Kind::Planned) => Some(self.engine.plan(sql).await),
                     (EddyStatement::Query(query), _) => {
@@ -463,6 +467,13 @@ impl ExtendedQueryHandler for Parser {
         }
         .map_err(EddyError::into_pgwire)?;
         encode(output, &portal.result_column_format, client.metadata())
+    }
+}
+
+/// Binds what a statement reads of the session: `current_setting`.
+fn bind_session(statement: &mut EddyStatement, vars: &HashMap<String, String>) {
+    if let EddyStatement::Sql(sql) = statement {
+        handler::set::bind_current_settings(sql, vars);
     }
 }
 

@@ -15,7 +15,7 @@ mod lookup;
 pub mod push;
 mod queries;
 mod query;
-mod set;
+pub mod set;
 mod show_sources;
 mod show_tables;
 mod transaction;

@@ -9,7 +9,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::sql::sqlparser::ast::{Expr, Ident, Reset, ResetStatement, Set, Value};
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Reset, ResetStatement, Set,
+    Statement, Value, VisitMut, VisitorMut,
+};
 use pgwire::api::results::Tag;
 
 use super::{text_schema, Output};
@@ -23,6 +28,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("client_encoding", "UTF8"),
     ("client_min_messages", "notice"),
     ("datestyle", "ISO, MDY"),
+    ("default_table_access_method", "heap"),
     ("default_transaction_isolation", "read committed"),
     ("default_transaction_read_only", "off"),
     ("extra_float_digits", "1"),
@@ -212,6 +218,70 @@ fn variable_name(variable: &[Ident]) -> String {
         return canonical_name(&words.join("."));
     }
     name
+}
+
+/// A setting's server default, for `current_setting` where no session is
+/// at hand.
+pub fn default_setting(name: &str) -> Option<String> {
+    lookup(&HashMap::new(), &canonical_name(name))
+}
+
+/// Binds each `current_setting('name' [, missing_ok])` with a literal name
+/// to the session's value, so it sees the session's SETs. Unknown names
+/// are left to the function, which reports them.
+pub fn bind_current_settings(statement: &mut Statement, vars: &HashMap<String, String>) {
+    struct Binder<'a>(&'a HashMap<String, String>);
+    impl VisitorMut for Binder<'_> {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            let Expr::Function(f) = expr else {
+                return ControlFlow::Continue(());
+            };
+            let named = f.name.0.last().and_then(|p| p.as_ident());
+            if !named.is_some_and(|i| i.value.eq_ignore_ascii_case("current_setting")) {
+                return ControlFlow::Continue(());
+            }
+            let FunctionArguments::List(list) = &f.args else {
+                return ControlFlow::Continue(());
+            };
+            let literal = |arg: Option<&FunctionArg>| match arg {
+                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => {
+                    Some(v.value.clone())
+                }
+                _ => None,
+            };
+            let missing_ok = match list.args.len() {
+                1 => false,
+                2 => match literal(list.args.get(1)) {
+                    Some(Value::Boolean(b)) => b,
+                    _ => return ControlFlow::Continue(()),
+                },
+                _ => return ControlFlow::Continue(()),
+            };
+            let Some(Value::SingleQuotedString(name)) = literal(list.args.first()) else {
+                return ControlFlow::Continue(());
+            };
+            // The bound value goes in as a third argument, which the
+            // function returns, so the column keeps its name.
+            let value = match lookup(self.0, &canonical_name(&name)) {
+                Some(value) => Value::SingleQuotedString(value),
+                None if missing_ok => Value::Null,
+                None => return ControlFlow::Continue(()),
+            };
+            if let FunctionArguments::List(list) = &mut f.args {
+                if list.args.len() == 1 {
+                    let no = Expr::value(Value::Boolean(false));
+                    list.args
+                        .push(FunctionArg::Unnamed(FunctionArgExpr::Expr(no)));
+                }
+                let value = Expr::value(value);
+                list.args
+                    .push(FunctionArg::Unnamed(FunctionArgExpr::Expr(value)));
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = statement.visit(&mut Binder(vars));
 }
 
 pub fn show_schema(variable: &[Ident]) -> SchemaRef {

@@ -71,7 +71,13 @@ def inspection(dialect):
     view_columns = [c["name"] for c in inspector.get_columns(V)]
     check(view_columns == ["customer", "total", "n"], f"view columns {view_columns}")
     check(inspector.get_foreign_keys(T) == [], "foreign keys where there are none")
-    return f"{len(tables)} tables, {len(matviews)} matviews, {len(columns)} columns"
+    pk = inspector.get_pk_constraint(T)
+    check(pk["constrained_columns"] == ["id"] and pk["name"] == f"{T}_pkey", f"primary key {pk}")
+    check(inspector.get_pk_constraint(V)["constrained_columns"] == [], "a view has no primary key")
+    # The primary key's index backs its constraint, so it is not listed.
+    check(inspector.get_indexes(T) == [], f"indexes {inspector.get_indexes(T)}")
+    check(inspector.get_unique_constraints(T) == [], "unique constraints where there are none")
+    return f"{len(tables)} tables, {len(matviews)} matviews, {len(columns)} columns, primary key {pk['name']}"
 
 
 def nested_transactions(dialect):
@@ -163,7 +169,7 @@ def pandas_round_trip():
     check(back["score"].tolist()[:2] == [1.5, 2.25] and back["score"].isna().tolist()[2], "scores")
     appended = pd.DataFrame({"id": [4], "label": ["d"], "score": [4.0]})
     appended.to_sql("sa_frame", eng, if_exists="append", index=False)
-    check(len(pd.read_sql("SELECT * FROM sa_frame", eng)) == 4, "read_sql after append")
+    check(len(pd.read_sql_table("sa_frame", eng)) == 4, "read_sql_table after append")
     return f"{len(frame)} view rows; to_sql created, appended and read back 4 rows"
 
 
