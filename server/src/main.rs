@@ -7,6 +7,7 @@ mod handler;
 mod ksql_functions;
 mod nexmark_load;
 mod pg_catalog;
+mod pg_columns;
 mod pg_functions;
 mod pg_input;
 mod pg_keys;

@@ -5,7 +5,8 @@
 //!   Postgres, and not visible: `pg_table_is_visible` is true only for
 //!   relations on the search path (`public`, `pg_catalog`), so ORMs that
 //!   list visible tables find only the user's;
-//! - tables' primary keys appear as indexes and constraints (`pg_keys`).
+//! - tables' primary keys appear as indexes and constraints (`pg_keys`);
+//! - columns show their declared types and defaults (`pg_columns`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -22,6 +23,7 @@ use datafusion::logical_expr::{create_udf, ColumnarValue, Expr, ScalarUDF, Volat
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use eddy_catalog::{memory_scan, Catalog, SCHEMA_NAME};
 
+use crate::pg_columns::{ColumnCatalog, ColumnCatalogTable};
 use crate::pg_keys::{
     key_functions, primary_keys, remember, with_index_relations, KeyCatalog, KeyCatalogTable,
     KeyDefs,
@@ -93,13 +95,13 @@ impl SchemaProvider for PgCatalogWithViews {
                 ) else {
                     return Ok(None);
                 };
-                Ok(Some(Arc::new(PgClass {
+                Ok(Derived::provider(PgClass {
                     inner,
                     namespaces,
                     catalog: self.catalog.clone(),
                     hidden: self.hidden.clone(),
                     keys: self.keys.clone(),
-                })))
+                }))
             }
             "pg_index" | "pg_constraint" => {
                 let Some(inner) = self.inner.table(name).await? else {
@@ -110,17 +112,33 @@ impl SchemaProvider for PgCatalogWithViews {
                 } else {
                     KeyCatalog::Constraint
                 };
-                Ok(Some(Arc::new(KeyCatalogTable::new(
+                Ok(Derived::provider(KeyCatalogTable::new(
                     kind,
                     inner,
                     self.inner.clone(),
                     self.catalog.clone(),
                     self.keys.clone(),
-                ))))
+                )))
             }
-            "pg_matviews" => Ok(Some(Arc::new(PgMatviews {
+            "pg_attribute" | "pg_attrdef" => {
+                let Some(inner) = self.inner.table(name).await? else {
+                    return Ok(None);
+                };
+                let kind = if name == "pg_attribute" {
+                    ColumnCatalog::Attribute
+                } else {
+                    ColumnCatalog::Attrdef
+                };
+                Ok(Derived::provider(ColumnCatalogTable::new(
+                    kind,
+                    inner,
+                    self.inner.clone(),
+                    self.catalog.clone(),
+                )))
+            }
+            "pg_matviews" => Ok(Derived::provider(PgMatviews {
                 catalog: self.catalog.clone(),
-            }))),
+            })),
             _ => self.inner.table(name).await,
         }
     }
@@ -153,6 +171,62 @@ fn with_reloptions(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// A catalog relation whose rows Eddy derives, or amends from
+/// datafusion-pg-catalog's: built whole on each scan (catalogs are small).
+#[async_trait]
+pub trait DerivedCatalog: std::fmt::Debug + Send + Sync {
+    fn schema(&self) -> SchemaRef;
+    async fn rows(&self, state: &dyn Session) -> Result<RecordBatch>;
+}
+
+/// Serves a [`DerivedCatalog`] as a relation.
+#[derive(Debug)]
+pub struct Derived<T>(pub T);
+
+impl<T: DerivedCatalog + 'static> Derived<T> {
+    pub fn provider(inner: T) -> Option<Arc<dyn TableProvider>> {
+        Some(Arc::new(Derived(inner)))
+    }
+}
+
+#[async_trait]
+impl<T: DerivedCatalog + 'static> TableProvider for Derived<T> {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        memory_scan(self.0.rows(state).await?, projection)
+    }
+}
+
+/// `pg_class`'s and `pg_namespace`'s rows, read through `pg_catalog`.
+pub async fn classes_and_namespaces(
+    pg_catalog: &dyn SchemaProvider,
+    state: &dyn Session,
+) -> Result<Option<(RecordBatch, RecordBatch)>> {
+    let (Some(classes), Some(namespaces)) = (
+        pg_catalog.table("pg_class").await?,
+        pg_catalog.table("pg_namespace").await?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        read_all(classes.as_ref(), state).await?,
+        read_all(namespaces.as_ref(), state).await?,
+    )))
+}
+
 /// Scans all of `table` into one batch.
 pub async fn read_all(table: &dyn TableProvider, state: &dyn Session) -> Result<RecordBatch> {
     let plan = table.scan(state, None, &[], None).await?;
@@ -175,22 +249,12 @@ pub fn namespace_oid(namespaces: &RecordBatch, name: &str) -> Option<i32> {
 }
 
 #[async_trait]
-impl TableProvider for PgClass {
+impl DerivedCatalog for PgClass {
     fn schema(&self) -> SchemaRef {
         with_reloptions(&self.inner.schema())
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn rows(&self, state: &dyn Session) -> Result<RecordBatch> {
         let batch = read_all(self.inner.as_ref(), state).await?;
         let schema = batch.schema();
         let (Ok(oid_index), Ok(name_index), Ok(space_index), Ok(kind_index)) = (
@@ -199,7 +263,7 @@ impl TableProvider for PgClass {
             schema.index_of("relnamespace"),
             schema.index_of("relkind"),
         ) else {
-            return memory_scan(batch, projection);
+            return Ok(batch);
         };
         let namespaces = read_all(self.namespaces.as_ref(), state).await?;
         let information_schema = namespace_oid(&namespaces, "information_schema");
@@ -235,7 +299,7 @@ impl TableProvider for PgClass {
             let field = schema.field(columns.len());
             columns.push(new_null_array(field.data_type(), batch.num_rows()));
         }
-        memory_scan(RecordBatch::try_new(schema, columns)?, projection)
+        Ok(RecordBatch::try_new(schema, columns)?)
     }
 }
 
@@ -258,22 +322,12 @@ fn pg_matviews_schema() -> SchemaRef {
 }
 
 #[async_trait]
-impl TableProvider for PgMatviews {
+impl DerivedCatalog for PgMatviews {
     fn schema(&self) -> SchemaRef {
         pg_matviews_schema()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn rows(&self, _state: &dyn Session) -> Result<RecordBatch> {
         let views = self.catalog.views();
         let n = views.len();
         let text = |f: &dyn Fn(&eddy_catalog::ViewDef) -> Option<String>| -> Arc<dyn Array> {
@@ -294,6 +348,6 @@ impl TableProvider for PgMatviews {
             ],
         )
         .map_err(DataFusionError::from)?;
-        memory_scan(batch, projection)
+        Ok(batch)
     }
 }

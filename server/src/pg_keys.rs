@@ -15,16 +15,15 @@ use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, Session};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::{TableProvider, TableType};
+use datafusion::datasource::TableProvider;
 use datafusion::error::Result;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
     Volatility,
 };
-use datafusion::physical_plan::ExecutionPlan;
-use eddy_catalog::{memory_scan, Catalog, SCHEMA_NAME};
+use eddy_catalog::{Catalog, SCHEMA_NAME};
 
-use crate::pg_catalog::{namespace_oid, read_all};
+use crate::pg_catalog::{classes_and_namespaces, namespace_oid, read_all, DerivedCatalog};
 
 /// Oids of key indexes and constraints: the table's oid past these bases,
 /// far above the oids datafusion-pg-catalog hands out.
@@ -70,8 +69,37 @@ impl PrimaryKey {
     }
 }
 
+/// The oids of the relations in Eddy's schema, by name, as `classes`
+/// (datafusion-pg-catalog's `pg_class` rows) gives them.
+pub fn public_relation_oids(
+    classes: &RecordBatch,
+    namespaces: &RecordBatch,
+) -> HashMap<String, i32> {
+    let Some(public) = namespace_oid(namespaces, SCHEMA_NAME) else {
+        return HashMap::new();
+    };
+    let (Some(oids), Some(names), Some(spaces)) = (
+        classes.column_by_name("oid"),
+        classes.column_by_name("relname"),
+        classes.column_by_name("relnamespace"),
+    ) else {
+        return HashMap::new();
+    };
+    let (Some(oids), Some(names), Some(spaces)) = (
+        oids.as_primitive_opt::<Int32Type>(),
+        names.as_string_opt::<i32>(),
+        spaces.as_primitive_opt::<Int32Type>(),
+    ) else {
+        return HashMap::new();
+    };
+    (0..classes.num_rows())
+        .filter(|&i| names.is_valid(i) && spaces.value(i) == public)
+        .map(|i| (names.value(i).to_owned(), oids.value(i)))
+        .collect()
+}
+
 /// The primary keys of the catalog's tables (not streams), by the oids
-/// that `classes` (datafusion-pg-catalog's `pg_class` rows) gives them.
+/// that `classes` gives them.
 pub fn primary_keys(
     classes: &RecordBatch,
     namespaces: &RecordBatch,
@@ -80,32 +108,16 @@ pub fn primary_keys(
     let Some(public) = namespace_oid(namespaces, SCHEMA_NAME) else {
         return vec![];
     };
-    let (Some(oids), Some(names), Some(spaces)) = (
-        classes.column_by_name("oid"),
-        classes.column_by_name("relname"),
-        classes.column_by_name("relnamespace"),
-    ) else {
-        return vec![];
-    };
-    let (Some(oids), Some(names), Some(spaces)) = (
-        oids.as_primitive_opt::<Int32Type>(),
-        names.as_string_opt::<i32>(),
-        spaces.as_primitive_opt::<Int32Type>(),
-    ) else {
-        return vec![];
-    };
+    let oids = public_relation_oids(classes, namespaces);
     let mut keys = Vec::new();
     for name in catalog.table_names() {
-        let Some(table) = catalog.table(&name) else {
+        let (Some(table), Some(&table_oid)) = (catalog.table(&name), oids.get(&name)) else {
             continue;
         };
         let def = table.def();
         if table.is_stream() || def.primary_key.is_empty() {
             continue;
         }
-        let row = (0..classes.num_rows())
-            .find(|&i| names.is_valid(i) && names.value(i) == name && spaces.value(i) == public);
-        let Some(row) = row else { continue };
         let attnums = def.primary_key.iter().map(|&c| c as i16 + 1).collect();
         let columns = def
             .primary_key
@@ -113,7 +125,7 @@ pub fn primary_keys(
             .map(|&c| def.columns[c].name.clone())
             .collect();
         keys.push(PrimaryKey {
-            table_oid: oids.value(row),
+            table_oid,
             namespace_oid: public,
             table: name,
             attnums,
@@ -255,7 +267,7 @@ impl KeyCatalogTable {
 }
 
 #[async_trait]
-impl TableProvider for KeyCatalogTable {
+impl DerivedCatalog for KeyCatalogTable {
     fn schema(&self) -> SchemaRef {
         let inner = self.inner.schema();
         let fields: Vec<Field> = inner
@@ -272,29 +284,16 @@ impl TableProvider for KeyCatalogTable {
         Arc::new(Schema::new(fields))
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn rows(&self, state: &dyn Session) -> Result<RecordBatch> {
         let mut batch = read_all(self.inner.as_ref(), state).await?;
         for name in self.kind.array_columns() {
             batch = text_to_int2_lists(&batch, name)?;
         }
-        let (Some(classes), Some(namespaces)) = (
-            self.pg_catalog.table("pg_class").await?,
-            self.pg_catalog.table("pg_namespace").await?,
-        ) else {
-            return memory_scan(batch, projection);
+        let Some((classes, namespaces)) =
+            classes_and_namespaces(self.pg_catalog.as_ref(), state).await?
+        else {
+            return Ok(batch);
         };
-        let classes = read_all(classes.as_ref(), state).await?;
-        let namespaces = read_all(namespaces.as_ref(), state).await?;
         let keys = primary_keys(&classes, &namespaces, &self.catalog);
         remember(&self.defs, &keys);
         let template = match self.kind {
@@ -313,7 +312,7 @@ impl TableProvider for KeyCatalogTable {
             _ => batch,
         };
         let batch = RecordBatch::try_new(self.schema(), batch.columns().to_vec())?;
-        memory_scan(batch, projection)
+        Ok(batch)
     }
 }
 

@@ -29,6 +29,7 @@ use datafusion::sql::sqlparser::ast::{
     Ident, ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor, Value, ValueWithSpan,
     VisitMut, VisitorMut,
 };
+use eddy_sql::catalog_lookup::{is_catalog_lookup, relation_name, relation_reference};
 
 /// Applies this module's rewrites to `statement`.
 pub fn rewrite(statement: &mut Statement) {
@@ -167,31 +168,18 @@ const AGGREGATES: &[&str] = &[
 /// are returned to guard the lookup instead: `max()` over no rows is NULL
 /// either way.
 fn aggregate_catalog_lookup(query: &mut Query) -> Option<Expr> {
-    if query.limit_clause.is_some() || query.order_by.is_some() || query.with.is_some() {
+    if !is_catalog_lookup(query) {
         return None;
     }
     let SetExpr::Select(select) = query.body.as_mut() else {
         return None;
     };
-    let grouped = match &select.group_by {
-        GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
-        GroupByExpr::All(_) => true,
-    };
-    if grouped || select.having.is_some() || select.distinct.is_some() || select.from.is_empty() {
-        return None;
-    }
-    let over_catalog = select.from.iter().all(|from| {
-        std::iter::once(&from.relation)
-            .chain(from.joins.iter().map(|j| &j.relation))
-            .all(is_catalog_relation)
-    });
-    let [item] = select.projection.as_mut_slice() else {
+    let [SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }] =
+        select.projection.as_mut_slice()
+    else {
         return None;
     };
-    let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item else {
-        return None;
-    };
-    if !over_catalog || uses_aggregate(expr) {
+    if uses_aggregate(expr) {
         return None;
     }
     let inner = std::mem::replace(expr, Expr::value(Value::Null));
@@ -211,22 +199,6 @@ fn aggregate_catalog_lookup(query: &mut Query) -> Option<Expr> {
         .partition(|c| refers_only_outside(c, &names));
     select.selection = and_all(own);
     and_all(outer)
-}
-
-/// The name a relation's columns are qualified with: its alias, else its
-/// table name.
-fn relation_reference(relation: &TableFactor) -> Option<String> {
-    match relation {
-        TableFactor::Table {
-            alias: Some(alias), ..
-        } => Some(alias.name.value.to_lowercase()),
-        TableFactor::Table { name, .. } => name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .map(|i| i.value.to_lowercase()),
-        _ => None,
-    }
 }
 
 fn conjuncts(expr: Expr) -> Vec<Expr> {
@@ -298,31 +270,6 @@ const EMPTY_CATALOG_RELATIONS: &[&str] = &[
     "pg_statistic_ext",
     "pg_foreign_table",
 ];
-
-/// A relation's name parts, lower case, if it is a plain table reference.
-fn relation_name(relation: &TableFactor) -> Option<Vec<String>> {
-    let TableFactor::Table {
-        name, args: None, ..
-    } = relation
-    else {
-        return None;
-    };
-    Some(
-        name.0
-            .iter()
-            .filter_map(|p| p.as_ident())
-            .map(|i| i.value.to_lowercase())
-            .collect(),
-    )
-}
-
-fn is_catalog_relation(relation: &TableFactor) -> bool {
-    match relation_name(relation).as_deref() {
-        Some([schema, _]) => schema == "pg_catalog" || schema == "information_schema",
-        Some([table]) => table.starts_with("pg_"),
-        _ => false,
-    }
-}
 
 fn is_empty_catalog_relation(relation: &TableFactor) -> bool {
     match relation_name(relation).as_deref() {

@@ -3,6 +3,7 @@
 //! catalog's schema provider; this crate decides what each statement is.
 
 pub mod ast;
+pub mod catalog_lookup;
 mod check;
 mod column_names;
 pub mod create_generator;

@@ -19,6 +19,7 @@ use crate::ast::{
     CreateRelation, DropRelation, Duration, EddyQuery, EddyStatement, Emit, JoinWithin, Listing,
     QueryClauses, RelationKind, Subscribe, Watermark, WindowKind, WindowSpec,
 };
+use crate::catalog_lookup::keep_catalog_lookups;
 use crate::{Result, SqlError};
 
 /// Rewrites the catalog queries that psql and drivers send into forms
@@ -95,10 +96,21 @@ pub fn parse_sql(sql: &str) -> Result<Vec<EddyStatement>> {
 /// Parses a catalog query with the compatibility rewrites.
 fn catalog_query(text: &str) -> Result<EddyStatement> {
     let mut statements = CATALOG_QUERY_PARSER.parse(text)?;
-    match (statements.pop(), statements.pop()) {
-        (Some(statement), None) => Ok(EddyStatement::Sql(Box::new(statement))),
-        _ => Err(SqlError::Unsupported(format!("catalog query {text}"))),
-    }
+    let compatible = match (statements.pop(), statements.pop()) {
+        (Some(statement), None) => statement,
+        _ => return Err(SqlError::Unsupported(format!("catalog query {text}"))),
+    };
+    // Where no whole-query substitution applied (the rules alone give the
+    // same statement), catalog lookups in projections are kept.
+    let statement = match Parser::parse_sql(&DIALECT, text).as_deref() {
+        Ok([plain]) if CATALOG_QUERY_PARSER.rewrite(plain.clone()) == compatible => {
+            let mut kept = plain.clone();
+            keep_catalog_lookups(&mut kept);
+            CATALOG_QUERY_PARSER.rewrite(kept)
+        }
+        _ => compatible,
+    };
+    Ok(EddyStatement::Sql(Box::new(statement)))
 }
 
 /// Whether a query reads the Postgres catalog: a `pg_` relation or

@@ -37,7 +37,7 @@ with engine("psycopg").connect() as conn:
     conn.execute(
         sa.text(
             f"CREATE TABLE {T} (id BIGINT PRIMARY KEY, customer TEXT NOT NULL, "
-            "amount NUMERIC(10, 2), qty INT, paid BOOLEAN)"
+            "amount NUMERIC(10, 2), qty INT DEFAULT 1, paid BOOLEAN, note VARCHAR(20))"
         )
     )
     conn.execute(
@@ -62,12 +62,24 @@ def inspection(dialect):
     check(inspector.has_table(T), f"has_table({T}) is false")
     check(not inspector.has_table("sa_no_such_table"), "has_table of a missing table is true")
     columns = {c["name"]: c for c in inspector.get_columns(T)}
-    check(list(columns) == ["id", "customer", "amount", "qty", "paid"], f"columns {list(columns)}")
+    check(list(columns) == ["id", "customer", "amount", "qty", "paid", "note"], f"columns {list(columns)}")
     check(not columns["id"]["nullable"] and not columns["customer"]["nullable"], "NOT NULL lost")
     check(columns["amount"]["nullable"], "amount should be nullable")
     kinds = {name: type(c["type"]).__name__ for name, c in columns.items()}
-    want = {"id": "BIGINT", "customer": "TEXT", "amount": "NUMERIC", "qty": "INTEGER", "paid": "BOOLEAN"}
+    want = {
+        "id": "BIGINT",
+        "customer": "TEXT",
+        "amount": "NUMERIC",
+        "qty": "INTEGER",
+        "paid": "BOOLEAN",
+        "note": "VARCHAR",
+    }
     check(kinds == want, f"column types {kinds}, want {want}")
+    amount = columns["amount"]["type"]
+    check((amount.precision, amount.scale) == (10, 2), f"amount is NUMERIC({amount.precision}, {amount.scale})")
+    check(columns["note"]["type"].length == 20, f"note is VARCHAR({columns['note']['type'].length})")
+    check(columns["qty"]["default"] == "1", f"qty's default {columns['qty']['default']!r}")
+    check(columns["amount"]["default"] is None, f"amount's default {columns['amount']['default']!r}")
     view_columns = [c["name"] for c in inspector.get_columns(V)]
     check(view_columns == ["customer", "total", "n"], f"view columns {view_columns}")
     check(inspector.get_foreign_keys(T) == [], "foreign keys where there are none")
