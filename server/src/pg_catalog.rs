@@ -17,6 +17,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, Session};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{create_udf, ColumnarValue, Expr, ScalarUDF, Volatility};
@@ -135,6 +136,12 @@ impl SchemaProvider for PgCatalogWithViews {
                     self.inner.clone(),
                     self.catalog.clone(),
                 )))
+            }
+            "pg_roles" | "pg_authid" => {
+                let Some(inner) = self.inner.table(name).await? else {
+                    return Ok(None);
+                };
+                Ok(Derived::provider(WithSuperuser { inner }))
             }
             "pg_matviews" => Ok(Derived::provider(PgMatviews {
                 catalog: self.catalog.clone(),
@@ -300,6 +307,56 @@ impl DerivedCatalog for PgClass {
             columns.push(new_null_array(field.data_type(), batch.num_rows()));
         }
         Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+/// The role that owns every relation, as `pg_get_userbyid` names it.
+pub const BOOTSTRAP_SUPERUSER: &str = "postgres";
+const BOOTSTRAP_SUPERUSER_OID: i32 = 10;
+
+/// `pg_roles` or `pg_authid`, with the bootstrap superuser that owns
+/// Eddy's relations where it is missing (Eddy has no other roles yet).
+#[derive(Debug)]
+struct WithSuperuser {
+    inner: Arc<dyn TableProvider>,
+}
+
+#[async_trait]
+impl DerivedCatalog for WithSuperuser {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    async fn rows(&self, state: &dyn Session) -> Result<RecordBatch> {
+        let batch = read_all(self.inner.as_ref(), state).await?;
+        let schema = batch.schema();
+        let listed = schema.index_of("rolname").is_ok_and(|i| {
+            let names = batch.column(i).as_string::<i32>();
+            names.iter().any(|n| n == Some(BOOTSTRAP_SUPERUSER))
+        });
+        if listed {
+            return Ok(batch);
+        }
+        let superuser = schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let value = match field.name().as_str() {
+                    "oid" => ScalarValue::Int32(Some(BOOTSTRAP_SUPERUSER_OID)),
+                    "rolname" => ScalarValue::Utf8(Some(BOOTSTRAP_SUPERUSER.into())),
+                    "rolconnlimit" => ScalarValue::Int32(Some(-1)),
+                    "rolsuper" | "rolinherit" | "rolcreaterole" | "rolcreatedb" | "rolcanlogin"
+                    | "rolreplication" | "rolbypassrls" => ScalarValue::Boolean(Some(true)),
+                    _ => ScalarValue::try_from(field.data_type())?,
+                };
+                value.cast_to(field.data_type())?.to_array()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let superuser = RecordBatch::try_new(schema.clone(), superuser)?;
+        Ok(datafusion::arrow::compute::concat_batches(
+            &schema,
+            &[superuser, batch],
+        )?)
     }
 }
 

@@ -9,8 +9,10 @@
 use std::sync::Arc;
 
 use arrow_pg::datatypes::into_pg_type;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int32Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Int32Array, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
 use datafusion::common::{exec_err, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::{
@@ -152,6 +154,8 @@ pub fn register(ctx: &mut SessionContext) {
             "shobj_description",
             vec![vec![DataType::Int64, DataType::Utf8]],
         ),
+        // Eddy's functions are all built in: none has an SQL body.
+        ("pg_get_function_sqlbody", vec![vec![DataType::Int64]]),
         (
             "pg_get_serial_sequence",
             vec![vec![DataType::Utf8, DataType::Utf8]],
@@ -159,9 +163,84 @@ pub fn register(ctx: &mut SessionContext) {
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(NullText::new(name, args)));
     }
+    // Eddy does not measure the storage its relations take yet: their
+    // sizes are unknown, NULL.
+    for name in [
+        "pg_table_size",
+        "pg_total_relation_size",
+        "pg_indexes_size",
+        "pg_database_size",
+    ] {
+        let signatures = vec![vec![DataType::Int64], vec![DataType::Utf8]];
+        ctx.register_udf(ScalarUDF::new_from_impl(NullText::returning(
+            name,
+            signatures,
+            DataType::Int64,
+        )));
+    }
     ctx.register_udf(pg_size_pretty());
     ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
+    ctx.register_udf(format_oidvector());
+}
+
+/// `format_oidvector(text)`: the types of an oidvector (`pg_proc`'s
+/// `proargtypes`, "25 1042") as `format_type` prints them, comma
+/// separated. `pg_get_function_arguments` is rewritten into it.
+fn format_oidvector() -> ScalarUDF {
+    let format_type = datafusion_pg_catalog::pg_catalog::format_type::create_format_type_udf();
+    let func = move |args: &[ColumnarValue]| -> Result<ColumnarValue> {
+        let vectors = ColumnarValue::values_to_arrays(args)?;
+        let vectors = vectors[0].as_string::<i32>();
+        let oids: Vec<Vec<i32>> = vectors
+            .iter()
+            .map(|v| {
+                v.unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|oid| oid.parse().ok())
+                    .collect()
+            })
+            .collect();
+        let all: Int32Array = oids.iter().flatten().map(|&oid| Some(oid)).collect();
+        let n = all.len();
+        let typmods = Int32Array::new_null(n);
+        let names = format_type.invoke_with_args(ScalarFunctionArgs {
+            arg_fields: vec![
+                Arc::new(Field::new("oid", DataType::Int32, true)),
+                Arc::new(Field::new("typmod", DataType::Int32, true)),
+            ],
+            args: vec![
+                ColumnarValue::Array(Arc::new(all)),
+                ColumnarValue::Array(Arc::new(typmods)),
+            ],
+            number_rows: n,
+            return_field: Arc::new(Field::new("format_type", DataType::Utf8, true)),
+            config_options: Default::default(),
+        })?;
+        let names = names.into_array(n)?;
+        let names = names.as_string::<i32>();
+        let mut next = 0;
+        let out: StringArray = oids
+            .iter()
+            .enumerate()
+            .map(|(row, vector)| {
+                let text = (0..vector.len())
+                    .map(|i| names.value(next + i))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                next += vector.len();
+                vectors.is_valid(row).then_some(text)
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    };
+    create_udf(
+        "format_oidvector",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(func),
+    )
 }
 
 /// `to_regtype(text)`: the type's oid, or NULL for a name that is not one.
@@ -432,20 +511,26 @@ fn json_value(value: &ScalarValue) -> serde_json::Value {
     }
 }
 
-/// A text function whose answer for every object of Eddy's is NULL: no
-/// comments, no sequences.
+/// A function whose answer for every object of Eddy's is NULL: no
+/// comments, no sequences, no measured sizes.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct NullText {
     name: &'static str,
     signature: Signature,
+    returns: DataType,
 }
 
 impl NullText {
     fn new(name: &'static str, signatures: Vec<Vec<DataType>>) -> Self {
+        Self::returning(name, signatures, DataType::Utf8)
+    }
+
+    fn returning(name: &'static str, signatures: Vec<Vec<DataType>>, returns: DataType) -> Self {
         let signatures = signatures.into_iter().map(TypeSignature::Exact).collect();
         NullText {
             name,
             signature: Signature::one_of(signatures, Volatility::Stable),
+            returns,
         }
     }
 }
@@ -460,11 +545,11 @@ impl ScalarUDFImpl for NullText {
     }
 
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+        Ok(self.returns.clone())
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let nulls: ArrayRef = Arc::new(StringArray::new_null(args.number_rows));
+        let nulls: ArrayRef = new_null_array(&self.returns, args.number_rows);
         Ok(ColumnarValue::Array(nulls))
     }
 }

@@ -10,6 +10,14 @@
 //! - `generate_subscripts(a, 1)` becomes `unnest(generate_series(1,
 //!   array_length(a, 1)))`, which DataFusion unnests alongside the
 //!   `unnest(a)` it usually stands beside, row for row as Postgres does.
+//! - `ARRAY(SELECT e FROM ...)` becomes `coalesce((SELECT array_agg(e)
+//!   FROM ...), [])`, a subquery DataFusion can decorrelate. Over the
+//!   storage options of a relation (`unnest(c.reloptions)`), which Eddy's
+//!   relations never have, it is NULL.
+//! - `array_to_string(<x>acl, ...)` over a catalog's access privileges is
+//!   NULL: Eddy keeps no privileges, so every ACL is NULL (the owner's
+//!   default privileges), and some of datafusion-pg-catalog's ACL columns
+//!   are text, which `array_to_string` refuses.
 //! - A scalar subquery that reads a catalog relation Eddy never fills
 //!   (sequences, triggers, policies, inheritance, enums: Eddy has none of
 //!   them) is NULL, which is what it returns. DataFusion cannot plan some
@@ -48,29 +56,44 @@ pub fn rewrite(statement: &mut Statement) {
                     escape_char,
                     ..
                 } => backslash_escapes(pattern, escape_char),
+                Expr::Function(f) if is_named(f, "array") => {
+                    if let FunctionArguments::Subquery(query) = &f.args {
+                        if let Some(array) = array_of_subquery(query) {
+                            *expr = array;
+                        }
+                    }
+                }
                 Expr::Function(f) if is_named(f, "generate_subscripts") => {
                     if let Some(subscripts) = subscripts(f) {
                         *expr = subscripts;
                     }
                 }
-                Expr::Subquery(query) if reads_empty_catalog(query) => {
-                    *expr = Expr::value(Value::Null);
-                }
-                Expr::Subquery(query) => {
-                    if let Some(guard) = aggregate_catalog_lookup(query) {
-                        let lookup = std::mem::replace(expr, Expr::value(Value::Null));
-                        *expr = Expr::Case {
-                            case_token: AttachedToken::empty(),
-                            end_token: AttachedToken::empty(),
-                            operand: None,
-                            conditions: vec![ast::CaseWhen {
-                                condition: guard,
-                                result: lookup,
-                            }],
-                            else_result: None,
-                        };
+                Expr::Function(f) if is_named(f, "pg_get_function_result") => {
+                    if let Some(oid) = only_argument(f) {
+                        *expr = proc_lookup("format_type(eddy_proc.prorettype, NULL)", oid);
+                        catalog_lookup(expr);
                     }
                 }
+                Expr::Function(f)
+                    if is_named(f, "pg_get_function_arguments")
+                        || is_named(f, "pg_get_function_identity_arguments") =>
+                {
+                    if let Some(oid) = only_argument(f) {
+                        let mut types = proc_lookup("eddy_proc.proargtypes", oid);
+                        catalog_lookup(&mut types);
+                        *expr = function("format_oidvector", vec![types]);
+                    }
+                }
+                Expr::Function(f) if is_named(f, "pg_get_viewdef") => {
+                    if let Some(oid) = first_argument(f) {
+                        *expr = lookup_by_oid(VIEW_DEFINITION, oid);
+                        catalog_lookup(expr);
+                    }
+                }
+                Expr::Function(f) if is_named(f, "array_to_string") && lists_privileges(f) => {
+                    *expr = Expr::value(Value::Null);
+                }
+                Expr::Subquery(_) => catalog_lookup(expr),
                 _ => {}
             }
             ControlFlow::Continue(())
@@ -126,6 +149,176 @@ fn subscripts(f: &ast::Function) -> Option<Expr> {
         "unnest",
         vec![function("generate_series", vec![one(), length])],
     ))
+}
+
+/// A scalar subquery over catalog relations, as DataFusion can plan it:
+/// NULL over a relation Eddy never fills, else aggregated and guarded.
+fn catalog_lookup(expr: &mut Expr) {
+    let Expr::Subquery(query) = expr else {
+        return;
+    };
+    if reads_empty_catalog(query) {
+        *expr = Expr::value(Value::Null);
+    } else if let Some(guard) = aggregate_catalog_lookup(query) {
+        let lookup = std::mem::replace(expr, Expr::value(Value::Null));
+        *expr = Expr::Case {
+            case_token: AttachedToken::empty(),
+            end_token: AttachedToken::empty(),
+            operand: None,
+            conditions: vec![ast::CaseWhen {
+                condition: guard,
+                result: lookup,
+            }],
+            else_result: None,
+        };
+    }
+}
+
+fn only_argument(f: &ast::Function) -> Option<Expr> {
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => Some(e.clone()),
+        _ => None,
+    }
+}
+
+/// Whether `f`'s first argument is an access privilege column
+/// (`relacl`, `nspacl`, `proacl`, ...).
+fn lists_privileges(f: &ast::Function) -> bool {
+    let name = match first_argument(f) {
+        Some(Expr::Identifier(ident)) => ident.value,
+        Some(Expr::CompoundIdentifier(parts)) => {
+            parts.last().map(|p| p.value.clone()).unwrap_or_default()
+        }
+        _ => return false,
+    };
+    let name = name.to_lowercase();
+    name.len() > 3 && name.ends_with("acl")
+}
+
+/// The first argument of a function whose others (`pretty`, a wrap
+/// column) change only layout.
+fn first_argument(f: &ast::Function) -> Option<Expr> {
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    match list.args.first() {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) => Some(e.clone()),
+        _ => None,
+    }
+}
+
+/// `pg_get_viewdef(oid)`: the definition of the view with that oid.
+const VIEW_DEFINITION: &str = "SELECT eddy_view.definition FROM pg_catalog.pg_matviews eddy_view \
+     JOIN pg_catalog.pg_class eddy_class ON eddy_class.relname = eddy_view.matviewname \
+     WHERE eddy_class.oid = 0";
+
+/// `(SELECT <value> FROM pg_catalog.pg_proc eddy_proc WHERE eddy_proc.oid
+/// = <oid>)`: a function's attribute, as Postgres's `pg_get_function_*`
+/// read it.
+fn proc_lookup(value: &str, oid: Expr) -> Expr {
+    lookup_by_oid(
+        &format!("SELECT {value} FROM pg_catalog.pg_proc eddy_proc WHERE eddy_proc.oid = 0"),
+        oid,
+    )
+}
+
+/// A query over the catalog whose WHERE ends `= 0`, with `oid` in place
+/// of the 0, as a scalar subquery.
+fn lookup_by_oid(sql: &str, oid: Expr) -> Expr {
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let mut query = match datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_query())
+    {
+        Ok(query) => query,
+        Err(_) => return Expr::value(Value::Null),
+    };
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        if let Some(Expr::BinaryOp { right, .. }) = select.selection.as_mut() {
+            **right = oid;
+        }
+    }
+    Expr::Subquery(query)
+}
+
+/// `ARRAY(query)` as an aggregate over `query`'s rows, in its order.
+fn array_of_subquery(query: &Query) -> Option<Expr> {
+    if query.limit_clause.is_some() || query.fetch.is_some() || query.with.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    if unnests_storage_options(select) {
+        return Some(Expr::value(Value::Null));
+    }
+    let grouped = match &select.group_by {
+        GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
+        GroupByExpr::All(_) => true,
+    };
+    let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+        select.projection.as_slice()
+    else {
+        return None;
+    };
+    if grouped || select.distinct.is_some() || select.having.is_some() {
+        return None;
+    }
+    let order = match query.order_by.as_ref().map(|o| &o.kind) {
+        None => vec![],
+        Some(ast::OrderByKind::Expressions(exprs)) => exprs.clone(),
+        Some(ast::OrderByKind::All(_)) => return None,
+    };
+    let mut aggregate = function("array_agg", vec![item.clone()]);
+    if let Expr::Function(ast::Function {
+        args: FunctionArguments::List(list),
+        ..
+    }) = &mut aggregate
+    {
+        if !order.is_empty() {
+            list.clauses
+                .push(ast::FunctionArgumentClause::OrderBy(order));
+        }
+    }
+    let mut aggregated = query.clone();
+    aggregated.order_by = None;
+    if let SetExpr::Select(select) = aggregated.body.as_mut() {
+        select.projection = vec![SelectItem::UnnamedExpr(aggregate)];
+    }
+    Some(function(
+        "coalesce",
+        vec![
+            Expr::Subquery(Box::new(aggregated)),
+            function("make_array", vec![]),
+        ],
+    ))
+}
+
+/// Whether `select` reads from `unnest(<relation>.reloptions)`.
+fn unnests_storage_options(select: &ast::Select) -> bool {
+    let [from] = select.from.as_slice() else {
+        return false;
+    };
+    let TableFactor::Table {
+        name,
+        args: Some(args),
+        ..
+    } = &from.relation
+    else {
+        return false;
+    };
+    let is_unnest = name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| i.value.eq_ignore_ascii_case("unnest"));
+    is_unnest && args.args.iter().any(|arg| {
+        matches!(arg, FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(parts)))
+                if parts.last().is_some_and(|p| p.value.eq_ignore_ascii_case("reloptions")))
+    })
 }
 
 fn function(name: &str, args: Vec<Expr>) -> Expr {

@@ -211,6 +211,92 @@ fn backslash_dm_lists_materialized_views() -> Result<()> {
     Ok(())
 }
 
+/// Every describe command the ecosystem issue names runs psql's own
+/// catalog queries to the end, and shows what Postgres would: type
+/// modifiers, defaults, keys, view definitions, roles and functions.
+#[test]
+fn describe_commands_show_postgres_columns() -> Result<()> {
+    let Some(bin) = psql_or_skip("describe_commands_show_postgres_columns") else {
+        return Ok(());
+    };
+    let server = TestServer::start()?;
+    let psql = Psql::new(bin, &server);
+    psql.ok(&[
+        "-c",
+        "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer VARCHAR(20) NOT NULL, \
+         amount NUMERIC(10,2) DEFAULT 0, code CHAR(3), at TIMESTAMPTZ)",
+        "-c",
+        "CREATE MATERIALIZED VIEW totals AS SELECT customer, sum(amount) AS total FROM orders GROUP BY customer",
+    ])?;
+    let described = |command: &str| psql.ok(&["-A", "-c", command]);
+
+    let d = described("\\d orders")?;
+    for line in [
+        "id|bigint||not null|",
+        "customer|character varying(20)||not null|",
+        "amount|numeric(10,2)|||0",
+        "code|character(3)|||",
+        "at|timestamp with time zone|||",
+        "\"orders_pkey\" PRIMARY KEY, btree (id)",
+    ] {
+        assert!(
+            d.lines().any(|l| l.trim() == line),
+            "\\d orders lacks {line:?}:\n{d}"
+        );
+    }
+    let d_plus = described("\\d+ orders")?;
+    assert!(
+        d_plus.contains("amount|numeric(10,2)|||0|main"),
+        "\\d+ orders:\n{d_plus}"
+    );
+    let view = described("\\d+ totals")?;
+    assert!(
+        view.contains("View definition:") && view.contains("GROUP BY customer"),
+        "\\d+ totals:\n{view}"
+    );
+
+    for (command, wanted) in [
+        ("\\dt", "public|orders|table|postgres"),
+        ("\\dt+", "public|orders|table|postgres|permanent"),
+        ("\\dm", "public|totals|materialized view|postgres"),
+        (
+            "\\dm+",
+            "public|totals|materialized view|postgres|permanent",
+        ),
+        ("\\di", "public|orders_pkey|index|postgres|orders"),
+        ("\\dn", "public|postgres"),
+        ("\\dn+", "public|postgres"),
+        ("\\du", "postgres|Superuser"),
+        ("\\l", "eddy|postgres|UTF-8"),
+        ("\\df length", "pg_catalog|length|integer|text|func"),
+        ("\\dfa sum", "pg_catalog|sum|bigint|integer|agg"),
+        (
+            "\\df+ now",
+            "pg_catalog|now|timestamp with time zone||func|stable",
+        ),
+    ] {
+        let out = described(command)?;
+        assert!(
+            out.lines().any(|l| l.starts_with(wanted)),
+            "{command} lacks {wanted:?}:\n{out}"
+        );
+    }
+    // No user functions or plain views yet: the lists are empty, not errors.
+    assert!(described("\\df")?.contains("(0 rows)"));
+    assert!(!described("\\dv")?.contains("totals"));
+    // \x and \timing change only how psql prints.
+    let expanded = psql.ok(&[
+        "-c",
+        "\\x on",
+        "-c",
+        "\\timing on",
+        "-c",
+        "SELECT id FROM orders",
+    ])?;
+    assert!(expanded.contains("Expanded display is on.") && expanded.contains("Timing is on."));
+    Ok(())
+}
+
 #[test]
 fn errors_are_postgres_style_and_server_survives() -> Result<()> {
     let Some(bin) = psql_or_skip("errors_are_postgres_style_and_server_survives") else {
