@@ -15,21 +15,26 @@ use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{Cast, Expr, LogicalPlan, TryCast};
 use datafusion::sql::sqlparser::ast::{Ident, Statement};
 use eddy_sql::EddyStatement;
-use futures::{stream, Sink, StreamExt};
+use futures::{stream, Sink, SinkExt, StreamExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{send_describe_response, ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DescribePortalResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    DescribePortalResponse, DescribeResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
+    Response, Tag,
+};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
-use pgwire::messages::data::DataRow;
-use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_PORTAL};
+use pgwire::messages::data::{DataRow, NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{
+    Describe, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
 use tracing::Instrument;
@@ -382,6 +387,37 @@ impl QueryParser for Parser {
     }
 }
 
+/// Answers Describe of a statement as Postgres does: its parameter types,
+/// then its row description, or NoData when it returns no rows. (pgwire
+/// sends an empty RowDescription for a statement with parameters and no
+/// rows, which pgjdbc takes for a result set: `executeBatch` of an INSERT
+/// then counts 0 rows.)
+async fn describe_statement<C>(
+    client: &mut C,
+    response: &DescribeStatementResponse,
+) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    if !response.fields().is_empty() {
+        return send_describe_response(client, response).await;
+    }
+    if let Some(types) = response.parameters() {
+        let oids = types.iter().map(|t| t.oid()).collect();
+        client
+            .send(PgWireBackendMessage::ParameterDescription(
+                ParameterDescription::new(oids),
+            ))
+            .await?;
+    }
+    client
+        .send(PgWireBackendMessage::NoData(NoData::new()))
+        .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl ExtendedQueryHandler for Parser {
     type Statement = Prepared;
@@ -403,6 +439,12 @@ impl ExtendedQueryHandler for Parser {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            if let Some(Entry::Value(statement)) = client.portal_store().get_statement(name) {
+                let response = self.do_describe_statement(client, &statement).await?;
+                return describe_statement(client, &response).await;
+            }
+        }
         if message.target_type != TARGET_TYPE_BYTE_PORTAL
             || client.portal_store().get_portal(name).is_some()
         {
