@@ -65,6 +65,92 @@ fn data_type_name(t: &ColumnType) -> &'static str {
     }
 }
 
+/// Postgres's `information_schema.columns.data_type` for a view column's
+/// Arrow type.
+fn arrow_type_name(t: &DataType) -> &'static str {
+    match t {
+        DataType::Boolean => "boolean",
+        DataType::Int8 | DataType::Int16 => "smallint",
+        DataType::Int32 => "integer",
+        DataType::Int64 => "bigint",
+        DataType::Float16 | DataType::Float32 => "real",
+        DataType::Float64 => "double precision",
+        DataType::Decimal128(..) | DataType::Decimal256(..) => "numeric",
+        DataType::Date32 | DataType::Date64 => "date",
+        DataType::Time32(_) | DataType::Time64(_) => "time without time zone",
+        DataType::Timestamp(_, None) => "timestamp without time zone",
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone",
+        DataType::Interval(_) | DataType::Duration(_) => "interval",
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea",
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => "ARRAY",
+        _ => "text",
+    }
+}
+
+/// One row of `information_schema.columns`.
+struct ColumnRow {
+    table: String,
+    position: i32,
+    name: String,
+    default: Option<String>,
+    nullable: bool,
+    data_type: &'static str,
+    max_length: Option<i32>,
+    precision: Option<i32>,
+    scale: Option<i32>,
+}
+
+impl ColumnRow {
+    fn of_table(table: &str, position: usize, c: &crate::ColumnDef) -> ColumnRow {
+        ColumnRow {
+            table: table.to_owned(),
+            position: position as i32 + 1,
+            name: c.name.clone(),
+            default: c.default.clone(),
+            nullable: c.nullable,
+            data_type: data_type_name(&c.column_type),
+            max_length: c.column_type.max_chars().map(|n| n as i32),
+            precision: match c.column_type {
+                ColumnType::SmallInt => Some(16),
+                ColumnType::Int => Some(32),
+                ColumnType::BigInt => Some(64),
+                ColumnType::Real => Some(24),
+                ColumnType::Double => Some(53),
+                ColumnType::Numeric { precision, .. } => Some(precision.into()),
+                _ => None,
+            },
+            scale: match c.column_type {
+                ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt => Some(0),
+                ColumnType::Numeric { scale, .. } => Some(scale.into()),
+                _ => None,
+            },
+        }
+    }
+
+    fn of_view(view: &str, position: usize, name: &str, data_type: &DataType) -> ColumnRow {
+        let (precision, scale) = match data_type {
+            DataType::Int16 => (Some(16), Some(0)),
+            DataType::Int32 => (Some(32), Some(0)),
+            DataType::Int64 => (Some(64), Some(0)),
+            DataType::Float32 => (Some(24), None),
+            DataType::Float64 => (Some(53), None),
+            DataType::Decimal128(p, s) => (Some(i32::from(*p)), Some(i32::from(*s))),
+            _ => (None, None),
+        };
+        ColumnRow {
+            table: view.to_owned(),
+            position: position as i32 + 1,
+            name: name.to_owned(),
+            default: None,
+            nullable: true,
+            data_type: arrow_type_name(data_type),
+            max_length: None,
+            precision,
+            scale,
+        }
+    }
+}
+
 impl InformationSchemaProvider {
     fn build(&self, name: &str) -> Result<Option<RecordBatch>> {
         let tables: Vec<_> = self
@@ -73,41 +159,55 @@ impl InformationSchemaProvider {
             .into_iter()
             .filter_map(|n| self.catalog.table(&n))
             .collect();
-        let names_of = |f: &dyn Fn(&str) -> String| -> Vec<String> {
-            tables.iter().map(|t| f(t.name())).collect()
-        };
+        let views = self.catalog.plain_views();
         let batch = match name {
-            "tables" => RecordBatch::try_new(
-                schema(&[
-                    ("table_catalog", DataType::Utf8),
-                    ("table_schema", DataType::Utf8),
-                    ("table_name", DataType::Utf8),
-                    ("table_type", DataType::Utf8),
-                ]),
-                vec![
-                    text(names_of(&|_| DATABASE_NAME.to_owned())),
-                    text(names_of(&|_| SCHEMA_NAME.to_owned())),
-                    text(names_of(&|n| n.to_owned())),
-                    text(names_of(&|_| "BASE TABLE".to_owned())),
-                ],
-            )?,
+            "tables" => {
+                let rows: Vec<(String, &str)> = tables
+                    .iter()
+                    .map(|t| (t.name().to_owned(), "BASE TABLE"))
+                    .chain(views.iter().map(|v| (v.name.clone(), "VIEW")))
+                    .collect();
+                RecordBatch::try_new(
+                    schema(&[
+                        ("table_catalog", DataType::Utf8),
+                        ("table_schema", DataType::Utf8),
+                        ("table_name", DataType::Utf8),
+                        ("table_type", DataType::Utf8),
+                    ]),
+                    vec![
+                        text(rows.iter().map(|_| DATABASE_NAME.to_owned()).collect()),
+                        text(rows.iter().map(|_| SCHEMA_NAME.to_owned()).collect()),
+                        text(rows.iter().map(|r| r.0.clone()).collect()),
+                        text(rows.iter().map(|r| r.1.to_owned()).collect()),
+                    ],
+                )?
+            }
             "columns" => {
-                let rows: Vec<_> = tables
+                let mut rows: Vec<ColumnRow> = tables
                     .iter()
                     .flat_map(|t| {
                         t.def()
                             .columns
                             .iter()
                             .enumerate()
-                            .map(move |(i, c)| (t.name().to_owned(), i, c.clone()))
+                            .map(move |(i, c)| ColumnRow::of_table(t.name(), i, c))
                     })
                     .collect();
-                let col = |f: &dyn Fn(&(String, usize, crate::ColumnDef)) -> String| {
-                    text(rows.iter().map(f).collect())
-                };
-                let num = |f: &dyn Fn(&crate::ColumnDef) -> Option<i32>| {
-                    int(rows.iter().map(|r| f(&r.2)).collect())
-                };
+                for view in &views {
+                    let Ok(schema) = view.arrow_schema() else {
+                        continue;
+                    };
+                    for (i, field) in schema.fields().iter().enumerate() {
+                        rows.push(ColumnRow::of_view(
+                            &view.name,
+                            i,
+                            field.name(),
+                            field.data_type(),
+                        ));
+                    }
+                }
+                let col = |f: &dyn Fn(&ColumnRow) -> String| text(rows.iter().map(f).collect());
+                let num = |f: &dyn Fn(&ColumnRow) -> Option<i32>| int(rows.iter().map(f).collect());
                 RecordBatch::try_new(
                     schema(&[
                         ("table_catalog", DataType::Utf8),
@@ -125,29 +225,17 @@ impl InformationSchemaProvider {
                     vec![
                         col(&|_| DATABASE_NAME.to_owned()),
                         col(&|_| SCHEMA_NAME.to_owned()),
-                        col(&|r| r.0.clone()),
-                        col(&|r| r.2.name.clone()),
-                        int(rows.iter().map(|r| Some(r.1 as i32 + 1)).collect()),
+                        col(&|r| r.table.clone()),
+                        col(&|r| r.name.clone()),
+                        num(&|r| Some(r.position)),
                         Arc::new(StringArray::from(
-                            rows.iter().map(|r| r.2.default.clone()).collect::<Vec<_>>(),
+                            rows.iter().map(|r| r.default.clone()).collect::<Vec<_>>(),
                         )),
-                        col(&|r| if r.2.nullable { "YES" } else { "NO" }.to_owned()),
-                        col(&|r| data_type_name(&r.2.column_type).to_owned()),
-                        num(&|c| c.column_type.max_chars().map(|n| n as i32)),
-                        num(&|c| match c.column_type {
-                            ColumnType::SmallInt => Some(16),
-                            ColumnType::Int => Some(32),
-                            ColumnType::BigInt => Some(64),
-                            ColumnType::Real => Some(24),
-                            ColumnType::Double => Some(53),
-                            ColumnType::Numeric { precision, .. } => Some(precision.into()),
-                            _ => None,
-                        }),
-                        num(&|c| match c.column_type {
-                            ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt => Some(0),
-                            ColumnType::Numeric { scale, .. } => Some(scale.into()),
-                            _ => None,
-                        }),
+                        col(&|r| if r.nullable { "YES" } else { "NO" }.to_owned()),
+                        col(&|r| r.data_type.to_owned()),
+                        num(&|r| r.max_length),
+                        num(&|r| r.precision),
+                        num(&|r| r.scale),
                     ],
                 )?
             }
@@ -164,12 +252,20 @@ impl InformationSchemaProvider {
                     ],
                 )?
             }
-            "views" => RecordBatch::new_empty(schema(&[
-                ("table_catalog", DataType::Utf8),
-                ("table_schema", DataType::Utf8),
-                ("table_name", DataType::Utf8),
-                ("view_definition", DataType::Utf8),
-            ])),
+            "views" => RecordBatch::try_new(
+                schema(&[
+                    ("table_catalog", DataType::Utf8),
+                    ("table_schema", DataType::Utf8),
+                    ("table_name", DataType::Utf8),
+                    ("view_definition", DataType::Utf8),
+                ]),
+                vec![
+                    text(views.iter().map(|_| DATABASE_NAME.to_owned()).collect()),
+                    text(views.iter().map(|_| SCHEMA_NAME.to_owned()).collect()),
+                    text(views.iter().map(|v| v.name.clone()).collect()),
+                    text(views.iter().map(|v| format!(" {};", v.sql)).collect()),
+                ],
+            )?,
             _ => return Ok(None),
         };
         Ok(Some(batch))

@@ -11,6 +11,7 @@ pub mod generator;
 mod information_schema;
 pub mod kafka;
 pub mod key_lookup;
+mod plain_view;
 mod row_format;
 mod schema;
 pub mod stream_blocks;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use changelog::{ChangeLog, LogEntry, ABSORBED_SEQ_KEY};
 pub use codec::{column_types, is_storable, CodecError};
 pub use information_schema::InformationSchemaProvider;
+pub use plain_view::{PlainViewDef, PlainViewTable};
 pub use row_format::{EncodedRows, RowFormat};
 pub use schema::{EddySchemaProvider, SchemaMode};
 pub use table::{
@@ -99,6 +101,7 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 enum CatalogObject {
     Table(TableDef),
     View(ViewDef),
+    PlainView(PlainViewDef),
 }
 
 struct CatalogState {
@@ -106,12 +109,27 @@ struct CatalogState {
     views: BTreeMap<String, Arc<StoredView>>,
     /// Persistent queries, by query id; they are not relations.
     queries: BTreeMap<String, Arc<StoredView>>,
+    plain_views: BTreeMap<String, Arc<PlainViewDef>>,
     next_id: u64,
 }
 
 impl CatalogState {
     fn name_taken(&self, name: &str) -> bool {
-        self.tables.contains_key(name) || self.views.contains_key(name)
+        self.tables.contains_key(name)
+            || self.views.contains_key(name)
+            || self.plain_views.contains_key(name)
+    }
+
+    /// The plain views that read object `id` directly, oldest first.
+    fn plain_dependents_of(&self, id: u64) -> Vec<Arc<PlainViewDef>> {
+        let mut dependents: Vec<Arc<PlainViewDef>> = self
+            .plain_views
+            .values()
+            .filter(|v| v.depends_on.contains(&id))
+            .cloned()
+            .collect();
+        dependents.sort_by_key(|v| v.id);
+        dependents
     }
 
     /// The map a view or query definition belongs in.
@@ -130,7 +148,7 @@ impl CatalogState {
             .views
             .values()
             .chain(self.queries.values())
-            .filter(|v| v.def().depends_on.contains(&id))
+            .filter(|v| v.def().depends_on.contains(&id) || v.def().plain_views.contains(&id))
             .cloned()
             .collect();
         dependents.sort_by_key(|v| v.def().id);
@@ -209,6 +227,7 @@ impl Catalog {
                 tables: BTreeMap::new(),
                 views: BTreeMap::new(),
                 queries: BTreeMap::new(),
+                plain_views: BTreeMap::new(),
                 next_id: 1,
             }),
             write_lock: Arc::new(Mutex::new(())),
@@ -219,6 +238,7 @@ impl Catalog {
         let mut tables = BTreeMap::new();
         let mut views = BTreeMap::new();
         let mut queries = BTreeMap::new();
+        let mut plain_views = BTreeMap::new();
         let mut next_id = 1;
         for item in store.scan_prefix(&[Keyspace::Catalog as u8]) {
             let (_, value) = item?;
@@ -239,6 +259,10 @@ impl Catalog {
                     let view = StoredView::new(def, rows)?;
                     map.insert(view.name().to_owned(), Arc::new(view));
                 }
+                CatalogObject::PlainView(def) => {
+                    next_id = next_id.max(def.id + 1);
+                    plain_views.insert(def.name.clone(), Arc::new(def));
+                }
             }
         }
         for view in views.values().chain(queries.values()) {
@@ -253,6 +277,7 @@ impl Catalog {
             state.tables = tables;
             state.views = views;
             state.queries = queries;
+            state.plain_views = plain_views;
             state.next_id = next_id;
         }
         Ok(Arc::new(catalog))
@@ -556,8 +581,69 @@ impl Catalog {
             .tables
             .keys()
             .chain(state.views.keys())
+            .chain(state.plain_views.keys())
             .cloned()
             .collect()
+    }
+
+    pub fn plain_view(&self, name: &str) -> Option<Arc<PlainViewDef>> {
+        self.state
+            .read()
+            .expect("catalog lock poisoned")
+            .plain_views
+            .get(name)
+            .cloned()
+    }
+
+    pub fn plain_views(&self) -> Vec<Arc<PlainViewDef>> {
+        let state = self.state.read().expect("catalog lock poisoned");
+        state.plain_views.values().cloned().collect()
+    }
+
+    /// The plain views that read object `id` directly, oldest first.
+    pub fn plain_dependents(&self, id: u64) -> Vec<Arc<PlainViewDef>> {
+        self.state
+            .read()
+            .expect("catalog lock poisoned")
+            .plain_dependents_of(id)
+    }
+
+    /// Stores plain view `def` under a fresh id, or in place of the plain
+    /// view of the same name when `replace` is set.
+    pub fn save_plain_view(&self, mut def: PlainViewDef, replace: bool) -> Result<()> {
+        let mut state = self.state.write().expect("catalog lock poisoned");
+        match state.plain_views.get(&def.name) {
+            Some(existing) if replace => def.id = existing.id,
+            _ if state.name_taken(&def.name) => {
+                return Err(CatalogError::DuplicateTable(def.name));
+            }
+            _ => {
+                def.id = state.next_id;
+                state.next_id += 1;
+            }
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Keyspace::Catalog.object_prefix(def.id),
+            serde_json::to_vec(&CatalogObject::PlainView(def.clone()))?,
+        );
+        self.store.commit(batch)?;
+        state.plain_views.insert(def.name.clone(), Arc::new(def));
+        Ok(())
+    }
+
+    /// Drops plain view `name`; what depends on it is the caller's to
+    /// check. Returns whether it existed.
+    pub fn drop_plain_view(&self, name: &str) -> Result<bool> {
+        let mut state = self.state.write().expect("catalog lock poisoned");
+        let Some(view) = state.plain_views.get(name).cloned() else {
+            return Ok(false);
+        };
+        let mut batch = WriteBatch::new();
+        batch.delete(Keyspace::Catalog.object_prefix(view.id));
+        self.store.commit(batch)?;
+        state.plain_views.remove(name);
+        Ok(true)
     }
 
     pub fn table_names(&self) -> Vec<String> {
@@ -604,17 +690,23 @@ impl Catalog {
         let Some(table) = state.tables.get(name).cloned() else {
             return Ok(false);
         };
-        let dependents = state.dependents_of(table.def().id);
-        if !dependents.is_empty() {
-            let kind = if table.is_stream() { "stream" } else { "table" };
+        let kind = if table.is_stream() { "stream" } else { "table" };
+        let detail: Vec<String> = state
+            .dependents_of(table.def().id)
+            .iter()
+            .map(|v| v.dependency_text(kind, name))
+            .chain(
+                state
+                    .plain_dependents_of(table.def().id)
+                    .iter()
+                    .map(|v| v.dependency_text(kind, name)),
+            )
+            .collect();
+        if !detail.is_empty() {
             return Err(CatalogError::DependentObjects {
                 kind,
                 name: name.to_owned(),
-                detail: dependents
-                    .iter()
-                    .map(|v| v.dependency_text(kind, name))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
+                detail: detail.join("\n"),
             });
         }
         let _guard = self.write_lock.lock().expect("table write lock poisoned");

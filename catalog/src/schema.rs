@@ -8,7 +8,7 @@ use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 
 use crate::table::{RowKeyedTable, WholeRelation};
-use crate::{Catalog, Relation};
+use crate::{Catalog, PlainViewTable, Relation};
 
 /// How tables are shown to DataFusion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,11 @@ impl SchemaProvider for EddySchemaProvider {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if let Some(view) = self.catalog.plain_view(name) {
+            let table =
+                PlainViewTable::new(&view).map_err(|e| DataFusionError::External(e.into()))?;
+            return Ok(Some(Arc::new(table)));
+        }
         Ok(self.catalog.relation(name).map(|r| match (r, self.mode) {
             (Relation::Table(t), SchemaMode::Query) => t as Arc<dyn TableProvider>,
             (Relation::Table(t), SchemaMode::RowKeyed) => {
@@ -58,6 +63,6 @@ impl SchemaProvider for EddySchemaProvider {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.relation(name).is_some()
+        self.catalog.relation(name).is_some() || self.catalog.plain_view(name).is_some()
     }
 }

@@ -60,6 +60,9 @@ pub struct ViewDef {
     /// is a lookup, not a scan. Empty when no columns do.
     #[serde(default)]
     pub key_columns: Vec<usize>,
+    /// Plain views its query names, expanded when it was planned.
+    #[serde(default)]
+    pub plain_views: Vec<u64>,
 }
 
 impl ViewDef {
@@ -69,18 +72,22 @@ impl ViewDef {
     }
 
     pub fn arrow_schema(&self) -> Result<SchemaRef> {
-        let fields = self
-            .columns
-            .iter()
-            .map(|c| {
-                let data_type = DataType::from_str(&c.data_type).map_err(|e| {
-                    CatalogError::Internal(format!("view {} column {}: {e}", self.name, c.name))
-                })?;
-                Ok(Field::new(&c.name, data_type, true))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Arc::new(Schema::new(fields)))
+        columns_schema(&self.name, &self.columns)
     }
+}
+
+/// The schema of view `view`'s columns.
+pub(crate) fn columns_schema(view: &str, columns: &[ViewColumn]) -> Result<SchemaRef> {
+    let fields = columns
+        .iter()
+        .map(|c| {
+            let data_type = DataType::from_str(&c.data_type).map_err(|e| {
+                CatalogError::Internal(format!("view {view} column {}: {e}", c.name))
+            })?;
+            Ok(Field::new(&c.name, data_type, true))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// A view's rows as of the last committed epoch, shared by the runtime,

@@ -46,6 +46,9 @@ pub struct Lowered {
     pub root: Node,
     /// The tables and views it reads, by id.
     pub depends_on: Vec<u64>,
+    /// The plain views expanded into its query before planning, by id:
+    /// it depends on them too, though it never reads them.
+    pub plain_views: Vec<u64>,
 }
 
 /// Refuses functions whose results change over time (`now()`, `random()`).
@@ -165,6 +168,7 @@ fn lower_once(plan: &LogicalPlan, catalog: &Catalog, windowing: &Windowing) -> R
     Ok(Lowered {
         root,
         depends_on: lowerer.depends_on,
+        plain_views: Vec::new(),
     })
 }
 

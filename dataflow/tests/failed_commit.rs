@@ -124,6 +124,7 @@ async fn a_failed_commit_is_not_applied_twice() {
         sink_relation: None,
         postgres_literals: true,
         key_columns: Vec::new(),
+        plain_views: Vec::new(),
     };
     dataflow
         .create_view(def, lowered.root)

@@ -155,6 +155,7 @@ impl Engine {
         };
         eddy_sql::check_query_support(statement)?;
         let mut statement = statement.clone();
+        crate::plain_views::expand(&self.catalog, &mut statement)?;
         apply_windows(
             &self.catalog,
             &mut statement,
@@ -480,6 +481,7 @@ async fn plan_view_statement(
         writes_stream,
     } = how;
     eddy_sql::check_query_support(&statement)?;
+    let plain_views = crate::plain_views::expand(catalog, &mut statement)?;
     let mut windowing = apply_windows(catalog, &mut statement, clauses, false)?;
     windowing.lookup_joins = writes_stream;
     let state = ctx.state();
@@ -503,9 +505,11 @@ async fn plan_view_statement(
     let plan = with_postgres_names(plan, &statement)?;
     eddy_dataflow::check_deterministic(&plan)?;
     let optimized = state.optimize(&plan)?;
-    Ok(eddy_dataflow::lower(
-        &optimized, catalog, workers, &windowing,
-    )?)
+    let mut lowered = eddy_dataflow::lower(&optimized, catalog, workers, &windowing)?;
+    lowered.plain_views = plain_views;
+    lowered.plain_views.sort_unstable();
+    lowered.plain_views.dedup();
+    Ok(lowered)
 }
 
 fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContext> {

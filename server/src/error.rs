@@ -31,6 +31,9 @@ pub enum EddyError {
     Unsupported(String),
     #[error("{0}")]
     WrongObjectType(String),
+    /// A view that would read itself.
+    #[error("{0}")]
+    InvalidRecursion(String),
     #[error("unrecognized configuration parameter \"{0}\"")]
     UnknownSetting(String),
     #[error("{0}")]
@@ -103,6 +106,7 @@ impl EddyError {
             EddyError::UndefinedFunction(_) => "42883",
             EddyError::Unsupported(_) => "0A000",
             EddyError::WrongObjectType(_) => "42809",
+            EddyError::InvalidRecursion(_) => "42P17",
             EddyError::UnknownSetting(_) => "42704",
             EddyError::InvalidParameter(_) => "22023",
             EddyError::MultipleStatementsInPrepare => "42601",

@@ -143,6 +143,9 @@ impl SchemaProvider for PgCatalogWithViews {
                 };
                 Ok(Derived::provider(WithSuperuser { inner }))
             }
+            "pg_views" => Ok(Derived::provider(PgViews {
+                catalog: self.catalog.clone(),
+            })),
             "pg_matviews" => Ok(Derived::provider(PgMatviews {
                 catalog: self.catalog.clone(),
             })),
@@ -356,6 +359,44 @@ impl DerivedCatalog for WithSuperuser {
         Ok(datafusion::arrow::compute::concat_batches(
             &schema,
             &[superuser, batch],
+        )?)
+    }
+}
+
+/// `pg_views`: one row per plain view.
+#[derive(Debug)]
+struct PgViews {
+    catalog: Arc<Catalog>,
+}
+
+fn pg_views_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("schemaname", DataType::Utf8, true),
+        Field::new("viewname", DataType::Utf8, true),
+        Field::new("viewowner", DataType::Utf8, true),
+        Field::new("definition", DataType::Utf8, true),
+    ]))
+}
+
+#[async_trait]
+impl DerivedCatalog for PgViews {
+    fn schema(&self) -> SchemaRef {
+        pg_views_schema()
+    }
+
+    async fn rows(&self, _state: &dyn Session) -> Result<RecordBatch> {
+        let views = self.catalog.plain_views();
+        let text = |f: &dyn Fn(&eddy_catalog::PlainViewDef) -> String| -> Arc<dyn Array> {
+            Arc::new(StringArray::from_iter_values(views.iter().map(|v| f(v))))
+        };
+        Ok(RecordBatch::try_new(
+            pg_views_schema(),
+            vec![
+                text(&|_| SCHEMA_NAME.to_owned()),
+                text(&|v| v.name.clone()),
+                text(&|_| BOOTSTRAP_SUPERUSER.to_owned()),
+                text(&|v| format!(" {};", v.sql)),
+            ],
         )?)
     }
 }

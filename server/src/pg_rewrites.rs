@@ -86,8 +86,12 @@ pub fn rewrite(statement: &mut Statement) {
                 }
                 Expr::Function(f) if is_named(f, "pg_get_viewdef") => {
                     if let Some(oid) = first_argument(f) {
-                        *expr = lookup_by_oid(VIEW_DEFINITION, oid);
-                        catalog_lookup(expr);
+                        let mut definitions: Vec<Expr> = [MATVIEW_DEFINITION, VIEW_DEFINITION]
+                            .into_iter()
+                            .map(|sql| lookup_by_oid(sql, oid.clone()))
+                            .collect();
+                        definitions.iter_mut().for_each(catalog_lookup);
+                        *expr = function("coalesce", definitions);
                     }
                 }
                 Expr::Function(f) if is_named(f, "array_to_string") && lists_privileges(f) => {
@@ -210,9 +214,15 @@ fn first_argument(f: &ast::Function) -> Option<Expr> {
     }
 }
 
-/// `pg_get_viewdef(oid)`: the definition of the view with that oid.
-const VIEW_DEFINITION: &str = "SELECT eddy_view.definition FROM pg_catalog.pg_matviews eddy_view \
+/// `pg_get_viewdef(oid)`: the definition of the materialized or plain
+/// view with that oid.
+const MATVIEW_DEFINITION: &str = "SELECT eddy_view.definition \
+     FROM pg_catalog.pg_matviews eddy_view \
      JOIN pg_catalog.pg_class eddy_class ON eddy_class.relname = eddy_view.matviewname \
+     WHERE eddy_class.oid = 0";
+const VIEW_DEFINITION: &str = "SELECT eddy_view.definition \
+     FROM pg_catalog.pg_views eddy_view \
+     JOIN pg_catalog.pg_class eddy_class ON eddy_class.relname = eddy_view.viewname \
      WHERE eddy_class.oid = 0";
 
 /// `(SELECT <value> FROM pg_catalog.pg_proc eddy_proc WHERE eddy_proc.oid

@@ -281,9 +281,22 @@ fn describe_commands_show_postgres_columns() -> Result<()> {
             "{command} lacks {wanted:?}:\n{out}"
         );
     }
-    // No user functions or plain views yet: the lists are empty, not errors.
+    // No user functions: the list is empty, not an error.
     assert!(described("\\df")?.contains("(0 rows)"));
-    assert!(!described("\\dv")?.contains("totals"));
+    psql.ok(&[
+        "-c",
+        "CREATE VIEW big_orders AS SELECT id, amount FROM orders WHERE amount > 100",
+    ])?;
+    let dv = described("\\dv")?;
+    assert!(
+        dv.contains("public|big_orders|view|postgres") && !dv.contains("totals"),
+        "\\dv:\n{dv}"
+    );
+    let view = described("\\d+ big_orders")?;
+    assert!(
+        view.contains("View definition:") && view.contains("WHERE amount > 100"),
+        "{view}"
+    );
     // \x and \timing change only how psql prints.
     let expanded = psql.ok(&[
         "-c",

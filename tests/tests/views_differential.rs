@@ -260,6 +260,14 @@ async fn run_workload(client: &Client, seed: u64) -> Result<()> {
         let on_view = VIEW_ON_VIEW[rng.random_range(0..VIEW_ON_VIEW.len())];
         views.push(("stacked".into(), on_view.replace("{v}", "grouped")));
     }
+    // Sometimes a materialized view over a plain view, which it expands.
+    if rng.random_bool(0.3) {
+        client
+            .batch_execute(&format!("CREATE VIEW plain_grouped AS {}", QUERIES[2]))
+            .await?;
+        let on_view = VIEW_ON_VIEW[rng.random_range(0..VIEW_ON_VIEW.len())];
+        views.push(("over_plain".into(), on_view.replace("{v}", "plain_grouped")));
+    }
     for (name, sql) in &views {
         client
             .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {sql}"))

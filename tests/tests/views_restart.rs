@@ -20,7 +20,28 @@ const VIEWS: &[(&str, &str)] = &[
         "stacked",
         "SELECT sum(n) AS total, max(hi) AS top FROM per_group",
     ),
+    // Over a plain view, which a restart must bring back to replan it.
+    (
+        "over_plain",
+        "SELECT g, n * 10 AS tens FROM plain_per_group WHERE lo IS NOT NULL",
+    ),
 ];
+
+/// Creates the plain view `over_plain` reads, then the views.
+async fn create_views(client: &Client) -> Result<()> {
+    client
+        .batch_execute(
+            "CREATE VIEW plain_per_group AS \
+             SELECT g, count(*) AS n, min(x) AS lo FROM t GROUP BY g",
+        )
+        .await?;
+    for (name, sql) in VIEWS {
+        client
+            .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {sql}"))
+            .await?;
+    }
+    Ok(())
+}
 
 /// Checks every view against its query run as a batch.
 async fn check_views(client: &Client) -> Result<Vec<Vec<String>>> {
@@ -69,11 +90,7 @@ async fn views_survive_kill_9_and_keep_maintaining() -> Result<()> {
         )
         .await?;
     write_some(&client, 1).await?;
-    for (name, sql) in VIEWS {
-        client
-            .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {sql}"))
-            .await?;
-    }
+    create_views(&client).await?;
     for round in 2..5 {
         write_some(&client, round).await?;
     }
@@ -159,11 +176,7 @@ async fn views_replay_the_journal_after_kill_9() -> Result<()> {
         )
         .await?;
     write_some(&client, 1).await?;
-    for (name, sql) in VIEWS {
-        client
-            .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {sql}"))
-            .await?;
-    }
+    create_views(&client).await?;
     for round in 2..9 {
         write_some(&client, round).await?;
     }

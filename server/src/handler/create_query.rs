@@ -172,6 +172,7 @@ pub async fn handle_create_as(
             })
             .collect(),
         depends_on: lowered.depends_on,
+        plain_views: lowered.plain_views,
         fingerprint: lowered.root.explain().join("\n"),
         error: None,
         sink_relation: Some(relation_id),

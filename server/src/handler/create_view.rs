@@ -1,9 +1,12 @@
-//! CREATE MATERIALIZED VIEW.
+//! CREATE MATERIALIZED VIEW, and CREATE [OR REPLACE] VIEW.
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::CreateView;
-use eddy_catalog::{CatalogError, ViewColumn, ViewDef};
+use datafusion::arrow::datatypes::Fields;
+
+use datafusion::sql::sqlparser::ast::{visit_relations, CreateTableOptions, CreateView, Statement};
+use eddy_catalog::{CatalogError, PlainViewDef, ViewColumn, ViewDef};
 use eddy_sql::create_table::object_name;
 use eddy_sql::QueryClauses;
 use pgwire::api::results::Tag;
@@ -17,12 +20,10 @@ pub async fn handle_create_view(
     create: &CreateView,
     clauses: &QueryClauses,
 ) -> Result<Output> {
-    eddy_sql::check_query_clauses(clauses, true)?;
     if !create.materialized {
-        return Err(EddyError::Unsupported(
-            "CREATE VIEW (use CREATE MATERIALIZED VIEW)".into(),
-        ));
+        return handle_create_plain_view(engine, create, clauses).await;
     }
+    eddy_sql::check_query_clauses(clauses, true)?;
     if create.or_replace || create.or_alter {
         return Err(EddyError::Unsupported(
             "CREATE OR REPLACE MATERIALIZED VIEW".into(),
@@ -39,27 +40,7 @@ pub async fn handle_create_view(
     }
     let lowered = engine.plan_view(&create.query, clauses, false).await?;
     let schema = lowered.root.schema.clone();
-    if !create.columns.is_empty() && create.columns.len() > schema.fields().len() {
-        return Err(eddy_sql::SqlError::InvalidDefinition(
-            "CREATE MATERIALIZED VIEW specifies too many column names".into(),
-        )
-        .into());
-    }
-    let mut columns = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, field) in schema.fields().iter().enumerate() {
-        let name = match create.columns.get(i) {
-            Some(column) => eddy_sql::create_table::normalize(&column.name),
-            None => field.name().clone(),
-        };
-        if !seen.insert(name.clone()) {
-            return Err(eddy_sql::SqlError::DuplicateColumn(name).into());
-        }
-        columns.push(ViewColumn {
-            name,
-            data_type: field.data_type().to_string(),
-        });
-    }
+    let columns = view_columns(create, schema.fields())?;
     let catalog = &engine.catalog;
     let key_columns = lowered
         .root
@@ -75,6 +56,7 @@ pub async fn handle_create_view(
         sql: eddy_sql::query_with_clauses(&create.query, clauses),
         columns,
         depends_on: lowered.depends_on,
+        plain_views: lowered.plain_views,
         fingerprint: lowered.root.explain().join("\n"),
         error: None,
         sink_relation: None,
@@ -83,4 +65,139 @@ pub async fn handle_create_view(
     };
     engine.dataflow.create_view(def, lowered.root).await?;
     Ok(tag)
+}
+
+/// `CREATE [OR REPLACE] VIEW`: the query is stored, and planned into each
+/// query that reads the view. As in Postgres, a replacement keeps the
+/// view's columns (it may add more after them).
+async fn handle_create_plain_view(
+    engine: &Engine,
+    create: &CreateView,
+    clauses: &QueryClauses,
+) -> Result<Output> {
+    if *clauses != QueryClauses::default() {
+        return Err(EddyError::Unsupported(
+            "ksqlDB clauses in CREATE VIEW (use CREATE MATERIALIZED VIEW)".into(),
+        ));
+    }
+    if create.or_alter || create.temporary || create.options != CreateTableOptions::None {
+        return Err(EddyError::Unsupported(format!(
+            "CREATE VIEW with these options: {create}"
+        )));
+    }
+    let name = object_name(&create.name)?;
+    let existing = engine.catalog.plain_view(&name);
+    if existing.is_none() && engine.catalog.relation(&name).is_some() {
+        return if create.if_not_exists {
+            Ok(Output::Command(Tag::new("CREATE VIEW")))
+        } else if create.or_replace {
+            Err(EddyError::WrongObjectType(format!(
+                "\"{name}\" is not a view"
+            )))
+        } else {
+            Err(CatalogError::DuplicateTable(name).into())
+        };
+    }
+    if existing.is_some() && !create.or_replace {
+        return if create.if_not_exists {
+            Ok(Output::Command(Tag::new("CREATE VIEW")))
+        } else {
+            Err(CatalogError::DuplicateTable(name).into())
+        };
+    }
+    let mut statement = Statement::Query(create.query.clone());
+    let plain_views = crate::plain_views::expand(&engine.catalog, &mut statement)?;
+    if let Some(existing) = &existing {
+        if plain_views.contains(&existing.id) {
+            return Err(EddyError::InvalidRecursion(format!(
+                "infinite recursion detected: view \"{name}\" would read itself"
+            )));
+        }
+    }
+    let plan = engine.plan(&Statement::Query(create.query.clone())).await?;
+    let columns = view_columns(create, plan.schema().fields())?;
+    if let Some(existing) = &existing {
+        check_replacement(&existing.columns, &columns)?;
+    }
+    let mut depends_on = plain_views;
+    let _ = visit_relations(&statement, |relation| {
+        if let Some(id) = object_name(relation)
+            .ok()
+            .and_then(|n| engine.catalog.relation(&n))
+            .map(|r| r.id())
+        {
+            depends_on.push(id);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    depends_on.sort_unstable();
+    depends_on.dedup();
+    let def = PlainViewDef {
+        id: 0,
+        name,
+        sql: create.query.to_string(),
+        columns,
+        depends_on,
+    };
+    engine.catalog.save_plain_view(def, create.or_replace)?;
+    Ok(Output::Command(Tag::new("CREATE VIEW")))
+}
+
+/// Postgres's rule for `CREATE OR REPLACE VIEW`: the old columns stay, in
+/// order, with their names and types.
+fn check_replacement(old: &[ViewColumn], new: &[ViewColumn]) -> Result<()> {
+    if new.len() < old.len() {
+        return Err(
+            eddy_sql::SqlError::InvalidDefinition("cannot drop columns from view".into()).into(),
+        );
+    }
+    for (old, new) in old.iter().zip(new) {
+        if old.name != new.name {
+            return Err(eddy_sql::SqlError::InvalidDefinition(format!(
+                "cannot change name of view column \"{}\" to \"{}\"",
+                old.name, new.name
+            ))
+            .into());
+        }
+        if old.data_type != new.data_type {
+            return Err(eddy_sql::SqlError::InvalidDefinition(format!(
+                "cannot change data type of view column \"{}\"",
+                old.name
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// A view's columns: its query's, renamed by the names the statement
+/// lists, if any.
+fn view_columns(create: &CreateView, fields: &Fields) -> Result<Vec<ViewColumn>> {
+    if create.columns.len() > fields.len() {
+        let kind = if create.materialized {
+            "CREATE MATERIALIZED VIEW"
+        } else {
+            "CREATE VIEW"
+        };
+        return Err(eddy_sql::SqlError::InvalidDefinition(format!(
+            "{kind} specifies more column names than columns"
+        ))
+        .into());
+    }
+    let mut columns = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, field) in fields.iter().enumerate() {
+        let name = match create.columns.get(i) {
+            Some(column) => eddy_sql::create_table::normalize(&column.name),
+            None => field.name().clone(),
+        };
+        if !seen.insert(name.clone()) {
+            return Err(eddy_sql::SqlError::DuplicateColumn(name).into());
+        }
+        columns.push(ViewColumn {
+            name,
+            data_type: field.data_type().to_string(),
+        });
+    }
+    Ok(columns)
 }

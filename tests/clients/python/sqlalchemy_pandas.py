@@ -17,7 +17,7 @@ from sqlalchemy import exc
 from harness import check, finish, test
 
 PORT = int(sys.argv[1])
-T, V = "sa_orders", "sa_totals"
+T, V, P = "sa_orders", "sa_totals", "sa_paid"
 DIALECTS = ("psycopg", "psycopg2")
 
 
@@ -31,6 +31,7 @@ def engine(dialect):
 
 
 with engine("psycopg").connect() as conn:
+    conn.execute(sa.text(f"DROP VIEW IF EXISTS {P}"))
     conn.execute(sa.text(f"DROP MATERIALIZED VIEW IF EXISTS {V}"))
     conn.execute(sa.text(f"DROP TABLE IF EXISTS {T}"))
     conn.execute(sa.text("DROP TABLE IF EXISTS sa_frame"))
@@ -46,6 +47,7 @@ with engine("psycopg").connect() as conn:
             f"SELECT customer, sum(amount) AS total, count(*) AS n FROM {T} GROUP BY customer"
         )
     )
+    conn.execute(sa.text(f"CREATE VIEW {P} AS SELECT id, customer FROM {T} WHERE paid"))
     conn.commit()
 
 
@@ -58,6 +60,13 @@ def inspection(dialect):
     check(V not in tables, f"the materialized view {V} listed as a table")
     matviews = inspector.get_materialized_view_names()
     check(V in matviews, f"{V} not in {matviews}")
+    views = inspector.get_view_names()
+    check(P in views and V not in views, f"plain views {views}")
+    check(P not in tables and P not in matviews, f"the view {P} listed as a table or matview")
+    definition = inspector.get_view_definition(P)
+    check("WHERE paid" in definition, f"view definition {definition!r}")
+    plain_columns = [(c["name"], type(c["type"]).__name__) for c in inspector.get_columns(P)]
+    check(plain_columns == [("id", "BIGINT"), ("customer", "TEXT")], f"view columns {plain_columns}")
     check("public" in inspector.get_schema_names(), "no public schema")
     check(inspector.has_table(T), f"has_table({T}) is false")
     check(not inspector.has_table("sa_no_such_table"), "has_table of a missing table is true")
@@ -186,6 +195,7 @@ def pandas_round_trip():
 
 
 with engine("psycopg").connect() as conn:
+    conn.execute(sa.text(f"DROP VIEW {P}"))
     conn.execute(sa.text(f"DROP MATERIALIZED VIEW {V}"))
     conn.execute(sa.text(f"DROP TABLE {T}"))
     conn.execute(sa.text("DROP TABLE IF EXISTS sa_frame"))
