@@ -143,6 +143,12 @@ impl SchemaProvider for PgCatalogWithViews {
                 };
                 Ok(Derived::provider(WithSuperuser { inner }))
             }
+            "pg_settings" => {
+                let Some(inner) = self.inner.table(name).await? else {
+                    return Ok(None);
+                };
+                Ok(Derived::provider(PgSettings { inner }))
+            }
             "pg_views" => Ok(Derived::provider(PgViews {
                 catalog: self.catalog.clone(),
             })),
@@ -340,26 +346,75 @@ impl DerivedCatalog for WithSuperuser {
         if listed {
             return Ok(batch);
         }
-        let superuser = schema
-            .fields()
-            .iter()
-            .map(|field| {
-                let value = match field.name().as_str() {
-                    "oid" => ScalarValue::Int32(Some(BOOTSTRAP_SUPERUSER_OID)),
-                    "rolname" => ScalarValue::Utf8(Some(BOOTSTRAP_SUPERUSER.into())),
-                    "rolconnlimit" => ScalarValue::Int32(Some(-1)),
-                    "rolsuper" | "rolinherit" | "rolcreaterole" | "rolcreatedb" | "rolcanlogin"
-                    | "rolreplication" | "rolbypassrls" => ScalarValue::Boolean(Some(true)),
-                    _ => ScalarValue::try_from(field.data_type())?,
-                };
-                value.cast_to(field.data_type())?.to_array()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let superuser = RecordBatch::try_new(schema.clone(), superuser)?;
+        let superuser = rows_by_column_name(&schema, 1, |column, _| match column {
+            "oid" => Some(ScalarValue::Int32(Some(BOOTSTRAP_SUPERUSER_OID))),
+            "rolname" => Some(ScalarValue::Utf8(Some(BOOTSTRAP_SUPERUSER.into()))),
+            "rolconnlimit" => Some(ScalarValue::Int32(Some(-1))),
+            "rolsuper" | "rolinherit" | "rolcreaterole" | "rolcreatedb" | "rolcanlogin"
+            | "rolreplication" | "rolbypassrls" => Some(ScalarValue::Boolean(Some(true))),
+            _ => None,
+        })?;
         Ok(datafusion::arrow::compute::concat_batches(
             &schema,
             &[superuser, batch],
         )?)
+    }
+}
+
+/// `count` rows of `schema`, each column's value for row `i` from
+/// `value(column, i)`, cast to the column's type; NULL where it gives none.
+fn rows_by_column_name(
+    schema: &SchemaRef,
+    count: usize,
+    value: impl Fn(&str, usize) -> Option<ScalarValue>,
+) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let values = (0..count)
+                .map(|i| match value(field.name(), i) {
+                    Some(v) => v.cast_to(field.data_type()),
+                    None => ScalarValue::try_from(field.data_type()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if values.is_empty() {
+                return Ok(new_null_array(field.data_type(), 0));
+            }
+            ScalarValue::iter_to_array(values)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// `pg_settings`: every setting Eddy knows, with its server default. (A
+/// session's SET shows in `current_setting` and SHOW, not here.)
+#[derive(Debug)]
+struct PgSettings {
+    inner: Arc<dyn TableProvider>,
+}
+
+#[async_trait]
+impl DerivedCatalog for PgSettings {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    async fn rows(&self, _state: &dyn Session) -> Result<RecordBatch> {
+        let settings: Vec<_> = crate::handler::set::server_settings().collect();
+        rows_by_column_name(&self.schema(), settings.len(), |column, i| {
+            let (name, value, writable) = settings[i];
+            let text = |s: &str| Some(ScalarValue::Utf8(Some(s.to_owned())));
+            match column {
+                "name" => text(name),
+                "setting" | "reset_val" | "boot_val" => text(value),
+                "context" => text(if writable { "user" } else { "internal" }),
+                "vartype" => text("string"),
+                "source" => text("default"),
+                "pending_restart" => Some(ScalarValue::Boolean(Some(false))),
+                _ => None,
+            }
+        })
     }
 }
 

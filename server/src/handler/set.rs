@@ -41,6 +41,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("lc_messages", "C"),
     ("lock_timeout", "0"),
     ("max_identifier_length", "63"),
+    ("max_index_keys", "32"),
     ("search_path", "\"$user\", public"),
     ("server_encoding", "UTF8"),
     ("server_version", PG_VERSION),
@@ -218,6 +219,14 @@ fn variable_name(variable: &[Ident]) -> String {
         return canonical_name(&words.join("."));
     }
     name
+}
+
+/// Every setting with its server default, and whether a session may SET
+/// it, for `pg_settings`.
+pub fn server_settings() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+    SETTINGS
+        .iter()
+        .map(|(name, value)| (*name, *value, WRITABLE.contains(name)))
 }
 
 /// A setting's server default, for `current_setting` where no session is

@@ -1,8 +1,7 @@
 // Eddy with pgjdbc: batched inserts report their row counts, and the
 // DatabaseMetaData calls that DBeaver, DataGrip and Metabase make on
-// connect (getTables, getColumns, getSchemas) describe Eddy's relations.
-// (getPrimaryKeys, getTypeInfo, getImportedKeys and getIndexInfo do not
-// work yet: they need information_schema._pg_expandarray and pg_settings.)
+// connect (getTables, getColumns, getPrimaryKeys, getSchemas, getTypeInfo,
+// getImportedKeys, getIndexInfo) describe Eddy's relations.
 //
 // Usage: java -cp /usr/share/java/postgresql.jar tests/clients/java/MetaData.java PORT
 // Prints one line per check group, then 'MetaData: N passed, M failed';
@@ -107,11 +106,44 @@ public class MetaData {
                 check(viewColumns.equals(List.of("customer", "n")), "view columns " + viewColumns);
                 return described.size() + " columns with sizes and defaults";
             });
+            test("getPrimaryKeys", () -> {
+                List<String> keys = new ArrayList<>();
+                try (ResultSet rs = md.getPrimaryKeys(null, "public", T)) {
+                    while (rs.next()) {
+                        keys.add(rs.getString("COLUMN_NAME") + "@" + rs.getInt("KEY_SEQ") + " " + rs.getString("PK_NAME"));
+                    }
+                }
+                check(keys.equals(List.of("id@1 " + T + "_pkey")), "primary keys " + keys);
+                List<String> none = column(md.getPrimaryKeys(null, "public", V), "COLUMN_NAME");
+                check(none.isEmpty(), "a materialized view has no primary key: " + none);
+                return "key " + keys;
+            });
             test("getSchemas", () -> {
                 List<String> schemas = column(md.getSchemas(), "TABLE_SCHEM");
                 check(schemas.contains("public") && schemas.contains("pg_catalog"), "schemas " + schemas);
                 return schemas.size() + " schemas";
             });
+            test("getTypeInfo", () -> {
+                List<String> types = column(md.getTypeInfo(), "TYPE_NAME");
+                for (String t : List.of("int8", "varchar", "numeric", "bool", "timestamptz", "jsonb", "text")) {
+                    check(types.contains(t), "type info lacks " + t);
+                }
+                return types.size() + " types";
+            });
+            test("getImportedKeys and getIndexInfo", () -> {
+                List<String> imported = column(md.getImportedKeys(null, "public", T), "FKCOLUMN_NAME");
+                check(imported.isEmpty(), "foreign keys " + imported);
+                List<String> indexes = new ArrayList<>();
+                try (ResultSet rs = md.getIndexInfo(null, "public", T, false, false)) {
+                    while (rs.next()) {
+                        indexes.add(rs.getString("INDEX_NAME") + " " + rs.getString("COLUMN_NAME") + "@"
+                            + rs.getInt("ORDINAL_POSITION") + (rs.getBoolean("NON_UNIQUE") ? " non-unique" : " unique"));
+                    }
+                }
+                check(indexes.equals(List.of(T + "_pkey id@1 unique")), "indexes " + indexes);
+                return "no foreign keys; " + indexes;
+            });
+
             try (Statement s = c.createStatement()) {
                 s.execute("DROP MATERIALIZED VIEW " + V);
                 s.execute("DROP TABLE " + T);

@@ -39,13 +39,44 @@ use datafusion::sql::sqlparser::ast::{
 };
 use eddy_sql::catalog_lookup::{is_catalog_lookup, relation_name, relation_reference};
 
+mod introspection;
+
+use introspection::{
+    expanded_array_columns, expanded_array_field, lookup_by_oid, names_function_column,
+    proc_lookup, proc_oid_lookup, MATVIEW_DEFINITION, VIEW_DEFINITION,
+};
+
 /// Applies this module's rewrites to `statement`.
 pub fn rewrite(statement: &mut Statement) {
-    struct Rewriter;
+    struct Rewriter {
+        /// Columns that hold `_pg_expandarray(...)`'s rows.
+        expanded: Vec<String>,
+    }
     impl VisitorMut for Rewriter {
         type Break = ();
+        fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            if let Some(element) = expanded_array_field(expr, &self.expanded) {
+                *expr = element;
+            }
+            ControlFlow::Continue(())
+        }
+
         fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
             match expr {
+                Expr::Function(f) if is_named(f, "_pg_expandarray") => {
+                    if let Some(array) = only_argument(f) {
+                        *expr = function("unnest", vec![array]);
+                    }
+                }
+                Expr::BinaryOp {
+                    left,
+                    op: ast::BinaryOperator::Eq,
+                    right,
+                } if names_function_column(left) => {
+                    if let Some(name) = proc_oid_lookup(right) {
+                        **right = Expr::value(Value::SingleQuotedString(name));
+                    }
+                }
                 Expr::Like {
                     pattern,
                     escape_char,
@@ -103,7 +134,8 @@ pub fn rewrite(statement: &mut Statement) {
             ControlFlow::Continue(())
         }
     }
-    let _ = statement.visit(&mut Rewriter);
+    let expanded = expanded_array_columns(statement);
+    let _ = statement.visit(&mut Rewriter { expanded });
 }
 
 fn backslash_escapes(pattern: &mut Box<Expr>, escape_char: &mut Option<ValueWithSpan>) {
@@ -212,46 +244,6 @@ fn first_argument(f: &ast::Function) -> Option<Expr> {
         Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) => Some(e.clone()),
         _ => None,
     }
-}
-
-/// `pg_get_viewdef(oid)`: the definition of the materialized or plain
-/// view with that oid.
-const MATVIEW_DEFINITION: &str = "SELECT eddy_view.definition \
-     FROM pg_catalog.pg_matviews eddy_view \
-     JOIN pg_catalog.pg_class eddy_class ON eddy_class.relname = eddy_view.matviewname \
-     WHERE eddy_class.oid = 0";
-const VIEW_DEFINITION: &str = "SELECT eddy_view.definition \
-     FROM pg_catalog.pg_views eddy_view \
-     JOIN pg_catalog.pg_class eddy_class ON eddy_class.relname = eddy_view.viewname \
-     WHERE eddy_class.oid = 0";
-
-/// `(SELECT <value> FROM pg_catalog.pg_proc eddy_proc WHERE eddy_proc.oid
-/// = <oid>)`: a function's attribute, as Postgres's `pg_get_function_*`
-/// read it.
-fn proc_lookup(value: &str, oid: Expr) -> Expr {
-    lookup_by_oid(
-        &format!("SELECT {value} FROM pg_catalog.pg_proc eddy_proc WHERE eddy_proc.oid = 0"),
-        oid,
-    )
-}
-
-/// A query over the catalog whose WHERE ends `= 0`, with `oid` in place
-/// of the 0, as a scalar subquery.
-fn lookup_by_oid(sql: &str, oid: Expr) -> Expr {
-    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-    let mut query = match datafusion::sql::sqlparser::parser::Parser::new(&dialect)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_query())
-    {
-        Ok(query) => query,
-        Err(_) => return Expr::value(Value::Null),
-    };
-    if let SetExpr::Select(select) = query.body.as_mut() {
-        if let Some(Expr::BinaryOp { right, .. }) = select.selection.as_mut() {
-            **right = oid;
-        }
-    }
-    Expr::Subquery(query)
 }
 
 /// `ARRAY(query)` as an aggregate over `query`'s rows, in its order.
@@ -588,6 +580,32 @@ mod tests {
             .remove(0);
         rewrite(&mut statement);
         statement.to_string()
+    }
+
+    #[test]
+    fn expanded_arrays_unnest() {
+        assert_eq!(
+            rewritten("SELECT r.a FROM (SELECT (information_schema._pg_expandarray(k)).n AS seq, information_schema._pg_expandarray(k) AS keys, a FROM t) r WHERE r.a = (r.keys).x"),
+            "SELECT r.a FROM (SELECT unnest(generate_series(1, array_length(k, 1))) AS seq, unnest(k) AS keys, a FROM t) r WHERE r.a = r.keys"
+        );
+        // A field of anything else is left alone.
+        assert_eq!(
+            rewritten("SELECT (r.other).x FROM r"),
+            "SELECT (r.other).x FROM r"
+        );
+    }
+
+    #[test]
+    fn regproc_names_compare_with_function_name_columns() {
+        assert_eq!(
+            rewritten("SELECT typinput = (SELECT oid FROM pg_catalog.pg_proc WHERE proname = 'pg_catalog.array_in') FROM pg_type"),
+            "SELECT typinput = 'array_in' FROM pg_type"
+        );
+        // An oid column compares with the oid, as Postgres compares them.
+        assert_eq!(
+            rewritten("SELECT oid = (SELECT oid FROM pg_catalog.pg_proc WHERE proname = 'array_in') FROM pg_type"),
+            "SELECT oid = (SELECT max(oid) FROM pg_catalog.pg_proc WHERE proname = 'array_in') FROM pg_type"
+        );
     }
 
     #[test]
