@@ -162,8 +162,12 @@ impl Engine {
             &QueryClauses::default(),
             true,
         )?;
-        crate::pg_rewrites::rewrite(&mut statement);
+        if let Statement::Query(query) = &mut statement {
+            eddy_sql::disambiguate_output_names(query);
+        }
+        // Columns are named after what the client wrote, not the rewrites.
         let original = &statement.clone();
+        crate::pg_rewrites::rewrite(&mut statement);
         if let Statement::Insert(insert) = &mut statement {
             if let Some(table) =
                 eddy_sql::insert_target(insert).and_then(|t| self.catalog.table(&t))

@@ -9,7 +9,7 @@ use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{Cast, Expr, LogicalPlan, TryCast};
@@ -131,6 +131,25 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
+/// `schema` with the names clients see: columns that share a Postgres
+/// name were planned under unique ones (see
+/// [`eddy_sql::disambiguate_output_names`]).
+pub fn display_schema(schema: &SchemaRef) -> SchemaRef {
+    let separator = eddy_sql::DUPLICATE_NAME_SEPARATOR;
+    if !schema.fields().iter().any(|f| f.name().contains(separator)) {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let name = eddy_sql::display_name(f.name()).to_owned();
+            f.as_ref().clone().with_name(name)
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// Parses statements and runs them; serves both query protocols.
 pub struct Parser {
     engine: Arc<Engine>,
@@ -151,7 +170,11 @@ fn encode(
             tag,
         } => {
             let options = Arc::new(FormatOptions::from_client_metadata(vars));
-            let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, Some(options))?);
+            let fields = Arc::new(arrow_schema_to_pg_fields(
+                &display_schema(&schema),
+                format,
+                Some(options),
+            )?);
             let format = format.clone();
             let row_fields = fields.clone();
             // Rows are encoded a batch at a time as the client reads them:
@@ -378,7 +401,7 @@ impl QueryParser for Parser {
         let plan = analyzed.as_ref().or(stmt.plan.as_ref());
         match handler::result_schema(&stmt.statement, plan).or_else(|| stmt.schema.clone()) {
             Some(schema) => arrow_schema_to_pg_fields(
-                &schema,
+                &display_schema(&schema),
                 column_format.unwrap_or(&Format::UnifiedText),
                 None,
             ),
@@ -453,7 +476,8 @@ impl ExtendedQueryHandler for Parser {
         let Some(schema) = handler::cursor::cursor_schema(client.metadata(), name) else {
             return Err(EddyError::UndefinedCursor(name.to_owned()).into_pgwire());
         };
-        let fields = arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)?;
+        let fields =
+            arrow_schema_to_pg_fields(&display_schema(&schema), &Format::UnifiedText, None)?;
         send_describe_response(client, &DescribePortalResponse::new(fields)).await
     }
 

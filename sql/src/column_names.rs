@@ -5,7 +5,7 @@
 //! (`count(*)`, `t.a + Int64(1)`), which clients would have to quote.
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Query, SelectItem, SetExpr, Value, ValueWithSpan,
+    DataType, Expr, Ident, Query, SelectItem, SetExpr, Value, ValueWithSpan,
 };
 
 use crate::create_table::normalize;
@@ -27,6 +27,43 @@ pub fn postgres_column_names(query: &Query) -> Option<Vec<String>> {
             _ => None,
         })
         .collect()
+}
+
+/// Separates a column's Postgres name from the position that makes it
+/// unique in a plan (see [`disambiguate_output_names`]); no identifier a
+/// client sends can hold it.
+pub const DUPLICATE_NAME_SEPARATOR: char = '\u{0}';
+
+/// Gives the columns of `query` that share a Postgres name (`SELECT id,
+/// id`, `SELECT 1, 1`) names unique within the plan, the shared name
+/// followed by [`DUPLICATE_NAME_SEPARATOR`] and the column's position, so
+/// DataFusion can plan them; the wire strips the suffix again, and the
+/// client sees Postgres's names.
+pub fn disambiguate_output_names(query: &mut Query) {
+    let Some(names) = postgres_column_names(query) else {
+        return;
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    for (position, (item, name)) in select.projection.iter_mut().zip(&names).enumerate() {
+        if names.iter().filter(|n| *n == name).count() < 2 {
+            continue;
+        }
+        let alias = Ident::with_quote('"', format!("{name}{DUPLICATE_NAME_SEPARATOR}{position}"));
+        *item = match std::mem::replace(item, SelectItem::Wildcard(Default::default())) {
+            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
+                SelectItem::ExprWithAlias { expr, alias }
+            }
+            other => other,
+        };
+    }
+}
+
+/// The name a plan gives a column for display: its name up to
+/// [`DUPLICATE_NAME_SEPARATOR`].
+pub fn display_name(name: &str) -> &str {
+    name.split(DUPLICATE_NAME_SEPARATOR).next().unwrap_or(name)
 }
 
 /// The name of an expression, and whether it is a strong one (a column's)

@@ -786,3 +786,42 @@ async fn show_functions_lists_each_kind() -> Result<()> {
     assert_eq!(extended.len(), simple.len());
     Ok(())
 }
+
+/// Columns may share a name, as in Postgres (`SELECT id, id`, `SELECT 1,
+/// 1`): both protocols describe them under that name.
+#[tokio::test]
+async fn columns_may_share_a_name() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE dup (id INT PRIMARY KEY, v TEXT); INSERT INTO dup VALUES (1, 'a')",
+        )
+        .await?;
+    for sql in [
+        "SELECT id, id, dup.id, v AS id FROM dup",
+        "SELECT 1 AS id, 2 AS id, count(*) AS id, NULL AS id FROM dup",
+    ] {
+        // Extended protocol: Describe, then the rows.
+        let statement = client.prepare(sql).await?;
+        let names: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["id", "id", "id", "id"], "{sql}");
+        let row = client.query_one(&statement, &[]).await?;
+        assert_eq!(row.len(), 4, "{sql}");
+        // Simple protocol.
+        let messages = client.simple_query(sql).await?;
+        let Some(tokio_postgres::SimpleQueryMessage::Row(row)) = messages
+            .iter()
+            .find(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        else {
+            panic!("{sql}: no row");
+        };
+        let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["id", "id", "id", "id"], "{sql}");
+    }
+    let row = client.query_one("SELECT 1, 1, NULL, NULL", &[]).await?;
+    let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["?column?"; 4]);
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i32>(1)), (1, 1));
+    Ok(())
+}

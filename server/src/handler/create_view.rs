@@ -189,7 +189,7 @@ fn view_columns(create: &CreateView, fields: &Fields) -> Result<Vec<ViewColumn>>
     for (i, field) in fields.iter().enumerate() {
         let name = match create.columns.get(i) {
             Some(column) => eddy_sql::create_table::normalize(&column.name),
-            None => field.name().clone(),
+            None => eddy_sql::display_name(field.name()).to_owned(),
         };
         if !seen.insert(name.clone()) {
             return Err(eddy_sql::SqlError::DuplicateColumn(name).into());
