@@ -182,6 +182,50 @@ pub fn register(ctx: &mut SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
     ctx.register_udf(format_oidvector());
+    ctx.register_udf(jsonb_in());
+    ctx.register_udf(set_config());
+}
+
+/// `set_config(name, value, is_local)`: the new value. The session takes
+/// it when the statement runs (`handler::set::apply_set_config`).
+fn set_config() -> ScalarUDF {
+    let func = |args: &[ColumnarValue]| -> Result<ColumnarValue> { Ok(args[1].clone()) };
+    create_udf(
+        "set_config",
+        vec![DataType::Utf8, DataType::Utf8, DataType::Boolean],
+        DataType::Utf8,
+        Volatility::Volatile,
+        Arc::new(func),
+    )
+}
+
+/// The function `x::jsonb` and `x::json` are rewritten into: the text,
+/// checked to be JSON (22P02 otherwise), as Eddy keeps json as text.
+pub const JSONB_IN: &str = "jsonb_in";
+
+fn jsonb_in() -> ScalarUDF {
+    let func = |args: &[ColumnarValue]| -> Result<ColumnarValue> {
+        let texts = ColumnarValue::values_to_arrays(args)?;
+        let texts = texts[0].as_string::<i32>();
+        for text in texts.iter().flatten() {
+            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                return Err(datafusion::error::DataFusionError::ArrowError(
+                    Box::new(datafusion::arrow::error::ArrowError::ParseError(format!(
+                        "invalid input syntax for type json: {e}"
+                    ))),
+                    None,
+                ));
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(texts.clone())))
+    };
+    create_udf(
+        JSONB_IN,
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(func),
+    )
 }
 
 /// `format_oidvector(text)`: the types of an oidvector (`pg_proc`'s

@@ -1,7 +1,7 @@
 //! The PostgreSQL wire protocol, through pgwire: simple and extended query
 //! handlers, result encoding, cancel requests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -150,6 +150,60 @@ pub fn display_schema(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
+/// `portal` with its json and jsonb parameters as text, or None when it
+/// has none. arrow-pg reads them into a String, which postgres-types
+/// refuses for those types; the binary form of jsonb is a version byte (1)
+/// then the text, of json the text itself.
+fn json_parameters_as_text<S: Clone>(
+    portal: &Portal<S>,
+    described_json: &HashSet<String>,
+) -> Option<Portal<S>> {
+    let sent = &portal.statement.parameter_types;
+    let sent_type = |i: usize| -> Option<Type> {
+        match sent.get(i) {
+            Some(Some(t)) => Some(t.clone()),
+            _ if described_json.contains(&format!("${}", i + 1)) => Some(Type::JSONB),
+            _ => None,
+        }
+    };
+    let is_json = |i: usize| matches!(sent_type(i), Some(t) if t == Type::JSON || t == Type::JSONB);
+    if !(0..portal.parameters.len()).any(is_json) {
+        return None;
+    }
+    let mut parameters = portal.parameters.clone();
+    let mut formats = Vec::with_capacity(parameters.len());
+    for (i, parameter) in parameters.iter_mut().enumerate() {
+        let binary = portal.parameter_format.is_binary(i);
+        if !is_json(i) {
+            formats.push(i16::from(binary));
+            continue;
+        }
+        formats.push(0);
+        if let (true, Some(bytes)) = (binary, parameter.as_mut()) {
+            if sent_type(i) == Some(Type::JSONB) && bytes.first() == Some(&1) {
+                *bytes = bytes.slice(1..);
+            }
+        }
+    }
+    let parameter_types = (0..portal.parameters.len().max(sent.len()))
+        .map(|i| match sent.get(i) {
+            _ if is_json(i) => Some(Type::TEXT),
+            Some(t) => t.clone(),
+            None => None,
+        })
+        .collect();
+    let statement = pgwire::api::stmt::StoredStatement::new(
+        portal.statement.id.clone(),
+        portal.statement.statement.clone(),
+        parameter_types,
+    );
+    let mut text = Portal::new_cursor(portal.name.clone(), Arc::new(statement));
+    text.parameter_format = Format::Individual(formats);
+    text.parameters = parameters;
+    text.result_column_format = portal.result_column_format.clone();
+    Some(text)
+}
+
 /// Parses statements and runs them; serves both query protocols.
 pub struct Parser {
     engine: Arc<Engine>,
@@ -248,6 +302,63 @@ fn placeholder_cast_types(plan: &LogicalPlan) -> Result<HashMap<String, DataType
         })
     })?;
     Ok(types)
+}
+
+/// Placeholders that are the text of `x::jsonb` (`jsonb_in($n)`): they are
+/// described as jsonb, and read as drivers send jsonb.
+fn json_placeholders(plan: &LogicalPlan) -> Result<HashSet<String>> {
+    let mut ids = HashSet::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e {
+                    if f.name() == crate::pg_functions::JSONB_IN {
+                        if let Some(Expr::Placeholder(p)) = f.args.first() {
+                            ids.insert(p.id.clone());
+                        }
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(ids)
+}
+
+/// Placeholders cast to `oid` or `oid[]` (`$1::oid[]`), which Eddy plans
+/// as integers: they are described as Postgres describes them, so drivers
+/// encode them with their oid codecs (asyncpg has no int4[] codec of its
+/// own and looks one up with such a query).
+fn oid_placeholders(statement: &Statement) -> HashMap<String, Type> {
+    use datafusion::sql::sqlparser::ast::{
+        visit_expressions, ArrayElemTypeDef, DataType as SqlType, Expr as SqlExpr, Value,
+    };
+    let is_oid = |t: &SqlType| matches!(t, SqlType::Custom(name, _) if name.to_string().eq_ignore_ascii_case("oid"));
+    let mut found = HashMap::new();
+    let _ = visit_expressions(statement, |expr| {
+        if let SqlExpr::Cast {
+            expr, data_type, ..
+        } = expr
+        {
+            if let SqlExpr::Value(v) = expr.as_ref() {
+                if let Value::Placeholder(id) = &v.value {
+                    let ty = match data_type {
+                        t if is_oid(t) => Some(Type::OID),
+                        SqlType::Array(
+                            ArrayElemTypeDef::SquareBracket(inner, _)
+                            | ArrayElemTypeDef::AngleBracket(inner),
+                        ) if is_oid(inner) => Some(Type::OID_ARRAY),
+                        _ => None,
+                    };
+                    if let Some(ty) = ty {
+                        found.insert(id.clone(), ty);
+                    }
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    found
 }
 
 /// Parameter types of a plan, in `$n` order.
@@ -377,12 +488,23 @@ impl QueryParser for Parser {
         let Some(plan) = &stmt.plan else {
             return Ok(vec![]);
         };
+        let json = json_placeholders(plan).map_err(EddyError::into_pgwire)?;
+        let oids = match &stmt.statement {
+            EddyStatement::Sql(sql) => oid_placeholders(sql),
+            _ => HashMap::new(),
+        };
         parameter_types(plan)
             .map_err(EddyError::into_pgwire)?
             .iter()
-            .map(|ty| match ty {
-                Some(ty) => into_pg_type(ty),
-                None => Ok(Type::UNKNOWN),
+            .enumerate()
+            .map(|(i, ty)| {
+                let id = format!("${}", i + 1);
+                match ty {
+                    _ if json.contains(&id) => Ok(Type::JSONB),
+                    _ if oids.contains_key(&id) => Ok(oids[&id].clone()),
+                    Some(ty) => into_pg_type(ty),
+                    None => Ok(Type::UNKNOWN),
+                }
             })
             .collect()
     }
@@ -509,7 +631,10 @@ impl ExtendedQueryHandler for Parser {
                             .filter(|ty| !needs_assignment_cast(sent.as_ref(), ty))
                     })
                     .collect();
-                let params = deserialize_parameters(portal, &type_refs)?;
+                let json = json_placeholders(plan).map_err(EddyError::into_pgwire)?;
+                let json_as_text = json_parameters_as_text(portal, &json);
+                let params =
+                    deserialize_parameters(json_as_text.as_ref().unwrap_or(portal), &type_refs)?;
                 let params = assignment_casts(params, &types).map_err(EddyError::into_pgwire)?;
                 Some(
                     plan.clone()

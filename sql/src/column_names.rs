@@ -5,7 +5,7 @@
 //! (`count(*)`, `t.a + Int64(1)`), which clients would have to quote.
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Ident, Query, SelectItem, SetExpr, Value, ValueWithSpan,
+    DataType, Expr, Ident, Query, SelectItem, SetExpr, TimezoneInfo, Value, ValueWithSpan,
 };
 
 use crate::create_table::normalize;
@@ -115,7 +115,10 @@ fn type_name(data_type: &DataType) -> Option<&'static str> {
         DataType::Real | DataType::Float4 => "float4",
         DataType::DoublePrecision | DataType::Float8 => "float8",
         DataType::Date => "date",
+        DataType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => "timestamptz",
         DataType::Timestamp(..) => "timestamp",
+        DataType::JSON => "json",
+        DataType::JSONB => "jsonb",
         DataType::Interval { .. } => "interval",
         DataType::Bytea => "bytea",
         _ => return None,

@@ -8,7 +8,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 DIR="${EDDY_CLIENTS_DIR:-$HOME/.cache/eddy-clients}"
 PSYCOPG_VERSION=3.3.9
 # Pinned Python packages besides psycopg 3.
-PYTHON_PACKAGES=(psycopg2-binary==2.9.13 SQLAlchemy==2.1.9 pandas==3.1.1)
+PYTHON_PACKAGES=(psycopg2-binary==2.9.13 SQLAlchemy==2.1.9 pandas==3.1.1 asyncpg==0.32.0)
 mkdir -p "$DIR"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -37,7 +37,7 @@ if ! "$VENV/bin/python" -c "import psycopg, sys; sys.exit(psycopg.__version__ !=
   "$VENV/bin/pip" install -q --disable-pip-version-check "psycopg[binary]==$PSYCOPG_VERSION"
 fi
 if ! "$VENV/bin/pip" freeze 2>/dev/null | grep -qix "${PYTHON_PACKAGES[0]}" \
-   || ! "$VENV/bin/python" -c "import sqlalchemy, pandas, psycopg2, sys; sys.exit(sqlalchemy.__version__ != '2.1.9' or pandas.__version__ != '3.1.1')" 2>/dev/null; then
+   || ! "$VENV/bin/python" -c "import sqlalchemy, pandas, psycopg2, asyncpg, sys; sys.exit(sqlalchemy.__version__ != '2.1.9' or pandas.__version__ != '3.1.1' or asyncpg.__version__ != '0.32.0')" 2>/dev/null; then
   echo "install.sh: ${PYTHON_PACKAGES[*]} into $VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "${PYTHON_PACKAGES[@]}"
 fi

@@ -80,6 +80,9 @@ pub async fn execute(
     statement: &EddyStatement,
     plan: Option<LogicalPlan>,
 ) -> Result<Output> {
+    if let EddyStatement::Sql(sql) = statement {
+        set::apply_set_config(sql, vars)?;
+    }
     let output = run(engine, vars, statement, plan).await?;
     if writes(statement) {
         transaction::note_write(vars);

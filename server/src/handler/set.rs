@@ -5,12 +5,11 @@
 //! extra_float_digits from.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
-use std::ops::ControlFlow;
-
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Reset, ResetStatement, Set,
     Statement, Value, VisitMut, VisitorMut,
@@ -36,6 +35,8 @@ const SETTINGS: &[(&str, &str)] = &[
     ("integer_datetimes", "on"),
     ("intervalstyle", "postgres"),
     ("is_superuser", "on"),
+    // Eddy compiles no queries to machine code.
+    ("jit", "off"),
     ("lc_collate", "C"),
     ("lc_ctype", "C"),
     ("lc_messages", "C"),
@@ -64,6 +65,7 @@ const WRITABLE: &[&str] = &[
     "extra_float_digits",
     "idle_in_transaction_session_timeout",
     "intervalstyle",
+    "jit",
     "lock_timeout",
     "search_path",
     "statement_timeout",
@@ -233,6 +235,51 @@ pub fn server_settings() -> impl Iterator<Item = (&'static str, &'static str, bo
 /// at hand.
 pub fn default_setting(name: &str) -> Option<String> {
     lookup(&HashMap::new(), &canonical_name(name))
+}
+
+/// Applies each `set_config('name', 'value', false)` in `statement` to the
+/// session, as SET does; the function itself returns the value. Only
+/// literal arguments are supported, and not `is_local = true`.
+pub fn apply_set_config(statement: &Statement, vars: &mut HashMap<String, String>) -> Result<()> {
+    let mut calls = Vec::new();
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(statement, |expr| {
+        if let Expr::Function(f) = expr {
+            let named = f.name.0.last().and_then(|p| p.as_ident());
+            if named.is_some_and(|i| i.value.eq_ignore_ascii_case("set_config")) {
+                calls.push(f.clone());
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    for call in calls {
+        let FunctionArguments::List(list) = &call.args else {
+            continue;
+        };
+        let literal = |i: usize| match list.args.get(i) {
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => {
+                Some(v.value.clone())
+            }
+            _ => None,
+        };
+        match (literal(0), literal(1), literal(2)) {
+            (
+                Some(Value::SingleQuotedString(name)),
+                Some(Value::SingleQuotedString(value)),
+                Some(Value::Boolean(false)),
+            ) => set_value(vars, &canonical_name(&name), value)?,
+            (_, _, Some(Value::Boolean(true))) => {
+                return Err(EddyError::Unsupported(
+                    "set_config with is_local = true (use SET)".into(),
+                ))
+            }
+            _ => {
+                return Err(EddyError::Unsupported(
+                    "set_config with arguments other than literals".into(),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Binds each `current_setting('name' [, missing_ok])` with a literal name

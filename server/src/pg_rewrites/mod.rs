@@ -18,6 +18,8 @@
 //!   NULL: Eddy keeps no privileges, so every ACL is NULL (the owner's
 //!   default privileges), and some of datafusion-pg-catalog's ACL columns
 //!   are text, which `array_to_string` refuses.
+//! - `x::jsonb` (and `::json`) becomes `jsonb_in(x)`: Eddy keeps json as
+//!   checked text, and DataFusion has no json type to cast to.
 //! - A scalar subquery that reads a catalog relation Eddy never fills
 //!   (sequences, triggers, policies, inheritance, enums: Eddy has none of
 //!   them) is NULL, which is what it returns. DataFusion cannot plan some
@@ -127,6 +129,14 @@ pub fn rewrite(statement: &mut Statement) {
                 }
                 Expr::Function(f) if is_named(f, "array_to_string") && lists_privileges(f) => {
                     *expr = Expr::value(Value::Null);
+                }
+                Expr::Cast {
+                    expr: inner,
+                    data_type: ast::DataType::JSON | ast::DataType::JSONB,
+                    ..
+                } => {
+                    let text = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
+                    *expr = function(crate::pg_functions::JSONB_IN, vec![text]);
                 }
                 Expr::Subquery(_) => catalog_lookup(expr),
                 _ => {}
