@@ -522,6 +522,9 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
         .with_create_default_catalog_and_schema(true)
         .with_information_schema(false);
     config.options_mut().sql_parser.enable_ident_normalization = true;
+    // Sessions run in UTC: `now()` and `::timestamptz` are timestamps with
+    // a time zone, as in Postgres.
+    config.options_mut().execution.time_zone = Some("+00:00".into());
     let mut ctx = SessionContext::new_with_config(config);
     let db = ctx
         .catalog(DATABASE_NAME)

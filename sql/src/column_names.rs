@@ -34,11 +34,12 @@ pub fn postgres_column_names(query: &Query) -> Option<Vec<String>> {
 /// client sends can hold it.
 pub const DUPLICATE_NAME_SEPARATOR: char = '\u{0}';
 
-/// Gives the columns of `query` that share a Postgres name (`SELECT id,
-/// id`, `SELECT 1, 1`) names unique within the plan, the shared name
-/// followed by [`DUPLICATE_NAME_SEPARATOR`] and the column's position, so
-/// DataFusion can plan them; the wire strips the suffix again, and the
-/// client sees Postgres's names.
+/// Names the columns of `query` as Postgres does before DataFusion plans
+/// it. Columns that share a Postgres name (`SELECT id, id`, `SELECT 1, 1`)
+/// get names unique within the plan, the shared name followed by
+/// [`DUPLICATE_NAME_SEPARATOR`] and the column's position, so DataFusion
+/// can plan them; the wire strips the suffix again, and the client sees
+/// Postgres's names.
 pub fn disambiguate_output_names(query: &mut Query) {
     let Some(names) = postgres_column_names(query) else {
         return;
@@ -47,10 +48,17 @@ pub fn disambiguate_output_names(query: &mut Query) {
         return;
     };
     for (position, (item, name)) in select.projection.iter_mut().zip(&names).enumerate() {
-        if names.iter().filter(|n| *n == name).count() < 2 {
+        let alias = if names.iter().filter(|n| *n == name).count() > 1 {
+            format!("{name}{DUPLICATE_NAME_SEPARATOR}{position}")
+        } else if matches!(item, SelectItem::UnnamedExpr(e) if !is_column(e)) {
+            // DataFusion names an expression after its text, which can
+            // clash where Postgres's names do not (`'x'::timestamp` and
+            // `'x'::timestamptz`): it takes Postgres's name now.
+            name.clone()
+        } else {
             continue;
-        }
-        let alias = Ident::with_quote('"', format!("{name}{DUPLICATE_NAME_SEPARATOR}{position}"));
+        };
+        let alias = Ident::with_quote('"', alias);
         *item = match std::mem::replace(item, SelectItem::Wildcard(Default::default())) {
             SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
                 SelectItem::ExprWithAlias { expr, alias }
@@ -58,6 +66,10 @@ pub fn disambiguate_output_names(query: &mut Query) {
             other => other,
         };
     }
+}
+
+fn is_column(expr: &Expr) -> bool {
+    matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
 }
 
 /// The name a plan gives a column for display: its name up to
