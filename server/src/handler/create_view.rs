@@ -38,6 +38,20 @@ pub async fn handle_create_view(
             Err(CatalogError::DuplicateTable(name).into())
         };
     }
+    // As in Postgres, a view's columns need distinct names; DataFusion
+    // would refuse them less clearly.
+    if let Some(names) = eddy_sql::postgres_column_names(&create.query) {
+        let mut seen = HashSet::new();
+        for (i, name) in names.iter().enumerate() {
+            let name = match create.columns.get(i) {
+                Some(column) => eddy_sql::create_table::normalize(&column.name),
+                None => name.clone(),
+            };
+            if !seen.insert(name.clone()) {
+                return Err(eddy_sql::SqlError::DuplicateColumn(name).into());
+            }
+        }
+    }
     let lowered = engine.plan_view(&create.query, clauses, false).await?;
     let schema = lowered.root.schema.clone();
     let columns = view_columns(create, schema.fields())?;

@@ -8,6 +8,7 @@
 'use strict'
 const assert = require('assert/strict')
 const { Client } = require('pg')
+const { test, finish } = require('./harness')
 const Cursor = require('pg-cursor')
 
 const PORT = Number(process.argv[2])
@@ -15,17 +16,6 @@ const config = { host: '127.0.0.1', port: PORT, user: 'eddy', database: 'eddy', 
 const T = 'pg_cursor_t'
 const V = 'pg_cursor_v'
 const N = 20000
-const results = { passed: 0, failed: 0 }
-
-async function test(name, fn) {
-  try {
-    console.log(`ok - ${name}: ${await fn()}`)
-    results.passed++
-  } catch (e) {
-    console.log(`FAIL - ${name}: ${e.message}`)
-    results.failed++
-  }
-}
 
 async function connect() {
   const client = new Client(config)
@@ -109,8 +99,7 @@ async function main() {
   await admin.query(`DROP MATERIALIZED VIEW ${V}`)
   await admin.query(`DROP TABLE ${T}`)
   await admin.end()
-  console.log(`pg_cursor: ${results.passed} passed, ${results.failed} failed`)
-  process.exit(results.failed ? 1 : 0)
+  finish('pg_cursor')
 }
 
 main().catch((e) => {
