@@ -5,7 +5,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Ident, Query, Statement, TableAlias, TableAliasColumnDef, TableFactor, VisitMut, VisitorMut,
+    FromTable, Ident, Query, Statement, TableAlias, TableAliasColumnDef, TableFactor, VisitMut,
+    VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -16,10 +17,18 @@ use crate::error::{EddyError, Result};
 /// How deep views over views may nest.
 const MAX_DEPTH: usize = 32;
 
-/// Expands the plain views `statement` reads; returns their ids.
+/// Expands the plain views `statement` reads; returns their ids. A view
+/// cannot be written: INSERT, UPDATE and DELETE on one are refused.
 pub fn expand(catalog: &Catalog, statement: &mut Statement) -> Result<Vec<u64>> {
     if catalog.plain_views().is_empty() {
         return Ok(vec![]);
+    }
+    if let Some((verb, target)) = written_relation(statement) {
+        if catalog.plain_view(&target).is_some() {
+            return Err(EddyError::Unsupported(format!(
+                "{verb} view \"{target}\" (Eddy's views are not updatable: write to the tables it reads)"
+            )));
+        }
     }
     let mut expander = Expander {
         catalog,
@@ -32,6 +41,23 @@ pub fn expand(catalog: &Catalog, statement: &mut Statement) -> Result<Vec<u64>> 
     match expander.error {
         Some(error) => Err(error),
         None => Ok(expander.expanded),
+    }
+}
+
+/// The relation an INSERT, UPDATE or DELETE writes, with its verb.
+fn written_relation(statement: &Statement) -> Option<(&'static str, String)> {
+    let name = |factor: &TableFactor| match factor {
+        TableFactor::Table { name, .. } => eddy_sql::create_table::object_name(name).ok(),
+        _ => None,
+    };
+    match statement {
+        Statement::Insert(insert) => Some(("INSERT INTO", eddy_sql::insert_target(insert)?)),
+        Statement::Update(update) => Some(("UPDATE", name(&update.table.relation)?)),
+        Statement::Delete(delete) => {
+            let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &delete.from;
+            Some(("DELETE FROM", name(&from.first()?.relation)?))
+        }
+        _ => None,
     }
 }
 
