@@ -287,9 +287,9 @@ fn arrow_sqlstate(e: &ArrowError) -> &'static str {
         ArrowError::CastError(msg) | ArrowError::ParseError(msg) => {
             if msg.starts_with("Can't cast value") || msg.contains("overflow") {
                 "22003"
-            } else if ["Date", "Time", "Timestamp"]
+            } else if ["date", "time"]
                 .iter()
-                .any(|t| msg.contains(t))
+                .any(|t| msg.to_lowercase().contains(t))
             {
                 "22007"
             } else {

@@ -1,10 +1,11 @@
-//! Postgres's text input for `bytea` and `interval`.
+//! Postgres's text input for `bytea`, `interval` and timestamps.
 //!
 //! Arrow casts a string to binary by taking its UTF-8 bytes, while Postgres
 //! reads `'\\x0102'` as hex; and Arrow's interval parser does not read
-//! Postgres's `'1 day 02:03:04'`. After planning, casts from strings to
-//! these types are replaced by `pg_bytea_in` and `pg_interval_in`, which
-//! read the string as Postgres does.
+//! Postgres's `'1 day 02:03:04'`, nor timestamps without seconds
+//! (`'2024-01-01 10:00'`). After planning, casts from strings to these
+//! types are replaced by `pg_bytea_in`, `pg_interval_in` and
+//! `pg_timestamp_in`, which read the string as Postgres does.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use datafusion::arrow::datatypes::{
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     Cast, ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility,
@@ -149,6 +151,45 @@ struct PgInput {
     signature: Signature,
 }
 
+/// A timestamp's text with seconds where Postgres lets them be left out
+/// (`2024-01-01 10:00`, `2024-01-01T10:00+02`), which Arrow's parser
+/// requires.
+fn with_seconds(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.trim().as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        bytes
+            .get(range)
+            .is_some_and(|b| b.iter().all(u8::is_ascii_digit))
+    };
+    let date = digits(0..4)
+        && bytes.get(4) == Some(&b'-')
+        && digits(5..7)
+        && bytes.get(7) == Some(&b'-')
+        && digits(8..10);
+    let time = matches!(bytes.get(10), Some(b' ' | b'T'))
+        && digits(11..13)
+        && bytes.get(13) == Some(&b':')
+        && digits(14..16);
+    if date && time && bytes.get(16) != Some(&b':') {
+        let text = text.trim();
+        return format!("{}:00{}", &text[..16], &text[16..]).into();
+    }
+    text.into()
+}
+
+/// Arrow's cast, failing on a value it cannot read rather than making it
+/// NULL.
+fn strict_cast(
+    array: &dyn Array,
+    target: &DataType,
+) -> std::result::Result<ArrayRef, datafusion::arrow::error::ArrowError> {
+    let options = datafusion::arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    datafusion::arrow::compute::cast_with_options(array, target, &options)
+}
+
 impl PgInput {
     fn udf(name: &'static str, target: DataType) -> Arc<ScalarUDF> {
         Arc::new(ScalarUDF::new_from_impl(PgInput {
@@ -171,6 +212,10 @@ impl PgInput {
             }
             return Ok(Arc::new(builder.finish()));
         }
+        if matches!(self.target, DataType::Timestamp(..)) {
+            let normalized: StringArray = strings.iter().map(|v| v.map(with_seconds)).collect();
+            return Ok(strict_cast(&normalized, &self.target)?);
+        }
         let mut builder = IntervalMonthDayNanoBuilder::with_capacity(strings.len());
         for value in strings.iter() {
             match value.map(|s| (s, parse_interval(s))) {
@@ -179,7 +224,7 @@ impl PgInput {
                 Some((s, None)) => {
                     // Forms we do not read (e.g. ISO 8601) go to Arrow's parser.
                     let one: ArrayRef = Arc::new(StringArray::from(vec![s]));
-                    let parsed = datafusion::arrow::compute::cast(&one, &self.target)?;
+                    let parsed = strict_cast(&one, &self.target)?;
                     builder
                         .append_value(parsed.as_primitive::<IntervalMonthDayNanoType>().value(0));
                 }
@@ -241,17 +286,28 @@ pub fn rewrite_input_casts(plan: LogicalPlan) -> Result<LogicalPlan> {
             [input] => input.schema().clone(),
             _ => return Ok(Transformed::no(node)),
         };
+        // Keep each expression's name: the nodes above refer to it.
+        let names = NamePreserver::new(&node);
         let result = node.map_expressions(|expr| {
-            expr.transform_up(|e| match e {
+            let name = names.save(&expr);
+            let rewritten = expr.transform_up(|e| match e {
                 Expr::Cast(Cast { expr, field })
                     if (is_binary(field.data_type())
-                        || matches!(field.data_type(), DataType::Interval(_)))
+                        || matches!(
+                            field.data_type(),
+                            DataType::Interval(_) | DataType::Timestamp(..)
+                        ))
                         && expr.get_type(&schema).is_ok_and(|t| is_string(&t)) =>
                 {
-                    let (udf, produced) = if is_binary(field.data_type()) {
-                        (&bytea_in, DataType::Binary)
-                    } else {
-                        (&interval_in, DataType::Interval(IntervalUnit::MonthDayNano))
+                    let timestamp_in;
+                    let (udf, produced) = match field.data_type() {
+                        t if is_binary(t) => (&bytea_in, DataType::Binary),
+                        DataType::Timestamp(..) => {
+                            timestamp_in =
+                                PgInput::udf("pg_timestamp_in", field.data_type().clone());
+                            (&timestamp_in, field.data_type().clone())
+                        }
+                        _ => (&interval_in, DataType::Interval(IntervalUnit::MonthDayNano)),
                     };
                     let call = udf.call(vec![*expr]);
                     let call = if field.data_type() == &produced {
@@ -263,7 +319,8 @@ pub fn rewrite_input_casts(plan: LogicalPlan) -> Result<LogicalPlan> {
                 }
                 Expr::Cast(cast) => Ok(Transformed::no(Expr::Cast(cast))),
                 other => Ok(Transformed::no(other)),
-            })
+            })?;
+            Ok(rewritten.update_data(|e| name.restore(e)))
         })?;
         if result.transformed {
             let plan = result.data.recompute_schema()?;
@@ -278,6 +335,18 @@ pub fn rewrite_input_casts(plan: LogicalPlan) -> Result<LogicalPlan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_may_leave_out_seconds() {
+        assert_eq!(with_seconds("2024-01-01 10:00"), "2024-01-01 10:00:00");
+        assert_eq!(
+            with_seconds("2024-01-01T10:00+02"),
+            "2024-01-01T10:00:00+02"
+        );
+        assert_eq!(with_seconds("2024-01-01 10:00:05"), "2024-01-01 10:00:05");
+        assert_eq!(with_seconds("2024-01-01"), "2024-01-01");
+        assert_eq!(with_seconds("10:00"), "10:00");
+    }
 
     #[test]
     fn reads_postgres_intervals() {
