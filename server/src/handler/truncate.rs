@@ -23,6 +23,9 @@ pub fn handle_truncate(engine: &Engine, truncate: &Truncate) -> Result<Output> {
                 Some(Relation::View(_)) => Err(EddyError::WrongObjectType(format!(
                     "\"{name}\" is not a table"
                 ))),
+                None if engine.catalog.plain_view(&name).is_some() => Err(
+                    EddyError::WrongObjectType(format!("\"{name}\" is not a table")),
+                ),
                 None => Err(EddyError::UndefinedTable(name)),
             }
         })
