@@ -595,6 +595,12 @@ impl Catalog {
             .cloned()
     }
 
+    /// Whether any plain view exists (queries then expand them).
+    pub fn has_plain_views(&self) -> bool {
+        let state = self.state.read().expect("catalog lock poisoned");
+        !state.plain_views.is_empty()
+    }
+
     pub fn plain_views(&self) -> Vec<Arc<PlainViewDef>> {
         let state = self.state.read().expect("catalog lock poisoned");
         state.plain_views.values().cloned().collect()

@@ -88,75 +88,59 @@ impl SchemaProvider for PgCatalogWithViews {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let catalog = self.catalog.clone();
         match name {
+            "pg_views" => return Ok(Derived::provider(PgViews { catalog })),
+            "pg_matviews" => return Ok(Derived::provider(PgMatviews { catalog })),
+            _ => {}
+        }
+        let Some(inner) = self.inner.table(name).await? else {
+            return Ok(None);
+        };
+        let pg_catalog = self.inner.clone();
+        Ok(match name {
             "pg_class" => {
-                let (Some(inner), Some(namespaces)) = (
-                    self.inner.table(name).await?,
-                    self.inner.table("pg_namespace").await?,
-                ) else {
+                let Some(namespaces) = self.inner.table("pg_namespace").await? else {
                     return Ok(None);
                 };
-                Ok(Derived::provider(PgClass {
+                Derived::provider(PgClass {
                     inner,
                     namespaces,
-                    catalog: self.catalog.clone(),
+                    catalog,
                     hidden: self.hidden.clone(),
                     keys: self.keys.clone(),
-                }))
+                })
             }
-            "pg_index" | "pg_constraint" => {
-                let Some(inner) = self.inner.table(name).await? else {
-                    return Ok(None);
-                };
-                let kind = if name == "pg_index" {
-                    KeyCatalog::Index
-                } else {
-                    KeyCatalog::Constraint
-                };
-                Ok(Derived::provider(KeyCatalogTable::new(
-                    kind,
-                    inner,
-                    self.inner.clone(),
-                    self.catalog.clone(),
-                    self.keys.clone(),
-                )))
-            }
-            "pg_attribute" | "pg_attrdef" => {
-                let Some(inner) = self.inner.table(name).await? else {
-                    return Ok(None);
-                };
-                let kind = if name == "pg_attribute" {
-                    ColumnCatalog::Attribute
-                } else {
-                    ColumnCatalog::Attrdef
-                };
-                Ok(Derived::provider(ColumnCatalogTable::new(
-                    kind,
-                    inner,
-                    self.inner.clone(),
-                    self.catalog.clone(),
-                )))
-            }
-            "pg_roles" | "pg_authid" => {
-                let Some(inner) = self.inner.table(name).await? else {
-                    return Ok(None);
-                };
-                Ok(Derived::provider(WithSuperuser { inner }))
-            }
-            "pg_settings" => {
-                let Some(inner) = self.inner.table(name).await? else {
-                    return Ok(None);
-                };
-                Ok(Derived::provider(PgSettings { inner }))
-            }
-            "pg_views" => Ok(Derived::provider(PgViews {
-                catalog: self.catalog.clone(),
-            })),
-            "pg_matviews" => Ok(Derived::provider(PgMatviews {
-                catalog: self.catalog.clone(),
-            })),
-            _ => self.inner.table(name).await,
-        }
+            "pg_index" => Derived::provider(KeyCatalogTable::new(
+                KeyCatalog::Index,
+                inner,
+                pg_catalog,
+                catalog,
+                self.keys.clone(),
+            )),
+            "pg_constraint" => Derived::provider(KeyCatalogTable::new(
+                KeyCatalog::Constraint,
+                inner,
+                pg_catalog,
+                catalog,
+                self.keys.clone(),
+            )),
+            "pg_attribute" => Derived::provider(ColumnCatalogTable::new(
+                ColumnCatalog::Attribute,
+                inner,
+                pg_catalog,
+                catalog,
+            )),
+            "pg_attrdef" => Derived::provider(ColumnCatalogTable::new(
+                ColumnCatalog::Attrdef,
+                inner,
+                pg_catalog,
+                catalog,
+            )),
+            "pg_roles" | "pg_authid" => Derived::provider(WithSuperuser { inner }),
+            "pg_settings" => Derived::provider(PgSettings { inner }),
+            _ => Some(inner),
+        })
     }
 
     fn table_exist(&self, name: &str) -> bool {

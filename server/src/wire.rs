@@ -52,6 +52,9 @@ pub struct Prepared {
     /// The rows' schema where the plan does not give it: a FETCH's, from
     /// its cursor when the statement was parsed.
     schema: Option<SchemaRef>,
+    /// Parameters described as Postgres types the plan cannot tell apart
+    /// (`$1::jsonb`, `$1::oid[]`), by placeholder id.
+    described_as: HashMap<String, Type>,
 }
 
 pub struct Handlers {
@@ -156,14 +159,14 @@ pub fn display_schema(schema: &SchemaRef) -> SchemaRef {
 /// then the text, of json the text itself.
 fn json_parameters_as_text<S: Clone>(
     portal: &Portal<S>,
-    described_json: &HashSet<String>,
+    described_as: &HashMap<String, Type>,
 ) -> Option<Portal<S>> {
     let sent = &portal.statement.parameter_types;
+    // The type the client sent the parameter as: its own, else ours.
     let sent_type = |i: usize| -> Option<Type> {
         match sent.get(i) {
             Some(Some(t)) => Some(t.clone()),
-            _ if described_json.contains(&format!("${}", i + 1)) => Some(Type::JSONB),
-            _ => None,
+            _ => described_as.get(&format!("${}", i + 1)).cloned(),
         }
     };
     let is_json = |i: usize| matches!(sent_type(i), Some(t) if t == Type::JSON || t == Type::JSONB);
@@ -474,10 +477,19 @@ impl QueryParser for Parser {
                     }
                     _ => None,
                 };
+                let mut described_as = match &statement {
+                    EddyStatement::Sql(sql) => oid_placeholders(sql),
+                    _ => HashMap::new(),
+                };
+                if let Some(plan) = &plan {
+                    let json = json_placeholders(plan).map_err(EddyError::into_pgwire)?;
+                    described_as.extend(json.into_iter().map(|id| (id, Type::JSONB)));
+                }
                 Ok(Some(Prepared {
                     statement,
                     plan,
                     schema,
+                    described_as,
                 }))
             }
             _ => Err(EddyError::MultipleStatementsInPrepare.into_pgwire()),
@@ -488,24 +500,17 @@ impl QueryParser for Parser {
         let Some(plan) = &stmt.plan else {
             return Ok(vec![]);
         };
-        let json = json_placeholders(plan).map_err(EddyError::into_pgwire)?;
-        let oids = match &stmt.statement {
-            EddyStatement::Sql(sql) => oid_placeholders(sql),
-            _ => HashMap::new(),
-        };
         parameter_types(plan)
             .map_err(EddyError::into_pgwire)?
             .iter()
             .enumerate()
-            .map(|(i, ty)| {
-                let id = format!("${}", i + 1);
-                match ty {
-                    _ if json.contains(&id) => Ok(Type::JSONB),
-                    _ if oids.contains_key(&id) => Ok(oids[&id].clone()),
-                    Some(ty) => into_pg_type(ty),
-                    None => Ok(Type::UNKNOWN),
-                }
-            })
+            .map(
+                |(i, ty)| match (stmt.described_as.get(&format!("${}", i + 1)), ty) {
+                    (Some(described), _) => Ok(described.clone()),
+                    (None, Some(ty)) => into_pg_type(ty),
+                    (None, None) => Ok(Type::UNKNOWN),
+                },
+            )
             .collect()
     }
 
@@ -631,8 +636,7 @@ impl ExtendedQueryHandler for Parser {
                             .filter(|ty| !needs_assignment_cast(sent.as_ref(), ty))
                     })
                     .collect();
-                let json = json_placeholders(plan).map_err(EddyError::into_pgwire)?;
-                let json_as_text = json_parameters_as_text(portal, &json);
+                let json_as_text = json_parameters_as_text(portal, &prepared.described_as);
                 let params =
                     deserialize_parameters(json_as_text.as_ref().unwrap_or(portal), &type_refs)?;
                 let params = assignment_casts(params, &types).map_err(EddyError::into_pgwire)?;

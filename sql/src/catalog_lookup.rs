@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     visit_expressions, BinaryOperator, Expr, GroupByExpr, JoinConstraint, JoinOperator, Query,
-    SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
+    Select, SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
 };
 
 /// A relation's name parts, lower case, if it is a plain table reference.
@@ -149,7 +149,8 @@ fn reads(expr: &Expr, names: &[String]) -> Reads {
     found
 }
 
-fn conjuncts(expr: &Expr) -> Vec<&Expr> {
+/// The conditions `expr` ANDs together.
+pub fn conjuncts(expr: &Expr) -> Vec<&Expr> {
     match expr {
         Expr::BinaryOp {
             left,
@@ -160,9 +161,38 @@ fn conjuncts(expr: &Expr) -> Vec<&Expr> {
             all.extend(conjuncts(right));
             all
         }
-        Expr::Nested(inner) => conjuncts(inner),
+        Expr::Nested(inner)
+            if matches!(
+                inner.as_ref(),
+                Expr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            conjuncts(inner)
+        }
         other => vec![other],
     }
+}
+
+/// The names `select`'s own relations' columns are qualified with.
+pub fn own_relation_names(select: &Select) -> Vec<String> {
+    select
+        .from
+        .iter()
+        .flat_map(|from| {
+            std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
+        })
+        .filter_map(relation_reference)
+        .collect()
+}
+
+/// Whether `expr` reads columns, all of them the outer query's (qualified
+/// by none of `names`), and holds no subquery.
+pub fn reads_only_outside(expr: &Expr, names: &[String]) -> bool {
+    let r = reads(expr, names);
+    r.outer && !r.inner && !r.subquery
 }
 
 /// Whether DataFusion can decorrelate a catalog lookup once it aggregates:
@@ -173,14 +203,7 @@ fn decorrelates(query: &Query) -> bool {
     let SetExpr::Select(select) = query.body.as_ref() else {
         return false;
     };
-    let names: Vec<String> = select
-        .from
-        .iter()
-        .flat_map(|from| {
-            std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
-        })
-        .filter_map(relation_reference)
-        .collect();
+    let names = own_relation_names(select);
     let own = |expr: &Expr| {
         let r = reads(expr, &names);
         !r.outer && !r.subquery
@@ -214,6 +237,10 @@ fn decorrelates(query: &Query) -> bool {
             }
             if !(r.inner && r.outer) {
                 return true;
+            }
+            let mut condition = condition;
+            while let Expr::Nested(inner) = condition {
+                condition = inner.as_ref();
             }
             match condition {
                 Expr::BinaryOp {

@@ -41,16 +41,7 @@ pub async fn handle_create_view(
     // As in Postgres, a view's columns need distinct names; DataFusion
     // would refuse them less clearly.
     if let Some(names) = eddy_sql::postgres_column_names(&create.query) {
-        let mut seen = HashSet::new();
-        for (i, name) in names.iter().enumerate() {
-            let name = match create.columns.get(i) {
-                Some(column) => eddy_sql::create_table::normalize(&column.name),
-                None => name.clone(),
-            };
-            if !seen.insert(name.clone()) {
-                return Err(eddy_sql::SqlError::DuplicateColumn(name).into());
-            }
-        }
+        column_names(create, names)?;
     }
     let lowered = engine.plan_view(&create.query, clauses, false).await?;
     let schema = lowered.root.schema.clone();
@@ -187,7 +178,27 @@ fn check_replacement(old: &[ViewColumn], new: &[ViewColumn]) -> Result<()> {
 /// A view's columns: its query's, renamed by the names the statement
 /// lists, if any.
 fn view_columns(create: &CreateView, fields: &Fields) -> Result<Vec<ViewColumn>> {
-    if create.columns.len() > fields.len() {
+    let names = fields
+        .iter()
+        .map(|f| eddy_sql::display_name(f.name()).to_owned());
+    Ok(column_names(create, names)?
+        .into_iter()
+        .zip(fields.iter())
+        .map(|(name, field)| ViewColumn {
+            name,
+            data_type: field.data_type().to_string(),
+        })
+        .collect())
+}
+
+/// The names of a view's columns: the statement's list, then the query's
+/// names, which must be distinct (42701), as Postgres requires.
+fn column_names(
+    create: &CreateView,
+    query_names: impl IntoIterator<Item = String>,
+) -> Result<Vec<String>> {
+    let query_names: Vec<String> = query_names.into_iter().collect();
+    if create.columns.len() > query_names.len() {
         let kind = if create.materialized {
             "CREATE MATERIALIZED VIEW"
         } else {
@@ -198,20 +209,17 @@ fn view_columns(create: &CreateView, fields: &Fields) -> Result<Vec<ViewColumn>>
         ))
         .into());
     }
-    let mut columns = Vec::new();
     let mut seen = HashSet::new();
-    for (i, field) in fields.iter().enumerate() {
+    let mut names = Vec::with_capacity(query_names.len());
+    for (i, name) in query_names.into_iter().enumerate() {
         let name = match create.columns.get(i) {
             Some(column) => eddy_sql::create_table::normalize(&column.name),
-            None => eddy_sql::display_name(field.name()).to_owned(),
+            None => name,
         };
         if !seen.insert(name.clone()) {
             return Err(eddy_sql::SqlError::DuplicateColumn(name).into());
         }
-        columns.push(ViewColumn {
-            name,
-            data_type: field.data_type().to_string(),
-        });
+        names.push(name);
     }
-    Ok(columns)
+    Ok(names)
 }

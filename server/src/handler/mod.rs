@@ -80,10 +80,11 @@ pub async fn execute(
     statement: &EddyStatement,
     plan: Option<LogicalPlan>,
 ) -> Result<Output> {
+    let output = run(engine, vars, statement, plan).await?;
+    // Only once the statement has run, so a failed one changes nothing.
     if let EddyStatement::Sql(sql) = statement {
         set::apply_set_config(sql, vars)?;
     }
-    let output = run(engine, vars, statement, plan).await?;
     if writes(statement) {
         transaction::note_write(vars);
     }

@@ -39,7 +39,9 @@ use datafusion::sql::sqlparser::ast::{
     Ident, ObjectName, Query, SelectItem, SetExpr, Statement, TableFactor, Value, ValueWithSpan,
     VisitMut, VisitorMut,
 };
-use eddy_sql::catalog_lookup::{is_catalog_lookup, relation_name, relation_reference};
+use eddy_sql::catalog_lookup::{
+    conjuncts, is_catalog_lookup, own_relation_names, reads_only_outside, relation_name,
+};
 
 mod introspection;
 
@@ -175,22 +177,11 @@ fn is_named(f: &ast::Function, name: &str) -> bool {
 
 /// `generate_subscripts(array, 1)` as an unnest of its subscripts.
 fn subscripts(f: &ast::Function) -> Option<Expr> {
-    let FunctionArguments::List(list) = &f.args else {
-        return None;
-    };
-    let args: Vec<&Expr> = list
-        .args
-        .iter()
-        .filter_map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
-            _ => None,
-        })
-        .collect();
-    let [array, dimension] = args.as_slice() else {
+    let [array, dimension] = arguments(f)?[..] else {
         return None;
     };
     let one = || Expr::value(Value::Number("1".into(), false));
-    let length = function("array_length", vec![(*array).clone(), (*dimension).clone()]);
+    let length = function("array_length", vec![array.clone(), dimension.clone()]);
     Some(function(
         "unnest",
         vec![function("generate_series", vec![one(), length])],
@@ -220,12 +211,23 @@ fn catalog_lookup(expr: &mut Expr) {
     }
 }
 
-fn only_argument(f: &ast::Function) -> Option<Expr> {
+/// A function's arguments, if all are plain expressions.
+fn arguments(f: &ast::Function) -> Option<Vec<&Expr>> {
     let FunctionArguments::List(list) = &f.args else {
         return None;
     };
-    match list.args.as_slice() {
-        [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => Some(e.clone()),
+    list.args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+fn only_argument(f: &ast::Function) -> Option<Expr> {
+    match arguments(f)?[..] {
+        [e] => Some(e.clone()),
         _ => None,
     }
 }
@@ -247,13 +249,7 @@ fn lists_privileges(f: &ast::Function) -> bool {
 /// The first argument of a function whose others (`pretty`, a wrap
 /// column) change only layout.
 fn first_argument(f: &ast::Function) -> Option<Expr> {
-    let FunctionArguments::List(list) = &f.args else {
-        return None;
-    };
-    match list.args.first() {
-        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) => Some(e.clone()),
-        _ => None,
-    }
+    arguments(f)?.first().map(|e| (*e).clone())
 }
 
 /// `ARRAY(query)` as an aggregate over `query`'s rows, in its order.
@@ -390,46 +386,17 @@ fn aggregate_catalog_lookup(query: &mut Query) -> Option<Expr> {
     let inner = std::mem::replace(expr, Expr::value(Value::Null));
     *expr = function("max", vec![inner]);
 
-    let names: Vec<String> = select
-        .from
-        .iter()
-        .flat_map(|from| {
-            std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
-        })
-        .filter_map(relation_reference)
-        .collect();
+    let names = own_relation_names(select);
     let selection = select.selection.take()?;
-    let (outer, own): (Vec<Expr>, Vec<Expr>) = conjuncts(selection)
+    let (outer, own): (Vec<&Expr>, Vec<&Expr>) = conjuncts(&selection)
         .into_iter()
-        .partition(|c| refers_only_outside(c, &names));
+        .partition(|c| reads_only_outside(c, &names));
+    let (outer, own): (Vec<Expr>, Vec<Expr>) = (
+        outer.into_iter().cloned().collect(),
+        own.into_iter().cloned().collect(),
+    );
     select.selection = and_all(own);
     and_all(outer)
-}
-
-fn conjuncts(expr: Expr) -> Vec<Expr> {
-    match expr {
-        Expr::BinaryOp {
-            left,
-            op: ast::BinaryOperator::And,
-            right,
-        } => {
-            let mut all = conjuncts(*left);
-            all.extend(conjuncts(*right));
-            all
-        }
-        Expr::Nested(inner)
-            if matches!(
-                *inner,
-                Expr::BinaryOp {
-                    op: ast::BinaryOperator::And,
-                    ..
-                }
-            ) =>
-        {
-            conjuncts(*inner)
-        }
-        other => vec![other],
-    }
 }
 
 fn and_all(exprs: Vec<Expr>) -> Option<Expr> {
@@ -438,28 +405,6 @@ fn and_all(exprs: Vec<Expr>) -> Option<Expr> {
         op: ast::BinaryOperator::And,
         right: Box::new(b),
     })
-}
-
-/// Whether `expr` reads columns, all of them qualified by relations not in
-/// `names` (so the outer query's), and holds no subquery.
-fn refers_only_outside(expr: &Expr, names: &[String]) -> bool {
-    let mut columns = 0;
-    let inside = ast::visit_expressions(expr, |e| match e {
-        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
-            columns += 1;
-            let qualifier = parts[parts.len() - 2].value.to_lowercase();
-            if names.contains(&qualifier) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        }
-        Expr::Identifier(_) | Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
-            ControlFlow::Break(())
-        }
-        _ => ControlFlow::Continue(()),
-    });
-    inside.is_continue() && columns > 0
 }
 
 /// Catalog relations that stay empty: Eddy has no sequences, triggers,
