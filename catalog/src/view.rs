@@ -41,8 +41,11 @@ pub struct ViewDef {
     pub columns: Vec<ViewColumn>,
     /// Ids of the tables and views the query reads.
     pub depends_on: Vec<u64>,
-    /// The dataflow's shape; a restart checks it still plans the same way.
-    pub fingerprint: String,
+    /// The dataflow as EXPLAIN shows it, one operator a line.
+    pub explain: String,
+    /// The typed plan its dataflow is built from, at creation and at each
+    /// restart (see `eddy_dataflow::plan`).
+    pub plan: serde_json::Value,
     /// Set when maintenance failed; the view then refuses reads.
     #[serde(default)]
     pub error: Option<String>,
@@ -51,11 +54,6 @@ pub struct ViewDef {
     /// topic, not to the store.
     #[serde(default)]
     pub sink_relation: Option<u64>,
-    /// Whether literals are typed as Postgres types them (`1.5` numeric,
-    /// `1` integer), as in a query. Views made before this was so keep
-    /// DataFusion's types, so that they still plan the same way.
-    #[serde(default)]
-    pub postgres_literals: bool,
     /// Columns (by position) that identify each row: a filter fixing them
     /// is a lookup, not a scan. Empty when no columns do.
     #[serde(default)]

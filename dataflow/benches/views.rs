@@ -180,9 +180,15 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(1);
-    let mut root = eddy_dataflow::lower(&plan, &catalog, workers, &Default::default())
-        .expect("lower")
-        .root;
+    let mut root = eddy_dataflow::lower(
+        &plan,
+        &catalog,
+        workers,
+        &Default::default(),
+        &ctx.task_ctx(),
+    )
+    .expect("lower")
+    .root;
     let mut sink = ViewSink::new(root.schema.clone(), Default::default(), &[]).expect("sink");
 
     // The dimension table arrives first, in its own epoch.

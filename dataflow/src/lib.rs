@@ -11,6 +11,7 @@ pub mod journal;
 pub mod kafka;
 pub mod lower;
 pub mod operators;
+pub mod plan;
 pub mod progress;
 pub mod runtime;
 pub mod sink;
@@ -23,9 +24,10 @@ mod testing;
 pub use change::ChangeBatch;
 pub use graph::Node;
 pub use lower::{check_deterministic, lower, JoinGrace, Lowered, WindowHint, Windowing};
+pub use plan::{PlanNode, ViewBuilder};
 pub use progress::SourceProgress;
 pub use runtime::{
-    DataflowHandle, PushEvent, PushInfo, PushReceiver, Replan, Timing, ViewStats, PUSH_BUFFER,
+    DataflowHandle, PushEvent, PushInfo, PushReceiver, Timing, ViewStats, PUSH_BUFFER,
 };
 
 use datafusion::arrow::error::ArrowError;

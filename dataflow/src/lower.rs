@@ -12,10 +12,10 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, JoinType, NullEquality, ScalarValue};
 use datafusion::execution::context::ExecutionProps;
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::expr::{AggregateFunction, NullTreatment, WindowFunction};
 use datafusion::logical_expr::logical_plan::{
-    Aggregate as AggregatePlan, Distinct, FetchType, Join as JoinPlan, Limit, SkipType, Sort,
-    TableScan, Window,
+    Aggregate, Distinct, FetchType, Join as JoinPlan, Limit, SkipType, Sort, TableScan, Window,
 };
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::utils::split_conjunction;
@@ -23,27 +23,23 @@ use datafusion::logical_expr::{
     BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator as BinaryOp, SortExpr, Volatility,
 };
 use datafusion::physical_expr::create_physical_expr;
-use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::{column_types, Catalog, Relation};
 
 use crate::change::nullable_schema;
 use crate::graph::Node;
-use crate::operators::aggregate::{AggFunction, AggSpec, Aggregate, WindowClose};
-use crate::operators::filter::Filter;
-use crate::operators::join::{Join, JoinKind, JoinSpec, StreamTime, TimeBound, TimeInterval};
-use crate::operators::project::Project;
-use crate::operators::retire::Retire;
+use crate::operators::aggregate::{AggFunction, AggSpec, WindowClose};
+use crate::operators::join::{JoinKind, JoinSpec, StreamTime, TimeBound, TimeInterval};
 use crate::operators::session::SessionWindows;
-use crate::operators::source::{Constant, Source};
-use crate::operators::topn::{TopN, TopNSpec};
-use crate::operators::union::Union;
-use crate::operators::Operator;
+use crate::operators::topn::TopNSpec;
+use crate::plan::{AggregatePlan, PlanExpr, PlanNode, PlanOp, PlanRows, SortKey};
 use crate::watermark::EventTimeColumns;
 use crate::{DataflowError, Result};
 
-/// A view's dataflow, ready to run.
+/// A view's dataflow, ready to run, and the plan it was built from.
 pub struct Lowered {
     pub root: Node,
+    /// The typed plan, as stored with the view (see [`crate::plan`]).
+    pub plan: serde_json::Value,
     /// The tables and views it reads, by id.
     pub depends_on: Vec<u64>,
     /// The plain views expanded into its query before planning, by id:
@@ -129,26 +125,34 @@ pub struct Windowing {
 const WINDOW_START: &str = "window_start";
 const WINDOW_END: &str = "window_end";
 
-/// Lowers an optimized plan to a dataflow run by `workers` workers: each
-/// node's operator is built once per worker.
+/// Lowers an optimized plan to a typed plan, and builds from it a dataflow
+/// run by `workers` workers. The dataflow is built from the plan as stored,
+/// read back, just as a restart builds it; `ctx` finds the functions its
+/// expressions call.
 pub fn lower(
     plan: &LogicalPlan,
     catalog: &Catalog,
     workers: usize,
     windowing: &Windowing,
+    ctx: &TaskContext,
 ) -> Result<Lowered> {
-    let mut lowered = lower_once(plan, catalog, windowing)?;
-    for _ in 1..workers {
-        lowered
-            .root
-            .add_worker(lower_once(plan, catalog, windowing)?.root)?;
-    }
-    let append_only = |id| catalog.table_by_id(id).is_some_and(|t| t.is_stream());
-    lowered.root.note_append_only(&append_only);
-    Ok(lowered)
+    let (typed, depends_on) = lower_to_plan(plan, catalog, windowing)?;
+    let stored = typed.to_stored()?;
+    let root = PlanNode::from_stored(&stored)?.build(ctx, catalog, workers)?;
+    Ok(Lowered {
+        root,
+        plan: stored,
+        depends_on,
+        plain_views: Vec::new(),
+    })
 }
 
-fn lower_once(plan: &LogicalPlan, catalog: &Catalog, windowing: &Windowing) -> Result<Lowered> {
+/// The typed plan of an optimized plan, and the relations it reads.
+pub(crate) fn lower_to_plan(
+    plan: &LogicalPlan,
+    catalog: &Catalog,
+    windowing: &Windowing,
+) -> Result<(PlanNode, Vec<u64>)> {
     let mut lowerer = Lowerer {
         catalog,
         depends_on: Vec::new(),
@@ -165,18 +169,8 @@ fn lower_once(plan: &LogicalPlan, catalog: &Catalog, windowing: &Windowing) -> R
              window over event time",
         );
     }
-    Ok(Lowered {
-        root,
-        depends_on: lowerer.depends_on,
-        plain_views: Vec::new(),
-    })
+    Ok((root, lowerer.depends_on))
 }
-
-/// A physical expression, shared.
-type PhysicalExprRef = Arc<dyn PhysicalExpr>;
-
-/// A sort expression, its type and its direction.
-type SortKey = (Arc<dyn PhysicalExpr>, DataType, SortOptions);
 
 /// Upper bounds on row-number columns, by column name, from filters above.
 type Bounds = HashMap<String, usize>;
@@ -210,19 +204,18 @@ fn list(exprs: &[Expr]) -> String {
 }
 
 impl Lowerer<'_> {
-    fn node(&mut self, op: impl Operator + 'static, inputs: Vec<Node>, schema: SchemaRef) -> Node {
+    fn node(&mut self, op: PlanOp, inputs: Vec<PlanNode>, schema: SchemaRef) -> PlanNode {
         let id = self.next_id;
         self.next_id += 1;
-        Node {
+        PlanNode {
             id,
-            workers: vec![Box::new(op)],
+            op,
             inputs,
             schema,
-            watermarks: Vec::new(),
         }
     }
 
-    fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+    fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<PlanExpr> {
         let mut subquery = false;
         expr.apply(|e| {
             if matches!(
@@ -239,12 +232,12 @@ impl Lowerer<'_> {
                 "the subquery in \"{expr}\" (it could not be turned into a join)"
             ));
         }
-        Ok(create_physical_expr(
+        Ok(PlanExpr::Built(create_physical_expr(
             expr,
             schema,
             &self.props,
             &PhysicalPlanningContext::default(),
-        )?)
+        )?))
     }
 
     /// Expressions as physical expressions, and their types.
@@ -252,7 +245,7 @@ impl Lowerer<'_> {
         &self,
         exprs: &[Expr],
         schema: &DFSchema,
-    ) -> Result<(Vec<PhysicalExprRef>, Vec<DataType>)> {
+    ) -> Result<(Vec<PlanExpr>, Vec<DataType>)> {
         exprs
             .iter()
             .map(|e| Ok((self.physical(e, schema)?, e.get_type(schema)?)))
@@ -261,7 +254,7 @@ impl Lowerer<'_> {
     }
 
     /// Sort expressions as physical expressions, with types and directions.
-    fn sort_keys(&self, exprs: &[SortExpr], schema: &DFSchema) -> Result<Vec<SortKey>> {
+    fn sort_keys(&self, exprs: &[SortExpr], schema: &DFSchema) -> Result<Vec<SortKey<PlanExpr>>> {
         exprs
             .iter()
             .map(|s| {
@@ -277,7 +270,7 @@ impl Lowerer<'_> {
             .collect()
     }
 
-    fn lower(&mut self, plan: &LogicalPlan, bounds: &Bounds) -> Result<Node> {
+    fn lower(&mut self, plan: &LogicalPlan, bounds: &Bounds) -> Result<PlanNode> {
         match plan {
             LogicalPlan::Projection(p) => {
                 // Carry row-number bounds through renames.
@@ -296,7 +289,10 @@ impl Lowerer<'_> {
                     .map(|e| self.physical(e, p.input.schema()))
                     .collect::<Result<Vec<_>>>()?;
                 let schema = schema_of(plan);
-                let op = Project::new(exprs, schema.clone(), list(&p.expr));
+                let op = PlanOp::Project {
+                    exprs,
+                    text: list(&p.expr),
+                };
                 Ok(self.node(op, vec![input], schema))
             }
             LogicalPlan::Filter(f) => {
@@ -310,7 +306,10 @@ impl Lowerer<'_> {
                 let input = self.lower(&f.input, &inner)?;
                 let predicate = self.physical(&f.predicate, f.input.schema())?;
                 let schema = input.schema.clone();
-                let op = Filter::new(predicate, f.predicate.to_string());
+                let op = PlanOp::Filter {
+                    predicate,
+                    text: f.predicate.to_string(),
+                };
                 Ok(self.node(op, vec![input], schema))
             }
             LogicalPlan::SubqueryAlias(s) => self.lower(&s.input, bounds),
@@ -328,8 +327,7 @@ impl Lowerer<'_> {
                     .iter()
                     .map(|i| self.lower(i, &Bounds::new()))
                     .collect::<Result<Vec<_>>>()?;
-                let schema = schema_of(plan);
-                Ok(self.node(Union::new(schema.clone()), inputs, schema))
+                Ok(self.node(PlanOp::Union, inputs, schema_of(plan)))
             }
             LogicalPlan::Sort(sort) => match sort.fetch {
                 Some(fetch) => self.top_n(plan, sort, 0, fetch),
@@ -349,7 +347,10 @@ impl Lowerer<'_> {
                     .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), rows))
                     .collect();
                 let batch = RecordBatch::try_new_with_options(schema.clone(), columns, &options)?;
-                Ok(self.node(Constant::new(batch), vec![], schema))
+                let op = PlanOp::Constant {
+                    rows: PlanRows(batch),
+                };
+                Ok(self.node(op, vec![], schema))
             }
             LogicalPlan::Values(v) => {
                 let schema = schema_of(plan);
@@ -363,7 +364,10 @@ impl Lowerer<'_> {
                 for (c, field) in schema.fields().iter().enumerate() {
                     let mut cells = Vec::new();
                     for row in &v.values {
-                        let value = self.physical(&row[c], &empty)?.evaluate(&one_row)?;
+                        let value = self
+                            .physical(&row[c], &empty)?
+                            .physical(&TaskContext::default(), &Schema::empty())?
+                            .evaluate(&one_row)?;
                         let array = value.into_array(1)?;
                         cells.push(if array.data_type() == field.data_type() {
                             array
@@ -380,13 +384,16 @@ impl Lowerer<'_> {
                     columns,
                     &RecordBatchOptions::new().with_row_count(Some(v.values.len())),
                 )?;
-                Ok(self.node(Constant::new(batch), vec![], schema))
+                let op = PlanOp::Constant {
+                    rows: PlanRows(batch),
+                };
+                Ok(self.node(op, vec![], schema))
             }
             other => unsupported(format!("{} in a materialized view", plan_name(other))),
         }
     }
 
-    fn scan(&mut self, plan: &LogicalPlan, scan: &TableScan) -> Result<Node> {
+    fn scan(&mut self, plan: &LogicalPlan, scan: &TableScan) -> Result<PlanNode> {
         let name = scan.table_name.table();
         let in_public = scan
             .table_name
@@ -413,7 +420,7 @@ impl Lowerer<'_> {
         let schema = schema_of(plan);
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let label = format!("{label} [{}]", columns.join(", "));
-        let mut source = Source::new(id, label, scan.projection.clone(), schema.clone());
+        let mut event_time = None;
         let on_relation = |processing_time: bool| {
             self.windowing.windows.iter().any(|w| {
                 w.relation == id && w.on_event_time && w.processing_time == processing_time
@@ -431,7 +438,7 @@ impl Lowerer<'_> {
                 DataflowError::Internal(format!("{name} has no processing time to window by"))
             })?;
             // The ingest clock: one partition, no delay.
-            source = source.with_event_time(EventTimeColumns {
+            event_time = Some(EventTimeColumns {
                 time,
                 partition: None,
                 delay_us: 0,
@@ -446,25 +453,30 @@ impl Lowerer<'_> {
                 .columns
                 .iter()
                 .position(|c| c.name == eddy_catalog::kafka::ROWPARTITION);
-            source = source.with_event_time(EventTimeColumns {
+            event_time = Some(EventTimeColumns {
                 time,
                 partition,
                 delay_us: def.watermark.map_or(0, |w| w.delay_us),
             });
         }
+        let source = PlanOp::Source {
+            relation: id,
+            label,
+            projection: scan.projection.clone(),
+            event_time,
+        };
         let mut node = self.node(source, vec![], schema.clone());
         if let Some(predicate) = scan.filters.iter().cloned().reduce(Expr::and) {
-            let physical = self.physical(&predicate, &scan.projected_schema)?;
-            node = self.node(
-                Filter::new(physical, predicate.to_string()),
-                vec![node],
-                schema,
-            );
+            let op = PlanOp::Filter {
+                predicate: self.physical(&predicate, &scan.projected_schema)?,
+                text: predicate.to_string(),
+            };
+            node = self.node(op, vec![node], schema);
         }
         Ok(node)
     }
 
-    fn aggregate(&mut self, plan: &LogicalPlan, a: &AggregatePlan) -> Result<Node> {
+    fn aggregate(&mut self, plan: &LogicalPlan, a: &Aggregate) -> Result<PlanNode> {
         if a.group_expr
             .iter()
             .any(|e| matches!(e, Expr::GroupingSet(_)))
@@ -486,19 +498,24 @@ impl Lowerer<'_> {
             list(&a.group_expr),
             list(&a.aggr_expr)
         );
-        let mut op = Aggregate::new(group_exprs, group_types, specs, schema.clone(), text)?;
-        if let Some(sessions) = self.session_windows(&a.group_expr, in_schema)? {
-            op = op.with_sessions(sessions)?;
-        }
-        let retire = self.retire_after(&a.group_expr);
-        if let Some(close) = self.window_close(&a.group_expr) {
-            op = op.with_window_close(close);
-            self.closes_windows = true;
-        }
+        let window_close = self.window_close(&a.group_expr);
+        self.closes_windows |= window_close.is_some();
+        let op = PlanOp::Aggregate(Box::new(AggregatePlan {
+            group_by: group_exprs,
+            group_types,
+            aggregates: specs,
+            text,
+            sessions: self.session_windows(&a.group_expr, in_schema)?,
+            window_close,
+        }));
         let node = self.node(op, vec![input], schema.clone());
-        match retire {
+        match self.retire_after(&a.group_expr) {
             Some((relation, column, after_us)) => {
-                let op = Retire::new(relation, column, after_us, schema.clone())?;
+                let op = PlanOp::Retire {
+                    relation,
+                    column,
+                    after_us,
+                };
                 Ok(self.node(op, vec![node], schema))
             }
             None => Ok(node),
@@ -606,7 +623,7 @@ impl Lowerer<'_> {
         expr: &Expr,
         in_schema: &DFSchema,
         output_type: DataType,
-    ) -> Result<AggSpec> {
+    ) -> Result<AggSpec<PlanExpr>> {
         let Expr::AggregateFunction(AggregateFunction { func, params }) = expr.clone().unalias()
         else {
             return unsupported(format!("aggregate expression {expr}"));
@@ -714,25 +731,26 @@ impl Lowerer<'_> {
     }
 
     /// DISTINCT: a group aggregate on every column, with no aggregates.
-    fn distinct(&mut self, input: Node) -> Result<Node> {
+    fn distinct(&mut self, input: PlanNode) -> Result<PlanNode> {
         let schema = input.schema.clone();
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-        let exprs = (0..schema.fields().len())
-            .map(|i| {
-                Ok(create_physical_expr(
-                    &Expr::Column(df_schema.columns()[i].clone()),
-                    &df_schema,
-                    &self.props,
-                    &PhysicalPlanningContext::default(),
-                )?)
-            })
+        let exprs = df_schema
+            .columns()
+            .into_iter()
+            .map(|column| self.physical(&Expr::Column(column), &df_schema))
             .collect::<Result<Vec<_>>>()?;
-        let types = column_types(&schema);
-        let op = Aggregate::new(exprs, types, vec![], schema.clone(), "distinct".into())?;
+        let op = PlanOp::Aggregate(Box::new(AggregatePlan {
+            group_by: exprs,
+            group_types: column_types(&schema),
+            aggregates: vec![],
+            text: "distinct".into(),
+            sessions: None,
+            window_close: None,
+        }));
         Ok(self.node(op, vec![input], schema))
     }
 
-    fn join(&mut self, plan: &LogicalPlan, j: &JoinPlan) -> Result<Node> {
+    fn join(&mut self, plan: &LogicalPlan, j: &JoinPlan) -> Result<PlanNode> {
         let kind = match j.join_type {
             JoinType::Inner => JoinKind::Inner,
             JoinType::Left => JoinKind::Left,
@@ -778,14 +796,13 @@ impl Lowerer<'_> {
         if let Some(filter) = &j.filter {
             text.push_str(&format!(" filter {filter}"));
         }
-        let is_stream = |id| self.catalog.table_by_id(id).is_some_and(|t| t.is_stream());
         let lookup = self.windowing.lookup_joins
             && bound.is_none()
             && matches!(kind, JoinKind::Inner | JoinKind::Left)
-            && left.append_only(&is_stream)
-            && !right.append_only(&is_stream);
+            && self.append_only(&left)?
+            && !self.append_only(&right)?;
         let schema = schema_of(plan);
-        let op = Join::new(JoinSpec {
+        let op = PlanOp::Join(Box::new(JoinSpec {
             lookup,
             kind,
             left_keys,
@@ -799,8 +816,16 @@ impl Lowerer<'_> {
             text,
             bound,
             interval,
-        })?;
+        }));
         Ok(self.node(op, vec![left, right], schema))
+    }
+
+    /// Whether a part of the plan only ever gains rows, as its operators
+    /// tell once built.
+    fn append_only(&self, node: &PlanNode) -> Result<bool> {
+        let built = node.build(&TaskContext::default(), self.catalog, 1)?;
+        let is_stream = |id| self.catalog.table_by_id(id).is_some_and(|t| t.is_stream());
+        Ok(built.append_only(&is_stream))
     }
 
     /// The bounds a join of two streams' event times puts on them, if its
@@ -906,7 +931,7 @@ impl Lowerer<'_> {
         }
     }
 
-    fn limit(&mut self, plan: &LogicalPlan, limit: &Limit) -> Result<Node> {
+    fn limit(&mut self, plan: &LogicalPlan, limit: &Limit) -> Result<PlanNode> {
         let (SkipType::Literal(skip), FetchType::Literal(fetch)) =
             (limit.get_skip_type()?, limit.get_fetch_type()?)
         else {
@@ -932,13 +957,13 @@ impl Lowerer<'_> {
         sort: &Sort,
         offset: usize,
         limit: usize,
-    ) -> Result<Node> {
+    ) -> Result<PlanNode> {
         let input = self.lower(&sort.input, &Bounds::new())?;
         let in_schema = sort.input.schema();
         let order_by = self.sort_keys(&sort.expr, in_schema)?;
         let order: Vec<String> = sort.expr.iter().map(ToString::to_string).collect();
         let schema = schema_of(plan);
-        let op = TopN::new(TopNSpec {
+        let op = PlanOp::TopN(Box::new(TopNSpec {
             partition_by: vec![],
             partition_types: vec![],
             order_by,
@@ -951,11 +976,11 @@ impl Lowerer<'_> {
                 "order by [{}] offset {offset} limit {limit}",
                 order.join(", ")
             ),
-        })?;
+        }));
         Ok(self.node(op, vec![input], schema))
     }
 
-    fn window(&mut self, plan: &LogicalPlan, w: &Window, bounds: &Bounds) -> Result<Node> {
+    fn window(&mut self, plan: &LogicalPlan, w: &Window, bounds: &Bounds) -> Result<PlanNode> {
         let [expr] = w.window_expr.as_slice() else {
             return unsupported("several window functions in one SELECT");
         };
@@ -982,7 +1007,7 @@ impl Lowerer<'_> {
             self.physical_with_types(&params.partition_by, in_schema)?;
         let order_by = self.sort_keys(&params.order_by, in_schema)?;
         let schema = schema_of(plan);
-        let op = TopN::new(TopNSpec {
+        let op = PlanOp::TopN(Box::new(TopNSpec {
             partition_by,
             partition_types,
             order_by,
@@ -1001,7 +1026,7 @@ impl Lowerer<'_> {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        })?;
+        }));
         Ok(self.node(op, vec![input], schema))
     }
 }

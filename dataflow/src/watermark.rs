@@ -53,7 +53,7 @@ impl Watermarks {
 }
 
 /// Where a relation keeps its event time: column indexes in its rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventTimeColumns {
     pub time: usize,
     /// `rowpartition`; a relation without one is one partition.

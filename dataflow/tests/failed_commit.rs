@@ -9,7 +9,7 @@ use datafusion::prelude::SessionContext;
 use eddy_catalog::{
     Catalog, ColumnDef, ColumnType, EddySchemaProvider, SchemaMode, TableDef, ViewColumn, ViewDef,
 };
-use eddy_dataflow::{DataflowError, DataflowHandle, Replan};
+use eddy_dataflow::{DataflowHandle, ViewBuilder};
 use eddy_storage::Store;
 use tokio::sync::RwLock;
 
@@ -33,16 +33,15 @@ fn context(catalog: &Arc<Catalog>) -> SessionContext {
 async fn lower(ctx: &SessionContext, catalog: &Catalog, sql: &str) -> eddy_dataflow::Lowered {
     let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
     let plan = ctx.state().optimize(&plan).expect("optimize");
-    eddy_dataflow::lower(&plan, catalog, 1, &Default::default()).expect("lower")
+    eddy_dataflow::lower(&plan, catalog, 1, &Default::default(), &ctx.task_ctx()).expect("lower")
 }
 
-/// Plans stored views again, from the dataflow thread.
-fn replanner(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Replan {
-    let (ctx, catalog) = (ctx.clone(), catalog.clone());
-    let tokio = tokio::runtime::Handle::current();
-    Arc::new(move |def: &ViewDef| -> Result<_, DataflowError> {
-        Ok(tokio.block_on(lower(&ctx, &catalog, &def.sql)).root)
-    })
+/// Builds stored views from their plans.
+fn builder(ctx: &SessionContext) -> ViewBuilder {
+    ViewBuilder {
+        ctx: ctx.task_ctx(),
+        workers: 1,
+    }
 }
 
 fn insert(catalog: &Catalog, rows: impl Iterator<Item = (i64, i64)>) {
@@ -96,7 +95,7 @@ async fn a_failed_commit_is_not_applied_twice() {
         epoch_lock.clone(),
         Vec::new(),
         None,
-        replanner(&ctx, &catalog),
+        builder(&ctx),
         eddy_dataflow::Timing::default(),
     )
     .expect("start");
@@ -119,10 +118,10 @@ async fn a_failed_commit_is_not_applied_twice() {
         sql: VIEW_SQL.into(),
         columns,
         depends_on: lowered.depends_on,
-        fingerprint: lowered.root.explain().join("\n"),
+        explain: lowered.root.explain().join("\n"),
+        plan: lowered.plan,
         error: None,
         sink_relation: None,
-        postgres_literals: true,
         key_columns: Vec::new(),
         plain_views: Vec::new(),
     };
@@ -154,14 +153,14 @@ async fn a_failed_commit_is_not_applied_twice() {
     dataflow.stop();
     drop(dataflow);
     insert(&catalog, (200..230).map(|i| (i % 3, i)));
-    let lowered = lower(&ctx, &catalog, VIEW_SQL).await;
     let view_def = catalog.view("v").expect("v").def().clone();
+    let root = builder(&ctx).build(&view_def, &catalog);
     let dataflow = DataflowHandle::start(
         catalog.clone(),
         Arc::new(RwLock::new(())),
-        vec![(view_def, Ok(lowered.root))],
+        vec![(view_def, root)],
         None,
-        replanner(&ctx, &catalog),
+        builder(&ctx),
         eddy_dataflow::Timing::default(),
     )
     .expect("restart");

@@ -18,13 +18,12 @@ use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::setup_pg_catalog;
 use eddy_catalog::StoredTable;
 use eddy_catalog::{
-    Catalog, EddySchemaProvider, InformationSchemaProvider, SchemaMode, ViewDef, DATABASE_NAME,
-    SCHEMA_NAME,
+    Catalog, EddySchemaProvider, InformationSchemaProvider, SchemaMode, DATABASE_NAME, SCHEMA_NAME,
 };
-use eddy_dataflow::{DataflowError, DataflowHandle, Lowered};
+use eddy_dataflow::{DataflowError, DataflowHandle, Lowered, ViewBuilder};
 use eddy_dataflow::{JoinGrace, WindowHint, Windowing};
 use eddy_sql::ast::Emit;
-use eddy_sql::{EddyQuery, EddyStatement, QueryClauses, SqlError};
+use eddy_sql::{EddyQuery, QueryClauses, SqlError};
 use eddy_storage::Store;
 use tokio::sync::RwLock;
 
@@ -66,6 +65,12 @@ impl Engine {
         let query_ctx = new_context(&catalog, SchemaMode::Query)?;
         let view_ctx = new_context(&catalog, SchemaMode::Dataflow)?;
         let row_keyed_ctx = new_context(&catalog, SchemaMode::RowKeyed)?;
+        // Each view runs the plan stored with it, not its query planned
+        // again: what was made is what restarts.
+        let builder = ViewBuilder {
+            ctx: view_ctx.task_ctx(),
+            workers,
+        };
         let mut views = Vec::new();
         // Nothing reads a persistent query, so queries restore last.
         for view in catalog.views().into_iter().chain(catalog.queries()) {
@@ -73,10 +78,7 @@ impl Engine {
             let root = if def.error.is_some() {
                 Err(DataflowError::Internal("view failed before".into()))
             } else {
-                plan_view_sql(&view_ctx, &catalog, &def, workers)
-                    .await
-                    .map(|lowered| lowered.root)
-                    .map_err(|e| DataflowError::Internal(e.message()))
+                builder.build(&def, &catalog)
             };
             views.push((def, root));
         }
@@ -84,13 +86,12 @@ impl Engine {
         let kafka = kafka_brokers
             .map(|brokers| eddy_dataflow::kafka::Kafka::new(brokers).map(Arc::new))
             .transpose()?;
-        let replan = replanner(&view_ctx, &catalog, workers);
         let dataflow = DataflowHandle::start(
             catalog.clone(),
             epoch_lock.clone(),
             views,
             kafka,
-            replan,
+            builder,
             timing,
         )?;
         Ok(Arc::new(Engine {
@@ -129,11 +130,7 @@ impl Engine {
             &self.catalog,
             Statement::Query(Box::new(query.clone())),
             clauses,
-            ViewPlanning {
-                planning: Planning::New,
-                postgres_literals: true,
-                writes_stream,
-            },
+            writes_stream,
             self.workers,
         )
         .await
@@ -277,60 +274,6 @@ fn with_postgres_names(plan: LogicalPlan, statement: &Statement) -> Result<Logic
     Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
 }
 
-/// Plans stored views again for the dataflow thread, which is outside the
-/// async runtime.
-fn replanner(
-    ctx: &SessionContext,
-    catalog: &Arc<Catalog>,
-    workers: usize,
-) -> eddy_dataflow::Replan {
-    let (ctx, catalog) = (ctx.clone(), catalog.clone());
-    let tokio = tokio::runtime::Handle::current();
-    Arc::new(move |def: &ViewDef| {
-        tokio
-            .block_on(plan_view_sql(&ctx, &catalog, def, workers))
-            .map(|lowered| lowered.root)
-            .map_err(|e| DataflowError::Internal(e.message()))
-    })
-}
-
-/// Plans a stored view again, as it was planned when it was made.
-async fn plan_view_sql(
-    ctx: &SessionContext,
-    catalog: &Catalog,
-    def: &ViewDef,
-    workers: usize,
-) -> Result<Lowered> {
-    let mut statements = eddy_sql::parse_sql(&def.sql)?;
-    let (statement, clauses) = match (statements.pop(), statements.pop()) {
-        (Some(EddyStatement::Sql(statement)), None) => (*statement, QueryClauses::default()),
-        (Some(EddyStatement::Query(query)), None) => (Statement::Query(query.query), query.clauses),
-        _ => {
-            return Err(EddyError::Internal(format!(
-                "stored view query is not one query: {}",
-                def.sql
-            )))
-        }
-    };
-    let writes_stream = def
-        .sink_relation
-        .and_then(|id| catalog.table_by_id(id))
-        .is_some_and(|t| t.is_stream());
-    plan_view_statement(
-        ctx,
-        catalog,
-        statement,
-        &clauses,
-        ViewPlanning {
-            planning: Planning::Restore,
-            postgres_literals: def.postgres_literals,
-            writes_stream,
-        },
-        workers,
-    )
-    .await
-}
-
 /// Applies the time clauses of a query: its joins' `WITHIN` (see
 /// `eddy_sql::joins`), its `TUMBLE` and `HOP` relations and its ksqlDB
 /// `WINDOW` clause (see `eddy_sql::windows`). Each relation's event-time
@@ -452,38 +395,16 @@ fn micros(duration: eddy_sql::ast::Duration) -> i64 {
     i64::try_from(duration.millis.saturating_mul(1_000)).unwrap_or(i64::MAX)
 }
 
-/// Whether a view is planned for the first time, or again at startup.
-#[derive(PartialEq)]
-enum Planning {
-    New,
-    /// Checks added since the view was created are not applied, so a
-    /// stored view keeps working.
-    Restore,
-}
-
-/// How a view's query is planned.
-struct ViewPlanning {
-    planning: Planning,
-    /// Literals typed as Postgres types them (views made before this was
-    /// so keep DataFusion's types).
-    postgres_literals: bool,
-    /// The query writes a stream (`CREATE STREAM ... AS SELECT`).
-    writes_stream: bool,
-}
-
+/// Plans a view's query and lowers it to a dataflow. `writes_stream`: the
+/// query writes a stream (`CREATE STREAM ... AS SELECT`).
 async fn plan_view_statement(
     ctx: &SessionContext,
     catalog: &Catalog,
     mut statement: Statement,
     clauses: &QueryClauses,
-    how: ViewPlanning,
+    writes_stream: bool,
     workers: usize,
 ) -> Result<Lowered> {
-    let ViewPlanning {
-        planning,
-        postgres_literals,
-        writes_stream,
-    } = how;
     eddy_sql::check_query_support(&statement)?;
     let plain_views = crate::plain_views::expand(catalog, &mut statement)?;
     let mut windowing = apply_windows(catalog, &mut statement, clauses, false)?;
@@ -491,25 +412,18 @@ async fn plan_view_statement(
     let state = ctx.state();
     let mut planned = statement.clone();
     crate::pg_rewrites::rewrite(&mut planned);
-    if postgres_literals {
-        crate::pg_literals::numeric_literals(&mut planned);
-    }
+    crate::pg_literals::numeric_literals(&mut planned);
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(planned)))
         .await?;
-    if planning == Planning::New {
-        crate::pg_operators::check_operand_types(&plan)?;
-    }
-    let plan = if postgres_literals {
-        crate::pg_literals::int4_literals(plan)?
-    } else {
-        plan
-    };
+    crate::pg_operators::check_operand_types(&plan)?;
+    let plan = crate::pg_literals::int4_literals(plan)?;
     let plan = crate::pg_input::rewrite_input_casts(plan)?;
     let plan = with_postgres_names(plan, &statement)?;
     eddy_dataflow::check_deterministic(&plan)?;
     let optimized = state.optimize(&plan)?;
-    let mut lowered = eddy_dataflow::lower(&optimized, catalog, workers, &windowing)?;
+    let mut lowered =
+        eddy_dataflow::lower(&optimized, catalog, workers, &windowing, &ctx.task_ctx())?;
     lowered.plain_views = plain_views;
     lowered.plain_views.sort_unstable();
     lowered.plain_views.dedup();

@@ -18,7 +18,7 @@ use fs2::FileExt;
 pub mod state_log;
 
 /// Bumped whenever the on-disk encoding of keys or values changes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

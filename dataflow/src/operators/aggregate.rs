@@ -41,6 +41,7 @@ use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::{EncodedRows, RowFormat};
+use serde::{Deserialize, Serialize};
 
 use crate::change::ChangeBatch;
 use crate::operators::key_index::KeyIndex;
@@ -49,9 +50,10 @@ use crate::operators::{
     column_watermark, evaluate, evaluate_predicate, read_i64, split_state_key, state_key, Bytes,
     ColumnWatermarks, EpochContext, Operator, StateWriter,
 };
+use crate::plan::SortKey;
 use crate::{DataflowError, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AggFunction {
     Count,
     Sum,
@@ -72,19 +74,41 @@ pub enum AggFunction {
     ArrayAggDistinct,
 }
 
-/// One aggregate call.
-pub struct AggSpec {
+/// One aggregate call, over expressions of type `E`: physical ones to
+/// run, or a plan's (see [`crate::plan`]).
+#[derive(Serialize, Deserialize)]
+#[serde(bound(serialize = "E: Serialize", deserialize = "E: Deserialize<'de>"))]
+pub struct AggSpec<E = Arc<dyn PhysicalExpr>> {
     pub function: AggFunction,
     /// The argument; `None` for `count(*)`.
-    pub arg: Option<Arc<dyn PhysicalExpr>>,
+    pub arg: Option<E>,
     /// `FILTER (WHERE ...)`.
-    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    pub filter: Option<E>,
     /// string_agg's `ORDER BY`: expression, its type, direction.
-    pub order_by: Vec<(Arc<dyn PhysicalExpr>, DataType, SortOptions)>,
+    #[serde(with = "crate::plan::sort_keys")]
+    pub order_by: Vec<SortKey<E>>,
     /// string_agg's delimiter.
     pub delimiter: String,
     pub input_type: DataType,
     pub output_type: DataType,
+}
+
+impl<E> AggSpec<E> {
+    /// The same call over expressions mapped by `f`.
+    pub fn try_map<F, T>(&self, mut f: F) -> Result<AggSpec<T>>
+    where
+        F: FnMut(&E) -> Result<T>,
+    {
+        Ok(AggSpec {
+            function: self.function,
+            arg: self.arg.as_ref().map(&mut f).transpose()?,
+            filter: self.filter.as_ref().map(&mut f).transpose()?,
+            order_by: crate::plan::map_sort_keys(&self.order_by, f)?,
+            delimiter: self.delimiter.clone(),
+            input_type: self.input_type.clone(),
+            output_type: self.output_type.clone(),
+        })
+    }
 }
 
 /// How SUM and AVG add.
@@ -264,7 +288,7 @@ enum Prepared {
 }
 
 /// How a window aggregate's groups close (see [`crate::watermark`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowClose {
     /// The relation whose watermark closes the windows.
     pub relation: u64,

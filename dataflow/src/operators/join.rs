@@ -28,6 +28,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::{EncodedRows, RowFormat};
+use serde::{Deserialize, Serialize};
 
 use crate::change::ChangeBatch;
 use crate::operators::key_index::KeyIndex;
@@ -39,7 +40,7 @@ use crate::watermark::{micros, Watermark};
 use crate::{DataflowError, Result};
 
 /// Which rows a join emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JoinKind {
     Inner,
     Left,
@@ -207,7 +208,7 @@ impl Side {
 /// once no row that is not late could match it. The join condition itself
 /// must hold the bounds: they only decide what is kept and when unmatched
 /// rows are final.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeBound {
     /// Each side's event-time column.
     pub columns: [usize; 2],
@@ -220,7 +221,7 @@ pub struct TimeBound {
 }
 
 /// Which input watermark a bounded join's time is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StreamTime {
     /// The later one, as ksqlDB's stream time in a `WITHIN` join: a record
     /// behind the other stream is late.
@@ -235,7 +236,7 @@ pub enum StreamTime {
 /// (microseconds; `None` is unbounded), for columns that are not both a
 /// stream's event time. Where the columns have watermarks, rows no change
 /// to come can match are forgotten.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeInterval {
     pub columns: [usize; 2],
     pub lower: Option<i64>,
@@ -286,12 +287,14 @@ pub struct Join {
     text: String,
 }
 
-/// How to build a join.
-pub struct JoinSpec {
+/// How to build a join, over expressions of type `E` (see
+/// [`AggSpec`](super::aggregate::AggSpec)).
+#[derive(Serialize, Deserialize)]
+pub struct JoinSpec<E = Arc<dyn PhysicalExpr>> {
     pub kind: JoinKind,
-    pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
-    pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
-    pub condition: Option<Arc<dyn PhysicalExpr>>,
+    pub left_keys: Vec<E>,
+    pub right_keys: Vec<E>,
+    pub condition: Option<E>,
     pub nulls_equal: bool,
     pub left_schema: SchemaRef,
     pub right_schema: SchemaRef,
@@ -303,6 +306,43 @@ pub struct JoinSpec {
     pub interval: Option<TimeInterval>,
     /// A stream-table join, as ksqlDB's (see [`Join`]); inner or left.
     pub lookup: bool,
+}
+
+impl<E> JoinSpec<E> {
+    /// The same join over expressions mapped by `f`, which is given each
+    /// expression with the schema it reads.
+    pub fn try_map<F, T>(&self, mut f: F) -> Result<JoinSpec<T>>
+    where
+        F: FnMut(&E, &SchemaRef) -> Result<T>,
+    {
+        Ok(JoinSpec {
+            kind: self.kind,
+            left_keys: self
+                .left_keys
+                .iter()
+                .map(|e| f(e, &self.left_schema))
+                .collect::<Result<_>>()?,
+            right_keys: self
+                .right_keys
+                .iter()
+                .map(|e| f(e, &self.right_schema))
+                .collect::<Result<_>>()?,
+            condition: self
+                .condition
+                .as_ref()
+                .map(|e| f(e, &self.pair_schema))
+                .transpose()?,
+            nulls_equal: self.nulls_equal,
+            left_schema: self.left_schema.clone(),
+            right_schema: self.right_schema.clone(),
+            pair_schema: self.pair_schema.clone(),
+            schema: self.schema.clone(),
+            text: self.text.clone(),
+            bound: self.bound.clone(),
+            interval: self.interval,
+            lookup: self.lookup,
+        })
+    }
 }
 
 impl Join {

@@ -26,7 +26,7 @@ use crate::operators::Bytes;
 use crate::{DataflowError, Result};
 
 /// Where a session aggregate's window columns are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionWindows {
     /// Group columns holding each session's start and end.
     pub start_key: usize,

@@ -22,19 +22,25 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::{EncodedRows, RowFormat};
+use serde::{Deserialize, Serialize};
 
 use crate::change::{cast_columns, ChangeBatch};
 use crate::operators::{
     evaluate, read_i64, split_state_key, state_key, Bytes, EpochContext, KeyPair, Operator,
     StateWriter,
 };
+use crate::plan::SortKey;
 use crate::{DataflowError, Result};
 
-pub struct TopNSpec {
-    pub partition_by: Vec<Arc<dyn PhysicalExpr>>,
+/// A top-N over expressions of type `E` (see [`AggSpec`](super::aggregate::AggSpec)).
+#[derive(Serialize, Deserialize)]
+#[serde(bound(serialize = "E: Serialize", deserialize = "E: Deserialize<'de>"))]
+pub struct TopNSpec<E = Arc<dyn PhysicalExpr>> {
+    pub partition_by: Vec<E>,
     pub partition_types: Vec<DataType>,
     /// Sort expressions with their types and directions.
-    pub order_by: Vec<(Arc<dyn PhysicalExpr>, DataType, SortOptions)>,
+    #[serde(with = "crate::plan::sort_keys")]
+    pub order_by: Vec<SortKey<E>>,
     pub input_types: Vec<DataType>,
     pub offset: usize,
     pub limit: usize,
@@ -42,6 +48,30 @@ pub struct TopNSpec {
     pub row_number: bool,
     pub schema: SchemaRef,
     pub text: String,
+}
+
+impl<E> TopNSpec<E> {
+    /// The same top-N over expressions mapped by `f`.
+    pub fn try_map<F, T>(&self, mut f: F) -> Result<TopNSpec<T>>
+    where
+        F: FnMut(&E) -> Result<T>,
+    {
+        Ok(TopNSpec {
+            partition_by: self
+                .partition_by
+                .iter()
+                .map(&mut f)
+                .collect::<Result<_>>()?,
+            partition_types: self.partition_types.clone(),
+            order_by: crate::plan::map_sort_keys(&self.order_by, f)?,
+            input_types: self.input_types.clone(),
+            offset: self.offset,
+            limit: self.limit,
+            row_number: self.row_number,
+            schema: self.schema.clone(),
+            text: self.text.clone(),
+        })
+    }
 }
 
 type Window = Vec<(Box<[u8]>, u64)>;

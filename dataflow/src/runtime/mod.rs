@@ -31,6 +31,7 @@ use crate::kafka::relay::{QueryProgress, QueryProgressMap, Relay};
 use crate::kafka::sink::TopicSink;
 use crate::kafka::Kafka;
 use crate::operators::EpochContext;
+use crate::plan::ViewBuilder;
 use crate::progress::{ProgressMap, SourceProgress};
 use crate::sink::ViewSink;
 use crate::state_log::Segment;
@@ -118,7 +119,7 @@ impl DataflowHandle {
         epoch_lock: Arc<RwLock<()>>,
         views: Vec<(ViewDef, Result<Node>)>,
         kafka: Option<Arc<Kafka>>,
-        replan: Replan,
+        builder: ViewBuilder,
         timing: Timing,
     ) -> Result<Self> {
         let (tx, rx) = channel();
@@ -143,7 +144,7 @@ impl DataflowHandle {
             late_rows: late_rows.clone(),
             tokio: tokio::runtime::Handle::try_current().ok(),
             wake,
-            replan,
+            builder,
             expired_at: std::time::Instant::now(),
             in_flight: None,
             epoch_number: 0,
@@ -399,7 +400,8 @@ struct Runtime {
     /// Runs the relays; without it (or Kafka) queries only fill the outbox.
     tokio: Option<tokio::runtime::Handle>,
     wake: Arc<dyn Fn() + Send + Sync>,
-    replan: Replan,
+    /// Builds views' dataflows from their stored plans.
+    builder: ViewBuilder,
     /// When retention last ran.
     expired_at: std::time::Instant,
     /// The epoch being committed while the next one runs.
@@ -439,10 +441,6 @@ fn epoch_context<'a>(
     ctx.now = now;
     ctx
 }
-
-/// Plans a stored view's dataflow again, for rebuilding it from its
-/// committed state.
-pub type Replan = Arc<dyn Fn(&ViewDef) -> Result<Node> + Send + Sync>;
 
 impl Runtime {
     fn run(mut self, rx: Receiver<Command>) {

@@ -77,12 +77,6 @@ impl Runtime {
     /// A view's dataflow and output with the state last committed.
     pub(super) fn restored(&self, def: &ViewDef, root: Result<Node>) -> Result<ViewRuntime> {
         let mut root = root?;
-        let fingerprint = root.explain().join("\n");
-        if fingerprint != def.fingerprint {
-            return Err(DataflowError::Internal(
-                "its query no longer plans the same way; drop and create it again".into(),
-            ));
-        }
         let (log, state) = crate::state_log::load_view_log(self.catalog.store(), def.id)?;
         root.restore(&state)?;
         let late = match entries_under(&state, &LATE_ROWS_HEAD).next() {
@@ -156,7 +150,7 @@ impl Runtime {
         for view in views {
             let def = view.def;
             drop(view.root);
-            match self.restored(&def, (self.replan)(&def)) {
+            match self.restored(&def, self.builder.build(&def, &self.catalog)) {
                 Ok(view) => self.views.push(view),
                 Err(e) => {
                     tracing::error!(view = %def.name, error = %e, "cannot rebuild view");

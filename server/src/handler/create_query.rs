@@ -173,10 +173,10 @@ pub async fn handle_create_as(
             .collect(),
         depends_on: lowered.depends_on,
         plain_views: lowered.plain_views,
-        fingerprint: lowered.root.explain().join("\n"),
+        explain: lowered.root.explain().join("\n"),
+        plan: lowered.plan,
         error: None,
         sink_relation: Some(relation_id),
-        postgres_literals: true,
         key_columns: Vec::new(),
     };
     let started = match engine.dataflow.start_source(relation_id).await {

@@ -62,10 +62,10 @@ pub async fn handle_create_view(
         columns,
         depends_on: lowered.depends_on,
         plain_views: lowered.plain_views,
-        fingerprint: lowered.root.explain().join("\n"),
+        explain: lowered.root.explain().join("\n"),
+        plan: lowered.plan,
         error: None,
         sink_relation: None,
-        postgres_literals: true,
         key_columns,
     };
     engine.dataflow.create_view(def, lowered.root).await?;

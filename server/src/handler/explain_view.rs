@@ -47,7 +47,7 @@ pub async fn handle_explain_view(engine: &Engine, name: &ObjectName) -> Result<O
         .as_ref()
         .map(|s| s.operators.as_slice())
         .unwrap_or(&[]);
-    for (i, line) in def.fingerprint.lines().enumerate() {
+    for (i, line) in def.explain.lines().enumerate() {
         lines.push(match operators.get(i) {
             Some(&(entries, bytes)) if entries > 0 => {
                 format!("  {line}  [state: {entries} entries, about {bytes} bytes]")
