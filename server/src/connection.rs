@@ -9,16 +9,27 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use futures::{SinkExt, StreamExt};
+use pgwire::api::portal::Format;
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
 use pgwire::error::ErrorInfo;
+use pgwire::messages::data::{FieldDescription, ParameterDescription, RowDescription};
+use pgwire::messages::extendedquery::{BindComplete, CloseComplete, ParseComplete};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use pgwire::tokio::server::{negotiate_tls, process_error, process_message, MaybeTls};
+use pgwire::tokio::server::{
+    negotiate_tls, process_error, process_message, MaybeTls, PgWireMessageServerCodec,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts};
 
+use crate::engine::Engine;
 use crate::error::EddyError;
+use crate::handler::push::PushQuery;
 use crate::handler::{cursor, push};
 use crate::wire::Handlers;
 
@@ -35,6 +46,8 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
     let copy = handlers.copy_handler();
     let cancel = handlers.cancel_handler();
     let errors = handlers.error_handler();
+    let engine = handlers.engine();
+    let mut pushes = ExtendedPushes::default();
 
     let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_timeout);
@@ -96,33 +109,44 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
             return Ok(());
         }
         // A push query streams until it ends, outside pgwire's loop.
-        if let PgWireFrontendMessage::Query(query) = &message {
-            if let Some(push) = push::parse(&query.query) {
-                let result = match push {
-                    Ok(push) => push::serve(&mut socket, handlers.engine(), push).await,
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(push::Ended::Complete) => continue,
-                    Ok(push::Ended::Disconnected) => return Ok(()),
-                    Ok(push::Ended::TooSlow) => {
-                        tracing::warn!("closing a connection whose push query fell behind");
-                        // Say why if the socket takes it, then hang up.
-                        let mut e = EddyError::ClientTooSlow.into_pgwire();
-                        errors.on_error(&socket, &mut e);
-                        let said = process_error(&mut socket, e, false);
-                        let _ = tokio::time::timeout(SLOW_CLIENT_GOODBYE, said).await;
-                        return Ok(());
+        let message = match message {
+            PgWireFrontendMessage::Query(query) => match push::parse(&query.query) {
+                Some(push) => {
+                    let mut synced = false;
+                    let result = match push {
+                        Ok(push) => {
+                            let protocol = push::Protocol::Simple;
+                            push::serve(&mut socket, engine, push, &protocol, &mut synced).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match push_ended(&mut socket, &errors, result, None).await? {
+                        Some(()) => continue,
+                        None => return Ok(()),
                     }
-                    Err(e) => {
+                }
+                None => PgWireFrontendMessage::Query(query),
+            },
+            message if !matches!(socket.state(), PgWireConnectionState::AwaitingSync) => {
+                match pushes.take(message, &mut socket, engine).await? {
+                    Taken::Pass(message) => message,
+                    Taken::Answered => continue,
+                    Taken::Ran { result, synced } => {
+                        match push_ended(&mut socket, &errors, result, Some(synced)).await? {
+                            Some(()) => continue,
+                            None => return Ok(()),
+                        }
+                    }
+                    Taken::Failed(e) => {
                         let mut e = e.into_pgwire();
                         errors.on_error(&socket, &mut e);
-                        process_error(&mut socket, e, false).await?;
+                        process_error(&mut socket, e, true).await?;
                         continue;
                     }
                 }
             }
-        }
+            message => message,
+        };
         let extended_query = match socket.state() {
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),
@@ -141,6 +165,197 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
             errors.on_error(&socket, &mut e);
             process_error(&mut socket, e, extended_query).await?;
         }
+    }
+}
+
+/// What a push query's end means for the connection: `Some` to go on,
+/// `None` to close it. `synced`: in the extended protocol, whether the
+/// client's Sync came while the query ran (it is owed ReadyForQuery).
+async fn push_ended<S, ST, E>(
+    socket: &mut Framed<S, PgWireMessageServerCodec<ST>>,
+    errors: &Arc<E>,
+    result: Result<push::Ended, EddyError>,
+    synced: Option<bool>,
+) -> io::Result<Option<()>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+    E: ErrorHandler,
+{
+    // After an error the extended protocol waits for Sync, unless it came.
+    let wait_for_sync = synced == Some(false);
+    match result {
+        Ok(push::Ended::Complete) => Ok(Some(())),
+        Ok(push::Ended::Disconnected) => Ok(None),
+        Ok(push::Ended::TooSlow) => {
+            tracing::warn!("closing a connection whose push query fell behind");
+            // Say why if the socket takes it, then hang up.
+            let mut e = EddyError::ClientTooSlow.into_pgwire();
+            errors.on_error(socket, &mut e);
+            let said = process_error(socket, e, wait_for_sync);
+            let _ = tokio::time::timeout(SLOW_CLIENT_GOODBYE, said).await;
+            Ok(None)
+        }
+        Err(e) => {
+            let mut e = e.into_pgwire();
+            errors.on_error(socket, &mut e);
+            process_error(socket, e, wait_for_sync).await?;
+            Ok(Some(()))
+        }
+    }
+}
+
+/// The statements and portals of a connection that are push queries, in
+/// the extended protocol. pgwire never sees them: a push query streams
+/// until it ends, which pgwire's Execute cannot.
+#[derive(Default)]
+struct ExtendedPushes {
+    statements: HashMap<String, PushQuery>,
+    /// Each portal's query and the formats Bind asked for its columns.
+    portals: HashMap<String, (PushQuery, Format)>,
+}
+
+/// What became of a message [`ExtendedPushes`] saw.
+enum Taken {
+    /// Not a push query's: pgwire handles it.
+    Pass(PgWireFrontendMessage),
+    Answered,
+    /// A push query ran; see [`push_ended`].
+    Ran {
+        result: Result<push::Ended, EddyError>,
+        synced: bool,
+    },
+    /// Refused: the client gets the error, and the protocol waits for Sync.
+    Failed(EddyError),
+}
+
+impl ExtendedPushes {
+    async fn take<S, ST>(
+        &mut self,
+        message: PgWireFrontendMessage,
+        socket: &mut Framed<S, PgWireMessageServerCodec<ST>>,
+        engine: &Engine,
+    ) -> io::Result<Taken>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+    {
+        match message {
+            PgWireFrontendMessage::Parse(parse) => {
+                let name = parse.name.clone().unwrap_or_default();
+                match push::parse(&parse.query) {
+                    None => {
+                        self.statements.remove(&name);
+                        Ok(Taken::Pass(PgWireFrontendMessage::Parse(parse)))
+                    }
+                    Some(Err(e)) => Ok(Taken::Failed(e)),
+                    Some(Ok(push)) if push.is_copy() => Ok(Taken::Failed(EddyError::Unsupported(
+                        "COPY (SUBSCRIBE ...) in the extended query protocol (send it as a \
+                         simple query, as psql does)"
+                            .into(),
+                    ))),
+                    Some(Ok(push)) => {
+                        self.statements.insert(name, push);
+                        let complete = PgWireBackendMessage::ParseComplete(ParseComplete::new());
+                        socket.send(complete).await?;
+                        Ok(Taken::Answered)
+                    }
+                }
+            }
+            PgWireFrontendMessage::Bind(bind) => {
+                let portal = bind.portal_name.clone().unwrap_or_default();
+                let statement = bind.statement_name.clone().unwrap_or_default();
+                let Some(push) = self.statements.get(&statement) else {
+                    self.portals.remove(&portal);
+                    return Ok(Taken::Pass(PgWireFrontendMessage::Bind(bind)));
+                };
+                if !bind.parameters.is_empty() {
+                    return Ok(Taken::Failed(EddyError::Unsupported(
+                        "parameters in a push query".into(),
+                    )));
+                }
+                let format = result_format(&bind.result_column_format_codes);
+                self.portals.insert(portal, (push.clone(), format));
+                socket
+                    .send(PgWireBackendMessage::BindComplete(BindComplete::new()))
+                    .await?;
+                Ok(Taken::Answered)
+            }
+            PgWireFrontendMessage::Describe(describe) => {
+                let name = describe.name.clone().unwrap_or_default();
+                let found = match describe.target_type {
+                    b'S' => self
+                        .statements
+                        .get(&name)
+                        .map(|push| (push, Format::UnifiedText, true)),
+                    _ => self
+                        .portals
+                        .get(&name)
+                        .map(|(push, format)| (push, format.clone(), false)),
+                };
+                let Some((push, format, statement)) = found else {
+                    return Ok(Taken::Pass(PgWireFrontendMessage::Describe(describe)));
+                };
+                let fields = match push.describe(engine).await.and_then(|schema| {
+                    arrow_schema_to_pg_fields(&schema, &format, None).map_err(EddyError::from)
+                }) {
+                    Ok(fields) => fields,
+                    Err(e) => return Ok(Taken::Failed(e)),
+                };
+                if statement {
+                    let none = ParameterDescription::new(Vec::new());
+                    socket
+                        .feed(PgWireBackendMessage::ParameterDescription(none))
+                        .await?;
+                }
+                let description =
+                    RowDescription::new(fields.iter().map(FieldDescription::from).collect());
+                socket
+                    .send(PgWireBackendMessage::RowDescription(description))
+                    .await?;
+                Ok(Taken::Answered)
+            }
+            PgWireFrontendMessage::Execute(execute) => {
+                let name = execute.name.clone().unwrap_or_default();
+                let Some((push, format)) = self.portals.get(&name).cloned() else {
+                    return Ok(Taken::Pass(PgWireFrontendMessage::Execute(execute)));
+                };
+                if execute.max_rows > 0 {
+                    return Ok(Taken::Failed(EddyError::Unsupported(
+                        "a push query fetched some rows at a time through a portal (DECLARE a \
+                         cursor FOR it and FETCH from that)"
+                            .into(),
+                    )));
+                }
+                let protocol = push::Protocol::Extended { format };
+                let mut synced = false;
+                let result = push::serve(socket, engine, push, &protocol, &mut synced).await;
+                Ok(Taken::Ran { result, synced })
+            }
+            PgWireFrontendMessage::Close(close) => {
+                let name = close.name.clone().unwrap_or_default();
+                let removed = match close.target_type {
+                    b'S' => self.statements.remove(&name).is_some(),
+                    _ => self.portals.remove(&name).is_some(),
+                };
+                if !removed {
+                    return Ok(Taken::Pass(PgWireFrontendMessage::Close(close)));
+                }
+                socket
+                    .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+                    .await?;
+                Ok(Taken::Answered)
+            }
+            other => Ok(Taken::Pass(other)),
+        }
+    }
+}
+
+/// The formats Bind asks for result columns, as Postgres reads its codes:
+/// none is text, one is every column's.
+fn result_format(codes: &[i16]) -> Format {
+    match codes {
+        [] => Format::UnifiedText,
+        [code] => Format::from(*code),
+        codes => Format::Individual(codes.to_vec()),
     }
 }
 

@@ -237,7 +237,7 @@ fn encode(
             // Rows are encoded a batch at a time as the client reads them:
             // a suspended portal encodes only what it sends.
             let rows = stream::iter(batches)
-                .flat_map(move |batch| stream::iter(encode_batch(batch, &row_fields, &format)));
+                .flat_map(move |batch| stream::iter(encode_rows(batch, &row_fields, &format)));
             let mut response = QueryResponse::new(fields, rows);
             response.set_command_tag(tag);
             Response::Query(response)
@@ -245,16 +245,9 @@ fn encode(
     })
 }
 
-/// One batch's rows as data rows in text, as the simple protocol sends them.
-pub fn encode_text_rows(
-    batch: RecordBatch,
-    fields: &Arc<Vec<FieldInfo>>,
-) -> Vec<PgWireResult<DataRow>> {
-    encode_batch(batch, fields, &Format::UnifiedText)
-}
-
-/// One batch's rows as data rows; after an error, nothing more.
-fn encode_batch(
+/// One batch's rows as data rows in `format`; after an error, nothing
+/// more.
+pub fn encode_rows(
     batch: RecordBatch,
     fields: &Arc<Vec<FieldInfo>>,
     format: &Format,

@@ -25,8 +25,8 @@ pub fn check_query_clauses(clauses: &QueryClauses, persistent: bool) -> Result<(
         }
         Some(Emit::Changes) if !persistent => {
             return Err(SqlError::Unsupported(
-                "push queries (SELECT ... EMIT CHANGES) in the extended query protocol or with \
-                 other statements; send one alone as a simple query, as psql does"
+                "push queries (SELECT ... EMIT CHANGES) together with other statements; send \
+                 one alone"
                     .into(),
             ))
         }

@@ -24,13 +24,14 @@ run() {
 run psycopg "$DIR/venv/bin/python" "$HERE/python/psycopg_cursors.py" "$PORT"
 run sqlalchemy-pandas "$DIR/venv/bin/python" "$HERE/python/sqlalchemy_pandas.py" "$PORT"
 run python-drivers "$DIR/venv/bin/python" "$HERE/python/drivers.py" "$PORT"
+run python-push-queries "$DIR/venv/bin/python" "$HERE/python/push_queries.py" "$PORT"
 run node-postgres env NODE_PATH="$DIR/node/node_modules" node "$HERE/node/pg_cursor.js" "$PORT"
 run node-postgres-types env NODE_PATH="$DIR/node/node_modules" node "$HERE/node/pg_types.js" "$PORT"
 run pgjdbc java -cp "$JAR" "$HERE/java/FetchSize.java" "$PORT"
 run pgjdbc-metadata java -cp "$JAR" "$HERE/java/MetaData.java" "$PORT"
 
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "clients: ${#failed[@]} of 7 failed: ${failed[*]}"
+  echo "clients: ${#failed[@]} of 8 failed: ${failed[*]}"
   exit 1
 fi
-echo "clients: all 7 passed"
+echo "clients: all 8 passed"

@@ -241,15 +241,64 @@ async fn push_query_errors() -> Result<()> {
         let (code, message) = sqlstate(&client, sql).await?;
         assert_eq!(code, expected, "{sql}: {message}");
     }
-    // The extended protocol refuses it with a hint.
-    let error = client
-        .query("SELECT * FROM orders EMIT CHANGES", &[])
-        .await
-        .err()
-        .context("the extended protocol refuses a push query")?;
-    let db = error.as_db_error().context("a database error")?;
-    assert_eq!(db.code().code(), "0A000");
-    assert!(db.message().contains("simple query"), "{}", db.message());
+    // In the extended protocol, errors come at Parse or Describe, and the
+    // session goes on.
+    for (sql, expected) in [
+        ("SELECT * FROM nowhere EMIT CHANGES", "42P01"),
+        (
+            "SELECT * FROM orders EMIT CHANGES LIMIT 2 OFFSET 1",
+            "0A000",
+        ),
+        ("COPY (SUBSCRIBE orders) TO STDOUT", "0A000"),
+    ] {
+        let error = client.query(sql, &[]).await.err().context(sql)?;
+        let db = error.as_db_error().context("a database error")?;
+        assert_eq!(db.code().code(), expected, "{sql}: {}", db.message());
+    }
+    let one: i32 = client.query_one("SELECT 1", &[]).await?.get(0);
+    assert_eq!(one, 1);
+    Ok(())
+}
+
+/// tokio-postgres prepares a push query (Parse, Describe), binds and
+/// executes it like any query, reading typed rows until its LIMIT.
+#[tokio::test(flavor = "multi_thread")]
+async fn push_queries_run_in_the_extended_protocol() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    setup(&client).await?;
+    client
+        .batch_execute("SET 'auto.offset.reset' = 'earliest'")
+        .await?;
+    let statement = client
+        .prepare("SELECT id, customer, amount FROM orders EMIT CHANGES LIMIT 2")
+        .await?;
+    let names: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["id", "customer", "amount"]);
+    let writer = server.connect().await?;
+    let query = client.query(&statement, &[]);
+    let write = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        writer
+            .batch_execute("INSERT INTO orders VALUES (2, 'bob', 20)")
+            .await
+    };
+    let (rows, written) = tokio::time::timeout(WAIT, futures::future::join(query, write)).await?;
+    written?;
+    let mut rows: Vec<(i64, String, i64)> = rows?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    rows.sort();
+    assert_eq!(rows, [(1, "ann".into(), 10), (2, "bob".into(), 20)]);
+    // The statement runs again, and the session takes other queries.
+    client
+        .batch_execute("INSERT INTO orders VALUES (3, 'cy', 30)")
+        .await?;
+    let again = client.query(&statement, &[]).await?;
+    assert_eq!(again.len(), 2);
+    let one: i32 = client.query_one("SELECT 1", &[]).await?.get(0);
+    assert_eq!(one, 1);
     Ok(())
 }
 
@@ -366,13 +415,14 @@ async fn subscribe_errors() -> Result<()> {
         let (code, message) = sqlstate(&client, sql).await?;
         assert_eq!(code, expected, "{sql}: {message}");
     }
+    // In the extended protocol too (a SUBSCRIBE there runs until canceled).
     let error = client
-        .query("SUBSCRIBE orders", &[])
+        .query("SUBSCRIBE nowhere", &[])
         .await
         .err()
-        .context("the extended protocol refuses SUBSCRIBE")?;
+        .context("SUBSCRIBE of a missing relation")?;
     let db = error.as_db_error().context("a database error")?;
-    assert_eq!(db.code().code(), "0A000");
+    assert_eq!(db.code().code(), "42P01");
     Ok(())
 }
 

@@ -160,9 +160,7 @@ async fn run(
         }
         EddyStatement::Subscribe(_) | EddyStatement::CopySubscribe(_) => {
             return Err(EddyError::Unsupported(
-                "SUBSCRIBE in the extended query protocol or with other statements; send it \
-                 alone as a simple query, as psql does"
-                    .into(),
+                "SUBSCRIBE together with other statements; send it alone".into(),
             ))
         }
     };

@@ -4,6 +4,12 @@
 //! (SNAPSHOT, PROGRESS)]`, which starts with the query's current rows and
 //! shows each change with its epoch and diff.
 //!
+//! In the extended protocol, a push query is parsed, bound, described and
+//! executed like any query (`connection.rs` keeps its statements and
+//! portals): Execute streams its rows in the formats Bind asked for, and
+//! the client's Sync, which drivers send right behind Execute, is answered
+//! once the query ends.
+//!
 //! The query runs as a dataflow of its own from the next epoch on (as
 //! ksqlDB's push queries start at the latest offset). Each committed
 //! epoch's rows go to the socket at once, flushed: an inserted row of a
@@ -26,6 +32,7 @@ use eddy_dataflow::{PushEvent, PushReceiver};
 use eddy_sql::ast::Emit;
 use eddy_sql::{EddyQuery, EddyStatement};
 use futures::{SinkExt, StreamExt};
+use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldInfo, Tag};
 use pgwire::api::{ClientInfo, ConnectionHandle, PgWireConnectionState};
 use pgwire::error::PgWireError;
@@ -38,6 +45,7 @@ use crate::engine::Engine;
 use crate::error::{EddyError, Result};
 
 /// A push query, with its LIMIT taken out of the query.
+#[derive(Clone)]
 pub struct PushQuery {
     /// The statement as the client sent it, for SHOW QUERIES.
     statement: String,
@@ -238,17 +246,30 @@ pub fn starts_earliest(metadata: &std::collections::HashMap<String, String>) -> 
         .is_some_and(|v| v.eq_ignore_ascii_case("earliest"))
 }
 
-/// Plans `query` and starts it as a push query shown in `form`, from its
-/// current rows when `snapshot` is set; returns the columns the client
-/// sees and the receiver of its changes. `statement` is what SHOW QUERIES
-/// lists.
-pub async fn start(
-    engine: &Engine,
-    statement: String,
-    query: &EddyQuery,
-    form: Form,
-    snapshot: bool,
-) -> Result<(SchemaRef, PushReceiver)> {
+/// How a push query's rows reach the client.
+pub enum Protocol {
+    /// A simple query: a row description first, ReadyForQuery at the end.
+    Simple,
+    /// An Execute of a bound portal: no row description (Describe gave
+    /// it), rows in the formats Bind asked for.
+    Extended { format: Format },
+}
+
+impl PushQuery {
+    /// `COPY (SUBSCRIBE ...) TO STDOUT`.
+    pub fn is_copy(&self) -> bool {
+        self.copy
+    }
+
+    /// The columns the client sees, planned without starting the query.
+    pub async fn describe(&self, engine: &Engine) -> Result<SchemaRef> {
+        let lowered = plan(engine, &self.query, self.form).await?;
+        Ok(self.form.schema(&lowered.root.schema))
+    }
+}
+
+/// Plans a push query's dataflow.
+async fn plan(engine: &Engine, query: &EddyQuery, form: Form) -> Result<eddy_dataflow::Lowered> {
     let lowered = engine
         .plan_view(&query.query, &query.clauses, false)
         .await?;
@@ -261,6 +282,21 @@ pub async fn start(
             "{what} that reads no stream, table or view (nothing it shows would ever change)"
         )));
     }
+    Ok(lowered)
+}
+
+/// Plans `query` and starts it as a push query shown in `form`, from its
+/// current rows when `snapshot` is set; returns the columns the client
+/// sees and the receiver of its changes. `statement` is what SHOW QUERIES
+/// lists.
+pub async fn start(
+    engine: &Engine,
+    statement: String,
+    query: &EddyQuery,
+    form: Form,
+    snapshot: bool,
+) -> Result<(SchemaRef, PushReceiver)> {
+    let lowered = plan(engine, query, form).await?;
     let schema = form.schema(&lowered.root.schema);
     let receiver = engine
         .dataflow
@@ -269,11 +305,15 @@ pub async fn start(
 }
 
 /// Runs `push` and streams its rows to `socket` until it ends; an error
-/// is the query's, for the caller to report.
+/// is the query's, for the caller to report. In the extended protocol,
+/// `synced` is set when the client's Sync came while the query ran: the
+/// query's end (or the caller, after an error) answers it.
 pub async fn serve<S: PushSocket>(
     socket: &mut S,
     engine: &Engine,
     push: PushQuery,
+    protocol: &Protocol,
+    synced: &mut bool,
 ) -> Result<Ended> {
     let snapshot = match push.form {
         Form::Subscribe { snapshot, .. } => snapshot,
@@ -292,12 +332,14 @@ pub async fn serve<S: PushSocket>(
         snapshot,
     )
     .await?;
-    let fields = Arc::new(arrow_schema_to_pg_fields(
-        &schema,
-        &pgwire::api::portal::Format::UnifiedText,
-        None,
-    )?);
-    let described = if push.copy {
+    let format = match protocol {
+        Protocol::Simple => Format::UnifiedText,
+        Protocol::Extended { format } => format.clone(),
+    };
+    let fields = Arc::new(arrow_schema_to_pg_fields(&schema, &format, None)?);
+    let described = if let Protocol::Extended { .. } = protocol {
+        Ok(())
+    } else if push.copy {
         let columns = fields.len() as i16;
         let response = CopyOutResponse::new(0, columns, vec![0; fields.len()]);
         socket
@@ -335,8 +377,12 @@ pub async fn serve<S: PushSocket>(
                     let done = push.limit == Some(sent);
                     // A client that takes nothing while its changes pile up
                     // is cut off, so it holds no memory or task for long.
+                    let end = done.then_some(End {
+                        rows: sent,
+                        ready: matches!(protocol, Protocol::Simple) || *synced,
+                    });
                     let written = tokio::select! {
-                        written = write_rows(socket, rows, &fields, push.copy, done.then_some(sent)) => written,
+                        written = write_rows(socket, rows, &fields, &format, push.copy, end) => written,
                         () = falls_behind(&receiver) => return Ok(Ended::TooSlow),
                     };
                     match written {
@@ -354,8 +400,18 @@ pub async fn serve<S: PushSocket>(
                 None => return Err(EddyError::ShuttingDown),
             },
             // The client leaves (or, against the protocol, speaks before
-            // the query ends): the query ends with the connection.
-            _ = socket.next() => return Ok(Ended::Disconnected),
+            // the query ends): the query ends with the connection. A Sync
+            // after Execute is the protocol's, and waits for the end.
+            message = socket.next() => match message {
+                Some(Ok(PgWireFrontendMessage::Sync(_)))
+                    if matches!(protocol, Protocol::Extended { .. }) && !*synced =>
+                {
+                    *synced = true;
+                }
+                Some(Ok(PgWireFrontendMessage::Flush(_)))
+                    if matches!(protocol, Protocol::Extended { .. }) => {}
+                _ => return Ok(Ended::Disconnected),
+            },
             () = &mut cancel => return Err(EddyError::Canceled),
         }
     }
@@ -367,16 +423,26 @@ enum Written {
     Encode(String),
 }
 
-/// Writes `rows` as data rows (or COPY data) and flushes; with
-/// `complete`, then ends the query having sent that many rows.
+/// How a push query that reached its LIMIT ends.
+struct End {
+    /// The rows it sent.
+    rows: u64,
+    /// Whether to send ReadyForQuery: after a simple query, or once the
+    /// extended protocol's Sync has come.
+    ready: bool,
+}
+
+/// Writes `rows` as data rows (or COPY data) and flushes; with `end`,
+/// then ends the query.
 async fn write_rows<S: PushSocket>(
     socket: &mut S,
     rows: RecordBatch,
     fields: &Arc<Vec<FieldInfo>>,
+    format: &Format,
     copy: bool,
-    complete: Option<u64>,
+    end: Option<End>,
 ) -> std::result::Result<(), Written> {
-    for row in crate::wire::encode_text_rows(rows, fields) {
+    for row in crate::wire::encode_rows(rows, fields, format) {
         let row = row.map_err(|e| Written::Encode(e.to_string()))?;
         let message = if copy {
             PgWireBackendMessage::CopyData(CopyData::new(copy_line(&row).into()))
@@ -385,29 +451,35 @@ async fn write_rows<S: PushSocket>(
         };
         socket.feed(message).await.map_err(|_| Written::Closed)?;
     }
-    let flushed = match complete {
-        Some(sent) => self::complete(socket, sent).await,
+    let flushed = match end {
+        Some(end) => complete(socket, end).await,
         None => socket.flush().await,
     };
     flushed.map_err(|_| Written::Closed)
 }
 
-async fn complete<S: PushSocket>(socket: &mut S, rows: u64) -> std::io::Result<()> {
-    let tag = Tag::new("SELECT").with_rows(rows as usize);
+async fn complete<S: PushSocket>(socket: &mut S, end: End) -> std::io::Result<()> {
+    let tag = Tag::new("SELECT").with_rows(end.rows as usize);
     socket
         .feed(PgWireBackendMessage::CommandComplete(
             CommandComplete::from(tag),
         ))
         .await?;
+    if end.ready {
+        ready_for_query(socket).await?;
+    }
+    socket.flush().await
+}
+
+/// Tells the client the connection is ready for its next query.
+pub async fn ready_for_query<S: PushSocket>(socket: &mut S) -> std::io::Result<()> {
     socket.set_state(PgWireConnectionState::ReadyForQuery);
     let status = socket.transaction_status();
     socket
         .feed(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
             status,
         )))
-        .await?;
-    socket.flush().await?;
-    Ok(())
+        .await
 }
 
 /// A data row as a line of COPY's text format: tab-separated, `\N` for
