@@ -139,6 +139,12 @@ enum Accumulators {
         falses: Vec<i64>,
     },
     Set(Vec<BTreeMap<Bytes, i64>>),
+    /// The multiset of another aggregate over the same values (`min(x)`,
+    /// `max(x)` and `count(DISTINCT x)` keep one between them): it holds
+    /// nothing of its own.
+    SharedSet {
+        owner: usize,
+    },
 }
 
 impl Accumulators {
@@ -179,6 +185,7 @@ impl Accumulators {
                 falses.resize(slots, 0);
             }
             Accumulators::Set(sets) => sets.resize_with(slots, BTreeMap::new),
+            Accumulators::SharedSet { .. } => {}
         }
     }
 
@@ -196,6 +203,7 @@ impl Accumulators {
                 falses[s] = 0;
             }
             Accumulators::Set(sets) => sets[s] = BTreeMap::new(),
+            Accumulators::SharedSet { .. } => {}
         }
     }
 
@@ -221,6 +229,7 @@ impl Accumulators {
                     *total += count;
                 }
             }
+            Accumulators::SharedSet { .. } => {}
         }
     }
 
@@ -238,7 +247,7 @@ impl Accumulators {
                 value.extend_from_slice(&trues[s].to_be_bytes());
                 value.extend_from_slice(&falses[s].to_be_bytes());
             }
-            Accumulators::Set(_) => {}
+            Accumulators::Set(_) | Accumulators::SharedSet { .. } => {}
         }
     }
 
@@ -260,7 +269,7 @@ impl Accumulators {
                 trues[s] = i64::from_be_bytes(next(rest)?);
                 falses[s] = i64::from_be_bytes(next(rest)?);
             }
-            Accumulators::Set(_) => {}
+            Accumulators::Set(_) | Accumulators::SharedSet { .. } => {}
         }
         Some(())
     }
@@ -272,6 +281,7 @@ impl Accumulators {
             Accumulators::Sum { .. } => 32,
             Accumulators::Bools { .. } => 16,
             Accumulators::Set(sets) => sets[s].keys().map(|k| k.len() + 8).sum(),
+            Accumulators::SharedSet { .. } => 0,
         }
     }
 }
@@ -394,7 +404,11 @@ impl Aggregate {
             .collect::<Result<Vec<_>>>()?;
         let accs = aggs
             .iter()
-            .map(|a| Accumulators::new(a.spec.function))
+            .enumerate()
+            .map(|(j, a)| match multiset_owner(&aggs, j) {
+                Some(owner) => Accumulators::SharedSet { owner },
+                None => Accumulators::new(a.spec.function),
+            })
             .collect();
         Ok(Aggregate {
             group_exprs,
@@ -697,10 +711,15 @@ impl Aggregate {
         let (input, assigned) = self.assign_sessions(input)?;
         let n = input.num_rows();
         let keys = self.group_keys(&input.data)?;
+        // An aggregate sharing another's multiset has nothing to fold.
         let prepared = self
             .aggs
             .iter()
-            .map(|a| self.prepare(a, &input.data))
+            .zip(&self.accs)
+            .map(|(a, acc)| match acc {
+                Accumulators::SharedSet { .. } => Ok(Prepared::All),
+                _ => self.prepare(a, &input.data),
+            })
             .collect::<Result<Vec<_>>>()?;
         let filters = self
             .aggs
@@ -950,7 +969,11 @@ impl Aggregate {
         let agg = &self.aggs[j];
         let output = &agg.spec.output_type;
         let avg = agg.spec.function == AggFunction::Avg;
-        let array: ArrayRef = match (&self.accs[j], agg.spec.function) {
+        let accs = match self.accs[j] {
+            Accumulators::SharedSet { owner } => &self.accs[owner],
+            ref own => own,
+        };
+        let array: ArrayRef = match (accs, agg.spec.function) {
             (Accumulators::Count(c), _) => Arc::new(Int64Array::from_iter_values(
                 slots.iter().map(|&s| c[s as usize]),
             )),
@@ -1079,6 +1102,31 @@ impl Aggregate {
             Ok(cast(&array, output)?)
         }
     }
+}
+
+/// The aggregate before `j` whose multiset `j` can share: `min`, `max` and
+/// `count(DISTINCT ...)` of one expression without FILTER each keep the
+/// multiset of its values.
+fn multiset_owner(aggs: &[Agg], j: usize) -> Option<usize> {
+    let shares = |agg: &Agg| {
+        matches!(
+            agg.spec.function,
+            AggFunction::Min | AggFunction::Max | AggFunction::CountDistinct
+        ) && agg.spec.filter.is_none()
+            && agg.spec.arg.is_some()
+    };
+    let mine = &aggs[j];
+    if !shares(mine) {
+        return None;
+    }
+    aggs[..j].iter().position(|other| {
+        shares(other)
+            && other.spec.input_type == mine.spec.input_type
+            && match (&other.spec.arg, &mine.spec.arg) {
+                (Some(a), Some(b)) => a.as_ref() == b.as_ref(),
+                _ => false,
+            }
+    })
 }
 
 fn multiset_format(agg: &Agg) -> Result<&RowFormat> {
@@ -1331,6 +1379,7 @@ fn fold(
                 dirty.insert((j, s, key.into()));
             }
         }
+        (Accumulators::SharedSet { .. }, _) => {}
         (Accumulators::Set(sets), Prepared::Values(encoded, values)) => {
             for (i, (&s, &w)) in rows {
                 if passes(i) && values.is_valid(i) {
@@ -1364,6 +1413,14 @@ impl Operator for Aggregate {
 
     fn inputs_append_only(&mut self, inputs: &[bool]) {
         self.append_only_input = inputs.iter().all(|&a| a);
+        if self.append_only_input {
+            // MIN and MAX then keep only their extreme, each its own.
+            for (agg, acc) in self.aggs.iter().zip(&mut self.accs) {
+                if let Accumulators::SharedSet { .. } = acc {
+                    *acc = Accumulators::new(agg.spec.function);
+                }
+            }
+        }
     }
 
     /// One row per group: the group columns, which come first.
@@ -1747,6 +1804,35 @@ mod tests {
         );
     }
 
+    /// MIN, MAX and count(DISTINCT) of one expression keep one multiset;
+    /// with a FILTER, or of another expression, an aggregate keeps its own.
+    #[test]
+    fn aggregates_of_one_expression_share_their_multiset() {
+        let mut filtered = spec(AggFunction::Max, DataType::Int64);
+        filtered.filter = Some(physical(
+            &col("a").gt(datafusion::logical_expr::lit(0i64)),
+            &schema_ab(),
+        ));
+        let mut of_a = spec(AggFunction::Min, DataType::Int64);
+        of_a.arg = Some(physical(&col("a"), &schema_ab()));
+        let aggs: Vec<Agg> = [
+            spec(AggFunction::Min, DataType::Int64),
+            filtered,
+            of_a,
+            spec(AggFunction::CountDistinct, DataType::Int64),
+            spec(AggFunction::Max, DataType::Int64),
+        ]
+        .into_iter()
+        .map(|spec| Agg {
+            spec,
+            numeric: None,
+            values: None,
+        })
+        .collect();
+        let owners: Vec<_> = (0..aggs.len()).map(|j| multiset_owner(&aggs, j)).collect();
+        assert_eq!(owners, [None, None, None, Some(0), Some(0)]);
+    }
+
     #[test]
     fn min_and_max_survive_deleting_the_extreme() {
         let mut agg = aggregate(false);
@@ -1943,13 +2029,21 @@ mod tests {
             step_into(&mut full, &mut total_full, &rows);
         }
         // count(DISTINCT) still keeps every value; MIN and MAX keep one.
+        // Over an input that retracts, the three share MIN's multiset.
         let distinct = |agg: &Aggregate, j: usize| match &agg.accs[j] {
             Accumulators::Set(sets) => sets.iter().map(BTreeMap::len).sum::<usize>(),
             _ => 0,
         };
         assert_eq!(distinct(&bounded, 2), 4);
         assert_eq!(distinct(&bounded, 3), 4);
-        assert_eq!(distinct(&bounded, 4), distinct(&full, 4));
+        assert_eq!(distinct(&bounded, 4), distinct(&full, 2));
+        assert!(matches!(
+            full.accs[3..],
+            [
+                Accumulators::SharedSet { owner: 2 },
+                Accumulators::SharedSet { owner: 2 }
+            ]
+        ));
         assert_eq!(total_bounded, total_full);
         let mut restored = aggregate(false);
         restored.inputs_append_only(&[true]);
