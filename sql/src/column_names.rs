@@ -29,6 +29,37 @@ pub fn postgres_column_names(query: &Query) -> Option<Vec<String>> {
         .collect()
 }
 
+/// Names the leading output columns of `query` after `names` (a view's
+/// column list), as aliases of its SELECT (the first of a set operation,
+/// which names the columns), so that columns the query names alike
+/// (`CREATE VIEW v (a, b) AS SELECT x, x`) plan. Items after `*` keep
+/// their names, since only the planner knows where they fall.
+pub fn alias_output_columns(query: &mut Query, names: &[Ident]) {
+    let mut body = query.body.as_mut();
+    loop {
+        match body {
+            SetExpr::SetOperation { left, .. } => body = left.as_mut(),
+            SetExpr::Query(inner) => body = inner.body.as_mut(),
+            _ => break,
+        }
+    }
+    let SetExpr::Select(select) = body else {
+        return;
+    };
+    for (item, name) in select.projection.iter_mut().zip(names) {
+        match item {
+            SelectItem::UnnamedExpr(expr) => {
+                *item = SelectItem::ExprWithAlias {
+                    expr: expr.clone(),
+                    alias: name.clone(),
+                }
+            }
+            SelectItem::ExprWithAlias { alias, .. } => *alias = name.clone(),
+            _ => return,
+        }
+    }
+}
+
 /// Separates a column's Postgres name from the position that makes it
 /// unique in a plan (see [`disambiguate_output_names`]); no identifier a
 /// client sends can hold it.

@@ -20,7 +20,8 @@ pub mod windows;
 pub use ast::{query_with_clauses, EddyQuery, EddyStatement, QueryClauses};
 pub use check::{check_query_clauses, check_query_support};
 pub use column_names::{
-    disambiguate_output_names, display_name, postgres_column_names, DUPLICATE_NAME_SEPARATOR,
+    alias_output_columns, disambiguate_output_names, display_name, postgres_column_names,
+    DUPLICATE_NAME_SEPARATOR,
 };
 pub use create_source::{bind_create_source, bind_query_relation, source_options, SourceOptions};
 pub use create_table::{bind_create_table, normalize};

@@ -20,6 +20,18 @@ pub async fn handle_create_view(
     create: &CreateView,
     clauses: &QueryClauses,
 ) -> Result<Output> {
+    // A column list names the query's columns as aliases would, so that
+    // columns it names alike (`(a, b) AS SELECT x, x`) plan.
+    let named;
+    let create = if create.columns.is_empty() {
+        create
+    } else {
+        let mut copy = create.clone();
+        let names: Vec<_> = copy.columns.iter().map(|c| c.name.clone()).collect();
+        eddy_sql::alias_output_columns(&mut copy.query, &names);
+        named = copy;
+        &named
+    };
     if !create.materialized {
         return handle_create_plain_view(engine, create, clauses).await;
     }
