@@ -23,6 +23,7 @@ use datafusion::logical_expr::{
     BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator as BinaryOp, SortExpr, Volatility,
 };
 use datafusion::physical_expr::create_physical_expr;
+use datafusion::physical_plan::PhysicalExpr;
 use eddy_catalog::{column_types, Catalog, Relation};
 
 use crate::change::nullable_schema;
@@ -216,6 +217,10 @@ impl Lowerer<'_> {
     }
 
     fn physical(&self, expr: &Expr, schema: &DFSchema) -> Result<PlanExpr> {
+        self.physical_expr(expr, schema).map(PlanExpr::Built)
+    }
+
+    fn physical_expr(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
         let mut subquery = false;
         expr.apply(|e| {
             if matches!(
@@ -232,12 +237,12 @@ impl Lowerer<'_> {
                 "the subquery in \"{expr}\" (it could not be turned into a join)"
             ));
         }
-        Ok(PlanExpr::Built(create_physical_expr(
+        Ok(create_physical_expr(
             expr,
             schema,
             &self.props,
             &PhysicalPlanningContext::default(),
-        )?))
+        )?)
     }
 
     /// Expressions as physical expressions, and their types.
@@ -364,10 +369,7 @@ impl Lowerer<'_> {
                 for (c, field) in schema.fields().iter().enumerate() {
                     let mut cells = Vec::new();
                     for row in &v.values {
-                        let value = self
-                            .physical(&row[c], &empty)?
-                            .physical(&TaskContext::default(), &Schema::empty())?
-                            .evaluate(&one_row)?;
+                        let value = self.physical_expr(&row[c], &empty)?.evaluate(&one_row)?;
                         let array = value.into_array(1)?;
                         cells.push(if array.data_type() == field.data_type() {
                             array

@@ -385,18 +385,10 @@ pub struct ViewBuilder {
 impl ViewBuilder {
     pub fn build(&self, def: &ViewDef, catalog: &Catalog) -> Result<Node> {
         let root = PlanNode::from_stored(&def.plan)?.build(&self.ctx, catalog, self.workers)?;
-        let columns: Vec<&str> = root
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        let stored: Vec<&str> = def.columns.iter().map(|c| c.name.as_str()).collect();
-        if columns.len() != stored.len() {
+        let (planned, own) = (root.schema.fields().len(), def.columns.len());
+        if planned != own {
             return Err(DataflowError::Internal(format!(
-                "its stored plan yields columns ({}) that are not its own ({})",
-                columns.join(", "),
-                stored.join(", ")
+                "its stored plan yields {planned} columns where the view has {own}"
             )));
         }
         Ok(root)

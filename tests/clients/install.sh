@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real clients used by tests/clients/*: idempotent, quick when done.
-#   Python venv with psycopg 3, psycopg2, SQLAlchemy 2, pandas -> $EDDY_CLIENTS_DIR/venv
+#   Python venv with psycopg 3, psycopg2, asyncpg, SQLAlchemy 2, pandas -> $EDDY_CLIENTS_DIR/venv
 #   node-postgres + pg-cursor    -> $EDDY_CLIENTS_DIR/node/node_modules
 #   pgjdbc (Debian package)      -> /usr/share/java/postgresql.jar
 set -euo pipefail

@@ -277,11 +277,13 @@ async fn push_queries_run_in_the_extended_protocol() -> Result<()> {
     assert_eq!(names, ["id", "customer", "amount"]);
     let writer = server.connect().await?;
     let query = client.query(&statement, &[]);
+    // The second row is written once the query runs, so it streams.
     let write = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_for_push_queries(&writer, |n| n == 1).await?;
         writer
             .batch_execute("INSERT INTO orders VALUES (2, 'bob', 20)")
-            .await
+            .await?;
+        anyhow::Ok(())
     };
     let (rows, written) = tokio::time::timeout(WAIT, futures::future::join(query, write)).await?;
     written?;

@@ -70,6 +70,10 @@ pub enum Form {
 
 /// The push query `sql` is, if it is one statement that is one.
 pub fn parse(sql: &str) -> Option<Result<PushQuery>> {
+    // Every query passes here: parse only those that may be push queries.
+    if !contains_word(sql, "emit") && !contains_word(sql, "subscribe") {
+        return None;
+    }
     let mut statements = eddy_sql::parse_sql(sql).ok()?;
     let (Some(statement), None) = (statements.pop(), statements.pop()) else {
         return None;
@@ -105,6 +109,13 @@ pub fn parse(sql: &str) -> Option<Result<PushQuery>> {
         form,
         copy,
     }))
+}
+
+/// Whether `text` holds `word` (lower case), in any case.
+fn contains_word(text: &str, word: &str) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
 }
 
 impl Form {
