@@ -6,6 +6,7 @@
 //! INSERT, UPDATE and DELETE.
 
 mod changelog;
+pub mod chunked_scan;
 mod codec;
 pub mod generator;
 mod information_schema;

@@ -25,6 +25,7 @@ use eddy_storage::{Keyspace, Store, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use crate::changelog::{ChangeLog, LoggedRow};
+use crate::chunked_scan::{Chunks, EncodedRows, StreamBlocks};
 use crate::codec::{decode_batch, encode_rows};
 use crate::generator::{Connector, FieldSpec, GeneratorDef};
 use crate::kafka::{KafkaDef, SourceKind};
@@ -546,6 +547,41 @@ impl StoredTable {
         self.append_row_keys(rows, BinaryArray::from_iter_values(keys.iter()))
     }
 
+    /// The rows as of now (at most `limit` of them), for a query to decode
+    /// a batch at a time as it reads them: a stream's block keys, or a
+    /// copy of the other tables' encoded rows.
+    pub fn chunks(&self, limit: Option<usize>) -> Result<Arc<dyn Chunks>> {
+        if self.is_stream() {
+            let keys = self
+                .store
+                .scan_keys(&self.prefix())
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            return Ok(Arc::new(StreamBlocks {
+                schema: self.schema.clone(),
+                store: self.store.clone(),
+                keys,
+            }));
+        }
+        let mut rows = Vec::new();
+        let limit = limit.unwrap_or(usize::MAX);
+        match &self.rows {
+            Rows::Memory(memory) => {
+                let memory = memory.read().expect("table rows lock poisoned");
+                rows.reserve(memory.rows.len().min(limit));
+                rows.extend(memory.rows.values().take(limit).cloned());
+            }
+            Rows::Store => {
+                for item in self.store.scan_prefix(&self.prefix()).take(limit) {
+                    rows.push(item?.1);
+                }
+            }
+        }
+        Ok(Arc::new(EncodedRows {
+            schema: self.schema.clone(),
+            rows,
+        }))
+    }
+
     /// Reads a stream's blocks; each row's key, when asked for, is its
     /// primary key (partition and offset) in the row format.
     fn read_stream(&self, with_keys: bool) -> Result<RecordBatch> {
@@ -1062,17 +1098,17 @@ impl TableProvider for StoredTable {
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let external = |e: CatalogError| datafusion::error::DataFusionError::External(Box::new(e));
-        let batch = crate::key_lookup::lookup_or_scan(
+        crate::chunked_scan::lookup_or_scan(
+            &self.schema,
             filters,
             &self.key_column_names(),
+            projection,
+            limit,
             |keys| self.read_keys(keys),
-            || self.read_all(false),
+            |limit| self.chunks(limit),
         )
-        .map_err(external)?;
-        memory_scan(batch, projection)
     }
 }
 

@@ -16,13 +16,13 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::{TableProvider, TableType};
-use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
 
+use crate::chunked_scan::{Chunks, SCAN_BATCH_ROWS};
 use crate::row_format::RowFormat;
-use crate::table::memory_scan;
 use crate::{CatalogError, Result};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,23 +287,25 @@ impl StoredView {
         self.batch_of(distinct, &repeat).map(Some)
     }
 
-    /// The rows of `distinct` columns, each repeated its multiplicity.
     fn batch_of(&self, distinct: Vec<ArrayRef>, repeat: &[i64]) -> Result<RecordBatch> {
-        let indices: UInt32Array = repeat
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &n)| std::iter::repeat_n(i as u32, n.max(0) as usize))
-            .collect();
-        let columns = distinct
-            .iter()
-            .map(|c| take(c.as_ref(), &indices, None))
-            .collect::<Result<Vec<_>, _>>()?;
-        let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
-        Ok(RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &options,
-        )?)
+        repeated(&self.schema, distinct, repeat)
+    }
+
+    /// The rows as of the last committed epoch (at most `limit` distinct
+    /// ones), shared with the view, for a query to decode a batch at a time.
+    pub fn chunks(&self, limit: Option<usize>) -> Result<Arc<dyn Chunks>> {
+        self.check_usable()?;
+        let rows = self.rows.read(|rows| {
+            rows.iter()
+                .take(limit.unwrap_or(usize::MAX))
+                .map(|(row, &n)| (row.clone(), n))
+                .collect()
+        });
+        Ok(Arc::new(ViewChunks {
+            schema: self.schema.clone(),
+            format: RowFormat::for_schema(&self.schema)?,
+            rows,
+        }))
     }
 
     pub fn key_column_names(&self) -> Vec<&str> {
@@ -312,6 +314,47 @@ impl StoredView {
             .iter()
             .map(|&c| self.schema.field(c).name().as_str())
             .collect()
+    }
+}
+
+/// The rows of `distinct` columns, each repeated its multiplicity.
+fn repeated(schema: &SchemaRef, distinct: Vec<ArrayRef>, repeat: &[i64]) -> Result<RecordBatch> {
+    let indices: UInt32Array = repeat
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &n)| std::iter::repeat_n(i as u32, n.max(0) as usize))
+        .collect();
+    let columns = distinct
+        .iter()
+        .map(|c| take(c.as_ref(), &indices, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
+}
+
+/// A view's rows at one epoch, decoded [`SCAN_BATCH_ROWS`] distinct rows
+/// at a time.
+struct ViewChunks {
+    schema: SchemaRef,
+    format: RowFormat,
+    rows: Vec<(SharedRow, i64)>,
+}
+
+impl Chunks for ViewChunks {
+    fn chunk_count(&self) -> usize {
+        self.rows.len().div_ceil(SCAN_BATCH_ROWS)
+    }
+
+    fn chunk(&self, i: usize) -> Result<Option<RecordBatch>> {
+        let start = i * SCAN_BATCH_ROWS;
+        let rows = &self.rows[start..(start + SCAN_BATCH_ROWS).min(self.rows.len())];
+        let distinct = self.format.decode(rows.iter().map(|(row, _)| &row[..]))?;
+        let repeat: Vec<i64> = rows.iter().map(|(_, n)| *n).collect();
+        repeated(&self.schema, distinct, &repeat).map(Some)
     }
 }
 
@@ -360,16 +403,16 @@ impl TableProvider for StoredView {
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let external = |e: CatalogError| DataFusionError::External(Box::new(e));
-        let batch = crate::key_lookup::lookup_or_scan(
+        crate::chunked_scan::lookup_or_scan(
+            &self.schema,
             filters,
             &self.key_column_names(),
+            projection,
+            limit,
             |keys| self.read_keys(keys),
-            || self.read_all(),
+            |limit| self.chunks(limit),
         )
-        .map_err(external)?;
-        memory_scan(batch, projection)
     }
 }

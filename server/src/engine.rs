@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::ObjectName;
@@ -219,12 +221,26 @@ impl Engine {
             .execute_and_check(plan, state.config_options(), |_, _| {})?)
     }
 
-    /// Runs a plan to completion.
     /// Holds epochs off, so that what is read is one epoch's.
     pub async fn read_epoch(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
         self.epoch_lock.read().await
     }
 
+    /// Starts a plan and returns its rows as a stream the client pulls.
+    /// The relations' scans fix what they read while epochs are held off
+    /// (one epoch's rows); the rows are then computed as they are read,
+    /// with epochs free to go on.
+    pub async fn stream(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
+        let (physical, task) = {
+            let _epoch = self.epoch_lock.read().await;
+            let df = self.query_ctx.execute_logical_plan(plan).await?;
+            let task = Arc::new(df.task_ctx());
+            (df.create_physical_plan().await?, task)
+        };
+        Ok(execute_stream(physical, task)?)
+    }
+
+    /// Runs a plan to completion.
     pub async fn collect(
         &self,
         plan: LogicalPlan,

@@ -12,15 +12,21 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{Cast, Expr, LogicalPlan, TryCast};
 use datafusion::sql::sqlparser::ast::{Ident, Statement};
 use eddy_sql::EddyStatement;
+use futures::stream::BoxStream;
 use futures::{stream, Sink, SinkExt, StreamExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::portal::PortalExecutionState;
 use pgwire::api::portal::{Format, Portal};
-use pgwire::api::query::{send_describe_response, ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{
+    send_describe_response, send_execution_response, send_query_response, ExtendedQueryHandler,
+    SimpleQueryHandler,
+};
 use pgwire::api::results::{
     DescribePortalResponse, DescribeResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
     Response, Tag,
@@ -28,12 +34,13 @@ use pgwire::api::results::{
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, ErrorHandler,
+    PgWireConnectionState, PgWireServerHandlers, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::{DataRow, NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{
-    Describe, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Describe, Execute, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
@@ -216,6 +223,7 @@ fn encode(
     output: Output,
     format: &Format,
     vars: &HashMap<String, String>,
+    cancel: Option<Arc<ConnectionHandle>>,
 ) -> PgWireResult<Response> {
     Ok(match output {
         Output::Command(tag) => Response::Execution(tag),
@@ -226,23 +234,90 @@ fn encode(
             batches,
             tag,
         } => {
-            let options = Arc::new(FormatOptions::from_client_metadata(vars));
-            let fields = Arc::new(arrow_schema_to_pg_fields(
-                &display_schema(&schema),
-                format,
-                Some(options),
-            )?);
-            let format = format.clone();
-            let row_fields = fields.clone();
-            // Rows are encoded a batch at a time as the client reads them:
-            // a suspended portal encodes only what it sends.
-            let rows = stream::iter(batches)
-                .flat_map(move |batch| stream::iter(encode_rows(batch, &row_fields, &format)));
-            let mut response = QueryResponse::new(fields, rows);
-            response.set_command_tag(tag);
-            Response::Query(response)
+            let batches = stream::iter(batches.into_iter().map(Ok)).boxed();
+            query_response(&schema, batches, tag, format, vars)?
+        }
+        Output::Stream {
+            schema,
+            stream,
+            tag,
+        } => {
+            let batches = match cancel {
+                Some(handle) => until_canceled(stream, handle).boxed(),
+                None => stream.boxed(),
+            };
+            query_response(&schema, batches, tag, format, vars)?
         }
     })
+}
+
+/// A query's batches, ended by the client's cancel request. pgwire's own
+/// cancel covers running the statement; the rows are computed after it, as
+/// they are sent, so the stream listens for one from its first batch on.
+fn until_canceled(
+    batches: SendableRecordBatchStream,
+    handle: Arc<ConnectionHandle>,
+) -> impl futures::Stream<Item = datafusion::error::Result<RecordBatch>> + Send {
+    let canceled: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+        // A sender replaced by the next statement's is no cancel.
+        if handle.start_query().await.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    });
+    stream::unfold(
+        (batches, canceled, false),
+        |(mut batches, mut canceled, done)| async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                () = &mut canceled => {
+                    let error = datafusion::error::DataFusionError::External(Box::new(EddyError::Canceled));
+                    Some((Err(error), (batches, canceled, true)))
+                }
+                batch = batches.next() => batch.map(|b| (b, (batches, canceled, false))),
+            }
+        },
+    )
+}
+
+/// Rows are encoded a batch at a time as the client reads them: a
+/// suspended portal encodes only what it sends, and a query's batches are
+/// computed only as they are sent.
+fn query_response(
+    schema: &SchemaRef,
+    batches: BoxStream<'static, datafusion::error::Result<RecordBatch>>,
+    tag: &'static str,
+    format: &Format,
+    vars: &HashMap<String, String>,
+) -> PgWireResult<Response> {
+    let options = Arc::new(FormatOptions::from_client_metadata(vars));
+    let fields = Arc::new(arrow_schema_to_pg_fields(
+        &display_schema(schema),
+        format,
+        Some(options),
+    )?);
+    let format = format.clone();
+    let row_fields = fields.clone();
+    let rows = batches.flat_map(move |batch| {
+        let rows = match batch {
+            Ok(batch) => encode_rows(batch, &row_fields, &format),
+            Err(datafusion::error::DataFusionError::External(e)) => match e.downcast::<EddyError>()
+            {
+                Ok(e) => vec![Err(e.into_pgwire())],
+                Err(e) => vec![Err(EddyError::from(
+                    datafusion::error::DataFusionError::External(e),
+                )
+                .into_pgwire())],
+            },
+            Err(e) => vec![Err(EddyError::from(e).into_pgwire())],
+        };
+        stream::iter(rows)
+    });
+    let mut response = QueryResponse::new(fields, rows);
+    response.set_command_tag(tag);
+    Ok(Response::Query(response))
 }
 
 /// One batch's rows as data rows in `format`; after an error, nothing
@@ -400,12 +475,13 @@ impl SimpleQueryHandler for Parser {
             return Ok(vec![Response::EmptyQuery]);
         }
         let mut responses = Vec::with_capacity(statements.len());
-        for statement in &statements {
+        let cancel = connection_handle(client);
+        for (i, statement) in statements.iter().enumerate() {
             let mut statement = statement.clone();
             bind_session(&mut statement, client.metadata());
             let statement = &statement;
             let span = tracing::debug_span!("statement", sql = %statement);
-            let result = match deallocated(statement) {
+            let mut result = match deallocated(statement) {
                 Some(name) => deallocate(client.portal_store(), name),
                 None => {
                     handler::execute(&self.engine, client.metadata_mut(), statement, None)
@@ -413,9 +489,17 @@ impl SimpleQueryHandler for Parser {
                         .await
                 }
             };
+            // A query's rows are computed as they are sent, after every
+            // statement has run: one followed by others is run to the end
+            // first, so that its error stops them, as in Postgres.
+            if i + 1 < statements.len() {
+                if let Ok(output) = result {
+                    result = output.collected().await;
+                }
+            }
             match result
                 .map_err(EddyError::into_pgwire)
-                .and_then(|o| encode(o, &Format::UnifiedText, client.metadata()))
+                .and_then(|o| encode(o, &Format::UnifiedText, client.metadata(), cancel.clone()))
             {
                 Ok(response) => responses.push(response),
                 Err(err) => {
@@ -572,6 +656,62 @@ impl ExtendedQueryHandler for Parser {
         })
     }
 
+    /// pgwire gathers every row of an Execute without a row limit before it
+    /// sends any; a query's rows go to the socket as they are computed
+    /// instead, so a large result is never held whole.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal))
+                if message.max_rows == 0 && is_query(&portal.statement.statement) =>
+            {
+                portal
+            }
+            _ => return self._on_execute(client, message).await,
+        };
+        let state = portal.state();
+        let mut state = state.lock().await;
+        if !matches!(*state, PortalExecutionState::Initial)
+            || !matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+        {
+            drop(state);
+            return self._on_execute(client, message).await;
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let cancel = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
+            Some(handle) => Some(handle.start_query().await),
+            None => None,
+        };
+        let response = match cancel {
+            Some(cancel) => {
+                tokio::select! {
+                    response = ExtendedQueryHandler::do_query(self, client, &portal, 0) => response?,
+                    _ = cancel => return Err(PgWireError::QueryCanceled),
+                }
+            }
+            None => ExtendedQueryHandler::do_query(self, client, &portal, 0).await?,
+        };
+        *state = PortalExecutionState::Finished;
+        match response {
+            Response::Query(rows) => send_query_response(client, rows, false).await?,
+            Response::Execution(tag) => send_execution_response(client, tag).await?,
+            _ => {
+                return Err(EddyError::Internal(
+                    "a query answered with neither rows nor a command tag".into(),
+                )
+                .into_pgwire())
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
+    }
+
     /// A cursor made by `DECLARE` is a portal too, as in Postgres: drivers
     /// (psycopg's named cursors) describe it by name.
     async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
@@ -654,8 +794,27 @@ impl ExtendedQueryHandler for Parser {
             }
         }
         .map_err(EddyError::into_pgwire)?;
-        encode(output, &portal.result_column_format, client.metadata())
+        let cancel = connection_handle(client);
+        encode(
+            output,
+            &portal.result_column_format,
+            client.metadata(),
+            cancel,
+        )
     }
+}
+
+/// The connection's handle, which cancel requests fire.
+fn connection_handle<C: ClientInfo>(client: &C) -> Option<Arc<ConnectionHandle>> {
+    client
+        .session_extensions()
+        .get::<Arc<ConnectionHandle>>()
+        .map(|handle| handle.as_ref().clone())
+}
+
+/// Whether a prepared statement is a query, whose rows can be streamed.
+fn is_query(prepared: &Prepared) -> bool {
+    matches!(&prepared.statement, EddyStatement::Sql(s) if matches!(**s, Statement::Query(_)))
 }
 
 /// Binds what a statement reads of the session: `current_setting`.

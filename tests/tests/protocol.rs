@@ -825,3 +825,30 @@ async fn columns_may_share_a_name() -> Result<()> {
     assert_eq!((row.get::<_, i32>(0), row.get::<_, i32>(1)), (1, 1));
     Ok(())
 }
+
+/// A query's rows are computed as they are sent; in a simple query of
+/// several statements, a failing query still stops the ones after it.
+#[tokio::test]
+async fn a_failing_query_stops_the_statements_after_it() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute("CREATE TABLE after_error (id BIGINT PRIMARY KEY)")
+        .await?;
+    let failed = client
+        .batch_execute(
+            "SELECT 1 / (id - id) FROM (VALUES (1)) AS t(id); INSERT INTO after_error VALUES (1)",
+        )
+        .await
+        .expect_err("division by zero");
+    assert_eq!(failed.code().map(|c| c.code()), Some("22012"), "{failed:?}");
+    let rows = client.query("SELECT id FROM after_error", &[]).await?;
+    assert!(rows.is_empty(), "the INSERT after the failed query ran");
+    // The last statement's error comes mid-result, with its SQLSTATE too.
+    let failed = client
+        .query("SELECT 1 / (id - 1) FROM (VALUES (1)) AS t(id)", &[])
+        .await
+        .expect_err("division by zero");
+    assert_eq!(failed.code().map(|c| c.code()), Some("22012"), "{failed:?}");
+    select_one(&client).await
+}

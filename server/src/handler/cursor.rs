@@ -2,9 +2,9 @@
 //! any query.
 //!
 //! Each connection is a session with cursors of its own, dropped when it
-//! ends. A cursor holds its query's result, read at DECLARE: one
-//! consistent point across every view. FETCH and MOVE take rows from it,
-//! forward only. Without `WITH HOLD`, DECLARE needs a transaction block and
+//! ends. A cursor's query fixes what it reads at DECLARE: one consistent
+//! point across every view. FETCH and MOVE take rows from it, forward
+//! only, computing them as they ask. Without `WITH HOLD`, DECLARE needs a transaction block and
 //! the cursor ends with it; with it, the cursor lives until CLOSE or the
 //! end of the session.
 
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{
     CloseCursor, Declare, FetchDirection, Ident, Statement, Value, ValueWithSpan,
@@ -22,6 +23,7 @@ use datafusion::sql::sqlparser::ast::{
 use eddy_dataflow::{PushEvent, PushReceiver};
 use eddy_sql::ast::Subscribe;
 use eddy_sql::{EddyQuery, QueryClauses};
+use futures::StreamExt;
 use pgwire::api::results::Tag;
 
 use super::push::Form;
@@ -36,6 +38,9 @@ struct Cursor {
     schema: SchemaRef,
     /// The rows not fetched yet.
     rows: VecDeque<RecordBatch>,
+    /// A query's rows still to compute, as FETCH asks for them; taken out
+    /// while a FETCH computes them.
+    query: Option<SendableRecordBatchStream>,
     hold: bool,
     /// A push query's rows still to come (`DECLARE ... FOR SUBSCRIBE` or
     /// `FOR SELECT ... EMIT CHANGES`); taken out while a FETCH waits on it.
@@ -230,17 +235,21 @@ pub async fn handle_declare(
         Some(plan) => plan,
         None => engine.plan(&statement).await?,
     };
-    let Output::Rows {
-        schema, batches, ..
-    } = super::query::handle_query(engine, &statement, plan).await?
-    else {
-        return Err(EddyError::Internal(
-            "a cursor's query returned no rows".into(),
-        ));
+    let (schema, rows, query) = match super::query::handle_query(engine, &statement, plan).await? {
+        Output::Rows {
+            schema, batches, ..
+        } => (schema, batches, None),
+        Output::Stream { schema, stream, .. } => (schema, Vec::new(), Some(stream)),
+        _ => {
+            return Err(EddyError::Internal(
+                "a cursor's query returned no rows".into(),
+            ))
+        }
     };
     let cursor = Cursor {
         schema,
-        rows: batches.into_iter().filter(|b| b.num_rows() > 0).collect(),
+        rows: rows.into_iter().filter(|b| b.num_rows() > 0).collect(),
+        query,
         hold,
         feed: None,
         declared_at: 0,
@@ -328,6 +337,7 @@ fn open_feed(
     let cursor = Cursor {
         schema,
         rows: VecDeque::new(),
+        query: None,
         hold,
         feed: Some(Feed {
             receiver,
@@ -411,6 +421,12 @@ pub async fn handle_fetch(
     }
     let count = forward_count(direction)?;
     let name = cursor_name(name);
+    if moving {
+        if let Some(moved) = pull_rows(vars, &name, count, true).await? {
+            return Ok(Output::Command(Tag::new("MOVE").with_rows(moved)));
+        }
+    }
+    pull_rows(vars, &name, count, false).await?;
     wait_for_rows(vars, &name, count, timeout).await?;
     let (schema, batches) = with_session(vars, |s| {
         let cursor = s
@@ -428,6 +444,73 @@ pub async fn handle_fetch(
         batches,
         tag: "FETCH",
     })
+}
+
+/// Computes a query cursor's rows until `count` of them (all for `None`)
+/// are had: queued, for FETCH, or with `skip`, for MOVE, skipped along
+/// with those queued before, keeping none. Returns how many were had, or
+/// `None` for a cursor with no rows left to compute.
+async fn pull_rows(
+    vars: &mut HashMap<String, String>,
+    name: &str,
+    count: Option<usize>,
+    skip: bool,
+) -> Result<Option<usize>> {
+    let wanted = count.unwrap_or(usize::MAX);
+    let taken = with_session(vars, |s| {
+        let cursor = s.cursors.get_mut(name)?;
+        cursor.query.as_ref()?;
+        let had: usize = if skip {
+            let skipped = take_rows(&mut cursor.rows, count);
+            skipped.iter().map(RecordBatch::num_rows).sum()
+        } else {
+            cursor.rows.iter().map(RecordBatch::num_rows).sum()
+        };
+        let query = if had < wanted {
+            cursor.query.take()
+        } else {
+            None
+        };
+        Some((query, had))
+    });
+    let Some((query, mut had)) = taken else {
+        return Ok(None);
+    };
+    let Some(mut query) = query else {
+        return Ok(Some(had));
+    };
+    let mut rows = VecDeque::new();
+    let mut result = Ok(());
+    let mut ended = false;
+    while had < wanted {
+        match query.next().await {
+            Some(Ok(batch)) => {
+                let n = batch.num_rows();
+                let used = if skip { n.min(wanted - had) } else { 0 };
+                if used < n {
+                    rows.push_back(batch.slice(used, n - used));
+                }
+                had += n.min(wanted - had);
+            }
+            Some(Err(e)) => {
+                result = Err(EddyError::from(e));
+                break;
+            }
+            None => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    with_session(vars, |s| {
+        if let Some(cursor) = s.cursors.get_mut(name) {
+            cursor.rows.extend(rows);
+            if result.is_ok() && !ended {
+                cursor.query = Some(query);
+            }
+        }
+    });
+    result.map(|()| Some(had))
 }
 
 /// For a push query cursor: waits for its next changes (at most
@@ -547,6 +630,7 @@ mod tests {
                 let cursor = Cursor {
                     schema: schema.clone(),
                     rows: VecDeque::new(),
+                    query: None,
                     hold,
                     feed: None,
                     declared_at: s.tick(),

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{DescribeAlias, Statement};
 use eddy_sql::EddyStatement;
@@ -41,9 +42,33 @@ pub enum Output {
         batches: Vec<RecordBatch>,
         tag: &'static str,
     },
+    /// A query's rows, computed as the client reads them.
+    Stream {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+        tag: &'static str,
+    },
     Command(Tag),
     TransactionStart(Tag),
     TransactionEnd(Tag),
+}
+
+impl Output {
+    /// This output with a query's rows computed to the end.
+    pub async fn collected(self) -> Result<Output> {
+        match self {
+            Output::Stream {
+                schema,
+                stream,
+                tag,
+            } => Ok(Output::Rows {
+                schema,
+                batches: datafusion::physical_plan::common::collect(stream).await?,
+                tag,
+            }),
+            other => Ok(other),
+        }
+    }
 }
 
 /// How a statement is run: planned by DataFusion, or handled by Eddy.

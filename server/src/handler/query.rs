@@ -21,14 +21,14 @@ pub async fn handle_query(
     // (`CASE WHEN c THEN 1 ELSE 2.5 END` is not a bigint).
     let plan = engine.analyze(plan)?;
     let schema = Arc::new(plan.schema().as_arrow().clone());
-    let batches = engine.collect(plan).await?;
+    let stream = engine.stream(plan).await?;
     let tag = match statement {
         Statement::Explain { .. } => "EXPLAIN",
         _ => "SELECT",
     };
-    Ok(Output::Rows {
+    Ok(Output::Stream {
         schema,
-        batches,
+        stream,
         tag,
     })
 }
