@@ -25,7 +25,7 @@ pub use change::ChangeBatch;
 pub use graph::Node;
 pub use lower::{check_deterministic, lower, JoinGrace, Lowered, WindowHint, Windowing};
 pub use plan::{PlanNode, ViewBuilder};
-pub use progress::SourceProgress;
+pub use progress::{RuntimeCounters, SourceProgress};
 pub use runtime::{
     DataflowHandle, PushEvent, PushInfo, PushReceiver, Timing, ViewStats, PUSH_BUFFER,
 };

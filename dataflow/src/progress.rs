@@ -33,3 +33,29 @@ pub struct SourceProgress {
 
 /// Every Kafka relation's progress, by id.
 pub type ProgressMap = Arc<Mutex<HashMap<u64, SourceProgress>>>;
+
+/// The runtime's own clocks, for the metrics endpoint: epochs stepped and
+/// checkpoints staged, and the time they took on the runtime's thread.
+#[derive(Debug, Default)]
+pub struct RuntimeCounters {
+    pub epochs: std::sync::atomic::AtomicU64,
+    pub epoch_micros: std::sync::atomic::AtomicU64,
+    pub checkpoints: std::sync::atomic::AtomicU64,
+    pub checkpoint_micros: std::sync::atomic::AtomicU64,
+}
+
+impl RuntimeCounters {
+    pub fn record_epoch(&self, started: Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.epochs.fetch_add(1, Relaxed);
+        self.epoch_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+    }
+
+    pub fn record_checkpoint(&self, started: Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.checkpoints.fetch_add(1, Relaxed);
+        self.checkpoint_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+    }
+}

@@ -5,6 +5,7 @@ mod engine;
 mod error;
 mod handler;
 mod ksql_functions;
+mod metrics;
 mod nexmark_load;
 mod pg_catalog;
 mod pg_columns;
@@ -88,6 +89,10 @@ struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "EDDY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Address to serve Prometheus metrics on, at /metrics (none by
+    /// default). Port 0 picks a free port.
+    #[arg(long, env = "EDDY_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -169,6 +174,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on {addr}");
     tracing::info!(%addr, data_dir = %args.data_dir.display(), "eddy is ready");
 
+    if let Some(metrics_listen) = &args.metrics_listen {
+        let listener = TcpListener::bind(metrics_listen)
+            .await
+            .with_context(|| format!("cannot serve metrics on {metrics_listen}"))?;
+        let addr = listener.local_addr()?;
+        println!("metrics on http://{addr}/metrics");
+        tokio::spawn(metrics::serve(listener, engine.clone()));
+    }
+
     let handlers = Arc::new(Handlers::new(engine.clone()));
     let mut connections = JoinSet::new();
     let shutdown = shutdown_signal();
@@ -180,6 +194,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     let _ = socket.set_nodelay(true);
                     let handlers = handlers.clone();
                     connections.spawn(async move {
+                        let _open = metrics::ConnectionGuard::open();
                         if let Err(error) = connection::serve(socket, &handlers).await {
                             tracing::debug!(%peer, %error, "connection ended with an error");
                         }

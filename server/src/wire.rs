@@ -116,6 +116,10 @@ impl ErrorHandler for LogErrors {
             let info = pgwire::error::ErrorInfo::new("ERROR".into(), "34000".into(), message);
             *error = PgWireError::UserError(Box::new(info));
         }
+        match error {
+            PgWireError::UserError(info) => crate::metrics::error(&info.code),
+            _ => crate::metrics::error("XX000"),
+        }
     }
 }
 
@@ -505,6 +509,7 @@ impl SimpleQueryHandler for Parser {
                 Err(err) => {
                     // Postgres stops at the first failing statement.
                     let info: pgwire::error::ErrorInfo = err.into();
+                    crate::metrics::error(&info.code);
                     responses.push(Response::Error(Box::new(info)));
                     break;
                 }

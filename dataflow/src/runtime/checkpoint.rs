@@ -104,6 +104,7 @@ impl Runtime {
     /// returned, to be written by [`Checkpoint::finish`] where the commit
     /// runs, off the compute path.
     pub(super) fn stage_checkpoint(&mut self, batch: &mut WriteBatch) -> Result<Checkpoint> {
+        let started = Instant::now();
         let mut logs = Vec::new();
         for view in &mut self.views {
             let segment = std::mem::take(&mut view.unsaved);
@@ -123,6 +124,7 @@ impl Runtime {
         );
         self.journal.bytes = 0;
         self.journal.at = Instant::now();
+        self.counters.record_checkpoint(started);
         Ok(Checkpoint { logs })
     }
 

@@ -300,6 +300,7 @@ impl Runtime {
             pushed,
         };
         self.hand_off(batch, checkpoint, committed, started)?;
+        self.counters.record_epoch(started);
         self.taken = entries.iter().map(|e| e.seq).collect();
         tracing::debug!(entries = entries.len(), rows, "epoch handed off");
         Ok(entries.len() as u64)

@@ -32,7 +32,7 @@ use crate::kafka::sink::TopicSink;
 use crate::kafka::Kafka;
 use crate::operators::EpochContext;
 use crate::plan::ViewBuilder;
-use crate::progress::{ProgressMap, SourceProgress};
+use crate::progress::{ProgressMap, RuntimeCounters, SourceProgress};
 use crate::sink::ViewSink;
 use crate::state_log::Segment;
 use crate::{DataflowError, Result};
@@ -102,6 +102,7 @@ pub struct DataflowHandle {
     progress: ProgressMap,
     query_progress: QueryProgressMap,
     late_rows: LateRows,
+    counters: Arc<RuntimeCounters>,
     push_registry: push::PushRegistry,
     next_push_id: std::sync::atomic::AtomicU64,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -131,6 +132,7 @@ impl DataflowHandle {
         let progress = Arc::new(Mutex::new(HashMap::new()));
         let query_progress = QueryProgressMap::default();
         let late_rows = LateRows::default();
+        let counters = Arc::new(RuntimeCounters::default());
         let push_registry = push::PushRegistry::default();
         let mut runtime = Runtime {
             catalog: catalog.clone(),
@@ -142,6 +144,7 @@ impl DataflowHandle {
             relays: HashMap::new(),
             query_progress: query_progress.clone(),
             late_rows: late_rows.clone(),
+            counters: counters.clone(),
             tokio: tokio::runtime::Handle::try_current().ok(),
             wake,
             builder,
@@ -182,6 +185,7 @@ impl DataflowHandle {
             progress,
             query_progress,
             late_rows,
+            counters,
             push_registry,
             next_push_id: Default::default(),
             thread: std::sync::Mutex::new(Some(thread)),
@@ -213,6 +217,11 @@ impl DataflowHandle {
     /// Rows each view or query dropped since startup as late, by id.
     pub fn late_rows(&self) -> HashMap<u64, u64> {
         self.late_rows.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Epochs and checkpoints so far, and their time.
+    pub fn counters(&self) -> &RuntimeCounters {
+        &self.counters
     }
 
     /// How far each persistent query has written its topic, by id.
@@ -397,6 +406,7 @@ struct Runtime {
     relays: HashMap<u64, Relay>,
     query_progress: QueryProgressMap,
     late_rows: LateRows,
+    counters: Arc<RuntimeCounters>,
     /// Runs the relays; without it (or Kafka) queries only fill the outbox.
     tokio: Option<tokio::runtime::Handle>,
     wake: Arc<dyn Fn() + Send + Sync>,

@@ -105,6 +105,9 @@ pub async fn execute(
     statement: &EddyStatement,
     plan: Option<LogicalPlan>,
 ) -> Result<Output> {
+    crate::metrics::statement(&crate::metrics::statement_kind(&statement_prefix(
+        statement,
+    )));
     let output = run(engine, vars, statement, plan).await?;
     // Only once the statement has run, so a failed one changes nothing.
     if let EddyStatement::Sql(sql) = statement {
@@ -291,6 +294,24 @@ fn text_rows(schema: SchemaRef, rows: &[Vec<String>], tag: &'static str) -> Resu
         batches: vec![batch],
         tag,
     })
+}
+
+/// The start of a statement's text (its first 64 bytes or so), without
+/// formatting the rest of a long statement.
+fn statement_prefix(statement: &EddyStatement) -> String {
+    struct Prefix(String);
+    impl std::fmt::Write for Prefix {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.push_str(s);
+            match self.0.len() >= 64 {
+                true => Err(std::fmt::Error),
+                false => Ok(()),
+            }
+        }
+    }
+    let mut prefix = Prefix(String::new());
+    let _ = std::fmt::Write::write_fmt(&mut prefix, format_args!("{statement}"));
+    prefix.0
 }
 
 /// The first words of a statement, to name it in errors.
