@@ -212,6 +212,17 @@ struct ExtendedPushes {
     statements: HashMap<String, PushQuery>,
     /// Each portal's query and the formats Bind asked for its columns.
     portals: HashMap<String, (PushQuery, Format)>,
+    /// Portals executed with a row limit: their queries run on between
+    /// Executes, their rows queued until fetched.
+    running: HashMap<String, Running>,
+}
+
+/// A push query portal fetched some rows at a time.
+struct Running {
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    feed: cursor::Feed,
+    rows: std::collections::VecDeque<datafusion::arrow::array::RecordBatch>,
+    sent: usize,
 }
 
 /// What became of a message [`ExtendedPushes`] saw.
@@ -264,6 +275,7 @@ impl ExtendedPushes {
                 let portal = bind.portal_name.clone().unwrap_or_default();
                 let statement = bind.statement_name.clone().unwrap_or_default();
                 let Some(push) = self.statements.get(&statement) else {
+                    self.running.remove(&portal);
                     self.portals.remove(&portal);
                     return Ok(Taken::Pass(PgWireFrontendMessage::Bind(bind)));
                 };
@@ -273,6 +285,7 @@ impl ExtendedPushes {
                     )));
                 }
                 let format = result_format(&bind.result_column_format_codes);
+                self.running.remove(&portal);
                 self.portals.insert(portal, (push.clone(), format));
                 socket
                     .send(PgWireBackendMessage::BindComplete(BindComplete::new()))
@@ -319,12 +332,12 @@ impl ExtendedPushes {
                     return Ok(Taken::Pass(PgWireFrontendMessage::Execute(execute)));
                 };
                 if execute.max_rows > 0 {
-                    return Ok(Taken::Failed(EddyError::Unsupported(
-                        "a push query fetched some rows at a time through a portal (DECLARE a \
-                         cursor FOR it and FETCH from that)"
-                            .into(),
-                    )));
+                    let max_rows = execute.max_rows as usize;
+                    return self
+                        .fetch(name, push, format, max_rows, socket, engine)
+                        .await;
                 }
+                self.running.remove(&name);
                 let protocol = push::Protocol::Extended { format };
                 let mut synced = false;
                 let result = push::serve(socket, engine, push, &protocol, &mut synced).await;
@@ -334,7 +347,10 @@ impl ExtendedPushes {
                 let name = close.name.clone().unwrap_or_default();
                 let removed = match close.target_type {
                     b'S' => self.statements.remove(&name).is_some(),
-                    _ => self.portals.remove(&name).is_some(),
+                    _ => {
+                        self.running.remove(&name);
+                        self.portals.remove(&name).is_some()
+                    }
                 };
                 if !removed {
                     return Ok(Taken::Pass(PgWireFrontendMessage::Close(close)));
@@ -346,6 +362,88 @@ impl ExtendedPushes {
             }
             other => Ok(Taken::Pass(other)),
         }
+    }
+}
+
+impl ExtendedPushes {
+    /// An Execute with a row limit on a push query portal (drivers' fetch
+    /// size): the first starts the query, which runs on between Executes;
+    /// each sends up to `max_rows` rows, waiting for them, then
+    /// PortalSuspended, or CommandComplete once the query's LIMIT is met.
+    async fn fetch<S, ST>(
+        &mut self,
+        name: String,
+        push: PushQuery,
+        format: Format,
+        max_rows: usize,
+        socket: &mut Framed<S, PgWireMessageServerCodec<ST>>,
+        engine: &Engine,
+    ) -> io::Result<Taken>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+    {
+        let cancel = push::cancel_receiver(socket).await;
+        if !self.running.contains_key(&name) {
+            match push.start_feed(engine, socket.metadata()).await {
+                Ok((schema, feed)) => {
+                    let running = Running {
+                        schema,
+                        feed,
+                        rows: Default::default(),
+                        sent: 0,
+                    };
+                    self.running.insert(name.clone(), running);
+                }
+                Err(e) => return Ok(Taken::Failed(e)),
+            }
+        }
+        let Some(running) = self.running.get_mut(&name) else {
+            return Ok(Taken::Failed(EddyError::Internal(
+                "a fetched push query is gone".into(),
+            )));
+        };
+        let filled = tokio::select! {
+            filled = running.feed.fill(&running.schema, &mut running.rows, max_rows, None) => filled,
+            () = push::canceled(cancel) => Err(EddyError::Canceled),
+        };
+        let fields = filled.and_then(|()| {
+            arrow_schema_to_pg_fields(&running.schema, &format, None).map_err(EddyError::from)
+        });
+        let fields = match fields {
+            Ok(fields) => Arc::new(fields),
+            Err(e) => {
+                self.running.remove(&name);
+                return Ok(Taken::Failed(e));
+            }
+        };
+        for batch in cursor::take_rows(&mut running.rows, Some(max_rows)) {
+            for row in crate::wire::encode_rows(batch, &fields, &format) {
+                match row {
+                    Ok(row) => {
+                        running.sent += 1;
+                        socket.feed(PgWireBackendMessage::DataRow(row)).await?;
+                    }
+                    Err(e) => {
+                        self.running.remove(&name);
+                        return Ok(Taken::Failed(EddyError::PushFailed(e.to_string())));
+                    }
+                }
+            }
+        }
+        if running.feed.ended() && running.rows.is_empty() {
+            let tag = pgwire::api::results::Tag::new("SELECT").with_rows(running.sent);
+            self.running.remove(&name);
+            socket
+                .send(PgWireBackendMessage::CommandComplete(tag.into()))
+                .await?;
+        } else {
+            socket
+                .send(PgWireBackendMessage::PortalSuspended(
+                    pgwire::messages::extendedquery::PortalSuspended::new(),
+                ))
+                .await?;
+        }
+        Ok(Taken::Answered)
     }
 }
 

@@ -304,6 +304,64 @@ async fn push_queries_run_in_the_extended_protocol() -> Result<()> {
     Ok(())
 }
 
+/// An Execute with a row limit (drivers' fetch size) takes a push query's
+/// rows some at a time: the portal is suspended between Executes while
+/// the query runs on, and completes at its LIMIT.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_portal_is_fetched_some_rows_at_a_time() -> Result<()> {
+    let server = TestServer::start()?;
+    let mut client = server.connect().await?;
+    setup(&client).await?;
+    client
+        .batch_execute(
+            "SET 'auto.offset.reset' = 'earliest';
+             INSERT INTO orders VALUES (2, 'bob', 20), (3, 'cy', 30), (4, 'di', 40), (5, 'ed', 50)",
+        )
+        .await?;
+    let writer = server.connect().await?;
+    let transaction = client.transaction().await?;
+    let statement = transaction
+        .prepare("SELECT id FROM orders EMIT CHANGES LIMIT 7")
+        .await?;
+    let portal = transaction.bind(&statement, &[]).await?;
+    let ids = |rows: Vec<tokio_postgres::Row>| -> Vec<i64> {
+        let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        ids.sort();
+        ids
+    };
+    let first = tokio::time::timeout(WAIT, transaction.query_portal(&portal, 3)).await??;
+    assert_eq!(first.len(), 3);
+    // Two rows are left of the five; the third is written while the
+    // Execute waits for it.
+    let write = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        writer
+            .batch_execute("INSERT INTO orders VALUES (6, 'fay', 60), (7, 'gus', 70)")
+            .await
+    };
+    let (second, written) = tokio::time::timeout(
+        WAIT,
+        futures::future::join(transaction.query_portal(&portal, 3), write),
+    )
+    .await?;
+    written?;
+    let second = second?;
+    assert_eq!(second.len(), 3);
+    let last = tokio::time::timeout(WAIT, transaction.query_portal(&portal, 3)).await??;
+    assert_eq!(last.len(), 1, "the LIMIT ends the query");
+    let mut all = ids(first);
+    all.extend(ids(second));
+    all.extend(ids(last));
+    all.sort();
+    assert_eq!(all, [1, 2, 3, 4, 5, 6, 7]);
+    drop(portal);
+    transaction.commit().await?;
+    wait_for_push_queries(&client, |n| n == 0).await?;
+    let one: i32 = client.query_one("SELECT 1", &[]).await?.get(0);
+    assert_eq!(one, 1);
+    Ok(())
+}
+
 /// The next `n` rows of a running subscription, each as its cells joined
 /// with `|`.
 async fn next_rows(

@@ -50,8 +50,8 @@ struct Cursor {
     declared_at: u64,
 }
 
-/// Where a push query cursor's rows come from.
-struct Feed {
+/// Where a push query cursor's (or row-limited portal's) rows come from.
+pub(crate) struct Feed {
     receiver: PushReceiver,
     form: Form,
     /// Rows still to take before the query ends (its `LIMIT`).
@@ -59,6 +59,55 @@ struct Feed {
 }
 
 impl Feed {
+    pub(crate) fn new(receiver: PushReceiver, form: Form, limit: Option<u64>) -> Self {
+        Feed {
+            receiver,
+            form,
+            remaining: limit,
+        }
+    }
+
+    /// Whether the query has reached its LIMIT: nothing more comes.
+    pub(crate) fn ended(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
+    /// Waits for changes (until `deadline`, if any) until `wanted` rows are
+    /// queued on `rows` or the query has ended, then queues whatever else
+    /// has come.
+    pub(crate) async fn fill(
+        &mut self,
+        schema: &SchemaRef,
+        rows: &mut VecDeque<RecordBatch>,
+        wanted: usize,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<()> {
+        let mut queued: usize = rows.iter().map(RecordBatch::num_rows).sum();
+        while queued < wanted && !self.ended() {
+            let event = match deadline {
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                        Ok(event) => event,
+                        Err(_) => break,
+                    }
+                }
+                None => self.receiver.recv().await,
+            };
+            match event {
+                Some(event) => self.absorb(event, schema, rows)?,
+                None => return Err(EddyError::ShuttingDown),
+            }
+            queued = rows.iter().map(RecordBatch::num_rows).sum();
+        }
+        while !self.ended() {
+            let Some(event) = self.receiver.try_recv() else {
+                break;
+            };
+            self.absorb(event, schema, rows)?;
+        }
+        Ok(())
+    }
+
     /// Queues the rows of `event` on `rows`.
     fn absorb(
         &mut self,
@@ -339,11 +388,7 @@ fn open_feed(
         rows: VecDeque::new(),
         query: None,
         hold,
-        feed: Some(Feed {
-            receiver,
-            form,
-            remaining: limit,
-        }),
+        feed: Some(Feed::new(receiver, form, limit)),
         declared_at: 0,
     };
     open_cursor(vars, name, cursor);
@@ -378,7 +423,10 @@ fn forward_count(direction: &FetchDirection) -> Result<Option<usize>> {
 }
 
 /// Takes up to `count` rows (all with `None`) off the front of `rows`.
-fn take_rows(rows: &mut VecDeque<RecordBatch>, count: Option<usize>) -> Vec<RecordBatch> {
+pub(crate) fn take_rows(
+    rows: &mut VecDeque<RecordBatch>,
+    count: Option<usize>,
+) -> Vec<RecordBatch> {
     let mut wanted = count.unwrap_or(usize::MAX);
     let mut taken = Vec::new();
     while wanted > 0 {
@@ -539,34 +587,13 @@ async fn wait_for_rows(
         return Ok(());
     };
     let mut rows = VecDeque::new();
-    let mut queued = 0;
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut result = Ok(());
-    while queued < wanted && feed.remaining != Some(0) && result.is_ok() {
-        let event = match deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, feed.receiver.recv()).await {
-                Ok(event) => event,
-                Err(_) => break,
-            },
-            None => feed.receiver.recv().await,
-        };
-        result = match event {
-            Some(event) => feed.absorb(event, &schema, &mut rows),
-            None => Err(EddyError::ShuttingDown),
-        };
-        queued = rows.iter().map(RecordBatch::num_rows).sum();
-    }
-    while result.is_ok() && feed.remaining != Some(0) {
-        let Some(event) = feed.receiver.try_recv() else {
-            break;
-        };
-        result = feed.absorb(event, &schema, &mut rows);
-    }
+    let result = feed.fill(&schema, &mut rows, wanted, deadline).await;
     with_session(vars, |s| {
         if let Some(cursor) = s.cursors.get_mut(name) {
             cursor.rows.extend(rows);
             // A query past its LIMIT has ended: its rows are all queued.
-            if result.is_ok() && feed.remaining != Some(0) {
+            if result.is_ok() && !feed.ended() {
                 cursor.feed = Some(feed);
             }
         }

@@ -315,6 +315,64 @@ pub async fn start(
     Ok((schema, receiver))
 }
 
+/// Starts listening for the client's cancel request.
+pub async fn cancel_receiver<S: ClientInfo>(
+    socket: &S,
+) -> Option<futures::channel::oneshot::Receiver<()>> {
+    match socket.session_extensions().get::<Arc<ConnectionHandle>>() {
+        Some(handle) => Some(handle.start_query().await),
+        None => None,
+    }
+}
+
+/// Resolves when `cancel` fires; never, without one (a dropped sender,
+/// replaced by the next query's, is no cancel).
+pub async fn canceled(cancel: Option<futures::channel::oneshot::Receiver<()>>) {
+    match cancel {
+        Some(rx) => {
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl PushQuery {
+    /// Starts the query for a session whose settings are `metadata`.
+    pub async fn start(
+        &self,
+        engine: &Engine,
+        metadata: &std::collections::HashMap<String, String>,
+    ) -> Result<(SchemaRef, PushReceiver)> {
+        let snapshot = match self.form {
+            Form::Subscribe { snapshot, .. } => snapshot,
+            Form::EmitChanges => starts_earliest(metadata),
+        };
+        start(
+            engine,
+            self.statement.clone(),
+            &self.query,
+            self.form,
+            snapshot,
+        )
+        .await
+    }
+
+    /// Starts the query as a feed of rows to fetch some at a time.
+    pub async fn start_feed(
+        &self,
+        engine: &Engine,
+        metadata: &std::collections::HashMap<String, String>,
+    ) -> Result<(SchemaRef, super::cursor::Feed)> {
+        let (schema, receiver) = self.start(engine, metadata).await?;
+        Ok((
+            schema,
+            super::cursor::Feed::new(receiver, self.form, self.limit),
+        ))
+    }
+}
+
 /// Runs `push` and streams its rows to `socket` until it ends; an error
 /// is the query's, for the caller to report. In the extended protocol,
 /// `synced` is set when the client's Sync came while the query ran: the
@@ -326,23 +384,9 @@ pub async fn serve<S: PushSocket>(
     protocol: &Protocol,
     synced: &mut bool,
 ) -> Result<Ended> {
-    let snapshot = match push.form {
-        Form::Subscribe { snapshot, .. } => snapshot,
-        Form::EmitChanges => starts_earliest(socket.metadata()),
-    };
     // Listen for a cancel before the query is visible, so none is missed.
-    let cancel = match socket.session_extensions().get::<Arc<ConnectionHandle>>() {
-        Some(handle) => Some(handle.start_query().await),
-        None => None,
-    };
-    let (schema, mut receiver) = start(
-        engine,
-        push.statement.clone(),
-        &push.query,
-        push.form,
-        snapshot,
-    )
-    .await?;
+    let cancel = cancel_receiver(socket).await;
+    let (schema, mut receiver) = push.start(engine, socket.metadata()).await?;
     let format = match protocol {
         Protocol::Simple => Format::UnifiedText,
         Protocol::Extended { format } => format.clone(),
@@ -365,17 +409,7 @@ pub async fn serve<S: PushSocket>(
     if described.is_err() {
         return Ok(Ended::Disconnected);
     }
-    let mut cancel = std::pin::pin!(async move {
-        match cancel {
-            Some(rx) => {
-                // A dropped sender (the next query) is not a cancel.
-                if rx.await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-            None => std::future::pending().await,
-        }
-    });
+    let mut cancel = std::pin::pin!(canceled(cancel));
     let mut sent: u64 = 0;
     loop {
         tokio::select! {

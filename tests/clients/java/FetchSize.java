@@ -96,6 +96,28 @@ public class FetchSize {
             }
         });
 
+        test("setFetchSize(2) over a push query (EMIT CHANGES LIMIT 5)", () -> {
+            try (Connection conn = connect()) {
+                conn.setAutoCommit(false);
+                Set<Long> ids = new HashSet<>();
+                AtomicInteger suspended = countProtocol("<=BE PortalSuspended");
+                try (Statement st = conn.createStatement()) {
+                    st.execute("SET 'auto.offset.reset' = 'earliest'");
+                    st.setFetchSize(2);
+                    try (ResultSet rs = st.executeQuery("SELECT id FROM " + T + " EMIT CHANGES LIMIT 5")) {
+                        while (rs.next()) {
+                            check(ids.add(rs.getLong(1)), "row " + rs.getLong(1) + " seen twice");
+                        }
+                    }
+                }
+                conn.commit();
+                Logger.getLogger("org.postgresql").setLevel(Level.OFF);
+                check(ids.size() == 5, "got " + ids.size() + " rows, want 5");
+                check(suspended.get() == 2, suspended.get() + " PortalSuspended messages, want 2");
+                return ids.size() + " rows in fetches of 2, " + suspended.get() + " PortalSuspended";
+            }
+        });
+
         test("PreparedStatement with parameters (also server-prepared)", () -> {
             try (Connection conn = connect()) {
                 conn.setAutoCommit(false);
