@@ -48,6 +48,8 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
     let errors = handlers.error_handler();
     let engine = handlers.engine();
     let mut pushes = ExtendedPushes::default();
+    // A message the client sent while a push query ran, read next.
+    let mut pending = None;
 
     let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_timeout);
@@ -84,7 +86,9 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
             PgWireConnectionState::AwaitingStartup
                 | PgWireConnectionState::AuthenticationInProgress
         );
-        let message = if starting {
+        let message = if let Some(message) = pending.take() {
+            Some(Ok(message))
+        } else if starting {
             tokio::select! {
                 _ = &mut startup_timeout => None,
                 message = socket.next() => message,
@@ -116,7 +120,15 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
                     let result = match push {
                         Ok(push) => {
                             let protocol = push::Protocol::Simple;
-                            push::serve(&mut socket, engine, push, &protocol, &mut synced).await
+                            push::serve(
+                                &mut socket,
+                                engine,
+                                push,
+                                &protocol,
+                                &mut synced,
+                                &mut pending,
+                            )
+                            .await
                         }
                         Err(e) => Err(e),
                     };
@@ -128,7 +140,10 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
                 None => PgWireFrontendMessage::Query(query),
             },
             message if !matches!(socket.state(), PgWireConnectionState::AwaitingSync) => {
-                match pushes.take(message, &mut socket, engine).await? {
+                match pushes
+                    .take(message, &mut socket, engine, &mut pending)
+                    .await?
+                {
                     Taken::Pass(message) => message,
                     Taken::Answered => continue,
                     Taken::Ran { result, synced } => {
@@ -245,6 +260,7 @@ impl ExtendedPushes {
         message: PgWireFrontendMessage,
         socket: &mut Framed<S, PgWireMessageServerCodec<ST>>,
         engine: &Engine,
+        pending: &mut Option<PgWireFrontendMessage>,
     ) -> io::Result<Taken>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
@@ -340,7 +356,8 @@ impl ExtendedPushes {
                 self.running.remove(&name);
                 let protocol = push::Protocol::Extended { format };
                 let mut synced = false;
-                let result = push::serve(socket, engine, push, &protocol, &mut synced).await;
+                let result =
+                    push::serve(socket, engine, push, &protocol, &mut synced, pending).await;
                 Ok(Taken::Ran { result, synced })
             }
             PgWireFrontendMessage::Close(close) => {

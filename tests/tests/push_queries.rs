@@ -362,6 +362,42 @@ async fn a_push_portal_is_fetched_some_rows_at_a_time() -> Result<()> {
     Ok(())
 }
 
+/// Statements a client pipelines behind a running push query wait for it
+/// to end, then run, as in Postgres.
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_pipelined_behind_a_push_query_wait_for_it() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    setup(&client).await?;
+    client
+        .batch_execute("SET 'auto.offset.reset' = 'earliest'")
+        .await?;
+    let writer = server.connect().await?;
+    let statement = client
+        .prepare("SELECT id FROM orders EMIT CHANGES LIMIT 2")
+        .await?;
+    let push = client.query(&statement, &[]);
+    let after = client.query_one("SELECT count(*) FROM orders", &[]);
+    let write = async {
+        wait_for_push_queries(&writer, |n| n == 1).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        writer
+            .batch_execute("INSERT INTO orders VALUES (2, 'bob', 20)")
+            .await?;
+        anyhow::Ok(())
+    };
+    let (rows, count, written) =
+        tokio::time::timeout(WAIT, futures::future::join3(push, after, write)).await?;
+    written?;
+    assert_eq!(rows?.len(), 2);
+    let count: i64 = count?.get(0);
+    assert_eq!(
+        count, 2,
+        "the pipelined query ran after the push query ended"
+    );
+    Ok(())
+}
+
 /// The next `n` rows of a running subscription, each as its cells joined
 /// with `|`.
 async fn next_rows(

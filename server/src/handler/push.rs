@@ -376,13 +376,15 @@ impl PushQuery {
 /// Runs `push` and streams its rows to `socket` until it ends; an error
 /// is the query's, for the caller to report. In the extended protocol,
 /// `synced` is set when the client's Sync came while the query ran: the
-/// query's end (or the caller, after an error) answers it.
+/// query's end (or the caller, after an error) answers it. A message the
+/// client sent meanwhile is left in `pending`, for the caller to take next.
 pub async fn serve<S: PushSocket>(
     socket: &mut S,
     engine: &Engine,
     push: PushQuery,
     protocol: &Protocol,
     synced: &mut bool,
+    pending: &mut Option<PgWireFrontendMessage>,
 ) -> Result<Ended> {
     // Listen for a cancel before the query is visible, so none is missed.
     let cancel = cancel_receiver(socket).await;
@@ -444,10 +446,11 @@ pub async fn serve<S: PushSocket>(
                 }
                 None => return Err(EddyError::ShuttingDown),
             },
-            // The client leaves (or, against the protocol, speaks before
-            // the query ends): the query ends with the connection. A Sync
-            // after Execute is the protocol's, and waits for the end.
-            message = socket.next() => match message {
+            // A Sync after Execute is the protocol's, and waits for the
+            // end. Anything else the client sends meanwhile (pipelined
+            // statements) waits unread until the query ends, as in
+            // Postgres; the client leaving ends the query.
+            message = socket.next(), if pending.is_none() => match message {
                 Some(Ok(PgWireFrontendMessage::Sync(_)))
                     if matches!(protocol, Protocol::Extended { .. }) && !*synced =>
                 {
@@ -455,6 +458,9 @@ pub async fn serve<S: PushSocket>(
                 }
                 Some(Ok(PgWireFrontendMessage::Flush(_)))
                     if matches!(protocol, Protocol::Extended { .. }) => {}
+                Some(Ok(message)) if !matches!(message, PgWireFrontendMessage::Terminate(_)) => {
+                    *pending = Some(message);
+                }
                 _ => return Ok(Ended::Disconnected),
             },
             () = &mut cancel => return Err(EddyError::Canceled),
