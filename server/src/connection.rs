@@ -380,9 +380,7 @@ impl ExtendedPushes {
             other => Ok(Taken::Pass(other)),
         }
     }
-}
 
-impl ExtendedPushes {
     /// An Execute with a row limit on a push query portal (drivers' fetch
     /// size): the first starts the query, which runs on between Executes;
     /// each sends up to `max_rows` rows, waiting for them, then

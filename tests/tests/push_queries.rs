@@ -21,6 +21,18 @@ async fn setup(client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// A server with `orders`, and a client whose push queries start with
+/// what is there.
+async fn earliest_orders() -> Result<(TestServer, Client)> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    setup(&client).await?;
+    client
+        .batch_execute("SET 'auto.offset.reset' = 'earliest'")
+        .await?;
+    Ok((server, client))
+}
+
 /// The next row's cells of a running push query, in text.
 async fn next_row(
     stream: &mut (impl futures::Stream<Item = Result<SimpleQueryMessage, tokio_postgres::Error>>
@@ -264,12 +276,7 @@ async fn push_query_errors() -> Result<()> {
 /// executes it like any query, reading typed rows until its LIMIT.
 #[tokio::test(flavor = "multi_thread")]
 async fn push_queries_run_in_the_extended_protocol() -> Result<()> {
-    let server = TestServer::start()?;
-    let client = server.connect().await?;
-    setup(&client).await?;
-    client
-        .batch_execute("SET 'auto.offset.reset' = 'earliest'")
-        .await?;
+    let (server, client) = earliest_orders().await?;
     let statement = client
         .prepare("SELECT id, customer, amount FROM orders EMIT CHANGES LIMIT 2")
         .await?;
@@ -309,13 +316,10 @@ async fn push_queries_run_in_the_extended_protocol() -> Result<()> {
 /// the query runs on, and completes at its LIMIT.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_push_portal_is_fetched_some_rows_at_a_time() -> Result<()> {
-    let server = TestServer::start()?;
-    let mut client = server.connect().await?;
-    setup(&client).await?;
+    let (server, mut client) = earliest_orders().await?;
     client
         .batch_execute(
-            "SET 'auto.offset.reset' = 'earliest';
-             INSERT INTO orders VALUES (2, 'bob', 20), (3, 'cy', 30), (4, 'di', 40), (5, 'ed', 50)",
+            "INSERT INTO orders VALUES (2, 'bob', 20), (3, 'cy', 30), (4, 'di', 40), (5, 'ed', 50)",
         )
         .await?;
     let writer = server.connect().await?;
@@ -366,21 +370,17 @@ async fn a_push_portal_is_fetched_some_rows_at_a_time() -> Result<()> {
 /// to end, then run, as in Postgres.
 #[tokio::test(flavor = "multi_thread")]
 async fn statements_pipelined_behind_a_push_query_wait_for_it() -> Result<()> {
-    let server = TestServer::start()?;
-    let client = server.connect().await?;
-    setup(&client).await?;
-    client
-        .batch_execute("SET 'auto.offset.reset' = 'earliest'")
-        .await?;
+    let (server, client) = earliest_orders().await?;
     let writer = server.connect().await?;
     let statement = client
         .prepare("SELECT id FROM orders EMIT CHANGES LIMIT 2")
         .await?;
     let push = client.query(&statement, &[]);
     let after = client.query_one("SELECT count(*) FROM orders", &[]);
+    // Both requests are on the wire once the join first polls them; the
+    // row that ends the push query is written once it runs.
     let write = async {
         wait_for_push_queries(&writer, |n| n == 1).await?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
         writer
             .batch_execute("INSERT INTO orders VALUES (2, 'bob', 20)")
             .await?;
