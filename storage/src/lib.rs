@@ -159,10 +159,7 @@ impl Store {
                 lock: lock_path,
             });
         }
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = open_sled(&dir.join("db"))?;
         let tree = db.open_tree("eddy")?;
         let store = Store {
             db,
@@ -269,6 +266,32 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// How long opening waits for sled's own file lock.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens sled's database at `path`. Once the store's LOCK is held, no
+/// other store has the directory, but a store this process just dropped
+/// may still be closing (sled's flusher thread holds the database until
+/// its next tick): sled's lock is waited for, briefly.
+fn open_sled(path: &Path) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < SLED_LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return Ok(opened?),
+        }
     }
 }
 
