@@ -41,6 +41,10 @@ pub struct Figures {
     pub p50: Duration,
     pub p99: Duration,
     pub max: Duration,
+    /// Through Kafka: a bare rdkafka consumer's p50, p99 and maximum for
+    /// the same records over the same time, which tells the broker's
+    /// share from Eddy's.
+    pub bare: Option<[Duration; 3]>,
 }
 
 impl Figures {
@@ -55,7 +59,23 @@ impl Figures {
             ms(self.p99),
             ms(self.max)
         );
+        if let Some([p50, p99, max]) = self.bare {
+            println!(
+                "  bare consumer on the same topic: p50 {:>7.2} ms, p99 {:>7.2} ms, max {:>7.2} ms",
+                ms(p50),
+                ms(p99),
+                ms(max)
+            );
+        }
     }
+}
+
+/// p50, p99 and the maximum of `latencies`, sorted in place.
+fn percentiles(latencies: &mut [Duration]) -> Result<[Duration; 3]> {
+    ensure!(!latencies.is_empty(), "no rows arrived");
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    Ok([pick(0.5), pick(0.99), pick(1.0)])
 }
 
 fn ms(d: Duration) -> f64 {
@@ -82,6 +102,7 @@ pub async fn run(options: &Options) -> Result<Vec<Figures>> {
     for (run, &subscribers) in options.subscribers.iter().enumerate() {
         let relation = format!("latency_{run}");
         let mut producer = None;
+        let mut bare = None;
         let query = match options.target {
             Target::Table => {
                 admin
@@ -109,6 +130,11 @@ pub async fn run(options: &Options) -> Result<Vec<Figures>> {
                 produce_rows(&made, &relation, 1, 1).await?;
                 admin.batch_execute("FLUSH").await?;
                 producer = Some(made);
+                let (brokers, topic, records) =
+                    (brokers.to_owned(), relation.clone(), options.records);
+                bare = Some(std::thread::spawn(move || {
+                    consume_bare(&brokers, &topic, records)
+                }));
                 format!("SELECT id, sent_us FROM {relation} EMIT CHANGES")
             }
         };
@@ -135,15 +161,24 @@ pub async fn run(options: &Options) -> Result<Vec<Figures>> {
         for reader in readers {
             latencies.extend(reader.await??);
         }
-        latencies.sort();
-        let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+        let [p50, p99, max] = percentiles(&mut latencies)?;
+        let bare = match bare {
+            Some(consumer) => {
+                let mut bare = consumer
+                    .join()
+                    .map_err(|_| anyhow!("the bare consumer panicked"))??;
+                Some(percentiles(&mut bare)?)
+            }
+            None => None,
+        };
         let result = Figures {
             target: options.target,
             subscribers,
             rows: latencies.len(),
-            p50: pick(0.5),
-            p99: pick(0.99),
-            max: pick(1.0),
+            p50,
+            p99,
+            max,
+            bare,
         };
         result.print();
         figures.push(result);
@@ -191,6 +226,41 @@ async fn receive(
         .cancel_token()
         .cancel_query(tokio_postgres::NoTls)
         .await?;
+    Ok(latencies)
+}
+
+/// Reads `records` records of `topic` after the first (the warm-up one)
+/// with a plain rdkafka consumer set up as Eddy's source is, and times
+/// each from its send to its arrival here.
+fn consume_bare(brokers: &str, topic: &str, records: u64) -> Result<Vec<Duration>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "eddy-bench-bare")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, rdkafka::Offset::Offset(1))?;
+    consumer.assign(&assignment)?;
+    let mut latencies = Vec::with_capacity(records as usize);
+    let mut last = Instant::now();
+    while (latencies.len() as u64) < records {
+        ensure!(
+            last.elapsed() < Duration::from_secs(60),
+            "the bare consumer got no record for 60 s"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let arrived = now_us();
+        let message = message?;
+        last = Instant::now();
+        let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap_or(b""))?;
+        let sent = value["sent_us"].as_i64().context("no sent_us")?;
+        latencies.push(Duration::from_micros((arrived - sent).max(0) as u64));
+    }
     Ok(latencies)
 }
 

@@ -44,6 +44,9 @@ pub enum Format {
     /// One primitive, in Kafka's serializer encoding (big-endian numbers,
     /// UTF-8 strings).
     Kafka,
+    /// No columns: a key format whose records' keys are ignored on read
+    /// and null on write.
+    None,
 }
 
 impl Format {
@@ -52,6 +55,7 @@ impl Format {
             "JSON" => Some(Format::Json),
             "DELIMITED" => Some(Format::Delimited),
             "KAFKA" => Some(Format::Kafka),
+            "NONE" => Some(Format::None),
             _ => None,
         }
     }
@@ -61,6 +65,7 @@ impl Format {
             Format::Json => "JSON",
             Format::Delimited => "DELIMITED",
             Format::Kafka => "KAFKA",
+            Format::None => "NONE",
         }
     }
 }
@@ -86,6 +91,16 @@ pub struct KafkaDef {
     /// For a windowed relation: the window each record key ends with.
     #[serde(default)]
     pub window: Option<KeyWindow>,
+    /// ksqlDB's `WRAP_SINGLE_VALUE`, for a JSON value of one column:
+    /// `Some(true)` writes and reads it as an object holding the column,
+    /// `Some(false)` as the bare value; `None` writes an object and reads
+    /// either.
+    #[serde(default)]
+    pub wrap_single_value: Option<bool>,
+    /// ksqlDB's `VALUE_DELIMITER`: the separator of DELIMITED values'
+    /// fields (a comma when `None`).
+    #[serde(default)]
+    pub value_delimiter: Option<char>,
 }
 
 impl KafkaDef {

@@ -377,23 +377,10 @@ impl StoredTable {
                         None => segment.delete(key, &[]),
                     }
                 }
-                if log.compacts(&segment) {
-                    // The snapshot is of the rows after this write: apply it
-                    // first, and take it back if the commit fails.
-                    let undo = apply_rows_undoably(stored, rows);
-                    let staged = log.stage_snapshot(stored, &self.store, &mut write);
-                    if let Err(e) = staged
-                        .map_err(CatalogError::from)
-                        .and_then(|()| Ok(self.store.commit(write)?))
-                    {
-                        apply_rows(stored, undo.into_iter().rev());
-                        return Err(e);
-                    }
-                } else {
-                    log.stage_delta(segment, &mut write);
-                    self.store.commit(write)?;
-                    apply_rows(stored, rows);
-                }
+                // Rows in memory change once the commit is in.
+                log.stage(segment, &self.store, &mut write)?;
+                self.store.commit(write)?;
+                apply_rows(stored, rows);
             }
         }
         if logged {
@@ -979,20 +966,6 @@ fn apply_rows(rows: &mut StateMap, changes: impl IntoIterator<Item = (Vec<u8>, O
             None => rows.remove(&key),
         };
     }
-}
-
-/// Applies `changes` to `rows`, in order; returns what undoes them, in the
-/// same order (apply it reversed).
-fn apply_rows_undoably(rows: &mut StateMap, changes: RowChanges) -> RowChanges {
-    let mut undo = Vec::with_capacity(changes.len());
-    for (key, value) in changes {
-        let old = match value {
-            Some(value) => rows.insert(key.clone(), value),
-            None => rows.remove(&key),
-        };
-        undo.push((key, old));
-    }
-    undo
 }
 
 fn row_id_of(suffix: &[u8]) -> Option<u64> {

@@ -230,6 +230,9 @@ struct ExtendedPushes {
     /// Portals executed with a row limit: their queries run on between
     /// Executes, their rows queued until fetched.
     running: HashMap<String, Running>,
+    /// Portals whose query completed: executing one again completes with
+    /// no rows, as in Postgres, until it is bound again or closed.
+    exhausted: std::collections::HashSet<String>,
 }
 
 /// A push query portal fetched some rows at a time.
@@ -302,6 +305,7 @@ impl ExtendedPushes {
                 }
                 let format = result_format(&bind.result_column_format_codes);
                 self.running.remove(&portal);
+                self.exhausted.remove(&portal);
                 self.portals.insert(portal, (push.clone(), format));
                 socket
                     .send(PgWireBackendMessage::BindComplete(BindComplete::new()))
@@ -347,6 +351,13 @@ impl ExtendedPushes {
                 let Some((push, format)) = self.portals.get(&name).cloned() else {
                     return Ok(Taken::Pass(PgWireFrontendMessage::Execute(execute)));
                 };
+                if self.exhausted.contains(&name) {
+                    let tag = pgwire::api::results::Tag::new("SELECT").with_rows(0);
+                    socket
+                        .send(PgWireBackendMessage::CommandComplete(tag.into()))
+                        .await?;
+                    return Ok(Taken::Answered);
+                }
                 if execute.max_rows > 0 {
                     let max_rows = execute.max_rows as usize;
                     return self
@@ -358,6 +369,9 @@ impl ExtendedPushes {
                 let mut synced = false;
                 let result =
                     push::serve(socket, engine, push, &protocol, &mut synced, pending).await;
+                if matches!(result, Ok(push::Ended::Complete)) {
+                    self.exhausted.insert(name);
+                }
                 Ok(Taken::Ran { result, synced })
             }
             PgWireFrontendMessage::Close(close) => {
@@ -366,6 +380,7 @@ impl ExtendedPushes {
                     b'S' => self.statements.remove(&name).is_some(),
                     _ => {
                         self.running.remove(&name);
+                        self.exhausted.remove(&name);
                         self.portals.remove(&name).is_some()
                     }
                 };
@@ -448,6 +463,7 @@ impl ExtendedPushes {
         if running.feed.ended() && running.rows.is_empty() {
             let tag = pgwire::api::results::Tag::new("SELECT").with_rows(running.sent);
             self.running.remove(&name);
+            self.exhausted.insert(name);
             socket
                 .send(PgWireBackendMessage::CommandComplete(tag.into()))
                 .await?;

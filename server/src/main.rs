@@ -86,6 +86,11 @@ struct ServeArgs {
     /// it.
     #[arg(long, env = "EDDY_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     checkpoint_interval: std::time::Duration,
+    /// Memory for the store's page cache, such as 256MB or 1GB (units
+    /// of 1024, as Postgres's memory settings). Views and operator state
+    /// are held in memory apart from it.
+    #[arg(long, env = "EDDY_STORE_CACHE", default_value = "256MB", value_parser = parse_memory_size)]
+    store_cache: u64,
     /// Log line format.
     #[arg(long, env = "EDDY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -93,6 +98,35 @@ struct ServeArgs {
     /// default). Port 0 picks a free port.
     #[arg(long, env = "EDDY_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+}
+
+/// Parses a memory size as Postgres's settings write it: a number of
+/// bytes, or a number with kB, MB, GB or TB (each 1024 of the one
+/// before; KiB, MiB, GiB and TiB are accepted too).
+fn parse_memory_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a memory size such as 256MB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kb" | "kib" => 10,
+        "mb" | "mib" => 20,
+        "gb" | "gib" => 30,
+        "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown memory unit \"{other}\": use kB, MB, GB or TB"
+            ))
+        }
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("\"{text}\" is too large"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -148,7 +182,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = eddy_storage::Store::open(&args.data_dir)
+    let options = eddy_storage::StoreOptions {
+        cache_bytes: args.store_cache,
+    };
+    let store = eddy_storage::Store::open_with(&args.data_dir, options)
         .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
     let brokers = args.kafka_brokers.as_deref().filter(|b| !b.is_empty());
     let workers = args.workers.map_or_else(
@@ -240,5 +277,22 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_memory_size;
+
+    #[test]
+    fn memory_sizes_read_as_postgres_writes_them() {
+        assert_eq!(parse_memory_size("4096"), Ok(4096));
+        assert_eq!(parse_memory_size("64kB"), Ok(64 << 10));
+        assert_eq!(parse_memory_size("256MB"), Ok(256 << 20));
+        assert_eq!(parse_memory_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_memory_size(" 2 GB "), Ok(2 << 30));
+        assert!(parse_memory_size("MB").is_err());
+        assert!(parse_memory_size("12 parsecs").is_err());
+        assert!(parse_memory_size("99999999999TB").is_err());
     }
 }

@@ -29,6 +29,11 @@ pub struct SourceOptions {
     /// `window_type=` and `window_size=`: the relation's record keys are
     /// windowed, as a windowed ksqlDB table writes them.
     pub window: Option<WindowType>,
+    /// `wrap_single_value=`: whether a JSON value of one column is an
+    /// object holding it (ksqlDB's default) or the bare value.
+    pub wrap_single_value: Option<bool>,
+    /// `value_delimiter=`: DELIMITED values' field separator.
+    pub value_delimiter: Option<char>,
     /// `connector=`: a built-in generator feeds the relation.
     pub connector: Option<String>,
     /// The generator's own options, by name (see `create_generator`).
@@ -65,6 +70,7 @@ fn option_value(key: &str, value: &Expr) -> Result<String> {
         Expr::Value(v) => match &v.value {
             Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Ok(s.clone()),
             Value::Number(n, _) => Ok(n.clone()),
+            Value::Boolean(b) => Ok(b.to_string()),
             other => Err(SqlError::InvalidDefinition(format!(
                 "option {key} takes a string or a number, not {other}"
             ))),
@@ -77,11 +83,43 @@ fn option_value(key: &str, value: &Expr) -> Result<String> {
 }
 
 fn format_option(key: &str, value: &str) -> Result<Format> {
-    Format::parse(value).ok_or_else(|| {
-        SqlError::Unsupported(format!(
-            "{key} '{value}' (the formats are JSON, DELIMITED and KAFKA)"
-        ))
-    })
+    match Format::parse(value) {
+        Some(Format::None) if key != "key_format" => Err(SqlError::InvalidDefinition(format!(
+            "{key} NONE: NONE is a key format only, for records whose keys hold no columns"
+        ))),
+        Some(format) => Ok(format),
+        None => Err(SqlError::Unsupported(format!(
+            "{key} '{value}' (the formats are JSON, DELIMITED and KAFKA, and NONE for keys)"
+        ))),
+    }
+}
+
+fn bool_option(key: &str, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(SqlError::InvalidDefinition(format!(
+            "{key} is true or false, not '{value}'"
+        ))),
+    }
+}
+
+/// Reads `value_delimiter`: one character, or TAB or SPACE, as ksqlDB
+/// takes it.
+fn delimiter_option(value: &str) -> Result<char> {
+    match value.to_ascii_uppercase().as_str() {
+        "TAB" => return Ok('\t'),
+        "SPACE" => return Ok(' '),
+        _ => {}
+    }
+    let mut chars = value.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii() && !matches!(c, '"' | '\n' | '\r') => Ok(c),
+        _ => Err(SqlError::InvalidDefinition(format!(
+            "value_delimiter '{value}' must be one ASCII character other than a quote or a \
+             line break, or TAB or SPACE"
+        ))),
+    }
 }
 
 fn number_option<T: std::str::FromStr>(key: &str, value: &str) -> Result<T> {
@@ -184,6 +222,8 @@ pub fn source_options(create: &CreateRelation) -> Result<SourceOptions> {
         timestamp_format: None,
         retention: None,
         window: None,
+        wrap_single_value: None,
+        value_delimiter: None,
         connector: None,
         generator: BTreeMap::new(),
         given: !seen.is_empty(),
@@ -213,6 +253,8 @@ pub fn source_options(create: &CreateRelation) -> Result<SourceOptions> {
             "timestamp_format" => out.timestamp_format = Some(value.clone()),
             "retention" => out.retention = Some(retention_option(value)?),
             "connector" => out.connector = Some(value.clone()),
+            "wrap_single_value" => out.wrap_single_value = Some(bool_option(name, value)?),
+            "value_delimiter" => out.value_delimiter = Some(delimiter_option(value)?),
             "window_type" | "window_size" => {}
             other if is_generator_option(other) => {
                 out.generator.insert(other.to_owned(), value.clone());
@@ -220,8 +262,8 @@ pub fn source_options(create: &CreateRelation) -> Result<SourceOptions> {
             other => {
                 return Err(SqlError::Unsupported(format!(
                     "WITH option {other} (Eddy knows kafka_topic, value_format, key_format, \
-                     format, partitions, replicas, timestamp, timestamp_format, retention, window_type and \
-                     window_size, \
+                     format, partitions, replicas, timestamp, timestamp_format, retention, \
+                     wrap_single_value, value_delimiter, window_type and window_size, \
                      or connector and its options)"
                 )))
             }
@@ -263,8 +305,12 @@ pub fn bind_create_source(create: &CreateRelation, options: &SourceOptions) -> R
             "CREATE {what} needs the value_format option (JSON, DELIMITED or KAFKA)"
         )));
     };
-    let key_format = options.key_format.unwrap_or(Format::Kafka);
     let (name, mut columns, key_columns) = bind_columns(create)?;
+    // As in ksqlDB, a key of no columns is read as NONE.
+    let key_format = options.key_format.unwrap_or(match key_columns.is_empty() {
+        true => Format::None,
+        false => Format::Kafka,
+    });
     if options.window.is_some() {
         for bound in [kafka::WINDOWSTART, kafka::WINDOWEND] {
             if columns.iter().any(|c| c.name == bound) {
@@ -321,7 +367,10 @@ pub fn bind_query_relation(
     // A key of several columns needs a format that holds several.
     let key_format = match options.key_format {
         Some(format) => format,
-        None if key_columns.len() > 1 && inherited.0 == Format::Kafka => Format::Json,
+        None if key_columns.len() > 1 && matches!(inherited.0, Format::Kafka | Format::None) => {
+            Format::Json
+        }
+        None if !key_columns.is_empty() && inherited.0 == Format::None => Format::Kafka,
         None => inherited.0,
     };
     kafka_relation(
@@ -409,6 +458,32 @@ fn kafka_relation(
         return Err(SqlError::InvalidDefinition(
             "key_format KAFKA holds one column; use JSON or DELIMITED for a key of several".into(),
         ));
+    }
+    if key_format == Format::None && !key_columns.is_empty() {
+        return Err(SqlError::InvalidDefinition(format!(
+            "key_format NONE holds no columns, but {name} has key columns; use KAFKA, JSON or \
+             DELIMITED"
+        )));
+    }
+    if let Some(wrap) = options.wrap_single_value {
+        if value_columns != 1 {
+            return Err(SqlError::InvalidDefinition(format!(
+                "wrap_single_value applies to a value of one column, and {name} has \
+                 {value_columns} value columns"
+            )));
+        }
+        if wrap && value_format != Format::Json {
+            return Err(SqlError::InvalidDefinition(format!(
+                "value_format {} writes a single value bare; wrap_single_value=true needs JSON",
+                value_format.as_str()
+            )));
+        }
+    }
+    if options.value_delimiter.is_some() && value_format != Format::Delimited {
+        return Err(SqlError::InvalidDefinition(format!(
+            "value_delimiter applies to value_format DELIMITED, not {}",
+            value_format.as_str()
+        )));
     }
     let timestamp_column = match &options.timestamp {
         None => None,
@@ -504,6 +579,8 @@ fn kafka_relation(
             timestamp_format,
             retention_ms: options.retention.flatten(),
             window,
+            wrap_single_value: options.wrap_single_value,
+            value_delimiter: options.value_delimiter,
         }),
     })
 }

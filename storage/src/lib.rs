@@ -18,7 +18,7 @@ use fs2::FileExt;
 pub mod state_log;
 
 /// Bumped whenever the on-disk encoding of keys or values changes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -136,9 +136,37 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How a store is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Bytes of sled's page cache: pages read or written recently that
+    /// stay in memory. The operating system's page cache sits below it.
+    pub cache_bytes: u64,
+}
+
+impl StoreOptions {
+    /// sled's own default is 1 GiB; Eddy keeps views and operator state in
+    /// memory and reads the store mostly at restart and in scans of stored
+    /// streams, so a smaller cache serves it as well.
+    pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: Self::DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, with default options.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|source| StorageError::CreateDir {
             path: dir.to_owned(),
             source,
@@ -159,7 +187,7 @@ impl Store {
                 lock: lock_path,
             });
         }
-        let db = open_sled(&dir.join("db"))?;
+        let db = open_sled(&dir.join("db"), options)?;
         let tree = db.open_tree("eddy")?;
         let store = Store {
             db,
@@ -276,11 +304,12 @@ const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// other store has the directory, but a store this process just dropped
 /// may still be closing (sled's flusher thread holds the database until
 /// its next tick): sled's lock is waited for, briefly.
-fn open_sled(path: &Path) -> Result<sled::Db> {
+fn open_sled(path: &Path, options: StoreOptions) -> Result<sled::Db> {
     let started = std::time::Instant::now();
     loop {
         let opened = sled::Config::new()
             .path(path)
+            .cache_capacity(options.cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open();
         match opened {

@@ -497,3 +497,103 @@ async fn push_queries_show_records_as_they_arrive() -> Result<()> {
     }
     Ok(())
 }
+
+/// ksqlDB's serde options: `KEY_FORMAT='NONE'` ignores record keys and
+/// writes none, `WRAP_SINGLE_VALUE=false` reads and writes a one-column
+/// value bare, and `VALUE_DELIMITER` separates DELIMITED fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serde_options_read_and_write_as_ksqldb() -> Result<()> {
+    let broker = Broker::start_with(BrokerStorage::Memory).await?;
+    let brokers = broker.brokers();
+    let (_server, client) = start(&broker).await?;
+    client
+        .batch_execute(
+            "CREATE STREAM words (word VARCHAR) WITH (kafka_topic='raw_words', \
+               value_format='JSON', key_format='NONE', wrap_single_value=false, partitions=1);
+             CREATE STREAM piped (name VARCHAR, n BIGINT) WITH (kafka_topic='piped', \
+               value_format='DELIMITED', value_delimiter='|', partitions=1);
+             CREATE STREAM bare_words WITH (kafka_topic='bare_words', value_format='JSON', \
+               wrap_single_value=false) AS SELECT upper(word) AS word FROM words;
+             CREATE STREAM tabbed WITH (kafka_topic='tabbed', value_format='DELIMITED', \
+               value_delimiter='TAB') AS SELECT name, n * 10 AS n FROM piped;",
+        )
+        .await?;
+    let records = |values: &[&str]| -> Vec<Record> {
+        values
+            .iter()
+            .map(|v| (Some(b"any key".to_vec()), Some(v.as_bytes().to_vec())))
+            .collect()
+    };
+    produce(
+        &brokers,
+        "raw_words",
+        Some(0),
+        &records(&[r#""hi""#, r#""there""#]),
+    )
+    .await?;
+    produce(&brokers, "piped", Some(0), &records(&["x|1", "\"a|b\"|2"])).await?;
+    client.batch_execute("FLUSH").await?;
+    let words = sorted_text_rows(&client, "SELECT word FROM words").await?;
+    assert_eq!(words, ["hi", "there"]);
+    let piped = sorted_text_rows(&client, "SELECT name, n FROM piped").await?;
+    assert_eq!(piped, ["a|b|2", "x|1"]);
+
+    let mut bare: Vec<(Option<Vec<u8>>, String)> = consume_all(&brokers, "bare_words")
+        .await?
+        .into_iter()
+        .map(|(_, key, value)| (key, String::from_utf8(value.unwrap_or_default()).unwrap()))
+        .collect();
+    bare.sort();
+    assert_eq!(
+        bare,
+        [
+            (None, r#""HI""#.to_owned()),
+            (None, r#""THERE""#.to_owned())
+        ]
+    );
+    let mut tabbed: Vec<String> = consume_all(&brokers, "tabbed")
+        .await?
+        .into_iter()
+        .map(|(_, _, value)| String::from_utf8(value.unwrap_or_default()).unwrap())
+        .collect();
+    tabbed.sort();
+    assert_eq!(tabbed, ["a|b\t20", "x\t10"]);
+
+    // What the options refuse, each with the reason.
+    for (statement, reason) in [
+        (
+            "CREATE STREAM k (id BIGINT KEY, v VARCHAR) WITH (kafka_topic='k', \
+             value_format='JSON', key_format='NONE')",
+            "key_format NONE holds no columns",
+        ),
+        (
+            "CREATE STREAM k (v VARCHAR) WITH (kafka_topic='k', value_format='NONE')",
+            "NONE is a key format only",
+        ),
+        (
+            "CREATE STREAM k (v VARCHAR, w VARCHAR) WITH (kafka_topic='k', \
+             value_format='JSON', wrap_single_value=false)",
+            "wrap_single_value applies to a value of one column",
+        ),
+        (
+            "CREATE STREAM k (v VARCHAR) WITH (kafka_topic='k', value_format='KAFKA', \
+             wrap_single_value=true)",
+            "wrap_single_value=true needs JSON",
+        ),
+        (
+            "CREATE STREAM k (v VARCHAR) WITH (kafka_topic='k', value_format='JSON', \
+             value_delimiter='|')",
+            "value_delimiter applies to value_format DELIMITED",
+        ),
+        (
+            "CREATE STREAM k (v VARCHAR) WITH (kafka_topic='k', value_format='DELIMITED', \
+             value_delimiter='||')",
+            "must be one ASCII character",
+        ),
+    ] {
+        let (code, message) = sqlstate(&client, statement).await?;
+        assert_eq!(code, "42P16", "{statement}: {message}");
+        assert!(message.contains(reason), "{statement}: {message}");
+    }
+    Ok(())
+}

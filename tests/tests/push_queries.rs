@@ -358,6 +358,10 @@ async fn a_push_portal_is_fetched_some_rows_at_a_time() -> Result<()> {
     all.extend(ids(last));
     all.sort();
     assert_eq!(all, [1, 2, 3, 4, 5, 6, 7]);
+    // A completed portal gives no more rows, as in Postgres; it does not
+    // start its query again.
+    let again = tokio::time::timeout(WAIT, transaction.query_portal(&portal, 3)).await??;
+    assert!(again.is_empty(), "{again:?}");
     drop(portal);
     transaction.commit().await?;
     wait_for_push_queries(&client, |n| n == 0).await?;

@@ -85,6 +85,13 @@ impl RecordCodec {
         &self.schema
     }
 
+    fn value_shape(&self) -> Shape {
+        Shape {
+            wrap_single: self.kafka.wrap_single_value,
+            delimiter: self.kafka.value_delimiter.map_or(b',', |c| c as u8),
+        }
+    }
+
     fn fields(&self, columns: &[usize]) -> Vec<Field> {
         columns
             .iter()
@@ -169,7 +176,12 @@ impl RecordCodec {
         let value_fields = self.fields(&self.value_columns);
         // Tombstones decode as a row of nulls; only the key counts.
         let values: Vec<Option<&[u8]>> = records.iter().map(|r| r.value.as_deref()).collect();
-        let value_arrays = decode_part(self.kafka.value_format, &value_fields, &values)?;
+        let value_arrays = decode_part(
+            self.kafka.value_format,
+            self.value_shape(),
+            &value_fields,
+            &values,
+        )?;
         let key_fields = self.fields(&self.kafka.key_columns);
         let mut keys: Vec<Option<&[u8]>> = records.iter().map(|r| r.key.as_deref()).collect();
         let window = match &self.kafka.window {
@@ -179,7 +191,7 @@ impl RecordCodec {
         let key_arrays = if key_fields.is_empty() {
             Vec::new()
         } else {
-            decode_part(self.kafka.key_format, &key_fields, &keys)?
+            decode_part(self.kafka.key_format, Shape::KEY, &key_fields, &keys)?
         };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for i in 0..self.declared {
@@ -233,6 +245,7 @@ impl RecordCodec {
         let value_arrays: Vec<ArrayRef> = self.value_columns.iter().map(|&i| column(i)).collect();
         let values = encode_part(
             self.kafka.value_format,
+            self.value_shape(),
             &self.fields(&self.value_columns),
             &value_arrays,
             rows.num_rows(),
@@ -244,6 +257,7 @@ impl RecordCodec {
                 self.kafka.key_columns.iter().map(|&i| column(i)).collect();
             encode_part(
                 self.kafka.key_format,
+                Shape::KEY,
                 &self.fields(&self.kafka.key_columns),
                 &key_arrays,
                 rows.num_rows(),
@@ -408,16 +422,35 @@ fn is_timestamp(data_type: &DataType) -> bool {
     matches!(data_type, DataType::Timestamp(..))
 }
 
+/// How a part's fields are laid out beyond its format: ksqlDB's
+/// `WRAP_SINGLE_VALUE` and `VALUE_DELIMITER`.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// For JSON of one field: an object (`Some(true)`), the bare value
+    /// (`Some(false)`), or either on read and an object on write.
+    wrap_single: Option<bool>,
+    /// DELIMITED's field separator.
+    delimiter: u8,
+}
+
+impl Shape {
+    const KEY: Shape = Shape {
+        wrap_single: None,
+        delimiter: b',',
+    };
+}
+
 /// Decodes one part of each record into one array per field. A `None`
 /// payload decodes as nulls.
-fn decode_part(format: Format, fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
+fn decode_part(format: Format, shape: Shape, fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
     if fields.is_empty() {
         return Ok(Vec::new());
     }
     match format {
-        Format::Json => decode_json(fields, payloads),
-        Format::Delimited => decode_delimited(fields, payloads),
+        Format::Json => decode_json(fields, shape.wrap_single, payloads),
+        Format::Delimited => decode_delimited(fields, shape.delimiter, payloads),
         Format::Kafka => decode_kafka(&fields[0], payloads).map(|a| vec![a]),
+        Format::None => Err("key format NONE holds no columns".into()),
     }
 }
 
@@ -511,7 +544,7 @@ fn lowercase_keys(payload: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn decode_json(fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
+fn decode_json(fields: &[Field], wrap_single: Option<bool>, payloads: &[Option<&[u8]>]) -> Part {
     let lower: Vec<Field> = fields
         .iter()
         .map(|f| text_field(f).with_name(f.name().to_lowercase()))
@@ -523,8 +556,13 @@ fn decode_json(fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
             None => buf.extend_from_slice(b"{}"),
             Some(p) => {
                 let trimmed = p.trim_ascii_start();
-                if single && !trimmed.starts_with(b"{") {
+                let bare = match wrap_single {
+                    _ if !single => false,
+                    Some(wrap) => !wrap,
                     // A single column may be written unwrapped: 42, "x".
+                    None => !trimmed.starts_with(b"{"),
+                };
+                if bare {
                     if trimmed.is_empty() {
                         return Err("record is empty".into());
                     }
@@ -608,9 +646,9 @@ fn decode_lines(
 
 /// Decodes DELIMITED payloads; a missing payload (a tombstone) decodes as
 /// nulls.
-fn decode_delimited(fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
+fn decode_delimited(fields: &[Field], delimiter: u8, payloads: &[Option<&[u8]>]) -> Part {
     let present: Vec<&[u8]> = payloads.iter().flatten().copied().collect();
-    let columns = decode_delimited_lines(fields, &present)?;
+    let columns = decode_delimited_lines(fields, delimiter, &present)?;
     if present.len() == payloads.len() {
         return Ok(columns);
     }
@@ -630,7 +668,7 @@ fn decode_delimited(fields: &[Field], payloads: &[Option<&[u8]>]) -> Part {
         .collect()
 }
 
-fn decode_delimited_lines(fields: &[Field], payloads: &[&[u8]]) -> Part {
+fn decode_delimited_lines(fields: &[Field], delimiter: u8, payloads: &[&[u8]]) -> Part {
     let text: Vec<Field> = fields.iter().map(text_field).collect();
     let mut buf = Vec::new();
     for payload in payloads {
@@ -643,6 +681,7 @@ fn decode_delimited_lines(fields: &[Field], payloads: &[&[u8]]) -> Part {
     let schema = Arc::new(Schema::new(text));
     let mut decoder = datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
         .with_header(false)
+        .with_delimiter(delimiter)
         .with_batch_size(payloads.len().max(1))
         .build_decoder();
     let batch = decode_lines(&mut decoder, &buf, &schema, "bad DELIMITED record")?;
@@ -711,6 +750,7 @@ fn decode_kafka(field: &Field, payloads: &[Option<&[u8]>]) -> Result<ArrayRef, S
 /// Encodes the columns of `rows` rows as one payload per row.
 fn encode_part(
     format: Format,
+    shape: Shape,
     fields: &[Field],
     columns: &[ArrayRef],
     rows: usize,
@@ -735,14 +775,15 @@ fn encode_part(
                 writer.write(&batch).map_err(|e| e.to_string())?;
                 writer.finish().map_err(|e| e.to_string())?;
             }
-            Ok(out
-                .split(|&b| b == b'\n')
-                .filter(|line| !line.is_empty())
-                .map(<[u8]>::to_vec)
-                .collect())
+            let lines = out.split(|&b| b == b'\n').filter(|line| !line.is_empty());
+            if fields.len() == 1 && shape.wrap_single == Some(false) {
+                return lines.map(bare_value).collect();
+            }
+            Ok(lines.map(<[u8]>::to_vec).collect())
         }
         Format::Json => Ok(vec![b"null".to_vec(); rows]),
         Format::Delimited => {
+            let delimiter = char::from(shape.delimiter);
             let options = FormatOptions::default().with_null("");
             let formatters = columns
                 .iter()
@@ -753,18 +794,27 @@ fn encode_part(
                 .map(|row| {
                     let fields: Vec<String> = formatters
                         .iter()
-                        .map(|f| csv_field(&f.value(row).to_string()))
+                        .map(|f| csv_field(&f.value(row).to_string(), delimiter))
                         .collect();
-                    fields.join(",").into_bytes()
+                    fields.join(&delimiter.to_string()).into_bytes()
                 })
                 .collect())
         }
         Format::Kafka => encode_kafka(&columns[0], rows),
+        Format::None => Ok(vec![Vec::new(); rows]),
     }
 }
 
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
+/// The value of a one-field JSON object line, `{"name":value}`, alone.
+fn bare_value(line: &[u8]) -> Result<Vec<u8>, String> {
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    let value = object.into_iter().next().map(|(_, v)| v);
+    serde_json::to_vec(&value.unwrap_or(serde_json::Value::Null)).map_err(|e| e.to_string())
+}
+
+fn csv_field(text: &str, delimiter: char) -> String {
+    if text.contains([delimiter, '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
         text.to_owned()
@@ -849,6 +899,8 @@ mod tests {
                 timestamp_format: None,
                 retention_ms: None,
                 window: None,
+                wrap_single_value: None,
+                value_delimiter: None,
             }),
         }
     }
@@ -981,6 +1033,108 @@ mod tests {
         }
     }
 
+    /// A keyless stream of one value column `v`, or of `v` and `w`.
+    fn keyless(value_format: Format, two: bool, edit: impl FnOnce(&mut KafkaDef)) -> RecordCodec {
+        let mut columns = vec![ColumnDef::nullable("v", ColumnType::Text)];
+        if two {
+            columns.push(ColumnDef::nullable("w", ColumnType::BigInt));
+        }
+        columns.extend(pseudo_columns());
+        let declared = columns.len() - 3;
+        let mut kafka = KafkaDef {
+            kind: SourceKind::Stream,
+            topic: "t".into(),
+            key_format: Format::None,
+            value_format,
+            key_columns: vec![],
+            timestamp_column: None,
+            timestamp_format: None,
+            retention_ms: None,
+            window: None,
+            wrap_single_value: None,
+            value_delimiter: None,
+        };
+        edit(&mut kafka);
+        RecordCodec::new(&TableDef {
+            id: 1,
+            name: "s".into(),
+            columns,
+            primary_key: vec![declared + 1, declared + 2],
+            generator: None,
+            watermark: None,
+            processing_time: None,
+            kafka: Some(kafka),
+        })
+        .unwrap()
+    }
+
+    fn texts(codec: &RecordCodec, values: &[&str]) -> (Vec<Option<String>>, usize) {
+        let records: Vec<RawRecord> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| record(i as i64, Some(b"ignored key"), Some(v)))
+            .collect();
+        let decoded = codec.decode(&records);
+        let v = decoded.rows.column(0).as_string::<i32>();
+        (
+            v.iter().map(|s| s.map(str::to_owned)).collect(),
+            decoded.dead.len(),
+        )
+    }
+
+    #[test]
+    fn wrap_single_value_and_value_delimiter_read_and_write_as_ksqldb() {
+        let text = |v: &str| Some(v.to_owned());
+        // Unset: an object or a bare value is read; an object is written.
+        let either = keyless(Format::Json, false, |_| {});
+        assert_eq!(
+            texts(&either, &[r#"{"V": "a"}"#, r#""b""#]),
+            (vec![text("a"), text("b")], 0)
+        );
+        let rows = RecordBatch::try_new(
+            Arc::new(Schema::new(either.schema.fields()[..1].to_vec())),
+            vec![Arc::new(StringArray::from(vec![Some("x"), None]))],
+        )
+        .unwrap();
+        let written = |codec: &RecordCodec| -> Vec<String> {
+            let records = codec.encode(&rows, None).unwrap();
+            assert!(records.iter().all(|r| r.key.is_none()), "key format NONE");
+            records
+                .into_iter()
+                .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
+                .collect()
+        };
+        assert_eq!(written(&either), [r#"{"v":"x"}"#, r#"{"v":null}"#]);
+        // false: the bare value, even when it looks like an object.
+        let bare = keyless(Format::Json, false, |k| k.wrap_single_value = Some(false));
+        assert_eq!(written(&bare), [r#""x""#, "null"]);
+        let (read, dead) = texts(&bare, &[r#""a""#, "null"]);
+        assert_eq!((read, dead), (vec![text("a"), None], 0));
+        // true: only objects.
+        let wrapped = keyless(Format::Json, false, |k| k.wrap_single_value = Some(true));
+        assert_eq!(texts(&wrapped, &[r#"{"v": "a"}"#, r#""b""#]).1, 1);
+        // A delimiter other than a comma, quoting values that hold it.
+        let tabs = keyless(Format::Delimited, true, |k| k.value_delimiter = Some('\t'));
+        assert_eq!(
+            texts(&tabs, &["a,b\t1", "\"c\td\"\t2"]),
+            (vec![text("a,b"), text("c\td")], 0)
+        );
+        let rows = RecordBatch::try_new(
+            Arc::new(Schema::new(tabs.schema.fields()[..2].to_vec())),
+            vec![
+                Arc::new(StringArray::from(vec!["a,b", "c\td"])),
+                Arc::new(Int64Array::from(vec![1, 2])),
+            ],
+        )
+        .unwrap();
+        let records = tabs.encode(&rows, None).unwrap();
+        let values: Vec<&[u8]> = records
+            .iter()
+            .map(|r| r.value.as_deref().unwrap())
+            .collect();
+        assert_eq!(values, [&b"a,b\t1"[..], b"\"c\td\"\t2"]);
+    }
+
     #[test]
     fn delimited_and_kafka_round_trip() {
         for (value_format, key_format) in [
@@ -1062,6 +1216,8 @@ mod tests {
                     start_column: 2,
                     end_column: 3,
                 }),
+                wrap_single_value: None,
+                value_delimiter: None,
             }),
         })
         .unwrap()

@@ -357,6 +357,8 @@ mod tests {
                 timestamp_format: None,
                 retention_ms: None,
                 window: None,
+                wrap_single_value: None,
+                value_delimiter: None,
             }),
         }
     }
