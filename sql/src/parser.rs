@@ -260,96 +260,185 @@ fn significant(tokens: &[TokenWithSpan], n: usize) -> Option<&Token> {
 }
 
 /// A ksqlDB aggregate the parser writes as one DataFusion plans.
-struct AggregateRewrite {
-    name: &'static str,
-    distinct: bool,
-    /// ORDER BY the argument itself, else by offset.
-    by_argument: bool,
-    ignore_nulls: bool,
+#[derive(Clone, Copy)]
+enum AggregateRewrite {
+    /// One argument, ordered: `name([DISTINCT] x ORDER BY ...)`.
+    Ordered {
+        name: &'static str,
+        distinct: bool,
+        /// ORDER BY the argument itself, else by offset.
+        by_argument: bool,
+        ignore_nulls: bool,
+    },
+    /// `TOPK(x, k)` and `TOPKDISTINCT(x, k)`: the `k` greatest values.
+    TopK { distinct: bool },
+}
+
+impl AggregateRewrite {
+    fn of(t: &Token) -> Option<Self> {
+        let Token::Word(w) = t else { return None };
+        if w.quote_style.is_some() {
+            return None;
+        }
+        let ordered = |name, distinct, by_argument, ignore_nulls| AggregateRewrite::Ordered {
+            name,
+            distinct,
+            by_argument,
+            ignore_nulls,
+        };
+        Some(match w.value.to_ascii_uppercase().as_str() {
+            "LATEST_BY_OFFSET" => ordered("last_value", false, false, true),
+            "EARLIEST_BY_OFFSET" => ordered("first_value", false, false, true),
+            "COLLECT_LIST" => ordered("array_agg", false, false, false),
+            "COLLECT_SET" => ordered("array_agg", true, true, false),
+            "TOPK" => AggregateRewrite::TopK { distinct: false },
+            "TOPKDISTINCT" => AggregateRewrite::TopK { distinct: true },
+            _ => return None,
+        })
+    }
+}
+
+/// A call being rewritten: the paren depth inside it, where it starts in
+/// the output, where its arguments start, and where its second argument
+/// starts (after the comma), if it has one.
+struct OpenCall {
+    depth: usize,
+    at: usize,
+    arguments: usize,
+    second: Option<usize>,
+    rewrite: AggregateRewrite,
 }
 
 /// ksqlDB's aggregates of records in order:
 /// - `LATEST_BY_OFFSET(x)`: `last_value(x ORDER BY rowoffset, rowpartition)
 ///   IGNORE NULLS`, and `EARLIEST_BY_OFFSET` with `first_value`;
 /// - `COLLECT_LIST(x)`: `array_agg(x ORDER BY rowoffset, rowpartition)`;
-/// - `COLLECT_SET(x)`: `array_agg(DISTINCT x ORDER BY x)`.
+/// - `COLLECT_SET(x)`: `array_agg(DISTINCT x ORDER BY x)`;
+/// - `TOPK(x, k)`: `array_slice(array_agg(x ORDER BY x DESC) FILTER (WHERE
+///   x IS NOT NULL), 1, k)`, and `TOPKDISTINCT` with `DISTINCT`.
 ///
 /// Records of different partitions are ordered by offset, then partition.
 fn rewrite_ksql_aggregates(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
-    let rewrite = |t: &Token| {
-        let Token::Word(w) = t else { return None };
-        if w.quote_style.is_some() {
-            return None;
-        }
-        let (name, distinct, by_argument, ignore_nulls) =
-            match w.value.to_ascii_uppercase().as_str() {
-                "LATEST_BY_OFFSET" => ("last_value", false, false, true),
-                "EARLIEST_BY_OFFSET" => ("first_value", false, false, true),
-                "COLLECT_LIST" => ("array_agg", false, false, false),
-                "COLLECT_SET" => ("array_agg", true, true, false),
-                _ => return None,
-            };
-        Some(AggregateRewrite {
-            name,
-            distinct,
-            by_argument,
-            ignore_nulls,
-        })
-    };
-    if !tokens.iter().any(|t| rewrite(&t.token).is_some()) {
+    if !tokens
+        .iter()
+        .any(|t| AggregateRewrite::of(&t.token).is_some())
+    {
         return Ok(tokens);
     }
     let word = |w: &str| TokenWithSpan::wrap(Token::make_word(w, None));
+    let token = |t: Token| TokenWithSpan::wrap(t);
     let mut out = Vec::with_capacity(tokens.len() + 8);
-    // Calls being rewritten: the paren depth inside each, where its
-    // argument starts in `out`, and how it is rewritten.
-    let mut calls: Vec<(usize, usize, AggregateRewrite)> = Vec::new();
-    let mut opening: Option<AggregateRewrite> = None;
+    let mut calls: Vec<OpenCall> = Vec::new();
+    let mut opening: Option<(usize, AggregateRewrite)> = None;
     let mut depth = 0usize;
     for (i, t) in tokens.iter().enumerate() {
-        if let Some(found) = rewrite(&t.token) {
+        if let Some(found) = AggregateRewrite::of(&t.token) {
             if significant(&tokens[i + 1..], 0) == Some(&Token::LParen) {
-                out.push(word(found.name));
-                opening = Some(found);
+                opening = Some((out.len(), found));
+                out.push(t.clone());
                 continue;
             }
         }
+        let closes = calls.last().is_some_and(|c| c.depth == depth);
         match &t.token {
             Token::LParen => {
                 depth += 1;
                 out.push(t.clone());
-                if let Some(found) = opening.take() {
-                    if found.distinct {
-                        out.push(word("DISTINCT"));
-                    }
-                    calls.push((depth, out.len(), found));
+                if let Some((at, rewrite)) = opening.take() {
+                    calls.push(OpenCall {
+                        depth,
+                        at,
+                        arguments: out.len(),
+                        second: None,
+                        rewrite,
+                    });
                 }
                 continue;
             }
-            Token::Comma if calls.last().is_some_and(|(d, _, _)| *d == depth) => {
-                return Err(SqlError::Unsupported(
-                    "LATEST_BY_OFFSET, EARLIEST_BY_OFFSET, COLLECT_LIST or COLLECT_SET \
-                     with more than one argument"
-                        .into(),
-                ))
-            }
-            Token::RParen if calls.last().is_some_and(|(d, _, _)| *d == depth) => {
-                let Some((_, start, found)) = calls.pop() else {
-                    continue;
-                };
-                depth -= 1;
-                let argument: Vec<TokenWithSpan> = out[start..].to_vec();
-                out.extend([word("ORDER"), word("BY")]);
-                if found.by_argument {
-                    out.extend(argument);
-                } else {
-                    out.push(word("rowoffset"));
-                    out.push(TokenWithSpan::wrap(Token::Comma));
-                    out.push(word("rowpartition"));
+            Token::Comma if closes => {
+                let call = calls.last_mut().expect("an open call");
+                match (call.rewrite, call.second) {
+                    (AggregateRewrite::TopK { .. }, None) => {
+                        out.push(t.clone());
+                        call.second = Some(out.len());
+                        continue;
+                    }
+                    (AggregateRewrite::TopK { .. }, Some(_)) => {
+                        return Err(SqlError::Unsupported(
+                            "TOPK or TOPKDISTINCT with more than two arguments".into(),
+                        ))
+                    }
+                    (AggregateRewrite::Ordered { .. }, _) => {
+                        return Err(SqlError::Unsupported(
+                            "LATEST_BY_OFFSET, EARLIEST_BY_OFFSET, COLLECT_LIST or COLLECT_SET \
+                             with more than one argument"
+                                .into(),
+                        ))
+                    }
                 }
-                out.push(t.clone());
-                if found.ignore_nulls {
-                    out.extend([word("IGNORE"), word("NULLS")]);
+            }
+            Token::RParen if closes => {
+                let call = calls.pop().expect("an open call");
+                depth -= 1;
+                let arguments = out.split_off(call.at);
+                let argument = |end: usize| arguments[call.arguments - call.at..end].to_vec();
+                match call.rewrite {
+                    AggregateRewrite::Ordered {
+                        name,
+                        distinct,
+                        by_argument,
+                        ignore_nulls,
+                    } => {
+                        let x = argument(arguments.len());
+                        out.extend([word(name), token(Token::LParen)]);
+                        if distinct {
+                            out.push(word("DISTINCT"));
+                        }
+                        out.extend(x.iter().cloned());
+                        out.extend([word("ORDER"), word("BY")]);
+                        if by_argument {
+                            out.extend(x);
+                        } else {
+                            out.extend([
+                                word("rowoffset"),
+                                token(Token::Comma),
+                                word("rowpartition"),
+                            ]);
+                        }
+                        out.push(t.clone());
+                        if ignore_nulls {
+                            out.extend([word("IGNORE"), word("NULLS")]);
+                        }
+                    }
+                    AggregateRewrite::TopK { distinct } => {
+                        let Some(second) = call.second else {
+                            return Err(SqlError::Unsupported(
+                                "TOPK and TOPKDISTINCT take a column and a count, as TOPK(x, 3)"
+                                    .into(),
+                            ));
+                        };
+                        let x = argument(second - call.at - 1);
+                        let k = arguments[second - call.at..].to_vec();
+                        out.extend([word("array_slice"), token(Token::LParen)]);
+                        out.extend([word("array_agg"), token(Token::LParen)]);
+                        if distinct {
+                            out.push(word("DISTINCT"));
+                        }
+                        out.extend(x.iter().cloned());
+                        out.extend([word("ORDER"), word("BY")]);
+                        out.extend(x.iter().cloned());
+                        out.extend([word("DESC"), token(Token::RParen)]);
+                        out.extend([word("FILTER"), token(Token::LParen), word("WHERE")]);
+                        out.push(token(Token::LParen));
+                        out.extend(x);
+                        out.push(token(Token::RParen));
+                        out.extend([word("IS"), word("NOT"), word("NULL"), token(Token::RParen)]);
+                        out.push(token(Token::Comma));
+                        out.push(token(Token::Number("1".into(), false)));
+                        out.push(token(Token::Comma));
+                        out.extend(k);
+                        out.push(t.clone());
+                    }
                 }
                 continue;
             }

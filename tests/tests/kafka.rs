@@ -278,12 +278,13 @@ async fn insert_produces_and_errors_are_clear() -> Result<()> {
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].1.as_deref(), Some(&7i64.to_be_bytes()[..]));
     let value: serde_json::Value = serde_json::from_slice(records[0].2.as_deref().unwrap_or(b""))?;
-    assert_eq!(value, serde_json::json!({"name": "x", "amount": 2.5}));
+    // Field names as ksqlDB writes them: upper case.
+    assert_eq!(value, serde_json::json!({"NAME": "x", "AMOUNT": 2.5}));
     let null_amount: serde_json::Value =
         serde_json::from_slice(records[1].2.as_deref().unwrap_or(b""))?;
     assert_eq!(
         null_amount,
-        serde_json::json!({"name": "y", "amount": null})
+        serde_json::json!({"NAME": "y", "AMOUNT": null})
     );
     client.batch_execute("FLUSH").await?;
     assert_eq!(

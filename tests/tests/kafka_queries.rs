@@ -113,7 +113,7 @@ async fn persistent_queries_write_their_topics() -> Result<()> {
         ("cy", "help", 101),
     ]
     .iter()
-    .map(|(u, p, ms)| (u.to_string(), serde_json::json!({"page": p, "ms": ms})))
+    .map(|(u, p, ms)| (u.to_string(), serde_json::json!({"PAGE": p, "MS": ms})))
     .collect();
     assert_eq!(written, expected);
 
@@ -132,7 +132,7 @@ async fn persistent_queries_write_their_topics() -> Result<()> {
         .map(|(user, (n, ms))| {
             (
                 user.as_bytes().to_vec(),
-                Some(format!(r#"{{"views":{n},"total_ms":{ms}}}"#).into_bytes()),
+                Some(format!(r#"{{"VIEWS":{n},"TOTAL_MS":{ms}}}"#).into_bytes()),
             )
         })
         .collect();
@@ -338,8 +338,8 @@ async fn kill_9_while_a_query_writes_keeps_its_table_exact() -> Result<()> {
             Ok(format!(
                 "{}|{}|{}",
                 String::from_utf8(key.clone())?,
-                value["n"],
-                value["total"]
+                value["N"],
+                value["TOTAL"]
             ))
         })
         .collect::<Result<_>>()?;
@@ -515,7 +515,8 @@ async fn serde_options_read_and_write_as_ksqldb() -> Result<()> {
              CREATE STREAM bare_words WITH (kafka_topic='bare_words', value_format='JSON', \
                wrap_single_value=false) AS SELECT upper(word) AS word FROM words;
              CREATE STREAM tabbed WITH (kafka_topic='tabbed', value_format='DELIMITED', \
-               value_delimiter='TAB') AS SELECT name, n * 10 AS n FROM piped;",
+               value_delimiter='TAB') AS SELECT name, n * 10 AS n FROM piped;
+             CREATE STREAM named AS SELECT word, upper(word), length(word) AS len FROM words;",
         )
         .await?;
     let records = |values: &[&str]| -> Vec<Record> {
@@ -558,6 +559,26 @@ async fn serde_options_read_and_write_as_ksqldb() -> Result<()> {
         .collect();
     tabbed.sort();
     assert_eq!(tabbed, ["a|b\t20", "x\t10"]);
+    // ksqlDB's names: upper case in records, KSQL_COL_<position> for an
+    // expression without an alias; Postgres clients see them lower-cased.
+    let mut named: Vec<serde_json::Value> = consume_all(&brokers, "NAMED")
+        .await?
+        .iter()
+        .map(|(_, _, value)| json(value))
+        .collect::<Result<_>>()?;
+    named.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        named,
+        [
+            serde_json::json!({"WORD": "hi", "KSQL_COL_1": "HI", "LEN": 2}),
+            serde_json::json!({"WORD": "there", "KSQL_COL_1": "THERE", "LEN": 5}),
+        ]
+    );
+    client.batch_execute("FLUSH").await?;
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT word, ksql_col_1, len FROM named").await?,
+        ["hi|HI|2", "there|THERE|5"]
+    );
 
     // What the options refuse, each with the reason.
     for (statement, reason) in [

@@ -350,10 +350,10 @@ async fn sessions_merge_close_and_windowed_keys_reach_topics() -> Result<()> {
     // the minute windows.
     let per_min = latest(&broker, "per_min_t").await?;
     let expected: BTreeMap<Vec<u8>, String> = [
-        (windowed_key("ann", 0, None), r#"{"n":2}"#),
-        (windowed_key("ann", 60, None), r#"{"n":1}"#),
-        (windowed_key("bob", 0, None), r#"{"n":1}"#),
-        (windowed_key("cy", 180, None), r#"{"n":1}"#),
+        (windowed_key("ann", 0, None), r#"{"N":2}"#),
+        (windowed_key("ann", 60, None), r#"{"N":1}"#),
+        (windowed_key("bob", 0, None), r#"{"N":1}"#),
+        (windowed_key("cy", 180, None), r#"{"N":1}"#),
     ]
     .into_iter()
     .map(|(k, v)| (k, v.to_string()))
@@ -361,9 +361,9 @@ async fn sessions_merge_close_and_windowed_keys_reach_topics() -> Result<()> {
     assert_eq!(per_min, expected);
     let visits = latest(&broker, "visits_t").await?;
     let expected: BTreeMap<Vec<u8>, String> = [
-        (windowed_key("ann", 0, Some(70)), r#"{"n":4}"#),
-        (windowed_key("bob", 5, Some(5)), r#"{"n":1}"#),
-        (windowed_key("cy", 200, Some(200)), r#"{"n":1}"#),
+        (windowed_key("ann", 0, Some(70)), r#"{"N":4}"#),
+        (windowed_key("bob", 5, Some(5)), r#"{"N":1}"#),
+        (windowed_key("cy", 200, Some(200)), r#"{"N":1}"#),
     ]
     .into_iter()
     .map(|(k, v)| (k, v.to_string()))

@@ -92,6 +92,23 @@ impl RecordCodec {
         }
     }
 
+    /// The fields records are written with: named as ksqlDB names them, a
+    /// name Postgres folded to lower case (no upper-case letter) upper-cased,
+    /// a quoted one as it is. Reading matches names case-insensitively.
+    fn written_fields(&self, columns: &[usize]) -> Vec<Field> {
+        self.fields(columns)
+            .into_iter()
+            .map(|field| {
+                let name = field.name();
+                if name.chars().any(char::is_uppercase) {
+                    return field;
+                }
+                let upper = name.to_uppercase();
+                field.with_name(upper)
+            })
+            .collect()
+    }
+
     fn fields(&self, columns: &[usize]) -> Vec<Field> {
         columns
             .iter()
@@ -246,7 +263,7 @@ impl RecordCodec {
         let values = encode_part(
             self.kafka.value_format,
             self.value_shape(),
-            &self.fields(&self.value_columns),
+            &self.written_fields(&self.value_columns),
             &value_arrays,
             rows.num_rows(),
         )?;
@@ -258,7 +275,7 @@ impl RecordCodec {
             encode_part(
                 self.kafka.key_format,
                 Shape::KEY,
-                &self.fields(&self.kafka.key_columns),
+                &self.written_fields(&self.kafka.key_columns),
                 &key_arrays,
                 rows.num_rows(),
             )?
@@ -266,6 +283,15 @@ impl RecordCodec {
             .map(Some)
             .collect()
         };
+        // A key of nulls is no key, as ksqlDB writes it.
+        let key_columns = &self.kafka.key_columns;
+        if !key_columns.is_empty() && self.kafka.window.is_none() {
+            for (row, key) in keys.iter_mut().enumerate() {
+                if key_columns.iter().all(|&k| rows.column(k).is_null(row)) {
+                    *key = None;
+                }
+            }
+        }
         if let Some(window) = &self.kafka.window {
             append_windows(window, rows, &mut keys)?;
         }
@@ -1104,7 +1130,7 @@ mod tests {
                 .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
                 .collect()
         };
-        assert_eq!(written(&either), [r#"{"v":"x"}"#, r#"{"v":null}"#]);
+        assert_eq!(written(&either), [r#"{"V":"x"}"#, r#"{"V":null}"#]);
         // false: the bare value, even when it looks like an object.
         let bare = keyless(Format::Json, false, |k| k.wrap_single_value = Some(false));
         assert_eq!(written(&bare), [r#""x""#, "null"]);
@@ -1133,6 +1159,25 @@ mod tests {
             .map(|r| r.value.as_deref().unwrap())
             .collect();
         assert_eq!(values, [&b"a,b\t1"[..], b"\"c\td\"\t2"]);
+    }
+
+    #[test]
+    fn a_stream_keeps_records_with_null_keys_and_writes_them_keyless() {
+        for key_format in [Format::Kafka, Format::Json, Format::Delimited] {
+            let codec =
+                RecordCodec::new(&def(SourceKind::Stream, Format::Json, key_format)).unwrap();
+            let decoded = codec.decode(&[record(0, None, Some(r#"{"name": "keyless"}"#))]);
+            assert!(
+                decoded.dead.is_empty(),
+                "{key_format:?}: {:?}",
+                decoded.dead
+            );
+            assert_eq!(decoded.rows.num_rows(), 1);
+            assert!(decoded.rows.column(0).is_null(0), "{key_format:?}");
+            let declared = decoded.rows.project(&[0, 1, 2, 3]).unwrap();
+            let written = codec.encode(&declared, None).unwrap();
+            assert_eq!(written[0].key, None, "{key_format:?}");
+        }
     }
 
     #[test]
@@ -1248,7 +1293,7 @@ mod tests {
             }
             key.extend_from_slice(&1_000_000i64.to_be_bytes());
             assert_eq!(encoded[0].key.as_deref(), Some(&key[..]));
-            assert_eq!(encoded[0].value.as_deref(), Some(&br#"{"n":3}"#[..]));
+            assert_eq!(encoded[0].value.as_deref(), Some(&br#"{"N":3}"#[..]));
             let back = codec.decode(&[
                 RawRecord {
                     key: encoded[0].key.clone(),

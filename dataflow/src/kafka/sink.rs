@@ -413,9 +413,9 @@ mod tests {
         assert_eq!(
             written,
             vec![
-                ("a".into(), Some(r#"{"total":2}"#.into())),
+                ("a".into(), Some(r#"{"TOTAL":2}"#.into())),
                 ("b".into(), None),
-                ("c".into(), Some(r#"{"total":3}"#.into())),
+                ("c".into(), Some(r#"{"TOTAL":3}"#.into())),
             ]
         );
     }

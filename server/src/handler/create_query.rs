@@ -76,6 +76,9 @@ pub async fn handle_create_as(
         return create_local_table_as(engine, name, plan).await;
     }
     let kafka = engine.kafka()?.clone();
+    let mut query = query.clone();
+    name_generated_columns(&mut query);
+    let query = &query;
     let lowered = engine
         .plan_view(query, clauses, kind == SourceKind::Stream)
         .await?;
@@ -209,6 +212,28 @@ fn reads_kafka(engine: &Engine, plan: &LogicalPlan) -> bool {
 
 /// The relation's columns for a query's output (pseudo-columns left out:
 /// the relation gets its own), and the query column behind each.
+/// Names each select item that is not a column and has no alias as
+/// ksqlDB does, `KSQL_COL_<position>` (lower case here, as Postgres folds
+/// names; its records carry it upper-cased).
+fn name_generated_columns(query: &mut Query) {
+    use datafusion::sql::sqlparser::ast::{Expr, Ident, SelectItem, SetExpr};
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        let SelectItem::UnnamedExpr(expr) = item else {
+            continue;
+        };
+        if matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+            continue;
+        }
+        *item = SelectItem::ExprWithAlias {
+            expr: expr.clone(),
+            alias: Ident::new(format!("ksql_col_{i}")),
+        };
+    }
+}
+
 fn output_columns(schema: &SchemaRef) -> Result<(Vec<ColumnDef>, Vec<usize>)> {
     let mut columns: Vec<ColumnDef> = Vec::new();
     let mut query_columns = Vec::new();

@@ -10,7 +10,7 @@ use crate::engine::Engine;
 use crate::error::{EddyError, Result};
 
 /// Aggregates the parser rewrites into others: name, arguments, what.
-const REWRITTEN: [(&str, &str, &str); 4] = [
+const REWRITTEN: [(&str, &str, &str); 6] = [
     (
         "LATEST_BY_OFFSET",
         "Any",
@@ -34,6 +34,19 @@ const REWRITTEN: [(&str, &str, &str); 4] = [
         "Any",
         "The group's distinct values as an array, in order: \
          array_agg(DISTINCT x ORDER BY x).",
+    ),
+    (
+        "TOPK",
+        "Any, Int64",
+        "The group's k greatest values, greatest first, NULLs skipped (NULL when all are): \
+         array_slice(array_agg(x ORDER BY x DESC) FILTER (WHERE x IS NOT NULL), 1, k).",
+    ),
+    (
+        "TOPKDISTINCT",
+        "Any, Int64",
+        "The group's k greatest distinct values, greatest first, NULLs skipped (NULL when all \
+         are): array_slice(array_agg(DISTINCT x ORDER BY x DESC) FILTER (WHERE x IS NOT \
+         NULL), 1, k).",
     ),
 ];
 
