@@ -141,6 +141,7 @@ impl Engine {
     /// Plans a one-off query that has ksqlDB clauses.
     pub async fn plan_clause_query(&self, query: &EddyQuery) -> Result<LogicalPlan> {
         eddy_sql::check_query_clauses(&query.clauses, false)?;
+        eddy_sql::check_no_partition_by(&query.clauses, "a one-off query")?;
         let mut statement = Statement::Query(query.query.clone());
         apply_windows(&self.catalog, &mut statement, &query.clauses, true)?;
         self.plan(&statement).await

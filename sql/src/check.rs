@@ -32,12 +32,19 @@ pub fn check_query_clauses(clauses: &QueryClauses, persistent: bool) -> Result<(
         }
         _ => {}
     }
-    if !clauses.partition_by.is_empty() {
-        return Err(SqlError::Unsupported(
-            "PARTITION BY (re-keying a stream is not built yet)".into(),
-        ));
-    }
     Ok(())
+}
+
+/// Refuses `PARTITION BY` where it has no records to key: it re-keys the
+/// stream a `CREATE STREAM ... AS SELECT` writes.
+pub fn check_no_partition_by(clauses: &QueryClauses, what: &str) -> Result<()> {
+    if clauses.partition_by.is_empty() {
+        return Ok(());
+    }
+    Err(SqlError::InvalidDefinition(format!(
+        "PARTITION BY in {what}: it re-keys the records of a stream written by CREATE STREAM \
+         ... AS SELECT"
+    )))
 }
 
 /// Refuses `EXCEPT ALL` and `INTERSECT ALL`: DataFusion plans them as semi

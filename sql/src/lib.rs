@@ -18,7 +18,7 @@ mod types;
 pub mod windows;
 
 pub use ast::{query_with_clauses, EddyQuery, EddyStatement, QueryClauses};
-pub use check::{check_query_clauses, check_query_support};
+pub use check::{check_no_partition_by, check_query_clauses, check_query_support};
 pub use column_names::{
     alias_output_columns, disambiguate_output_names, display_name, postgres_column_names,
     DUPLICATE_NAME_SEPARATOR,
@@ -28,7 +28,7 @@ pub use create_table::{bind_create_table, normalize};
 pub use insert::{insert_target, name_all_columns, name_leading_columns};
 pub use joins::{apply_within, WithinUse};
 pub use parser::parse_sql;
-pub use query_keys::{group_key_columns, keeps_columns};
+pub use query_keys::{group_key_columns, keeps_columns, partition_key_columns};
 pub use types::column_type_from_sql;
 pub use windows::{apply_windows, sessions_as_batch};
 

@@ -76,6 +76,34 @@ pub fn group_key_columns(query: &Query) -> Result<Option<Vec<usize>>> {
     Ok(Some(keys))
 }
 
+/// The select-list positions of a `PARTITION BY`'s expressions: the
+/// columns a re-keyed stream's records are keyed by, which ksqlDB too
+/// requires in the select list.
+pub fn partition_key_columns(query: &Query, exprs: &[Expr]) -> Result<Vec<usize>> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Err(SqlError::Unsupported(
+            "PARTITION BY over a set operation; partition each stream".into(),
+        ));
+    };
+    let mut keys = Vec::new();
+    for expr in exprs {
+        let position = select
+            .projection
+            .iter()
+            .position(|item| selects(item, expr))
+            .ok_or_else(|| {
+                SqlError::InvalidDefinition(format!(
+                    "PARTITION BY key {expr} must be in the select list: the stream's records \
+                     are keyed by it"
+                ))
+            })?;
+        if !keys.contains(&position) {
+            keys.push(position);
+        }
+    }
+    Ok(keys)
+}
+
 /// Whether select-list `item` is the GROUP BY expression `group`, or is
 /// named by it.
 fn selects(item: &SelectItem, group: &Expr) -> bool {

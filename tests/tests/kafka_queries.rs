@@ -254,6 +254,20 @@ async fn persistent_queries_write_their_topics() -> Result<()> {
         assert!(message.contains(words), "{sql}: {message}");
     }
 
+    // EXPLAIN <query id> shows its SQL, what it writes and its operators.
+    let plan = text_rows(&client, &format!("EXPLAIN {}", slow_query.0)).await?;
+    assert_eq!(
+        plan[0],
+        format!("Persistent query {}", slow_query.0),
+        "{plan:?}"
+    );
+    assert!(
+        plan[1].contains("SQL: SELECT") && plan[1].contains("ms > 100"),
+        "{plan:?}"
+    );
+    assert_eq!(plan[2], "  Writes: slow_views", "{plan:?}");
+    assert!(plan.iter().any(|l| l.contains("Source:")), "{plan:?}");
+
     // TERMINATE stops the query; its stream and topic stay.
     client
         .batch_execute(&format!("TERMINATE {}", slow_query.0.to_lowercase()))
@@ -616,5 +630,58 @@ async fn serde_options_read_and_write_as_ksqldb() -> Result<()> {
         assert_eq!(code, "42P16", "{statement}: {message}");
         assert!(message.contains(reason), "{statement}: {message}");
     }
+    Ok(())
+}
+
+/// `PARTITION BY` re-keys a stream: each record is keyed by the expression,
+/// so a key's records land in one partition, as ksqlDB writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_by_rekeys_a_stream() -> Result<()> {
+    let broker = Broker::start_with(BrokerStorage::Memory).await?;
+    let brokers = broker.brokers();
+    let (_server, client) = start(&broker).await?;
+    client
+        .batch_execute(
+            "CREATE STREAM pageviews (user_id VARCHAR KEY, page VARCHAR, ms BIGINT) \
+               WITH (kafka_topic='pageviews', value_format='JSON', partitions=1);
+             CREATE STREAM by_page WITH (partitions=3) AS \
+               SELECT page, user_id, ms FROM pageviews PARTITION BY page;
+             CREATE STREAM all_by_page WITH (partitions=3) AS \
+               SELECT * FROM pageviews PARTITION BY page;",
+        )
+        .await?;
+    let views: Vec<Record> = (0..30)
+        .map(|i| view(&format!("u{}", i % 4), &format!("p{}", i % 5), i))
+        .collect();
+    produce(&brokers, "pageviews", Some(0), &views).await?;
+    client.batch_execute("FLUSH").await?;
+    for topic in ["BY_PAGE", "ALL_BY_PAGE"] {
+        let written = consume_all(&brokers, topic).await?;
+        assert_eq!(written.len(), 30, "{topic}");
+        let mut partition_of: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
+        for (partition, key, value) in &written {
+            let key = key.clone().context("a keyed record")?;
+            let value = json(value)?;
+            assert_eq!(
+                value["PAGE"].as_str().map(str::as_bytes),
+                Some(&key[..]),
+                "{topic}: {value}"
+            );
+            let first = *partition_of.entry(key).or_insert(*partition);
+            assert_eq!(first, *partition, "{topic}: one key, one partition");
+        }
+        assert_eq!(partition_of.len(), 5, "{topic}");
+    }
+    assert_eq!(
+        text_rows(&client, "SELECT count(*) FROM by_page WHERE page = 'p1'").await?,
+        ["6"]
+    );
+    let (code, message) = sqlstate(
+        &client,
+        "CREATE STREAM bad AS SELECT user_id FROM pageviews PARTITION BY page",
+    )
+    .await?;
+    assert_eq!(code, "42P16", "{message}");
+    assert!(message.contains("must be in the select list"), "{message}");
     Ok(())
 }

@@ -90,26 +90,41 @@ pub async fn handle_create_as(
         .filter_map(|id| catalog.table_by_id(*id))
         .collect();
     let (columns, query_columns) = output_columns(&schema)?;
-    let mut key_columns = match kind {
-        SourceKind::Stream => {
-            let append_only = lowered
-                .root
-                .append_only(&|id| catalog.table_by_id(id).is_some_and(|t| t.is_stream()));
-            if !append_only {
-                return Err(SqlError::InvalidDefinition(format!(
-                    "the query of stream {name} can change or take back rows it has produced \
+    let mut key_columns =
+        match kind {
+            SourceKind::Stream => {
+                let append_only = lowered
+                    .root
+                    .append_only(&|id| catalog.table_by_id(id).is_some_and(|t| t.is_stream()));
+                if !append_only {
+                    return Err(SqlError::InvalidDefinition(format!(
+                        "the query of stream {name} can change or take back rows it has produced \
                      (it aggregates, reads a table, or outer-joins), so its result is a table; \
                      use CREATE TABLE {name} AS SELECT ... or a materialized view"
+                    ))
+                    .into());
+                }
+                match (options.window, clauses.partition_by.is_empty()) {
+                    (Some(_), true) => table_key(query, &name, &read, &columns, &query_columns)?,
+                    (Some(_), false) => return Err(SqlError::InvalidDefinition(
+                        "PARTITION BY with WINDOW: a windowed aggregate's records are keyed by \
+                         its GROUP BY and window"
+                            .into(),
+                    )
+                    .into()),
+                    (None, true) => stream_key(&read, &columns),
+                    (None, false) => partition_key(query, clauses, &columns, &query_columns)?,
+                }
+            }
+            SourceKind::Table if !clauses.partition_by.is_empty() => {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "PARTITION BY re-keys a stream; table {name} is keyed by its GROUP BY or its \
+                 source's primary key"
                 ))
-                .into());
+                .into())
             }
-            match options.window {
-                Some(_) => table_key(query, &name, &read, &columns, &query_columns)?,
-                None => stream_key(&read, &columns),
-            }
-        }
-        SourceKind::Table => table_key(query, &name, &read, &columns, &query_columns)?,
-    };
+            SourceKind::Table => table_key(query, &name, &read, &columns, &query_columns)?,
+        };
     if kind == SourceKind::Table {
         key_columns.sort_unstable();
     }
@@ -269,6 +284,59 @@ fn positions(columns: &[ColumnDef], names: &[&str]) -> Option<Vec<usize>> {
         .iter()
         .map(|n| columns.iter().position(|c| c.name == *n))
         .collect()
+}
+
+/// The key `PARTITION BY` gives a stream: each expression's column in the
+/// select list, or under `*` the column of that name.
+fn partition_key(
+    query: &Query,
+    clauses: &eddy_sql::ast::QueryClauses,
+    columns: &[ColumnDef],
+    query_columns: &[usize],
+) -> Result<Vec<usize>> {
+    use datafusion::sql::sqlparser::ast::{Expr, SelectItem, SetExpr};
+    let wildcard = matches!(query.body.as_ref(), SetExpr::Select(select)
+    if select.projection.iter().any(|item| {
+        matches!(item, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))
+    }));
+    let mut keys = Vec::new();
+    for expr in &clauses.partition_by {
+        let by_name = match expr {
+            Expr::Identifier(ident) if wildcard => Some(ident),
+            Expr::CompoundIdentifier(parts) if wildcard => parts.last(),
+            _ => None,
+        };
+        let key = match by_name {
+            Some(ident) => {
+                let name = eddy_sql::create_table::normalize(ident);
+                columns.iter().position(|c| c.name == name).ok_or_else(|| {
+                    EddyError::from(SqlError::InvalidDefinition(format!(
+                        "PARTITION BY key {expr} is not a column of the query"
+                    )))
+                })?
+            }
+            None => {
+                let [position] =
+                    eddy_sql::partition_key_columns(query, std::slice::from_ref(expr))?[..]
+                else {
+                    return Err(EddyError::Internal("one position per expression".into()));
+                };
+                query_columns
+                    .iter()
+                    .position(|&q| q == position)
+                    .ok_or_else(|| {
+                        SqlError::InvalidDefinition(
+                            "a pseudo-column cannot key a stream; select it under another name"
+                                .into(),
+                        )
+                    })?
+            }
+        };
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
 }
 
 /// A stream keeps the key of the one stream it reads, if it selects it.

@@ -36,6 +36,7 @@ pub async fn handle_create_view(
         return handle_create_plain_view(engine, create, clauses).await;
     }
     eddy_sql::check_query_clauses(clauses, true)?;
+    eddy_sql::check_no_partition_by(clauses, "a materialized view")?;
     if create.or_replace || create.or_alter {
         return Err(EddyError::Unsupported(
             "CREATE OR REPLACE MATERIALIZED VIEW".into(),

@@ -26,19 +26,38 @@ pub async fn handle_explain_create(engine: &Engine, create: &CreateView) -> Resu
     rows(lines)
 }
 
+/// EXPLAIN of a materialized view, or of a persistent query by its id
+/// (`EXPLAIN CSAS_ENRICHED_7`, as in ksqlDB).
 pub async fn handle_explain_view(engine: &Engine, name: &ObjectName) -> Result<Output> {
     let name = object_name(name)?;
-    let view = engine.catalog.view(&name).ok_or_else(|| {
-        if engine.catalog.table(&name).is_some() {
-            EddyError::Unsupported(format!(
-                "EXPLAIN of table \"{name}\" (EXPLAIN shows a query or a materialized view)"
-            ))
-        } else {
-            EddyError::UndefinedTable(name.clone())
+    let (view, mut lines) = match engine.catalog.view(&name) {
+        Some(view) => (view, vec![format!("Materialized view {name}")]),
+        None => {
+            let query = engine.catalog.query(&name).ok_or_else(|| {
+                if engine.catalog.table(&name).is_some() {
+                    EddyError::Unsupported(format!(
+                        "EXPLAIN of table \"{name}\" (EXPLAIN shows a query, a materialized \
+                         view or a persistent query)"
+                    ))
+                } else {
+                    EddyError::UndefinedTable(name.clone())
+                }
+            })?;
+            let def = query.def();
+            let sink = def
+                .sink_relation
+                .and_then(|id| engine.catalog.relation_name(id))
+                .unwrap_or_default();
+            let lines = vec![
+                format!("Persistent query {}", def.name),
+                format!("  SQL: {}", def.sql),
+                format!("  Writes: {sink}"),
+            ];
+            (query, lines)
         }
-    })?;
+    };
+    let name = view.name().to_owned();
     let def = view.def();
-    let mut lines = vec![format!("Materialized view {name}")];
     if let Some(error) = &def.error {
         lines.push(format!("  (not maintained: {error})"));
     }
