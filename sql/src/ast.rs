@@ -55,6 +55,14 @@ pub enum EddyStatement {
         hold: bool,
         query: Box<EddyQuery>,
     },
+    /// `INSERT INTO stream SELECT ... EMIT CHANGES` (or any clause of a
+    /// ksqlDB query): a persistent query appending to an existing stream.
+    /// Without clauses it is an `Sql` insert, persistent when it reads a
+    /// Kafka relation.
+    InsertQuery {
+        target: ObjectName,
+        query: Box<EddyQuery>,
+    },
     /// `FETCH ... WITH (timeout = '1s')`: waits at most that long for rows
     /// of a subscription.
     FetchWithTimeout {
@@ -412,6 +420,9 @@ impl fmt::Display for EddyStatement {
             }
             EddyStatement::FetchWithTimeout { fetch, timeout } => {
                 write!(f, "{fetch} WITH (timeout = '{}ms')", timeout.as_millis())
+            }
+            EddyStatement::InsertQuery { target, query } => {
+                write!(f, "INSERT INTO {target} {query}")
             }
         }
     }

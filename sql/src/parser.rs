@@ -513,6 +513,9 @@ fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
     if word(0, "DROP") {
         return parse_drop(parser(tokens));
     }
+    if word(0, "INSERT") {
+        return parse_insert(tokens);
+    }
     let is_query = word(0, "SELECT")
         || word(0, "WITH")
         || word(0, "VALUES")
@@ -530,6 +533,38 @@ fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
             Ok(EddyStatement::Query(Box::new(EddyQuery { query, clauses })))
         }
         statement => Ok(EddyStatement::Sql(Box::new(statement))),
+    }
+}
+
+/// `INSERT ...`: Postgres's, unless its query has ksqlDB clauses (`EMIT
+/// CHANGES`, ...), which make it a persistent query into a stream.
+fn parse_insert(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
+    let clauses = take_query_clauses(&mut tokens)?;
+    let mut p = parser(tokens);
+    let statement = p.parse_statement()?;
+    expect_end(&mut p)?;
+    if clauses.is_empty() {
+        return Ok(EddyStatement::Sql(Box::new(statement)));
+    }
+    match statement {
+        Statement::Insert(insert) => match (insert.source, insert.columns.is_empty()) {
+            (Some(query), true) => Ok(EddyStatement::InsertQuery {
+                target: match insert.table {
+                    datafusion::sql::sqlparser::ast::TableObject::TableName(name) => name,
+                    other => return Err(SqlError::Unsupported(format!("INSERT INTO {other}"))),
+                },
+                query: Box::new(EddyQuery { query, clauses }),
+            }),
+            (Some(_), false) => Err(SqlError::Unsupported(
+                "a column list in INSERT INTO ... SELECT ... EMIT CHANGES; name the columns in \
+                 the select list"
+                    .into(),
+            )),
+            (None, _) => Err(SqlError::InvalidDefinition(
+                "EMIT CHANGES belongs to an INSERT INTO ... SELECT".into(),
+            )),
+        },
+        other => Err(SqlError::Unsupported(format!("statement {other}"))),
     }
 }
 

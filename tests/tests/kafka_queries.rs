@@ -685,3 +685,87 @@ async fn partition_by_rekeys_a_stream() -> Result<()> {
     assert!(message.contains("must be in the select list"), "{message}");
     Ok(())
 }
+
+/// `INSERT INTO stream SELECT ...` over Kafka relations is a persistent
+/// query appending to an existing stream, as in ksqlDB: two streams merged
+/// into a third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_into_select_appends_to_a_stream() -> Result<()> {
+    let broker = Broker::start_with(BrokerStorage::Memory).await?;
+    let brokers = broker.brokers();
+    let (_server, client) = start(&broker).await?;
+    client
+        .batch_execute(
+            "CREATE STREAM all_views (user_id VARCHAR KEY, page VARCHAR, ms BIGINT) \
+               WITH (kafka_topic='all_views', value_format='JSON', partitions=1);
+             CREATE STREAM web (user_id VARCHAR KEY, page VARCHAR, ms BIGINT) \
+               WITH (kafka_topic='web', value_format='JSON', partitions=1);
+             CREATE STREAM mobile (user_id VARCHAR KEY, screen VARCHAR, ms BIGINT) \
+               WITH (kafka_topic='mobile', value_format='JSON', partitions=1);
+             INSERT INTO all_views SELECT * FROM web EMIT CHANGES;
+             INSERT INTO all_views SELECT user_id, upper(screen) AS page, ms FROM mobile;",
+        )
+        .await?;
+    let queries = text_rows(&client, "SHOW QUERIES").await?;
+    let inserts: Vec<&String> = queries
+        .iter()
+        .filter(|q| q.starts_with("INSERTQUERY_"))
+        .collect();
+    assert_eq!(inserts.len(), 2, "{queries:?}");
+    produce(
+        &brokers,
+        "web",
+        Some(0),
+        &[view("ann", "home", 1), view("bob", "cart", 2)],
+    )
+    .await?;
+    let screen = |user: &str, screen: &str, ms: i64| -> Record {
+        (
+            Some(user.as_bytes().to_vec()),
+            Some(format!(r#"{{"screen": "{screen}", "ms": {ms}}}"#).into_bytes()),
+        )
+    };
+    produce(&brokers, "mobile", Some(0), &[screen("cy", "feed", 3)]).await?;
+    client.batch_execute("FLUSH").await?;
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT user_id, page, ms FROM all_views").await?,
+        ["ann|home|1", "bob|cart|2", "cy|FEED|3"]
+    );
+    let written = consume_all(&brokers, "all_views").await?;
+    let mut keys: Vec<String> = written
+        .iter()
+        .map(|(_, key, _)| String::from_utf8(key.clone().unwrap_or_default()))
+        .collect::<Result<_, _>>()?;
+    keys.sort();
+    assert_eq!(keys, ["ann", "bob", "cy"]);
+
+    for (statement, reason) in [
+        (
+            "INSERT INTO all_views SELECT page FROM web",
+            "has no column user_id",
+        ),
+        (
+            "INSERT INTO all_views SELECT * FROM all_views",
+            "its own output",
+        ),
+        (
+            "INSERT INTO all_views SELECT user_id, 'x' AS page, count(*) AS ms FROM web \
+             GROUP BY user_id",
+            "cannot append to stream all_views",
+        ),
+    ] {
+        let (code, message) = sqlstate(&client, statement).await?;
+        assert_eq!(code, "42P16", "{statement}: {message}");
+        assert!(message.contains(reason), "{statement}: {message}");
+    }
+    // TERMINATE stops one; the stream and the other query stay.
+    let first = inserts[0].split('|').next().context("a query id")?;
+    client.batch_execute(&format!("TERMINATE {first}")).await?;
+    produce(&brokers, "mobile", Some(0), &[screen("dee", "map", 4)]).await?;
+    client.batch_execute("FLUSH").await?;
+    assert_eq!(
+        text_rows(&client, "SELECT count(*) FROM all_views").await?,
+        ["4"]
+    );
+    Ok(())
+}

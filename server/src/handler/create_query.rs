@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::{Query, Statement};
+use datafusion::sql::sqlparser::ast::{ObjectName, Query, Statement};
 use eddy_catalog::dead_letters_def;
 use eddy_catalog::kafka::{Format, SourceKind, WindowType, PSEUDO_COLUMNS};
 use eddy_catalog::{
@@ -207,6 +207,149 @@ pub async fn handle_create_as(
         return Err(e.into());
     }
     Ok(Output::Command(tag))
+}
+
+/// `INSERT INTO stream SELECT ...` over a Kafka relation: a persistent
+/// query appending the query's rows to an existing stream, as in ksqlDB.
+/// Its columns are the stream's, by name.
+pub async fn handle_insert_query(
+    engine: &Engine,
+    target: &ObjectName,
+    query: &EddyQuery,
+) -> Result<Output> {
+    eddy_sql::check_query_clauses(&query.clauses, true)?;
+    if query.clauses.window.is_some() || !query.clauses.partition_by.is_empty() {
+        return Err(SqlError::InvalidDefinition(
+            "INSERT INTO ... SELECT appends to a stream as it is keyed; WINDOW and PARTITION BY \
+             belong in CREATE STREAM|TABLE ... AS SELECT"
+                .into(),
+        )
+        .into());
+    }
+    let name = object_name(target)?;
+    let catalog = &engine.catalog;
+    let stream = catalog
+        .table(&name)
+        .ok_or_else(|| EddyError::UndefinedTable(name.clone()))?;
+    let def = stream.def().clone();
+    if !def
+        .kafka
+        .as_ref()
+        .is_some_and(|k| k.kind == SourceKind::Stream)
+    {
+        return Err(SqlError::InvalidDefinition(format!(
+            "INSERT INTO {name} SELECT ... runs as a persistent query, which appends to a \
+             stream over a Kafka topic; {name} is not one"
+        ))
+        .into());
+    }
+    let kafka = engine.kafka()?.clone();
+    let mut select = query.query.as_ref().clone();
+    name_generated_columns(&mut select);
+    let lowered = engine.plan_view(&select, &query.clauses, true).await?;
+    if lowered.depends_on.contains(&def.id) {
+        return Err(SqlError::InvalidDefinition(format!(
+            "INSERT INTO {name} SELECT ... FROM {name} would feed the query its own output"
+        ))
+        .into());
+    }
+    let append_only = lowered
+        .root
+        .append_only(&|id| catalog.table_by_id(id).is_some_and(|t| t.is_stream()));
+    if !append_only {
+        return Err(SqlError::InvalidDefinition(format!(
+            "the query can change or take back rows it has produced (it aggregates, reads a \
+             table, or outer-joins), so it cannot append to stream {name}"
+        ))
+        .into());
+    }
+    let schema = lowered.root.schema.clone();
+    for column in def.declared_columns() {
+        let data_type = column.column_type.to_arrow();
+        let field = schema.fields().iter().find(|f| *f.name() == column.name);
+        match field {
+            Some(f) if datafusion::arrow::compute::can_cast_types(f.data_type(), &data_type) => {}
+            Some(f) => {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "column {} of the query is {}, which does not fit {}'s {} column",
+                    f.name(),
+                    f.data_type(),
+                    name,
+                    column.column_type
+                ))
+                .into())
+            }
+            None => {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "the query has no column {} for stream {name}; select it, or NULL AS {}",
+                    column.name, column.name
+                ))
+                .into())
+            }
+        }
+    }
+    let topic = def
+        .kafka
+        .as_ref()
+        .map(|k| k.topic.clone())
+        .unwrap_or_default();
+    kafka.ensure_topic(&topic, None, None).await?;
+    let id = catalog.reserve_query_id();
+    let query_def = ViewDef {
+        id,
+        name: format!("INSERTQUERY_{id}"),
+        sql: eddy_sql::query_with_clauses(&select, &query.clauses),
+        columns: schema
+            .fields()
+            .iter()
+            .map(|f| ViewColumn {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+            })
+            .collect(),
+        depends_on: lowered.depends_on,
+        plain_views: lowered.plain_views,
+        explain: lowered.root.explain().join("\n"),
+        plan: lowered.plan,
+        error: None,
+        sink_relation: Some(def.id),
+        key_columns: Vec::new(),
+    };
+    engine.dataflow.create_view(query_def, lowered.root).await?;
+    Ok(Output::Command(Tag::new("INSERT").with_rows(0)))
+}
+
+/// An `INSERT INTO stream SELECT ...` that reads a Kafka relation, as the
+/// persistent query ksqlDB makes of it: its target and query.
+pub fn persistent_insert(
+    engine: &Engine,
+    insert: &datafusion::sql::sqlparser::ast::Insert,
+    dml: &datafusion::logical_expr::DmlStatement,
+) -> Option<(ObjectName, EddyQuery)> {
+    use datafusion::sql::sqlparser::ast::TableObject;
+    let target = engine.catalog.table(dml.table_name.table())?;
+    if !target
+        .def()
+        .kafka
+        .as_ref()
+        .is_some_and(|k| k.kind == SourceKind::Stream)
+    {
+        return None;
+    }
+    let query = insert.source.as_ref()?;
+    if !insert.columns.is_empty() || !reads_kafka(engine, &dml.input) {
+        return None;
+    }
+    let TableObject::TableName(name) = &insert.table else {
+        return None;
+    };
+    Some((
+        name.clone(),
+        EddyQuery {
+            query: query.clone(),
+            clauses: Default::default(),
+        },
+    ))
 }
 
 /// Whether a plan reads a Kafka relation.

@@ -124,6 +124,7 @@ pub async fn execute(
 fn writes(statement: &EddyStatement) -> bool {
     match statement {
         EddyStatement::CreateRelation(_)
+        | EddyStatement::InsertQuery { .. }
         | EddyStatement::CreateView { .. }
         | EddyStatement::Drop(_)
         | EddyStatement::Terminate(_) => true,
@@ -186,6 +187,9 @@ async fn run(
         EddyStatement::DeclareEmitChanges { name, hold, query } => {
             return cursor::handle_declare_emit_changes(engine, vars, name, *hold, query).await
         }
+        EddyStatement::InsertQuery { target, query } => {
+            return create_query::handle_insert_query(engine, target, query).await
+        }
         EddyStatement::Subscribe(_) | EddyStatement::CopySubscribe(_) => {
             return Err(EddyError::Unsupported(
                 "SUBSCRIBE together with other statements; send it alone".into(),
@@ -197,6 +201,11 @@ async fn run(
             Some(plan) => plan,
             None => engine.plan(sql).await?,
         };
+        if let (Statement::Insert(insert), LogicalPlan::Dml(dml)) = (sql, &plan) {
+            if let Some(query) = create_query::persistent_insert(engine, insert, dml) {
+                return create_query::handle_insert_query(engine, &query.0, &query.1).await;
+            }
+        }
         return match plan {
             LogicalPlan::Dml(dml) => dml::handle_dml(engine, dml).await,
             plan => query::handle_query(engine, sql, plan).await,
