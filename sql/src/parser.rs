@@ -73,6 +73,7 @@ pub fn parse_sql(sql: &str) -> Result<Vec<EddyStatement>> {
         .tokenize_with_location()
         .map_err(|e| at_position(SqlError::Syntax(e.into()), sql, &lines))?;
     check_complexity(&tokens)?;
+    let tokens = backquoted_identifiers(tokens).map_err(|e| at_position(e, sql, &lines))?;
     let mut statements = Vec::new();
     for (tokens, end) in split_statements(tokens) {
         let start = tokens
@@ -91,6 +92,45 @@ pub fn parse_sql(sql: &str) -> Result<Vec<EddyStatement>> {
         statements.push(statement);
     }
     Ok(statements)
+}
+
+/// ksqlDB's backquoted identifiers (`` `my col` ``), which keep their case:
+/// each becomes the identifier Postgres writes `"my col"`.
+fn backquoted_identifiers(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
+    let backquote = |t: &TokenWithSpan| t.token == Token::Char('`');
+    if !tokens.iter().any(backquote) {
+        return Ok(tokens);
+    }
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut tokens = tokens.into_iter();
+    while let Some(t) = tokens.next() {
+        if !backquote(&t) {
+            out.push(t);
+            continue;
+        }
+        let mut name = String::new();
+        let closed = loop {
+            match tokens.next() {
+                Some(inner) if backquote(&inner) => break true,
+                Some(inner) => name.push_str(&inner.token.to_string()),
+                None => break false,
+            }
+        };
+        if !closed || name.is_empty() {
+            return Err(SqlError::Syntax(ParserError::ParserError(
+                "a backquoted identifier needs its closing backquote and a name".into(),
+            )));
+        }
+        out.push(TokenWithSpan::new(
+            Token::Word(datafusion::sql::sqlparser::tokenizer::Word {
+                value: name,
+                quote_style: Some('"'),
+                keyword: Keyword::NoKeyword,
+            }),
+            t.span,
+        ));
+    }
+    Ok(out)
 }
 
 /// Parses a catalog query with the compatibility rewrites.
