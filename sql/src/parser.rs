@@ -299,6 +299,10 @@ fn significant(tokens: &[TokenWithSpan], n: usize) -> Option<&Token> {
         .nth(n)
 }
 
+/// Entries COLLECT_LIST and COLLECT_SET keep at most, as ksqlDB's
+/// `ksql.functions.collect_list.limit` and `collect_set.limit` default to.
+const COLLECT_LIMIT: u32 = 1_000;
+
 /// A ksqlDB aggregate the parser writes as one DataFusion plans.
 #[derive(Clone, Copy)]
 enum AggregateRewrite {
@@ -309,6 +313,9 @@ enum AggregateRewrite {
         /// ORDER BY the argument itself, else by offset.
         by_argument: bool,
         ignore_nulls: bool,
+        /// At most this many entries (ksqlDB's COLLECT_LIST and
+        /// COLLECT_SET stop at 1,000).
+        limit: Option<u32>,
     },
     /// `TOPK(x, k)` and `TOPKDISTINCT(x, k)`: the `k` greatest values.
     TopK { distinct: bool },
@@ -320,17 +327,19 @@ impl AggregateRewrite {
         if w.quote_style.is_some() {
             return None;
         }
-        let ordered = |name, distinct, by_argument, ignore_nulls| AggregateRewrite::Ordered {
-            name,
-            distinct,
-            by_argument,
-            ignore_nulls,
-        };
+        let ordered =
+            |name, distinct, by_argument, ignore_nulls, limit| AggregateRewrite::Ordered {
+                name,
+                distinct,
+                by_argument,
+                ignore_nulls,
+                limit,
+            };
         Some(match w.value.to_ascii_uppercase().as_str() {
-            "LATEST_BY_OFFSET" => ordered("last_value", false, false, true),
-            "EARLIEST_BY_OFFSET" => ordered("first_value", false, false, true),
-            "COLLECT_LIST" => ordered("array_agg", false, false, false),
-            "COLLECT_SET" => ordered("array_agg", true, true, false),
+            "LATEST_BY_OFFSET" => ordered("last_value", false, false, true, None),
+            "EARLIEST_BY_OFFSET" => ordered("first_value", false, false, true, None),
+            "COLLECT_LIST" => ordered("array_agg", false, false, false, Some(COLLECT_LIMIT)),
+            "COLLECT_SET" => ordered("array_agg", true, true, false, Some(COLLECT_LIMIT)),
             "TOPK" => AggregateRewrite::TopK { distinct: false },
             "TOPKDISTINCT" => AggregateRewrite::TopK { distinct: true },
             _ => return None,
@@ -352,8 +361,9 @@ struct OpenCall {
 /// ksqlDB's aggregates of records in order:
 /// - `LATEST_BY_OFFSET(x)`: `last_value(x ORDER BY rowoffset, rowpartition)
 ///   IGNORE NULLS`, and `EARLIEST_BY_OFFSET` with `first_value`;
-/// - `COLLECT_LIST(x)`: `array_agg(x ORDER BY rowoffset, rowpartition)`;
-/// - `COLLECT_SET(x)`: `array_agg(DISTINCT x ORDER BY x)`;
+/// - `COLLECT_LIST(x)`: `array_agg(x ORDER BY rowoffset, rowpartition)`,
+///   and `COLLECT_SET(x)`: `array_agg(DISTINCT x ORDER BY x)`, each cut to
+///   its first [`COLLECT_LIMIT`] entries;
 /// - `TOPK(x, k)`: `array_slice(array_agg(x ORDER BY x DESC) FILTER (WHERE
 ///   x IS NOT NULL), 1, k)`, and `TOPKDISTINCT` with `DISTINCT`.
 ///
@@ -367,6 +377,7 @@ fn rewrite_ksql_aggregates(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSp
     }
     let word = |w: &str| TokenWithSpan::wrap(Token::make_word(w, None));
     let token = |t: Token| TokenWithSpan::wrap(t);
+    let number = |n: u32| TokenWithSpan::wrap(Token::Number(n.to_string(), false));
     let mut out = Vec::with_capacity(tokens.len() + 8);
     let mut calls: Vec<OpenCall> = Vec::new();
     let mut opening: Option<(usize, AggregateRewrite)> = None;
@@ -428,8 +439,12 @@ fn rewrite_ksql_aggregates(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSp
                         distinct,
                         by_argument,
                         ignore_nulls,
+                        limit,
                     } => {
                         let x = argument(arguments.len());
+                        if limit.is_some() {
+                            out.extend([word("array_slice"), token(Token::LParen)]);
+                        }
                         out.extend([word(name), token(Token::LParen)]);
                         if distinct {
                             out.push(word("DISTINCT"));
@@ -448,6 +463,10 @@ fn rewrite_ksql_aggregates(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSp
                         out.push(t.clone());
                         if ignore_nulls {
                             out.extend([word("IGNORE"), word("NULLS")]);
+                        }
+                        if let Some(limit) = limit {
+                            out.extend([token(Token::Comma), number(1), token(Token::Comma)]);
+                            out.extend([number(limit), token(Token::RParen)]);
                         }
                     }
                     AggregateRewrite::TopK { distinct } => {
@@ -473,9 +492,7 @@ fn rewrite_ksql_aggregates(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSp
                         out.extend(x);
                         out.push(token(Token::RParen));
                         out.extend([word("IS"), word("NOT"), word("NULL"), token(Token::RParen)]);
-                        out.push(token(Token::Comma));
-                        out.push(token(Token::Number("1".into(), false)));
-                        out.push(token(Token::Comma));
+                        out.extend([token(Token::Comma), number(1), token(Token::Comma)]);
                         out.extend(k);
                         out.push(t.clone());
                     }

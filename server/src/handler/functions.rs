@@ -26,14 +26,14 @@ const REWRITTEN: [(&str, &str, &str); 6] = [
     (
         "COLLECT_LIST",
         "Any",
-        "The group's values as an array, records in offset order: \
-         array_agg(x ORDER BY rowoffset, rowpartition).",
+        "The group's values as an array, records in offset order, the first 1,000: \
+         array_slice(array_agg(x ORDER BY rowoffset, rowpartition), 1, 1000).",
     ),
     (
         "COLLECT_SET",
         "Any",
-        "The group's distinct values as an array, in order: \
-         array_agg(DISTINCT x ORDER BY x).",
+        "The group's distinct values as an array, in order, the first 1,000: \
+         array_slice(array_agg(DISTINCT x ORDER BY x), 1, 1000).",
     ),
     (
         "TOPK",
