@@ -27,7 +27,7 @@ pub use lower::{check_deterministic, lower, JoinGrace, Lowered, WindowHint, Wind
 pub use plan::{PlanNode, ViewBuilder};
 pub use progress::{RuntimeCounters, SourceProgress};
 pub use runtime::{
-    DataflowHandle, PushEvent, PushInfo, PushReceiver, Timing, ViewStats, PUSH_BUFFER,
+    DataflowHandle, PushEvent, PushFeeder, PushInfo, PushReceiver, Timing, ViewStats, PUSH_BUFFER,
 };
 
 use datafusion::arrow::error::ArrowError;

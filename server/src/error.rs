@@ -44,6 +44,8 @@ pub enum EddyError {
     KafkaNotConfigured,
     #[error("query \"{0}\" does not exist")]
     UndefinedQuery(String),
+    #[error("topic \"{0}\" does not exist (topic names keep their case; SHOW TOPICS lists them)")]
+    UndefinedTopic(String),
     #[error("operator does not exist: {0}")]
     UndefinedOperator(String),
     #[error("cursor \"{0}\" does not exist")]
@@ -111,7 +113,7 @@ impl EddyError {
             EddyError::InvalidParameter(_) => "22023",
             EddyError::MultipleStatementsInPrepare => "42601",
             EddyError::KafkaNotConfigured => "55000",
-            EddyError::UndefinedQuery(_) => "42704",
+            EddyError::UndefinedQuery(_) | EddyError::UndefinedTopic(_) => "42704",
             EddyError::UndefinedOperator(_) => "42883",
             EddyError::UndefinedCursor(_) => "34000",
             EddyError::DuplicateCursor(_) => "42P03",

@@ -55,6 +55,8 @@ pub enum EddyStatement {
         hold: bool,
         query: Box<EddyQuery>,
     },
+    /// `PRINT topic ...`, a push query of a topic's records.
+    Print(Print),
     /// `INSERT INTO stream SELECT ... EMIT CHANGES` (or any clause of a
     /// ksqlDB query): a persistent query appending to an existing stream.
     /// Without clauses it is an `Sql` insert, persistent when it reads a
@@ -80,6 +82,36 @@ pub struct Subscribe {
     pub snapshot: bool,
     /// Whether progress rows say when each epoch is complete.
     pub progress: bool,
+}
+
+/// ksqlDB's `PRINT topic [FROM BEGINNING] [INTERVAL | SAMPLE n] [LIMIT n]`:
+/// a topic's records as they arrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Print {
+    /// The topic, as written (topic names keep their case).
+    pub topic: String,
+    /// From the first record kept, else from the next one produced.
+    pub from_beginning: bool,
+    /// Every `interval`-th record (1: each).
+    pub interval: u64,
+    /// Records to print before it ends.
+    pub limit: Option<u64>,
+}
+
+impl fmt::Display for Print {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PRINT '{}'", self.topic.replace('\'', "''"))?;
+        if self.from_beginning {
+            write!(f, " FROM BEGINNING")?;
+        }
+        if self.interval > 1 {
+            write!(f, " INTERVAL {}", self.interval)?;
+        }
+        if let Some(limit) = self.limit {
+            write!(f, " LIMIT {limit}")?;
+        }
+        Ok(())
+    }
 }
 
 /// What `SHOW` or `LIST` lists.
@@ -424,6 +456,7 @@ impl fmt::Display for EddyStatement {
             EddyStatement::InsertQuery { target, query } => {
                 write!(f, "INSERT INTO {target} {query}")
             }
+            EddyStatement::Print(print) => write!(f, "{print}"),
         }
     }
 }

@@ -522,6 +522,9 @@ fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
     if word(0, "TERMINATE") {
         return parse_terminate(parser(tokens));
     }
+    if word(0, "PRINT") {
+        return parse_print(parser(tokens));
+    }
     if word(0, "FLUSH") {
         let mut p = parser(tokens);
         p.next_token();
@@ -886,6 +889,53 @@ fn parse_terminate(mut p: Parser) -> Result<EddyStatement> {
     };
     expect_end(&mut p)?;
     Ok(EddyStatement::Terminate(target))
+}
+
+/// `PRINT topic | 'topic' [FROM BEGINNING] [INTERVAL | SAMPLE n] [LIMIT n]`.
+fn parse_print(mut p: Parser) -> Result<EddyStatement> {
+    p.next_token();
+    let topic = match p.next_token().token {
+        Token::Word(w) => w.value,
+        Token::SingleQuotedString(s) => s,
+        other => {
+            return Err(SqlError::Syntax(ParserError::ParserError(format!(
+                "Expected: a topic name after PRINT, found: {other}"
+            ))))
+        }
+    };
+    let from_beginning = p.parse_keyword(Keyword::FROM);
+    if from_beginning && !parse_word(&mut p, "BEGINNING") {
+        return Err(SqlError::Syntax(ParserError::ParserError(
+            "Expected: BEGINNING after PRINT topic FROM".into(),
+        )));
+    }
+    let count = |p: &mut Parser, what: &str| -> Result<u64> {
+        match p.next_token().token {
+            Token::Number(n, _) => n.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                SqlError::Syntax(ParserError::ParserError(format!(
+                    "{what} {n}: a count of records, 1 or more"
+                )))
+            }),
+            other => Err(SqlError::Syntax(ParserError::ParserError(format!(
+                "Expected: a count after {what}, found: {other}"
+            )))),
+        }
+    };
+    let mut interval = 1;
+    if parse_word(&mut p, "INTERVAL") || parse_word(&mut p, "SAMPLE") {
+        interval = count(&mut p, "INTERVAL")?;
+    }
+    let limit = match p.parse_keyword(Keyword::LIMIT) {
+        true => Some(count(&mut p, "LIMIT")?),
+        false => None,
+    };
+    expect_end(&mut p)?;
+    Ok(EddyStatement::Print(crate::ast::Print {
+        topic,
+        from_beginning,
+        interval,
+        limit,
+    }))
 }
 
 fn listing(token: Option<&Token>) -> Option<Listing> {

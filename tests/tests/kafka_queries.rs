@@ -769,3 +769,83 @@ async fn insert_into_select_appends_to_a_stream() -> Result<()> {
     );
     Ok(())
 }
+
+/// ksqlDB's `PRINT topic`: a topic's records as they arrive (or from the
+/// beginning), each with its time, partition, offset, key and value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn print_shows_a_topics_records() -> Result<()> {
+    let broker = Broker::start_with(BrokerStorage::Memory).await?;
+    let brokers = broker.brokers();
+    let (server, client) = start(&broker).await?;
+    client
+        .batch_execute(
+            "CREATE STREAM pageviews (user_id VARCHAR KEY, page VARCHAR, ms BIGINT) \
+               WITH (kafka_topic='pageviews', value_format='JSON', partitions=1)",
+        )
+        .await?;
+    produce(
+        &brokers,
+        "pageviews",
+        Some(0),
+        &[
+            view("ann", "home", 1),
+            view("bob", "cart", 2),
+            (None, Some(vec![0xff, 0x00])),
+        ],
+    )
+    .await?;
+    let rows = |messages: Vec<tokio_postgres::SimpleQueryMessage>| -> Vec<String> {
+        messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                    (1..5)
+                        .map(|i| row.get(i).unwrap_or("NULL").to_owned())
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                ),
+                _ => None,
+            })
+            .collect()
+    };
+    let printed = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.simple_query("PRINT 'pageviews' FROM BEGINNING LIMIT 3"),
+    )
+    .await??;
+    assert_eq!(
+        rows(printed),
+        [
+            r#"0|0|ann|{"page": "home", "ms": 1}"#,
+            r#"0|1|bob|{"page": "cart", "ms": 2}"#,
+            r#"0|2|NULL|\xff00"#,
+        ]
+    );
+    // Without FROM BEGINNING it waits for the next record; INTERVAL 2
+    // shows every second one.
+    let writer = server.connect().await?;
+    let later = async {
+        eddy_tests::wait_for_push_queries(&writer, |n| n == 1).await?;
+        let more: Vec<Record> = (10..14).map(|i| view("cy", "help", i)).collect();
+        produce(&brokers, "pageviews", Some(0), &more).await?;
+        anyhow::Ok(())
+    };
+    let (printed, produced) = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::future::join(
+            client.simple_query("PRINT pageviews INTERVAL 2 LIMIT 2"),
+            later,
+        ),
+    )
+    .await?;
+    produced?;
+    let printed = rows(printed?);
+    assert_eq!(printed.len(), 2, "{printed:?}");
+    assert!(
+        printed[0].starts_with("0|3|cy|") && printed[1].starts_with("0|5|cy|"),
+        "{printed:?}"
+    );
+    let (code, message) = sqlstate(&client, "PRINT no_such_topic").await?;
+    assert_eq!(code, "42704", "{message}");
+    Ok(())
+}

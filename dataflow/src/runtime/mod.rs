@@ -37,7 +37,7 @@ use crate::sink::ViewSink;
 use crate::state_log::Segment;
 use crate::{DataflowError, Result};
 
-pub use push::{PushEvent, PushInfo, PushReceiver, PUSH_BUFFER};
+pub use push::{PushEvent, PushFeeder, PushInfo, PushReceiver, PUSH_BUFFER};
 
 /// Rows absorbed per epoch at most, to bound an epoch's memory.
 const MAX_EPOCH_ROWS: usize = 200_000;
@@ -247,6 +247,21 @@ impl DataflowHandle {
     /// Starts a push query over `depends_on` (its dataflow `root`): its
     /// changes from the next epoch on go to the returned receiver, after
     /// its query's current rows when `snapshot` is set.
+    /// A push query whose rows the caller feeds (`PRINT topic`), listed
+    /// in SHOW QUERIES while its receiver lives.
+    pub fn fed_push(&self, statement: String) -> (PushFeeder, PushReceiver) {
+        let info = PushInfo {
+            id: self
+                .next_push_id
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1,
+            statement,
+            depends_on: Vec::new(),
+        };
+        let reads = self.catalog.read_guard(&[]);
+        push::fed_push(info, reads, self.push_registry.clone())
+    }
+
     pub fn push(
         &self,
         statement: String,

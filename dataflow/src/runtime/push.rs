@@ -247,6 +247,78 @@ impl Pushed {
     }
 }
 
+/// The feeding end of a push query whose rows come from outside the
+/// dataflow (`PRINT topic`): each batch it sends is one "epoch" of rows
+/// added. The client's end is an ordinary [`PushReceiver`].
+#[derive(Debug)]
+pub struct PushFeeder {
+    tx: mpsc::Sender<Delivery>,
+    overflowed: Arc<AtomicBool>,
+    next_epoch: u64,
+}
+
+impl PushFeeder {
+    /// Sends `rows` as added rows; false once the client is gone, or has
+    /// fallen [`PUSH_BUFFER`] batches behind (it then learns so).
+    pub fn send(&mut self, rows: datafusion::arrow::array::RecordBatch) -> bool {
+        self.next_epoch += 1;
+        let weights = vec![1i64; rows.num_rows()];
+        let changes = ChangeBatch::new(rows, weights.into());
+        let event = Delivery::Event(PushEvent::Changes {
+            epoch: self.next_epoch,
+            changes,
+        });
+        match self.tx.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflowed.store(true, Ordering::SeqCst);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Ends the query with an error the client sees.
+    pub fn fail(self, reason: String) {
+        let _ = self.tx.try_send(Delivery::Event(PushEvent::Failed(reason)));
+    }
+
+    /// Whether the client's end is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// A push query fed from outside the dataflow, listed in SHOW QUERIES.
+pub(super) fn fed_push(
+    info: PushInfo,
+    reads: ReadGuard,
+    registry: PushRegistry,
+) -> (PushFeeder, PushReceiver) {
+    let (tx, rx) = mpsc::channel(PUSH_BUFFER);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    if let Ok(mut registry) = registry.lock() {
+        registry.insert(info.id, info.clone());
+    }
+    let receiver = PushReceiver {
+        rx,
+        overflowed: overflowed.clone(),
+        columns: None,
+        shared: None,
+        _registration: Registration {
+            id: info.id,
+            registry,
+        },
+        _reads: reads,
+    };
+    let feeder = PushFeeder {
+        tx,
+        overflowed,
+        next_epoch: 0,
+    };
+    (feeder, receiver)
+}
+
 /// A push query to start, and its client's end. `columns` is set when
 /// its dataflow `root` shows one relation's columns as they are.
 pub(super) fn push_query(

@@ -12,6 +12,7 @@ mod explain_view;
 mod flush;
 mod functions;
 mod lookup;
+mod print;
 pub mod push;
 mod queries;
 mod query;
@@ -193,6 +194,11 @@ async fn run(
         EddyStatement::Subscribe(_) | EddyStatement::CopySubscribe(_) => {
             return Err(EddyError::Unsupported(
                 "SUBSCRIBE together with other statements; send it alone".into(),
+            ))
+        }
+        EddyStatement::Print(_) => {
+            return Err(EddyError::Unsupported(
+                "PRINT together with other statements; send it alone".into(),
             ))
         }
     };

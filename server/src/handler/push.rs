@@ -49,12 +49,21 @@ use crate::error::{EddyError, Result};
 pub struct PushQuery {
     /// The statement as the client sent it, for SHOW QUERIES.
     statement: String,
-    query: EddyQuery,
+    source: Source,
     limit: Option<u64>,
     /// How its rows look: ksqlDB's or Materialize's.
     form: Form,
     /// `COPY (SUBSCRIBE ...) TO STDOUT`: rows go as COPY data.
     copy: bool,
+}
+
+/// What a push query shows.
+#[derive(Clone)]
+enum Source {
+    /// A query's changes.
+    Query(EddyQuery),
+    /// `PRINT topic`: a topic's records.
+    Print(eddy_sql::ast::Print),
 }
 
 /// How a push query shows changes.
@@ -71,7 +80,10 @@ pub enum Form {
 /// The push query `sql` is, if it is one statement that is one.
 pub fn parse(sql: &str) -> Option<Result<PushQuery>> {
     // Every query passes here: parse only those that may be push queries.
-    if !contains_word(sql, "emit") && !contains_word(sql, "subscribe") {
+    if !contains_word(sql, "emit")
+        && !contains_word(sql, "subscribe")
+        && !contains_word(sql, "print")
+    {
         return None;
     }
     let mut statements = eddy_sql::parse_sql(sql).ok()?;
@@ -79,6 +91,16 @@ pub fn parse(sql: &str) -> Option<Result<PushQuery>> {
         return None;
     };
     let copy = matches!(statement, EddyStatement::CopySubscribe(_));
+    if let EddyStatement::Print(print) = statement {
+        let statement = sql.trim().trim_end_matches(';').trim().to_owned();
+        return Some(Ok(PushQuery {
+            statement,
+            limit: print.limit,
+            source: Source::Print(print),
+            form: Form::EmitChanges,
+            copy: false,
+        }));
+    }
     let (mut query, form) = match statement {
         EddyStatement::Query(query) if query.clauses.emit == Some(Emit::Changes) => {
             (*query, Form::EmitChanges)
@@ -104,7 +126,7 @@ pub fn parse(sql: &str) -> Option<Result<PushQuery>> {
     let statement = sql.trim().trim_end_matches(';').trim().to_owned();
     Some(limit.map(|limit| PushQuery {
         statement,
-        query,
+        source: Source::Query(query),
         limit,
         form,
         copy,
@@ -274,7 +296,11 @@ impl PushQuery {
 
     /// The columns the client sees, planned without starting the query.
     pub async fn describe(&self, engine: &Engine) -> Result<SchemaRef> {
-        let lowered = plan(engine, &self.query, self.form).await?;
+        let query = match &self.source {
+            Source::Query(query) => query,
+            Source::Print(_) => return Ok(super::print::schema()),
+        };
+        let lowered = plan(engine, query, self.form).await?;
         Ok(self.form.schema(&lowered.root.schema))
     }
 }
@@ -349,14 +375,14 @@ impl PushQuery {
             Form::Subscribe { snapshot, .. } => snapshot,
             Form::EmitChanges => starts_earliest(metadata),
         };
-        start(
-            engine,
-            self.statement.clone(),
-            &self.query,
-            self.form,
-            snapshot,
-        )
-        .await
+        match &self.source {
+            Source::Query(query) => {
+                start(engine, self.statement.clone(), query, self.form, snapshot).await
+            }
+            Source::Print(print) => {
+                super::print::start(engine, self.statement.clone(), print).await
+            }
+        }
     }
 
     /// Starts the query as a feed of rows to fetch some at a time.
