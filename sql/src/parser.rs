@@ -1731,4 +1731,71 @@ mod tests {
         assert!(e.contains("TOPICS"), "{e}");
         assert!(parse_sql("SELECT 'unterminated").is_err());
     }
+
+    #[test]
+    fn print_takes_a_topic_as_written_and_its_options() {
+        let EddyStatement::Print(print) = one("PRINT PageViews FROM BEGINNING SAMPLE 3 LIMIT 7")
+        else {
+            panic!("not a PRINT");
+        };
+        assert_eq!(print.topic, "PageViews");
+        assert!(print.from_beginning);
+        assert_eq!((print.interval, print.limit), (3, Some(7)));
+        let EddyStatement::Print(print) = one("print 'my.topic'") else {
+            panic!("not a PRINT");
+        };
+        assert_eq!(
+            (print.topic.as_str(), print.from_beginning),
+            ("my.topic", false)
+        );
+        assert_eq!(print.to_string(), "PRINT 'my.topic'");
+        assert!(syntax_error("PRINT t LIMIT x").contains("a count after LIMIT"));
+    }
+
+    #[test]
+    fn insert_with_ksql_clauses_is_a_persistent_query() {
+        let EddyStatement::InsertQuery { target, query } =
+            one("INSERT INTO merged SELECT * FROM a WHERE x > 1 EMIT CHANGES")
+        else {
+            panic!("not a persistent insert");
+        };
+        assert_eq!(target.to_string(), "merged");
+        assert_eq!(query.clauses.emit, Some(Emit::Changes));
+        assert!(matches!(
+            one("INSERT INTO t SELECT * FROM a"),
+            EddyStatement::Sql(_)
+        ));
+        assert!(matches!(
+            one("INSERT INTO t VALUES (1)"),
+            EddyStatement::Sql(_)
+        ));
+    }
+
+    #[test]
+    fn backquotes_quote_identifiers_outside_strings() {
+        let EddyStatement::Sql(statement) = one("SELECT `My Col`, '`x`' FROM `T`") else {
+            panic!("not SQL");
+        };
+        assert_eq!(statement.to_string(), "SELECT \"My Col\", '`x`' FROM \"T\"");
+    }
+
+    #[test]
+    fn topk_becomes_a_slice_of_an_ordered_array_agg() {
+        let EddyStatement::Sql(statement) = one("SELECT TOPK(a + 1, 3), TOPKDISTINCT(b, 2) FROM t")
+        else {
+            panic!("not SQL");
+        };
+        let text = statement.to_string();
+        assert!(
+            text.contains(
+                "array_slice(array_agg(a + 1 ORDER BY a + 1 DESC) FILTER (WHERE (a + 1) IS NOT \
+                 NULL), 1, 3)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("array_agg(DISTINCT b ORDER BY b DESC)"),
+            "{text}"
+        );
+    }
 }
