@@ -233,7 +233,8 @@ async fn stream_table_joins_look_up_the_table_as_it_is_then() -> Result<()> {
              CREATE STREAM known AS SELECT c.usr, c.page, u.region \
                FROM clicks c JOIN users u ON c.usr = u.id EMIT CHANGES;
              CREATE MATERIALIZED VIEW current AS SELECT c.usr, c.page, u.region \
-               FROM clicks c JOIN users u ON c.usr = u.id;",
+               FROM clicks c JOIN users u ON c.usr = u.id;
+             CREATE STREAM starred AS SELECT * FROM clicks c JOIN users u ON c.usr = u.id;",
         )
         .await?;
     let user = |id: &str, region: &str| -> Record {
@@ -270,6 +271,12 @@ async fn stream_table_joins_look_up_the_table_as_it_is_then() -> Result<()> {
     produce(&brokers, "clicks", Some(0), &[click("ann", "p3")]).await?;
     client.batch_execute("FLUSH").await?;
 
+    // SELECT * over a join names each source's columns <source>_<column>,
+    // as ksqlDB does.
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT c_usr, c_page, u_id, u_region FROM starred").await?,
+        strings(&["ann|p1|ann|eu", "ann|p3|ann|us"])
+    );
     let select = |name: &str| format!("SELECT usr, page, region FROM {name}");
     assert_eq!(
         sorted_text_rows(&client, &select("enriched")).await?,

@@ -77,7 +77,7 @@ pub async fn handle_create_as(
     }
     let kafka = engine.kafka()?.clone();
     let mut query = query.clone();
-    name_generated_columns(&mut query);
+    name_ksql_columns(&mut query, engine);
     let query = &query;
     let lowered = engine
         .plan_view(query, clauses, kind == SourceKind::Stream)
@@ -245,7 +245,7 @@ pub async fn handle_insert_query(
     }
     let kafka = engine.kafka()?.clone();
     let mut select = query.query.as_ref().clone();
-    name_generated_columns(&mut select);
+    name_ksql_columns(&mut select, engine);
     let lowered = engine.plan_view(&select, &query.clauses, true).await?;
     if lowered.depends_on.contains(&def.id) {
         return Err(SqlError::InvalidDefinition(format!(
@@ -370,26 +370,120 @@ fn reads_kafka(engine: &Engine, plan: &LogicalPlan) -> bool {
 
 /// The relation's columns for a query's output (pseudo-columns left out:
 /// the relation gets its own), and the query column behind each.
-/// Names each select item that is not a column and has no alias as
-/// ksqlDB does, `KSQL_COL_<position>` (lower case here, as Postgres folds
-/// names; its records carry it upper-cased).
-fn name_generated_columns(query: &mut Query) {
+/// Names a persistent query's columns as ksqlDB does: an expression
+/// without an alias is `KSQL_COL_<position>` (lower case here, as Postgres
+/// folds names; its records carry it upper-cased), and over a join `*`
+/// stands for every source's columns named `<source>_<column>`, as does a
+/// column whose name two sources share.
+fn name_ksql_columns(query: &mut Query, engine: &Engine) {
     use datafusion::sql::sqlparser::ast::{Expr, Ident, SelectItem, SetExpr};
     let SetExpr::Select(select) = query.body.as_mut() else {
         return;
     };
-    for (i, item) in select.projection.iter_mut().enumerate() {
-        let SelectItem::UnnamedExpr(expr) = item else {
-            continue;
-        };
-        if matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
-            continue;
+    let sources = join_sources(select, engine);
+    let shared: Vec<&String> = sources
+        .iter()
+        .flat_map(|(_, columns)| columns)
+        .filter(|c| sources.iter().filter(|(_, cols)| cols.contains(c)).count() > 1)
+        .collect();
+    let ident = |name: &str| match name.chars().any(|c| !c.is_ascii_lowercase() && c != '_') {
+        true => Ident::with_quote('"', name),
+        false => Ident::new(name),
+    };
+    let prefixed = |source: &str, column: &str| SelectItem::ExprWithAlias {
+        expr: Expr::CompoundIdentifier(vec![ident(source), ident(column)]),
+        alias: ident(&format!("{source}_{column}")),
+    };
+    let mut projection = Vec::with_capacity(select.projection.len());
+    for (i, item) in std::mem::take(&mut select.projection)
+        .into_iter()
+        .enumerate()
+    {
+        match item {
+            SelectItem::Wildcard(_) if !sources.is_empty() => {
+                for (source, columns) in &sources {
+                    projection.extend(columns.iter().map(|c| prefixed(source, c)));
+                }
+            }
+            SelectItem::QualifiedWildcard(kind, options) if !sources.is_empty() => {
+                let qualifier = kind.to_string().to_lowercase();
+                match sources.iter().find(|(source, _)| *source == qualifier) {
+                    Some((source, columns)) => {
+                        projection.extend(columns.iter().map(|c| prefixed(source, c)))
+                    }
+                    None => projection.push(SelectItem::QualifiedWildcard(kind, options)),
+                }
+            }
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts))
+                if parts.len() == 2
+                    && shared.contains(&&eddy_sql::create_table::normalize(&parts[1])) =>
+            {
+                let source = eddy_sql::create_table::normalize(&parts[0]);
+                let column = eddy_sql::create_table::normalize(&parts[1]);
+                projection.push(SelectItem::ExprWithAlias {
+                    expr: Expr::CompoundIdentifier(parts),
+                    alias: ident(&format!("{source}_{column}")),
+                });
+            }
+            SelectItem::UnnamedExpr(expr)
+                if !matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) =>
+            {
+                projection.push(SelectItem::ExprWithAlias {
+                    expr,
+                    alias: Ident::new(format!("ksql_col_{i}")),
+                });
+            }
+            item => projection.push(item),
         }
-        *item = SelectItem::ExprWithAlias {
-            expr: expr.clone(),
-            alias: Ident::new(format!("ksql_col_{i}")),
-        };
     }
+    select.projection = projection;
+}
+
+/// For a select over a join of named relations, each relation's name (or
+/// alias) and its declared columns; empty for no join, or a join of
+/// anything else (a subquery, a function).
+fn join_sources(
+    select: &datafusion::sql::sqlparser::ast::Select,
+    engine: &Engine,
+) -> Vec<(String, Vec<String>)> {
+    use datafusion::sql::sqlparser::ast::TableFactor;
+    let factors: Vec<&TableFactor> = select
+        .from
+        .iter()
+        .flat_map(|from| {
+            std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
+        })
+        .collect();
+    if factors.len() < 2 {
+        return Vec::new();
+    }
+    let mut sources = Vec::new();
+    for factor in factors {
+        let TableFactor::Table { name, alias, .. } = factor else {
+            return Vec::new();
+        };
+        let Ok(table) = object_name(name) else {
+            return Vec::new();
+        };
+        let columns: Vec<String> = match engine.catalog.relation(&table) {
+            Some(eddy_catalog::Relation::Table(t)) => t
+                .def()
+                .declared_columns()
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
+            Some(eddy_catalog::Relation::View(v)) => {
+                v.def().columns.iter().map(|c| c.name.clone()).collect()
+            }
+            None => return Vec::new(),
+        };
+        let source = match alias {
+            Some(alias) => eddy_sql::create_table::normalize(&alias.name),
+            None => table,
+        };
+        sources.push((source, columns));
+    }
+    sources
 }
 
 fn output_columns(schema: &SchemaRef) -> Result<(Vec<ColumnDef>, Vec<usize>)> {
