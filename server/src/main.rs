@@ -32,6 +32,12 @@ use tracing_subscriber::EnvFilter;
 use crate::engine::Engine;
 use crate::wire::Handlers;
 
+/// mimalloc: per-thread heaps that hand freed pages back to the system,
+/// where glibc's arenas kept the many small row allocations of epochs and
+/// checkpoints resident.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "eddy",

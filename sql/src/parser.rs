@@ -382,9 +382,21 @@ fn rewrite_ksql_aggregates(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSp
     let mut calls: Vec<OpenCall> = Vec::new();
     let mut opening: Option<(usize, AggregateRewrite)> = None;
     let mut depth = 0usize;
+    // A name after these is a relation's or a column's, not a call's.
+    let names_relation = |t: Option<&Token>| {
+        t.is_some_and(|t| {
+            *t == Token::Period
+                || ["TABLE", "STREAM", "INTO", "VIEW", "FROM", "JOIN", "UPDATE"]
+                    .iter()
+                    .any(|w| is_word(t, w))
+        })
+    };
     for (i, t) in tokens.iter().enumerate() {
+        let before = tokens[..i].iter().rev().find(|t| !is_blank(&t.token));
         if let Some(found) = AggregateRewrite::of(&t.token) {
-            if significant(&tokens[i + 1..], 0) == Some(&Token::LParen) {
+            if significant(&tokens[i + 1..], 0) == Some(&Token::LParen)
+                && !names_relation(before.map(|t| &t.token))
+            {
                 opening = Some((out.len(), found));
                 out.push(t.clone());
                 continue;
@@ -599,7 +611,15 @@ fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
 /// `INSERT ...`: Postgres's, unless its query has ksqlDB clauses (`EMIT
 /// CHANGES`, ...), which make it a persistent query into a stream.
 fn parse_insert(mut tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
-    let clauses = take_query_clauses(&mut tokens)?;
+    let emits = (0..tokens.len()).any(|n| {
+        significant(&tokens, n).is_some_and(|t| is_word(t, "EMIT"))
+            && significant(&tokens, n + 1)
+                .is_some_and(|t| ["CHANGES", "FINAL"].iter().any(|w| is_word(t, w)))
+    });
+    let clauses = match emits {
+        true => take_query_clauses(&mut tokens)?,
+        false => QueryClauses::default(),
+    };
     let mut p = parser(tokens);
     let statement = p.parse_statement()?;
     expect_end(&mut p)?;
@@ -1796,6 +1816,14 @@ mod tests {
         assert!(
             text.contains("array_agg(DISTINCT b ORDER BY b DESC)"),
             "{text}"
+        );
+        // A relation called so is not a call.
+        let EddyStatement::Sql(statement) = one("INSERT INTO topk (a) SELECT s.topk FROM s") else {
+            panic!("not SQL");
+        };
+        assert_eq!(
+            statement.to_string(),
+            "INSERT INTO topk (a) SELECT s.topk FROM s"
         );
     }
 }

@@ -150,7 +150,9 @@ fn part_of(key: &[u8]) -> usize {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    (hash % PARTS as u64) as usize
+    // A product's low bits depend only on its factors' low bits: fold in
+    // the high ones.
+    ((hash ^ (hash >> 32)) % PARTS as u64) as usize
 }
 
 /// The entries of encoded segment bytes: each key, and its value or `None`

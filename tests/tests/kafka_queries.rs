@@ -573,8 +573,9 @@ async fn serde_options_read_and_write_as_ksqldb() -> Result<()> {
         .collect();
     tabbed.sort();
     assert_eq!(tabbed, ["a|b\t20", "x\t10"]);
-    // ksqlDB's names: upper case in records, KSQL_COL_<position> for an
-    // expression without an alias; Postgres clients see them lower-cased.
+    // ksqlDB's names: upper case in records, KSQL_COL_<n> (counted from 0)
+    // for an expression without an alias; Postgres clients see them
+    // lower-cased.
     let mut named: Vec<serde_json::Value> = consume_all(&brokers, "NAMED")
         .await?
         .iter()
@@ -584,13 +585,13 @@ async fn serde_options_read_and_write_as_ksqldb() -> Result<()> {
     assert_eq!(
         named,
         [
-            serde_json::json!({"WORD": "hi", "KSQL_COL_1": "HI", "LEN": 2}),
-            serde_json::json!({"WORD": "there", "KSQL_COL_1": "THERE", "LEN": 5}),
+            serde_json::json!({"WORD": "hi", "KSQL_COL_0": "HI", "LEN": 2}),
+            serde_json::json!({"WORD": "there", "KSQL_COL_0": "THERE", "LEN": 5}),
         ]
     );
     client.batch_execute("FLUSH").await?;
     assert_eq!(
-        sorted_text_rows(&client, "SELECT word, ksql_col_1, len FROM named").await?,
+        sorted_text_rows(&client, "SELECT word, ksql_col_0, len FROM named").await?,
         ["hi|HI|2", "there|THERE|5"]
     );
 
@@ -742,7 +743,11 @@ async fn insert_into_select_appends_to_a_stream() -> Result<()> {
     for (statement, reason) in [
         (
             "INSERT INTO all_views SELECT page FROM web",
-            "has no column user_id",
+            "the query's columns (page) are not stream all_views's (user_id, page, ms)",
+        ),
+        (
+            "INSERT INTO all_views SELECT user_id, ms, page FROM web",
+            "fills them by name and in order",
         ),
         (
             "INSERT INTO all_views SELECT * FROM all_views",

@@ -93,17 +93,17 @@ impl RecordCodec {
     }
 
     /// The fields records are written with: named as ksqlDB names them, a
-    /// name Postgres folded to lower case (no upper-case letter) upper-cased,
-    /// a quoted one as it is. Reading matches names case-insensitively.
+    /// name Postgres folded to lower case (no upper-case letter) upper-cased
+    /// (ASCII letters, as reading folds them), a quoted one as it is.
     fn written_fields(&self, columns: &[usize]) -> Vec<Field> {
         self.fields(columns)
             .into_iter()
             .map(|field| {
                 let name = field.name();
-                if name.chars().any(char::is_uppercase) {
+                if name.chars().any(|c| c.is_ascii_uppercase()) {
                     return field;
                 }
-                let upper = name.to_uppercase();
+                let upper = name.to_ascii_uppercase();
                 field.with_name(upper)
             })
             .collect()
@@ -831,12 +831,29 @@ fn encode_part(
     }
 }
 
-/// The value of a one-field JSON object line, `{"name":value}`, alone.
+/// The value of a one-field JSON object line, `{"name":value}`, alone: its
+/// bytes as written, so numbers keep every digit.
 fn bare_value(line: &[u8]) -> Result<Vec<u8>, String> {
-    let object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(line).map_err(|e| e.to_string())?;
-    let value = object.into_iter().next().map(|(_, v)| v);
-    serde_json::to_vec(&value.unwrap_or(serde_json::Value::Null)).map_err(|e| e.to_string())
+    let malformed = || "a one-field JSON object was expected".to_string();
+    let rest = line.strip_prefix(b"{\"").ok_or_else(malformed)?;
+    let mut escaped = false;
+    let mut name_end = None;
+    for (i, &b) in rest.iter().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => {
+                name_end = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let value = rest[name_end.ok_or_else(malformed)? + 1..]
+        .strip_prefix(b":")
+        .and_then(|v| v.strip_suffix(b"}"))
+        .ok_or_else(malformed)?;
+    Ok(value.to_vec())
 }
 
 fn csv_field(text: &str, delimiter: char) -> String {

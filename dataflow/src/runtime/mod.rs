@@ -244,9 +244,6 @@ impl DataflowHandle {
         self.ask(Command::Create { def, root, reply }, rx).await?
     }
 
-    /// Starts a push query over `depends_on` (its dataflow `root`): its
-    /// changes from the next epoch on go to the returned receiver, after
-    /// its query's current rows when `snapshot` is set.
     /// A push query whose rows the caller feeds (`PRINT topic`), listed
     /// in SHOW QUERIES while its receiver lives.
     pub fn fed_push(&self, statement: String) -> (PushFeeder, PushReceiver) {
@@ -262,6 +259,9 @@ impl DataflowHandle {
         push::fed_push(info, reads, self.push_registry.clone())
     }
 
+    /// Starts a push query over `depends_on` (its dataflow `root`): its
+    /// changes from the next epoch on go to the returned receiver, after
+    /// its query's current rows when `snapshot` is set.
     pub fn push(
         &self,
         statement: String,

@@ -278,9 +278,13 @@ impl PushFeeder {
         }
     }
 
-    /// Ends the query with an error the client sees.
+    /// Ends the query with an error the client sees (or, when its buffer
+    /// is full, with its having fallen behind).
     pub fn fail(self, reason: String) {
-        let _ = self.tx.try_send(Delivery::Event(PushEvent::Failed(reason)));
+        let event = Delivery::Event(PushEvent::Failed(reason));
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(event) {
+            self.overflowed.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Whether the client's end is gone.

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Field, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{ObjectName, Query, Statement};
@@ -264,28 +264,40 @@ pub async fn handle_insert_query(
         .into());
     }
     let schema = lowered.root.schema.clone();
-    for column in def.declared_columns() {
+    // ksqlDB's rule, which Postgres's fill-by-position agrees with: the
+    // query's columns are the stream's, in order (pseudo-columns aside).
+    let selected: Vec<&Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref())
+        .filter(|f| !PSEUDO_COLUMNS.contains(&f.name().as_str()))
+        .collect();
+    let declared = def.declared_columns();
+    let names = |names: Vec<&str>| names.join(", ");
+    if selected.len() != declared.len()
+        || selected
+            .iter()
+            .zip(declared)
+            .any(|(f, c)| *f.name() != c.name)
+    {
+        return Err(SqlError::InvalidDefinition(format!(
+            "the query's columns ({}) are not stream {name}'s ({}): INSERT INTO ... SELECT fills \
+             them by name and in order, so select them so, aliased as needed",
+            names(selected.iter().map(|f| f.name().as_str()).collect()),
+            names(declared.iter().map(|c| c.name.as_str()).collect()),
+        ))
+        .into());
+    }
+    for (field, column) in selected.iter().zip(declared) {
         let data_type = column.column_type.to_arrow();
-        let field = schema.fields().iter().find(|f| *f.name() == column.name);
-        match field {
-            Some(f) if datafusion::arrow::compute::can_cast_types(f.data_type(), &data_type) => {}
-            Some(f) => {
-                return Err(SqlError::InvalidDefinition(format!(
-                    "column {} of the query is {}, which does not fit {}'s {} column",
-                    f.name(),
-                    f.data_type(),
-                    name,
-                    column.column_type
-                ))
-                .into())
-            }
-            None => {
-                return Err(SqlError::InvalidDefinition(format!(
-                    "the query has no column {} for stream {name}; select it, or NULL AS {}",
-                    column.name, column.name
-                ))
-                .into())
-            }
+        if !datafusion::arrow::compute::can_cast_types(field.data_type(), &data_type) {
+            return Err(SqlError::InvalidDefinition(format!(
+                "column {} of the query is {}, which does not fit {name}'s {} column",
+                field.name(),
+                field.data_type(),
+                column.column_type
+            ))
+            .into());
         }
     }
     let topic = def
@@ -368,10 +380,8 @@ fn reads_kafka(engine: &Engine, plan: &LogicalPlan) -> bool {
     found
 }
 
-/// The relation's columns for a query's output (pseudo-columns left out:
-/// the relation gets its own), and the query column behind each.
 /// Names a persistent query's columns as ksqlDB does: an expression
-/// without an alias is `KSQL_COL_<position>` (lower case here, as Postgres
+/// without an alias is `KSQL_COL_<n>`, counted from 0 (lower case here, as Postgres
 /// folds names; its records carry it upper-cased), and over a join `*`
 /// stands for every source's columns named `<source>_<column>`, as does a
 /// column whose name two sources share.
@@ -380,7 +390,15 @@ fn name_ksql_columns(query: &mut Query, engine: &Engine) {
     let SetExpr::Select(select) = query.body.as_mut() else {
         return;
     };
-    let sources = join_sources(select, engine);
+    let read = read_sources(select, engine);
+    // Generated names count from past any the sources have.
+    let mut next_generated = read
+        .iter()
+        .flat_map(|(_, columns)| columns)
+        .filter_map(|c| c.strip_prefix("ksql_col_")?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |n| n + 1);
+    let sources = if read.len() > 1 { read } else { Vec::new() };
     let shared: Vec<&String> = sources
         .iter()
         .flat_map(|(_, columns)| columns)
@@ -395,10 +413,7 @@ fn name_ksql_columns(query: &mut Query, engine: &Engine) {
         alias: ident(&format!("{source}_{column}")),
     };
     let mut projection = Vec::with_capacity(select.projection.len());
-    for (i, item) in std::mem::take(&mut select.projection)
-        .into_iter()
-        .enumerate()
-    {
+    for item in std::mem::take(&mut select.projection) {
         match item {
             SelectItem::Wildcard(_) if !sources.is_empty() => {
                 for (source, columns) in &sources {
@@ -430,8 +445,9 @@ fn name_ksql_columns(query: &mut Query, engine: &Engine) {
             {
                 projection.push(SelectItem::ExprWithAlias {
                     expr,
-                    alias: Ident::new(format!("ksql_col_{i}")),
+                    alias: Ident::new(format!("ksql_col_{next_generated}")),
                 });
+                next_generated += 1;
             }
             item => projection.push(item),
         }
@@ -439,10 +455,10 @@ fn name_ksql_columns(query: &mut Query, engine: &Engine) {
     select.projection = projection;
 }
 
-/// For a select over a join of named relations, each relation's name (or
-/// alias) and its declared columns; empty for no join, or a join of
-/// anything else (a subquery, a function).
-fn join_sources(
+/// The relations a select reads, each by its name (or alias), with its
+/// declared columns; empty when it reads anything else too (a subquery, a
+/// function).
+fn read_sources(
     select: &datafusion::sql::sqlparser::ast::Select,
     engine: &Engine,
 ) -> Vec<(String, Vec<String>)> {
@@ -454,9 +470,6 @@ fn join_sources(
             std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
         })
         .collect();
-    if factors.len() < 2 {
-        return Vec::new();
-    }
     let mut sources = Vec::new();
     for factor in factors {
         let TableFactor::Table { name, alias, .. } = factor else {
@@ -486,6 +499,8 @@ fn join_sources(
     sources
 }
 
+/// The relation's columns for a query's output (pseudo-columns left out:
+/// the relation gets its own), and the query column behind each.
 fn output_columns(schema: &SchemaRef) -> Result<(Vec<ColumnDef>, Vec<usize>)> {
     let mut columns: Vec<ColumnDef> = Vec::new();
     let mut query_columns = Vec::new();
@@ -536,16 +551,37 @@ fn partition_key(
     if select.projection.iter().any(|item| {
         matches!(item, SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..))
     }));
+    // Beside `*`, select-list positions are not column positions: a key
+    // is found by its name, a column's or an alias's.
+    let alias_of = |expr: &Expr| {
+        let SetExpr::Select(select) = query.body.as_ref() else {
+            return None;
+        };
+        select.projection.iter().find_map(|item| match item {
+            SelectItem::ExprWithAlias { expr: e, alias }
+                if e.to_string().eq_ignore_ascii_case(&expr.to_string()) =>
+            {
+                Some(alias.clone())
+            }
+            _ => None,
+        })
+    };
     let mut keys = Vec::new();
     for expr in &clauses.partition_by {
         let by_name = match expr {
-            Expr::Identifier(ident) if wildcard => Some(ident),
-            Expr::CompoundIdentifier(parts) if wildcard => parts.last(),
-            _ => None,
+            _ if !wildcard => None,
+            Expr::Identifier(ident) => Some(ident.clone()),
+            Expr::CompoundIdentifier(parts) => parts.last().cloned(),
+            other => Some(alias_of(other).ok_or_else(|| {
+                SqlError::InvalidDefinition(format!(
+                    "PARTITION BY key {other} beside *: select it under an alias too, as in \
+                     SELECT *, {other} AS k ... PARTITION BY {other}"
+                ))
+            })?),
         };
         let key = match by_name {
             Some(ident) => {
-                let name = eddy_sql::create_table::normalize(ident);
+                let name = eddy_sql::create_table::normalize(&ident);
                 columns.iter().position(|c| c.name == name).ok_or_else(|| {
                     EddyError::from(SqlError::InvalidDefinition(format!(
                         "PARTITION BY key {expr} is not a column of the query"
