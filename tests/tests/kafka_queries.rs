@@ -141,7 +141,7 @@ async fn persistent_queries_write_their_topics() -> Result<()> {
     // A group that leaves the result gets a tombstone, keyed as JSON.
     let rare = latest(&consume_all(&brokers, "rare").await?);
     let key =
-        |page: &str, user: &str| format!(r#"{{"page":"{page}","user_id":"{user}"}}"#).into_bytes();
+        |page: &str, user: &str| format!(r#"{{"PAGE":"{page}","USER_ID":"{user}"}}"#).into_bytes();
     assert_eq!(rare.get(&key("home", "ann")), Some(&None));
     assert_eq!(rare.get(&key("cart", "ann")), Some(&Some(b"1".to_vec())));
     assert_eq!(rare.len(), 5, "{rare:?}");
@@ -417,7 +417,7 @@ async fn query_output_waits_out_a_broker_outage() -> Result<()> {
     assert_eq!(changelog[&key(2)], None);
     assert_eq!(
         json(&changelog[&key(3)])?,
-        serde_json::json!({"owner": "cy"})
+        serde_json::json!({"OWNER": "cy"})
     );
     let status = text_rows(&client, "SHOW QUERIES").await?;
     assert!(
@@ -663,11 +663,10 @@ async fn partition_by_rekeys_a_stream() -> Result<()> {
         for (partition, key, value) in &written {
             let key = key.clone().context("a keyed record")?;
             let value = json(value)?;
-            assert_eq!(
-                value["PAGE"].as_str().map(str::as_bytes),
-                Some(&key[..]),
-                "{topic}: {value}"
-            );
+            // The key holds the page; the value the rest, as ksqlDB writes.
+            let ms = value["MS"].as_i64().context("MS")?;
+            assert_eq!(key, format!("p{}", ms % 5).into_bytes(), "{topic}: {value}");
+            assert!(value.get("PAGE").is_none(), "{topic}: {value}");
             let first = *partition_of.entry(key).or_insert(*partition);
             assert_eq!(first, *partition, "{topic}: one key, one partition");
         }
@@ -742,7 +741,7 @@ async fn insert_into_select_appends_to_a_stream() -> Result<()> {
 
     for (statement, reason) in [
         (
-            "INSERT INTO all_views SELECT page FROM web",
+            "INSERT INTO all_views SELECT page FROM web EMIT CHANGES",
             "the query's columns (page) are not stream all_views's (user_id, page, ms)",
         ),
         (
@@ -750,7 +749,7 @@ async fn insert_into_select_appends_to_a_stream() -> Result<()> {
             "fills them by name and in order",
         ),
         (
-            "INSERT INTO all_views SELECT * FROM all_views",
+            "INSERT INTO all_views SELECT * FROM all_views EMIT CHANGES",
             "its own output",
         ),
         (
@@ -779,7 +778,9 @@ async fn insert_into_select_appends_to_a_stream() -> Result<()> {
 /// beginning), each with its time, partition, offset, key and value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn print_shows_a_topics_records() -> Result<()> {
-    let broker = Broker::start_with(BrokerStorage::Memory).await?;
+    // The SQLite storage: PRINT starts at each partition's end as
+    // ListOffsets gives it, which tansu's memory storage gives short.
+    let broker = Broker::start().await?;
     let brokers = broker.brokers();
     let (server, client) = start(&broker).await?;
     client

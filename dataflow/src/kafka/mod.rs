@@ -123,6 +123,11 @@ impl Kafka {
             .map_err(|e| kafka_error("cannot create a Kafka consumer", e))
     }
 
+    /// A consumer that never commits and never creates topics.
+    pub fn consumer(&self) -> Result<BaseConsumer> {
+        Self::consumer_for(&self.brokers)
+    }
+
     fn consumer_for(brokers: &str) -> Result<BaseConsumer> {
         Self::consumer_config(brokers)
             .create()

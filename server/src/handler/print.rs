@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use eddy_dataflow::kafka::Kafka;
 use eddy_dataflow::{PushFeeder, PushReceiver};
 use eddy_sql::ast::Print;
-use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -62,12 +62,17 @@ pub async fn start(
         (None, [found]) => (*found).clone(),
         _ => return Err(EddyError::UndefinedTopic(wanted)),
     };
+    // Where it starts is fixed now, before the statement is answered: a
+    // record produced after PRINT started is printed.
+    let from_beginning = print.from_beginning;
+    let consumer = tokio::task::spawn_blocking(move || {
+        assigned_consumer(&kafka, &topic, partitions as i32, from_beginning)
+    })
+    .await
+    .map_err(|e| EddyError::Internal(e.to_string()))??;
     let (feeder, receiver) = engine.dataflow.fed_push(statement);
     let reader = Reader {
-        kafka,
-        topic,
-        partitions: partitions as i32,
-        from_beginning: print.from_beginning,
+        consumer,
         interval: print.interval.max(1),
     };
     std::thread::Builder::new()
@@ -77,20 +82,50 @@ pub async fn start(
     Ok((schema(), receiver))
 }
 
-struct Reader {
-    kafka: Arc<Kafka>,
-    topic: String,
+/// A consumer of every partition of `topic`, from its first records or
+/// from its end as of now.
+fn assigned_consumer(
+    kafka: &Kafka,
+    topic: &str,
     partitions: i32,
     from_beginning: bool,
+) -> Result<BaseConsumer> {
+    let failed = |e: rdkafka::error::KafkaError| {
+        EddyError::Dataflow(eddy_dataflow::DataflowError::Kafka(format!(
+            "cannot read topic {topic}: {e}"
+        )))
+    };
+    let consumer = kafka.consumer()?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let offset = match from_beginning {
+            true => Offset::Beginning,
+            false => {
+                let (_, end) = consumer
+                    .fetch_watermarks(topic, partition, WATERMARK_TIMEOUT)
+                    .map_err(failed)?;
+                Offset::Offset(end)
+            }
+        };
+        assignment
+            .add_partition_offset(topic, partition, offset)
+            .map_err(failed)?;
+    }
+    consumer.assign(&assignment).map_err(failed)?;
+    Ok(consumer)
+}
+
+/// How long PRINT waits for a partition's end offset.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Reader {
+    consumer: BaseConsumer,
     interval: u64,
 }
 
 impl Reader {
     fn run(self, mut feeder: PushFeeder) {
-        let consumer = match self.consumer() {
-            Ok(consumer) => consumer,
-            Err(e) => return feeder.fail(e),
-        };
+        let consumer = &self.consumer;
         let mut seen: u64 = 0;
         while !feeder.is_closed() {
             let mut records = Vec::new();
@@ -103,7 +138,7 @@ impl Reader {
                             records.push(Printed::of(&message));
                         }
                     }
-                    Some(Err(e)) => tracing::debug!(topic = %self.topic, error = %e, "PRINT"),
+                    Some(Err(e)) => tracing::debug!(error = %e, "PRINT"),
                     None => break,
                 }
                 timeout = Duration::ZERO;
@@ -119,25 +154,6 @@ impl Reader {
                 return;
             }
         }
-    }
-
-    fn consumer(&self) -> std::result::Result<BaseConsumer, String> {
-        let consumer = self
-            .kafka
-            .consumer_with(DefaultConsumerContext)
-            .map_err(|e| e.to_string())?;
-        let offset = match self.from_beginning {
-            true => Offset::Beginning,
-            false => Offset::End,
-        };
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..self.partitions {
-            assignment
-                .add_partition_offset(&self.topic, partition, offset)
-                .map_err(|e| e.to_string())?;
-        }
-        consumer.assign(&assignment).map_err(|e| e.to_string())?;
-        Ok(consumer)
     }
 }
 
