@@ -158,7 +158,7 @@ async fn streams_in_every_format_skip_bad_records() -> Result<()> {
         [
             "clicks|clicks|JSON|DELIMITED",
             "orders|orders|KAFKA|JSON",
-            "temps|temps|KAFKA|KAFKA"
+            "temps|temps|NONE|KAFKA"
         ]
     );
     let queries = text_rows(&client, "SHOW QUERIES").await?;
