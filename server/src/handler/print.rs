@@ -134,7 +134,7 @@ impl Reader {
                 match consumer.poll(timeout) {
                     Some(Ok(message)) => {
                         seen += 1;
-                        if (seen - 1) % self.interval == 0 {
+                        if (seen - 1).is_multiple_of(self.interval) {
                             records.push(Printed::of(&message));
                         }
                     }
