@@ -200,11 +200,17 @@ impl Printed {
     }
 }
 
-/// Bytes as text when they are UTF-8, else as Postgres writes bytea.
+/// Bytes as text when they are UTF-8 with no control characters but line
+/// breaks and tabs (a Postgres text value holds no NUL), else as Postgres
+/// writes bytea: an 8-byte big-endian BIGINT key shows as hex.
 fn shown(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => {
+    let text = std::str::from_utf8(bytes).ok().filter(|t| {
+        !t.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    });
+    match text {
+        Some(text) => text.to_owned(),
+        None => {
             let mut hex = String::with_capacity(2 + 2 * bytes.len());
             hex.push_str("\\x");
             for byte in bytes {
@@ -223,5 +229,7 @@ mod tests {
     fn text_shows_as_text_and_other_bytes_as_hex() {
         assert_eq!(shown(b"{\"a\": 1}"), "{\"a\": 1}");
         assert_eq!(shown(&7i64.to_be_bytes()), "\\x0000000000000007");
+        assert_eq!(shown(&[0xff, 0x00]), "\\xff00");
+        assert_eq!(shown(b"a\tb\n"), "a\tb\n");
     }
 }
