@@ -286,10 +286,18 @@ async fn insert_produces_and_errors_are_clear() -> Result<()> {
         null_amount,
         serde_json::json!({"NAME": "y", "AMOUNT": null})
     );
+    // A subset of the columns: the others are NULL, and a key left out is
+    // no key, as ksqlDB writes it.
+    client
+        .batch_execute("INSERT INTO s (name) VALUES ('keyless')")
+        .await?;
+    let records = consume_all(&broker.brokers(), "s").await?;
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[2].1, None);
     client.batch_execute("FLUSH").await?;
     assert_eq!(
         sorted_text_rows(&client, "SELECT id, name, amount FROM s").await?,
-        ["7|x|2.5", "8|y|NULL"]
+        ["7|x|2.5", "8|y|NULL", "NULL|keyless|NULL"]
     );
 
     let missing = sqlstate(
