@@ -244,17 +244,22 @@ impl DataflowHandle {
         self.ask(Command::Create { def, root, reply }, rx).await?
     }
 
-    /// A push query whose rows the caller feeds (`PRINT topic`), listed
-    /// in SHOW QUERIES while its receiver lives.
-    pub fn fed_push(&self, statement: String) -> (PushFeeder, PushReceiver) {
-        let info = PushInfo {
+    /// A new push query's entry for SHOW QUERIES, numbered from 1.
+    fn push_info(&self, statement: String, depends_on: Vec<u64>) -> PushInfo {
+        PushInfo {
             id: self
                 .next_push_id
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
                 + 1,
             statement,
-            depends_on: Vec::new(),
-        };
+            depends_on,
+        }
+    }
+
+    /// A push query whose rows the caller feeds (`PRINT topic`), listed
+    /// in SHOW QUERIES while its receiver lives.
+    pub fn fed_push(&self, statement: String) -> (PushFeeder, PushReceiver) {
+        let info = self.push_info(statement, Vec::new());
         let reads = self.catalog.read_guard(&[]);
         push::fed_push(info, reads, self.push_registry.clone())
     }
@@ -270,14 +275,7 @@ impl DataflowHandle {
         snapshot: bool,
     ) -> Result<PushReceiver> {
         let reads = self.catalog.read_guard(&depends_on);
-        let info = PushInfo {
-            id: self
-                .next_push_id
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                + 1,
-            statement,
-            depends_on,
-        };
+        let info = self.push_info(statement, depends_on);
         let columns = root
             .relation_columns()
             .map(|(relation, read)| push::Columns {

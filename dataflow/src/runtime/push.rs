@@ -299,6 +299,23 @@ pub(super) fn fed_push(
     reads: ReadGuard,
     registry: PushRegistry,
 ) -> (PushFeeder, PushReceiver) {
+    let (tx, overflowed, receiver) = registered(&info, None, reads, registry);
+    let feeder = PushFeeder {
+        tx,
+        overflowed,
+        next_epoch: 0,
+    };
+    (feeder, receiver)
+}
+
+/// A push query's channel, listed in SHOW QUERIES until its receiver
+/// drops: the sending end, its overflow flag, and the receiver.
+fn registered(
+    info: &PushInfo,
+    columns: Option<Columns>,
+    reads: ReadGuard,
+    registry: PushRegistry,
+) -> (mpsc::Sender<Delivery>, Arc<AtomicBool>, PushReceiver) {
     let (tx, rx) = mpsc::channel(PUSH_BUFFER);
     let overflowed = Arc::new(AtomicBool::new(false));
     if let Ok(mut registry) = registry.lock() {
@@ -307,7 +324,7 @@ pub(super) fn fed_push(
     let receiver = PushReceiver {
         rx,
         overflowed: overflowed.clone(),
-        columns: None,
+        columns,
         shared: None,
         _registration: Registration {
             id: info.id,
@@ -315,12 +332,7 @@ pub(super) fn fed_push(
         },
         _reads: reads,
     };
-    let feeder = PushFeeder {
-        tx,
-        overflowed,
-        next_epoch: 0,
-    };
-    (feeder, receiver)
+    (tx, overflowed, receiver)
 }
 
 /// A push query to start, and its client's end. `columns` is set when
@@ -333,22 +345,7 @@ pub(super) fn push_query(
     registry: PushRegistry,
     snapshot: bool,
 ) -> (PushQuery, PushReceiver) {
-    let (tx, rx) = mpsc::channel(PUSH_BUFFER);
-    let overflowed = Arc::new(AtomicBool::new(false));
-    if let Ok(mut registry) = registry.lock() {
-        registry.insert(info.id, info.clone());
-    }
-    let receiver = PushReceiver {
-        rx,
-        overflowed: overflowed.clone(),
-        columns: columns.clone(),
-        shared: None,
-        _registration: Registration {
-            id: info.id,
-            registry,
-        },
-        _reads: reads,
-    };
+    let (tx, overflowed, receiver) = registered(&info, columns.clone(), reads, registry);
     let query = PushQuery {
         info,
         root,

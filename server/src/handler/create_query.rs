@@ -177,28 +177,11 @@ pub async fn handle_create_as(
         SourceKind::Stream => "CSAS",
         SourceKind::Table => "CTAS",
     };
-    let query_def = ViewDef {
-        id,
-        name: format!("{prefix}_{}_{id}", name.to_uppercase()),
-        sql: eddy_sql::query_with_clauses(query, clauses),
-        columns: schema
-            .fields()
-            .iter()
-            .map(|f| ViewColumn {
-                name: f.name().clone(),
-                data_type: f.data_type().to_string(),
-            })
-            .collect(),
-        depends_on: lowered.depends_on,
-        plain_views: lowered.plain_views,
-        explain: lowered.root.explain().join("\n"),
-        plan: lowered.plan,
-        error: None,
-        sink_relation: Some(relation_id),
-        key_columns: Vec::new(),
-    };
+    let sql = eddy_sql::query_with_clauses(query, clauses);
+    let query_name = format!("{prefix}_{}_{id}", name.to_uppercase());
+    let (query_def, root) = query_def(id, query_name, sql, lowered, relation_id);
     let started = match engine.dataflow.start_source(relation_id).await {
-        Ok(()) => engine.dataflow.create_view(query_def, lowered.root).await,
+        Ok(()) => engine.dataflow.create_view(query_def, root).await,
         Err(e) => Err(e),
     };
     if let Err(e) = started {
@@ -307,11 +290,28 @@ pub async fn handle_insert_query(
         .unwrap_or_default();
     kafka.ensure_topic(&topic, None, None).await?;
     let id = catalog.reserve_query_id();
-    let query_def = ViewDef {
+    let sql = eddy_sql::query_with_clauses(&select, &query.clauses);
+    let (query_def, root) = query_def(id, format!("INSERTQUERY_{id}"), sql, lowered, def.id);
+    engine.dataflow.create_view(query_def, root).await?;
+    Ok(Output::Command(Tag::new("INSERT").with_rows(0)))
+}
+
+/// A persistent query's definition, writing relation `sink`, and the
+/// dataflow it starts with.
+fn query_def(
+    id: u64,
+    name: String,
+    sql: String,
+    lowered: eddy_dataflow::Lowered,
+    sink: u64,
+) -> (ViewDef, eddy_dataflow::Node) {
+    let def = ViewDef {
         id,
-        name: format!("INSERTQUERY_{id}"),
-        sql: eddy_sql::query_with_clauses(&select, &query.clauses),
-        columns: schema
+        name,
+        sql,
+        columns: lowered
+            .root
+            .schema
             .fields()
             .iter()
             .map(|f| ViewColumn {
@@ -324,11 +324,10 @@ pub async fn handle_insert_query(
         explain: lowered.root.explain().join("\n"),
         plan: lowered.plan,
         error: None,
-        sink_relation: Some(def.id),
+        sink_relation: Some(sink),
         key_columns: Vec::new(),
     };
-    engine.dataflow.create_view(query_def, lowered.root).await?;
-    Ok(Output::Command(Tag::new("INSERT").with_rows(0)))
+    (def, lowered.root)
 }
 
 /// An `INSERT INTO stream SELECT ...` that reads a Kafka relation, as the
