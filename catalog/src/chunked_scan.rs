@@ -136,7 +136,7 @@ impl Chunks for StreamBlocks {
     }
 
     fn chunk(&self, i: usize) -> Result<Option<RecordBatch>> {
-        match self.store.get(&self.keys[i])? {
+        match self.store.get_blob(&self.keys[i])? {
             Some(bytes) => stream_blocks::decode_block(&self.schema, &bytes).map(Some),
             None => Ok(None),
         }

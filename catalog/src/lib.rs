@@ -538,10 +538,14 @@ impl Catalog {
     /// Stages the removal of a view's definition, rows and state.
     pub fn stage_drop_view(&self, id: u64, batch: &mut WriteBatch) -> Result<()> {
         batch.delete(Keyspace::Catalog.object_prefix(id));
-        for keyspace in [Keyspace::OperatorState, Keyspace::Outbox] {
-            for item in self.store.scan_prefix(&keyspace.object_prefix(id)) {
-                batch.delete(item?.0);
-            }
+        for item in self
+            .store
+            .scan_keys(&Keyspace::OperatorState.object_prefix(id))
+        {
+            batch.delete_blob(item?);
+        }
+        for item in self.store.scan_keys(&Keyspace::Outbox.object_prefix(id)) {
+            batch.delete(item?);
         }
         Ok(())
     }
@@ -720,11 +724,8 @@ impl Catalog {
         let id = table.def().id;
         let mut batch = WriteBatch::new();
         batch.delete(Keyspace::Catalog.object_prefix(id));
-        for item in self
-            .store
-            .scan_prefix(&Keyspace::TableRows.object_prefix(id))
-        {
-            batch.delete(item?.0);
+        for item in self.store.scan_keys(&Keyspace::TableRows.object_prefix(id)) {
+            batch.delete_blob(item?);
         }
         self.store.commit(batch)?;
         state.tables.remove(name);

@@ -144,7 +144,7 @@ pub fn stage_blocks(
                 .max()
                 .unwrap_or(now);
             let key = block_key(prefix, partition, first_offset, newest);
-            write.put(key.clone(), encode_block(&block)?);
+            write.put_blob(key.clone(), encode_block(&block)?);
             keys.push(key);
         }
     }
@@ -219,7 +219,7 @@ mod tests {
 
         let mut read = Vec::new();
         let mut newest = Vec::new();
-        for item in store.scan_prefix(&prefix) {
+        for item in store.scan_blobs(&prefix) {
             let (key, value) = item.unwrap();
             newest.push(block_newest(&prefix, &key).unwrap());
             let batch = decode_block(&schema(), &value).unwrap();

@@ -573,7 +573,7 @@ impl StoredTable {
     /// primary key (partition and offset) in the row format.
     fn read_stream(&self, with_keys: bool) -> Result<RecordBatch> {
         let mut blocks = Vec::new();
-        for item in self.store.scan_prefix(&self.prefix()) {
+        for item in self.store.scan_blobs(&self.prefix()) {
             let (_, value) = item?;
             blocks.push(stream_blocks::decode_block(&self.schema, &value)?);
         }
@@ -624,7 +624,7 @@ impl StoredTable {
         for key in self.store.scan_keys(&prefix) {
             let key = key?;
             if stream_blocks::block_newest(&prefix, &key).is_some_and(|newest| newest < cutoff) {
-                write.delete(key);
+                write.delete_blob(key);
                 expired += 1;
             }
         }
@@ -1285,7 +1285,7 @@ mod tests {
         assert_eq!(expected[0], (10, "updated10".to_owned()));
         let store = Store::open(dir.path()).unwrap();
         let stored: usize = store
-            .scan_prefix(&Keyspace::TableRows.key(&[]))
+            .scan_blobs(&Keyspace::TableRows.key(&[]))
             .map(|item| item.unwrap().1.len())
             .sum();
         assert!(stored < 64 << 20, "{stored} bytes stored");

@@ -232,7 +232,7 @@ impl JournalEntry {
                     )),
                     Part::Blocks(keys) => {
                         for key in keys {
-                            let block = catalog.store().get(key)?.ok_or_else(|| {
+                            let block = catalog.store().get_blob(key)?.ok_or_else(|| {
                                 damaged(format!("a block of {} is gone", table.name()))
                             })?;
                             let rows = stream_blocks::decode_block(&table.arrow_schema(), &block)?;
@@ -266,7 +266,7 @@ pub fn stage(
     let mut keys = Vec::new();
     for (i, chunk) in bytes.chunks(CHUNK_BYTES).enumerate() {
         let key = key(seq, i as u32);
-        batch.put(key.clone(), chunk.to_vec());
+        batch.put_blob(key.clone(), chunk.to_vec());
         keys.push(key);
     }
     Ok((keys, bytes.len()))
@@ -292,7 +292,7 @@ pub fn load(store: &Store) -> Result<Vec<StoredEntry>> {
         }
         Ok(())
     };
-    for item in store.scan_prefix(&[Keyspace::Journal as u8]) {
+    for item in store.scan_blobs(&[Keyspace::Journal as u8]) {
         let (k, value) = item?;
         if k.len() != 13 {
             return Err(damaged("a key has the wrong length"));

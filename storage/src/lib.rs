@@ -15,10 +15,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use fs2::FileExt;
 
+use crate::files::{FileRef, ValueFiles};
+
+mod files;
 pub mod state_log;
 
+pub use files::FILE_VALUE_BYTES;
+
 /// Bumped whenever the on-disk encoding of keys or values changes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -46,6 +51,8 @@ pub enum StorageError {
     CommitRefused,
     #[error("{0} is damaged")]
     Damaged(&'static str),
+    #[error("cannot use a stored value's file: {0}")]
+    ValueFile(std::io::Error),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -93,10 +100,20 @@ impl Keyspace {
 }
 
 /// A set of writes that commit atomically.
+///
+/// Blobs (`put_blob`) are values that may be large: those of
+/// [`FILE_VALUE_BYTES`] or more are kept in files beside sled (see
+/// [`files`]). They are read with [`Store::get_blob`] and
+/// [`Store::scan_blobs`], and deleted with `delete_blob`, which removes
+/// the file once the deletion is committed.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
     batch: sled::Batch,
     len: usize,
+    /// Large blobs, written to files at commit.
+    files: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys whose earlier value's file, if any, goes once this commits.
+    replaced: Vec<Vec<u8>>,
 }
 
 impl WriteBatch {
@@ -114,6 +131,23 @@ impl WriteBatch {
         self.len += 1;
     }
 
+    /// Puts a value that may be large.
+    pub fn put_blob(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.replaced.push(key.clone());
+        if value.len() >= FILE_VALUE_BYTES {
+            self.files.push((key, value));
+        } else {
+            self.batch.insert(key, files::inline(&value));
+        }
+        self.len += 1;
+    }
+
+    /// Deletes a blob, and its file.
+    pub fn delete_blob(&mut self, key: Vec<u8>) {
+        self.replaced.push(key.clone());
+        self.delete(key);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -124,6 +158,7 @@ impl WriteBatch {
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
+    files: std::sync::Arc<ValueFiles>,
     _lock: std::sync::Arc<File>,
     /// Commits to refuse before the next one succeeds: a fault for tests,
     /// which stands for a full disk.
@@ -189,13 +224,31 @@ impl Store {
         }
         let db = open_sled(&dir.join("db"), options)?;
         let tree = db.open_tree("eddy")?;
+        let files =
+            ValueFiles::open(dir.join("values")).map_err(|source| StorageError::DirNotUsable {
+                path: dir.to_owned(),
+                source,
+            })?;
         let store = Store {
             db,
             tree,
+            files: std::sync::Arc::new(files),
             _lock: std::sync::Arc::new(lock),
             refused_commits: Default::default(),
         };
         store.check_format(dir)?;
+        let removed = store.files.sweep(|key, generation| {
+            Ok(match store.tree.get(key)? {
+                Some(value) => FileRef::decode(&value)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.generation == generation),
+                None => false,
+            })
+        })?;
+        if removed > 0 {
+            tracing::info!(removed, "removed value files no commit names");
+        }
         Ok(store)
     }
 
@@ -255,6 +308,32 @@ impl Store {
             .map(|item| item.map(|k| k.to_vec()).map_err(Into::into))
     }
 
+    /// A blob (see [`WriteBatch::put_blob`]).
+    pub fn get_blob(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.tree.get(key)? {
+            Some(value) => resolve_blob(&self.files, key, &value),
+            None => Ok(None),
+        }
+    }
+
+    /// Every blob under `prefix`, in key order. A blob deleted while the
+    /// scan runs may be left out.
+    pub fn scan_blobs(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + Send + 'static {
+        let files = self.files.clone();
+        self.tree.scan_prefix(prefix).filter_map(move |item| {
+            let (key, value) = match item {
+                Ok(item) => item,
+                Err(e) => return Some(Err(e.into())),
+            };
+            resolve_blob(&files, &key, &value)
+                .transpose()
+                .map(|value| value.map(|value| (key.to_vec(), value)))
+        })
+    }
+
     /// The greatest key under `prefix`, if any.
     pub fn last_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.tree.scan_prefix(prefix).next_back() {
@@ -274,8 +353,47 @@ impl Store {
         if refused.is_ok() {
             return Err(StorageError::CommitRefused);
         }
-        self.tree.apply_batch(batch.batch)?;
-        self.db.flush()?;
+        let WriteBatch {
+            mut batch,
+            files,
+            replaced,
+            ..
+        } = batch;
+        let mut old = Vec::new();
+        for key in replaced {
+            if let Some(value) = self.tree.get(&key)? {
+                if let Ok(Some(reference)) = FileRef::decode(&value) {
+                    old.push((key, reference));
+                }
+            }
+        }
+        let mut written = Vec::with_capacity(files.len());
+        let wrote = files
+            .into_iter()
+            .try_for_each(|(key, value)| {
+                written.push(self.files.write(key, &value)?);
+                Ok(())
+            })
+            .and_then(|()| match written.is_empty() {
+                true => Ok(()),
+                false => self.files.sync_dir(),
+            });
+        for file in &written {
+            batch.insert(file.key.clone(), file.reference.clone());
+        }
+        let committed = wrote
+            .map_err(StorageError::ValueFile)
+            .and_then(|()| Ok(self.tree.apply_batch(batch)?))
+            .and_then(|()| Ok(self.db.flush().map(drop)?));
+        if let Err(e) = committed {
+            for file in written {
+                let _ = std::fs::remove_file(file.path);
+            }
+            return Err(e);
+        }
+        for (key, reference) in old {
+            self.files.remove(&key, reference);
+        }
         Ok(())
     }
 
@@ -294,6 +412,14 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// A blob's value as stored in sled: inline, or read from its file.
+fn resolve_blob(files: &ValueFiles, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
+    match FileRef::decode(value)? {
+        Some(reference) => files.read(key, reference),
+        None => Ok(Some(value[1..].to_vec())),
     }
 }
 
@@ -372,6 +498,85 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(*last.last().unwrap(), 2);
+    }
+
+    fn value_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("values"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn blobs_large_and_small_survive_reopen_and_deletion_removes_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let large: Vec<u8> = (0..FILE_VALUE_BYTES * 2).map(|i| i as u8).collect();
+        let key = |k: &[u8]| Keyspace::TableRows.key(k);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = WriteBatch::new();
+            batch.put_blob(key(b"small"), b"tiny".to_vec());
+            batch.put_blob(key(b"large"), large.clone());
+            batch.put_blob(key(b"other"), large[1..].to_vec());
+            store.commit(batch).unwrap();
+            assert_eq!(value_files(dir.path()).len(), 2);
+            // A large value over a large value leaves one file.
+            let mut batch = WriteBatch::new();
+            batch.put_blob(key(b"other"), large[2..].to_vec());
+            store.commit(batch).unwrap();
+            assert_eq!(value_files(dir.path()).len(), 2);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get_blob(&key(b"small")).unwrap().unwrap(), b"tiny");
+        assert_eq!(store.get_blob(&key(b"large")).unwrap().unwrap(), large);
+        let scanned: Vec<_> = store
+            .scan_blobs(&key(b""))
+            .map(|item| item.unwrap())
+            .collect();
+        assert_eq!(scanned.len(), 3);
+        assert_eq!(scanned[1], (key(b"other"), large[2..].to_vec()));
+        let mut batch = WriteBatch::new();
+        batch.delete_blob(key(b"large"));
+        batch.delete_blob(key(b"small"));
+        store.commit(batch).unwrap();
+        assert_eq!(store.get_blob(&key(b"large")).unwrap(), None);
+        assert_eq!(value_files(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn files_no_commit_names_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let large = vec![7u8; FILE_VALUE_BYTES];
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = WriteBatch::new();
+            batch.put_blob(Keyspace::TableRows.key(b"kept"), large.clone());
+            store.commit(batch).unwrap();
+            // A refused commit writes no file.
+            store.refuse_commits(1);
+            let mut batch = WriteBatch::new();
+            batch.put_blob(Keyspace::TableRows.key(b"refused"), large.clone());
+            assert!(store.commit(batch).is_err());
+            assert_eq!(value_files(dir.path()).len(), 1);
+        }
+        // As a crash leaves them: a file written but never committed, and
+        // a half-written temporary file.
+        let kept = value_files(dir.path()).remove(0);
+        let orphan = kept.replace(".0", ".f");
+        std::fs::write(dir.path().join("values").join(&orphan), &large).unwrap();
+        std::fs::write(
+            dir.path().join("values").join("7a.0000000000000009.tmp"),
+            b"x",
+        )
+        .unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(value_files(dir.path()), vec![kept]);
+        assert_eq!(
+            store.get_blob(&Keyspace::TableRows.key(b"kept")).unwrap(),
+            Some(large)
+        );
     }
 
     #[test]

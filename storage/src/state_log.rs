@@ -300,7 +300,7 @@ impl StateLog {
         mut apply: impl FnMut(&mut Self, SegmentId, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let mut segment: Option<(SegmentId, Vec<u8>)> = None;
-        for item in store.scan_prefix(prefix) {
+        for item in store.scan_blobs(prefix) {
             let (key, value) = item?;
             let (id, chunk) = self.parse_key(&key)?;
             match &mut segment {
@@ -352,7 +352,7 @@ impl StateLog {
 
     fn put_chunks(&self, (part, seq, kind): SegmentId, bytes: &[u8], batch: &mut WriteBatch) {
         for (i, chunk) in bytes.chunks(CHUNK_BYTES).enumerate() {
-            batch.put(self.key(part, seq, kind, i as u32), chunk.to_vec());
+            batch.put_blob(self.key(part, seq, kind, i as u32), chunk.to_vec());
         }
     }
 
@@ -427,7 +427,7 @@ impl StateLog {
         })?;
         delta.apply_to(&mut state)?;
         for item in store.scan_keys(&prefix) {
-            batch.delete(item?);
+            batch.delete_blob(item?);
         }
         let mut snapshot = Segment::default();
         for (key, value) in &state {
@@ -517,7 +517,7 @@ mod tests {
             commit(&mut log, &store, segment);
         }
         let stored: usize = store
-            .scan_prefix(&Keyspace::OperatorState.object_prefix(1))
+            .scan_blobs(&Keyspace::OperatorState.object_prefix(1))
             .map(|item| item.unwrap().1.len())
             .sum();
         assert!(stored < 64 << 20, "{stored} bytes stored");
@@ -575,7 +575,7 @@ mod tests {
         // within a small multiple of the state.
         let state_bytes: usize = expected.iter().map(|(k, v)| k.len() + v.len() + 9).sum();
         let stored: usize = store
-            .scan_prefix(&Keyspace::OperatorState.object_prefix(5))
+            .scan_blobs(&Keyspace::OperatorState.object_prefix(5))
             .map(|item| item.unwrap().1.len())
             .sum();
         assert!(

@@ -116,7 +116,7 @@ impl Runtime {
             }
         }
         for key in self.journal.keys.drain(..) {
-            batch.delete(key);
+            batch.delete_blob(key);
         }
         batch.put(
             Keyspace::Meta.key(CHECKPOINT_SEQ_KEY),
