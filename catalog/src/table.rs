@@ -1255,6 +1255,23 @@ mod tests {
             .to_vec()
     }
 
+    /// A table's large stored values are files; dropping it removes them.
+    #[test]
+    fn dropping_a_table_removes_its_value_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = || std::fs::read_dir(dir.path().join("values")).unwrap().count();
+        let store = Store::open(dir.path()).unwrap();
+        let catalog = Catalog::open(store).unwrap();
+        let table = catalog.create_table(def(), false).unwrap().unwrap();
+        // 8 MB: each of the state log's 64 parts gets more than 64 KiB.
+        let tag = "y".repeat(400);
+        table.insert(&[batch(&table, 0..20_000, &tag)]).unwrap();
+        assert!(files() > 0, "an 8 MB write is stored in files");
+        assert_eq!(contents(&table).len(), 20_000);
+        assert!(catalog.drop_table("t").unwrap());
+        assert_eq!(files(), 0);
+    }
+
     #[test]
     fn local_rows_survive_a_reopen_through_compaction() {
         let dir = tempfile::tempdir().unwrap();
