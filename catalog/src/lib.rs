@@ -345,6 +345,23 @@ impl Catalog {
             .cloned()
     }
 
+    /// Bytes the store holds for relation `name`: a table's or stream's
+    /// rows, a materialized view's state log (its rows and its operators'
+    /// state) and outbox; a plain view holds none. `None` if there is no
+    /// such relation.
+    pub fn relation_bytes(&self, name: &str) -> Result<Option<u64>> {
+        let under =
+            |keyspace: Keyspace, id: u64| self.store.bytes_under(&keyspace.object_prefix(id));
+        Ok(match self.relation(name) {
+            Some(Relation::Table(table)) => Some(under(Keyspace::TableRows, table.def().id)?),
+            Some(Relation::View(view)) => {
+                let id = view.def().id;
+                Some(under(Keyspace::OperatorState, id)? + under(Keyspace::Outbox, id)?)
+            }
+            None => self.plain_view(name).map(|_| 0),
+        })
+    }
+
     /// The table or view called `name`.
     pub fn relation(&self, name: &str) -> Option<Relation> {
         let state = self.state.read().expect("catalog lock poisoned");

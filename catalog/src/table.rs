@@ -1259,7 +1259,11 @@ mod tests {
     #[test]
     fn dropping_a_table_removes_its_value_files() {
         let dir = tempfile::tempdir().unwrap();
-        let files = || std::fs::read_dir(dir.path().join("values")).unwrap().count();
+        let files = || {
+            std::fs::read_dir(dir.path().join("values"))
+                .unwrap()
+                .count()
+        };
         let store = Store::open(dir.path()).unwrap();
         let catalog = Catalog::open(store).unwrap();
         let table = catalog.create_table(def(), false).unwrap().unwrap();

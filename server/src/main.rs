@@ -15,6 +15,7 @@ mod pg_keys;
 mod pg_literals;
 mod pg_operators;
 mod pg_rewrites;
+mod pg_sizes;
 mod pg_text;
 mod plain_views;
 mod wire;

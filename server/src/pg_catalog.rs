@@ -26,9 +26,10 @@ use eddy_catalog::{memory_scan, Catalog, SCHEMA_NAME};
 
 use crate::pg_columns::{ColumnCatalog, ColumnCatalogTable};
 use crate::pg_keys::{
-    key_functions, primary_keys, remember, with_index_relations, KeyCatalog, KeyCatalogTable,
-    KeyDefs,
+    key_functions, primary_keys, public_relation_oids, remember, with_index_relations, KeyCatalog,
+    KeyCatalogTable, KeyDefs,
 };
+use crate::pg_sizes::RelationOids;
 
 /// The oids of relations off the search path, as `pg_class` last listed
 /// them (datafusion-pg-catalog keeps a relation's oid for its lifetime).
@@ -41,6 +42,7 @@ pub struct PgCatalogWithViews {
     catalog: Arc<Catalog>,
     hidden: HiddenOids,
     keys: KeyDefs,
+    relations: RelationOids,
 }
 
 impl PgCatalogWithViews {
@@ -50,7 +52,13 @@ impl PgCatalogWithViews {
             catalog,
             hidden: HiddenOids::default(),
             keys: KeyDefs::default(),
+            relations: RelationOids::default(),
         }
+    }
+
+    /// The size functions, for the relations this catalog lists.
+    pub fn size_functions(&self) -> Vec<ScalarUDF> {
+        crate::pg_sizes::size_functions(&self.catalog, &self.relations)
     }
 
     /// The functions that describe the keys this catalog lists.
@@ -109,6 +117,7 @@ impl SchemaProvider for PgCatalogWithViews {
                     catalog,
                     hidden: self.hidden.clone(),
                     keys: self.keys.clone(),
+                    relations: self.relations.clone(),
                 })
             }
             "pg_index" => Derived::provider(KeyCatalogTable::new(
@@ -157,6 +166,7 @@ struct PgClass {
     catalog: Arc<Catalog>,
     hidden: HiddenOids,
     keys: KeyDefs,
+    relations: RelationOids,
 }
 
 /// `pg_class`'s schema with `reloptions` (a text array, NULL: Eddy's
@@ -287,6 +297,11 @@ impl DerivedCatalog for PgClass {
             })
             .collect();
         *self.hidden.write().unwrap_or_else(|e| e.into_inner()) = hidden;
+        *self.relations.write().unwrap_or_else(|e| e.into_inner()) =
+            public_relation_oids(&batch, &namespaces)
+                .into_iter()
+                .map(|(name, oid)| (oid, name))
+                .collect();
         let keys = primary_keys(&batch, &namespaces, &self.catalog);
         remember(&self.keys, &keys);
         let mut columns = batch.columns().to_vec();

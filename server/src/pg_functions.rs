@@ -163,21 +163,6 @@ pub fn register(ctx: &mut SessionContext) {
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(NullText::new(name, args)));
     }
-    // Eddy does not measure the storage its relations take yet: their
-    // sizes are unknown, NULL.
-    for name in [
-        "pg_table_size",
-        "pg_total_relation_size",
-        "pg_indexes_size",
-        "pg_database_size",
-    ] {
-        let signatures = vec![vec![DataType::Int64], vec![DataType::Utf8]];
-        ctx.register_udf(ScalarUDF::new_from_impl(NullText::returning(
-            name,
-            signatures,
-            DataType::Int64,
-        )));
-    }
     ctx.register_udf(pg_size_pretty());
     ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
@@ -556,7 +541,7 @@ fn json_value(value: &ScalarValue) -> serde_json::Value {
 }
 
 /// A function whose answer for every object of Eddy's is NULL: no
-/// comments, no sequences, no measured sizes.
+/// comments, no sequences.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct NullText {
     name: &'static str,
@@ -566,10 +551,7 @@ struct NullText {
 
 impl NullText {
     fn new(name: &'static str, signatures: Vec<Vec<DataType>>) -> Self {
-        Self::returning(name, signatures, DataType::Utf8)
-    }
-
-    fn returning(name: &'static str, signatures: Vec<Vec<DataType>>, returns: DataType) -> Self {
+        let returns = DataType::Utf8;
         let signatures = signatures.into_iter().map(TypeSignature::Exact).collect();
         NullText {
             name,

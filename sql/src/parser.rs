@@ -364,8 +364,9 @@ struct OpenCall {
 /// - `COLLECT_LIST(x)`: `array_agg(x ORDER BY rowoffset, rowpartition)`,
 ///   and `COLLECT_SET(x)`: `array_agg(DISTINCT x ORDER BY x)`, each cut to
 ///   its first [`COLLECT_LIMIT`] entries;
-/// - `TOPK(x, k)`: `array_slice(array_agg(x ORDER BY x DESC) FILTER (WHERE
-///   x IS NOT NULL), 1, k)`, and `TOPKDISTINCT` with `DISTINCT`.
+/// - `TOPK(x, k)`: `array_slice(array_agg(x ORDER BY x DESC NULLS LAST),
+///   1, least(k, count(x)))`, and `TOPKDISTINCT` with `DISTINCT` in both:
+///   the non-NULL values, `[]` when every value is NULL, as in ksqlDB.
 ///
 /// Records of different partitions are ordered by offset, then partition.
 fn rewrite_ksql_aggregates(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
@@ -498,14 +499,18 @@ fn rewrite_ksql_aggregates(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSp
                         out.extend(x.iter().cloned());
                         out.extend([word("ORDER"), word("BY")]);
                         out.extend(x.iter().cloned());
-                        out.extend([word("DESC"), token(Token::RParen)]);
-                        out.extend([word("FILTER"), token(Token::LParen), word("WHERE")]);
-                        out.push(token(Token::LParen));
-                        out.extend(x);
+                        out.extend([word("DESC"), word("NULLS"), word("LAST")]);
                         out.push(token(Token::RParen));
-                        out.extend([word("IS"), word("NOT"), word("NULL"), token(Token::RParen)]);
                         out.extend([token(Token::Comma), number(1), token(Token::Comma)]);
+                        // The non-NULL values come first: at most that many.
+                        out.extend([word("least"), token(Token::LParen)]);
                         out.extend(k);
+                        out.extend([token(Token::Comma), word("count"), token(Token::LParen)]);
+                        if distinct {
+                            out.push(word("DISTINCT"));
+                        }
+                        out.extend(x);
+                        out.extend([token(Token::RParen), token(Token::RParen)]);
                         out.push(t.clone());
                     }
                 }
@@ -1808,13 +1813,16 @@ mod tests {
         let text = statement.to_string();
         assert!(
             text.contains(
-                "array_slice(array_agg(a + 1 ORDER BY a + 1 DESC) FILTER (WHERE (a + 1) IS NOT \
-                 NULL), 1, 3)"
+                "array_slice(array_agg(a + 1 ORDER BY a + 1 DESC NULLS LAST), 1, least(3, \
+                 count(a + 1)))"
             ),
             "{text}"
         );
         assert!(
-            text.contains("array_agg(DISTINCT b ORDER BY b DESC)"),
+            text.contains(
+                "array_slice(array_agg(DISTINCT b ORDER BY b DESC NULLS LAST), 1, least(2, \
+                 count(DISTINCT b)))"
+            ),
             "{text}"
         );
         // A relation called so is not a call.

@@ -158,6 +158,7 @@ impl WriteBatch {
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
+    dir: std::sync::Arc<PathBuf>,
     files: std::sync::Arc<ValueFiles>,
     _lock: std::sync::Arc<File>,
     /// Commits to refuse before the next one succeeds: a fault for tests,
@@ -232,6 +233,7 @@ impl Store {
         let store = Store {
             db,
             tree,
+            dir: std::sync::Arc::new(dir.to_owned()),
             files: std::sync::Arc::new(files),
             _lock: std::sync::Arc::new(lock),
             refused_commits: Default::default(),
@@ -332,6 +334,39 @@ impl Store {
                 .transpose()
                 .map(|value| value.map(|value| (key.to_vec(), value)))
         })
+    }
+
+    /// Bytes stored under `prefix`: keys and values, a value in a file by
+    /// its file's length.
+    pub fn bytes_under(&self, prefix: &[u8]) -> Result<u64> {
+        let mut bytes = 0;
+        for item in self.tree.scan_prefix(prefix) {
+            let (key, value) = item?;
+            let value_bytes = match FileRef::decode(&value) {
+                Ok(Some(reference)) => reference.len,
+                _ => value.len() as u64,
+            };
+            bytes += key.len() as u64 + value_bytes;
+        }
+        Ok(bytes)
+    }
+
+    /// Bytes the data directory's files take on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => walk(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.dir)
     }
 
     /// The greatest key under `prefix`, if any.
@@ -543,6 +578,10 @@ mod tests {
         store.commit(batch).unwrap();
         assert_eq!(store.get_blob(&key(b"large")).unwrap(), None);
         assert_eq!(value_files(dir.path()).len(), 1);
+        // The file's bytes count as the value's.
+        let under = store.bytes_under(&key(b"")).unwrap();
+        assert_eq!(under, (key(b"other").len() + large.len() - 2) as u64);
+        assert!(store.disk_bytes() > under);
     }
 
     #[test]

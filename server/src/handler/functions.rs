@@ -38,15 +38,15 @@ const REWRITTEN: [(&str, &str, &str); 6] = [
     (
         "TOPK",
         "Any, Int64",
-        "The group's k greatest values, greatest first, NULLs skipped (NULL when all are): \
-         array_slice(array_agg(x ORDER BY x DESC) FILTER (WHERE x IS NOT NULL), 1, k).",
+        "The group's k greatest values, greatest first, NULLs skipped ([] when all are): \
+         array_slice(array_agg(x ORDER BY x DESC NULLS LAST), 1, least(k, count(x))).",
     ),
     (
         "TOPKDISTINCT",
         "Any, Int64",
-        "The group's k greatest distinct values, greatest first, NULLs skipped (NULL when all \
-         are): array_slice(array_agg(DISTINCT x ORDER BY x DESC) FILTER (WHERE x IS NOT \
-         NULL), 1, k).",
+        "The group's k greatest distinct values, greatest first, NULLs skipped ([] when all \
+         are): array_slice(array_agg(DISTINCT x ORDER BY x DESC NULLS LAST), 1, \
+         least(k, count(DISTINCT x))).",
     ),
 ];
 
