@@ -3,8 +3,9 @@
 //!
 //! What a scan reads is fixed when the query is planned (under the epoch
 //! lock, so at one consistent point across relations): a stream's block
-//! keys, a view's rows (shared with the view, not copied), or a table's
-//! encoded rows. Decoding happens batch by batch as the query runs, so a
+//! keys, a view's rows (shared with the view, not copied), or a snapshot
+//! of a table's rows (nothing copied; see `eddy_storage::snapshot`).
+//! Decoding happens batch by batch as the query runs, so a
 //! `SELECT` over a large relation holds one batch of decoded rows at a
 //! time, and `LIMIT` stops reading early.
 
@@ -29,13 +30,21 @@ use crate::{stream_blocks, CatalogError, Result};
 /// Rows a scan decodes at a time.
 pub const SCAN_BATCH_ROWS: usize = 8192;
 
-/// A relation's rows as of one point, in chunks decoded on demand.
+/// A relation's rows as of one point, decoded a batch at a time as a scan
+/// reads them.
 pub trait Chunks: Send + Sync + 'static {
-    fn chunk_count(&self) -> usize;
+    /// The rows, a batch at a time; empty batches are skipped.
+    fn batches(self: Arc<Self>) -> Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
+}
 
-    /// Chunk `i`, decoded; `None` when it is gone (a stream block its
-    /// retention expired since the query was planned).
-    fn chunk(&self, i: usize) -> Result<Option<RecordBatch>>;
+/// The batches `chunk` reads for `0..count`; a `None` (a stream block its
+/// retention expired since the query was planned) is skipped.
+pub fn indexed_batches<C: Send + Sync + 'static>(
+    chunks: Arc<C>,
+    count: usize,
+    chunk: fn(&C, usize) -> Result<Option<RecordBatch>>,
+) -> Box<dyn Iterator<Item = Result<RecordBatch>> + Send> {
+    Box::new((0..count).filter_map(move |i| chunk(&chunks, i).transpose()))
 }
 
 /// A scan over `chunks` (whose batches have `schema`), projected and
@@ -98,9 +107,7 @@ struct ChunkedPartition {
 
 impl std::fmt::Debug for ChunkedPartition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkedPartition")
-            .field("chunks", &self.chunks.chunk_count())
-            .finish()
+        f.debug_struct("ChunkedPartition").finish_non_exhaustive()
     }
 }
 
@@ -110,12 +117,15 @@ impl PartitionStream for ChunkedPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let chunks = self.chunks.clone();
-        let batches = (0..chunks.chunk_count()).filter_map(move |i| match chunks.chunk(i) {
-            Ok(Some(batch)) if batch.num_rows() > 0 => Some(Ok(batch)),
-            Ok(_) => None,
-            Err(e) => Some(Err(DataFusionError::External(Box::new(e)))),
-        });
+        let batches = self
+            .chunks
+            .clone()
+            .batches()
+            .filter_map(|batch| match batch {
+                Ok(batch) if batch.num_rows() > 0 => Some(Ok(batch)),
+                Ok(_) => None,
+                Err(e) => Some(Err(DataFusionError::External(Box::new(e)))),
+            });
         Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             stream::iter(batches),
@@ -130,12 +140,8 @@ pub struct StreamBlocks {
     pub keys: Vec<Vec<u8>>,
 }
 
-impl Chunks for StreamBlocks {
-    fn chunk_count(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn chunk(&self, i: usize) -> Result<Option<RecordBatch>> {
+impl StreamBlocks {
+    fn block(&self, i: usize) -> Result<Option<RecordBatch>> {
         match self.store.get_blob(&self.keys[i])? {
             Some(bytes) => stream_blocks::decode_block(&self.schema, &bytes).map(Some),
             None => Ok(None),
@@ -143,25 +149,44 @@ impl Chunks for StreamBlocks {
     }
 }
 
-/// Rows in the row codec's encoding, decoded [`SCAN_BATCH_ROWS`] at a time.
-pub struct EncodedRows {
-    pub schema: SchemaRef,
-    pub rows: Vec<Vec<u8>>,
+impl Chunks for StreamBlocks {
+    fn batches(self: Arc<Self>) -> Box<dyn Iterator<Item = Result<RecordBatch>> + Send> {
+        let count = self.keys.len();
+        indexed_batches(self, count, Self::block)
+    }
 }
 
-impl Chunks for EncodedRows {
-    fn chunk_count(&self) -> usize {
-        self.rows.len().div_ceil(SCAN_BATCH_ROWS)
-    }
+/// Rows in the row codec's encoding as of one point (a table's snapshot),
+/// at most `limit` of them: `next(n)` reads about `n` more, and none at
+/// the end. Decoded [`SCAN_BATCH_ROWS`] at a time.
+pub struct EncodedRows<F> {
+    pub schema: SchemaRef,
+    pub next: F,
+    pub limit: usize,
+}
 
-    fn chunk(&self, i: usize) -> Result<Option<RecordBatch>> {
-        let start = i * SCAN_BATCH_ROWS;
-        let end = (start + SCAN_BATCH_ROWS).min(self.rows.len());
-        decode_batch(
-            &self.schema,
-            self.rows[start..end].iter().map(Vec::as_slice),
-        )
-        .map(Some)
+impl<F> Chunks for EncodedRows<F>
+where
+    F: Fn(usize) -> Result<Vec<Vec<u8>>> + Send + Sync + 'static,
+{
+    fn batches(self: Arc<Self>) -> Box<dyn Iterator<Item = Result<RecordBatch>> + Send> {
+        let mut left = self.limit;
+        Box::new(std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            let mut rows = match (self.next)(SCAN_BATCH_ROWS.min(left)) {
+                Ok(rows) if rows.is_empty() => return None,
+                Ok(rows) => rows,
+                Err(e) => {
+                    left = 0;
+                    return Some(Err(e));
+                }
+            };
+            rows.truncate(left);
+            left -= rows.len();
+            Some(decode_batch(&self.schema, rows.iter().map(Vec::as_slice)))
+        }))
     }
 }
 
@@ -182,7 +207,7 @@ mod tests {
         ]))
     }
 
-    fn encoded(n: i64) -> EncodedRows {
+    fn encoded(n: i64) -> impl Chunks {
         let batch = RecordBatch::try_new(
             schema(),
             vec![
@@ -193,9 +218,11 @@ mod tests {
             ],
         )
         .unwrap();
+        let rows = std::sync::Mutex::new(encode_rows(batch.columns()).unwrap().into_iter());
         EncodedRows {
             schema: schema(),
-            rows: encode_rows(batch.columns()).unwrap(),
+            next: move |n| Ok(rows.lock().unwrap().by_ref().take(n).collect()),
+            limit: usize::MAX,
         }
     }
 
@@ -210,9 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn rows_come_a_batch_at_a_time_projected_and_limited() {
-        let rows = encoded(20_000);
-        assert_eq!(rows.chunk_count(), 3);
-        let plan = chunked_scan(schema(), Arc::new(rows), Some(&vec![1]), None).unwrap();
+        let plan = chunked_scan(schema(), Arc::new(encoded(20_000)), Some(&vec![1]), None).unwrap();
         let batches = run(plan).await;
         let sizes: Vec<usize> = batches.iter().map(RecordBatch::num_rows).collect();
         assert_eq!(sizes, vec![8192, 8192, 3616]);

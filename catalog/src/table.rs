@@ -20,6 +20,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
+use eddy_storage::snapshot::Snapshots;
 use eddy_storage::state_log::{Segment, StateLog, StateMap};
 use eddy_storage::{Keyspace, Store, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -222,7 +223,7 @@ enum Rows {
     /// A local table's rows, in memory by key. Each write appends its
     /// changes to the table's state log in the store, fsynced, before the
     /// rows in memory change and the client hears back.
-    Memory(RwLock<MemoryRows>),
+    Memory(Arc<RwLock<MemoryRows>>),
     /// One store entry per row, staged into the epoch that ingests it: a
     /// Kafka table, and the dead-letter table, which the runtime writes.
     /// A stream's rows are blocks under the same prefix.
@@ -232,6 +233,8 @@ enum Rows {
 struct MemoryRows {
     rows: StateMap,
     log: StateLog,
+    /// Scans reading the rows as of a point while writes go on.
+    snapshots: Snapshots,
 }
 
 /// A write's changes to rows, in order: each key's new row, or `None` to
@@ -299,7 +302,11 @@ impl StoredTable {
         };
         let rows = if def.source_kind().is_none() && def.name != crate::kafka::DEAD_LETTERS {
             let (log, rows) = StateLog::load(&store, Keyspace::TableRows, def.id)?;
-            Rows::Memory(RwLock::new(MemoryRows { rows, log }))
+            Rows::Memory(Arc::new(RwLock::new(MemoryRows {
+                rows,
+                log,
+                snapshots: Snapshots::default(),
+            })))
         } else {
             Rows::Store
         };
@@ -369,7 +376,11 @@ impl StoredTable {
             }
             Rows::Memory(memory) => {
                 let mut memory = memory.write().expect("table rows lock poisoned");
-                let MemoryRows { rows: stored, log } = &mut *memory;
+                let MemoryRows {
+                    rows: stored,
+                    log,
+                    snapshots,
+                } = &mut *memory;
                 let mut segment = Segment::default();
                 for (key, value) in &rows {
                     match value {
@@ -380,7 +391,7 @@ impl StoredTable {
                 // Rows in memory change once the commit is in.
                 log.stage(segment, &self.store, &mut write)?;
                 self.store.commit(write)?;
-                apply_rows(stored, rows);
+                apply_rows(stored, snapshots, rows);
             }
         }
         if logged {
@@ -536,7 +547,8 @@ impl StoredTable {
 
     /// The rows as of now (at most `limit` of them), for a query to decode
     /// a batch at a time as it reads them: a stream's block keys, or a
-    /// copy of the other tables' encoded rows.
+    /// snapshot of the other tables' rows, which writes after it keep
+    /// whole (see [`eddy_storage::snapshot`]) instead of a copy.
     pub fn chunks(&self, limit: Option<usize>) -> Result<Arc<dyn Chunks>> {
         if self.is_stream() {
             let keys = self
@@ -549,24 +561,38 @@ impl StoredTable {
                 keys,
             }));
         }
-        let mut rows = Vec::new();
+        let schema = self.schema.clone();
         let limit = limit.unwrap_or(usize::MAX);
-        match &self.rows {
+        Ok(match &self.rows {
             Rows::Memory(memory) => {
-                let memory = memory.read().expect("table rows lock poisoned");
-                rows.reserve(memory.rows.len().min(limit));
-                rows.extend(memory.rows.values().take(limit).cloned());
+                let snapshot = memory
+                    .read()
+                    .expect("table rows lock poisoned")
+                    .snapshots
+                    .take(Vec::new());
+                let memory = memory.clone();
+                Arc::new(EncodedRows {
+                    schema,
+                    limit,
+                    next: move |n| {
+                        let memory = memory.read().expect("table rows lock poisoned");
+                        let rows = snapshot.read_map(&memory.rows, n);
+                        Ok(rows.into_iter().map(|(_, value)| value).collect())
+                    },
+                })
             }
             Rows::Store => {
-                for item in self.store.scan_prefix(&self.prefix()).take(limit) {
-                    rows.push(item?.1);
-                }
+                let snapshot = self.store.snapshot(self.prefix());
+                Arc::new(EncodedRows {
+                    schema,
+                    limit,
+                    next: move |n| {
+                        let rows = snapshot.next_rows(n)?;
+                        Ok(rows.into_iter().map(|(_, value)| value).collect())
+                    },
+                })
             }
-        }
-        Ok(Arc::new(EncodedRows {
-            schema: self.schema.clone(),
-            rows,
-        }))
+        })
     }
 
     /// Reads a stream's blocks; each row's key, when asked for, is its
@@ -958,9 +984,20 @@ fn now_micros() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// Applies `changes` to `rows`, in order.
-fn apply_rows(rows: &mut StateMap, changes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>) {
+/// Applies `changes` to `rows`, in order, keeping what the snapshots
+/// being read need.
+fn apply_rows(
+    rows: &mut StateMap,
+    snapshots: &Snapshots,
+    changes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+) {
+    let writing = snapshots.writing();
+    let keep = writing.any();
     for (key, value) in changes {
+        if keep {
+            let current = || Ok::<_, std::convert::Infallible>(rows.get(&key).cloned());
+            let Ok(()) = writing.before_change(&key, current);
+        }
         match value {
             Some(value) => rows.insert(key, value),
             None => rows.remove(&key),
@@ -1312,6 +1349,58 @@ mod tests {
         assert!(stored < 64 << 20, "{stored} bytes stored");
         let catalog = Catalog::open(store).unwrap();
         assert_eq!(contents(&catalog.table("t").unwrap()), expected);
+    }
+
+    fn rows_of(batches: impl Iterator<Item = Result<RecordBatch>>) -> Vec<(i64, String)> {
+        let mut rows = Vec::new();
+        for batch in batches {
+            let batch = batch.unwrap();
+            let keys = batch
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let values = batch.column(1).as_string::<i32>();
+            rows.extend((0..batch.num_rows()).map(|i| (keys.value(i), values.value(i).to_owned())));
+        }
+        rows
+    }
+
+    /// A scan reads the rows as they were when it was planned, whatever
+    /// is written while it reads, without copying them first.
+    #[test]
+    fn a_scan_reads_its_point_while_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(Store::open(dir.path()).unwrap()).unwrap();
+        let table = catalog.create_table(def(), false).unwrap().unwrap();
+        table.insert(&[batch(&table, 0..20_000, "a")]).unwrap();
+        let point = contents(&table);
+        let chunks = table.chunks(None).unwrap();
+        let limited = table.chunks(Some(10_000)).unwrap();
+        let mut batches = chunks.batches();
+        let first = batches.next().unwrap();
+        // Ahead of the scan and behind it: deletes, an update, inserts,
+        // then every row gone.
+        let gone: Vec<Vec<u8>> = (10_000..10_010)
+            .chain(0..5)
+            .map(|k| key_of(&table, k))
+            .collect();
+        table.delete(&gone).unwrap();
+        table
+            .update(
+                &[key_of(&table, 15_000)],
+                &[batch(&table, 15_000..15_001, "b")],
+            )
+            .unwrap();
+        table.insert(&[batch(&table, 20_000..20_100, "c")]).unwrap();
+        let mut rows = rows_of(std::iter::once(first));
+        rows.extend(rows_of(batches.by_ref().take(1)));
+        table.truncate().unwrap();
+        rows.extend(rows_of(batches));
+        assert_eq!(rows, point);
+        assert_eq!(rows_of(limited.batches()), point[..10_000]);
+        // A scan planned now sees the writes.
+        table.insert(&[batch(&table, 7..9, "d")]).unwrap();
+        let now = rows_of(table.chunks(None).unwrap().batches());
+        assert_eq!(now, vec![(7, "d7".to_owned()), (8, "d8".to_owned())]);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
 
-use crate::chunked_scan::{Chunks, SCAN_BATCH_ROWS};
+use crate::chunked_scan::{indexed_batches, Chunks, SCAN_BATCH_ROWS};
 use crate::row_format::RowFormat;
 use crate::{CatalogError, Result};
 
@@ -345,10 +345,13 @@ struct ViewChunks {
 }
 
 impl Chunks for ViewChunks {
-    fn chunk_count(&self) -> usize {
-        self.rows.len().div_ceil(SCAN_BATCH_ROWS)
+    fn batches(self: Arc<Self>) -> Box<dyn Iterator<Item = Result<RecordBatch>> + Send> {
+        let count = self.rows.len().div_ceil(SCAN_BATCH_ROWS);
+        indexed_batches(self, count, Self::chunk)
     }
+}
 
+impl ViewChunks {
     fn chunk(&self, i: usize) -> Result<Option<RecordBatch>> {
         let start = i * SCAN_BATCH_ROWS;
         let rows = &self.rows[start..(start + SCAN_BATCH_ROWS).min(self.rows.len())];

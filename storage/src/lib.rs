@@ -16,8 +16,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use fs2::FileExt;
 
 use crate::files::{FileRef, ValueFiles};
+use crate::snapshot::{ReadFrom, Snapshot, Snapshots};
 
 mod files;
+pub mod snapshot;
 pub mod state_log;
 
 pub use files::FILE_VALUE_BYTES;
@@ -108,8 +110,8 @@ impl Keyspace {
 /// the file once the deletion is committed.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
-    batch: sled::Batch,
-    len: usize,
+    /// Each key's new value, or `None` to delete it, in order.
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Large blobs, written to files at commit.
     files: Vec<(Vec<u8>, Vec<u8>)>,
     /// Keys whose earlier value's file, if any, goes once this commits.
@@ -122,13 +124,11 @@ impl WriteBatch {
     }
 
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.batch.insert(key, value);
-        self.len += 1;
+        self.writes.push((key, Some(value)));
     }
 
     pub fn delete(&mut self, key: Vec<u8>) {
-        self.batch.remove(key);
-        self.len += 1;
+        self.writes.push((key, None));
     }
 
     /// Puts a value that may be large.
@@ -137,9 +137,8 @@ impl WriteBatch {
         if value.len() >= FILE_VALUE_BYTES {
             self.files.push((key, value));
         } else {
-            self.batch.insert(key, files::inline(&value));
+            self.writes.push((key, Some(files::inline(&value))));
         }
-        self.len += 1;
     }
 
     /// Deletes a blob, and its file.
@@ -149,7 +148,31 @@ impl WriteBatch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.writes.is_empty() && self.files.is_empty()
+    }
+}
+
+/// Keys and values under a prefix as of one commit, read a range at a
+/// time while later commits go on; see [`Store::snapshot`].
+pub struct PrefixSnapshot {
+    store: Store,
+    snapshot: std::sync::Arc<Snapshot>,
+}
+
+impl PrefixSnapshot {
+    /// The next keys and values as of the snapshot's point, about `n` of
+    /// them; none once every one has been read.
+    pub fn next_rows(&self, n: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let n = n.max(1);
+        while let Some(from) = self.snapshot.next_read() {
+            let live = self.store.scan_after(self.snapshot.prefix(), &from, n)?;
+            let complete = live.len() < n;
+            let rows = self.snapshot.read(live, complete);
+            if !rows.is_empty() {
+                return Ok(rows);
+            }
+        }
+        Ok(Vec::new())
     }
 }
 
@@ -164,6 +187,8 @@ pub struct Store {
     /// Commits to refuse before the next one succeeds: a fault for tests,
     /// which stands for a full disk.
     refused_commits: std::sync::Arc<AtomicU32>,
+    /// Scans reading a point while commits go on.
+    snapshots: std::sync::Arc<Snapshots>,
 }
 
 impl std::fmt::Debug for Store {
@@ -237,6 +262,7 @@ impl Store {
             files: std::sync::Arc::new(files),
             _lock: std::sync::Arc::new(lock),
             refused_commits: Default::default(),
+            snapshots: Default::default(),
         };
         store.check_format(dir)?;
         let removed = store.files.sweep(|key, generation| {
@@ -389,11 +415,26 @@ impl Store {
             return Err(StorageError::CommitRefused);
         }
         let WriteBatch {
-            mut batch,
+            writes,
             files,
             replaced,
-            ..
         } = batch;
+        // Snapshots keep what this commit changes; none is taken until it
+        // has landed.
+        let writing = self.snapshots.writing();
+        if writing.any() {
+            let keys = writes.iter().map(|(key, _)| key);
+            for key in keys.chain(files.iter().map(|(key, _)| key)) {
+                writing.before_change(key, || self.get(key))?;
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
         let mut old = Vec::new();
         for key in replaced {
             if let Some(value) = self.tree.get(&key)? {
@@ -430,6 +471,41 @@ impl Store {
             self.files.remove(&key, reference);
         }
         Ok(())
+    }
+
+    /// A snapshot of the keys under `prefix` as of the last commit, read
+    /// in key order while commits go on (see [`snapshot`]). Values are
+    /// read as stored: blobs are not resolved.
+    pub fn snapshot(&self, prefix: Vec<u8>) -> PrefixSnapshot {
+        PrefixSnapshot {
+            store: self.clone(),
+            snapshot: self.snapshots.take(prefix),
+        }
+    }
+
+    /// Up to `n` keys and values under `prefix`, from `from`, in key order.
+    fn scan_after(
+        &self,
+        prefix: &[u8],
+        from: &ReadFrom,
+        n: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = match from {
+            ReadFrom::Start => std::ops::Bound::Included(prefix),
+            ReadFrom::After(_) => from.bound(),
+        };
+        let mut rows = Vec::new();
+        for item in self
+            .tree
+            .range::<&[u8], _>((start, std::ops::Bound::Unbounded))
+        {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) || rows.len() == n {
+                break;
+            }
+            rows.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(rows)
     }
 
     /// Makes the next `n` commits fail, as a full disk would: for tests of
@@ -533,6 +609,57 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(*last.last().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_prefix_snapshot_reads_its_commit_while_later_commits_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = |object: u64, row: u16| {
+            let mut key = Keyspace::TableRows.object_prefix(object);
+            key.extend_from_slice(&row.to_be_bytes());
+            key
+        };
+        let mut batch = WriteBatch::new();
+        for row in 0..100 {
+            batch.put(key(1, row * 2), vec![row as u8]);
+            batch.put(key(2, row), vec![1]);
+        }
+        store.commit(batch).unwrap();
+        let point: Vec<_> = store
+            .scan_prefix(&Keyspace::TableRows.object_prefix(1))
+            .map(Result::unwrap)
+            .collect();
+        let snapshot = store.snapshot(Keyspace::TableRows.object_prefix(1));
+        let mut read = snapshot.next_rows(30).unwrap();
+        assert_eq!(read.len(), 30);
+        // Behind the reader, ahead of it, past its last key, and in
+        // another object; then every row ahead deleted.
+        let mut batch = WriteBatch::new();
+        batch.put(key(1, 0), vec![77]);
+        batch.put(key(1, 100), vec![77]);
+        batch.put(key(1, 101), vec![77]);
+        batch.put(key(1, 999), vec![77]);
+        batch.delete(key(2, 5));
+        store.commit(batch).unwrap();
+        let mut batch = WriteBatch::new();
+        for row in 30..100 {
+            batch.delete(key(1, row * 2));
+        }
+        store.commit(batch).unwrap();
+        loop {
+            let rows = snapshot.next_rows(30).unwrap();
+            if rows.is_empty() {
+                break;
+            }
+            read.extend(rows);
+        }
+        assert_eq!(read, point);
+        // A snapshot taken now sees the commits.
+        let later = store.snapshot(Keyspace::TableRows.object_prefix(1));
+        let rows = later.next_rows(1000).unwrap();
+        assert_eq!(rows.len(), 32);
+        assert!(later.next_rows(1000).unwrap().is_empty());
     }
 
     fn value_files(dir: &Path) -> Vec<String> {

@@ -144,5 +144,53 @@ async fn large_selects_and_cursors_stream_and_hold_no_epoch() -> Result<()> {
     let grew = status_bytes(pid, "VmHWM:")?.saturating_sub(before);
     assert!(grew < 64 << 20, "MOVE ALL grew the server by {grew} bytes");
     client.batch_execute("COMMIT").await?;
+
+    // A local table's scan reads a snapshot that writes after it keep
+    // whole: no copy of the rows when it starts, and a DELETE of every row
+    // while it reads leaves it its point.
+    client
+        .batch_execute(
+            "CREATE TABLE bid_copy (auction BIGINT, bidder BIGINT, price BIGINT, \
+             url TEXT, date_time TIMESTAMP);
+             INSERT INTO bid_copy SELECT auction, bidder, price, url, date_time FROM bid",
+        )
+        .await?;
+    reset_peak(pid)?;
+    let before = status_bytes(pid, "VmRSS:")?;
+    let rows = client
+        .query_raw("SELECT auction, url FROM bid_copy", params)
+        .await?;
+    pin_mut!(rows);
+    let mut count = 0u64;
+    while rows.try_next().await?.is_some() {
+        count += 1;
+    }
+    assert_eq!(count, BIDS);
+    let grew = status_bytes(pid, "VmHWM:")?.saturating_sub(before);
+    eprintln!(
+        "read a {count}-row local table; the server's peak grew by {} MB",
+        grew >> 20
+    );
+    assert!(
+        grew < bytes / 2,
+        "a local table's scan grew the server by {grew} bytes"
+    );
+    let rows = client
+        .query_raw("SELECT auction, url FROM bid_copy", params)
+        .await?;
+    pin_mut!(rows);
+    for _ in 0..10 {
+        rows.try_next().await?.context("too few rows")?;
+    }
+    other.batch_execute("DELETE FROM bid_copy").await?;
+    let mut rest = 10;
+    while rows.try_next().await?.is_some() {
+        rest += 1;
+    }
+    assert_eq!(rest, BIDS, "a table's scan reads one point");
+    assert_eq!(
+        text_rows(&other, "SELECT count(*) FROM bid_copy").await?,
+        ["0"]
+    );
     Ok(())
 }
