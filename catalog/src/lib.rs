@@ -40,7 +40,10 @@ pub use table::{
     StoredTable, TableDef, Upserts, WatermarkDef, WholeRelation, WriteCount, ROW_KEY_COLUMN,
 };
 pub use types::{ColumnType, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE};
-pub use view::{view_key_format, RowChanges, SharedRow, StoredView, ViewColumn, ViewDef, ViewRows};
+pub use view::{
+    view_key_format, RowChange, RowChanges, RowCounts, SharedRow, StoredView, ViewColumn, ViewDef,
+    ViewRows,
+};
 
 /// The one database and schema Eddy serves.
 pub const DATABASE_NAME: &str = "eddy";

@@ -100,13 +100,26 @@ pub struct ViewRows {
 /// A row in the row format, shared by the rows and the key index.
 pub type SharedRow = Arc<[u8]>;
 
-/// An epoch's changes to a view's rows: each row in the row format, with
-/// the sum of its weights and, for a keyed view, its encoded key.
-pub type RowChanges = HashMap<Box<[u8]>, (i64, Option<Box<[u8]>>)>;
+/// An epoch's changes to a view's rows, by row in the row format.
+pub type RowChanges = hashbrown::HashMap<Box<[u8]>, RowChange, foldhash::fast::RandomState>;
+
+/// A view's rows: each row in the row format, and its multiplicity.
+pub type RowCounts = hashbrown::HashMap<SharedRow, i64, foldhash::fast::RandomState>;
+
+/// One row's change in an epoch.
+#[derive(Debug, Clone)]
+pub struct RowChange {
+    /// The sum of the row's weights.
+    pub weight: i64,
+    /// The row's multiplicity before the epoch.
+    pub before: i64,
+    /// For a keyed view, the row's encoded key.
+    pub key: Option<Box<[u8]>>,
+}
 
 #[derive(Debug, Default)]
 struct Contents {
-    rows: HashMap<SharedRow, i64>,
+    rows: RowCounts,
     /// Encoded key columns → the rows with that key (one, but for a view
     /// whose key is not unique after all).
     by_key: HashMap<Box<[u8]>, Vec<SharedRow>>,
@@ -131,12 +144,12 @@ impl Contents {
 
 impl ViewRows {
     /// Runs `f` over the rows, with writers held off.
-    pub fn read<R>(&self, f: impl FnOnce(&HashMap<SharedRow, i64>) -> R) -> R {
+    pub fn read<R>(&self, f: impl FnOnce(&RowCounts) -> R) -> R {
         f(&self.contents.read().unwrap_or_else(|e| e.into_inner()).rows)
     }
 
     /// Runs `f` over the rows and the number of the epoch they are at.
-    pub fn read_at<R>(&self, f: impl FnOnce(&HashMap<SharedRow, i64>, u64) -> R) -> R {
+    pub fn read_at<R>(&self, f: impl FnOnce(&RowCounts, u64) -> R) -> R {
         let contents = self.contents.read().unwrap_or_else(|e| e.into_inner());
         f(&contents.rows, contents.epoch)
     }
@@ -160,28 +173,28 @@ impl ViewRows {
     pub fn publish(&self, changes: &RowChanges, epoch: u64) {
         let mut contents = self.contents.write().unwrap_or_else(|e| e.into_inner());
         contents.epoch = epoch;
-        for (row, &(weight, ref key)) in changes {
+        for (row, change) in changes {
+            let weight = change.weight;
             if weight == 0 {
                 continue;
             }
-            match contents.rows.get_mut(&row[..]) {
-                Some(count) => {
-                    *count += weight;
-                    if *count <= 0 {
-                        contents.rows.remove(&row[..]);
-                        if let Some(key) = key {
+            match contents.rows.entry_ref(&row[..]) {
+                hashbrown::hash_map::EntryRef::Occupied(mut entry) => {
+                    *entry.get_mut() += weight;
+                    if *entry.get() <= 0 {
+                        entry.remove();
+                        if let Some(key) = &change.key {
                             contents.unindex(key, row);
                         }
                     }
                 }
-                None if weight > 0 => {
-                    let row: SharedRow = Arc::from(&row[..]);
-                    if let Some(key) = key {
-                        contents.index(key.clone(), row.clone());
+                hashbrown::hash_map::EntryRef::Vacant(entry) if weight > 0 => {
+                    let shared = entry.insert_entry(weight).key().clone();
+                    if let Some(key) = &change.key {
+                        contents.index(key.clone(), shared);
                     }
-                    contents.rows.insert(row, weight);
                 }
-                None => {}
+                hashbrown::hash_map::EntryRef::Vacant(_) => {}
             }
         }
     }

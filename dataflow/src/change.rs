@@ -10,7 +10,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, concat, concat_batches, filter, filter_record_batch, take};
 use datafusion::arrow::datatypes::{Field, Int64Type, Schema, SchemaRef};
-use eddy_catalog::RowFormat;
+use eddy_catalog::{EncodedRows, RowFormat};
 
 use crate::Result;
 
@@ -113,6 +113,12 @@ impl ChangeBatch {
         }
         let format = RowFormat::for_schema(&self.data.schema())?;
         let rows = format.encode(self.data.columns(), self.num_rows())?;
+        Ok(self.consolidate_encoded(&rows)?.0)
+    }
+
+    /// [`ChangeBatch::consolidate`], with the rows already encoded: also
+    /// gives the rows kept, by index, or `None` when every row is.
+    pub fn consolidate_encoded(&self, rows: &EncodedRows) -> Result<(Self, Option<Vec<u32>>)> {
         let mut first: HashMap<&[u8], usize> = HashMap::with_capacity(self.num_rows());
         let mut order = Vec::new();
         let mut sums: Vec<i64> = Vec::new();
@@ -125,13 +131,13 @@ impl ChangeBatch {
             sums[slot] += self.weight(i);
         }
         if order.len() == self.num_rows() && sums.iter().all(|&w| w != 0) {
-            return Ok(self.clone());
+            return Ok((self.clone(), None));
         }
         let (indices, weights): (Vec<u32>, Vec<i64>) =
             order.into_iter().zip(sums).filter(|(_, w)| *w != 0).unzip();
-        let mut taken = self.take(&UInt32Array::from(indices))?;
+        let mut taken = self.take(&UInt32Array::from(indices.clone()))?;
         taken.weights = Int64Array::from(weights);
-        Ok(taken)
+        Ok((taken, Some(indices)))
     }
 }
 

@@ -1,12 +1,13 @@
 //! A view's contents: the multiset of its rows, kept in memory where
 //! queries read it, and in the view's state log.
 
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array};
 use datafusion::arrow::datatypes::SchemaRef;
-use eddy_catalog::{view_key_format, EncodedRows, RowChanges, RowFormat, ViewRows};
+use eddy_catalog::{
+    view_key_format, EncodedRows, RowChange, RowChanges, RowCounts, RowFormat, ViewRows,
+};
 
 use crate::change::{conform, ChangeBatch};
 use crate::operators::read_i64;
@@ -41,7 +42,7 @@ impl ViewSink {
             format,
             key,
             rows,
-            pending: HashMap::new(),
+            pending: RowChanges::default(),
             sealed: None,
         })
     }
@@ -73,29 +74,31 @@ impl ViewSink {
         let changes = ChangeBatch::new(
             conform(&self.schema, &changes.data)?,
             changes.weights.clone(),
-        )
-        .consolidate()?;
+        );
         let encoded = self
             .format
             .encode(changes.data.columns(), changes.num_rows())?;
+        let (changes, kept) = changes.consolidate_encoded(&encoded)?;
+        let row_of = |i: usize| match &kept {
+            Some(kept) => encoded.row(kept[i] as usize),
+            None => encoded.row(i),
+        };
         let keys = self.keys_of(changes.data.columns(), changes.num_rows())?;
         let (pending, sealed) = (&mut self.pending, &self.sealed);
         self.rows.read_at(|rows, published| {
             for i in 0..changes.num_rows() {
-                let row = encoded.row(i);
-                let stored = committed(rows, published, sealed, row);
-                if !pending.contains_key(row) {
-                    let key = keys.as_ref().map(|k| k.row(i).into());
-                    pending.insert(row.into(), (0, key));
-                }
-                if let Some((delta, _)) = pending.get_mut(row) {
-                    *delta += changes.weight(i);
-                    let count = stored + *delta;
-                    if count < 0 {
-                        return Err(DataflowError::Internal(format!(
-                            "view row has multiplicity {count}"
-                        )));
-                    }
+                let row = row_of(i);
+                let change = pending.entry_ref(row).or_insert_with(|| RowChange {
+                    weight: 0,
+                    before: committed(rows, published, sealed, row),
+                    key: keys.as_ref().map(|k| k.row(i).into()),
+                });
+                change.weight += changes.weight(i);
+                let count = change.before + change.weight;
+                if count < 0 {
+                    return Err(DataflowError::Internal(format!(
+                        "view row has multiplicity {count}"
+                    )));
                 }
             }
             Ok(())
@@ -124,14 +127,12 @@ impl ViewSink {
 
     /// Stages the rows this epoch changed into the view's state log.
     pub fn persist(&self, segment: &mut Segment) {
-        self.rows.read_at(|rows, published| {
-            for (row, (delta, _)) in &self.pending {
-                match committed(rows, published, &self.sealed, row) + delta {
-                    0 => segment.delete(&VIEW_ROWS_HEAD, row),
-                    count => segment.put(&VIEW_ROWS_HEAD, row, &count.to_be_bytes()),
-                }
+        for (row, change) in &self.pending {
+            match change.before + change.weight {
+                0 => segment.delete(&VIEW_ROWS_HEAD, row),
+                count => segment.put(&VIEW_ROWS_HEAD, row, &count.to_be_bytes()),
             }
-        });
+        }
     }
 
     /// Makes this epoch's changes visible to queries as epoch `epoch`;
@@ -188,7 +189,7 @@ impl ViewSink {
 /// published rows at epoch `published`, plus the sealed epoch's changes if
 /// they are not published yet.
 fn committed(
-    rows: &HashMap<eddy_catalog::SharedRow, i64>,
+    rows: &RowCounts,
     published: u64,
     sealed: &Option<(u64, Arc<RowChanges>)>,
     row: &[u8],
@@ -196,7 +197,7 @@ fn committed(
     let stored = rows.get(row).copied().unwrap_or(0);
     match sealed {
         Some((epoch, changes)) if *epoch > published => {
-            stored + changes.get(row).map_or(0, |(delta, _)| *delta)
+            stored + changes.get(row).map_or(0, |change| change.weight)
         }
         _ => stored,
     }
