@@ -386,8 +386,8 @@ fn rows_by_column_name(
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// `pg_settings`: every setting Eddy knows, with its server default. (A
-/// session's SET shows in `current_setting` and SHOW, not here.)
+/// `pg_settings`: every setting Eddy knows, with its value in the session
+/// that reads it and its server default.
 #[derive(Debug)]
 struct PgSettings {
     inner: Arc<dyn TableProvider>,
@@ -400,16 +400,21 @@ impl DerivedCatalog for PgSettings {
     }
 
     async fn rows(&self, _state: &dyn Session) -> Result<RecordBatch> {
-        let settings: Vec<_> = crate::handler::set::server_settings().collect();
+        let settings = crate::handler::set::settings();
         rows_by_column_name(&self.schema(), settings.len(), |column, i| {
-            let (name, value, writable) = settings[i];
+            let setting = &settings[i];
             let text = |s: &str| Some(ScalarValue::Utf8(Some(s.to_owned())));
             match column {
-                "name" => text(name),
-                "setting" | "reset_val" | "boot_val" => text(value),
-                "context" => text(if writable { "user" } else { "internal" }),
+                "name" => text(setting.name),
+                "setting" => text(&setting.value),
+                "reset_val" | "boot_val" => text(setting.default),
+                "context" => text(if setting.writable { "user" } else { "internal" }),
                 "vartype" => text("string"),
-                "source" => text("default"),
+                "source" => text(if setting.from_session {
+                    "session"
+                } else {
+                    "default"
+                }),
                 "pending_restart" => Some(ScalarValue::Boolean(Some(false))),
                 _ => None,
             }

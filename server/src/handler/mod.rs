@@ -109,7 +109,8 @@ pub async fn execute(
     crate::metrics::statement(&crate::metrics::statement_kind(&statement_prefix(
         statement,
     )));
-    let output = run(engine, vars, statement, plan).await?;
+    let session = Arc::new(vars.clone());
+    let output = set::in_session(session, run(engine, vars, statement, plan)).await?;
     // Only once the statement has run, so a failed one changes nothing.
     if let EddyStatement::Sql(sql) = statement {
         set::apply_set_config(sql, vars)?;

@@ -223,12 +223,53 @@ fn variable_name(variable: &[Ident]) -> String {
     name
 }
 
-/// Every setting with its server default, and whether a session may SET
-/// it, for `pg_settings`.
-pub fn server_settings() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+tokio::task_local! {
+    /// The settings of the session whose statement is running.
+    static SESSION: Arc<HashMap<String, String>>;
+}
+
+/// Runs `statement` (a statement's future) with `session`'s settings
+/// visible to what it reads of `pg_settings`.
+pub async fn in_session<F: std::future::Future>(
+    session: Arc<HashMap<String, String>>,
+    statement: F,
+) -> F::Output {
+    SESSION.scope(session, statement).await
+}
+
+/// One row of `pg_settings`.
+pub struct SettingRow {
+    pub name: &'static str,
+    /// The value in the running statement's session.
+    pub value: String,
+    /// The server default.
+    pub default: &'static str,
+    /// Whether a session may SET it.
+    pub writable: bool,
+    /// Whether the session set it (at startup or with SET).
+    pub from_session: bool,
+}
+
+/// Every setting, as the running statement's session sees it (the server
+/// defaults outside a statement), for `pg_settings`.
+pub fn settings() -> Vec<SettingRow> {
+    let session = SESSION.try_with(Arc::clone).unwrap_or_default();
     SETTINGS
         .iter()
-        .map(|(name, value)| (*name, *value, WRITABLE.contains(name)))
+        .map(|&(name, default)| {
+            let set = session
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone());
+            SettingRow {
+                name,
+                from_session: set.is_some(),
+                value: set.unwrap_or_else(|| default.to_owned()),
+                default,
+                writable: WRITABLE.contains(&name),
+            }
+        })
+        .collect()
 }
 
 /// A setting's server default, for `current_setting` where no session is
