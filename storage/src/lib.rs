@@ -163,16 +163,9 @@ impl PrefixSnapshot {
     /// The next keys and values as of the snapshot's point, about `n` of
     /// them; none once every one has been read.
     pub fn next_rows(&self, n: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let n = n.max(1);
-        while let Some(from) = self.snapshot.next_read() {
-            let live = self.store.scan_after(self.snapshot.prefix(), &from, n)?;
-            let complete = live.len() < n;
-            let rows = self.snapshot.read(live, complete);
-            if !rows.is_empty() {
-                return Ok(rows);
-            }
-        }
-        Ok(Vec::new())
+        let prefix = self.snapshot.prefix();
+        self.snapshot
+            .next_rows(n, |from, n| self.store.scan_after(prefix, from, n))
     }
 }
 

@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
 
+/// Keys and values, in key order.
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The snapshots taken of one set of keys (a store's, or a table's rows
 /// in memory).
 #[derive(Default)]
@@ -124,7 +127,7 @@ impl Snapshot {
     }
 
     /// Where the next read starts; `None` once every key has been read.
-    pub fn next_read(&self) -> Option<ReadFrom> {
+    fn next_read(&self) -> Option<ReadFrom> {
         let progress = self.progress.lock().expect("snapshot lock poisoned");
         match (progress.finished, &progress.read_to) {
             (true, _) => None,
@@ -139,7 +142,7 @@ impl Snapshot {
     /// The caller holds off writers (or holds what they hold) between
     /// reading `live` and this call, or reads `live` after every change
     /// that could touch it has kept its value.
-    pub fn read(&self, live: Vec<(Vec<u8>, Vec<u8>)>, complete: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn read(&self, live: KeyValues, complete: bool) -> KeyValues {
         let mut progress = self.progress.lock().expect("snapshot lock poisoned");
         let end = match complete {
             true => None,
@@ -172,23 +175,39 @@ impl Snapshot {
         rows
     }
 
-    /// The next keys and values of this snapshot of `map` (about `n`;
-    /// none at the end). Writers to `map` are held off meanwhile.
-    pub fn read_map(&self, map: &BTreeMap<Vec<u8>, Vec<u8>>, n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// The next keys and values as of the point (about `n`; none at the
+    /// end). `live(from, n)` reads up to `n` live keys and values from
+    /// `from`, in key order.
+    pub fn next_rows<E>(
+        &self,
+        n: usize,
+        mut live: impl FnMut(&ReadFrom, usize) -> Result<KeyValues, E>,
+    ) -> Result<KeyValues, E> {
         let n = n.max(1);
         while let Some(from) = self.next_read() {
-            let live: Vec<_> = map
-                .range::<[u8], _>((from.bound(), Bound::Unbounded))
-                .take(n)
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect();
+            let live = live(&from, n)?;
             let complete = live.len() < n;
             let rows = self.read(live, complete);
             if !rows.is_empty() {
-                return rows;
+                return Ok(rows);
             }
         }
-        Vec::new()
+        Ok(Vec::new())
+    }
+
+    /// [`Snapshot::next_rows`] of a map in memory, read while its writers
+    /// are held off.
+    pub fn read_map(&self, map: &BTreeMap<Vec<u8>, Vec<u8>>, n: usize) -> KeyValues {
+        let live = |from: &ReadFrom, n| {
+            Ok::<_, std::convert::Infallible>(
+                map.range::<[u8], _>((from.bound(), Bound::Unbounded))
+                    .take(n)
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
+            )
+        };
+        self.next_rows(n, live)
+            .unwrap_or_else(|never| match never {})
     }
 }
 

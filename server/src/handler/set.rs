@@ -84,16 +84,24 @@ fn canonical_name(words: &str) -> String {
 }
 
 fn lookup(vars: &HashMap<String, String>, name: &str) -> Option<String> {
-    if let Some(value) = vars.get(name) {
-        return Some(value.clone());
-    }
-    if let Some((_, value)) = vars.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
-        return Some(value.clone());
+    if let Some(value) = session_value(vars, name) {
+        return Some(value);
     }
     SETTINGS
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, v)| (*v).to_owned())
+}
+
+/// The value the session itself set for `name`, if any.
+fn session_value(vars: &HashMap<String, String>, name: &str) -> Option<String> {
+    vars.get(name)
+        .or_else(|| {
+            vars.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+        .cloned()
 }
 
 fn value_text(expr: &Expr) -> Result<String> {
@@ -257,10 +265,7 @@ pub fn settings() -> Vec<SettingRow> {
     SETTINGS
         .iter()
         .map(|&(name, default)| {
-            let set = session
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone());
+            let set = session_value(&session, name);
             SettingRow {
                 name,
                 from_session: set.is_some(),
