@@ -7,14 +7,17 @@
 //!
 //! A row is each column in order: a tag byte (0 null, 1 present) and, when
 //! present, the value: fixed-width little-endian for primitives, a `u32`
-//! length then the bytes for strings and binaries.
+//! length then the bytes for strings and binaries. A list or map value is a
+//! `u32` count then each element (each map entry: key then value) encoded
+//! as a column value; a struct value is each field as a column value.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, PrimitiveBuilder, RecordBatch,
-    RecordBatchOptions, StringBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, ListArray, MapArray, PrimitiveBuilder,
+    RecordBatch, RecordBatchOptions, StringBuilder, StructArray,
 };
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Date32Type, Date64Type, Decimal128Type, Float32Type, Float64Type,
     Int16Type, Int32Type, Int64Type, Int8Type, IntervalDayTimeType, IntervalMonthDayNanoType,
@@ -23,6 +26,7 @@ use datafusion::arrow::datatypes::{
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
+use datafusion::arrow::datatypes::{FieldRef, Fields};
 use datafusion::arrow::error::ArrowError;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +68,12 @@ pub fn is_storable(data_type: &DataType) -> bool {
             | Binary
             | LargeBinary
             | BinaryView
-    )
+    ) || match data_type {
+        List(element) => is_storable(element.data_type()),
+        Struct(fields) => fields.iter().all(|f| is_storable(f.data_type())),
+        Map(entries, _) => is_storable(entries.data_type()),
+        _ => false,
+    }
 }
 
 /// Dispatches `$body` with `$t` bound to the Arrow primitive type of `$dt`.
@@ -296,10 +305,56 @@ fn encode_column(column: &ArrayRef, rows: &mut [Vec<u8>]) -> Result<(), CodecErr
             let array = column.as_binary_view();
             each(array, rows, |i, row| put_bytes(row, array.value(i)));
         }
+        DataType::List(_) => {
+            let array = column.as_list::<i32>();
+            let elements = encode_elements(array.values(), array.value_offsets())?;
+            each(array, rows, |i, row| {
+                put_elements(row, &elements, array.value_offsets(), i)
+            });
+        }
+        DataType::Map(_, _) => {
+            let array = column.as_map();
+            let entries: ArrayRef = Arc::new(array.entries().clone());
+            let elements = encode_elements(&entries, array.value_offsets())?;
+            each(array, rows, |i, row| {
+                put_elements(row, &elements, array.value_offsets(), i)
+            });
+        }
+        DataType::Struct(_) => {
+            let array = column.as_struct();
+            // Every field of every row, null or not, so that row `i`'s
+            // fields are `fields[i]`; a null struct writes none of them.
+            let mut fields = vec![Vec::new(); array.len()];
+            for child in array.columns() {
+                encode_column(child, &mut fields)?;
+            }
+            each(array, rows, |i, row| row.extend_from_slice(&fields[i]));
+        }
         other => with_primitive_type!(other, T => primitive::<T>(column, rows),
             _ => return Err(CodecError::Unsupported(other.clone()))),
     }
     Ok(())
+}
+
+/// Encodes the elements of a list-like array whose rows span `offsets`,
+/// each element on its own.
+fn encode_elements(values: &ArrayRef, offsets: &[i32]) -> Result<Vec<Vec<u8>>, CodecError> {
+    let start = offsets.first().copied().unwrap_or(0) as usize;
+    let end = offsets.last().copied().unwrap_or(0) as usize;
+    let values = values.slice(start, end - start);
+    let mut elements = vec![Vec::new(); values.len()];
+    encode_column(&values, &mut elements)?;
+    Ok(elements)
+}
+
+/// Row `i` of a list-like array: its count, then its elements.
+fn put_elements(row: &mut Vec<u8>, elements: &[Vec<u8>], offsets: &[i32], i: usize) {
+    let base = offsets[0] as usize;
+    let (from, to) = (offsets[i] as usize - base, offsets[i + 1] as usize - base);
+    ((to - from) as u32).put(row);
+    for element in &elements[from..to] {
+        row.extend_from_slice(element);
+    }
 }
 
 /// The data type of each field of `schema`, in order.
@@ -356,6 +411,111 @@ enum ColumnDecoder {
     Utf8(StringBuilder),
     Binary(BinaryBuilder),
     Primitive(Box<dyn PrimitiveDecoder>),
+    List(Box<NestedDecoder>),
+    Map(Box<NestedDecoder>),
+    Struct(Box<StructDecoder>),
+}
+
+/// A list's or map's elements, with each row's end offset.
+struct NestedDecoder {
+    field: FieldRef,
+    elements: ColumnDecoder,
+    offsets: Vec<i32>,
+    valid: Vec<bool>,
+    sorted: bool,
+}
+
+struct StructDecoder {
+    fields: Fields,
+    children: Vec<ColumnDecoder>,
+    valid: Vec<bool>,
+}
+
+impl NestedDecoder {
+    fn new(field: &FieldRef, sorted: bool) -> Result<Self, CodecError> {
+        Ok(NestedDecoder {
+            field: field.clone(),
+            elements: ColumnDecoder::new(field.data_type())?,
+            offsets: vec![0],
+            valid: Vec::new(),
+            sorted,
+        })
+    }
+
+    fn push<'a>(&mut self, bytes: &'a [u8]) -> Result<&'a [u8], CodecError> {
+        let (count, mut rest) = split(bytes, 4)?;
+        let count = u32::get(count);
+        // Each element takes at least its tag byte.
+        if count as usize > rest.len() {
+            return Err(CodecError::Damaged("element count exceeds the row"));
+        }
+        for _ in 0..count {
+            rest = self.elements.push(rest)?;
+        }
+        let end = *self.offsets.last().unwrap_or(&0) as i64 + i64::from(count);
+        let end = i32::try_from(end).map_err(|_| CodecError::Damaged("too many elements"))?;
+        self.offsets.push(end);
+        self.valid.push(true);
+        Ok(rest)
+    }
+
+    fn push_null(&mut self) {
+        let end = *self.offsets.last().unwrap_or(&0);
+        self.offsets.push(end);
+        self.valid.push(false);
+    }
+
+    fn finish(self, map: bool) -> Result<ArrayRef, CodecError> {
+        let offsets = OffsetBuffer::new(self.offsets.into());
+        let nulls = Some(NullBuffer::from(self.valid));
+        let elements = self.elements.finish()?;
+        Ok(if map {
+            let entries = elements
+                .as_struct_opt()
+                .ok_or(CodecError::Damaged("map entries are not a struct"))?
+                .clone();
+            Arc::new(MapArray::try_new(
+                self.field,
+                offsets,
+                entries,
+                nulls,
+                self.sorted,
+            )?)
+        } else {
+            Arc::new(ListArray::try_new(self.field, offsets, elements, nulls)?)
+        })
+    }
+}
+
+impl StructDecoder {
+    fn push<'a>(&mut self, bytes: &'a [u8]) -> Result<&'a [u8], CodecError> {
+        let mut rest = bytes;
+        for child in &mut self.children {
+            rest = child.push(rest)?;
+        }
+        self.valid.push(true);
+        Ok(rest)
+    }
+
+    fn push_null(&mut self) {
+        for child in &mut self.children {
+            child.push_null();
+        }
+        self.valid.push(false);
+    }
+
+    fn finish(self) -> Result<ArrayRef, CodecError> {
+        let children = self
+            .children
+            .into_iter()
+            .map(ColumnDecoder::finish)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Arc::new(StructArray::try_new(
+            self.fields,
+            children,
+            Some(NullBuffer::from(self.valid)),
+        )?))
+    }
 }
 
 trait PrimitiveDecoder: Send {
@@ -418,34 +578,47 @@ impl ColumnDecoder {
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
                 ColumnDecoder::Binary(BinaryBuilder::new())
             }
+            DataType::List(element) => {
+                ColumnDecoder::List(Box::new(NestedDecoder::new(element, false)?))
+            }
+            DataType::Map(entries, sorted) => {
+                ColumnDecoder::Map(Box::new(NestedDecoder::new(entries, *sorted)?))
+            }
+            DataType::Struct(fields) => ColumnDecoder::Struct(Box::new(StructDecoder {
+                fields: fields.clone(),
+                children: fields
+                    .iter()
+                    .map(|f| ColumnDecoder::new(f.data_type()))
+                    .collect::<Result<_, _>>()?,
+                valid: Vec::new(),
+            })),
             other => with_primitive_type!(other, T => typed::<T>(other),
                 _ => return Err(CodecError::Unsupported(other.clone()))),
         })
     }
 
+    /// A null in this column.
+    fn push_null(&mut self) {
+        match self {
+            ColumnDecoder::Null(n) => *n += 1,
+            ColumnDecoder::Boolean(b) => b.append_null(),
+            ColumnDecoder::Utf8(b) => b.append_null(),
+            ColumnDecoder::Binary(b) => b.append_null(),
+            ColumnDecoder::Primitive(p) => p.push_null(),
+            ColumnDecoder::List(l) | ColumnDecoder::Map(l) => l.push_null(),
+            ColumnDecoder::Struct(s) => s.push_null(),
+        }
+    }
+
     fn push<'a>(&mut self, bytes: &'a [u8]) -> Result<&'a [u8], CodecError> {
         let (tag, rest) = split(bytes, 1)?;
         match (tag[0], self) {
-            (0, ColumnDecoder::Null(n)) => {
-                *n += 1;
+            (0, decoder) => {
+                decoder.push_null();
                 Ok(rest)
             }
-            (0, ColumnDecoder::Boolean(b)) => {
-                b.append_null();
-                Ok(rest)
-            }
-            (0, ColumnDecoder::Utf8(b)) => {
-                b.append_null();
-                Ok(rest)
-            }
-            (0, ColumnDecoder::Binary(b)) => {
-                b.append_null();
-                Ok(rest)
-            }
-            (0, ColumnDecoder::Primitive(p)) => {
-                p.push_null();
-                Ok(rest)
-            }
+            (1, ColumnDecoder::List(l) | ColumnDecoder::Map(l)) => l.push(rest),
+            (1, ColumnDecoder::Struct(s)) => s.push(rest),
             (1, ColumnDecoder::Boolean(b)) => {
                 let (value, rest) = split(rest, 1)?;
                 b.append_value(value[0] != 0);
@@ -475,6 +648,9 @@ impl ColumnDecoder {
             ColumnDecoder::Utf8(mut b) => Arc::new(b.finish()),
             ColumnDecoder::Binary(mut b) => Arc::new(b.finish()),
             ColumnDecoder::Primitive(mut p) => p.finish(),
+            ColumnDecoder::List(l) => l.finish(false)?,
+            ColumnDecoder::Map(m) => m.finish(true)?,
+            ColumnDecoder::Struct(s) => s.finish()?,
         })
     }
 }
@@ -515,6 +691,77 @@ mod tests {
         for (a, b) in columns.iter().zip(&decoded) {
             assert_eq!(a.to_data(), b.to_data());
         }
+    }
+
+    #[test]
+    fn round_trips_lists_maps_and_structs() {
+        use crate::{ColumnType, StructField};
+        use datafusion::arrow::array::{ListBuilder, MapBuilder, StringBuilder as Strings};
+        use datafusion::arrow::datatypes::Int64Type;
+
+        let lists = ListArray::from_iter_primitive::<Int64Type, _, _>(vec![
+            Some(vec![Some(1), None, Some(3)]),
+            None,
+            Some(vec![]),
+            Some(vec![Some(9)]),
+        ]);
+        let mut maps = MapBuilder::new(None, Strings::new(), BooleanBuilder::new());
+        for entries in [vec![("a", true), ("b", false)], vec![], vec![("c", true)]] {
+            for (k, v) in entries {
+                maps.keys().append_value(k);
+                maps.values().append_value(v);
+            }
+            maps.append(true).unwrap();
+        }
+        maps.append(false).unwrap();
+        let maps = maps.finish();
+        let point = ColumnType::Struct(vec![
+            StructField {
+                name: "x".into(),
+                column_type: ColumnType::Int,
+            },
+            StructField {
+                name: "tags".into(),
+                column_type: ColumnType::Array(Box::new(ColumnType::Text)),
+            },
+        ]);
+        let DataType::Struct(fields) = point.to_arrow() else {
+            unreachable!()
+        };
+        let mut tags = ListBuilder::new(Strings::new());
+        for row in [vec!["p"], vec![], vec!["q", "r"], vec![]] {
+            for tag in row {
+                tags.values().append_value(tag);
+            }
+            tags.append(true);
+        }
+        let structs = StructArray::try_new(
+            fields,
+            vec![
+                Arc::new(Int32Array::from(vec![Some(1), Some(2), None, Some(4)])),
+                Arc::new(tags.finish()),
+            ],
+            Some(NullBuffer::from(vec![true, false, true, true])),
+        )
+        .unwrap();
+        let columns: Vec<ArrayRef> = vec![Arc::new(lists), Arc::new(maps), Arc::new(structs)];
+        let types: Vec<_> = columns.iter().map(|c| c.data_type().clone()).collect();
+        assert!(types.iter().all(is_storable));
+        let rows = encode_rows(&columns).unwrap();
+        let decoded = decode_rows(&types, rows.iter().map(Vec::as_slice)).unwrap();
+        for (a, b) in columns.iter().zip(&decoded) {
+            assert_eq!(a.as_ref(), b.as_ref());
+        }
+        // A slice encodes only its own rows' elements.
+        let sliced: Vec<ArrayRef> = columns.iter().map(|c| c.slice(2, 2)).collect();
+        let rows = encode_rows(&sliced).unwrap();
+        let decoded = decode_rows(&types, rows.iter().map(Vec::as_slice)).unwrap();
+        for (a, b) in sliced.iter().zip(&decoded) {
+            assert_eq!(a.as_ref(), b.as_ref());
+        }
+        // A count larger than the row is damage, not an allocation.
+        let list = [DataType::new_list(DataType::Int64, true)];
+        assert!(decode_rows(&list, [&[1, 255, 255, 255, 255][..]]).is_err());
     }
 
     #[test]

@@ -61,7 +61,10 @@ fn data_type_name(t: &ColumnType) -> &'static str {
         ColumnType::TimestampTz => "timestamp with time zone",
         ColumnType::Interval => "interval",
         ColumnType::Bytea => "bytea",
-        ColumnType::Jsonb => "jsonb",
+        ColumnType::Jsonb | ColumnType::Map(..) => "jsonb",
+        ColumnType::Array(_) => "ARRAY",
+        // An anonymous composite; Postgres names composite types this way.
+        ColumnType::Struct(_) => "USER-DEFINED",
     }
 }
 
@@ -83,6 +86,8 @@ fn arrow_type_name(t: &DataType) -> &'static str {
         DataType::Interval(_) | DataType::Duration(_) => "interval",
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea",
         DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => "ARRAY",
+        DataType::Map(..) => "jsonb",
+        DataType::Struct(_) => "USER-DEFINED",
         _ => "text",
     }
 }

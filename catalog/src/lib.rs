@@ -39,7 +39,9 @@ pub use table::{
     dead_letters_def, memory_scan, pseudo_columns, split_row_keys, ColumnDef, RowKeyedTable,
     StoredTable, TableDef, Upserts, WatermarkDef, WholeRelation, WriteCount, ROW_KEY_COLUMN,
 };
-pub use types::{ColumnType, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE};
+pub use types::{
+    map_type, ColumnType, StructField, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE,
+};
 pub use view::{
     view_key_format, RowChange, RowChanges, RowCounts, SharedRow, StoredView, ViewColumn, ViewDef,
     ViewRows,

@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Fields, IntervalUnit, TimeUnit};
 use serde::{Deserialize, Serialize};
 
 /// Precision and scale of `numeric` written without them. Postgres allows
@@ -20,7 +22,10 @@ pub enum ColumnType {
     BigInt,
     Real,
     Double,
-    Numeric { precision: u8, scale: i8 },
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
     Text,
     Varchar(Option<u32>),
     Char(u32),
@@ -31,6 +36,20 @@ pub enum ColumnType {
     Interval,
     Bytea,
     Jsonb,
+    /// Postgres's `integer[]`, ksqlDB's `ARRAY<INT>`: an Arrow `List`.
+    Array(Box<ColumnType>),
+    /// ksqlDB's `MAP<K, V>`: an Arrow `Map`, shown to Postgres as jsonb.
+    Map(Box<ColumnType>, Box<ColumnType>),
+    /// ksqlDB's `STRUCT<a INT, ...>`: an Arrow `Struct`, a Postgres record.
+    Struct(Vec<StructField>),
+}
+
+/// A named field of a struct column; names are kept as declared (folded
+/// to lower case unless quoted, like column names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StructField {
+    pub name: String,
+    pub column_type: ColumnType,
 }
 
 impl ColumnType {
@@ -54,7 +73,23 @@ impl ColumnType {
             }
             ColumnType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
             ColumnType::Bytea => DataType::Binary,
+            ColumnType::Array(element) => DataType::new_list(element.to_arrow(), true),
+            ColumnType::Map(key, value) => map_type(key.to_arrow(), value.to_arrow()),
+            ColumnType::Struct(fields) => DataType::Struct(
+                fields
+                    .iter()
+                    .map(|f| Field::new(&f.name, f.column_type.to_arrow(), true))
+                    .collect(),
+            ),
         }
+    }
+
+    /// Whether values of this type hold other values.
+    pub fn is_nested(&self) -> bool {
+        matches!(
+            self,
+            ColumnType::Array(_) | ColumnType::Map(..) | ColumnType::Struct(_)
+        )
     }
 
     /// The column type that stores values of an Arrow type, for tables
@@ -78,6 +113,29 @@ impl ColumnType {
             DataType::Timestamp(_, Some(_)) => ColumnType::TimestampTz,
             DataType::Interval(_) => ColumnType::Interval,
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => ColumnType::Bytea,
+            DataType::List(element)
+            | DataType::LargeList(element)
+            | DataType::FixedSizeList(element, _) => {
+                ColumnType::Array(Box::new(ColumnType::from_arrow(element.data_type())?))
+            }
+            DataType::Map(entries, _) => match entries.data_type() {
+                DataType::Struct(kv) if kv.len() == 2 => ColumnType::Map(
+                    Box::new(ColumnType::from_arrow(kv[0].data_type())?),
+                    Box::new(ColumnType::from_arrow(kv[1].data_type())?),
+                ),
+                _ => return None,
+            },
+            DataType::Struct(fields) => ColumnType::Struct(
+                fields
+                    .iter()
+                    .map(|f| {
+                        Some(StructField {
+                            name: f.name().clone(),
+                            column_type: ColumnType::from_arrow(f.data_type())?,
+                        })
+                    })
+                    .collect::<Option<_>>()?,
+            ),
             _ => return None,
         })
     }
@@ -113,9 +171,62 @@ impl fmt::Display for ColumnType {
             ColumnType::TimestampTz => write!(f, "timestamp with time zone"),
             ColumnType::Interval => write!(f, "interval"),
             ColumnType::Bytea => write!(f, "bytea"),
-            ColumnType::Jsonb => write!(f, "jsonb"),
+            ColumnType::Jsonb | ColumnType::Map(..) => write!(f, "jsonb"),
+            ColumnType::Array(element) => match element.as_ref() {
+                // Postgres has no arrays of arrays as a type: they are
+                // multi-dimensional arrays of the element type.
+                ColumnType::Array(_) => write!(f, "{element}"),
+                element => write!(f, "{element}[]"),
+            },
+            ColumnType::Struct(_) => write!(f, "record"),
         }
     }
+}
+
+impl ColumnType {
+    /// The type as ksqlDB's DESCRIBE prints it: `ARRAY<INTEGER>`,
+    /// `STRUCT<\`A\` BIGINT>`.
+    pub fn ksql_name(&self) -> String {
+        match self {
+            ColumnType::Boolean => "BOOLEAN".into(),
+            ColumnType::SmallInt | ColumnType::Int => "INTEGER".into(),
+            ColumnType::BigInt => "BIGINT".into(),
+            ColumnType::Real | ColumnType::Double => "DOUBLE".into(),
+            ColumnType::Numeric { precision, scale } => format!("DECIMAL({precision}, {scale})"),
+            ColumnType::Text | ColumnType::Varchar(_) | ColumnType::Char(_) | ColumnType::Jsonb => {
+                "STRING".into()
+            }
+            ColumnType::Date => "DATE".into(),
+            ColumnType::Time => "TIME".into(),
+            ColumnType::Timestamp | ColumnType::TimestampTz => "TIMESTAMP".into(),
+            ColumnType::Interval => "INTERVAL".into(),
+            ColumnType::Bytea => "BYTES".into(),
+            ColumnType::Array(element) => format!("ARRAY<{}>", element.ksql_name()),
+            ColumnType::Map(key, value) => {
+                format!("MAP<{}, {}>", key.ksql_name(), value.ksql_name())
+            }
+            ColumnType::Struct(fields) => {
+                let fields: Vec<String> = fields
+                    .iter()
+                    .map(|f| format!("`{}` {}", f.name.to_uppercase(), f.column_type.ksql_name()))
+                    .collect();
+                format!("STRUCT<{}>", fields.join(", "))
+            }
+        }
+    }
+}
+
+/// Arrow's map type with `key` and `value` entries, as arrow-json and
+/// DataFusion's `MAP` build it.
+pub fn map_type(key: DataType, value: DataType) -> DataType {
+    let entries = Fields::from(vec![
+        Field::new("key", key, false),
+        Field::new("value", value, true),
+    ]);
+    DataType::Map(
+        Arc::new(Field::new("entries", DataType::Struct(entries), false)),
+        false,
+    )
 }
 
 #[cfg(test)]
@@ -148,7 +259,46 @@ mod tests {
                 Some(column_type)
             );
         }
-        let list = DataType::new_list(DataType::Int64, true);
-        assert_eq!(ColumnType::from_arrow(&list), None);
+        let nested = [
+            ColumnType::Array(Box::new(ColumnType::BigInt)),
+            ColumnType::Map(Box::new(ColumnType::Text), Box::new(ColumnType::Double)),
+            ColumnType::Struct(vec![
+                StructField {
+                    name: "a".into(),
+                    column_type: ColumnType::Int,
+                },
+                StructField {
+                    name: "tags".into(),
+                    column_type: ColumnType::Array(Box::new(ColumnType::Text)),
+                },
+            ]),
+        ];
+        for column_type in nested {
+            assert_eq!(
+                ColumnType::from_arrow(&column_type.to_arrow()),
+                Some(column_type)
+            );
+        }
+        let durations = DataType::new_list(DataType::Duration(TimeUnit::Second), true);
+        assert_eq!(ColumnType::from_arrow(&durations), None);
+    }
+
+    #[test]
+    fn nested_types_have_postgres_and_ksql_names() {
+        let ints = ColumnType::Array(Box::new(ColumnType::Int));
+        assert_eq!(ints.to_string(), "integer[]");
+        assert_eq!(
+            ColumnType::Array(Box::new(ints.clone())).to_string(),
+            "integer[]"
+        );
+        let map = ColumnType::Map(Box::new(ColumnType::Text), Box::new(ints));
+        assert_eq!(map.to_string(), "jsonb");
+        assert_eq!(map.ksql_name(), "MAP<STRING, ARRAY<INTEGER>>");
+        let point = ColumnType::Struct(vec![StructField {
+            name: "x".into(),
+            column_type: ColumnType::Double,
+        }]);
+        assert_eq!(point.to_string(), "record");
+        assert_eq!(point.ksql_name(), "STRUCT<`X` DOUBLE>");
     }
 }

@@ -37,7 +37,7 @@ pub fn field_class(column_type: &ColumnType) -> Option<FieldClass> {
         Text | Varchar(_) | Char(_) => Some(FieldClass::Text),
         Boolean => Some(FieldClass::Boolean),
         Date | Timestamp | TimestampTz => Some(FieldClass::Time),
-        Time | Interval | Bytea | Jsonb => None,
+        Time | Interval | Bytea | Jsonb | Array(_) | Map(..) | Struct(_) => None,
     }
 }
 

@@ -12,7 +12,6 @@ use std::time::Duration;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use futures::{SinkExt, StreamExt};
 use pgwire::api::portal::Format;
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
@@ -328,7 +327,7 @@ impl ExtendedPushes {
                     return Ok(Taken::Pass(PgWireFrontendMessage::Describe(describe)));
                 };
                 let fields = match push.describe(engine).await.and_then(|schema| {
-                    arrow_schema_to_pg_fields(&schema, &format, None).map_err(EddyError::from)
+                    crate::wire::pg_fields(&schema, &format, None).map_err(EddyError::from)
                 }) {
                     Ok(fields) => fields,
                     Err(e) => return Ok(Taken::Failed(e)),
@@ -437,7 +436,7 @@ impl ExtendedPushes {
             () = push::canceled(cancel) => Err(EddyError::Canceled),
         };
         let fields = filled.and_then(|()| {
-            arrow_schema_to_pg_fields(&running.schema, &format, None).map_err(EddyError::from)
+            crate::wire::pg_fields(&running.schema, &format, None).map_err(EddyError::from)
         });
         let fields = match fields {
             Ok(fields) => Arc::new(fields),

@@ -1,5 +1,5 @@
 //! ksqlDB's scalar functions that DataFusion lacks or names otherwise:
-//! `LEN`, `UCASE`, `LCASE` and `SPLIT` (aliases of DataFusion's own),
+//! `LEN`, `UCASE`, `LCASE`, `SPLIT` and `AS_MAP` (aliases of DataFusion's own),
 //! `TIMESTAMPTOSTRING`, `STRINGTOTIMESTAMP`, `EXTRACTJSONFIELD` and
 //! `UNIX_TIMESTAMP`; and `+` between strings, which concatenates. Times
 //! are epoch milliseconds, as in ksqlDB, and patterns are Java
@@ -33,6 +33,7 @@ pub fn register(ctx: &mut SessionContext) -> Result<()> {
             datafusion::functions_nested::string::string_to_array_udf(),
             "split",
         ),
+        (datafusion::functions_nested::map::map_udf(), "as_map"),
     ];
     for (udf, alias) in aliases {
         ctx.register_udf(udf.as_ref().clone().with_aliases([alias]));

@@ -46,7 +46,8 @@ fn declared_type(column_type: &ColumnType) -> Option<(i32, i32)> {
             Some((1700, if plain { -1 } else { typmod }))
         }
         ColumnType::TimestampTz => Some((1184, -1)),
-        ColumnType::Jsonb => Some((3802, -1)),
+        ColumnType::Jsonb | ColumnType::Map(..) => Some((3802, -1)),
+        ColumnType::Struct(_) => Some((2249, -1)),
         _ => None,
     }
 }

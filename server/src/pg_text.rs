@@ -10,11 +10,13 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDateTime, NaiveTime, Timelike};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::{
     DataType, Field, Float32Type, Float64Type, IntervalDayTimeType, IntervalMonthDayNanoType,
     IntervalUnit, IntervalYearMonthType, Schema, TimeUnit,
 };
 use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::json::writer::{make_encoder, EncoderOptions};
 use pgwire::api::portal::Format;
 use pgwire::api::results::FieldFormat;
 use pgwire::messages::data::DataRow;
@@ -28,6 +30,7 @@ fn needs_rewrite(data_type: &DataType) -> bool {
             | DataType::Time32(_)
             | DataType::Time64(_)
             | DataType::Interval(_)
+            | DataType::Struct(_)
     )
 }
 
@@ -121,7 +124,237 @@ pub fn null_out(row: DataRow, nulls: &[(usize, Vec<bool>)], row_index: usize) ->
     row
 }
 
+/// Whether values of `data_type` go to clients as JSON text (described as
+/// text, like jsonb columns): maps, which Postgres does not have, and
+/// arrays of arrays or maps, which arrow-pg cannot send.
+pub fn sent_as_json(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Map(..) => true,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            matches!(
+                f.data_type(),
+                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+            ) || sent_as_json(f.data_type())
+        }
+        DataType::Struct(fields) => fields.iter().any(|f| sent_as_json(f.data_type())),
+        _ => false,
+    }
+}
+
+/// `schema` as clients see it: columns [`sent_as_json`] become text.
+pub fn wire_schema(schema: &SchemaRef) -> SchemaRef {
+    if !schema.fields().iter().any(|f| sent_as_json(f.data_type())) {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match sent_as_json(f.data_type()) {
+            true => f.as_ref().clone().with_data_type(DataType::Utf8),
+            false => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch` with the columns [`sent_as_json`] as JSON text, written as
+/// Postgres writes jsonb (`{"a": 1, "b": [1, 2]}`).
+pub fn nested_as_json(batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| sent_as_json(f.data_type())) {
+        return Ok(batch);
+    }
+    let options = EncoderOptions::default().with_explicit_nulls(true);
+    let mut columns = batch.columns().to_vec();
+    for (i, field) in schema.fields().iter().enumerate() {
+        if !sent_as_json(field.data_type()) {
+            continue;
+        }
+        let column = columns[i].clone();
+        let mut encoder = make_encoder(field, column.as_ref(), &options)?;
+        let mut compact = Vec::new();
+        let text: StringArray = (0..column.len())
+            .map(|row| {
+                if column.is_null(row) {
+                    return None;
+                }
+                compact.clear();
+                encoder.encode(row, &mut compact);
+                Some(jsonb_spacing(&compact))
+            })
+            .collect();
+        columns[i] = Arc::new(text);
+    }
+    RecordBatch::try_new(wire_schema(&schema), columns)
+}
+
+/// Compact JSON with a space after each `:` and `,` outside strings.
+fn jsonb_spacing(compact: &[u8]) -> String {
+    let mut out = String::with_capacity(compact.len() + compact.len() / 4);
+    let (mut in_string, mut escaped) = (false, false);
+    let text = String::from_utf8_lossy(compact);
+    for c in text.chars() {
+        out.push(c);
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                '"' => in_string = true,
+                ':' | ',' => out.push(' '),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Each value of `array` as Postgres's text output writes it, NULLs as
+/// `None`; records (`record_out`) and arrays (`array_out`) of any of them.
+fn value_texts(array: &ArrayRef) -> Result<Vec<Option<String>>, ArrowError> {
+    let present = |i: usize| !array.is_null(i);
+    Ok(match array.data_type() {
+        DataType::Struct(_) => {
+            let fields = array
+                .as_struct()
+                .columns()
+                .iter()
+                .map(value_texts)
+                .collect::<Result<Vec<_>, _>>()?;
+            (0..array.len())
+                .map(|i| {
+                    present(i).then(|| {
+                        let values = fields.iter().map(|f| f[i].as_deref());
+                        record_text(values)
+                    })
+                })
+                .collect()
+        }
+        // Arrays inside records; arrow-pg writes top-level ones.
+        DataType::List(_) => {
+            let list = array.as_list::<i32>();
+            let elements = value_texts(list.values())?;
+            let offsets = list.value_offsets();
+            (0..array.len())
+                .map(|i| {
+                    present(i).then(|| {
+                        let range = offsets[i] as usize..offsets[i + 1] as usize;
+                        array_text(elements[range].iter().map(Option::as_deref))
+                    })
+                })
+                .collect()
+        }
+        DataType::Boolean => {
+            let bools = array.as_boolean();
+            (0..array.len())
+                .map(|i| present(i).then(|| if bools.value(i) { "t" } else { "f" }.to_owned()))
+                .collect()
+        }
+        DataType::Binary => {
+            let bytes = array.as_binary::<i32>();
+            (0..array.len())
+                .map(|i| {
+                    present(i).then(|| {
+                        let mut text = String::from("\\x");
+                        for b in bytes.value(i) {
+                            text.push_str(&format!("{b:02x}"));
+                        }
+                        text
+                    })
+                })
+                .collect()
+        }
+        data_type if needs_rewrite(data_type) => {
+            let strings = format_column(array)?;
+            strings
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_owned))
+                .collect()
+        }
+        _ => {
+            let options = datafusion::arrow::util::display::FormatOptions::default();
+            let formatter = datafusion::arrow::util::display::ArrayFormatter::try_new(
+                array.as_ref(),
+                &options,
+            )?;
+            (0..array.len())
+                .map(|i| present(i).then(|| formatter.value(i).to_string()))
+                .collect()
+        }
+    })
+}
+
+/// `record_out`: fields in parentheses, NULL as nothing, quoted where
+/// they hold a delimiter, a quote, a backslash or white space, or are empty.
+fn record_text<'a>(fields: impl Iterator<Item = Option<&'a str>>) -> String {
+    let mut out = String::from("(");
+    for (i, field) in fields.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let Some(text) = field else { continue };
+        let quote = text.is_empty()
+            || text
+                .chars()
+                .any(|c| matches!(c, '"' | '\\' | '(' | ')' | ',') || c.is_ascii_whitespace());
+        // record_out doubles quotes and backslashes.
+        push_maybe_quoted(&mut out, text, quote, |c| c);
+    }
+    out.push(')');
+    out
+}
+
+/// `array_out` for one dimension: elements in braces, NULL as `NULL`,
+/// quoted (with backslash escapes) where needed.
+fn array_text<'a>(elements: impl Iterator<Item = Option<&'a str>>) -> String {
+    let mut out = String::from("{");
+    for (i, element) in elements.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let Some(text) = element else {
+            out.push_str("NULL");
+            continue;
+        };
+        let quote = text.is_empty()
+            || text.eq_ignore_ascii_case("NULL")
+            || text
+                .chars()
+                .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace());
+        // array_out escapes them with a backslash.
+        push_maybe_quoted(&mut out, text, quote, |_| '\\');
+    }
+    out.push('}');
+    out
+}
+
+/// `text`, in double quotes if `quote`, where each quote and backslash
+/// is preceded by `escape` of it.
+fn push_maybe_quoted(out: &mut String, text: &str, quote: bool, escape: fn(char) -> char) {
+    if !quote {
+        out.push_str(text);
+        return;
+    }
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push(escape(c));
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
 fn format_column(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    if matches!(column.data_type(), DataType::Struct(_)) {
+        let texts = value_texts(column)?;
+        return Ok(Arc::new(StringArray::from(texts)));
+    }
     let strings: StringArray = match column.data_type() {
         DataType::Float64 => column
             .as_primitive::<Float64Type>()

@@ -148,6 +148,17 @@ impl PgWireServerHandlers for Handlers {
 /// `schema` with the names clients see: columns that share a Postgres
 /// name were planned under unique ones (see
 /// [`eddy_sql::disambiguate_output_names`]).
+/// The row description of `schema`'s columns, named and typed as clients
+/// see them.
+pub fn pg_fields(
+    schema: &SchemaRef,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<Vec<FieldInfo>> {
+    let schema = crate::pg_text::wire_schema(&display_schema(schema));
+    arrow_schema_to_pg_fields(&schema, format, options)
+}
+
 pub fn display_schema(schema: &SchemaRef) -> SchemaRef {
     let separator = eddy_sql::DUPLICATE_NAME_SEPARATOR;
     if !schema.fields().iter().any(|f| f.name().contains(separator)) {
@@ -297,11 +308,7 @@ fn query_response(
     vars: &HashMap<String, String>,
 ) -> PgWireResult<Response> {
     let options = Arc::new(FormatOptions::from_client_metadata(vars));
-    let fields = Arc::new(arrow_schema_to_pg_fields(
-        &display_schema(schema),
-        format,
-        Some(options),
-    )?);
+    let fields = Arc::new(pg_fields(schema, format, Some(options))?);
     let format = format.clone();
     let row_fields = fields.clone();
     let rows = batches.flat_map(move |batch| {
@@ -331,7 +338,9 @@ pub fn encode_rows(
     fields: &Arc<Vec<FieldInfo>>,
     format: &Format,
 ) -> Vec<PgWireResult<DataRow>> {
-    let batch = match crate::pg_text::rewrite_for_text(batch, format) {
+    let batch = crate::pg_text::nested_as_json(batch)
+        .and_then(|batch| crate::pg_text::rewrite_for_text(batch, format));
+    let batch = match batch {
         Ok(batch) => batch,
         Err(e) => {
             let error = EddyError::from(datafusion::error::DataFusionError::from(e));
@@ -609,11 +618,7 @@ impl QueryParser for Parser {
             .and_then(|plan| self.engine.analyze(plan.clone()).ok());
         let plan = analyzed.as_ref().or(stmt.plan.as_ref());
         match handler::result_schema(&stmt.statement, plan).or_else(|| stmt.schema.clone()) {
-            Some(schema) => arrow_schema_to_pg_fields(
-                &display_schema(&schema),
-                column_format.unwrap_or(&Format::UnifiedText),
-                None,
-            ),
+            Some(schema) => pg_fields(&schema, column_format.unwrap_or(&Format::UnifiedText), None),
             None => Ok(vec![]),
         }
     }
@@ -741,8 +746,7 @@ impl ExtendedQueryHandler for Parser {
         let Some(schema) = handler::cursor::cursor_schema(client.metadata(), name) else {
             return Err(EddyError::UndefinedCursor(name.to_owned()).into_pgwire());
         };
-        let fields =
-            arrow_schema_to_pg_fields(&display_schema(&schema), &Format::UnifiedText, None)?;
+        let fields = pg_fields(&schema, &Format::UnifiedText, None)?;
         send_describe_response(client, &DescribePortalResponse::new(fields)).await
     }
 

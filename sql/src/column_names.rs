@@ -118,6 +118,12 @@ fn expr_name(expr: &Expr) -> (String, bool) {
             Some(last) => (normalize(last), true),
             None => (UNNAMED.into(), false),
         },
+        Expr::Function(_) if crate::field_access::field_read(expr).is_some() => (
+            crate::field_access::field_read(expr)
+                .unwrap_or(UNNAMED)
+                .to_owned(),
+            false,
+        ),
         Expr::Function(f) => match f.name.0.last().and_then(|p| p.as_ident()) {
             Some(ident) => (normalize(ident), false),
             None => (UNNAMED.into(), false),

@@ -449,6 +449,23 @@ fn kafka_relation(
     let window_columns = if options.window.is_some() { 2 } else { 0 };
     let value_columns =
         columns.len() - key_columns.len() - window_columns - usize::from(processing_time.is_some());
+    // ksqlDB keeps ARRAY, MAP and STRUCT to JSON (and the schema formats).
+    for (i, column) in columns.iter().enumerate() {
+        let format = if key_columns.contains(&i) {
+            key_format
+        } else {
+            value_format
+        };
+        if column.column_type.is_nested() && format != Format::Json {
+            return Err(SqlError::Unsupported(format!(
+                "column {} of type {} in format {}: ARRAY, MAP and STRUCT columns are read and \
+                 written as JSON",
+                column.name,
+                column.column_type.ksql_name(),
+                format.as_str()
+            )));
+        }
+    }
     if value_format == Format::Kafka && value_columns != 1 {
         return Err(SqlError::InvalidDefinition(format!(
             "value_format KAFKA holds one column, but {name} has {value_columns} value columns"

@@ -9,6 +9,7 @@ mod column_names;
 pub mod create_generator;
 pub mod create_source;
 pub mod create_table;
+mod field_access;
 mod insert;
 mod joins;
 mod parser;

@@ -80,7 +80,8 @@ pub fn parse_sql(sql: &str) -> Result<Vec<EddyStatement>> {
             .iter()
             .find(|t| !is_blank(&t.token))
             .map(|t| t.span.start);
-        let statement = parse_statement(tokens).map_err(|e| at_position(e, sql, &lines))?;
+        let mut statement = parse_statement(tokens).map_err(|e| at_position(e, sql, &lines))?;
+        crate::field_access::rewrite_field_access(&mut statement);
         let statement = match (statement, start) {
             (EddyStatement::Sql(statement), Some(start)) if reads_pg_catalog(&statement) => {
                 let text =
@@ -1107,7 +1108,7 @@ fn parse_element(p: &mut Parser, create: &mut CreateRelation) -> Result<()> {
     let data_type = if p.peek_keyword(Keyword::AS) {
         DataType::Timestamp(None, TimezoneInfo::WithTimeZone)
     } else {
-        p.parse_data_type()?
+        parse_column_type(p)?
     };
     let mut options = Vec::new();
     if p.parse_keyword(Keyword::AS) {
@@ -1153,6 +1154,106 @@ fn parse_element(p: &mut Parser, create: &mut CreateRelation) -> Result<()> {
             options,
         });
     Ok(())
+}
+
+/// A column's type: Postgres's types (with `[]` for arrays), and ksqlDB's
+/// `ARRAY<T>`, `MAP<K, V>` and `STRUCT<name T, ...>`, nested to any depth.
+fn parse_column_type(p: &mut Parser) -> Result<DataType> {
+    let mut pending_close = false;
+    let data_type = parse_nested_type(p, &mut pending_close)?;
+    if pending_close {
+        return Ok(p.expected("a type", p.peek_token())?);
+    }
+    Ok(data_type)
+}
+
+/// One type inside angle brackets. `>>` closes two lists at once; the
+/// second `>` is left in `pending_close` for the caller.
+fn parse_nested_type(p: &mut Parser, pending_close: &mut bool) -> Result<DataType> {
+    use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, StructBracketKind, StructField};
+    let word = match &p.peek_token_ref().token {
+        Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
+        _ => String::new(),
+    };
+    let opens = matches!(p.peek_nth_token_ref(1).token, Token::Lt);
+    let data_type = match word.as_str() {
+        "ARRAY" if opens => {
+            p.next_token();
+            p.next_token();
+            let element = parse_nested_type(p, pending_close)?;
+            close_angle(p, pending_close)?;
+            DataType::Array(ArrayElemTypeDef::AngleBracket(Box::new(element)))
+        }
+        "MAP" if opens => {
+            p.next_token();
+            p.next_token();
+            let key = parse_nested_type(p, pending_close)?;
+            if *pending_close {
+                return Ok(p.expected(", and the value type", p.peek_token())?);
+            }
+            p.expect_token(&Token::Comma)?;
+            let value = parse_nested_type(p, pending_close)?;
+            close_angle(p, pending_close)?;
+            DataType::Map(Box::new(key), Box::new(value))
+        }
+        "STRUCT" if opens => {
+            p.next_token();
+            p.next_token();
+            let mut fields = Vec::new();
+            if !p.consume_token(&Token::Gt) {
+                loop {
+                    let name = p.parse_identifier()?;
+                    let field_type = parse_nested_type(p, pending_close)?;
+                    fields.push(StructField {
+                        field_name: Some(name),
+                        field_type,
+                        options: None,
+                    });
+                    if !*pending_close && p.consume_token(&Token::Comma) {
+                        continue;
+                    }
+                    close_angle(p, pending_close)?;
+                    break;
+                }
+            }
+            DataType::Struct(fields, StructBracketKind::AngleBrackets)
+        }
+        _ => {
+            // `>>` after a scalar type inside brackets: sqlparser would
+            // read it as an operator, so stop the type before it.
+            p.parse_data_type()?
+        }
+    };
+    // Postgres's `T[]` (and `T[][]`) after any type.
+    let mut data_type = data_type;
+    while !*pending_close
+        && p.peek_token_ref().token == Token::LBracket
+        && p.peek_nth_token_ref(1).token == Token::RBracket
+    {
+        p.next_token();
+        p.next_token();
+        data_type = DataType::Array(ArrayElemTypeDef::SquareBracket(Box::new(data_type), None));
+    }
+    Ok(data_type)
+}
+
+/// The `>` that closes an angle-bracketed type; `>>` closes this one and
+/// the enclosing one.
+fn close_angle(p: &mut Parser, pending_close: &mut bool) -> Result<()> {
+    if std::mem::take(pending_close) {
+        return Ok(());
+    }
+    match p.next_token().token {
+        Token::Gt => Ok(()),
+        Token::ShiftRight => {
+            *pending_close = true;
+            Ok(())
+        }
+        _ => {
+            p.prev_token();
+            Ok(p.expected(">", p.peek_token())?)
+        }
+    }
 }
 
 /// `name = value`, where a name may be dotted (datagen's `fields.id.kind`).

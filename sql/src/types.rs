@@ -1,7 +1,9 @@
 //! SQL type names to Eddy column types.
 
-use datafusion::sql::sqlparser::ast::{CharacterLength, DataType, ExactNumberInfo, TimezoneInfo};
-use eddy_catalog::{ColumnType, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE};
+use datafusion::sql::sqlparser::ast::{
+    ArrayElemTypeDef, CharacterLength, DataType, ExactNumberInfo, TimezoneInfo,
+};
+use eddy_catalog::{ColumnType, StructField, DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE};
 
 use crate::{Result, SqlError};
 
@@ -31,8 +33,51 @@ pub fn column_type_from_sql(data_type: &DataType) -> Result<ColumnType> {
         D::Interval { .. } => ColumnType::Interval,
         D::Bytea => ColumnType::Bytea,
         D::JSONB | D::JSON => ColumnType::Jsonb,
+        D::Array(
+            ArrayElemTypeDef::AngleBracket(element)
+            | ArrayElemTypeDef::SquareBracket(element, _)
+            | ArrayElemTypeDef::Parenthesis(element),
+        ) => ColumnType::Array(Box::new(column_type_from_sql(element)?)),
+        D::Map(key, value) => {
+            let key = column_type_from_sql(key)?;
+            if key.is_nested() {
+                return Err(SqlError::Unsupported(format!(
+                    "MAP keys of type {}: keys are scalars",
+                    key.ksql_name()
+                )));
+            }
+            ColumnType::Map(Box::new(key), Box::new(column_type_from_sql(value)?))
+        }
+        D::Struct(fields, _) => {
+            let mut out: Vec<StructField> = Vec::with_capacity(fields.len());
+            for field in fields {
+                let Some(name) = &field.field_name else {
+                    return Err(SqlError::InvalidDefinition(
+                        "every STRUCT field needs a name".into(),
+                    ));
+                };
+                let name = crate::normalize(name);
+                if out.iter().any(|f| f.name == name) {
+                    return Err(SqlError::InvalidDefinition(format!(
+                        "STRUCT field \"{name}\" is declared twice"
+                    )));
+                }
+                out.push(StructField {
+                    name,
+                    column_type: column_type_from_sql(&field.field_type)?,
+                });
+            }
+            if out.is_empty() {
+                return Err(SqlError::InvalidDefinition(
+                    "a STRUCT needs at least one field".into(),
+                ));
+            }
+            ColumnType::Struct(out)
+        }
         D::Custom(name, _) => match name.to_string().to_lowercase().as_str() {
             "timestamptz" => ColumnType::TimestampTz,
+            // ksqlDB's BYTES.
+            "bytes" => ColumnType::Bytea,
             "serial" | "serial4" | "serial8" | "bigserial" => {
                 return Err(SqlError::Unsupported(format!("type {name}")))
             }

@@ -154,8 +154,10 @@ pub fn to_text(ty: &Type, raw: &[u8]) -> Result<String> {
         | Type::JSON
         | Type::XML
         | Type::CHAR => utf8(ty, r.take(raw.len())?)?,
+        Type::RECORD => record(&mut r)?,
         _ => match ty.kind() {
             Kind::Array(element) => array(&mut r, element)?,
+            Kind::Composite(_) => record(&mut r)?,
             Kind::Domain(base) => return to_text(base, raw),
             Kind::Enum(_) => utf8(ty, r.take(raw.len())?)?,
             _ => {
@@ -429,6 +431,43 @@ fn array(r: &mut Reader<'_>, element: &Type) -> Result<String> {
         String::new()
     };
     array_dim(r, element, &dims, &mut out)?;
+    Ok(out)
+}
+
+/// A record's binary form (`record_send`: a field count, then each
+/// field's type oid and value) as `record_out` writes it: `(1,,"a b")`.
+fn record(r: &mut Reader<'_>) -> Result<String> {
+    let fields = r.i32()?;
+    let mut out = String::from("(");
+    for i in 0..fields {
+        if i > 0 {
+            out.push(',');
+        }
+        let oid = r.u32()?;
+        let len = r.i32()?;
+        if len < 0 {
+            continue;
+        }
+        let ty = Type::from_oid(oid).ok_or_else(|| bad(r.ty, format!("field type oid {oid}")))?;
+        let text = to_text(&ty, r.take(len as usize)?)?;
+        let needs_quotes = text.is_empty()
+            || text
+                .chars()
+                .any(|c| matches!(c, '"' | '\\' | '(' | ')' | ',') || c.is_ascii_whitespace());
+        if needs_quotes {
+            out.push('"');
+            for c in text.chars() {
+                if c == '"' || c == '\\' {
+                    out.push(c);
+                }
+                out.push(c);
+            }
+            out.push('"');
+        } else {
+            out.push_str(&text);
+        }
+    }
+    out.push(')');
     Ok(out)
 }
 

@@ -8,11 +8,14 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float32Array, Float64Array, Int16Array,
-    Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+    make_array, Array, ArrayData, ArrayRef, AsArray, BinaryArray, BooleanArray, Float32Array,
+    Float64Array, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::{cast_with_options, take, CastOptions};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit,
+};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use eddy_catalog::kafka::{Format, KafkaDef, KeyWindow, WindowType};
@@ -60,6 +63,74 @@ pub struct RecordCodec {
 /// What one part (key or value) of a batch of records decodes to.
 type Part = Result<Vec<ArrayRef>, String>;
 
+/// A name as ksqlDB writes it: upper-cased unless it was quoted.
+fn ksql_name(name: &str) -> String {
+    if name.chars().any(|c| c.is_ascii_uppercase()) {
+        name.to_owned()
+    } else {
+        name.to_ascii_uppercase()
+    }
+}
+
+/// `data_type` with its struct fields named as ksqlDB writes them.
+fn ksql_type(data_type: &DataType) -> DataType {
+    let field = |f: &FieldRef, name: String| {
+        Arc::new(
+            f.as_ref()
+                .clone()
+                .with_name(name)
+                .with_data_type(ksql_type(f.data_type())),
+        )
+    };
+    match data_type {
+        DataType::Struct(fields) => DataType::Struct(
+            fields
+                .iter()
+                .map(|f| field(f, ksql_name(f.name())))
+                .collect(),
+        ),
+        DataType::List(f) => DataType::List(field(f, f.name().clone())),
+        DataType::Map(entries, sorted) => {
+            DataType::Map(field(entries, entries.name().clone()), *sorted)
+        }
+        other => other.clone(),
+    }
+}
+
+/// `array` retyped to `to`, a type of the same shape whose struct fields
+/// may be named differently; `None` if the shapes differ.
+fn renamed(array: &ArrayRef, to: &DataType) -> Option<ArrayRef> {
+    fn retype(data: ArrayData, to: &DataType) -> Option<ArrayData> {
+        match (data.data_type(), to) {
+            (DataType::Struct(_), DataType::Struct(_))
+            | (DataType::List(_), DataType::List(_))
+            | (DataType::Map(..), DataType::Map(..)) => {}
+            (from, to) if from == to => return Some(data),
+            _ => return None,
+        }
+        let children: Vec<&DataType> = match to {
+            DataType::Struct(fields) => fields.iter().map(|f| f.data_type()).collect(),
+            DataType::List(f) | DataType::Map(f, _) => vec![f.data_type()],
+            _ => Vec::new(),
+        };
+        if children.len() != data.child_data().len() {
+            return None;
+        }
+        let child_data = data
+            .child_data()
+            .iter()
+            .zip(children)
+            .map(|(child, to)| retype(child.clone(), to))
+            .collect::<Option<Vec<_>>>()?;
+        data.into_builder()
+            .data_type(to.clone())
+            .child_data(child_data)
+            .build()
+            .ok()
+    }
+    retype(array.to_data(), to).map(make_array)
+}
+
 impl RecordCodec {
     pub fn new(def: &TableDef) -> Option<Self> {
         let kafka = def.kafka.clone()?;
@@ -95,16 +166,14 @@ impl RecordCodec {
     /// The fields records are written with: named as ksqlDB names them, a
     /// name Postgres folded to lower case (no upper-case letter) upper-cased
     /// (ASCII letters, as reading folds them), a quoted one as it is.
+    /// Struct fields inside are named the same way.
     fn written_fields(&self, columns: &[usize]) -> Vec<Field> {
         self.fields(columns)
             .into_iter()
             .map(|field| {
-                let name = field.name();
-                if name.chars().any(|c| c.is_ascii_uppercase()) {
-                    return field;
-                }
-                let upper = name.to_ascii_uppercase();
-                field.with_name(upper)
+                let name = ksql_name(field.name());
+                let data_type = ksql_type(field.data_type());
+                field.with_name(name).with_data_type(data_type)
             })
             .collect()
     }
@@ -535,38 +604,193 @@ fn strict() -> CastOptions<'static> {
     }
 }
 
-/// Appends `payload` with its top-level object keys in lower case, so JSON
-/// fields match columns case-insensitively.
-fn lowercase_keys(payload: &[u8], out: &mut Vec<u8>) {
-    let (mut depth, mut in_string, mut escaped, mut expect_key, mut in_key) =
-        (0i32, false, false, false, false);
-    for &b in payload {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            out.push(if in_key { b.to_ascii_lowercase() } else { b });
-            continue;
+/// Copies a JSON payload into `out` with the keys of every object that is
+/// a record or a STRUCT folded to lower case (ASCII), as ksqlDB matches
+/// fields case-insensitively; map keys are kept. `fields` are the record's.
+/// Malformed JSON is copied as it is, for the decoder to refuse.
+fn lowercase_keys(payload: &[u8], fields: &Fields, out: &mut Vec<u8>) {
+    let mark = out.len();
+    let record = DataType::Struct(fields.clone());
+    let mut reader = JsonCopy {
+        input: payload,
+        pos: 0,
+        out,
+    };
+    let copied = reader.value(Some(&record), 0).and_then(|()| {
+        reader.space();
+        (reader.pos == payload.len()).then_some(())
+    });
+    if copied.is_none() {
+        out.truncate(mark);
+        out.extend_from_slice(payload);
+    }
+}
+
+/// Deepest nesting [`JsonCopy`] follows; deeper payloads are copied raw.
+const MAX_JSON_DEPTH: usize = 128;
+
+/// What an object's keys name: a record's or struct's fields (folded), a
+/// map's keys (kept), or nothing known.
+enum ObjectKeys<'t> {
+    Fields(&'t Fields),
+    MapValues(&'t DataType),
+    Unknown,
+}
+
+impl<'t> ObjectKeys<'t> {
+    fn of(ty: Option<&'t DataType>) -> Self {
+        match ty {
+            Some(DataType::Struct(fields)) => ObjectKeys::Fields(fields),
+            Some(DataType::Map(entries, _)) => match entries.data_type() {
+                DataType::Struct(kv) if kv.len() == 2 => ObjectKeys::MapValues(kv[1].data_type()),
+                _ => ObjectKeys::Unknown,
+            },
+            _ => ObjectKeys::Unknown,
         }
-        match b {
-            b'"' => {
-                in_string = true;
-                in_key = depth == 1 && expect_key;
-                expect_key = false;
-            }
-            b'{' | b'[' => {
-                depth += 1;
-                expect_key = b == b'{' && depth == 1;
-            }
-            b'}' | b']' => depth -= 1,
-            b',' if depth == 1 => expect_key = true,
-            _ => {}
+    }
+
+    fn value_type(&self, key: &str) -> Option<&'t DataType> {
+        match self {
+            ObjectKeys::Fields(fields) => fields.find(key).map(|(_, f)| f.data_type()),
+            ObjectKeys::MapValues(value) => Some(value),
+            ObjectKeys::Unknown => None,
         }
-        out.push(b);
+    }
+}
+
+struct JsonCopy<'a, 'o> {
+    input: &'a [u8],
+    pos: usize,
+    out: &'o mut Vec<u8>,
+}
+
+impl JsonCopy<'_, '_> {
+    fn space(&mut self) {
+        while let Some(b) = self.input.get(self.pos) {
+            if !b.is_ascii_whitespace() {
+                break;
+            }
+            self.out.push(*b);
+            self.pos += 1;
+        }
+    }
+
+    fn byte(&mut self, expected: u8) -> Option<()> {
+        self.space();
+        (self.input.get(self.pos) == Some(&expected)).then(|| {
+            self.out.push(expected);
+            self.pos += 1;
+        })
+    }
+
+    /// Copies the opening bracket at `pos`; true if `close` follows at
+    /// once (and is copied too).
+    fn open(&mut self, close: u8) -> bool {
+        self.out.push(self.input[self.pos]);
+        self.pos += 1;
+        self.space();
+        let empty = self.input.get(self.pos) == Some(&close);
+        if empty {
+            self.out.push(close);
+            self.pos += 1;
+        }
+        empty
+    }
+
+    /// After an element: true at `,` (another follows), false at `close`.
+    fn more(&mut self, close: u8) -> Option<bool> {
+        self.space();
+        let b = *self.input.get(self.pos)?;
+        if b != b',' && b != close {
+            return None;
+        }
+        self.out.push(b);
+        self.pos += 1;
+        Some(b == b',')
+    }
+
+    /// One value of type `ty` (`None`: any, no folding below).
+    fn value(&mut self, ty: Option<&DataType>, depth: usize) -> Option<()> {
+        if depth > MAX_JSON_DEPTH {
+            return None;
+        }
+        self.space();
+        match *self.input.get(self.pos)? {
+            b'{' => {
+                let keys = ObjectKeys::of(ty);
+                if self.open(b'}') {
+                    return Some(());
+                }
+                loop {
+                    self.space();
+                    let key_start = self.out.len();
+                    self.string()?;
+                    if matches!(keys, ObjectKeys::Fields(_)) {
+                        self.out[key_start..].make_ascii_lowercase();
+                    }
+                    let key = &self.out[key_start + 1..self.out.len() - 1];
+                    let child = keys.value_type(std::str::from_utf8(key).ok()?);
+                    self.byte(b':')?;
+                    self.value(child, depth + 1)?;
+                    if !self.more(b'}')? {
+                        return Some(());
+                    }
+                }
+            }
+            b'[' => {
+                let element = match ty {
+                    Some(DataType::List(f) | DataType::LargeList(f)) => Some(f.data_type()),
+                    _ => None,
+                };
+                if self.open(b']') {
+                    return Some(());
+                }
+                loop {
+                    self.value(element, depth + 1)?;
+                    if !self.more(b']')? {
+                        return Some(());
+                    }
+                }
+            }
+            b'"' => self.string(),
+            _ => {
+                // A number, true, false or null: up to the next delimiter.
+                let start = self.pos;
+                while let Some(&b) = self.input.get(self.pos) {
+                    if matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace() {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+                if self.pos == start {
+                    return None;
+                }
+                self.out.extend_from_slice(&self.input[start..self.pos]);
+                Some(())
+            }
+        }
+    }
+
+    /// A string, quotes and escapes as they are.
+    fn string(&mut self) -> Option<()> {
+        if self.input.get(self.pos) != Some(&b'"') {
+            return None;
+        }
+        let start = self.pos;
+        self.pos += 1;
+        let mut escaped = false;
+        loop {
+            let b = *self.input.get(self.pos)?;
+            self.pos += 1;
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => break,
+                _ => {}
+            }
+        }
+        self.out.extend_from_slice(&self.input[start..self.pos]);
+        Some(())
     }
 }
 
@@ -576,6 +800,7 @@ fn decode_json(fields: &[Field], wrap_single: Option<bool>, payloads: &[Option<&
         .map(|f| text_field(f).with_name(f.name().to_lowercase()))
         .collect();
     let single = fields.len() == 1;
+    let fields_of_lower = Fields::from(lower.clone());
     let mut buf = Vec::with_capacity(payloads.iter().flatten().map(|p| p.len() + 1).sum());
     for payload in payloads {
         match payload {
@@ -598,7 +823,7 @@ fn decode_json(fields: &[Field], wrap_single: Option<bool>, payloads: &[Option<&
                     buf.extend_from_slice(p);
                     buf.push(b'}');
                 } else {
-                    lowercase_keys(p, &mut buf);
+                    lowercase_keys(p, &fields_of_lower, &mut buf);
                 }
             }
         }
@@ -787,7 +1012,10 @@ fn encode_part(
     let columns: Vec<ArrayRef> = columns
         .iter()
         .zip(fields)
-        .map(|(c, f)| cast_with_options(c, f.data_type(), &strict()).map_err(|e| e.to_string()))
+        .map(|(c, f)| match renamed(c, f.data_type()) {
+            Some(c) => Ok(c),
+            None => cast_with_options(c, f.data_type(), &strict()).map_err(|e| e.to_string()),
+        })
         .collect::<Result<_, _>>()?;
     match format {
         Format::Json if fields.len() > 1 || fields[0].data_type() != &DataType::Null => {
@@ -1330,6 +1558,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn json_keys_fold_for_records_and_structs_but_not_maps() {
+        let point = DataType::Struct(Fields::from(vec![Field::new("x", DataType::Int64, true)]));
+        let fields = Fields::from(vec![
+            Field::new("p", point.clone(), true),
+            Field::new(
+                "m",
+                eddy_catalog::map_type(DataType::Utf8, point.clone()),
+                true,
+            ),
+            Field::new("l", DataType::new_list(point, true), true),
+        ]);
+        let copy = |payload: &str| {
+            let mut out = Vec::new();
+            lowercase_keys(payload.as_bytes(), &fields, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            copy(
+                r#"{"P": {"X": 1, "Other": "Kept"}, "M": {"Key": {"X": 2}}, "L": [{"X": 3}], "Q": {"Z": 1}}"#
+            ),
+            r#"{"p": {"x": 1, "other": "Kept"}, "m": {"Key": {"x": 2}}, "l": [{"x": 3}], "q": {"Z": 1}}"#
+        );
+        // Escapes, empty containers and white space survive; malformed
+        // payloads are copied as they are, for the decoder to refuse.
+        assert_eq!(
+            copy(r#" { "P" : { } , "L" : [ ] , "S\"Q" : "a\"}" } "#),
+            r#" { "p" : { } , "l" : [ ] , "s\"q" : "a\"}" } "#
+        );
+        for bad in [r#"{"P": {"X": 1}"#, r#"{"P" 1}"#, "[1,", r#"{"a": 1} x"#] {
+            assert_eq!(copy(bad), bad);
+        }
+        let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
+        assert_eq!(copy(&deep), deep);
     }
 
     #[test]

@@ -43,7 +43,12 @@ pub fn handle_describe(engine: &Engine, name: &ObjectName, extended: bool) -> Re
                         None if def.primary_key.contains(&i) => "PRIMARY KEY",
                         None => "",
                     };
-                    (c.name.clone(), c.column_type.to_string(), key)
+                    // Postgres has no name for a struct's or a map's fields.
+                    let type_name = match c.column_type.is_nested() {
+                        true => c.column_type.ksql_name(),
+                        false => c.column_type.to_string(),
+                    };
+                    (c.name.clone(), type_name, key)
                 })
                 .collect()
         }

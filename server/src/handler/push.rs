@@ -20,7 +20,6 @@
 
 use std::sync::Arc;
 
-use arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion::arrow::array::{new_null_array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -419,7 +418,7 @@ pub async fn serve<S: PushSocket>(
         Protocol::Simple => Format::UnifiedText,
         Protocol::Extended { format } => format.clone(),
     };
-    let fields = Arc::new(arrow_schema_to_pg_fields(&schema, &format, None)?);
+    let fields = Arc::new(crate::wire::pg_fields(&schema, &format, None)?);
     let described = if let Protocol::Extended { .. } = protocol {
         Ok(())
     } else if push.copy {

@@ -1,0 +1,150 @@
+//! ksqlDB's struct dereference, `s->f` (and `s->f->g`), as
+//! `get_field(s, 'f')`: DataFusion's field access. A field named by a bare
+//! word is folded to lower case like a column; a quoted or backquoted one
+//! keeps its case. Postgres's json `->` takes a string or a number on its
+//! right, so those keep their meaning.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    visit_expressions_mut, BinaryOperator, Expr, FunctionArg, FunctionArgExpr,
+    FunctionArgumentList, FunctionArguments, Ident, ObjectName, Value, VisitMut,
+};
+
+use crate::ast::EddyStatement;
+use crate::create_table::normalize;
+
+/// The name DataFusion's field access goes by.
+pub const GET_FIELD: &str = "get_field";
+
+/// Rewrites every `x -> name` in `statement`.
+pub fn rewrite_field_access(statement: &mut EddyStatement) {
+    match statement {
+        EddyStatement::Sql(statement) => visit(statement.as_mut()),
+        EddyStatement::Query(query)
+        | EddyStatement::InsertQuery { query, .. }
+        | EddyStatement::DeclareEmitChanges { query, .. } => {
+            visit(query.query.as_mut());
+            visit(&mut query.clauses.partition_by);
+        }
+        EddyStatement::CreateRelation(create) => {
+            if let Some(query) = &mut create.query {
+                visit(query.query.as_mut());
+                visit(&mut query.clauses.partition_by);
+            }
+        }
+        EddyStatement::CreateView { create, clauses } => {
+            visit(create.as_mut());
+            visit(&mut clauses.partition_by);
+        }
+        EddyStatement::Subscribe(subscribe)
+        | EddyStatement::CopySubscribe(subscribe)
+        | EddyStatement::DeclareSubscribe { subscribe, .. } => visit(subscribe.query.as_mut()),
+        _ => {}
+    }
+}
+
+fn visit<V: VisitMut>(node: &mut V) {
+    let _ = visit_expressions_mut(node, |expr| {
+        if let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Arrow,
+            right,
+        } = expr
+        {
+            if let Expr::Identifier(field) = right.as_ref() {
+                let name = normalize(field);
+                let root = std::mem::replace(left.as_mut(), Expr::value(Value::Null));
+                *expr = get_field(root, name);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn get_field(root: Expr, name: String) -> Expr {
+    let args = [root, Expr::value(Value::SingleQuotedString(name))]
+        .into_iter()
+        .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+        .collect();
+    Expr::Function(datafusion::sql::sqlparser::ast::Function {
+        name: ObjectName::from(vec![Ident::new(GET_FIELD)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args,
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+/// The field `expr` reads, if it is `get_field(x, 'name')`: the name
+/// Postgres and ksqlDB give the column.
+pub fn field_read(expr: &Expr) -> Option<&str> {
+    let Expr::Function(f) = expr else {
+        return None;
+    };
+    let is_get_field = f
+        .name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| i.value.eq_ignore_ascii_case(GET_FIELD));
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    match (is_get_field, list.args.as_slice()) {
+        (true, [_, FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))]) => {
+            match &v.value {
+                Value::SingleQuotedString(name) => Some(name),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut statements = crate::parse_sql(sql).unwrap();
+        match statements.remove(0) {
+            EddyStatement::Sql(s) => s.to_string(),
+            EddyStatement::Query(q) => q.query.to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn arrows_to_names_read_fields() {
+        assert_eq!(
+            rewritten("SELECT s->Name, s->a->\"B\", j->'k', j->0 FROM t WHERE s->x > 1"),
+            "SELECT get_field(s, 'name'), get_field(get_field(s, 'a'), 'B'), j -> 'k', j -> 0 \
+             FROM t WHERE get_field(s, 'x') > 1"
+        );
+    }
+
+    #[test]
+    fn field_reads_name_their_columns() {
+        let names = match crate::parse_sql("SELECT s->city, s->a->zip FROM t")
+            .unwrap()
+            .remove(0)
+        {
+            EddyStatement::Sql(s) => match *s {
+                datafusion::sql::sqlparser::ast::Statement::Query(q) => {
+                    crate::postgres_column_names(&q)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        assert_eq!(names.unwrap(), ["city", "zip"]);
+    }
+}
