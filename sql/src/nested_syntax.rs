@@ -1,8 +1,10 @@
-//! ksqlDB's struct dereference, `s->f` (and `s->f->g`), as
-//! `get_field(s, 'f')`: DataFusion's field access. A field named by a bare
-//! word is folded to lower case like a column; a quoted or backquoted one
-//! keeps its case. Postgres's json `->` takes a string or a number on its
-//! right, so those keep their meaning.
+//! ksqlDB's syntax for nested values, rewritten into DataFusion's functions:
+//! - `s->f` (and `s->f->g`) is `get_field(s, 'f')`. A field named by a
+//!   bare word folds to lower case like a column; a quoted or backquoted
+//!   one keeps its case. Postgres's json `->` takes a string or a number on
+//!   its right, so those keep their meaning.
+//! - `STRUCT(f := x, ...)` is `named_struct('f', x, ...)`.
+//! - `MAP(k := v, ...)` is `map([k, ...], [v, ...])`.
 
 use std::ops::ControlFlow;
 
@@ -17,8 +19,8 @@ use crate::create_table::normalize;
 /// The name DataFusion's field access goes by.
 pub const GET_FIELD: &str = "get_field";
 
-/// Rewrites every `x -> name` in `statement`.
-pub fn rewrite_field_access(statement: &mut EddyStatement) {
+/// Rewrites ksqlDB's nested-value syntax everywhere in `statement`.
+pub fn rewrite_nested_syntax(statement: &mut EddyStatement) {
     match statement {
         EddyStatement::Sql(statement) => visit(statement.as_mut()),
         EddyStatement::Query(query)
@@ -46,29 +48,86 @@ pub fn rewrite_field_access(statement: &mut EddyStatement) {
 
 fn visit<V: VisitMut>(node: &mut V) {
     let _ = visit_expressions_mut(node, |expr| {
-        if let Expr::BinaryOp {
-            left,
-            op: BinaryOperator::Arrow,
-            right,
-        } = expr
-        {
-            if let Expr::Identifier(field) = right.as_ref() {
-                let name = normalize(field);
-                let root = std::mem::replace(left.as_mut(), Expr::value(Value::Null));
-                *expr = get_field(root, name);
+        match expr {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Arrow,
+                right,
+            } => {
+                if let Expr::Identifier(field) = right.as_ref() {
+                    let name = text(normalize(field));
+                    let root = std::mem::replace(left.as_mut(), Expr::value(Value::Null));
+                    *expr = call(GET_FIELD, vec![root, name]);
+                }
             }
+            Expr::Function(f) => {
+                let constructor = f.name.0.last().and_then(|p| p.as_ident());
+                let constructor = constructor.map(|i| i.value.to_ascii_lowercase());
+                if let Some(pairs) = assignments(&f.args) {
+                    match constructor.as_deref() {
+                        Some("struct") => {
+                            let mut args = Vec::with_capacity(2 * pairs.len());
+                            for (name, value) in pairs {
+                                let Expr::Identifier(name) = name else {
+                                    return ControlFlow::Continue(());
+                                };
+                                args.extend([text(normalize(&name)), value]);
+                            }
+                            *expr = call("named_struct", args);
+                        }
+                        Some("map") => {
+                            let (keys, values) = pairs.into_iter().unzip();
+                            *expr = call("map", vec![array(keys), array(values)]);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
         }
         ControlFlow::<()>::Continue(())
     });
 }
 
-fn get_field(root: Expr, name: String) -> Expr {
-    let args = [root, Expr::value(Value::SingleQuotedString(name))]
+/// The `(name, value)` of each argument if all are `name := value`.
+fn assignments(args: &FunctionArguments) -> Option<Vec<(Expr, Expr)>> {
+    let FunctionArguments::List(list) = args else {
+        return None;
+    };
+    if list.args.is_empty() {
+        return None;
+    }
+    list.args
+        .iter()
+        .map(|arg| match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Assignment,
+                right,
+            })) => Some((left.as_ref().clone(), right.as_ref().clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn text(value: String) -> Expr {
+    Expr::value(Value::SingleQuotedString(value))
+}
+
+fn array(elements: Vec<Expr>) -> Expr {
+    Expr::Array(datafusion::sql::sqlparser::ast::Array {
+        elem: elements,
+        named: true,
+    })
+}
+
+fn call(name: &str, args: Vec<Expr>) -> Expr {
+    let args = args
         .into_iter()
         .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
         .collect();
     Expr::Function(datafusion::sql::sqlparser::ast::Function {
-        name: ObjectName::from(vec![Ident::new(GET_FIELD)]),
+        name: ObjectName::from(vec![Ident::new(name)]),
         uses_odbc_syntax: false,
         parameters: FunctionArguments::None,
         args: FunctionArguments::List(FunctionArgumentList {
@@ -128,6 +187,15 @@ mod tests {
             rewritten("SELECT s->Name, s->a->\"B\", j->'k', j->0 FROM t WHERE s->x > 1"),
             "SELECT get_field(s, 'name'), get_field(get_field(s, 'a'), 'B'), j -> 'k', j -> 0 \
              FROM t WHERE get_field(s, 'x') > 1"
+        );
+    }
+
+    #[test]
+    fn constructors_build_structs_and_maps() {
+        assert_eq!(
+            rewritten("SELECT STRUCT(City := 'Oslo', zip := 1 + 1), MAP('a' := 1, 'b' := 2), struct(1, 2)"),
+            "SELECT named_struct('city', 'Oslo', 'zip', 1 + 1), map(ARRAY['a', 'b'], ARRAY[1, 2]), \
+             struct(1, 2)"
         );
     }
 
