@@ -34,6 +34,17 @@ fn statements(block: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs each statement of `block` on its own, as psql sends them.
+async fn run(client: &tokio_postgres::Client, block: &str) -> Result<()> {
+    for statement in statements(block) {
+        client
+            .simple_query(&statement)
+            .await
+            .with_context(|| format!("README statement failed: {statement}"))?;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_kafka_pipeline_runs_as_written() -> Result<()> {
     let blocks = readme_blocks("## Kafka\n")?;
@@ -49,12 +60,7 @@ async fn the_readme_kafka_pipeline_runs_as_written() -> Result<()> {
     let brokers = broker.brokers();
     let server = TestServer::start_with_args(&["--kafka-brokers", &brokers])?;
     let client = server.connect().await?;
-    for statement in statements(&blocks[0]) {
-        client
-            .simple_query(&statement)
-            .await
-            .with_context(|| format!("README statement failed: {statement}"))?;
-    }
+    run(&client, &blocks[0]).await?;
 
     // `o.item` is `o_item`: both sources have an `item`.
     assert_eq!(
@@ -98,12 +104,7 @@ async fn the_readme_kafka_pipeline_runs_as_written() -> Result<()> {
     );
     assert_eq!(enriched.len(), 3);
 
-    for statement in statements(&blocks[1]) {
-        client
-            .simple_query(&statement)
-            .await
-            .with_context(|| format!("README statement failed: {statement}"))?;
-    }
+    run(&client, &blocks[1]).await?;
     assert_eq!(
         sorted_text_rows(
             &client,
