@@ -238,6 +238,8 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
                 catalog_sqlstate(e)
             } else if let Some(e) = inner.downcast_ref::<ArrowError>() {
                 arrow_sqlstate(e)
+            } else if let Some(e) = inner.downcast_ref::<EddyError>() {
+                e.sqlstate()
             } else {
                 "XX000"
             }

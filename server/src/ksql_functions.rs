@@ -1,5 +1,6 @@
 //! ksqlDB's scalar functions that DataFusion lacks or names otherwise:
 //! `LEN`, `UCASE`, `LCASE`, `SPLIT` and `AS_MAP` (aliases of DataFusion's own),
+//! `AS_VALUE`,
 //! `TIMESTAMPTOSTRING`, `STRINGTOTIMESTAMP`, `EXTRACTJSONFIELD` and
 //! `UNIX_TIMESTAMP`; and `+` between strings, which concatenates. Times
 //! are epoch milliseconds, as in ksqlDB, and patterns are Java
@@ -85,6 +86,7 @@ pub fn register(ctx: &mut SessionContext) -> Result<()> {
             "unix_timestamp()",
         ),
     ];
+    ctx.register_udf(ScalarUDF::new_from_impl(AsValue::new()));
     for function in functions {
         ctx.register_udf(ScalarUDF::new_from_impl(function));
     }
@@ -211,6 +213,39 @@ impl ScalarUDFImpl for KsqlFunction {
     }
 }
 
+/// ksqlDB's `AS_VALUE(col)`: the column's value, so that a key column can
+/// be copied into a record's value under another name.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct AsValue {
+    signature: Signature,
+}
+
+impl AsValue {
+    fn new() -> Self {
+        AsValue {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for AsValue {
+    fn name(&self) -> &str {
+        "as_value"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(args[0].clone())
+    }
+
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(args.args.remove(0))
+    }
+}
+
 /// `UNIX_TIMESTAMP()`: now, in epoch milliseconds.
 fn unix_timestamp(_args: &[ArrayRef]) -> Result<ArrayRef> {
     let now = chrono::Utc::now().timestamp_millis();
@@ -257,8 +292,10 @@ fn check_zone(args: &[ArrayRef], function: &str) -> Result<()> {
             zone.to_ascii_uppercase().as_str(),
             "UTC" | "Z" | "GMT" | "ETC/UTC"
         ) {
-            return Err(error(format!(
-                "{function}: time zone '{zone}' is not supported; only UTC is"
+            return Err(DataFusionError::External(Box::new(
+                crate::error::EddyError::InvalidParameter(format!(
+                    "{function}: time zone '{zone}' is not supported; only UTC is"
+                )),
             )));
         }
     }
@@ -309,10 +346,11 @@ fn string_to_timestamp(args: &[ArrayRef]) -> Result<ArrayRef> {
             NaiveDate::parse_from_str(text, format)
                 .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
         });
+        // Postgres's to_timestamp says 22007 for text that does not fit.
         let time = parsed.map_err(|e| {
-            error(format!(
+            DataFusionError::from(datafusion::arrow::error::ArrowError::ParseError(format!(
                 "STRINGTOTIMESTAMP: '{text}' does not match pattern '{pattern}': {e}"
-            ))
+            )))
         })?;
         out.push(Some(time.and_utc().timestamp_millis()));
     }
