@@ -1,6 +1,6 @@
 //! ksqlDB's scalar functions that DataFusion lacks or names otherwise:
 //! `LEN`, `UCASE`, `LCASE`, `SPLIT` and `AS_MAP` (aliases of DataFusion's own),
-//! `AS_VALUE`,
+//! `AS_VALUE`, `HISTOGRAM` (with the parser's help),
 //! `TIMESTAMPTOSTRING`, `STRINGTOTIMESTAMP`, `EXTRACTJSONFIELD` and
 //! `UNIX_TIMESTAMP`; and `+` between strings, which concatenates. Times
 //! are epoch milliseconds, as in ksqlDB, and patterns are Java
@@ -87,6 +87,7 @@ pub fn register(ctx: &mut SessionContext) -> Result<()> {
         ),
     ];
     ctx.register_udf(ScalarUDF::new_from_impl(AsValue::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(Histogram::new()));
     for function in functions {
         ctx.register_udf(ScalarUDF::new_from_impl(function));
     }
@@ -243,6 +244,105 @@ impl ScalarUDFImpl for AsValue {
 
     fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         Ok(args.args.remove(0))
+    }
+}
+
+/// Distinct values HISTOGRAM counts at most, as ksqlDB's does.
+const HISTOGRAM_LIMIT: usize = 1_000;
+
+/// The scalar half of ksqlDB's `HISTOGRAM(x)`, which the parser writes as
+/// `histogram(array_agg(x ORDER BY x))`: each distinct non-NULL value of
+/// the sorted list, as text, mapped to its count; the first 1,000 values.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Histogram {
+    signature: Signature,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Histogram {
+    fn name(&self) -> &str {
+        "histogram"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match &args[0] {
+            DataType::List(_) | DataType::LargeList(_) | DataType::Null => {
+                Ok(eddy_catalog::map_type(DataType::Utf8, DataType::Int64))
+            }
+            other => Err(DataFusionError::Plan(format!(
+                "histogram counts the values of an array_agg, not {other}"
+            ))),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::{Int64Builder, MapBuilder, MapFieldNames, StringBuilder};
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let lists = args.args[0].to_array(rows)?;
+        let names = MapFieldNames {
+            entry: "entries".into(),
+            key: "key".into(),
+            value: "value".into(),
+        };
+        let mut maps = MapBuilder::new(Some(names), StringBuilder::new(), Int64Builder::new());
+        let lists = match lists.data_type() {
+            DataType::Null => None,
+            _ => Some(cast(&lists, &DataType::new_list(DataType::Utf8, true))?),
+        };
+        for row in 0..rows {
+            let values = lists
+                .as_ref()
+                .filter(|l| !l.is_null(row))
+                .map(|l| l.as_list::<i32>().value(row));
+            let Some(values) = values else {
+                maps.append(false)?;
+                continue;
+            };
+            let values = values.as_string::<i32>();
+            let mut entries = 0;
+            let mut run: Option<(&str, i64)> = None;
+            for value in values.iter().flatten() {
+                match &mut run {
+                    Some((current, n)) if *current == value => *n += 1,
+                    _ => {
+                        if let Some((key, n)) = run.take() {
+                            maps.keys().append_value(key);
+                            maps.values().append_value(n);
+                            entries += 1;
+                        }
+                        if entries == HISTOGRAM_LIMIT {
+                            break;
+                        }
+                        run = Some((value, 1));
+                    }
+                }
+            }
+            if let Some((key, n)) = run {
+                if entries < HISTOGRAM_LIMIT {
+                    maps.keys().append_value(key);
+                    maps.values().append_value(n);
+                }
+            }
+            maps.append(true)?;
+        }
+        let out: ArrayRef = Arc::new(maps.finish());
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
     }
 }
 

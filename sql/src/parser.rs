@@ -320,6 +320,10 @@ enum AggregateRewrite {
     },
     /// `TOPK(x, k)` and `TOPKDISTINCT(x, k)`: the `k` greatest values.
     TopK { distinct: bool },
+    /// `HISTOGRAM(x)`: `histogram(array_agg(x ORDER BY x))`, a map of each
+    /// distinct value to its count, which Eddy's `histogram` counts from
+    /// the sorted values.
+    Histogram,
 }
 
 impl AggregateRewrite {
@@ -343,6 +347,7 @@ impl AggregateRewrite {
             "COLLECT_SET" => ordered("array_agg", true, true, false, Some(COLLECT_LIMIT)),
             "TOPK" => AggregateRewrite::TopK { distinct: false },
             "TOPKDISTINCT" => AggregateRewrite::TopK { distinct: true },
+            "HISTOGRAM" => AggregateRewrite::Histogram,
             _ => return None,
         })
     }
@@ -367,7 +372,8 @@ struct OpenCall {
 ///   its first [`COLLECT_LIMIT`] entries;
 /// - `TOPK(x, k)`: `array_slice(array_agg(x ORDER BY x DESC NULLS LAST),
 ///   1, least(k, count(x)))`, and `TOPKDISTINCT` with `DISTINCT` in both:
-///   the non-NULL values, `[]` when every value is NULL, as in ksqlDB.
+///   the non-NULL values, `[]` when every value is NULL, as in ksqlDB;
+/// - `HISTOGRAM(x)`: `histogram(array_agg(x ORDER BY x))`.
 ///
 /// Records of different partitions are ordered by offset, then partition.
 fn rewrite_ksql_aggregates(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
@@ -433,10 +439,10 @@ fn rewrite_ksql_aggregates(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSp
                             "TOPK or TOPKDISTINCT with more than two arguments".into(),
                         ))
                     }
-                    (AggregateRewrite::Ordered { .. }, _) => {
+                    (AggregateRewrite::Ordered { .. } | AggregateRewrite::Histogram, _) => {
                         return Err(SqlError::Unsupported(
-                            "LATEST_BY_OFFSET, EARLIEST_BY_OFFSET, COLLECT_LIST or COLLECT_SET \
-                             with more than one argument"
+                            "LATEST_BY_OFFSET, EARLIEST_BY_OFFSET, COLLECT_LIST, COLLECT_SET or \
+                             HISTOGRAM with more than one argument"
                                 .into(),
                         ))
                     }
@@ -482,6 +488,16 @@ fn rewrite_ksql_aggregates(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSp
                             out.extend([token(Token::Comma), number(1), token(Token::Comma)]);
                             out.extend([number(limit), token(Token::RParen)]);
                         }
+                    }
+                    AggregateRewrite::Histogram => {
+                        let x = argument(arguments.len());
+                        out.extend([word("histogram"), token(Token::LParen)]);
+                        out.extend([word("array_agg"), token(Token::LParen)]);
+                        out.extend(x.iter().cloned());
+                        out.extend([word("ORDER"), word("BY")]);
+                        out.extend(x);
+                        out.push(token(Token::RParen));
+                        out.push(t.clone());
                     }
                     AggregateRewrite::TopK { distinct } => {
                         let Some(second) = call.second else {
