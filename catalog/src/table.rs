@@ -197,7 +197,7 @@ impl TableDef {
         Arc::new(Schema::new(
             self.columns
                 .iter()
-                .map(|c| Field::new(&c.name, c.column_type.to_arrow(), c.nullable))
+                .map(|c| c.column_type.to_field(&c.name, c.nullable))
                 .collect::<Vec<_>>(),
         ))
     }

@@ -7,6 +7,25 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, IntervalUnit, TimeUnit};
 use serde::{Deserialize, Serialize};
 
+/// Arrow field metadata naming the Postgres type that a text column holds
+/// where its Arrow type alone does not say: `jsonb`.
+pub const PG_TYPE_KEY: &str = "eddy.pg_type";
+
+/// Whether `field` holds jsonb (text marked with [`PG_TYPE_KEY`]).
+pub fn is_jsonb(field: &Field) -> bool {
+    field
+        .metadata()
+        .get(PG_TYPE_KEY)
+        .is_some_and(|t| t == "jsonb")
+}
+
+/// `field` marked as holding jsonb.
+pub fn as_jsonb(field: Field) -> Field {
+    let mut metadata = field.metadata().clone();
+    metadata.insert(PG_TYPE_KEY.into(), "jsonb".into());
+    field.with_metadata(metadata)
+}
+
 /// Precision and scale of `numeric` written without them. Postgres allows
 /// any precision there; Arrow's decimal128 tops out at 38 digits.
 pub const DEFAULT_NUMERIC_PRECISION: u8 = 38;
@@ -81,6 +100,15 @@ impl ColumnType {
                     .map(|f| Field::new(&f.name, f.column_type.to_arrow(), true))
                     .collect(),
             ),
+        }
+    }
+
+    /// A column of this type as an Arrow field; jsonb is marked as such.
+    pub fn to_field(&self, name: &str, nullable: bool) -> Field {
+        let field = Field::new(name, self.to_arrow(), nullable);
+        match self {
+            ColumnType::Jsonb => as_jsonb(field),
+            _ => field,
         }
     }
 

@@ -30,6 +30,20 @@ pub struct ViewColumn {
     pub name: String,
     /// The Arrow type, in Arrow's display form (parsed back by `FromStr`).
     pub data_type: String,
+    /// The Postgres type of a text column that holds one (`jsonb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_type: Option<String>,
+}
+
+impl ViewColumn {
+    /// The column that holds `field`'s values.
+    pub fn of_field(field: &Field) -> Self {
+        ViewColumn {
+            name: field.name().clone(),
+            data_type: field.data_type().to_string(),
+            pg_type: field.metadata().get(crate::PG_TYPE_KEY).cloned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,7 +96,13 @@ pub(crate) fn columns_schema(view: &str, columns: &[ViewColumn]) -> Result<Schem
             let data_type = DataType::from_str(&c.data_type).map_err(|e| {
                 CatalogError::Internal(format!("view {view} column {}: {e}", c.name))
             })?;
-            Ok(Field::new(&c.name, data_type, true))
+            let field = Field::new(&c.name, data_type, true);
+            Ok(match &c.pg_type {
+                Some(pg_type) => {
+                    field.with_metadata([(crate::PG_TYPE_KEY.to_owned(), pg_type.clone())].into())
+                }
+                None => field,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Arc::new(Schema::new(fields)))

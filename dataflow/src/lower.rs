@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{concat, SortOptions};
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, JoinType, NullEquality, ScalarValue};
 use datafusion::execution::context::ExecutionProps;
@@ -139,13 +139,40 @@ pub fn lower(
 ) -> Result<Lowered> {
     let (typed, depends_on) = lower_to_plan(plan, catalog, windowing)?;
     let stored = typed.to_stored()?;
-    let root = PlanNode::from_stored(&stored)?.build(ctx, catalog, workers)?;
+    let mut root = PlanNode::from_stored(&stored)?.build(ctx, catalog, workers)?;
+    root.schema = with_field_metadata(&root.schema, plan.schema().fields());
     Ok(Lowered {
         root,
         plan: stored,
         depends_on,
         plain_views: Vec::new(),
     })
+}
+
+/// `schema` with the field metadata (a jsonb column's mark) of the plan's
+/// output `fields`, which the typed plan does not carry.
+fn with_field_metadata(
+    schema: &SchemaRef,
+    fields: &datafusion::arrow::datatypes::Fields,
+) -> SchemaRef {
+    if fields.len() != schema.fields().len() || fields.iter().all(|f| f.metadata().is_empty()) {
+        return schema.clone();
+    }
+    let marked: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(fields)
+        .map(
+            |(field, planned)| match field.data_type() == planned.data_type() {
+                true => field
+                    .as_ref()
+                    .clone()
+                    .with_metadata(planned.metadata().clone()),
+                false => field.as_ref().clone(),
+            },
+        )
+        .collect();
+    Arc::new(Schema::new_with_metadata(marked, schema.metadata().clone()))
 }
 
 /// The typed plan of an optimized plan, and the relations it reads.

@@ -107,10 +107,7 @@ async fn a_failed_commit_is_not_applied_twice() {
         .schema
         .fields()
         .iter()
-        .map(|f| ViewColumn {
-            name: f.name().clone(),
-            data_type: f.data_type().to_string(),
-        })
+        .map(|f| ViewColumn::of_field(f))
         .collect();
     let def = ViewDef {
         id: catalog.reserve_view("v").expect("reserve"),

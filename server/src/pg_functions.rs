@@ -189,8 +189,46 @@ fn set_config() -> ScalarUDF {
 pub const JSONB_IN: &str = "jsonb_in";
 
 fn jsonb_in() -> ScalarUDF {
-    let func = |args: &[ColumnarValue]| -> Result<ColumnarValue> {
-        let texts = ColumnarValue::values_to_arrays(args)?;
+    ScalarUDF::new_from_impl(JsonbIn {
+        signature: datafusion::logical_expr::Signature::exact(
+            vec![DataType::Utf8],
+            Volatility::Immutable,
+        ),
+    })
+}
+
+/// [`JSONB_IN`]: its result is marked jsonb, so clients are told so.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonbIn {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for JsonbIn {
+    fn name(&self) -> &str {
+        JSONB_IN
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn return_field_from_args(
+        &self,
+        _args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> Result<datafusion::arrow::datatypes::FieldRef> {
+        let field = datafusion::arrow::datatypes::Field::new(JSONB_IN, DataType::Utf8, true);
+        Ok(Arc::new(eddy_catalog::as_jsonb(field)))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> Result<ColumnarValue> {
+        let texts = ColumnarValue::values_to_arrays(&args.args)?;
         let texts = texts[0].as_string::<i32>();
         for text in texts.iter().flatten() {
             if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
@@ -203,14 +241,7 @@ fn jsonb_in() -> ScalarUDF {
             }
         }
         Ok(ColumnarValue::Array(Arc::new(texts.clone())))
-    };
-    create_udf(
-        JSONB_IN,
-        vec![DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(func),
-    )
+    }
 }
 
 /// `format_oidvector(text)`: the types of an oidvector (`pg_proc`'s

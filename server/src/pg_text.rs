@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDateTime, NaiveTime, Timelike};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::{
     DataType, Field, Float32Type, Float64Type, IntervalDayTimeType, IntervalMonthDayNanoType,
@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::writer::{make_encoder, EncoderOptions};
 use pgwire::api::portal::Format;
-use pgwire::api::results::FieldFormat;
+use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::messages::data::DataRow;
 
 fn needs_rewrite(data_type: &DataType) -> bool {
@@ -54,6 +54,48 @@ fn float_out(v: f64, scientific: String, plain: String, digits: i32) -> String {
         let sign = if exponent < 0 { '-' } else { '+' };
         format!("{mantissa}e{sign}{:02}", exponent.abs())
     }
+}
+
+/// `batch` with its binary-format jsonb columns (text, by `fields`) in
+/// jsonb's binary form: a version byte (1), then the text.
+pub fn binary_jsonb(batch: RecordBatch, fields: &[FieldInfo]) -> Result<RecordBatch, ArrowError> {
+    let jsonb: Vec<usize> = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| {
+            f.format() == FieldFormat::Binary
+                && *f.datatype() == pgwire::api::Type::JSONB
+                && batch
+                    .schema()
+                    .fields()
+                    .get(*i)
+                    .is_some_and(|c| c.data_type() == &DataType::Utf8)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if jsonb.is_empty() {
+        return Ok(batch);
+    }
+    let schema = batch.schema();
+    let mut columns = batch.columns().to_vec();
+    let mut out_fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for i in jsonb {
+        let text = columns[i].as_string::<i32>();
+        let bytes: BinaryArray = text
+            .iter()
+            .map(|v| {
+                v.map(|v| {
+                    let mut b = Vec::with_capacity(v.len() + 1);
+                    b.push(1u8);
+                    b.extend_from_slice(v.as_bytes());
+                    b
+                })
+            })
+            .collect();
+        columns[i] = Arc::new(bytes);
+        out_fields[i] = Field::new(out_fields[i].name(), DataType::Binary, true);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(out_fields)), columns)
 }
 
 /// Rewrites the text-format columns of `batch` that need Postgres formatting.
@@ -124,9 +166,9 @@ pub fn null_out(row: DataRow, nulls: &[(usize, Vec<bool>)], row_index: usize) ->
     row
 }
 
-/// Whether values of `data_type` go to clients as JSON text (described as
-/// text, like jsonb columns): maps, which Postgres does not have, and
-/// arrays of arrays or maps, which arrow-pg cannot send.
+/// Whether values of `data_type` go to clients as jsonb: maps, which
+/// Postgres does not have, and arrays of arrays or maps, which arrow-pg
+/// cannot send.
 pub fn sent_as_json(data_type: &DataType) -> bool {
     match data_type {
         DataType::Map(..) => true,
@@ -141,7 +183,7 @@ pub fn sent_as_json(data_type: &DataType) -> bool {
     }
 }
 
-/// `schema` as clients see it: columns [`sent_as_json`] become text.
+/// `schema` as clients see it: columns [`sent_as_json`] become jsonb.
 pub fn wire_schema(schema: &SchemaRef) -> SchemaRef {
     if !schema.fields().iter().any(|f| sent_as_json(f.data_type())) {
         return schema.clone();
@@ -150,7 +192,7 @@ pub fn wire_schema(schema: &SchemaRef) -> SchemaRef {
         .fields()
         .iter()
         .map(|f| match sent_as_json(f.data_type()) {
-            true => f.as_ref().clone().with_data_type(DataType::Utf8),
+            true => eddy_catalog::as_jsonb(f.as_ref().clone().with_data_type(DataType::Utf8)),
             false => f.as_ref().clone(),
         })
         .collect();

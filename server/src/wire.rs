@@ -156,7 +156,26 @@ pub fn pg_fields(
     options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<Vec<FieldInfo>> {
     let schema = crate::pg_text::wire_schema(&display_schema(schema));
-    arrow_schema_to_pg_fields(&schema, format, options)
+    let fields = arrow_schema_to_pg_fields(&schema, format, options)?;
+    // jsonb travels as text, marked by its field's metadata.
+    Ok(fields
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(info, field)| match eddy_catalog::is_jsonb(field) {
+            true => {
+                let options = info.format_options().clone();
+                FieldInfo::new(
+                    info.name().to_owned(),
+                    info.table_id(),
+                    info.column_id(),
+                    Type::JSONB,
+                    info.format(),
+                )
+                .with_format_options(options)
+            }
+            false => info,
+        })
+        .collect())
 }
 
 pub fn display_schema(schema: &SchemaRef) -> SchemaRef {
@@ -339,6 +358,7 @@ pub fn encode_rows(
     format: &Format,
 ) -> Vec<PgWireResult<DataRow>> {
     let batch = crate::pg_text::nested_as_json(batch)
+        .and_then(|batch| crate::pg_text::binary_jsonb(batch, fields))
         .and_then(|batch| crate::pg_text::rewrite_for_text(batch, format));
     let batch = match batch {
         Ok(batch) => batch,

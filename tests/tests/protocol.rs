@@ -50,6 +50,45 @@ async fn version_is_reported() -> Result<()> {
 /// Strictly typed clients (tokio-postgres, sqlx, JDBC's getInt on a
 /// ResultSet it checks) rely on Postgres's literal types: an integer literal
 /// that fits is int4, a bigger one int8, a decimal literal numeric.
+/// jsonb columns of tables and views, `::jsonb` and maps are described as
+/// jsonb, and their binary form is jsonb's: a version byte, then the text.
+#[tokio::test]
+async fn jsonb_is_described_and_sent_as_jsonb() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE docs (id INT PRIMARY KEY, j JSONB, attrs MAP<VARCHAR, INT>);
+             INSERT INTO docs VALUES (1, '{\"a\": [1, 2]}', map(['k'], [7]));
+             CREATE MATERIALIZED VIEW docs_v AS SELECT id, j FROM docs;
+             FLUSH;",
+        )
+        .await?;
+    for sql in [
+        "SELECT j, '{\"b\": null}'::jsonb, attrs FROM docs",
+        "SELECT j, j, j FROM docs_v",
+    ] {
+        let statement = client.prepare(sql).await?;
+        let types: Vec<Type> = statement
+            .columns()
+            .iter()
+            .map(|c| c.type_().clone())
+            .collect();
+        assert_eq!(types, [Type::JSONB, Type::JSONB, Type::JSONB], "{sql}");
+        // tokio-postgres reads jsonb results in binary.
+        let row = client.query_one(&statement, &[]).await?;
+        let j: serde_json::Value = row.get(0);
+        assert_eq!(j, serde_json::json!({"a": [1, 2]}), "{sql}");
+    }
+    let row = client
+        .query_one("SELECT '{\"b\": null}'::jsonb, attrs FROM docs", &[])
+        .await?;
+    let (b, attrs): (serde_json::Value, serde_json::Value) = (row.get(0), row.get(1));
+    assert_eq!(b, serde_json::json!({"b": null}));
+    assert_eq!(attrs, serde_json::json!({"k": 7}));
+    Ok(())
+}
+
 #[tokio::test]
 async fn literal_types_match_postgres() -> Result<()> {
     let server = TestServer::start()?;

@@ -314,10 +314,7 @@ fn query_def(
             .schema
             .fields()
             .iter()
-            .map(|f| ViewColumn {
-                name: f.name().clone(),
-                data_type: f.data_type().to_string(),
-            })
+            .map(|f| ViewColumn::of_field(f))
             .collect(),
         depends_on: lowered.depends_on,
         plain_views: lowered.plain_views,

@@ -199,7 +199,7 @@ fn view_columns(create: &CreateView, fields: &Fields) -> Result<Vec<ViewColumn>>
         .zip(fields.iter())
         .map(|(name, field)| ViewColumn {
             name,
-            data_type: field.data_type().to_string(),
+            ..ViewColumn::of_field(field)
         })
         .collect())
 }
