@@ -12,7 +12,14 @@ use datafusion::error::Result;
 
 use crate::{Catalog, ColumnType, DATABASE_NAME, SCHEMA_NAME};
 
-const TABLES: [&str; 4] = ["tables", "columns", "schemata", "views"];
+const TABLES: [&str; 6] = [
+    "tables",
+    "columns",
+    "schemata",
+    "views",
+    "table_constraints",
+    "key_column_usage",
+];
 
 #[derive(Debug)]
 pub struct InformationSchemaProvider {
@@ -68,6 +75,35 @@ fn data_type_name(t: &ColumnType) -> &'static str {
     }
 }
 
+/// Postgres's `information_schema.columns.udt_name`: the type's name in
+/// `pg_type` (`int4`, `_text` for `text[]`).
+fn udt_name(t: &ColumnType) -> String {
+    match t {
+        ColumnType::Boolean => "bool".into(),
+        ColumnType::SmallInt => "int2".into(),
+        ColumnType::Int => "int4".into(),
+        ColumnType::BigInt => "int8".into(),
+        ColumnType::Real => "float4".into(),
+        ColumnType::Double => "float8".into(),
+        ColumnType::Numeric { .. } => "numeric".into(),
+        ColumnType::Text => "text".into(),
+        ColumnType::Varchar(_) => "varchar".into(),
+        ColumnType::Char(_) => "bpchar".into(),
+        ColumnType::Date => "date".into(),
+        ColumnType::Time => "time".into(),
+        ColumnType::Timestamp => "timestamp".into(),
+        ColumnType::TimestampTz => "timestamptz".into(),
+        ColumnType::Interval => "interval".into(),
+        ColumnType::Bytea => "bytea".into(),
+        ColumnType::Jsonb | ColumnType::Map(..) => "jsonb".into(),
+        ColumnType::Array(element) => match element.as_ref() {
+            nested @ ColumnType::Array(_) => udt_name(nested),
+            element => format!("_{}", udt_name(element)),
+        },
+        ColumnType::Struct(_) => "record".into(),
+    }
+}
+
 /// Postgres's `information_schema.columns.data_type` for a view column's
 /// Arrow type.
 fn arrow_type_name(t: &DataType) -> &'static str {
@@ -100,6 +136,7 @@ struct ColumnRow {
     default: Option<String>,
     nullable: bool,
     data_type: &'static str,
+    udt_name: String,
     max_length: Option<i32>,
     precision: Option<i32>,
     scale: Option<i32>,
@@ -114,6 +151,7 @@ impl ColumnRow {
             default: c.default.clone(),
             nullable: c.nullable,
             data_type: data_type_name(&c.column_type),
+            udt_name: udt_name(&c.column_type),
             max_length: c.column_type.max_chars().map(|n| n as i32),
             precision: match c.column_type {
                 ColumnType::SmallInt => Some(16),
@@ -149,6 +187,8 @@ impl ColumnRow {
             default: None,
             nullable: true,
             data_type: arrow_type_name(data_type),
+            udt_name: ColumnType::from_arrow(data_type)
+                .map_or_else(|| "text".into(), |t| udt_name(&t)),
             max_length: None,
             precision,
             scale,
@@ -226,6 +266,11 @@ impl InformationSchemaProvider {
                         ("character_maximum_length", DataType::Int32),
                         ("numeric_precision", DataType::Int32),
                         ("numeric_scale", DataType::Int32),
+                        ("udt_catalog", DataType::Utf8),
+                        ("udt_schema", DataType::Utf8),
+                        ("udt_name", DataType::Utf8),
+                        ("is_identity", DataType::Utf8),
+                        ("is_generated", DataType::Utf8),
                     ]),
                     vec![
                         col(&|_| DATABASE_NAME.to_owned()),
@@ -241,6 +286,11 @@ impl InformationSchemaProvider {
                         num(&|r| r.max_length),
                         num(&|r| r.precision),
                         num(&|r| r.scale),
+                        col(&|_| DATABASE_NAME.to_owned()),
+                        col(&|_| "pg_catalog".to_owned()),
+                        col(&|r| r.udt_name.clone()),
+                        col(&|_| "NO".to_owned()),
+                        col(&|_| "NEVER".to_owned()),
                     ],
                 )?
             }
@@ -271,6 +321,78 @@ impl InformationSchemaProvider {
                     text(views.iter().map(|v| format!(" {};", v.sql)).collect()),
                 ],
             )?,
+            "table_constraints" | "key_column_usage" => {
+                // Each table's primary key, named `<table>_pkey` as Postgres
+                // names it; streams have none.
+                let keyed: Vec<_> = tables
+                    .iter()
+                    .filter(|t| !t.is_stream() && !t.def().primary_key.is_empty())
+                    .collect();
+                // One row per key (table_constraints) or per key column
+                // (key_column_usage): (table, column, position in the key).
+                let rows: Vec<(String, String, i32)> = if name == "table_constraints" {
+                    keyed
+                        .iter()
+                        .map(|t| (t.name().to_owned(), String::new(), 0))
+                        .collect()
+                } else {
+                    keyed
+                        .iter()
+                        .flat_map(|t| {
+                            let def = t.def();
+                            def.primary_key.iter().enumerate().map(move |(i, &c)| {
+                                (
+                                    t.name().to_owned(),
+                                    def.columns[c].name.clone(),
+                                    i as i32 + 1,
+                                )
+                            })
+                        })
+                        .collect()
+                };
+                let each = |f: &dyn Fn(&(String, String, i32)) -> String| {
+                    text(rows.iter().map(f).collect())
+                };
+                let mut fields = vec![
+                    ("constraint_catalog", DataType::Utf8),
+                    ("constraint_schema", DataType::Utf8),
+                    ("constraint_name", DataType::Utf8),
+                    ("table_catalog", DataType::Utf8),
+                    ("table_schema", DataType::Utf8),
+                    ("table_name", DataType::Utf8),
+                ];
+                let mut columns = vec![
+                    each(&|_| DATABASE_NAME.to_owned()),
+                    each(&|_| SCHEMA_NAME.to_owned()),
+                    each(&|r| format!("{}_pkey", r.0)),
+                    each(&|_| DATABASE_NAME.to_owned()),
+                    each(&|_| SCHEMA_NAME.to_owned()),
+                    each(&|r| r.0.clone()),
+                ];
+                if name == "table_constraints" {
+                    for (field, value) in [
+                        ("constraint_type", "PRIMARY KEY"),
+                        ("is_deferrable", "NO"),
+                        ("initially_deferred", "NO"),
+                        ("enforced", "YES"),
+                    ] {
+                        fields.push((field, DataType::Utf8));
+                        columns.push(each(&|_| value.to_owned()));
+                    }
+                } else {
+                    fields.extend([
+                        ("column_name", DataType::Utf8),
+                        ("ordinal_position", DataType::Int32),
+                        ("position_in_unique_constraint", DataType::Int32),
+                    ]);
+                    columns.extend([
+                        each(&|r| r.1.clone()),
+                        int(rows.iter().map(|r| Some(r.2)).collect()),
+                        int(rows.iter().map(|_| None).collect()),
+                    ]);
+                }
+                RecordBatch::try_new(schema(&fields), columns)?
+            }
             _ => return Ok(None),
         };
         Ok(Some(batch))

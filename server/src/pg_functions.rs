@@ -166,6 +166,7 @@ pub fn register(ctx: &mut SessionContext) {
     ctx.register_udf(pg_size_pretty());
     ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(Format::new()));
     ctx.register_udf(format_oidvector());
     ctx.register_udf(jsonb_in());
     ctx.register_udf(set_config());
@@ -534,6 +535,116 @@ impl ScalarUDFImpl for JsonBuildObject {
             objects.push(serde_json::Value::Object(object).to_string());
         }
         Ok(ColumnarValue::Array(Arc::new(StringArray::from(objects))))
+    }
+}
+
+/// Postgres's `format(fmt, args...)`: `%s` (the value as text, NULL as
+/// nothing), `%I` (an identifier, quoted where it needs to be), `%L` (a
+/// literal, quoted; NULL as `NULL`) and `%%`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Format {
+    signature: Signature,
+}
+
+impl Format {
+    fn new() -> Self {
+        Format {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Format {
+    fn name(&self) -> &str {
+        "format"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let columns = ColumnarValue::values_to_arrays(&args.args)?;
+        let rows = columns.iter().map(|c| c.len()).max().unwrap_or(0);
+        let mut out = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let value = |i: usize| -> Result<ScalarValue> {
+                let column = &columns[i];
+                ScalarValue::try_from_array(column, if column.len() == 1 { 0 } else { row })
+            };
+            let template = value(0)?;
+            if template.is_null() {
+                out.push(None);
+                continue;
+            }
+            let template = scalar_text(&template);
+            let mut text = String::with_capacity(template.len());
+            let mut next = 1;
+            let mut chars = template.chars();
+            while let Some(c) = chars.next() {
+                if c != '%' {
+                    text.push(c);
+                    continue;
+                }
+                let kind = chars.next();
+                if kind == Some('%') {
+                    text.push('%');
+                    continue;
+                }
+                if next >= columns.len() {
+                    return Err(datafusion::error::DataFusionError::Configuration(
+                        "too few arguments for format()".into(),
+                    ));
+                }
+                let arg = value(next)?;
+                next += 1;
+                match kind {
+                    Some('s') if arg.is_null() => {}
+                    Some('s') => text.push_str(&scalar_text(&arg)),
+                    Some('I') if arg.is_null() => {
+                        return Err(datafusion::error::DataFusionError::Configuration(
+                            "null values cannot be formatted as an SQL identifier".into(),
+                        ))
+                    }
+                    Some('I') => text.push_str(&quote_ident(&scalar_text(&arg))),
+                    Some('L') if arg.is_null() => text.push_str("NULL"),
+                    Some('L') => {
+                        text.push('\'');
+                        text.push_str(&scalar_text(&arg).replace('\'', "''"));
+                        text.push('\'');
+                    }
+                    other => {
+                        return Err(datafusion::error::DataFusionError::Configuration(format!(
+                            "unrecognized format() type specifier \"{}\"",
+                            other.map(String::from).unwrap_or_default()
+                        )))
+                    }
+                }
+            }
+            out.push(Some(text));
+        }
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+    }
+}
+
+/// `quote_ident`: the name as is if it is a plain lower-case identifier,
+/// else in double quotes with quotes doubled.
+fn quote_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
     }
 }
 

@@ -118,8 +118,8 @@ fn expr_name(expr: &Expr) -> (String, bool) {
             Some(last) => (normalize(last), true),
             None => (UNNAMED.into(), false),
         },
-        Expr::Function(_) if crate::nested_syntax::field_read(expr).is_some() => (
-            crate::nested_syntax::field_read(expr)
+        Expr::Function(_) if crate::expr_rewrites::field_read(expr).is_some() => (
+            crate::expr_rewrites::field_read(expr)
                 .unwrap_or(UNNAMED)
                 .to_owned(),
             false,

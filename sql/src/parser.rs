@@ -81,7 +81,7 @@ pub fn parse_sql(sql: &str) -> Result<Vec<EddyStatement>> {
             .find(|t| !is_blank(&t.token))
             .map(|t| t.span.start);
         let mut statement = parse_statement(tokens).map_err(|e| at_position(e, sql, &lines))?;
-        crate::nested_syntax::rewrite_nested_syntax(&mut statement);
+        crate::expr_rewrites::rewrite_expressions(&mut statement);
         let statement = match (statement, start) {
             (EddyStatement::Sql(statement), Some(start)) if reads_pg_catalog(&statement) => {
                 let text =

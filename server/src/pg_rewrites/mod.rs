@@ -20,6 +20,9 @@
 //!   are text, which `array_to_string` refuses.
 //! - `x::jsonb` (and `::json`) becomes `jsonb_in(x)`: Eddy keeps json as
 //!   checked text, and DataFusion has no json type to cast to.
+//! - `col_description(...)` is NULL: Eddy keeps no comments, and BI tools
+//!   name the relation by a computed `regclass`, which only literal names
+//!   are rewritten for.
 //! - A scalar subquery that reads a catalog relation Eddy never fills
 //!   (sequences, triggers, policies, inheritance, enums: Eddy has none of
 //!   them) is NULL, which is what it returns. DataFusion cannot plan some
@@ -131,6 +134,17 @@ pub fn rewrite(statement: &mut Statement) {
                 }
                 Expr::Function(f) if is_named(f, "array_to_string") && lists_privileges(f) => {
                     *expr = Expr::value(Value::Null);
+                }
+                // Eddy keeps no comments: a column's is NULL whatever the
+                // relation, which may be named by a computed regclass.
+                Expr::Function(f) if is_named(f, "col_description") => {
+                    *expr = Expr::Cast {
+                        kind: ast::CastKind::DoubleColon,
+                        expr: Box::new(Expr::value(Value::Null)),
+                        data_type: ast::DataType::Text,
+                        array: false,
+                        format: None,
+                    };
                 }
                 Expr::Cast {
                     expr: inner,

@@ -1,10 +1,17 @@
-//! ksqlDB's syntax for nested values, rewritten into DataFusion's functions:
+//! Expression forms DataFusion does not plan, rewritten into ones it does.
+//!
+//! ksqlDB's syntax for nested values:
 //! - `s->f` (and `s->f->g`) is `get_field(s, 'f')`. A field named by a
 //!   bare word folds to lower case like a column; a quoted or backquoted
 //!   one keeps its case. Postgres's json `->` takes a string or a number on
 //!   its right, so those keep their meaning.
 //! - `STRUCT(f := x, ...)` is `named_struct('f', x, ...)`.
 //! - `MAP(k := v, ...)` is `map([k, ...], [v, ...])`.
+//!
+//! Postgres's special registers, written without parentheses:
+//! - `current_user`, `user` and `current_role` are `session_user`;
+//! - `current_catalog` is `current_database()`, `current_schema` is
+//!   `current_schema()`.
 
 use std::ops::ControlFlow;
 
@@ -19,8 +26,8 @@ use crate::create_table::normalize;
 /// The name DataFusion's field access goes by.
 pub const GET_FIELD: &str = "get_field";
 
-/// Rewrites ksqlDB's nested-value syntax everywhere in `statement`.
-pub fn rewrite_nested_syntax(statement: &mut EddyStatement) {
+/// Rewrites these forms everywhere in `statement`.
+pub fn rewrite_expressions(statement: &mut EddyStatement) {
     match statement {
         EddyStatement::Sql(statement) => visit(statement.as_mut()),
         EddyStatement::Query(query)
@@ -58,6 +65,29 @@ fn visit<V: VisitMut>(node: &mut V) {
                     let name = text(normalize(field));
                     let root = std::mem::replace(left.as_mut(), Expr::value(Value::Null));
                     *expr = call(GET_FIELD, vec![root, name]);
+                }
+            }
+            Expr::Identifier(ident) if ident.quote_style.is_none() => {
+                match ident.value.to_ascii_lowercase().as_str() {
+                    "current_schema" => *expr = call("current_schema", vec![]),
+                    "current_role" => {
+                        let mut session_user = call("session_user", vec![]);
+                        if let Expr::Function(f) = &mut session_user {
+                            f.args = FunctionArguments::None;
+                        }
+                        *expr = session_user;
+                    }
+                    _ => {}
+                }
+            }
+            Expr::Function(f) if matches!(f.args, FunctionArguments::None) => {
+                let name = f.name.0.last().and_then(|p| p.as_ident());
+                match name.map(|i| i.value.to_ascii_lowercase()).as_deref() {
+                    Some("current_user" | "user") => {
+                        f.name = ObjectName::from(vec![Ident::new("session_user")]);
+                    }
+                    Some("current_catalog") => *expr = call("current_database", vec![]),
+                    _ => {}
                 }
             }
             Expr::Function(f) => {
@@ -196,6 +226,15 @@ mod tests {
             rewritten("SELECT STRUCT(City := 'Oslo', zip := 1 + 1), MAP('a' := 1, 'b' := 2), struct(1, 2)"),
             "SELECT named_struct('city', 'Oslo', 'zip', 1 + 1), map(ARRAY['a', 'b'], ARRAY[1, 2]), \
              struct(1, 2)"
+        );
+    }
+
+    #[test]
+    fn special_registers_are_functions() {
+        assert_eq!(
+            rewritten("SELECT current_user, user, current_role, current_catalog, current_schema, \"current_schema\" FROM t"),
+            "SELECT session_user, session_user, session_user, current_database(), \
+             current_schema(), \"current_schema\" FROM t"
         );
     }
 
