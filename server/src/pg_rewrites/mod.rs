@@ -20,6 +20,13 @@
 //!   are text, which `array_to_string` refuses.
 //! - `x::jsonb` (and `::json`) becomes `jsonb_in(x)`: Eddy keeps json as
 //!   checked text, and DataFusion has no json type to cast to.
+//! - A scalar function in FROM (`string_to_array(...) s`) is a one-row
+//!   relation, and `generate_series(...) AS i` names its column `i`, as in
+//!   Postgres; Grafana's table picker reads the search path that way.
+//! - `x IN (SELECT e ...)` in a SELECT's columns or ORDER BY is
+//!   `array_has((SELECT array_agg(e) ...), x)`.
+//! - An ORDER BY expression with a subquery is computed in the projection
+//!   of an inner query and sorted on outside it.
 //! - `col_description(...)` is NULL: Eddy keeps no comments, and BI tools
 //!   name the relation by a computed `regclass`, which only literal names
 //!   are rewritten for.
@@ -61,6 +68,17 @@ pub fn rewrite(statement: &mut Statement) {
     }
     impl VisitorMut for Rewriter {
         type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            function_in_from(factor);
+            ControlFlow::Continue(())
+        }
+
+        fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            in_subqueries_as_arrays(query);
+            sort_outside_subqueries(query);
+            ControlFlow::Continue(())
+        }
+
         fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
             if let Some(element) = expanded_array_field(expr, &self.expanded) {
                 *expr = element;
@@ -341,6 +359,215 @@ fn unnests_storage_options(select: &ast::Select) -> bool {
         matches!(arg, FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(parts)))
                 if parts.last().is_some_and(|p| p.value.eq_ignore_ascii_case("reloptions")))
     })
+}
+
+/// `x [NOT] IN (SELECT e ...)` in a SELECT's columns or its ORDER BY as
+/// `coalesce(array_has((SELECT array_agg(e) ...), x), false)` (negated for
+/// NOT IN): DataFusion plans IN subqueries only in filters, and scalar
+/// subqueries (correlated ones too, through their aggregate) anywhere.
+/// Where Postgres says NULL (a NULL `x`, or no match among NULLs) this says
+/// false.
+fn in_subqueries_as_arrays(query: &mut Query) {
+    use ast::{OrderByKind, SelectItem};
+    let rewrite = |expr: &mut Expr| {
+        let _ = ast::visit_expressions_mut(expr, |e| {
+            let Expr::InSubquery {
+                expr: needle,
+                subquery,
+                negated,
+            } = e
+            else {
+                return ControlFlow::<()>::Continue(());
+            };
+            let SetExpr::Select(select) = subquery.body.as_mut() else {
+                return ControlFlow::Continue(());
+            };
+            let [SelectItem::UnnamedExpr(element) | SelectItem::ExprWithAlias { expr: element, .. }] =
+                select.projection.as_mut_slice()
+            else {
+                return ControlFlow::Continue(());
+            };
+            if !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty()) {
+                return ControlFlow::Continue(());
+            }
+            let element = std::mem::replace(element, Expr::value(Value::Null));
+            select.projection = vec![SelectItem::UnnamedExpr(function(
+                "array_agg",
+                vec![element],
+            ))];
+            let found = function(
+                "array_has",
+                vec![
+                    Expr::Subquery(subquery.clone()),
+                    std::mem::replace(needle.as_mut(), Expr::value(Value::Null)),
+                ],
+            );
+            let found = function("coalesce", vec![found, Expr::value(Value::Boolean(false))]);
+            *e = match negated {
+                true => Expr::UnaryOp {
+                    op: ast::UnaryOperator::Not,
+                    expr: Box::new(Expr::Nested(Box::new(found))),
+                },
+                false => found,
+            };
+            ControlFlow::Continue(())
+        });
+    };
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        for item in &mut select.projection {
+            if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+                rewrite(e);
+            }
+        }
+    }
+    if let Some(OrderByKind::Expressions(order)) = query.order_by.as_mut().map(|o| &mut o.kind) {
+        for item in order {
+            rewrite(&mut item.expr);
+        }
+    }
+}
+
+/// `SELECT a AS x ... ORDER BY <expr with a subquery>, 1` as
+/// `SELECT x FROM (SELECT a AS x, <expr> AS __eddy_order_0 ...) ORDER BY
+/// __eddy_order_0, 1`: DataFusion plans subqueries in a projection but not
+/// in a sort. Only a plain SELECT whose columns all have names is taken.
+fn sort_outside_subqueries(query: &mut Query) {
+    use ast::{OrderByKind, SelectItem};
+    let Some(order_by) = &query.order_by else {
+        return;
+    };
+    let OrderByKind::Expressions(order) = &order_by.kind else {
+        return;
+    };
+    let has_subquery = |e: &Expr| {
+        let mut found = false;
+        let _ = ast::visit_expressions(e, |e| {
+            found |= matches!(
+                e,
+                Expr::Subquery(_) | Expr::InSubquery { .. } | Expr::Exists { .. }
+            );
+            ControlFlow::<()>::Continue(())
+        });
+        found
+    };
+    if !order.iter().any(|o| has_subquery(&o.expr)) {
+        return;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return;
+    };
+    if select.distinct.is_some() {
+        return;
+    }
+    let names: Option<Vec<String>> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.to_string()),
+            SelectItem::UnnamedExpr(Expr::Identifier(ident)) => Some(ident.to_string()),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                parts.last().map(ToString::to_string)
+            }
+            _ => None,
+        })
+        .collect();
+    let Some(names) = names else {
+        return;
+    };
+    let mut inner = select.as_ref().clone();
+    let mut outer_order = Vec::with_capacity(order.len());
+    for (k, item) in order.iter().enumerate() {
+        if has_subquery(&item.expr) {
+            let alias = Ident::new(format!("__eddy_order_{k}"));
+            inner.projection.push(SelectItem::ExprWithAlias {
+                expr: item.expr.clone(),
+                alias: alias.clone(),
+            });
+            let mut moved = item.clone();
+            moved.expr = Expr::Identifier(alias);
+            outer_order.push(moved.to_string());
+        } else {
+            outer_order.push(item.to_string());
+        }
+    }
+    let mut sql = format!(
+        "SELECT {} FROM ({inner}) AS __eddy_sorted ORDER BY {}",
+        names.join(", "),
+        outer_order.join(", ")
+    );
+    if let Some(limit) = &query.limit_clause {
+        sql.push_str(&format!(" {limit}"));
+    }
+    if let Some(sorted) = parse_query(&sql) {
+        let with = query.with.take();
+        *query = *sorted;
+        query.with = with;
+    }
+}
+
+/// `sql`, one query built from parts already parsed.
+fn parse_query(sql: &str) -> Option<Box<Query>> {
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let mut parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql).ok()?;
+    match parsed.pop() {
+        Some(Statement::Query(query)) if parsed.is_empty() => Some(query),
+        _ => None,
+    }
+}
+
+/// Scalar functions Postgres lets a FROM clause call, as a one-row
+/// relation of one column; DataFusion plans only table functions there.
+const SCALARS_IN_FROM: &[&str] = &[
+    "string_to_array",
+    "regexp_split_to_array",
+    "current_schemas",
+];
+
+/// A function in FROM, as Postgres reads it:
+/// - a scalar function (`string_to_array(...) s`) is a one-row relation
+///   whose column is named after the alias: `(SELECT f(...) AS s) s`;
+/// - a one-column table function with an alias and no column names
+///   (`generate_series(1, 3) AS i`) names its column after the alias.
+fn function_in_from(factor: &mut TableFactor) {
+    let TableFactor::Table {
+        name,
+        alias,
+        args: Some(args),
+        ..
+    } = factor
+    else {
+        return;
+    };
+    let Some(function) = name.0.last().and_then(|p| p.as_ident()) else {
+        return;
+    };
+    let function = function.value.to_ascii_lowercase();
+    let alias_name = alias.as_ref().map(|a| a.name.clone());
+    if SCALARS_IN_FROM.contains(&function.as_str()) {
+        let column = alias_name.unwrap_or_else(|| Ident::new(&function));
+        let args: Vec<String> = args.args.iter().map(ToString::to_string).collect();
+        let sql = format!("SELECT {function}({}) AS {column}", args.join(", "));
+        let Some(subquery) = parse_query(&sql) else {
+            return;
+        };
+        *factor = TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(ast::TableAlias {
+                explicit: true,
+                name: column,
+                columns: vec![],
+                at: None,
+            }),
+            sample: None,
+        };
+    } else if function == "generate_series" {
+        if let Some(alias) = alias.as_mut().filter(|a| a.columns.is_empty()) {
+            alias.columns.push(ast::TableAliasColumnDef::from_name(
+                alias.name.value.clone(),
+            ));
+        }
+    }
 }
 
 fn function(name: &str, args: Vec<Expr>) -> Expr {
