@@ -10,7 +10,7 @@ use crate::engine::Engine;
 use crate::error::{EddyError, Result};
 
 /// Aggregates the parser rewrites into others: name, arguments, what.
-const REWRITTEN: [(&str, &str, &str); 6] = [
+const REWRITTEN: [(&str, &str, &str); 7] = [
     (
         "LATEST_BY_OFFSET",
         "Any",
@@ -48,6 +48,12 @@ const REWRITTEN: [(&str, &str, &str); 6] = [
          are): array_slice(array_agg(DISTINCT x ORDER BY x DESC NULLS LAST), 1, \
          least(k, count(DISTINCT x))).",
     ),
+    (
+        "HISTOGRAM",
+        "Any",
+        "Each distinct non-NULL value of the group, as text, mapped to its count, the \
+         first 1,000 values: histogram(array_agg(x ORDER BY x)).",
+    ),
 ];
 
 pub fn list_schema() -> SchemaRef {
@@ -73,6 +79,8 @@ pub fn handle_show_functions(engine: &Engine) -> Result<Output> {
     add(state.aggregate_functions().keys().collect(), "AGGREGATE");
     add(state.window_functions().keys().collect(), "WINDOW");
     add(state.table_functions().keys().collect(), "TABLE");
+    // A rewritten aggregate is one, whatever the scalar it is built on.
+    rows.retain(|row| !REWRITTEN.iter().any(|(name, _, _)| *name == row[0]));
     for (name, _, _) in REWRITTEN {
         rows.push(vec![name.to_owned(), "AGGREGATE".to_owned()]);
     }
