@@ -40,8 +40,8 @@ pub use table::{
     StoredTable, TableDef, Upserts, WatermarkDef, WholeRelation, WriteCount, ROW_KEY_COLUMN,
 };
 pub use types::{
-    as_jsonb, is_jsonb, map_type, ColumnType, StructField, DEFAULT_NUMERIC_PRECISION,
-    DEFAULT_NUMERIC_SCALE, PG_TYPE_KEY,
+    as_jsonb, is_jsonb, ksql_field_name, map_type, ColumnType, StructField,
+    DEFAULT_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE, PG_TYPE_KEY,
 };
 pub use view::{
     view_key_format, RowChange, RowChanges, RowCounts, SharedRow, StoredView, ViewColumn, ViewDef,

@@ -236,11 +236,28 @@ impl ColumnType {
             ColumnType::Struct(fields) => {
                 let fields: Vec<String> = fields
                     .iter()
-                    .map(|f| format!("`{}` {}", f.name.to_uppercase(), f.column_type.ksql_name()))
+                    .map(|f| {
+                        format!(
+                            "`{}` {}",
+                            ksql_field_name(&f.name),
+                            f.column_type.ksql_name()
+                        )
+                    })
                     .collect();
                 format!("STRUCT<{}>", fields.join(", "))
             }
         }
+    }
+}
+
+/// A column's or struct field's name as ksqlDB writes it: upper-cased
+/// (ASCII, as reading folds it) unless it has an upper-case letter, which
+/// only a quoted name keeps.
+pub fn ksql_field_name(name: &str) -> String {
+    if name.chars().any(|c| c.is_ascii_uppercase()) {
+        name.to_owned()
+    } else {
+        name.to_ascii_uppercase()
     }
 }
 
@@ -322,11 +339,18 @@ mod tests {
         let map = ColumnType::Map(Box::new(ColumnType::Text), Box::new(ints));
         assert_eq!(map.to_string(), "jsonb");
         assert_eq!(map.ksql_name(), "MAP<STRING, ARRAY<INTEGER>>");
-        let point = ColumnType::Struct(vec![StructField {
-            name: "x".into(),
-            column_type: ColumnType::Double,
-        }]);
+        let point = ColumnType::Struct(vec![
+            StructField {
+                name: "x".into(),
+                column_type: ColumnType::Double,
+            },
+            // A quoted name keeps its case, as ksqlDB writes it.
+            StructField {
+                name: "Zip".into(),
+                column_type: ColumnType::Text,
+            },
+        ]);
         assert_eq!(point.to_string(), "record");
-        assert_eq!(point.ksql_name(), "STRUCT<`X` DOUBLE>");
+        assert_eq!(point.ksql_name(), "STRUCT<`X` DOUBLE, `Zip` STRING>");
     }
 }

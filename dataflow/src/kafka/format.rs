@@ -63,15 +63,6 @@ pub struct RecordCodec {
 /// What one part (key or value) of a batch of records decodes to.
 type Part = Result<Vec<ArrayRef>, String>;
 
-/// A name as ksqlDB writes it: upper-cased unless it was quoted.
-fn ksql_name(name: &str) -> String {
-    if name.chars().any(|c| c.is_ascii_uppercase()) {
-        name.to_owned()
-    } else {
-        name.to_ascii_uppercase()
-    }
-}
-
 /// `data_type` with its struct fields named as ksqlDB writes them.
 fn ksql_type(data_type: &DataType) -> DataType {
     let field = |f: &FieldRef, name: String| {
@@ -86,7 +77,7 @@ fn ksql_type(data_type: &DataType) -> DataType {
         DataType::Struct(fields) => DataType::Struct(
             fields
                 .iter()
-                .map(|f| field(f, ksql_name(f.name())))
+                .map(|f| field(f, eddy_catalog::ksql_field_name(f.name())))
                 .collect(),
         ),
         DataType::List(f) => DataType::List(field(f, f.name().clone())),
@@ -171,7 +162,7 @@ impl RecordCodec {
         self.fields(columns)
             .into_iter()
             .map(|field| {
-                let name = ksql_name(field.name());
+                let name = eddy_catalog::ksql_field_name(field.name());
                 let data_type = ksql_type(field.data_type());
                 field.with_name(name).with_data_type(data_type)
             })

@@ -363,7 +363,8 @@ fn unnests_storage_options(select: &ast::Select) -> bool {
 
 /// `x [NOT] IN (SELECT e ...)` in a SELECT's columns or its ORDER BY as
 /// `coalesce(array_has((SELECT array_agg(e) ...), x), false)` (negated for
-/// NOT IN): DataFusion plans IN subqueries only in filters, and scalar
+/// NOT IN; a grouped or limited subquery is aggregated as a derived
+/// table): DataFusion plans IN subqueries only in filters, and scalar
 /// subqueries (correlated ones too, through their aggregate) anywhere.
 /// Where Postgres says NULL (a NULL `x`, or no match among NULLs) this says
 /// false.
@@ -379,22 +380,37 @@ fn in_subqueries_as_arrays(query: &mut Query) {
             else {
                 return ControlFlow::<()>::Continue(());
             };
-            let SetExpr::Select(select) = subquery.body.as_mut() else {
-                return ControlFlow::Continue(());
+            // A plain SELECT of one column aggregates its own rows; any
+            // other (grouped, limited, a set operation) is read as a table.
+            let plain = match subquery.body.as_mut() {
+                SetExpr::Select(select)
+                    if matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty())
+                        && subquery.limit_clause.is_none()
+                        && subquery.fetch.is_none() =>
+                {
+                    match select.projection.as_mut_slice() {
+                        [SelectItem::UnnamedExpr(element)
+                        | SelectItem::ExprWithAlias { expr: element, .. }] => {
+                            let element = std::mem::replace(element, Expr::value(Value::Null));
+                            select.projection = vec![SelectItem::UnnamedExpr(function(
+                                "array_agg",
+                                vec![element],
+                            ))];
+                            true
+                        }
+                        _ => return ControlFlow::Continue(()),
+                    }
+                }
+                _ => false,
             };
-            let [SelectItem::UnnamedExpr(element) | SelectItem::ExprWithAlias { expr: element, .. }] =
-                select.projection.as_mut_slice()
-            else {
-                return ControlFlow::Continue(());
-            };
-            if !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty()) {
-                return ControlFlow::Continue(());
+            if !plain {
+                let sql =
+                    format!("SELECT array_agg(__eddy_in.v) FROM ({subquery}) AS __eddy_in(v)");
+                match parse_query(&sql) {
+                    Some(wrapped) => *subquery = wrapped,
+                    None => return ControlFlow::Continue(()),
+                }
             }
-            let element = std::mem::replace(element, Expr::value(Value::Null));
-            select.projection = vec![SelectItem::UnnamedExpr(function(
-                "array_agg",
-                vec![element],
-            ))];
             let found = function(
                 "array_has",
                 vec![
@@ -430,7 +446,8 @@ fn in_subqueries_as_arrays(query: &mut Query) {
 /// `SELECT a AS x ... ORDER BY <expr with a subquery>, 1` as
 /// `SELECT x FROM (SELECT a AS x, <expr> AS __eddy_order_0 ...) ORDER BY
 /// __eddy_order_0, 1`: DataFusion plans subqueries in a projection but not
-/// in a sort. Only a plain SELECT whose columns all have names is taken.
+/// in a sort. Every ORDER BY item but a position or an output name moves
+/// inside. Only a plain SELECT whose columns all have names is taken.
 fn sort_outside_subqueries(query: &mut Query) {
     use ast::{OrderByKind, SelectItem};
     let Some(order_by) = &query.order_by else {
@@ -459,25 +476,32 @@ fn sort_outside_subqueries(query: &mut Query) {
     if select.distinct.is_some() {
         return;
     }
-    let names: Option<Vec<String>> = select
+    let idents: Option<Vec<&Ident>> = select
         .projection
         .iter()
         .map(|item| match item {
-            SelectItem::ExprWithAlias { alias, .. } => Some(alias.to_string()),
-            SelectItem::UnnamedExpr(Expr::Identifier(ident)) => Some(ident.to_string()),
-            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
-                parts.last().map(ToString::to_string)
-            }
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias),
+            SelectItem::UnnamedExpr(Expr::Identifier(ident)) => Some(ident),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => parts.last(),
             _ => None,
         })
         .collect();
-    let Some(names) = names else {
+    let Some(idents) = idents else {
         return;
+    };
+    let names: Vec<String> = idents.iter().map(ToString::to_string).collect();
+    let output_names: Vec<String> = idents.iter().map(|i| eddy_sql::normalize(i)).collect();
+    // What the outer query can sort on by itself: a column's position or
+    // an output name. Anything else is computed inside.
+    let stays_outside = |e: &Expr| match e {
+        Expr::Value(v) => matches!(v.value, Value::Number(..)),
+        Expr::Identifier(ident) => output_names.contains(&eddy_sql::normalize(ident)),
+        _ => false,
     };
     let mut inner = select.as_ref().clone();
     let mut outer_order = Vec::with_capacity(order.len());
     for (k, item) in order.iter().enumerate() {
-        if has_subquery(&item.expr) {
+        if !stays_outside(&item.expr) {
             let alias = Ident::new(format!("__eddy_order_{k}"));
             inner.projection.push(SelectItem::ExprWithAlias {
                 expr: item.expr.clone(),
