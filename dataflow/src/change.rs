@@ -59,6 +59,14 @@ impl ChangeBatch {
         self.num_rows() == 0
     }
 
+    /// `len` changes from `offset` on, without copying them.
+    pub fn slice(&self, offset: usize, len: usize) -> ChangeBatch {
+        ChangeBatch::new(
+            self.data.slice(offset, len),
+            self.weights.slice(offset, len),
+        )
+    }
+
     pub fn schema(&self) -> SchemaRef {
         self.data.schema()
     }

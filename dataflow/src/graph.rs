@@ -1,6 +1,7 @@
 //! A view's dataflow: a tree of operators, run one epoch at a time.
 
 use std::panic::resume_unwind;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -26,6 +27,29 @@ pub struct Node {
     pub schema: SchemaRef,
     /// The output's column watermarks after the last step.
     pub watermarks: ColumnWatermarks,
+    /// What the node has done since the dataflow started here.
+    pub counters: NodeCounters,
+}
+
+/// A node's running totals, for EXPLAIN ANALYZE and the console.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeCounters {
+    /// Changes the node has output (each a row with its weight).
+    pub rows_out: u64,
+    /// Time spent stepping the node and its inputs.
+    pub busy: Duration,
+}
+
+/// One node's figures, in EXPLAIN's order (parents before their inputs).
+#[derive(Debug, Clone, Default)]
+pub struct OperatorStats {
+    pub describe: String,
+    pub depth: usize,
+    pub rows_out: u64,
+    /// Time spent in this operator alone, its inputs' time taken out.
+    pub busy: Duration,
+    pub state_entries: usize,
+    pub state_bytes: usize,
 }
 
 impl Node {
@@ -62,6 +86,7 @@ impl Node {
     }
 
     fn step_alone(&mut self, ctx: &EpochContext) -> Result<ChangeBatch> {
+        let start = Instant::now();
         let inputs = self
             .inputs
             .iter_mut()
@@ -69,7 +94,13 @@ impl Node {
             .collect::<Result<Vec<_>>>()?;
         let out = self.workers[0].step(inputs, ctx)?;
         self.advance_watermarks(ctx)?;
+        self.count(start, out.num_rows());
         Ok(out)
+    }
+
+    fn count(&mut self, start: Instant, rows: usize) {
+        self.counters.rows_out += rows as u64;
+        self.counters.busy += start.elapsed();
     }
 
     /// Moves the output's column watermarks on from the inputs': the
@@ -97,15 +128,18 @@ impl Node {
     /// bound for a keyed operator are first exchanged, so that each reaches
     /// the worker holding its key.
     fn step_workers(&mut self, ctx: &EpochContext) -> Result<Vec<ChangeBatch>> {
+        let start = Instant::now();
         let count = self.workers.len();
         if self.inputs.is_empty() {
             // A leaf reads a table's changes: it runs once, and each worker
             // takes a slice of its rows.
             let out = self.workers[0].step(Vec::new(), ctx)?;
+            self.count(start, out.num_rows());
             return Ok(split(&out, count));
         }
         let outputs = self.step_inputs_and_workers(ctx)?;
         self.advance_watermarks(ctx)?;
+        self.count(start, outputs.iter().map(ChangeBatch::num_rows).sum());
         Ok(outputs)
     }
 
@@ -202,6 +236,28 @@ impl Node {
         }
     }
 
+    /// Every node's figures, in EXPLAIN's order.
+    pub fn operator_stats(&self) -> Vec<OperatorStats> {
+        let mut stats = Vec::new();
+        self.operator_stats_into(0, &mut stats);
+        stats
+    }
+
+    fn operator_stats_into(&self, depth: usize, stats: &mut Vec<OperatorStats>) {
+        let inputs_busy: Duration = self.inputs.iter().map(|n| n.counters.busy).sum();
+        stats.push(OperatorStats {
+            describe: self.op().describe(),
+            depth,
+            rows_out: self.counters.rows_out,
+            busy: self.counters.busy.saturating_sub(inputs_busy),
+            state_entries: self.workers.iter().map(|op| op.state_entries()).sum(),
+            state_bytes: self.workers.iter().map(|op| op.state_bytes()).sum(),
+        });
+        for input in &self.inputs {
+            input.operator_stats_into(depth + 1, stats);
+        }
+    }
+
     /// Whether the dataflow's output only ever gains rows, given which
     /// tables and views only ever gain rows.
     pub fn append_only(&self, source: &dyn Fn(u64) -> bool) -> bool {
@@ -277,10 +333,7 @@ fn split(batch: &ChangeBatch, count: usize) -> Vec<ChangeBatch> {
     (0..count)
         .map(|w| {
             let (from, to) = (n * w / count, n * (w + 1) / count);
-            ChangeBatch::new(
-                batch.data.slice(from, to - from),
-                batch.weights.slice(from, to - from),
-            )
+            batch.slice(from, to - from)
         })
         .collect()
 }

@@ -22,10 +22,10 @@ pub mod watermark;
 mod testing;
 
 pub use change::ChangeBatch;
-pub use graph::Node;
+pub use graph::{Node, OperatorStats};
 pub use lower::{check_deterministic, lower, JoinGrace, Lowered, WindowHint, Windowing};
 pub use plan::{PlanNode, ViewBuilder};
-pub use progress::{RuntimeCounters, SourceProgress};
+pub use progress::{BackfillProgress, BackfillReport, RuntimeCounters, SourceProgress};
 pub use runtime::{
     DataflowHandle, PushEvent, PushFeeder, PushInfo, PushReceiver, Timing, ViewStats, PUSH_BUFFER,
 };

@@ -290,6 +290,7 @@ impl PlanNode {
             inputs,
             schema: self.schema.clone(),
             watermarks: Vec::new(),
+            counters: Default::default(),
         })
     }
 

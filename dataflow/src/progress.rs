@@ -59,3 +59,66 @@ impl RuntimeCounters {
             .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
     }
 }
+
+/// A new view's or query's backfill while it runs: how many of the rows
+/// its inputs held when it was created it has read.
+#[derive(Debug, Clone)]
+pub struct BackfillProgress {
+    pub id: u64,
+    pub name: String,
+    /// A persistent query (it writes a topic) rather than a view.
+    pub persistent: bool,
+    pub depends_on: Vec<u64>,
+    pub rows_done: u64,
+    pub rows_total: u64,
+    pub started: Instant,
+}
+
+impl BackfillProgress {
+    /// Rows read per second so far.
+    pub fn rate(&self) -> f64 {
+        let secs = self.started.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            self.rows_done as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// The time left at the rate so far, once there is one.
+    pub fn time_left(&self) -> Option<std::time::Duration> {
+        let rate = self.rate();
+        (rate > 0.0).then(|| {
+            let left = self.rows_total.saturating_sub(self.rows_done) as f64 / rate;
+            std::time::Duration::from_secs_f64(left)
+        })
+    }
+
+    /// `40% (40000 of 100000 rows, 25000 rows/s, about 2.4 s left)`.
+    pub fn describe(&self) -> String {
+        let percent = match self.rows_total {
+            0 => 100.0,
+            total => self.rows_done as f64 * 100.0 / total as f64,
+        };
+        let left = match self.time_left() {
+            Some(left) => format!(", about {:.1} s left", left.as_secs_f64()),
+            None => String::new(),
+        };
+        format!(
+            "{percent:.0}% ({} of {} rows, {:.0} rows/s{left})",
+            self.rows_done,
+            self.rows_total,
+            self.rate()
+        )
+    }
+}
+
+/// Backfills running, by view or query id.
+pub type BackfillMap = Arc<Mutex<HashMap<u64, BackfillProgress>>>;
+
+/// Called on the runtime's thread as a backfill moves on, at most about
+/// once per [`BACKFILL_REPORT_EVERY`].
+pub type BackfillReport = Box<dyn Fn(&BackfillProgress) + Send>;
+
+/// How often a running backfill is reported to its client and the log.
+pub const BACKFILL_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);

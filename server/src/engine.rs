@@ -162,8 +162,16 @@ impl Engine {
             &QueryClauses::default(),
             true,
         )?;
-        if let Statement::Query(query) = &mut statement {
-            eddy_sql::disambiguate_output_names(query);
+        match &mut statement {
+            Statement::Query(query) => eddy_sql::disambiguate_output_names(query),
+            // An insert's columns go by position, so their names only have
+            // to be unique (`INSERT INTO t SELECT i, i FROM ...`).
+            Statement::Insert(insert) => {
+                if let Some(source) = &mut insert.source {
+                    eddy_sql::disambiguate_output_names(source);
+                }
+            }
+            _ => {}
         }
         // Columns are named after what the client wrote, not the rewrites.
         let original = &statement.clone();

@@ -7,6 +7,7 @@ mod handler;
 mod ksql_functions;
 mod metrics;
 mod nexmark_load;
+mod notice;
 mod pg_catalog;
 mod pg_columns;
 mod pg_functions;

@@ -517,7 +517,7 @@ impl SimpleQueryHandler for Parser {
             let mut result = match deallocated(statement) {
                 Some(name) => deallocate(client.portal_store(), name),
                 None => {
-                    handler::execute(&self.engine, client.metadata_mut(), statement, None)
+                    execute_with_notices(&self.engine, client, statement, None)
                         .instrument(span)
                         .await
                 }
@@ -812,15 +812,7 @@ impl ExtendedQueryHandler for Parser {
         };
         let output = match deallocated(&prepared.statement) {
             Some(name) => deallocate(client.portal_store(), name),
-            None => {
-                handler::execute(
-                    &self.engine,
-                    client.metadata_mut(),
-                    &prepared.statement,
-                    plan,
-                )
-                .await
-            }
+            None => execute_with_notices(&self.engine, client, &prepared.statement, plan).await,
         }
         .map_err(EddyError::into_pgwire)?;
         let cancel = connection_handle(client);
@@ -831,6 +823,60 @@ impl ExtendedQueryHandler for Parser {
             cancel,
         )
     }
+}
+
+/// Runs a statement; a statement that can report progress (one that
+/// creates a view or query) sends its NOTICEs to the client as it runs.
+async fn execute_with_notices<C>(
+    engine: &Engine,
+    client: &mut C,
+    statement: &EddyStatement,
+    plan: Option<LogicalPlan>,
+) -> crate::error::Result<handler::Output>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+{
+    let reports = matches!(
+        statement,
+        EddyStatement::CreateView { .. }
+            | EddyStatement::CreateRelation(_)
+            | EddyStatement::InsertQuery { .. }
+    );
+    if !reports || !crate::notice::wanted(client.metadata()) {
+        return handler::execute(engine, client.metadata_mut(), statement, plan).await;
+    }
+    // The statement runs on a copy of the settings, so that the client
+    // stays free to take notices meanwhile.
+    let mut vars = client.metadata().clone();
+    let (tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    let result = {
+        // Boxed: a statement's future is large, and debug builds copy it.
+        let run = Box::pin(handler::execute(engine, &mut vars, statement, plan));
+        let run = crate::notice::scope(tx, run);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                result = &mut run => break result,
+                Some(message) = notices.recv() => send_notice(client, message).await,
+            }
+        }
+    };
+    while let Ok(message) = notices.try_recv() {
+        send_notice(client, message).await;
+    }
+    *client.metadata_mut() = vars;
+    result
+}
+
+async fn send_notice<C>(client: &mut C, message: String)
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+{
+    let info = pgwire::error::ErrorInfo::new("NOTICE".into(), "00000".into(), message);
+    let _ = client
+        .send(PgWireBackendMessage::NoticeResponse(info.into()))
+        .await;
 }
 
 /// The connection's handle, which cancel requests fire.

@@ -34,6 +34,9 @@ pub enum EddyStatement {
     Describe { name: ObjectName, extended: bool },
     /// `DESCRIBE FUNCTION name`.
     DescribeFunction(Ident),
+    /// `EXPLAIN ANALYZE name`: a running view's or query's operators with
+    /// their figures.
+    ExplainAnalyze(ObjectName),
     /// `MOVE [direction] [FROM | IN] cursor`: a `FETCH` (held here) that
     /// returns no rows.
     Move(Box<Statement>),
@@ -425,6 +428,7 @@ impl fmt::Display for EddyStatement {
                 Ok(())
             }
             EddyStatement::DescribeFunction(name) => write!(f, "DESCRIBE FUNCTION {name}"),
+            EddyStatement::ExplainAnalyze(name) => write!(f, "EXPLAIN ANALYZE {name}"),
             EddyStatement::Describe { name, extended } => {
                 f.write_str("DESCRIBE ")?;
                 if *extended {

@@ -6,8 +6,8 @@ use std::ops::ControlFlow;
 use std::sync::LazyLock;
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions, visit_relations, ColumnOption, ColumnOptionDef, DataType, Expr, GeneratedAs,
-    Ident, ObjectName, SqlOption, Statement, TimezoneInfo,
+    visit_expressions, visit_relations, ColumnOption, ColumnOptionDef, DataType, DescribeAlias,
+    Expr, GeneratedAs, Ident, ObjectName, SqlOption, Statement, TimezoneInfo,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -614,6 +614,7 @@ fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
         || word(0, "WITH")
         || word(0, "VALUES")
         || significant(&tokens, 0) == Some(&Token::LParen);
+    let analyze = word(0, "EXPLAIN") && word(1, "ANALYZE");
     let clauses = if is_query {
         take_query_clauses(&mut tokens)?
     } else {
@@ -626,6 +627,12 @@ fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
         Statement::Query(query) if !clauses.is_empty() => {
             Ok(EddyStatement::Query(Box::new(EddyQuery { query, clauses })))
         }
+        // sqlparser reads `EXPLAIN ANALYZE name` as `EXPLAIN name`.
+        Statement::ExplainTable {
+            describe_alias: DescribeAlias::Explain,
+            table_name,
+            ..
+        } if analyze => Ok(EddyStatement::ExplainAnalyze(table_name)),
         statement => Ok(EddyStatement::Sql(Box::new(statement))),
     }
 }

@@ -66,6 +66,10 @@ pub struct EpochContext<'a> {
     pub changes: &'a HashMap<u64, ChangeBatch>,
     /// Set for the first epoch of a new view, which reads its inputs whole.
     pub backfill: bool,
+    /// Set for every step of a backfill but its last: the inputs are read
+    /// in slices, and event time stands still until all are read, so the
+    /// view comes out as if it had read them whole in one epoch.
+    pub hold_watermarks: bool,
     /// Which of a dataflow's workers steps the operator.
     pub worker: Worker,
     /// Event-time watermarks, published by the leaves that track them.
@@ -86,6 +90,7 @@ impl<'a> EpochContext<'a> {
         EpochContext {
             changes,
             backfill,
+            hold_watermarks: false,
             worker: Worker::SOLE,
             watermarks: Watermarks::default(),
             topic_partitions: Arc::default(),
@@ -107,6 +112,7 @@ impl<'a> EpochContext<'a> {
         EpochContext {
             changes: self.changes,
             backfill: self.backfill,
+            hold_watermarks: self.hold_watermarks,
             worker: Worker { index, count },
             watermarks: self.watermarks.clone(),
             topic_partitions: self.topic_partitions.clone(),

@@ -5,7 +5,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::change::{conform, ChangeBatch};
 use crate::operators::{EpochContext, Operator, StateWriter};
-use crate::watermark::{EventTimeColumns, EventTimeTracker};
+use crate::watermark::{EventTimeColumns, EventTimeTracker, Watermark};
 use crate::{DataflowError, Result};
 
 /// The changes of one table or view, with the columns the plan reads.
@@ -18,6 +18,8 @@ pub struct Source {
     /// For a relation windows close over: where its event time is, and
     /// each partition's latest.
     event_time: Option<(EventTimeColumns, EventTimeTracker)>,
+    /// The watermark a backfill started from, while it holds it there.
+    held: Option<Option<i64>>,
 }
 
 impl Source {
@@ -33,6 +35,7 @@ impl Source {
             projection,
             schema,
             event_time: None,
+            held: None,
         }
     }
 
@@ -90,7 +93,16 @@ impl Operator for Source {
                 // One clock (processing time): the topic's partitions are one.
                 partitions.count = None;
             }
-            let watermark = tracker.advance(*columns, changes, partitions, ctx.now)?;
+            let mut watermark = tracker.advance(*columns, changes, partitions, ctx.now)?;
+            if ctx.hold_watermarks {
+                let held = *self.held.get_or_insert(watermark.before);
+                watermark = Watermark {
+                    before: held,
+                    after: held,
+                };
+            } else if let Some(held) = self.held.take() {
+                watermark.before = held;
+            }
             ctx.watermarks
                 .publish(self.object_id, watermark.delayed(columns.delay_us));
         }
@@ -199,5 +211,60 @@ mod tests {
             .step(vec![], &EpochContext::new(&none, false))
             .unwrap();
         assert_eq!((first.num_rows(), later.num_rows()), (1, 0));
+    }
+
+    /// A backfill read in slices holds event time where it started until
+    /// the last slice, which moves it over every slice's rows at once.
+    #[test]
+    fn a_held_backfill_moves_event_time_once() {
+        use datafusion::arrow::array::{Int64Array, TimestampMicrosecondArray};
+        use datafusion::arrow::datatypes::TimeUnit;
+
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "t",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            true,
+        )]));
+        let slice = |times: &[i64]| {
+            let data = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(TimestampMicrosecondArray::from(times.to_vec()))],
+            )
+            .unwrap();
+            ChangeBatch::new(data, Int64Array::from(vec![1; times.len()]))
+        };
+        let columns = EventTimeColumns {
+            time: 0,
+            partition: None,
+            delay_us: 0,
+        };
+        let mut source =
+            Source::new(7, "stream s".into(), None, schema.clone()).with_event_time(columns);
+        let mut published = Vec::new();
+        for (times, last) in [
+            (&[50, 10][..], false),
+            (&[90, 20][..], false),
+            (&[30][..], true),
+        ] {
+            let mut all = HashMap::new();
+            all.insert(7, slice(times));
+            let mut ctx = EpochContext::new(&all, published.is_empty());
+            ctx.hold_watermarks = !last;
+            source.step(vec![], &ctx).unwrap();
+            published.push(ctx.watermarks.get(7));
+        }
+        let held = Watermark {
+            before: None,
+            after: None,
+        };
+        assert_eq!(published[0], held);
+        assert_eq!(published[1], held);
+        assert_eq!(
+            published[2],
+            Watermark {
+                before: None,
+                after: Some(90)
+            }
+        );
     }
 }

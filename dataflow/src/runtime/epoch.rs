@@ -16,7 +16,7 @@ use eddy_storage::{Keyspace, WriteBatch};
 
 use super::checkpoint::Checkpoint;
 use super::push::Pushed;
-use super::{epoch_context, Output, Runtime, LATE_ROWS_HEAD, MAX_EPOCH_ROWS};
+use super::{epoch_context, BackfillStep, Output, Runtime, LATE_ROWS_HEAD, MAX_EPOCH_ROWS};
 use crate::change::{nullable_schema, ChangeBatch};
 use crate::ingest::{self, SourceBatch};
 use crate::journal::Part;
@@ -466,15 +466,15 @@ impl Runtime {
         &mut self,
         changes: &mut HashMap<u64, ChangeBatch>,
         batch: &mut WriteBatch,
-        only: Option<usize>,
+        only: Option<(usize, BackfillStep)>,
         topic_partitions: Arc<HashMap<u64, usize>>,
         now: Instant,
     ) -> Result<Vec<(ViewDef, DataflowError)>> {
-        let backfill = only.is_some();
+        let backfill = only.map(|(_, step)| step);
         let mut failed = Vec::new();
         let mut failed_ids = Vec::new();
         let range = match only {
-            Some(i) => i..i + 1,
+            Some((i, _)) => i..i + 1,
             None => 0..self.views.len(),
         };
         for i in range {
@@ -487,7 +487,7 @@ impl Runtime {
                 failed.push((def, DataflowError::Internal(error)));
                 continue;
             }
-            if !backfill && !view.def.depends_on.iter().any(|d| changes.contains_key(d)) {
+            if backfill.is_none() && !view.def.depends_on.iter().any(|d| changes.contains_key(d)) {
                 continue;
             }
             let ctx = epoch_context(changes, backfill, &topic_partitions, self.idle_timeout, now);

@@ -25,14 +25,16 @@ use eddy_storage::WriteBatch;
 use tokio::sync::{oneshot, RwLock};
 
 use crate::change::ChangeBatch;
-use crate::graph::Node;
+use crate::graph::{Node, OperatorStats};
 use crate::ingest::{Ingest, SourceBatch};
 use crate::kafka::relay::{QueryProgress, QueryProgressMap, Relay};
 use crate::kafka::sink::TopicSink;
 use crate::kafka::Kafka;
 use crate::operators::EpochContext;
 use crate::plan::ViewBuilder;
-use crate::progress::{ProgressMap, RuntimeCounters, SourceProgress};
+use crate::progress::{
+    BackfillMap, BackfillProgress, BackfillReport, ProgressMap, RuntimeCounters, SourceProgress,
+};
 use crate::sink::ViewSink;
 use crate::state_log::Segment;
 use crate::{DataflowError, Result};
@@ -41,6 +43,9 @@ pub use push::{PushEvent, PushFeeder, PushInfo, PushReceiver, PUSH_BUFFER};
 
 /// Rows absorbed per epoch at most, to bound an epoch's memory.
 const MAX_EPOCH_ROWS: usize = 200_000;
+
+/// Input rows a backfill reads per step.
+const BACKFILL_CHUNK_ROWS: usize = 65_536;
 
 /// How often streams' retention is applied.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -56,8 +61,8 @@ pub struct ViewStats {
     pub row_bytes: usize,
     pub state_entries: usize,
     pub state_bytes: usize,
-    /// Each operator's entries and bytes, in EXPLAIN's order.
-    pub operators: Vec<(usize, usize)>,
+    /// Each operator's figures, in EXPLAIN's order.
+    pub operators: Vec<OperatorStats>,
 }
 
 enum Command {
@@ -65,6 +70,7 @@ enum Command {
     Create {
         def: Box<ViewDef>,
         root: Node,
+        report: Option<BackfillReport>,
         reply: oneshot::Sender<Result<()>>,
     },
     Drop {
@@ -103,6 +109,7 @@ pub struct DataflowHandle {
     query_progress: QueryProgressMap,
     late_rows: LateRows,
     counters: Arc<RuntimeCounters>,
+    backfills: BackfillMap,
     push_registry: push::PushRegistry,
     next_push_id: std::sync::atomic::AtomicU64,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -133,6 +140,7 @@ impl DataflowHandle {
         let query_progress = QueryProgressMap::default();
         let late_rows = LateRows::default();
         let counters = Arc::new(RuntimeCounters::default());
+        let backfills = BackfillMap::default();
         let push_registry = push::PushRegistry::default();
         let mut runtime = Runtime {
             catalog: catalog.clone(),
@@ -145,6 +153,7 @@ impl DataflowHandle {
             query_progress: query_progress.clone(),
             late_rows: late_rows.clone(),
             counters: counters.clone(),
+            backfills: backfills.clone(),
             tokio: tokio::runtime::Handle::try_current().ok(),
             wake,
             builder,
@@ -186,6 +195,7 @@ impl DataflowHandle {
             query_progress,
             late_rows,
             counters,
+            backfills,
             push_registry,
             next_push_id: Default::default(),
             thread: std::sync::Mutex::new(Some(thread)),
@@ -237,11 +247,34 @@ impl DataflowHandle {
         rx.await.map_err(|_| DataflowError::Stopped)
     }
 
-    /// Backfills and starts maintaining a new view.
-    pub async fn create_view(&self, def: ViewDef, root: Node) -> Result<()> {
+    /// Backfills and starts maintaining a new view; `report` hears how
+    /// the backfill goes while it runs.
+    pub async fn create_view(
+        &self,
+        def: ViewDef,
+        root: Node,
+        report: Option<BackfillReport>,
+    ) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         let def = Box::new(def);
-        self.ask(Command::Create { def, root, reply }, rx).await?
+        self.ask(
+            Command::Create {
+                def,
+                root,
+                report,
+                reply,
+            },
+            rx,
+        )
+        .await?
+    }
+
+    /// The backfills running now.
+    pub fn backfills(&self) -> Vec<BackfillProgress> {
+        let map = self.backfills.lock().map(|b| b.clone()).unwrap_or_default();
+        let mut running: Vec<BackfillProgress> = map.into_values().collect();
+        running.sort_by_key(|b| b.id);
+        running
     }
 
     /// A new push query's entry for SHOW QUERIES, numbered from 1.
@@ -420,6 +453,7 @@ struct Runtime {
     query_progress: QueryProgressMap,
     late_rows: LateRows,
     counters: Arc<RuntimeCounters>,
+    backfills: BackfillMap,
     /// Runs the relays; without it (or Kafka) queries only fill the outbox.
     tokio: Option<tokio::runtime::Handle>,
     wake: Arc<dyn Fn() + Send + Sync>,
@@ -448,17 +482,32 @@ struct Runtime {
     push_registry: push::PushRegistry,
 }
 
+/// Which slice of a backfill a step reads.
+#[derive(Debug, Clone, Copy)]
+struct BackfillStep {
+    first: bool,
+    last: bool,
+}
+
+impl BackfillStep {
+    const WHOLE: BackfillStep = BackfillStep {
+        first: true,
+        last: true,
+    };
+}
+
 /// The context one dataflow steps an epoch in: the epoch's changes, the
 /// topics' partition counts and one reading of the clock shared by every
 /// dataflow in the epoch.
 fn epoch_context<'a>(
     changes: &'a HashMap<u64, ChangeBatch>,
-    backfill: bool,
+    backfill: Option<BackfillStep>,
     topic_partitions: &Arc<HashMap<u64, usize>>,
     idle_timeout: Duration,
     now: std::time::Instant,
 ) -> EpochContext<'a> {
-    let mut ctx = EpochContext::new(changes, backfill);
+    let mut ctx = EpochContext::new(changes, backfill.is_some_and(|b| b.first));
+    ctx.hold_watermarks = backfill.is_some_and(|b| !b.last);
     ctx.topic_partitions = topic_partitions.clone();
     ctx.idle_timeout = idle_timeout;
     ctx.now = now;
@@ -514,8 +563,13 @@ impl Runtime {
                     // writes the loop must come back to other commands.
                     let _ = self.drain(self.catalog.changes().last_seq());
                 }
-                Command::Create { def, root, reply } => {
-                    let _ = reply.send(self.create(*def, root));
+                Command::Create {
+                    def,
+                    root,
+                    report,
+                    reply,
+                } => {
+                    let _ = reply.send(self.create(*def, root, report));
                 }
                 Command::Drop { ids, reply } => {
                     let _ = reply.send(self.drop_views(&ids));

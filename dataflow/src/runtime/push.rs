@@ -23,7 +23,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use eddy_catalog::ReadGuard;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{epoch_context, Runtime};
+use super::{epoch_context, BackfillStep, Runtime};
 use crate::change::{conform, ChangeBatch};
 use crate::graph::Node;
 
@@ -390,7 +390,7 @@ impl Runtime {
             {
                 continue;
             }
-            let ctx = epoch_context(changes, false, &topic_partitions, idle_timeout, now);
+            let ctx = epoch_context(changes, None, &topic_partitions, idle_timeout, now);
             let result = catch_unwind(AssertUnwindSafe(|| {
                 query.root.step(&ctx).and_then(|out| out.consolidate())
             }));
@@ -510,7 +510,7 @@ impl Runtime {
         let topic_partitions = self.topic_partitions();
         let ctx = epoch_context(
             &changes,
-            true,
+            Some(BackfillStep::WHOLE),
             &topic_partitions,
             self.idle_timeout,
             Instant::now(),

@@ -6,12 +6,16 @@ use std::sync::{Arc, Mutex};
 use eddy_catalog::ViewDef;
 use eddy_storage::WriteBatch;
 
-use super::{LateCount, Output, Runtime, ViewRuntime, ViewStats, LATE_ROWS_HEAD};
+use super::{
+    BackfillStep, LateCount, Output, Runtime, ViewRuntime, ViewStats, BACKFILL_CHUNK_ROWS,
+    LATE_ROWS_HEAD,
+};
 use crate::change::{nullable_schema, ChangeBatch};
 use crate::graph::Node;
 use crate::kafka::relay::Relay;
 use crate::kafka::sink::TopicSink;
 use crate::operators::read_i64;
+use crate::progress::{BackfillProgress, BackfillReport, BACKFILL_REPORT_EVERY};
 use crate::sink::ViewSink;
 use crate::state_log::{entries_under, Segment, StateMap};
 use crate::{DataflowError, Result};
@@ -200,14 +204,19 @@ impl Runtime {
         Ok(changes)
     }
 
-    pub(super) fn create(&mut self, def: ViewDef, root: Node) -> Result<()> {
+    pub(super) fn create(
+        &mut self,
+        def: ViewDef,
+        root: Node,
+        report: Option<BackfillReport>,
+    ) -> Result<()> {
         let catalog = self.catalog.clone();
         // Hold off table writes, so the snapshot read below and the change
         // log line up: every later write is logged for the new view.
         let _writes = catalog.lock_writes();
         // Table writes are held off, so this drains the whole log.
         self.drain_logged_changes(self.catalog.changes().last_seq())?;
-        let mut changes = self.snapshot(&def.depends_on, &format!("view {}", def.name))?;
+        let changes = self.snapshot(&def.depends_on, &format!("view {}", def.name))?;
         let output = self.output_for(&def, &StateMap::new())?;
         self.views.push(ViewRuntime {
             def: def.clone(),
@@ -218,7 +227,10 @@ impl Runtime {
             late: LateCount::default(),
         });
         let index = self.views.len() - 1;
-        let created = self.backfill(&def, &mut changes, index);
+        let created = self.backfill(&def, changes, index, report);
+        if let Ok(mut backfills) = self.backfills.lock() {
+            backfills.remove(&def.id);
+        }
         if created.is_err() {
             self.views.retain(|v| v.def.id != def.id);
         }
@@ -230,15 +242,73 @@ impl Runtime {
     pub(super) fn backfill(
         &mut self,
         def: &ViewDef,
-        changes: &mut HashMap<u64, ChangeBatch>,
+        changes: HashMap<u64, ChangeBatch>,
         index: usize,
+        report: Option<BackfillReport>,
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
         let topic_partitions = self.topic_partitions();
         let now = std::time::Instant::now();
-        let failed = self.step_views(changes, &mut batch, Some(index), topic_partitions, now)?;
-        if let Some((_, error)) = failed.into_iter().next() {
-            return Err(error);
+        // Large inputs are read in slices, so that the backfill can say how
+        // far it is; event time holds still until the last slice.
+        let total: usize = changes.values().map(ChangeBatch::num_rows).sum();
+        let slices = total.div_ceil(BACKFILL_CHUNK_ROWS).max(1);
+        let mut progress = BackfillProgress {
+            id: def.id,
+            name: def.name.clone(),
+            persistent: def.sink_relation.is_some(),
+            depends_on: def.depends_on.clone(),
+            rows_done: 0,
+            rows_total: total as u64,
+            started: now,
+        };
+        let mut reported = now;
+        for k in 0..slices {
+            let mut slice: HashMap<u64, ChangeBatch> = changes
+                .iter()
+                .map(|(id, batch)| {
+                    let n = batch.num_rows();
+                    let (from, to) = (n * k / slices, n * (k + 1) / slices);
+                    (*id, batch.slice(from, to - from))
+                })
+                .filter(|(_, part)| !part.is_empty())
+                .collect();
+            progress.rows_done += slice.values().map(|b| b.num_rows() as u64).sum::<u64>();
+            let step = BackfillStep {
+                first: k == 0,
+                last: k + 1 == slices,
+            };
+            let failed = self.step_views(
+                &mut slice,
+                &mut batch,
+                Some((index, step)),
+                topic_partitions.clone(),
+                now,
+            )?;
+            if let Some((_, error)) = failed.into_iter().next() {
+                return Err(error);
+            }
+            if step.last {
+                break;
+            }
+            if let Ok(mut backfills) = self.backfills.lock() {
+                backfills.insert(def.id, progress.clone());
+            }
+            if k == 0 || reported.elapsed() >= BACKFILL_REPORT_EVERY {
+                reported = std::time::Instant::now();
+                tracing::info!(view = %def.name, "backfill {}", progress.describe());
+                if let Some(report) = &report {
+                    report(&progress);
+                }
+            }
+        }
+        if slices > 1 {
+            tracing::info!(
+                view = %def.name,
+                rows = total,
+                seconds = now.elapsed().as_secs_f64(),
+                "backfill done"
+            );
         }
         // The new view's state is its backfill: checkpoint every view, so
         // that a replay after this one starts with it.
@@ -284,13 +354,11 @@ impl Runtime {
             row_bytes: sink.bytes(),
             ..ViewStats::default()
         };
-        view.root.for_each(&mut |node| {
-            let entries = node.workers.iter().map(|op| op.state_entries()).sum();
-            let bytes = node.workers.iter().map(|op| op.state_bytes()).sum();
-            stats.state_entries += entries;
-            stats.state_bytes += bytes;
-            stats.operators.push((entries, bytes));
-        });
+        stats.operators = view.root.operator_stats();
+        for op in &stats.operators {
+            stats.state_entries += op.state_entries;
+            stats.state_bytes += op.state_bytes;
+        }
         Some(stats)
     }
 }

@@ -181,7 +181,12 @@ pub async fn handle_create_as(
     let query_name = format!("{prefix}_{}_{id}", name.to_uppercase());
     let (query_def, root) = query_def(id, query_name, sql, lowered, relation_id);
     let started = match engine.dataflow.start_source(relation_id).await {
-        Ok(()) => engine.dataflow.create_view(query_def, root).await,
+        Ok(()) => {
+            engine
+                .dataflow
+                .create_view(query_def, root, crate::notice::backfill_reporter())
+                .await
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = started {
@@ -292,7 +297,10 @@ pub async fn handle_insert_query(
     let id = catalog.reserve_query_id();
     let sql = eddy_sql::query_with_clauses(&select, &query.clauses);
     let (query_def, root) = query_def(id, format!("INSERTQUERY_{id}"), sql, lowered, def.id);
-    engine.dataflow.create_view(query_def, root).await?;
+    engine
+        .dataflow
+        .create_view(query_def, root, crate::notice::backfill_reporter())
+        .await?;
     Ok(Output::Command(Tag::new("INSERT").with_rows(0)))
 }
 

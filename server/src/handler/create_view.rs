@@ -81,7 +81,10 @@ pub async fn handle_create_view(
         sink_relation: None,
         key_columns,
     };
-    engine.dataflow.create_view(def, lowered.root).await?;
+    engine
+        .dataflow
+        .create_view(def, lowered.root, crate::notice::backfill_reporter())
+        .await?;
     Ok(tag)
 }
 

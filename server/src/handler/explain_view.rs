@@ -6,6 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::sql::sqlparser::ast::{CreateView, ObjectName};
+use eddy_dataflow::OperatorStats;
 use eddy_sql::create_table::object_name;
 
 use super::{text_schema, Output};
@@ -27,8 +28,14 @@ pub async fn handle_explain_create(engine: &Engine, create: &CreateView) -> Resu
 }
 
 /// EXPLAIN of a materialized view, or of a persistent query by its id
-/// (`EXPLAIN CSAS_ENRICHED_7`, as in ksqlDB).
-pub async fn handle_explain_view(engine: &Engine, name: &ObjectName) -> Result<Output> {
+/// (`EXPLAIN CSAS_ENRICHED_7`, as in ksqlDB). With `analyze`, each
+/// operator also shows the changes it has output and its time since the
+/// server started.
+pub async fn handle_explain_view(
+    engine: &Engine,
+    name: &ObjectName,
+    analyze: bool,
+) -> Result<Output> {
     let name = object_name(name)?;
     let (view, mut lines) = match engine.catalog.view(&name) {
         Some(view) => (view, vec![format!("Materialized view {name}")]),
@@ -67,11 +74,13 @@ pub async fn handle_explain_view(engine: &Engine, name: &ObjectName) -> Result<O
         .map(|s| s.operators.as_slice())
         .unwrap_or(&[]);
     for (i, line) in def.explain.lines().enumerate() {
-        lines.push(match operators.get(i) {
-            Some(&(entries, bytes)) if entries > 0 => {
-                format!("  {line}  [state: {entries} entries, about {bytes} bytes]")
-            }
-            _ => format!("  {line}"),
+        let figures = operators
+            .get(i)
+            .map(|op| operator_figures(op, analyze))
+            .unwrap_or_default();
+        lines.push(match figures.is_empty() {
+            true => format!("  {line}"),
+            false => format!("  {line}  [{}]", figures.join("; ")),
         });
     }
     if !def.key_columns.is_empty() {
@@ -90,8 +99,32 @@ pub async fn handle_explain_view(engine: &Engine, name: &ObjectName) -> Result<O
             "Rows: {}, about {} bytes; operator state: {} entries, about {} bytes",
             stats.rows, stats.row_bytes, stats.state_entries, stats.state_bytes
         ));
+        if analyze {
+            let busy: std::time::Duration = stats.operators.iter().map(|op| op.busy).sum();
+            lines.push(format!(
+                "Time in operators since the server started: {:.3} ms",
+                busy.as_secs_f64() * 1e3
+            ));
+        }
     }
     rows(lines)
+}
+
+/// What EXPLAIN shows beside one operator: its state, and with `analyze`
+/// its output and time.
+fn operator_figures(op: &OperatorStats, analyze: bool) -> Vec<String> {
+    let mut figures = Vec::new();
+    if analyze {
+        figures.push(format!("rows out: {}", op.rows_out));
+        figures.push(format!("time: {:.3} ms", op.busy.as_secs_f64() * 1e3));
+    }
+    if op.state_entries > 0 || analyze {
+        figures.push(format!(
+            "state: {} entries, about {} bytes",
+            op.state_entries, op.state_bytes
+        ));
+    }
+    figures
 }
 
 fn rows(lines: Vec<String>) -> Result<Output> {

@@ -177,6 +177,9 @@ async fn run(
         EddyStatement::DescribeFunction(name) => {
             return functions::handle_describe_function(engine, name)
         }
+        EddyStatement::ExplainAnalyze(name) => {
+            return explain_view::handle_explain_view(engine, name, true).await
+        }
         EddyStatement::Move(fetch) => return cursor::handle_fetch(vars, fetch, true, None).await,
         EddyStatement::FetchWithTimeout { fetch, timeout } => {
             return cursor::handle_fetch(vars, fetch, false, Some(*timeout)).await
@@ -229,7 +232,7 @@ async fn run(
             describe_alias: DescribeAlias::Explain,
             table_name,
             ..
-        } => explain_view::handle_explain_view(engine, table_name).await,
+        } => explain_view::handle_explain_view(engine, table_name, false).await,
         Statement::ShowViews {
             materialized: true, ..
         } => show_tables::handle_show_views(engine),
@@ -275,6 +278,7 @@ pub fn result_schema(statement: &EddyStatement, plan: Option<&LogicalPlan>) -> O
         }
         EddyStatement::Describe { extended, .. } => Some(describe::schema(*extended)),
         EddyStatement::DescribeFunction(_) => Some(functions::describe_schema()),
+        EddyStatement::ExplainAnalyze(_) => Some(explain_view::schema()),
         EddyStatement::Sql(sql) => match sql.as_ref() {
             Statement::ShowViews { .. } => Some(show_tables::schema()),
             Statement::Explain { .. } | Statement::ExplainTable { .. } => {

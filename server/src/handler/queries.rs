@@ -100,6 +100,30 @@ pub fn query_rows(engine: &Engine) -> Vec<Vec<String>> {
             late.get(&def.id).copied().unwrap_or(0).to_string(),
         ]);
     }
+    // A view or query being created shows how far its backfill is.
+    for backfill in engine.dataflow.backfills() {
+        let sources: Vec<String> = backfill
+            .depends_on
+            .iter()
+            .filter_map(|id| engine.catalog.relation_name(*id))
+            .collect();
+        let kind = match backfill.persistent {
+            true => "PERSISTENT",
+            false => "MATERIALIZED VIEW",
+        };
+        let mut row = vec![
+            backfill.name.clone(),
+            kind.to_owned(),
+            format!("BACKFILLING {}", backfill.describe()),
+            sources.join(", "),
+            String::new(),
+            String::new(),
+            backfill.rows_done.to_string(),
+            format!("{:.1}", backfill.rate()),
+        ];
+        row.resize(QUERY_COLUMNS.len(), String::new());
+        rows.push(row);
+    }
     // Push queries run while their client reads them.
     for push in engine.dataflow.push_queries() {
         let sources: Vec<String> = push
