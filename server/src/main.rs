@@ -1,9 +1,11 @@
 //! The `eddy` binary: command line, logging, and the server's lifetime.
 
 mod connection;
+mod console;
 mod engine;
 mod error;
 mod handler;
+mod http;
 mod ksql_functions;
 mod metrics;
 mod nexmark_load;
@@ -106,6 +108,11 @@ struct ServeArgs {
     /// default). Port 0 picks a free port.
     #[arg(long, env = "EDDY_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Address to serve the web console on (none by default), with its
+    /// JSON API under /api and the metrics at /metrics. Port 0 picks a
+    /// free port.
+    #[arg(long, env = "EDDY_HTTP_LISTEN")]
+    http_listen: Option<String>,
 }
 
 /// Parses a memory size as Postgres's settings write it: a number of
@@ -225,7 +232,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot serve metrics on {metrics_listen}"))?;
         let addr = listener.local_addr()?;
         println!("metrics on http://{addr}/metrics");
-        tokio::spawn(metrics::serve(listener, engine.clone()));
+        tokio::spawn(http::serve(listener, engine.clone(), http::Site::Metrics));
+    }
+    if let Some(http_listen) = &args.http_listen {
+        let listener = TcpListener::bind(http_listen)
+            .await
+            .with_context(|| format!("cannot serve the console on {http_listen}"))?;
+        let addr = listener.local_addr()?;
+        println!("console on http://{addr}/");
+        tokio::spawn(http::serve(listener, engine.clone(), http::Site::Console));
     }
 
     let handlers = Arc::new(Handlers::new(engine.clone()));

@@ -8,18 +8,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use crate::engine::Engine;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-use crate::engine::Engine;
 
 type Labels = Vec<(String, String)>;
 
@@ -49,6 +46,11 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         SERVER.connections.dec();
     }
+}
+
+/// Client connections open now.
+pub fn connections() -> i64 {
+    SERVER.connections.get()
 }
 
 /// Counts a statement of `kind` (its command, as `statement_kind` names it).
@@ -300,72 +302,7 @@ pub async fn render(engine: &Engine) -> String {
 }
 
 /// How long a scrape waits for one view's figures from the runtime.
-const STATS_WAIT: Duration = Duration::from_secs(2);
-
-/// How long a client may take to send its request.
-const REQUEST_WAIT: Duration = Duration::from_secs(5);
-
-/// Serves `GET /metrics` on `listener` until the server stops.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
-    loop {
-        match listener.accept().await {
-            Ok((socket, _)) => {
-                let engine = engine.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = answer(socket, &engine).await {
-                        tracing::debug!(%error, "metrics request failed");
-                    }
-                });
-            }
-            Err(error) => tracing::warn!(%error, "metrics accept failed"),
-        }
-    }
-}
-
-/// Answers one HTTP/1.1 request and closes the connection.
-async fn answer(mut socket: TcpStream, engine: &Engine) -> std::io::Result<()> {
-    let head = tokio::time::timeout(REQUEST_WAIT, read_head(&mut socket))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request too slow"))??;
-    let mut parts = head.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(engine).await,
-        ),
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET is served\n".to_owned(),
-        ),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    socket.write_all(response.as_bytes()).await?;
-    socket.shutdown().await
-}
-
-/// Reads a request's head (up to the blank line, at most 16 KiB); returns
-/// its first line.
-async fn read_head(socket: &mut TcpStream) -> std::io::Result<String> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = socket.read(&mut buf).await?;
-        if n == 0 || head.len() > 16 << 10 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&head);
-    Ok(text.lines().next().unwrap_or("").to_owned())
-}
+pub const STATS_WAIT: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

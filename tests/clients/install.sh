@@ -2,6 +2,8 @@
 # Installs the real clients used by tests/clients/*: idempotent, quick when done.
 #   Python venv with psycopg 3, psycopg2, asyncpg, SQLAlchemy 2, pandas -> $EDDY_CLIENTS_DIR/venv
 #   node-postgres + pg-cursor    -> $EDDY_CLIENTS_DIR/node/node_modules
+#   puppeteer-core               -> $EDDY_CLIENTS_DIR/node/node_modules (drives chromium)
+#   chromium (Debian package)    -> /usr/bin/chromium, for the console's browser test
 #   pgjdbc (Debian package)      -> /usr/share/java/postgresql.jar
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -42,15 +44,20 @@ if ! "$VENV/bin/pip" freeze 2>/dev/null | grep -qix "${PYTHON_PACKAGES[0]}" \
   "$VENV/bin/pip" install -q --disable-pip-version-check "${PYTHON_PACKAGES[@]}"
 fi
 
-# Node: pg + pg-cursor, pinned by node/package.json and node/package-lock.json.
+# Node: pg, pg-cursor and puppeteer-core, pinned by node/package.json and
+# node/package-lock.json.
 NODE_DIR="$DIR/node"
 if ! cmp -s "$HERE/node/package-lock.json" "$NODE_DIR/package-lock.json" \
-   || [ ! -f "$NODE_DIR/node_modules/pg-cursor/package.json" ]; then
-  echo "install.sh: npm ci pg, pg-cursor into $NODE_DIR"
+   || [ ! -f "$NODE_DIR/node_modules/pg-cursor/package.json" ] \
+   || [ ! -f "$NODE_DIR/node_modules/puppeteer-core/package.json" ]; then
+  echo "install.sh: npm ci pg, pg-cursor, puppeteer-core into $NODE_DIR"
   mkdir -p "$NODE_DIR"
   cp "$HERE/node/package.json" "$HERE/node/package-lock.json" "$NODE_DIR/"
   npm ci --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error >/dev/null
 fi
+
+# A headless browser for the console's test: Debian's chromium.
+command -v chromium >/dev/null || apt_install chromium
 
 # Java: pgjdbc from Debian.
 if [ ! -f /usr/share/java/postgresql.jar ]; then

@@ -14,7 +14,7 @@ mod functions;
 mod lookup;
 mod print;
 pub mod push;
-mod queries;
+pub mod queries;
 mod query;
 pub mod set;
 mod show_sources;
