@@ -123,7 +123,7 @@ async fn a_failed_commit_is_not_applied_twice() {
         plain_views: Vec::new(),
     };
     dataflow
-        .create_view(def, lowered.root)
+        .create_view(def, lowered.root, None)
         .await
         .expect("create v");
 
