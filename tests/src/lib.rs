@@ -94,6 +94,15 @@ pub fn serve_command(data_dir: &Path) -> Result<Command> {
     Ok(cmd)
 }
 
+/// This package's directory as `cargo test` runs it, rather than the one
+/// the test binary was built in: cargo may reuse a binary built in another
+/// checkout that shares the target directory.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Runs `cmd` to completion, capturing stdout and stderr. Kills it and fails
 /// if it is still running after `timeout`.
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output> {

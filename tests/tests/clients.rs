@@ -4,7 +4,6 @@
 //! `tests/clients/install.sh` (run by `scripts/test.sh`) installs the
 //! drivers.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,12 +13,7 @@ use eddy_tests::{run_with_timeout, TestServer};
 #[test]
 fn drivers_stream_through_cursors_and_subscriptions() -> Result<()> {
     let server = TestServer::start()?;
-    // The directory `cargo test` runs us for, rather than the one this
-    // binary was built in, which cargo may reuse from another checkout
-    // sharing the target directory.
-    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let manifest_dir = eddy_tests::manifest_dir();
     let script = manifest_dir.join("clients/run.sh");
     let mut run = Command::new("bash");
     run.arg(script).arg(server.port().to_string());

@@ -120,9 +120,7 @@ async fn console_api_answers() -> Result<()> {
 fn console_works_in_a_browser() -> Result<()> {
     let port = free_port()?;
     let server = TestServer::start_with_args(&["--http-listen", &format!("127.0.0.1:{port}")])?;
-    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    let manifest_dir = eddy_tests::manifest_dir();
     let clients = std::env::var_os("EDDY_CLIENTS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

@@ -8,7 +8,7 @@ use eddy_tests::{sorted_text_rows, TestServer};
 
 /// The SQL blocks of the README section that starts with `heading`.
 fn readme_blocks(heading: &str) -> Result<Vec<String>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let path = eddy_tests::manifest_dir().join("../README.md");
     let readme = std::fs::read_to_string(&path).with_context(|| format!("{path:?}"))?;
     let start = readme.find(heading).context("no such section")?;
     let section = &readme[start + heading.len()..];
