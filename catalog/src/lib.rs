@@ -79,8 +79,10 @@ pub enum CatalogError {
         column: String,
         source: datafusion::error::DataFusionError,
     },
-    #[error("cannot drop {kind} {name} because other objects depend on it")]
+    #[error("cannot {action} {kind} {name} because other objects depend on it")]
     DependentObjects {
+        /// `drop`, or `replace` for CREATE OR REPLACE.
+        action: &'static str,
         kind: &'static str,
         name: String,
         /// Each dependent, as "materialized view v depends on table t".
@@ -497,8 +499,9 @@ impl Catalog {
         Ok(id)
     }
 
-    /// Reserves an id for a persistent query.
-    pub fn reserve_query_id(&self) -> u64 {
+    /// Reserves an id for a persistent query, or a view that replaces
+    /// another of its name.
+    pub fn reserve_id(&self) -> u64 {
         let mut state = self.state.write().expect("catalog lock poisoned");
         let id = state.next_id;
         state.next_id += 1;
@@ -519,6 +522,18 @@ impl Catalog {
     /// the same id if there is one.
     pub fn install_view(&self, def: ViewDef) -> Result<()> {
         let mut state = self.state.write().expect("catalog lock poisoned");
+        self.install_locked(&mut state, def)
+    }
+
+    /// Makes committed view `def` visible in place of view `old`, at once:
+    /// no reader finds neither.
+    pub fn replace_view(&self, old: u64, def: ViewDef) -> Result<()> {
+        let mut state = self.state.write().expect("catalog lock poisoned");
+        self.uninstall_locked(&mut state, old);
+        self.install_locked(&mut state, def)
+    }
+
+    fn install_locked(&self, state: &mut CatalogState, def: ViewDef) -> Result<()> {
         let existing = state.by_id(def.id).map(|v| v.name().to_owned());
         match existing {
             Some(old) => {
@@ -576,6 +591,10 @@ impl Catalog {
     /// Forgets a dropped view or query once its removal is committed.
     pub fn uninstall_view(&self, id: u64) {
         let mut state = self.state.write().expect("catalog lock poisoned");
+        self.uninstall_locked(&mut state, id);
+    }
+
+    fn uninstall_locked(&self, state: &mut CatalogState, id: u64) {
         self.view_rows
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -738,6 +757,7 @@ impl Catalog {
             .collect();
         if !detail.is_empty() {
             return Err(CatalogError::DependentObjects {
+                action: "drop",
                 kind,
                 name: name.to_owned(),
                 detail: detail.join("\n"),

@@ -258,6 +258,11 @@ impl Node {
         }
     }
 
+    /// Whether no operator of the dataflow keeps state between epochs.
+    pub fn stateless(&self) -> bool {
+        self.workers.iter().all(|op| op.stateless()) && self.inputs.iter().all(Node::stateless)
+    }
+
     /// Whether the dataflow's output only ever gains rows, given which
     /// tables and views only ever gain rows.
     pub fn append_only(&self, source: &dyn Fn(u64) -> bool) -> bool {

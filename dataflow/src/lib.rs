@@ -52,6 +52,9 @@ pub enum DataflowError {
     Storage(#[from] StorageError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A persistent query cannot be upgraded in place as asked.
+    #[error("{0}")]
+    NotUpgradable(String),
     /// Kafka could not be reached, or refused a request.
     #[error("{0}")]
     Kafka(String),

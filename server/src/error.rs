@@ -166,9 +166,14 @@ impl EddyError {
         if let EddyError::Sql(SqlError::SyntaxAt { position, .. }) = &self {
             info.position = Some(position.to_string());
         }
-        if let EddyError::Catalog(CatalogError::DependentObjects { detail, .. }) = &self {
+        if let EddyError::Catalog(CatalogError::DependentObjects { action, detail, .. }) = &self {
             info.detail = Some(detail.clone());
-            info.hint = Some("Use DROP ... CASCADE to drop the dependent objects too.".into());
+            info.hint = Some(match *action {
+                "drop" => "Use DROP ... CASCADE to drop the dependent objects too.".into(),
+                _ => "Drop the dependent objects first, or create the new view under another \
+                      name."
+                    .into(),
+            });
         }
         PgWireError::UserError(Box::new(info))
     }
@@ -177,7 +182,7 @@ impl EddyError {
 fn dataflow_sqlstate(e: &eddy_dataflow::DataflowError) -> &'static str {
     use eddy_dataflow::DataflowError;
     match e {
-        DataflowError::Unsupported(_) => "0A000",
+        DataflowError::Unsupported(_) | DataflowError::NotUpgradable(_) => "0A000",
         DataflowError::Overflow(_) => "22003",
         DataflowError::DataFusion(e) => datafusion_sqlstate(e),
         DataflowError::Arrow(e) => arrow_sqlstate(e),

@@ -134,6 +134,11 @@ const LATE_VIEW: (&str, &str) = (
     "SELECT user_id % 4 AS k, count(*) AS n, max(amount) AS hi FROM clicks GROUP BY user_id % 4",
 );
 
+/// What some trials replace the late view by (CREATE OR REPLACE) as the
+/// kill comes.
+const REPLACED_LATE_SQL: &str =
+    "SELECT user_id % 3 AS k, count(*) AS n, min(amount) AS lo FROM clicks GROUP BY user_id % 3";
+
 const USERS: i64 = 20;
 const ACCOUNTS: i64 = 40;
 
@@ -160,6 +165,7 @@ enum Moment {
     Ingest,
     Create,
     Drop,
+    Replace,
 }
 
 /// One write to `accounts`, and its effect on a model of the table.
@@ -413,8 +419,22 @@ async fn check_views(client: &Client, seed: u64) -> Result<usize> {
     )
     .await?
     .is_empty();
-    let late = late_exists.then_some(LATE_VIEW);
-    for (name, sql) in VIEWS.iter().copied().chain(late) {
+    if late_exists {
+        // The late view is the one it was created as, or the one that
+        // replaced it: whichever, exactly.
+        let (name, sql) = LATE_VIEW;
+        let view = sorted_text_rows(client, &format!("SELECT * FROM {name}")).await?;
+        let mut matched = false;
+        for sql in [sql, REPLACED_LATE_SQL] {
+            matched |= sorted_text_rows(client, sql).await? == view;
+        }
+        ensure!(
+            matched,
+            "seed {seed}: view {name} is neither its query nor its replacement's\nview: {view:?}"
+        );
+        checked += view.len();
+    }
+    for (name, sql) in VIEWS.iter().copied() {
         let view = sorted_text_rows(client, &format!("SELECT * FROM {name}")).await?;
         let query = sorted_text_rows(client, sql).await?;
         ensure!(
@@ -505,9 +525,10 @@ async fn trial(seed: u64) -> Result<Recovery> {
     ])?;
     let client = server.connect().await?;
     client.batch_execute(SETUP).await?;
-    let moment = match rng.random_range(0..4) {
+    let moment = match rng.random_range(0..5) {
         0 => Moment::Create,
         1 => Moment::Drop,
+        2 => Moment::Replace,
         _ => Moment::Ingest,
     };
     for (name, sql) in VIEWS.iter().chain([&FINAL_VIEW, &LONELY_VIEW]) {
@@ -516,7 +537,7 @@ async fn trial(seed: u64) -> Result<Recovery> {
             .await
             .with_context(|| format!("create {name}"))?;
     }
-    if matches!(moment, Moment::Drop) {
+    if matches!(moment, Moment::Drop | Moment::Replace) {
         let (name, sql) = LATE_VIEW;
         client
             .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {sql}"))
@@ -568,13 +589,16 @@ async fn trial(seed: u64) -> Result<Recovery> {
         let statement = match moment {
             Moment::Create => format!("CREATE MATERIALIZED VIEW {name} AS {sql}"),
             Moment::Drop => format!("DROP MATERIALIZED VIEW {name}"),
+            Moment::Replace => {
+                format!("CREATE OR REPLACE MATERIALIZED VIEW {name} AS {REPLACED_LATE_SQL}")
+            }
             Moment::Ingest => return,
         };
         let _ = ddl_client.batch_execute(&statement).await;
     });
     let delay = match moment {
         Moment::Ingest => rng.random_range(20..1_500),
-        Moment::Create | Moment::Drop => rng.random_range(0..150),
+        Moment::Create | Moment::Drop | Moment::Replace => rng.random_range(0..150),
     };
     tokio::time::sleep(Duration::from_millis(delay)).await;
     drop(client);

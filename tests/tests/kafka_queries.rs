@@ -855,3 +855,160 @@ async fn print_shows_a_topics_records() -> Result<()> {
     assert_eq!(code, "42704", "{message}");
     Ok(())
 }
+
+/// A purchase: product id (KAFKA INT key), JSON value.
+fn purchase(product: i32, name: &str, cost: f64, quantity: i32) -> Record {
+    (
+        Some(product.to_be_bytes().to_vec()),
+        Some(
+            format!(r#"{{"name": "{name}", "cost": {cost}, "quantity": {quantity}}}"#).into_bytes(),
+        ),
+    )
+}
+
+/// The NAME field of each record of `topic`, in order.
+async fn names_in(brokers: &str, topic: &str) -> Result<Vec<String>> {
+    consume_all(brokers, topic)
+        .await?
+        .iter()
+        .map(|(_, _, value)| {
+            let value = json(value)?;
+            Ok(value["NAME"].as_str().unwrap_or("?").to_owned())
+        })
+        .collect()
+}
+
+/// ksqlDB's in-place upgrade (its "update a running persistent query"
+/// guide): CREATE OR REPLACE STREAM ... AS SELECT keeps the query, its
+/// topic and the records written, and the new version reads only the
+/// records the old one had not. What cannot be upgraded in place is
+/// refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_or_replace_upgrades_a_query_in_place() -> Result<()> {
+    let broker = Broker::start_with(BrokerStorage::Memory).await?;
+    let brokers = broker.brokers();
+    let (mut server, client) = start(&broker).await?;
+    let declare = "CREATE STREAM purchases (product_id INT KEY, name VARCHAR, cost DOUBLE, \
+                   quantity INT) WITH (kafka_topic='purchases', value_format='JSON', partitions=1)";
+    client
+        .batch_execute(&format!(
+            "{declare};
+             CREATE STREAM valid_purchases AS \
+               SELECT * FROM purchases WHERE cost > 0.00 AND quantity > 0;
+             CREATE TABLE per_product AS \
+               SELECT product_id, count(*) AS n FROM purchases GROUP BY product_id;"
+        ))
+        .await?;
+    produce(
+        &brokers,
+        "purchases",
+        Some(0),
+        &[
+            purchase(1, "kettle", 10.0, 1),
+            purchase(2, "refund", -5.0, 1),
+            purchase(3, "nothing", 3.0, 0),
+            purchase(4, "toaster", 7.5, 2),
+        ],
+    )
+    .await?;
+    client.batch_execute("FLUSH").await?;
+    assert_eq!(
+        names_in(&brokers, "VALID_PURCHASES").await?,
+        ["kettle", "toaster"]
+    );
+    let query_ids = |rows: Vec<String>| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r.contains("|valid_purchases|"))
+            .map(|r| r.split('|').next().unwrap_or("").to_owned())
+            .collect()
+    };
+    let before = query_ids(text_rows(&client, "SHOW QUERIES").await?);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert!(before[0].starts_with("CSAS_VALID_PURCHASES_"), "{before:?}");
+
+    // Refunds are valid from now on.
+    client
+        .batch_execute(
+            "CREATE OR REPLACE STREAM valid_purchases AS \
+               SELECT * FROM purchases WHERE quantity > 0",
+        )
+        .await?;
+    produce(
+        &brokers,
+        "purchases",
+        Some(0),
+        &[
+            purchase(5, "late refund", -8.0, 1),
+            purchase(6, "nothing again", 2.0, 0),
+        ],
+    )
+    .await?;
+    client.batch_execute("FLUSH").await?;
+    // The refund read before the upgrade stays out, as in ksqlDB.
+    assert_eq!(
+        names_in(&brokers, "VALID_PURCHASES").await?,
+        ["kettle", "toaster", "late refund"]
+    );
+    assert_eq!(query_ids(text_rows(&client, "SHOW QUERIES").await?), before);
+    let explain = text_rows(&client, &format!("EXPLAIN {}", before[0]))
+        .await?
+        .join("\n");
+    assert!(
+        explain.contains("quantity > 0") && !explain.contains("cost > 0"),
+        "{explain}"
+    );
+
+    // What an upgrade in place cannot do is refused, and changes nothing.
+    let refused = [
+        (
+            "CREATE OR REPLACE TABLE valid_purchases AS SELECT * FROM purchases",
+            "42809",
+        ),
+        (
+            "CREATE OR REPLACE STREAM valid_purchases AS SELECT product_id, name FROM purchases",
+            "0A000",
+        ),
+        (
+            "CREATE OR REPLACE TABLE per_product AS \
+               SELECT product_id, count(*) AS n FROM purchases WHERE cost > 0 GROUP BY product_id",
+            "0A000",
+        ),
+        (
+            "CREATE OR REPLACE STREAM purchases AS SELECT * FROM valid_purchases",
+            "0A000",
+        ),
+        (
+            "CREATE OR REPLACE STREAM purchases (product_id INT KEY, name VARCHAR, cost DOUBLE, \
+               quantity INT, note VARCHAR) WITH (kafka_topic='purchases', value_format='JSON', \
+               partitions=1)",
+            "0A000",
+        ),
+    ];
+    for (sql, code) in refused {
+        let (got, message) = sqlstate(&client, sql).await?;
+        assert_eq!(got, code, "{sql}: {message}");
+    }
+    // Declaring a stream again as it is changes nothing, as in ksqlDB.
+    client
+        .batch_execute(&declare.replace("CREATE STREAM", "CREATE OR REPLACE STREAM"))
+        .await?;
+
+    // The upgraded query is the one that comes back after a restart.
+    server.restart()?;
+    let client = server.connect().await?;
+    produce(
+        &brokers,
+        "purchases",
+        Some(0),
+        &[purchase(7, "second refund", -1.0, 3)],
+    )
+    .await?;
+    client.batch_execute("FLUSH").await?;
+    assert_eq!(
+        names_in(&brokers, "VALID_PURCHASES").await?,
+        ["kettle", "toaster", "late refund", "second refund"]
+    );
+    let counts = sorted_text_rows(&client, "SELECT product_id, n FROM per_product").await?;
+    assert_eq!(counts.len(), 7, "{counts:?}");
+    Ok(())
+}

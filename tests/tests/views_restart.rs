@@ -216,3 +216,56 @@ async fn views_replay_the_journal_after_kill_9() -> Result<()> {
     assert!(!stderr.contains("panicked"), "server panicked:\n{stderr}");
     Ok(())
 }
+
+/// A view replaced by CREATE OR REPLACE comes back after `kill -9` as the
+/// new view, with the journal since replayed into it, and nothing of the
+/// old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_view_survives_kill_9() -> Result<()> {
+    let mut server = TestServer::start_with_args(&["--checkpoint-interval", "1h"])?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, g int, x int);
+             CREATE MATERIALIZED VIEW v AS SELECT g, sum(x) AS s FROM t GROUP BY g",
+        )
+        .await?;
+    for round in 1..4 {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO t SELECT i, i % 3, i FROM generate_series({}, {}) AS s(i)",
+                round * 100,
+                round * 100 + 49
+            ))
+            .await?;
+    }
+    client
+        .batch_execute(
+            "CREATE OR REPLACE MATERIALIZED VIEW v AS \
+               SELECT g, count(*) AS n, max(x) AS hi FROM t WHERE x % 2 = 0 GROUP BY g;
+             INSERT INTO t VALUES (1000, 1, 1000), (1001, 2, 1001);
+             DELETE FROM t WHERE id = 100;
+             FLUSH",
+        )
+        .await?;
+    let query = "SELECT g, count(*), max(x) FROM t WHERE x % 2 = 0 GROUP BY g";
+    let before = sorted_text_rows(&client, "SELECT * FROM v").await?;
+    assert_eq!(before, sorted_text_rows(&client, query).await?);
+    drop(client);
+
+    server.kill9()?;
+    server.restart()?;
+    let client = server.connect().await?;
+    client.batch_execute("FLUSH").await?;
+    assert_eq!(before, sorted_text_rows(&client, "SELECT * FROM v").await?);
+    let names = sorted_text_rows(&client, "SELECT matviewname FROM pg_matviews").await?;
+    assert_eq!(names, ["v"]);
+    client
+        .batch_execute("INSERT INTO t VALUES (1002, 0, 1002); FLUSH")
+        .await?;
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT * FROM v").await?,
+        sorted_text_rows(&client, query).await?
+    );
+    Ok(())
+}

@@ -22,6 +22,10 @@ impl Filter {
 }
 
 impl Operator for Filter {
+    fn stateless(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!("Filter: {}", self.text)
     }

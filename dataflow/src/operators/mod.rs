@@ -250,6 +250,13 @@ pub trait Operator: Send {
         0
     }
 
+    /// Whether the operator keeps nothing between epochs: its output for a
+    /// change depends on that change alone. A dataflow of such operators
+    /// can be swapped for another without losing anything.
+    fn stateless(&self) -> bool {
+        false
+    }
+
     /// Rows dropped since startup because their window had closed.
     fn late_rows(&self) -> u64 {
         0

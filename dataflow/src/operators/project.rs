@@ -28,6 +28,10 @@ impl Project {
 }
 
 impl Operator for Project {
+    fn stateless(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         format!("Project: {}", self.text)
     }

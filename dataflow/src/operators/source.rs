@@ -48,6 +48,11 @@ impl Source {
 }
 
 impl Operator for Source {
+    /// Without event time to track, a source passes changes on.
+    fn stateless(&self) -> bool {
+        self.event_time.is_none()
+    }
+
     fn describe(&self) -> String {
         match &self.event_time {
             Some((columns, _)) if columns.delay_us > 0 => format!(

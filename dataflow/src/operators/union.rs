@@ -18,6 +18,10 @@ impl Union {
 }
 
 impl Operator for Union {
+    fn stateless(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         "Union all".into()
     }

@@ -70,7 +70,14 @@ enum Command {
     Create {
         def: Box<ViewDef>,
         root: Node,
+        /// The view it takes the place of, for CREATE OR REPLACE.
+        replacing: Option<u64>,
         report: Option<BackfillReport>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Upgrade {
+        def: Box<ViewDef>,
+        root: Node,
         reply: oneshot::Sender<Result<()>>,
     },
     Drop {
@@ -255,18 +262,47 @@ impl DataflowHandle {
         root: Node,
         report: Option<BackfillReport>,
     ) -> Result<()> {
+        self.create_replacing(def, root, None, report).await
+    }
+
+    /// Replaces view `old` by a new view of the same name, backfilled from
+    /// its inputs; readers see the old view until the new one commits.
+    pub async fn replace_view(
+        &self,
+        old: u64,
+        def: ViewDef,
+        root: Node,
+        report: Option<BackfillReport>,
+    ) -> Result<()> {
+        self.create_replacing(def, root, Some(old), report).await
+    }
+
+    async fn create_replacing(
+        &self,
+        def: ViewDef,
+        root: Node,
+        replacing: Option<u64>,
+        report: Option<BackfillReport>,
+    ) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         let def = Box::new(def);
-        self.ask(
-            Command::Create {
-                def,
-                root,
-                report,
-                reply,
-            },
-            rx,
-        )
-        .await?
+        let command = Command::Create {
+            def,
+            root,
+            replacing,
+            report,
+            reply,
+        };
+        self.ask(command, rx).await?
+    }
+
+    /// Upgrades persistent query `def.id` in place, as ksqlDB's CREATE OR
+    /// REPLACE does: the new dataflow takes the records the old one has not
+    /// read, and no others. Both must keep no state.
+    pub async fn upgrade_query(&self, def: ViewDef, root: Node) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        let def = Box::new(def);
+        self.ask(Command::Upgrade { def, root, reply }, rx).await?
     }
 
     /// The backfills running now.
@@ -566,10 +602,14 @@ impl Runtime {
                 Command::Create {
                     def,
                     root,
+                    replacing,
                     report,
                     reply,
                 } => {
-                    let _ = reply.send(self.create(*def, root, report));
+                    let _ = reply.send(self.create(*def, root, replacing, report));
+                }
+                Command::Upgrade { def, root, reply } => {
+                    let _ = reply.send(self.upgrade(*def, root));
                 }
                 Command::Drop { ids, reply } => {
                     let _ = reply.send(self.drop_views(&ids));

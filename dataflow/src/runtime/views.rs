@@ -204,10 +204,14 @@ impl Runtime {
         Ok(changes)
     }
 
+    /// Creates view `def`; in place of view `replacing` (a different id,
+    /// the same name) if given, which goes in the commit that brings the
+    /// new view in.
     pub(super) fn create(
         &mut self,
         def: ViewDef,
         root: Node,
+        replacing: Option<u64>,
         report: Option<BackfillReport>,
     ) -> Result<()> {
         let catalog = self.catalog.clone();
@@ -227,7 +231,7 @@ impl Runtime {
             late: LateCount::default(),
         });
         let index = self.views.len() - 1;
-        let created = self.backfill(&def, changes, index, report);
+        let created = self.backfill(&def, changes, index, report, replacing);
         if let Ok(mut backfills) = self.backfills.lock() {
             backfills.remove(&def.id);
         }
@@ -245,6 +249,7 @@ impl Runtime {
         changes: HashMap<u64, ChangeBatch>,
         index: usize,
         report: Option<BackfillReport>,
+        replacing: Option<u64>,
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
         let topic_partitions = self.topic_partitions();
@@ -310,15 +315,86 @@ impl Runtime {
                 "backfill done"
             );
         }
+        // The view replaced leaves the checkpoint below and the store.
+        let replaced = match replacing {
+            Some(old) => {
+                let at = self.views.iter().position(|v| v.def.id == old);
+                let replaced = at.map(|at| self.views.remove(at));
+                self.catalog.stage_drop_view(old, &mut batch)?;
+                replaced
+            }
+            None => None,
+        };
         // The new view's state is its backfill: checkpoint every view, so
         // that a replay after this one starts with it.
-        self.settle()?;
-        self.stage_checkpoint(&mut batch)?
-            .finish(self.catalog.store(), &mut batch)?;
-        self.catalog.stage_view(def, &mut batch)?;
-        self.commit(batch)?;
+        let committed = self.settle().and_then(|()| {
+            self.stage_checkpoint(&mut batch)?
+                .finish(self.catalog.store(), &mut batch)?;
+            self.catalog.stage_view(def, &mut batch)?;
+            self.commit(batch)
+        });
+        if let Err(error) = committed {
+            self.views.extend(replaced);
+            return Err(error);
+        }
         self.start_relay(def);
-        self.catalog.install_view(def.clone())?;
+        // A view that failed is replaced too, though it was not running.
+        match replacing {
+            Some(old) => {
+                self.relays.remove(&old);
+                if let Ok(mut late) = self.late_rows.lock() {
+                    late.remove(&old);
+                }
+                self.end_pushes_over(old, &def.name);
+                self.catalog.replace_view(old, def.clone())?;
+            }
+            None => self.catalog.install_view(def.clone())?,
+        }
+        Ok(())
+    }
+
+    /// Swaps persistent query `def.id`'s dataflow for `root`, keeping its
+    /// output (the outbox and relay) and its place in the input: the new
+    /// dataflow reads what arrives from now on.
+    pub(super) fn upgrade(&mut self, def: ViewDef, root: Node) -> Result<()> {
+        // The old dataflow first takes every change written so far.
+        self.drain_logged_changes(self.catalog.changes().last_seq())?;
+        let Some(at) = self.views.iter().position(|v| v.def.id == def.id) else {
+            return Err(DataflowError::NotUpgradable(format!(
+                "query {} is not running (it failed or was terminated): drop its relation \
+                 and create it again",
+                def.name
+            )));
+        };
+        let view = &mut self.views[at];
+        if !view.root.stateless() || !root.stateless() {
+            return Err(DataflowError::NotUpgradable(format!(
+                "query {} cannot be upgraded in place: the old or the new query keeps state \
+                 (it aggregates, joins or windows, or tracks event time), which the other \
+                 could not take over; TERMINATE the query, DROP its relation and create it \
+                 again",
+                def.name
+            )));
+        }
+        let old_root = std::mem::replace(&mut view.root, root);
+        let old_def = std::mem::replace(&mut view.def, def.clone());
+        // A checkpoint now, so that no epoch before the swap is replayed
+        // through the new dataflow after a crash.
+        let mut batch = WriteBatch::new();
+        let committed = self.settle().and_then(|()| {
+            self.stage_checkpoint(&mut batch)?
+                .finish(self.catalog.store(), &mut batch)?;
+            self.catalog.stage_view(&def, &mut batch)?;
+            self.commit(batch)
+        });
+        if let Err(error) = committed {
+            if let Some(view) = self.views.iter_mut().find(|v| v.def.id == old_def.id) {
+                view.root = old_root;
+                view.def = old_def;
+            }
+            return Err(error);
+        }
+        self.catalog.install_view(def)?;
         Ok(())
     }
 

@@ -58,15 +58,36 @@ pub async fn handle_create_as(
     }
     let kind = options.kind;
     let tag = Tag::new(&format!("CREATE {}", kind.as_str()));
-    if engine.catalog.relation(&name).is_some() {
+    let replacing = match create.or_replace {
+        true => engine.catalog.table(&name),
+        false => None,
+    };
+    if replacing.is_none() && engine.catalog.relation(&name).is_some() {
         if create.if_not_exists {
             return Ok(Output::Command(tag));
         }
         return Err(CatalogError::DuplicateTable(name).into());
     }
+    if let Some(existing) = &replacing {
+        let existing_kind = existing.def().source_kind();
+        if existing.def().kafka.is_some() && existing_kind != Some(kind) {
+            let was = existing_kind.map_or("table", |k| k.as_str()).to_lowercase();
+            return Err(EddyError::WrongObjectType(format!(
+                "{name} is a {was}; CREATE OR REPLACE {} cannot make it a {}",
+                kind.as_str(),
+                kind.as_str().to_lowercase()
+            )));
+        }
+    }
     let statement = Statement::Query(Box::new(query.clone()));
     let plan = engine.plan(&statement).await?;
     if !options.is_source() && !reads_kafka(engine, &plan) {
+        if replacing.is_some() {
+            return Err(EddyError::Unsupported(format!(
+                "CREATE OR REPLACE TABLE {name} AS SELECT over local tables, where {name} \
+                 exists: drop the table and create it again"
+            )));
+        }
         if let Some(emit @ (Emit::Final | Emit::OnWindowClose)) = clauses.emit {
             return Err(EddyError::Unsupported(format!(
                 "{emit} in CREATE TABLE ... AS SELECT over local tables, which fills the table \
@@ -142,6 +163,11 @@ pub async fn handle_create_as(
         });
     let def =
         eddy_sql::bind_query_relation(name.clone(), columns, key_columns, options, inherited)?;
+    if let Some(existing) = replacing {
+        let sql = eddy_sql::query_with_clauses(query, clauses);
+        upgrade_query(engine, &existing, def, sql, lowered).await?;
+        return Ok(Output::Command(tag));
+    }
     let topic = def
         .kafka
         .as_ref()
@@ -172,7 +198,7 @@ pub async fn handle_create_as(
         .create_table(def, false)?
         .ok_or_else(|| CatalogError::DuplicateTable(name.clone()))?;
     let relation_id = table.def().id;
-    let id = catalog.reserve_query_id();
+    let id = catalog.reserve_id();
     let prefix = match kind {
         SourceKind::Stream => "CSAS",
         SourceKind::Table => "CTAS",
@@ -195,6 +221,73 @@ pub async fn handle_create_as(
         return Err(e.into());
     }
     Ok(Output::Command(tag))
+}
+
+/// `CREATE OR REPLACE STREAM|TABLE name AS SELECT ...` over the relation
+/// a `CREATE ... AS SELECT` query writes: ksqlDB's in-place upgrade. The
+/// query keeps its id, topic and written records, and its new version
+/// reads the records the old one has not; nothing is read again. As in
+/// ksqlDB, the new query must read the same relations; Eddy also asks for
+/// the same columns and key, and a query that keeps no state.
+async fn upgrade_query(
+    engine: &Engine,
+    existing: &StoredTable,
+    new: TableDef,
+    sql: String,
+    lowered: eddy_dataflow::Lowered,
+) -> Result<()> {
+    let old = existing.def();
+    let name = &old.name;
+    let old_kind = old.source_kind().map_or("TABLE", |k| k.as_str());
+    let writer = engine
+        .catalog
+        .queries_writing(old.id)
+        .into_iter()
+        .find(|q| q.name().starts_with("CSAS_") || q.name().starts_with("CTAS_"))
+        .ok_or_else(|| {
+            EddyError::Unsupported(format!(
+                "CREATE OR REPLACE {old_kind} {name} AS SELECT: {name} is not written by a \
+                 CREATE {old_kind} ... AS SELECT query, whose query this would replace"
+            ))
+        })?;
+    let listed = |def: &TableDef| {
+        def.declared_columns()
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.column_type))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if new.columns != old.columns || new.primary_key != old.primary_key {
+        return Err(EddyError::Unsupported(format!(
+            "CREATE OR REPLACE {old_kind} {name} AS SELECT with other columns ({}) than \
+             {name}'s ({}): a query is upgraded in place only when its columns and key stay \
+             as they are; DROP {old_kind} {name} and create it again",
+            listed(&new),
+            listed(old)
+        )));
+    }
+    if new.kafka != old.kafka {
+        return Err(EddyError::Unsupported(format!(
+            "CREATE OR REPLACE {old_kind} {name} AS SELECT with other topic options than \
+             {name}'s: a query is upgraded in place only when its topic and formats stay as \
+             they are"
+        )));
+    }
+    let query = writer.def();
+    let mut reads = lowered.depends_on.clone();
+    let mut read = query.depends_on.clone();
+    reads.sort_unstable();
+    read.sort_unstable();
+    if reads != read {
+        return Err(EddyError::Unsupported(format!(
+            "CREATE OR REPLACE {old_kind} {name} AS SELECT reading other relations than query \
+             {} does: as in ksqlDB, an upgrade in place keeps a query's sources",
+            query.name
+        )));
+    }
+    let (def, root) = query_def(query.id, query.name.clone(), sql, lowered, old.id);
+    engine.dataflow.upgrade_query(def, root).await?;
+    Ok(())
 }
 
 /// `INSERT INTO stream SELECT ...` over a Kafka relation: a persistent
@@ -294,7 +387,7 @@ pub async fn handle_insert_query(
         .map(|k| k.topic.clone())
         .unwrap_or_default();
     kafka.ensure_topic(&topic, None, None).await?;
-    let id = catalog.reserve_query_id();
+    let id = catalog.reserve_id();
     let sql = eddy_sql::query_with_clauses(&select, &query.clauses);
     let (query_def, root) = query_def(id, format!("INSERTQUERY_{id}"), sql, lowered, def.id);
     engine

@@ -9,27 +9,28 @@ use crate::engine::Engine;
 use crate::error::{EddyError, Result};
 
 pub async fn handle_create_relation(engine: &Engine, create: &CreateRelation) -> Result<Output> {
-    if create.or_replace {
-        return Err(EddyError::Unsupported(format!(
-            "CREATE OR REPLACE {}",
-            match create.kind {
-                eddy_sql::ast::RelationKind::Stream => "STREAM",
-                eddy_sql::ast::RelationKind::Table => "TABLE",
-            }
-        )));
-    }
     let options = eddy_sql::source_options(create)?;
     if let Some(query) = &create.query {
         return super::create_query::handle_create_as(engine, create, &options, query).await;
     }
-    if !options.is_source() {
-        let def = eddy_sql::bind_create_table(create)?;
-        engine.catalog.create_table(def, create.if_not_exists)?;
-        return Ok(Output::Command(Tag::new("CREATE TABLE")));
-    }
-    let def = eddy_sql::bind_create_source(create, &options)?;
+    let def = match options.is_source() {
+        true => eddy_sql::bind_create_source(create, &options)?,
+        false => eddy_sql::bind_create_table(create)?,
+    };
     let kind = options.kind;
-    let tag = Tag::new(&format!("CREATE {}", kind.as_str()));
+    let tag = match options.is_source() {
+        true => Tag::new(&format!("CREATE {}", kind.as_str())),
+        false => Tag::new("CREATE TABLE"),
+    };
+    if create.or_replace {
+        if let Some(existing) = engine.catalog.table(&def.name) {
+            return redeclare(existing.def(), def).map(|()| Output::Command(tag));
+        }
+    }
+    if !options.is_source() {
+        engine.catalog.create_table(def, create.if_not_exists)?;
+        return Ok(Output::Command(tag));
+    }
     if engine.catalog.relation(&def.name).is_some() {
         if create.if_not_exists {
             return Ok(Output::Command(tag));
@@ -51,6 +52,27 @@ pub async fn handle_create_relation(engine: &Engine, create: &CreateRelation) ->
         return Err(e.into());
     }
     Ok(Output::Command(tag))
+}
+
+/// `CREATE OR REPLACE STREAM|TABLE` of a relation that exists: declaring
+/// it again as it is changes nothing, as in ksqlDB; any other change is
+/// refused, since its stored rows and the views over it hold the old
+/// columns.
+fn redeclare(existing: &eddy_catalog::TableDef, mut def: eddy_catalog::TableDef) -> Result<()> {
+    def.id = existing.id;
+    if def == *existing {
+        return Ok(());
+    }
+    let kind = existing
+        .source_kind()
+        .map_or("TABLE", |k| k.as_str())
+        .to_owned();
+    Err(EddyError::Unsupported(format!(
+        "CREATE OR REPLACE {kind} {name} with other columns or options than it has: its \
+         stored rows and the views over it keep its columns; DROP {kind} {name} and create it \
+         again",
+        name = existing.name
+    )))
 }
 
 /// Refuses writes a source relation cannot take from a client.

@@ -37,14 +37,18 @@ pub async fn handle_create_view(
     }
     eddy_sql::check_query_clauses(clauses, true)?;
     eddy_sql::check_no_partition_by(clauses, "a materialized view")?;
-    if create.or_replace || create.or_alter {
+    if create.or_alter {
         return Err(EddyError::Unsupported(
-            "CREATE OR REPLACE MATERIALIZED VIEW".into(),
+            "CREATE OR ALTER MATERIALIZED VIEW".into(),
         ));
     }
     let name = object_name(&create.name)?;
     let tag = Output::Command(Tag::new("CREATE MATERIALIZED VIEW"));
-    if engine.catalog.relation(&name).is_some() {
+    let replacing = match create.or_replace {
+        true => replaced_view(engine, &name)?,
+        false => None,
+    };
+    if replacing.is_none() && engine.catalog.relation(&name).is_some() {
         return if create.if_not_exists {
             Ok(tag)
         } else {
@@ -67,7 +71,10 @@ pub async fn handle_create_view(
             None => catalog.view_by_id(id).map(|v| v.def().key_columns.clone()),
         })
         .unwrap_or_default();
-    let id = engine.catalog.reserve_view(&name)?;
+    let id = match replacing {
+        Some(_) => engine.catalog.reserve_id(),
+        None => engine.catalog.reserve_view(&name)?,
+    };
     let def = ViewDef {
         id,
         name,
@@ -81,11 +88,57 @@ pub async fn handle_create_view(
         sink_relation: None,
         key_columns,
     };
-    engine
-        .dataflow
-        .create_view(def, lowered.root, crate::notice::backfill_reporter())
-        .await?;
+    let report = crate::notice::backfill_reporter();
+    match replacing {
+        Some(old) => {
+            engine
+                .dataflow
+                .replace_view(old, def, lowered.root, report)
+                .await?
+        }
+        None => {
+            engine
+                .dataflow
+                .create_view(def, lowered.root, report)
+                .await?
+        }
+    }
     Ok(tag)
+}
+
+/// The id of the materialized view `CREATE OR REPLACE MATERIALIZED VIEW
+/// name` replaces, if there is one. As in Materialize, the new view is
+/// backfilled from its query, and the old one may not be read by another
+/// view, query or plain view (2BP01): their columns would change under
+/// them.
+fn replaced_view(engine: &Engine, name: &str) -> Result<Option<u64>> {
+    let Some(old) = engine.catalog.view(name) else {
+        let taken =
+            engine.catalog.relation(name).is_some() || engine.catalog.plain_view(name).is_some();
+        return match taken {
+            true => Err(EddyError::WrongObjectType(format!(
+                "\"{name}\" is not a materialized view"
+            ))),
+            false => Ok(None),
+        };
+    };
+    let id = old.def().id;
+    let refuse = |detail: String| -> EddyError {
+        CatalogError::DependentObjects {
+            action: "replace",
+            kind: "materialized view",
+            name: name.to_owned(),
+            detail,
+        }
+        .into()
+    };
+    if let Some(view) = engine.catalog.plain_dependents(id).first() {
+        return Err(refuse(view.dependency_text("materialized view", name)));
+    }
+    if let Some(view) = engine.catalog.dependents(id).first() {
+        return Err(refuse(view.dependency_text("materialized view", name)));
+    }
+    Ok(Some(id))
 }
 
 /// `CREATE [OR REPLACE] VIEW`: the query is stored, and planned into each

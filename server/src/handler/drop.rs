@@ -91,6 +91,7 @@ pub async fn handle_drop(engine: &Engine, drop: &DropRelation) -> Result<Output>
     while let Some((name, id)) = frontier.pop() {
         let refuse = |detail: String| -> EddyError {
             CatalogError::DependentObjects {
+                action: "drop",
                 kind,
                 name: name.clone(),
                 detail,
