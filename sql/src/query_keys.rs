@@ -2,7 +2,8 @@
 //! select-list items that its GROUP BY expressions are.
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, GroupByExpr, Query, SelectItem, SetExpr, TableFactor, Value,
+    BinaryOperator, Expr, GroupByExpr, JoinConstraint, JoinOperator, Query, SelectItem, SetExpr,
+    TableFactor, Value,
 };
 
 use crate::create_table::normalize;
@@ -102,6 +103,72 @@ pub fn partition_key_columns(query: &Query, exprs: &[Expr]) -> Result<Vec<usize>
         }
     }
     Ok(keys)
+}
+
+/// The select-list positions of a join's key, as ksqlDB keys a join's
+/// records: for each equality of the first join's `ON`, the side that is
+/// selected (the left one first; for a right join the right one, which is
+/// never NULL). `None` without a join, for a full outer join (whose key
+/// ksqlDB makes up), or when an equality has neither side selected.
+pub fn join_key_columns(query: &Query) -> Option<Vec<usize>> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    let join = from.joins.first()?;
+    let (constraint, right) = match &join.join_operator {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c) => (c, false),
+        JoinOperator::Right(c) | JoinOperator::RightOuter(c) => (c, true),
+        _ => return None,
+    };
+    let JoinConstraint::On(on) = constraint else {
+        return None;
+    };
+    let mut pairs = Vec::new();
+    equalities(on, &mut pairs);
+    if pairs.is_empty() {
+        return None;
+    }
+    let mut keys = Vec::new();
+    for (left, r) in pairs {
+        let sides = if right { [r, left] } else { [left, r] };
+        let position = sides.iter().find_map(|side| {
+            select
+                .projection
+                .iter()
+                .position(|item| selects(item, side))
+        })?;
+        if !keys.contains(&position) {
+            keys.push(position);
+        }
+    }
+    Some(keys)
+}
+
+/// The `a = b` conjuncts of a join condition.
+fn equalities<'a>(on: &'a Expr, out: &mut Vec<(&'a Expr, &'a Expr)>) {
+    match on {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            equalities(left, out);
+            equalities(right, out);
+        }
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => out.push((left, right)),
+        Expr::Nested(inner) => equalities(inner, out),
+        _ => {}
+    }
 }
 
 /// Whether select-list `item` is the GROUP BY expression `group`, or is

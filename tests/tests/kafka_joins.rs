@@ -307,3 +307,161 @@ async fn stream_table_joins_look_up_the_table_as_it_is_then() -> Result<()> {
     );
     Ok(())
 }
+
+/// The key of each record of `topic` (KAFKA text) with its value as JSON
+/// (`null` for a tombstone), in offset order.
+async fn keyed_records(brokers: &str, topic: &str) -> Result<Vec<(String, serde_json::Value)>> {
+    consume_all(brokers, topic)
+        .await?
+        .into_iter()
+        .map(|(_, key, value)| {
+            let key = String::from_utf8(key.unwrap_or_default())?;
+            let value = match value {
+                Some(bytes) => serde_json::from_slice(&bytes)?,
+                None => serde_json::Value::Null,
+            };
+            Ok((key, value))
+        })
+        .collect()
+}
+
+/// Joins' records are keyed as ksqlDB keys them: a stream joined to a
+/// table by the join column, a table joined to another by its primary key
+/// (or a foreign key to the other's) as the first table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_are_keyed_as_ksqldb_keys_them() -> Result<()> {
+    let broker = Broker::start().await?;
+    let brokers = broker.brokers();
+    let server = TestServer::start_with_args(&["--kafka-brokers", &brokers])?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE users (id VARCHAR PRIMARY KEY, region TEXT) \
+               WITH (kafka_topic='users', value_format='JSON', partitions=1);
+             CREATE TABLE profiles (id VARCHAR PRIMARY KEY, age INT) \
+               WITH (kafka_topic='profiles', value_format='JSON', partitions=1);
+             CREATE TABLE regions (name VARCHAR PRIMARY KEY, manager TEXT) \
+               WITH (kafka_topic='regions', value_format='JSON', partitions=1);
+             CREATE STREAM clicks (cid VARCHAR KEY, usr VARCHAR, page TEXT) \
+               WITH (kafka_topic='clicks', value_format='JSON', partitions=1);
+             CREATE STREAM clicks_by_user AS SELECT c.usr, c.page, u.region \
+               FROM clicks c JOIN users u ON c.usr = u.id EMIT CHANGES;
+             CREATE TABLE user_profiles AS SELECT u.id, u.region, p.age \
+               FROM users u JOIN profiles p ON u.id = p.id;
+             CREATE TABLE user_managers AS SELECT u.id, r.manager \
+               FROM users u LEFT JOIN regions r ON u.region = r.name;",
+        )
+        .await?;
+    let json = |key: &str, value: &str| -> Record {
+        (
+            Some(key.as_bytes().to_vec()),
+            Some(value.as_bytes().to_vec()),
+        )
+    };
+    produce(
+        &brokers,
+        "users",
+        Some(0),
+        &[
+            json("ann", r#"{"region": "eu"}"#),
+            json("bob", r#"{"region": "us"}"#),
+        ],
+    )
+    .await?;
+    produce(
+        &brokers,
+        "profiles",
+        Some(0),
+        &[json("ann", r#"{"age": 31}"#)],
+    )
+    .await?;
+    produce(
+        &brokers,
+        "regions",
+        Some(0),
+        &[json("eu", r#"{"manager": "eva"}"#)],
+    )
+    .await?;
+    client.batch_execute("FLUSH").await?;
+    produce(
+        &brokers,
+        "clicks",
+        Some(0),
+        &[
+            json("c1", r#"{"usr": "ann", "page": "p1"}"#),
+            json("c2", r#"{"usr": "bob", "page": "p2"}"#),
+        ],
+    )
+    .await?;
+    client.batch_execute("FLUSH").await?;
+    // Profiles change and go: the joined table's record follows, under
+    // the user's key.
+    produce(
+        &brokers,
+        "profiles",
+        Some(0),
+        &[json("bob", r#"{"age": 40}"#), (Some(b"ann".to_vec()), None)],
+    )
+    .await?;
+    client.batch_execute("FLUSH").await?;
+
+    // The stream-table join: keyed by the join column, which leaves the
+    // value.
+    let clicks = keyed_records(&brokers, "CLICKS_BY_USER").await?;
+    assert_eq!(
+        clicks,
+        [
+            (
+                "ann".to_owned(),
+                serde_json::json!({"PAGE": "p1", "REGION": "eu"})
+            ),
+            (
+                "bob".to_owned(),
+                serde_json::json!({"PAGE": "p2", "REGION": "us"})
+            ),
+        ]
+    );
+    // Primary key to primary key: keyed as users, a changelog with a
+    // tombstone for the row the join lost.
+    let profiles = keyed_records(&brokers, "USER_PROFILES").await?;
+    let latest: std::collections::BTreeMap<_, _> = profiles.iter().cloned().collect();
+    assert_eq!(
+        latest,
+        [
+            ("ann".to_owned(), serde_json::Value::Null),
+            (
+                "bob".to_owned(),
+                serde_json::json!({"REGION": "us", "AGE": 40})
+            ),
+        ]
+        .into_iter()
+        .collect()
+    );
+    assert!(profiles.len() >= 3, "{profiles:?}");
+    // The `id` both tables have is `u_id` here, as ksqlDB names it.
+    assert_eq!(
+        sorted_text_rows(&client, "SELECT u_id, region, age FROM user_profiles").await?,
+        ["bob|us|40"]
+    );
+    // A foreign key (users.region) to regions' primary key: keyed as users.
+    let managers = keyed_records(&brokers, "USER_MANAGERS").await?;
+    let latest: std::collections::BTreeMap<_, _> = managers.into_iter().collect();
+    assert_eq!(
+        latest,
+        [
+            ("ann".to_owned(), serde_json::json!({"MANAGER": "eva"})),
+            ("bob".to_owned(), serde_json::json!({"MANAGER": null})),
+        ]
+        .into_iter()
+        .collect()
+    );
+    // A join of tables on columns that are no key of either has none.
+    let (code, message) = eddy_tests::sqlstate(
+        &client,
+        "CREATE TABLE same_region AS SELECT u.id, r.manager \
+         FROM users u JOIN regions r ON u.region = r.manager",
+    )
+    .await?;
+    assert_eq!(code, "42P16", "{message}");
+    Ok(())
+}

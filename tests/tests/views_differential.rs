@@ -37,6 +37,11 @@ const QUERIES: &[&str] = &[
     "SELECT a.id AS aid, b.id AS bid, c.id AS cid FROM a JOIN b ON a.g = b.g JOIN a AS c ON b.z = c.x",
     "SELECT a.g, count(*) AS n, sum(b.z) AS sz, max(a.x) AS mx FROM a JOIN b ON a.g = b.g GROUP BY a.g",
     "SELECT a.id AS aid, b.id AS bid FROM a JOIN b ON a.g = b.g AND a.s = b.t",
+    // joins on a key, whose views are keyed as the other side
+    "SELECT a.id, a.x, b.z FROM a JOIN b ON a.g = b.id",
+    "SELECT a.id, a.x, b.z, b.t FROM a LEFT JOIN b ON a.id = b.id AND a.s = b.t",
+    "SELECT b.id, b.z, a.x FROM a RIGHT JOIN b ON a.id = b.id",
+    "SELECT t.g, t.sx, b.id, b.z FROM (SELECT g, sum(x) AS sx FROM a GROUP BY g) AS t JOIN b ON t.g = b.g",
     // set operations
     "SELECT g FROM a UNION SELECT g FROM b",
     "SELECT g, x FROM a UNION ALL SELECT g, z FROM b",

@@ -759,6 +759,44 @@ fn batch_of(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<R
 }
 
 impl Operator for Join {
+    /// A side whose unique key is among its join columns matches each row
+    /// of the other side at most once, so the output is unique by the
+    /// other side's key: a table joined to another by its primary key (or
+    /// a foreign key to it) is keyed as the first table.
+    fn unique_key(
+        &self,
+        inputs: &[Option<Vec<usize>>],
+        _source: &dyn Fn(u64) -> Option<Vec<usize>>,
+    ) -> Option<Vec<usize>> {
+        let [left, right] = inputs else {
+            return None;
+        };
+        let matched_once = |side: usize, unique: &Option<Vec<usize>>| {
+            let joined: Option<Vec<usize>> = self.sides[side]
+                .keys
+                .iter()
+                .map(|k| k.downcast_ref::<Column>().map(Column::index))
+                .collect();
+            match (unique, joined) {
+                (Some(unique), Some(joined)) => {
+                    !unique.is_empty() && unique.iter().all(|c| joined.contains(c))
+                }
+                _ => false,
+            }
+        };
+        let left_width = self.sides[0].schema.fields().len();
+        let shifted = |key: &Vec<usize>| key.iter().map(|c| c + left_width).collect();
+        match self.kind {
+            JoinKind::Inner | JoinKind::Left if matched_once(1, right) => left.clone(),
+            JoinKind::Inner | JoinKind::Right if matched_once(0, left) => {
+                right.as_ref().map(shifted)
+            }
+            JoinKind::LeftSemi | JoinKind::LeftAnti => left.clone(),
+            JoinKind::RightSemi | JoinKind::RightAnti => right.clone(),
+            _ => None,
+        }
+    }
+
     fn describe(&self) -> String {
         match &self.bound {
             Some(bound) => format!("Join: {:?} {}, {bound}", self.kind, self.text),
@@ -998,6 +1036,41 @@ mod tests {
             lookup: false,
         })
         .unwrap()
+    }
+
+    /// Joined on a = c: a side whose key is its join column matches each
+    /// row of the other at most once, so the output keeps that other
+    /// side's key; a full outer join keeps none.
+    #[test]
+    fn a_side_joined_by_its_key_keeps_the_others() {
+        let none = |_: u64| None;
+        let key = |kind, left: Option<Vec<usize>>, right: Option<Vec<usize>>| {
+            join(kind, true).unique_key(&[left, right], &none)
+        };
+        // (c) is the right side's key: the output is keyed as the left.
+        assert_eq!(
+            key(JoinKind::Inner, Some(vec![1]), Some(vec![0])),
+            Some(vec![1])
+        );
+        assert_eq!(
+            key(JoinKind::Left, Some(vec![0]), Some(vec![0])),
+            Some(vec![0])
+        );
+        // (a) is the left side's key: keyed as the right, after its columns.
+        assert_eq!(
+            key(JoinKind::Inner, Some(vec![0]), Some(vec![1])),
+            Some(vec![3])
+        );
+        assert_eq!(
+            key(JoinKind::Right, Some(vec![0]), Some(vec![1])),
+            Some(vec![3])
+        );
+        // A left join keeps every left row but may repeat it when the
+        // right side's key is not its join column.
+        assert_eq!(key(JoinKind::Left, Some(vec![0]), Some(vec![1])), None);
+        assert_eq!(key(JoinKind::Full, Some(vec![0]), Some(vec![0])), None);
+        assert_eq!(key(JoinKind::Inner, None, None), None);
+        assert_eq!(key(JoinKind::LeftSemi, Some(vec![1]), None), Some(vec![1]));
     }
 
     type Rows = Vec<(i64, i64, i64)>;

@@ -111,41 +111,50 @@ pub async fn handle_create_as(
         .filter_map(|id| catalog.table_by_id(*id))
         .collect();
     let (columns, query_columns) = output_columns(&schema)?;
-    let mut key_columns =
-        match kind {
-            SourceKind::Stream => {
-                let append_only = lowered
-                    .root
-                    .append_only(&|id| catalog.table_by_id(id).is_some_and(|t| t.is_stream()));
-                if !append_only {
-                    return Err(SqlError::InvalidDefinition(format!(
-                        "the query of stream {name} can change or take back rows it has produced \
+    let mut key_columns = match kind {
+        SourceKind::Stream => {
+            let append_only = lowered
+                .root
+                .append_only(&|id| catalog.table_by_id(id).is_some_and(|t| t.is_stream()));
+            if !append_only {
+                return Err(SqlError::InvalidDefinition(format!(
+                    "the query of stream {name} can change or take back rows it has produced \
                      (it aggregates, reads a table, or outer-joins), so its result is a table; \
                      use CREATE TABLE {name} AS SELECT ... or a materialized view"
-                    ))
-                    .into());
-                }
-                match (options.window, clauses.partition_by.is_empty()) {
-                    (Some(_), true) => table_key(query, &name, &read, &columns, &query_columns)?,
-                    (Some(_), false) => return Err(SqlError::InvalidDefinition(
+                ))
+                .into());
+            }
+            match (options.window, clauses.partition_by.is_empty()) {
+                (Some(_), true) => table_key(query, &name, &read, &columns, &query_columns, None)?,
+                (Some(_), false) => {
+                    return Err(SqlError::InvalidDefinition(
                         "PARTITION BY with WINDOW: a windowed aggregate's records are keyed by \
                          its GROUP BY and window"
                             .into(),
                     )
-                    .into()),
-                    (None, true) => stream_key(&read, &columns),
-                    (None, false) => partition_key(query, clauses, &columns, &query_columns)?,
+                    .into())
                 }
+                (None, true) => stream_key(query, &read, &columns, &query_columns),
+                (None, false) => partition_key(query, clauses, &columns, &query_columns)?,
             }
-            SourceKind::Table if !clauses.partition_by.is_empty() => {
-                return Err(SqlError::InvalidDefinition(format!(
-                    "PARTITION BY re-keys a stream; table {name} is keyed by its GROUP BY or its \
+        }
+        SourceKind::Table if !clauses.partition_by.is_empty() => {
+            return Err(SqlError::InvalidDefinition(format!(
+                "PARTITION BY re-keys a stream; table {name} is keyed by its GROUP BY or its \
                  source's primary key"
-                ))
-                .into())
-            }
-            SourceKind::Table => table_key(query, &name, &read, &columns, &query_columns)?,
-        };
+            ))
+            .into())
+        }
+        SourceKind::Table => {
+            let plan_key = lowered.root.unique_key(&|id| {
+                catalog
+                    .table_by_id(id)
+                    .map(|t| t.def().primary_key.clone())
+                    .or_else(|| catalog.view_by_id(id).map(|v| v.def().key_columns.clone()))
+            });
+            table_key(query, &name, &read, &columns, &query_columns, plan_key)?
+        }
+    };
     if kind == SourceKind::Table {
         key_columns.sort_unstable();
     }
@@ -710,9 +719,22 @@ fn partition_key(
 }
 
 /// A stream keeps the key of the one stream it reads, if it selects it.
-fn stream_key(read: &[Arc<StoredTable>], columns: &[ColumnDef]) -> Vec<usize> {
+fn stream_key(
+    query: &Query,
+    read: &[Arc<StoredTable>],
+    columns: &[ColumnDef],
+    query_columns: &[usize],
+) -> Vec<usize> {
     let [source] = read else {
-        return Vec::new();
+        // A join's records are keyed by its join columns, as ksqlDB keys
+        // them, when they are selected.
+        return eddy_sql::join_key_columns(query)
+            .and_then(|keys| {
+                keys.iter()
+                    .map(|k| query_columns.iter().position(|q| q == k))
+                    .collect()
+            })
+            .unwrap_or_default();
     };
     let Some(kafka) = &source.def().kafka else {
         return Vec::new();
@@ -726,13 +748,16 @@ fn stream_key(read: &[Arc<StoredTable>], columns: &[ColumnDef]) -> Vec<usize> {
 }
 
 /// A table is keyed by its GROUP BY keys, or else by the primary key of
-/// the one table it reads.
+/// the one table it reads, or else by the columns that identify its plan's
+/// rows (`plan_key`, output positions): a table joined to others by their
+/// primary keys is keyed as the first, as ksqlDB keys table-table joins.
 fn table_key(
     query: &Query,
     name: &str,
     read: &[Arc<StoredTable>],
     columns: &[ColumnDef],
     query_columns: &[usize],
+    plan_key: Option<Vec<usize>>,
 ) -> Result<Vec<usize>> {
     if let Some(keys) = eddy_sql::group_key_columns(query)? {
         return keys
@@ -763,11 +788,18 @@ fn table_key(
         }
         _ => None,
     };
+    let keyed = keyed.or_else(|| {
+        plan_key?
+            .iter()
+            .map(|k| query_columns.iter().position(|q| q == k))
+            .collect()
+    });
     keyed.ok_or_else(|| {
         SqlError::InvalidDefinition(format!(
             "table {name} needs a key for its changelog: GROUP BY its key columns (and select \
-             them), or select the primary key of the one table it reads; a query whose rows \
-             only accumulate is CREATE STREAM {name} AS SELECT ..."
+             them), select the primary key of the one table it reads, or join tables by their \
+             primary keys and select the first one's; a query whose rows only accumulate is \
+             CREATE STREAM {name} AS SELECT ..."
         ))
         .into()
     })
