@@ -837,13 +837,14 @@ where
     C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
     C::Error: Debug,
 {
-    let reports = matches!(
-        statement,
+    let reports = match statement {
         EddyStatement::CreateView { .. }
-            | EddyStatement::CreateRelation(_)
-            | EddyStatement::InsertQuery { .. }
-    );
-    if !reports || !crate::notice::wanted(client.metadata()) {
+        | EddyStatement::CreateRelation(_)
+        | EddyStatement::InsertQuery { .. } => true,
+        EddyStatement::Sql(sql) => matches!(sql.as_ref(), Statement::Rollback { .. }),
+        _ => false,
+    };
+    if !reports {
         return handler::execute(engine, client.metadata_mut(), statement, plan).await;
     }
     // The statement runs on a copy of the settings, so that the client
@@ -858,22 +859,27 @@ where
         loop {
             tokio::select! {
                 result = &mut run => break result,
-                Some(message) = notices.recv() => send_notice(client, message).await,
+                Some(notice) = notices.recv() => send_notice(client, notice).await,
             }
         }
     };
-    while let Ok(message) = notices.try_recv() {
-        send_notice(client, message).await;
+    while let Ok(notice) = notices.try_recv() {
+        send_notice(client, notice).await;
     }
     *client.metadata_mut() = vars;
     result
 }
 
-async fn send_notice<C>(client: &mut C, message: String)
+/// Sends `notice` unless the session's `client_min_messages` filters it.
+async fn send_notice<C>(client: &mut C, notice: crate::notice::Notice)
 where
-    C: Sink<PgWireBackendMessage> + Unpin,
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin,
 {
-    let info = pgwire::error::ErrorInfo::new("NOTICE".into(), "00000".into(), message);
+    if !crate::notice::wanted(client.metadata(), notice.severity) {
+        return;
+    }
+    let info =
+        pgwire::error::ErrorInfo::new(notice.severity.into(), notice.code.into(), notice.message);
     let _ = client
         .send(PgWireBackendMessage::NoticeResponse(info.into()))
         .await;

@@ -103,6 +103,27 @@ pub fn manifest_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
+/// A client whose notices (NOTICE and WARNING messages) arrive on the
+/// returned channel.
+pub async fn connect_with_notices(
+    server: &TestServer,
+) -> Result<(
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::error::DbError>,
+)> {
+    let (client, mut connection) = server.pg_config().connect(tokio_postgres::NoTls).await?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notice(notice) = message {
+                let _ = tx.send(notice);
+            }
+        }
+    });
+    Ok((client, rx))
+}
+
 /// Runs `cmd` to completion, capturing stdout and stderr. Kills it and fails
 /// if it is still running after `timeout`.
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output> {

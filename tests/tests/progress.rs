@@ -6,27 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use eddy_tests::{text_rows, TestServer};
-use futures::StreamExt;
-use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
-
-/// A client whose NOTICE messages arrive on the returned channel.
-async fn connect_with_notices(
-    server: &TestServer,
-) -> Result<(tokio_postgres::Client, mpsc::UnboundedReceiver<String>)> {
-    let (client, mut connection) = server.pg_config().connect(NoTls).await?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = messages.next().await {
-            if let AsyncMessage::Notice(notice) = message {
-                let _ = tx.send(notice.message().to_owned());
-            }
-        }
-    });
-    Ok((client, rx))
-}
+use eddy_tests::{connect_with_notices, text_rows, TestServer};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backfill_reports_progress_and_matches_its_query() -> Result<()> {
@@ -53,7 +33,9 @@ async fn backfill_reports_progress_and_matches_its_query() -> Result<()> {
         let first = tokio::time::timeout(Duration::from_secs(120), notices.recv())
             .await
             .context("no NOTICE while the backfill ran")?
-            .context("notices closed")?;
+            .context("notices closed")?
+            .message()
+            .to_owned();
         let shown = text_rows(&watcher, "SHOW QUERIES").await;
         anyhow::Ok((first, shown))
     };
@@ -114,7 +96,7 @@ async fn backfill_reports_progress_and_matches_its_query() -> Result<()> {
     assert_eq!(text_rows(&client, "SELECT n FROM none").await?, ["0"]);
     let mut later = Vec::new();
     while let Ok(notice) = notices.try_recv() {
-        later.push(notice);
+        later.push(notice.message().to_owned());
     }
     assert!(
         later
@@ -173,6 +155,7 @@ async fn sliced_backfill_keeps_event_time_whole() -> Result<()> {
         )
         .await?;
     let notice = notices.recv().await.context("no progress notice")?;
+    let notice = notice.message();
     assert!(notice.starts_with("backfilling per_window: "), "{notice}");
     let queries = text_rows(&client, "SHOW QUERIES").await?;
     let row = queries

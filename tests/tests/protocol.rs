@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{NaiveDate, NaiveDateTime};
-use eddy_tests::TestServer;
+use eddy_tests::{connect_with_notices, TestServer};
 use rust_decimal::Decimal;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
@@ -894,4 +894,40 @@ async fn a_failing_query_stops_the_statements_after_it() -> Result<()> {
         .expect_err("division by zero");
     assert_eq!(failed.code().map(|c| c.code()), Some("22012"), "{failed:?}");
     select_one(&client).await
+}
+
+/// Each statement commits as it runs, so ROLLBACK cannot undo writes: it
+/// ends the block with a WARNING saying so, and none without writes.
+#[tokio::test]
+async fn rollback_after_writes_warns() -> Result<()> {
+    let server = TestServer::start()?;
+    let (client, mut notices) = connect_with_notices(&server).await?;
+    client
+        .batch_execute("CREATE TABLE kept (id int PRIMARY KEY)")
+        .await?;
+    client.batch_execute("BEGIN; SELECT 1; ROLLBACK").await?;
+    client
+        .batch_execute("BEGIN; INSERT INTO kept VALUES (1); INSERT INTO kept VALUES (2)")
+        .await?;
+    client.batch_execute("ROLLBACK").await?;
+    let warning = tokio::time::timeout(Duration::from_secs(10), notices.recv())
+        .await?
+        .context("no warning")?;
+    assert_eq!(warning.severity(), "WARNING");
+    assert_eq!(warning.code().code(), "01000");
+    assert_eq!(
+        warning.message(),
+        "ROLLBACK did not undo the 2 statement(s) of the transaction that wrote: Eddy commits \
+         each statement as it runs"
+    );
+    let rows = client.query("SELECT count(*) FROM kept", &[]).await?;
+    assert_eq!(rows[0].get::<_, i64>(0), 2);
+    // With client_min_messages at error, no warning is sent.
+    client
+        .batch_execute("SET client_min_messages = error; BEGIN; INSERT INTO kept VALUES (3)")
+        .await?;
+    client.batch_execute("ROLLBACK").await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(notices.try_recv().is_err());
+    Ok(())
 }

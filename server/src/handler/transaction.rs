@@ -1,9 +1,10 @@
 //! BEGIN, COMMIT, ROLLBACK and savepoints.
 //!
 //! Every statement commits on its own (autocommit); a transaction block is
-//! accepted so drivers work, but ROLLBACK does not undo earlier statements.
-//! Savepoints follow Postgres's rules (names, nesting, the cursors that
-//! ROLLBACK TO closes), and ROLLBACK TO refuses to pretend: with writes
+//! accepted so drivers work, but ROLLBACK does not undo earlier statements:
+//! after writes it ends the block with a WARNING saying so (ROLLBACK cannot
+//! fail). Savepoints follow Postgres's rules (names, nesting, the cursors
+//! that ROLLBACK TO closes), and ROLLBACK TO refuses to pretend: with writes
 //! since the savepoint it fails with 0A000. The README says so.
 
 use std::collections::HashMap;
@@ -26,6 +27,13 @@ pub fn handle_commit(vars: &mut HashMap<String, String>) -> Output {
 }
 
 pub fn handle_rollback(vars: &mut HashMap<String, String>) -> Output {
+    let writes = with_session(vars, |s| if s.in_transaction { s.writes } else { 0 });
+    if writes > 0 {
+        crate::notice::warn(format!(
+            "ROLLBACK did not undo the {writes} statement(s) of the transaction that wrote: \
+             Eddy commits each statement as it runs"
+        ));
+    }
     cursor::end_transaction(vars);
     Output::TransactionEnd(Tag::new("ROLLBACK"))
 }
