@@ -31,7 +31,8 @@ pub fn column_type_from_sql(data_type: &DataType) -> Result<ColumnType> {
         }
         D::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => ColumnType::TimestampTz,
         D::Interval { .. } => ColumnType::Interval,
-        D::Bytea => ColumnType::Bytea,
+        // ksqlDB's BYTES, which sqlparser reads as a type of its own.
+        D::Bytea | D::Bytes(None) => ColumnType::Bytea,
         D::JSONB | D::JSON => ColumnType::Jsonb,
         D::Array(
             ArrayElemTypeDef::AngleBracket(element)

@@ -432,3 +432,12 @@ pub fn expected_group_sums(n: i64, key: impl Fn(i64) -> String) -> Vec<String> {
         .map(|(k, (count, sum))| format!("{k}|{count}|{sum}"))
         .collect()
 }
+
+/// A broker with memory storage, a server reading it, and a client of the
+/// server.
+pub async fn server_with_broker() -> Result<(Broker, crate::TestServer, tokio_postgres::Client)> {
+    let broker = Broker::start_with(BrokerStorage::Memory).await?;
+    let server = crate::TestServer::start_with_args(&["--kafka-brokers", &broker.brokers()])?;
+    let client = server.connect().await?;
+    Ok((broker, server, client))
+}

@@ -10,18 +10,9 @@ use std::collections::BTreeMap;
 use std::f64::consts::PI;
 
 use anyhow::{Context, Result};
-use eddy_tests::kafka::{consume_all, produce, Broker, BrokerStorage, Record};
-use eddy_tests::{sorted_text_rows, sqlstate, text_rows, TestServer};
+use eddy_tests::kafka::{consume_all, produce, server_with_broker, Record};
+use eddy_tests::{sorted_text_rows, sqlstate, text_rows};
 use serde_json::{json, Value};
-use tokio_postgres::Client;
-
-/// A broker, a server that reads it, and a client of the server.
-async fn start() -> Result<(Broker, TestServer, Client)> {
-    let broker = Broker::start_with(BrokerStorage::Memory).await?;
-    let server = TestServer::start_with_args(&["--kafka-brokers", &broker.brokers()])?;
-    let client = server.connect().await?;
-    Ok((broker, server, client))
-}
 
 /// A record keyed by `id` (KAFKA text) with a JSON value.
 fn record(id: &str, value: Value) -> Record {
@@ -74,7 +65,7 @@ fn assert_numbers(value: &Value, expected: &[(&str, f64)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scalar_functions_run_in_persistent_queries() -> Result<()> {
-    let (broker, _server, client) = start().await?;
+    let (broker, _server, client) = server_with_broker().await?;
     let brokers = broker.brokers();
     client
         .batch_execute(
@@ -367,7 +358,7 @@ async fn scalar_functions_run_in_persistent_queries() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregates_write_a_table() -> Result<()> {
-    let (broker, _server, client) = start().await?;
+    let (broker, _server, client) = server_with_broker().await?;
     let brokers = broker.brokers();
     // AVG, MIN, MAX; LATEST_BY_OFFSET and EARLIEST_BY_OFFSET (NULLs
     // skipped); COLLECT_LIST (offset order), COLLECT_SET (distinct,
@@ -472,7 +463,7 @@ async fn aggregates_write_a_table() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_forms_fail_with_their_sqlstate() -> Result<()> {
-    let (broker, _server, client) = start().await?;
+    let (broker, _server, client) = server_with_broker().await?;
     client
         .batch_execute(
             "CREATE STREAM src (id VARCHAR KEY, s VARCHAR, n INT, ms BIGINT, tags ARRAY<INT>) \

@@ -56,7 +56,7 @@ pub fn handle_describe(engine: &Engine, name: &ObjectName, extended: bool) -> Re
             .def()
             .columns
             .iter()
-            .map(|c| (c.name.clone(), c.data_type.clone(), ""))
+            .map(|c| (c.name.clone(), view_type_name(c), ""))
             .collect(),
     };
     let rows: Vec<Vec<String>> = if extended {
@@ -146,4 +146,24 @@ fn extended_rows(
         push("read_by", names.join(", "));
     }
     rows
+}
+
+/// A view column's type as a table column's is named: Postgres's name, or
+/// ksqlDB's for a struct or map; Arrow's only for a type neither has.
+fn view_type_name(column: &eddy_catalog::ViewColumn) -> String {
+    if let Some(pg_type) = &column.pg_type {
+        return pg_type.clone();
+    }
+    let arrow = column
+        .data_type
+        .parse::<datafusion::arrow::datatypes::DataType>()
+        .ok();
+    match arrow
+        .as_ref()
+        .and_then(eddy_catalog::ColumnType::from_arrow)
+    {
+        Some(t) if t.is_nested() => t.ksql_name(),
+        Some(t) => t.to_string(),
+        None => column.data_type.clone(),
+    }
 }
