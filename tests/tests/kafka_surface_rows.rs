@@ -931,9 +931,10 @@ async fn table_joins_and_window_retention() -> Result<()> {
     Ok(())
 }
 
-/// Rows `DATE` and `TIME`: JSON reads a date from ISO text or a number of
-/// days, and a time from `HH:MM:SS` text or a number of microseconds
-/// since midnight; both are written back as text.
+/// Rows `DATE`, `TIME` and `TIMESTAMP`: JSON reads a date from ISO text or
+/// a number of days, and a time from `HH:MM:SS` text or a number of
+/// microseconds since midnight; all are written back as text, inside a
+/// struct as at the top.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dates_and_times_round_trip() -> Result<()> {
     let (broker, _server, client) = server_with_broker().await?;
@@ -979,6 +980,28 @@ async fn dates_and_times_round_trip() -> Result<()> {
             ("c".to_owned(), r#"{"DAY":null,"AT":null}"#.to_owned()),
         ]
     );
+    // A timestamp inside a struct is written as a top-level one is.
+    client
+        .batch_execute(
+            "CREATE STREAM stamped (id VARCHAR KEY, at TIMESTAMP, s STRUCT<at TIMESTAMP>) \
+               WITH (kafka_topic='stamped', value_format='JSON', partitions=1);
+             CREATE STREAM stamped_copy AS SELECT id, at, s FROM stamped;",
+        )
+        .await?;
+    produce(
+        &brokers,
+        "stamped",
+        Some(0),
+        &[raw(
+            "a",
+            r#"{"at": "2024-01-31T12:34:56Z", "s": {"at": "2024-01-31T12:34:56Z"}}"#,
+        )],
+    )
+    .await?;
+    client.batch_execute("FLUSH").await?;
+    let stamped = written(&brokers, "STAMPED_COPY").await?;
+    let value: Value = serde_json::from_str(&stamped[0].1)?;
+    assert_eq!(value["S"]["AT"], value["AT"], "{value}");
     let described = text_rows(&client, "DESCRIBE visits").await?;
     for expected in ["day|date|", "at|time without time zone|"] {
         assert!(
