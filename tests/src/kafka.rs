@@ -441,3 +441,24 @@ pub async fn server_with_broker() -> Result<(Broker, crate::TestServer, tokio_po
     let client = server.connect().await?;
     Ok((broker, server, client))
 }
+
+/// A record keyed by `key` (KAFKA text) with a JSON value.
+pub fn json_record(key: &str, value: serde_json::Value) -> Record {
+    (
+        Some(key.as_bytes().to_vec()),
+        Some(value.to_string().into_bytes()),
+    )
+}
+
+/// The values of a topic's records as JSON, with their keys (KAFKA text),
+/// sorted; a tombstone is an error.
+pub async fn values_by_key(brokers: &str, topic: &str) -> Result<Vec<(String, serde_json::Value)>> {
+    let mut out = Vec::new();
+    for (_, key, value) in consume_all(brokers, topic).await? {
+        let key = String::from_utf8(key.unwrap_or_default())?;
+        let value = value.context("expected a value, got a tombstone")?;
+        out.push((key, serde_json::from_slice::<serde_json::Value>(&value)?));
+    }
+    out.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
+    Ok(out)
+}

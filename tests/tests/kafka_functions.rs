@@ -10,29 +10,9 @@ use std::collections::BTreeMap;
 use std::f64::consts::PI;
 
 use anyhow::{Context, Result};
-use eddy_tests::kafka::{consume_all, produce, server_with_broker, Record};
+use eddy_tests::kafka::{consume_all, json_record, produce, server_with_broker, values_by_key};
 use eddy_tests::{sorted_text_rows, sqlstate, text_rows};
 use serde_json::{json, Value};
-
-/// A record keyed by `id` (KAFKA text) with a JSON value.
-fn record(id: &str, value: Value) -> Record {
-    (
-        Some(id.as_bytes().to_vec()),
-        Some(value.to_string().into_bytes()),
-    )
-}
-
-/// The values of a topic's records, by key.
-async fn values_by_key(brokers: &str, topic: &str) -> Result<Vec<(String, Value)>> {
-    let mut out = Vec::new();
-    for (_, key, value) in consume_all(brokers, topic).await? {
-        let key = String::from_utf8(key.unwrap_or_default())?;
-        let value = value.context("expected a value, got a tombstone")?;
-        out.push((key, serde_json::from_slice::<Value>(&value)?));
-    }
-    out.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
-    Ok(out)
-}
 
 /// The last value of each key of a changelog topic: the table's rows now.
 async fn latest_by_key(brokers: &str, topic: &str) -> Result<BTreeMap<String, Value>> {
@@ -162,14 +142,14 @@ async fn scalar_functions_run_in_persistent_queries() -> Result<()> {
         "src",
         Some(0),
         &[
-            record(
+            json_record(
                 "a",
                 json!({"s": "hello wORLD", "note": "x", "n": -7, "d": 2.5,
                        "ms": 1_600_000_000_123_i64,
                        "js": r#"{"user": {"name": "ann", "tags": ["p", "q"]}}"#,
                        "tags": [3, 1, 3, 2], "attrs": {"k1": 1, "k2": 2}}),
             ),
-            record(
+            json_record(
                 "b",
                 json!({"s": "a,b,,c", "note": null, "n": 4, "d": -2.5, "ms": 0,
                        "js": "not json", "tags": [5], "attrs": {"z": 26}}),
@@ -380,7 +360,7 @@ async fn aggregates_write_a_table() -> Result<()> {
         )
         .await?;
     let play = |id: &str, player: &str, score: Option<i32>, difficulty: &str| {
-        record(
+        json_record(
             id,
             json!({"player": player, "score": score, "difficulty": difficulty}),
         )
@@ -475,11 +455,11 @@ async fn refused_forms_fail_with_their_sqlstate() -> Result<()> {
         "src",
         Some(0),
         &[
-            record(
+            json_record(
                 "a",
                 json!({"s": "13/09/2020", "n": 1, "ms": 0, "tags": [1]}),
             ),
-            record("b", json!({"s": "x", "n": 3, "ms": 0, "tags": [2]})),
+            json_record("b", json!({"s": "x", "n": 3, "ms": 0, "tags": [2]})),
         ],
     )
     .await?;

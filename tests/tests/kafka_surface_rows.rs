@@ -9,18 +9,12 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use eddy_tests::kafka::{consume_all, produce, server_with_broker, Record};
+use eddy_tests::kafka::{
+    consume_all, json_record, produce, server_with_broker, values_by_key, Record,
+};
 use eddy_tests::{sorted_text_rows, sqlstate, text_rows};
 use serde_json::{json, Value};
 use tokio_postgres::{Client, SimpleQueryMessage};
-
-/// A record keyed by `key` (KAFKA text) with a JSON value.
-fn record(key: &str, value: Value) -> Record {
-    (
-        Some(key.as_bytes().to_vec()),
-        Some(value.to_string().into_bytes()),
-    )
-}
 
 /// A record whose key and value are these bytes, as written.
 fn raw(key: &str, value: &str) -> Record {
@@ -37,7 +31,7 @@ fn tombstone(key: &str) -> Record {
 
 /// A page view keyed by user.
 fn view(user: &str, page: &str, ms: i64) -> Record {
-    record(user, json!({"page": page, "ms": ms}))
+    json_record(user, json!({"page": page, "ms": ms}))
 }
 
 /// The column names of the first row `sql` returns.
@@ -59,16 +53,6 @@ async fn written(brokers: &str, topic: &str) -> Result<Vec<(String, String)>> {
         out.push((key, String::from_utf8(value)?));
     }
     out.sort();
-    Ok(out)
-}
-
-/// The values of a topic's records as JSON, by key, sorted.
-async fn values_by_key(brokers: &str, topic: &str) -> Result<Vec<(String, Value)>> {
-    let mut out = Vec::new();
-    for (key, value) in written(brokers, topic).await? {
-        out.push((key, serde_json::from_str::<Value>(&value)?));
-    }
-    out.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
     Ok(out)
 }
 
@@ -369,7 +353,7 @@ async fn statements_and_options_over_kafka_relations() -> Result<()> {
         &brokers,
         "replicated",
         Some(1),
-        &[record("r", json!({"n": 7}))],
+        &[json_record("r", json!({"n": 7}))],
     )
     .await?;
     client.batch_execute("FLUSH").await?;
@@ -605,7 +589,7 @@ const TEN: i64 = 1_767_261_600_000;
 
 /// A click by `user` of `amount`, `seconds` after 10:00.
 fn click(user: &str, amount: i64, seconds: i64) -> Record {
-    record(user, json!({"amount": amount, "ts": TEN + seconds * 1_000}))
+    json_record(user, json!({"amount": amount, "ts": TEN + seconds * 1_000}))
 }
 
 /// A window start as `WINDOWSTART` shows it, `minutes` after 10:00.
@@ -682,9 +666,9 @@ async fn table_joins_and_window_retention() -> Result<()> {
         "users",
         Some(0),
         &[
-            record("ann", json!({"name": "Ann", "region": "eu"})),
-            record("bob", json!({"name": "Bob", "region": "us"})),
-            record("cy", json!({"name": "Cy", "region": "eu"})),
+            json_record("ann", json!({"name": "Ann", "region": "eu"})),
+            json_record("bob", json!({"name": "Bob", "region": "us"})),
+            json_record("cy", json!({"name": "Cy", "region": "eu"})),
         ],
     )
     .await?;
@@ -693,9 +677,9 @@ async fn table_joins_and_window_retention() -> Result<()> {
         "balances",
         Some(0),
         &[
-            record("ann", json!({"balance": 10})),
-            record("bob", json!({"balance": 20})),
-            record("dee", json!({"balance": 40})),
+            json_record("ann", json!({"balance": 10})),
+            json_record("bob", json!({"balance": 20})),
+            json_record("dee", json!({"balance": 40})),
         ],
     )
     .await?;
@@ -704,8 +688,8 @@ async fn table_joins_and_window_retention() -> Result<()> {
         "regions",
         Some(0),
         &[
-            record("eu", json!({"country": "DE"})),
-            record("us", json!({"country": "US"})),
+            json_record("eu", json!({"country": "DE"})),
+            json_record("us", json!({"country": "US"})),
         ],
     )
     .await?;
@@ -767,7 +751,7 @@ async fn table_joins_and_window_retention() -> Result<()> {
         &brokers,
         "regions",
         Some(0),
-        &[record("eu", json!({"country": "FR"}))],
+        &[json_record("eu", json!({"country": "FR"}))],
     )
     .await?;
     produce(
@@ -775,7 +759,7 @@ async fn table_joins_and_window_retention() -> Result<()> {
         "users",
         Some(0),
         &[
-            record("cy", json!({"name": "Cy", "region": "us"})),
+            json_record("cy", json!({"name": "Cy", "region": "us"})),
             tombstone("bob"),
         ],
     )
@@ -784,7 +768,7 @@ async fn table_joins_and_window_retention() -> Result<()> {
         &brokers,
         "balances",
         Some(0),
-        &[record("ann", json!({"balance": 15}))],
+        &[json_record("ann", json!({"balance": 15}))],
     )
     .await?;
     client.batch_execute("FLUSH").await?;

@@ -5,28 +5,9 @@
 //! cased, map keys as they are).
 
 use anyhow::{Context, Result};
-use eddy_tests::kafka::{consume_all, produce, Broker, BrokerStorage, Record};
+use eddy_tests::kafka::{json_record, produce, values_by_key, Broker, BrokerStorage};
 use eddy_tests::{sorted_text_rows, sqlstate, text_rows, TestServer};
-use serde_json::{json, Value};
-
-fn order(id: &str, value: Value) -> Record {
-    (
-        Some(id.as_bytes().to_vec()),
-        Some(value.to_string().into_bytes()),
-    )
-}
-
-/// The values of a topic's records, by key.
-async fn values_by_key(brokers: &str, topic: &str) -> Result<Vec<(String, Value)>> {
-    let mut out = Vec::new();
-    for (_, key, value) in consume_all(brokers, topic).await? {
-        let key = String::from_utf8(key.unwrap_or_default())?;
-        let value = value.context("expected a value, got a tombstone")?;
-        out.push((key, serde_json::from_slice::<Value>(&value)?));
-    }
-    out.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
-    Ok(out)
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_columns_read_and_write_as_ksqldb() -> Result<()> {
@@ -61,26 +42,26 @@ async fn nested_columns_read_and_write_as_ksqldb() -> Result<()> {
         "cities",
         Some(0),
         &[
-            order("Oslo", json!({"COUNTRY": "NO"})),
-            order("Lund", json!({"COUNTRY": "SE"})),
+            json_record("Oslo", json!({"COUNTRY": "NO"})),
+            json_record("Lund", json!({"COUNTRY": "SE"})),
         ],
     )
     .await?;
     client.batch_execute("FLUSH").await?;
     // Field names in any case, as ksqlDB reads them; map keys keep theirs.
     let records = [
-        order(
+        json_record(
             "o1",
             json!({"CUSTOMER": {"NAME": "Ann", "Address": {"CITY": "Oslo", "zip": 150}},
                    "ITEMS": [{"SKU": "a", "QTY": 2}, {"sku": "b", "qty": 1}],
                    "TAGS": ["new", "gift"], "ATTRS": {"Color": 1.5, "size": 2}}),
         ),
-        order(
+        json_record(
             "o2",
             json!({"customer": {"name": "Bo", "address": {"city": "Lund", "zip": 22}},
                    "items": [], "tags": ["old"], "attrs": {}}),
         ),
-        order(
+        json_record(
             "o3",
             json!({"customer": {"name": "Cy", "address": {"city": "Oslo", "zip": 151}},
                    "items": null, "tags": null, "attrs": null}),
@@ -187,11 +168,11 @@ async fn nested_columns_read_and_write_as_ksqldb() -> Result<()> {
         "orders",
         Some(0),
         &[
-            order(
+            json_record(
                 "bad",
                 json!({"customer": {"name": "X", "address": "not a struct"}}),
             ),
-            order("o4", json!({"customer": {"name": "Di"}, "tags": ["z"]})),
+            json_record("o4", json!({"customer": {"name": "Di"}, "tags": ["z"]})),
         ],
     )
     .await?;
