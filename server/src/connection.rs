@@ -6,7 +6,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use std::collections::HashMap;
@@ -165,6 +165,15 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),
         };
+        // Replies before Sync (or Flush) go out together, at Sync.
+        socket.get_mut().corked = matches!(
+            message,
+            PgWireFrontendMessage::Parse(_)
+                | PgWireFrontendMessage::Bind(_)
+                | PgWireFrontendMessage::Describe(_)
+                | PgWireFrontendMessage::Execute(_)
+                | PgWireFrontendMessage::Close(_)
+        );
         let result = process_message(
             message,
             &mut socket,
@@ -179,6 +188,7 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
             errors.on_error(&socket, &mut e);
             process_error(&mut socket, e, extended_query).await?;
         }
+        socket.get_mut().corked = false;
     }
 }
 
@@ -502,11 +512,18 @@ impl Drop for Session {
     }
 }
 
+/// Backend bytes a corked stream holds at most before it writes them.
+const HELD_LIMIT: usize = 64 * 1024;
+
 /// A TCP stream whose bytes pass through a [`FrameChecker`] as they are
-/// read.
+/// read. While corked it holds back what is written, as Postgres sends an
+/// extended-protocol exchange's replies at Sync in one write instead of one
+/// write per message; it sends them before it waits to read.
 struct CheckedStream {
     tcp: TcpStream,
     checker: FrameChecker,
+    corked: bool,
+    held: Vec<u8>,
 }
 
 impl CheckedStream {
@@ -514,7 +531,21 @@ impl CheckedStream {
         CheckedStream {
             tcp,
             checker: FrameChecker::default(),
+            corked: false,
+            held: Vec::new(),
         }
+    }
+
+    /// Writes what is held back.
+    fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.held.is_empty() {
+            let written = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.held))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.held.drain(..written);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -525,6 +556,11 @@ impl AsyncRead for CheckedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // The client may wait for these before it sends more. A full socket
+        // leaves them held; its readiness wakes this task as well.
+        if let Poll::Ready(Err(e)) = this.poll_release(cx) {
+            return Poll::Ready(Err(e));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.tcp).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -542,15 +578,34 @@ impl AsyncWrite for CheckedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+        let this = self.get_mut();
+        // Joined to what is held, so that both go in one write.
+        if (this.corked || !this.held.is_empty()) && this.held.len() + buf.len() <= HELD_LIMIT {
+            this.held.extend_from_slice(buf);
+            if !this.corked {
+                if let Poll::Ready(Err(e)) = this.poll_release(cx) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            return Poll::Ready(Ok(buf.len()));
+        }
+        ready!(this.poll_release(cx))?;
+        Pin::new(&mut this.tcp).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+        let this = self.get_mut();
+        if this.corked {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.poll_release(cx))?;
+        Pin::new(&mut this.tcp).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_release(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
 }
 

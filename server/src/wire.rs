@@ -48,6 +48,7 @@ use tracing::Instrument;
 
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
+use crate::handler::lookup::Lookup;
 use crate::handler::{self, Kind, Output};
 
 /// A statement prepared by Parse: the SQL, its parsed form, and for planned
@@ -62,6 +63,8 @@ pub struct Prepared {
     /// Parameters described as Postgres types the plan cannot tell apart
     /// (`$1::jsonb`, `$1::oid[]`), by placeholder id.
     described_as: HashMap<String, Type>,
+    /// The key lookup a query is, found once for all its executions.
+    lookup: Option<Lookup>,
 }
 
 pub struct Handlers {
@@ -596,11 +599,20 @@ impl QueryParser for Parser {
                     let json = json_placeholders(plan).map_err(EddyError::into_pgwire)?;
                     described_as.extend(json.into_iter().map(|id| (id, Type::JSONB)));
                 }
+                let lookup = match (&statement, &plan) {
+                    (EddyStatement::Sql(sql), Some(plan))
+                        if matches!(sql.as_ref(), Statement::Query(_)) =>
+                    {
+                        Lookup::of(plan)
+                    }
+                    _ => None,
+                };
                 Ok(Some(Prepared {
                     statement,
                     plan,
                     schema,
                     described_as,
+                    lookup,
                 }))
             }
             _ => Err(EddyError::MultipleStatementsInPrepare.into_pgwire()),
@@ -802,6 +814,20 @@ impl ExtendedQueryHandler for Parser {
                 let params =
                     deserialize_parameters(json_as_text.as_ref().unwrap_or(portal), &type_refs)?;
                 let params = assignment_casts(params, &types).map_err(EddyError::into_pgwire)?;
+                if let Some(lookup) = &prepared.lookup {
+                    let answered = handler::execute_lookup(&self.engine, lookup, &params)
+                        .await
+                        .map_err(EddyError::into_pgwire)?;
+                    if let Some(output) = answered {
+                        let cancel = connection_handle(client);
+                        return encode(
+                            output,
+                            &portal.result_column_format,
+                            client.metadata(),
+                            cancel,
+                        );
+                    }
+                }
                 Some(
                     plan.clone()
                         .replace_params_with_values(&params)

@@ -2,7 +2,8 @@
 //! truncated messages, unknown protocol versions. The server may reject
 //! them however it likes (an ErrorResponse, a hang-up) but it must not hang
 //! on to the connection forever, must not crash, and must keep serving
-//! well-behaved clients.
+//! well-behaved clients. Also, at the end, how replies to well-formed
+//! extended-protocol messages are sent.
 
 use std::io::ErrorKind;
 use std::time::Duration;
@@ -475,5 +476,80 @@ async fn missing_portals_are_34000() -> Result<()> {
             .context("the server hung up")?;
         assert_eq!(ty, b'Z', "{what}: expected ReadyForQuery");
     }
+    Ok(())
+}
+
+/// Parse, Bind, Execute and Sync of a one-row query, as drivers pipeline
+/// them in one packet.
+fn extended_exchange(sql: &str) -> Vec<u8> {
+    let mut parse = b"\0".to_vec();
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(b"\0\0\0");
+    let mut bytes = message(b'P', &parse);
+    bytes.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    bytes.extend(message(b'E', b"\0\0\0\0\0"));
+    bytes.extend(message(b'S', b""));
+    bytes
+}
+
+/// The types of the whole backend messages at the start of `bytes`.
+fn message_types(bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + 5) {
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if at + 1 + len > bytes.len() {
+            break;
+        }
+        types.push(header[0]);
+        at += 1 + len;
+    }
+    types
+}
+
+/// The replies to an extended-protocol exchange are held until its Sync
+/// and sent together, as Postgres sends them: one read gets them all.
+#[tokio::test]
+async fn replies_before_sync_go_out_together() -> Result<()> {
+    let server = TestServer::start()?;
+    let mut stream = connect(&server).await?;
+    handshake(&mut stream).await?;
+    for _ in 0..20 {
+        send(&mut stream, &extended_exchange("SELECT 1")).await;
+        let mut buf = vec![0u8; 64 * 1024];
+        let read = tokio::time::timeout(REJECT_WITHIN, stream.read(&mut buf))
+            .await
+            .context("no reply")??;
+        // ParseComplete, BindComplete, DataRow, CommandComplete, ReadyForQuery.
+        assert_eq!(message_types(&buf[..read]), b"12DCZ".to_vec());
+    }
+    Ok(())
+}
+
+/// Flush sends what is held without waiting for Sync, as drivers that
+/// describe a statement before they bind it rely on.
+#[tokio::test]
+async fn flush_sends_replies_before_sync() -> Result<()> {
+    let server = TestServer::start()?;
+    let mut stream = connect(&server).await?;
+    handshake(&mut stream).await?;
+    let mut request = message(b'P', b"s\0SELECT 1 AS one\0\0\0");
+    request.extend(message(b'D', b"Ss\0"));
+    request.extend(message(b'H', b""));
+    send(&mut stream, &request).await;
+    let mut types = Vec::new();
+    for _ in 0..3 {
+        let (ty, _) = read_message(&mut stream)
+            .await?
+            .context("the server hung up")?;
+        types.push(ty);
+    }
+    // ParseComplete, ParameterDescription, RowDescription.
+    assert_eq!(types, b"1tT".to_vec());
+    send(&mut stream, &message(b'S', b"")).await;
+    let (ty, _) = read_message(&mut stream)
+        .await?
+        .context("the server hung up")?;
+    assert_eq!(ty, b'Z');
     Ok(())
 }

@@ -11,7 +11,7 @@ mod drop;
 mod explain_view;
 mod flush;
 mod functions;
-mod lookup;
+pub mod lookup;
 mod print;
 pub mod push;
 pub mod queries;
@@ -27,9 +27,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::{DescribeAlias, Statement};
+use datafusion::sql::sqlparser::ast::{DescribeAlias, SetExpr, Statement};
 use eddy_sql::EddyStatement;
 use pgwire::api::results::Tag;
 
@@ -106,9 +107,7 @@ pub async fn execute(
     statement: &EddyStatement,
     plan: Option<LogicalPlan>,
 ) -> Result<Output> {
-    crate::metrics::statement(&crate::metrics::statement_kind(&statement_prefix(
-        statement,
-    )));
+    crate::metrics::statement(&statement_kind(statement));
     let session = Arc::new(vars.clone());
     let output = set::in_session(session, run(engine, vars, statement, plan)).await?;
     // Only once the statement has run, so a failed one changes nothing.
@@ -119,6 +118,33 @@ pub async fn execute(
         transaction::note_write(vars);
     }
     Ok(output)
+}
+
+/// Runs a prepared key lookup with its parameters; `None` when it must run
+/// as a query after all.
+pub async fn execute_lookup(
+    engine: &Engine,
+    lookup: &lookup::Lookup,
+    params: &ParamValues,
+) -> Result<Option<Output>> {
+    let output = lookup.run(engine, Some(params)).await?;
+    if output.is_some() {
+        crate::metrics::statement("SELECT");
+    }
+    Ok(output)
+}
+
+/// The statement's kind, as metrics count it. A plain SELECT, which may
+/// run thousands of times a second, is named without formatting it.
+fn statement_kind(statement: &EddyStatement) -> String {
+    if let EddyStatement::Sql(sql) = statement {
+        if let Statement::Query(query) = sql.as_ref() {
+            if query.with.is_none() && matches!(*query.body, SetExpr::Select(_)) {
+                return "SELECT".into();
+            }
+        }
+    }
+    crate::metrics::statement_kind(&statement_prefix(statement))
 }
 
 /// Whether a statement changes data or the catalog, which no ROLLBACK TO
