@@ -1159,8 +1159,8 @@ fn offset_column(expr: &Expr, pairs: &DFSchema) -> Option<(usize, i64)> {
     }
 }
 
-/// An interval of fixed length, or an integer (event times that are
-/// integers are taken as microseconds), in microseconds.
+/// An interval of fixed length, a duration, or an integer (event times
+/// that are integers are taken as microseconds), in microseconds.
 fn constant_micros(value: &ScalarValue) -> Option<i64> {
     const DAY_US: i64 = 86_400_000_000;
     match value {
@@ -1170,6 +1170,10 @@ fn constant_micros(value: &ScalarValue) -> Option<i64> {
         ScalarValue::IntervalDayTime(Some(v)) => (v.days as i64)
             .checked_mul(DAY_US)?
             .checked_add(v.milliseconds as i64 * 1_000),
+        ScalarValue::DurationSecond(Some(v)) => v.checked_mul(1_000_000),
+        ScalarValue::DurationMillisecond(Some(v)) => v.checked_mul(1_000),
+        ScalarValue::DurationMicrosecond(Some(v)) => Some(*v),
+        ScalarValue::DurationNanosecond(Some(v)) => Some(v / 1_000),
         ScalarValue::Int64(Some(v)) => Some(*v),
         ScalarValue::Int32(Some(v)) => Some(*v as i64),
         _ => None,

@@ -465,6 +465,7 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
     // a time zone, as in Postgres.
     config.options_mut().execution.time_zone = Some("+00:00".into());
     let mut ctx = SessionContext::new_with_config(config);
+    ctx.add_optimizer_rule(Arc::new(crate::fixed_intervals::FixedIntervals));
     let db = ctx
         .catalog(DATABASE_NAME)
         .ok_or_else(|| EddyError::Internal("default catalog missing".into()))?;

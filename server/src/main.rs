@@ -4,6 +4,7 @@ mod connection;
 mod console;
 mod engine;
 mod error;
+mod fixed_intervals;
 mod handler;
 mod http;
 mod ksql_functions;

@@ -769,18 +769,17 @@ impl JsonCopy<'_, '_> {
         }
         let start = self.pos;
         self.pos += 1;
-        let mut escaped = false;
         loop {
-            let b = *self.input.get(self.pos)?;
-            self.pos += 1;
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
+            // Jump to the next quote or backslash.
+            let at = memchr::memchr2(b'"', b'\\', self.input.get(self.pos..)?)?;
+            self.pos += at + 1;
+            match self.input[self.pos - 1] {
                 b'"' => break,
-                _ => {}
+                // A backslash: the byte after it is escaped.
+                _ => self.pos += 1,
             }
         }
-        self.out.extend_from_slice(&self.input[start..self.pos]);
+        self.out.extend_from_slice(self.input.get(start..self.pos)?);
         Some(())
     }
 }
@@ -1580,7 +1579,19 @@ mod tests {
             copy(r#" { "P" : { } , "L" : [ ] , "S\"Q" : "a\"}" } "#),
             r#" { "p" : { } , "l" : [ ] , "s\"q" : "a\"}" } "#
         );
-        for bad in [r#"{"P": {"X": 1}"#, r#"{"P" 1}"#, "[1,", r#"{"a": 1} x"#] {
+        // A string ends at the first quote no backslash escapes.
+        assert_eq!(
+            copy(r#"{"P": {"X": "a\\", "Y\\\"": "é\\\"\u00e9"}}"#),
+            r#"{"p": {"x": "a\\", "y\\\"": "é\\\"\u00e9"}}"#
+        );
+        for bad in [
+            r#"{"P": {"X": 1}"#,
+            r#"{"P" 1}"#,
+            "[1,",
+            r#"{"a": 1} x"#,
+            r#"{"a": "b\"#,
+            r#"{"a": "b"#,
+        ] {
             assert_eq!(copy(bad), bad);
         }
         let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
