@@ -37,8 +37,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a client cut off for falling behind gets to take the error.
 const SLOW_CLIENT_GOODBYE: Duration = Duration::from_secs(1);
 
-/// Serves one client until it leaves or sends something malformed.
-pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
+/// Serves one client until it leaves or sends something malformed. A
+/// `refused` client (one past `--max-connections`) is told so at startup
+/// and let go; a cancel request on such a connection is still served.
+pub async fn serve(tcp: TcpStream, handlers: &Handlers, refused: bool) -> io::Result<()> {
     let startup = handlers.startup_handler();
     let simple = handlers.simple_query_handler();
     let extended = handlers.extended_query_handler();
@@ -111,6 +113,15 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
         if matches!(message, PgWireFrontendMessage::Terminate(_)) {
             return Ok(());
         }
+        if refused && matches!(message, PgWireFrontendMessage::Startup(_)) {
+            // FATAL, and the connection closes, as Postgres refuses it.
+            let e = EddyError::TooManyConnections;
+            let info = ErrorInfo::new("FATAL".into(), e.sqlstate().into(), e.to_string());
+            let _ = socket
+                .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                .await;
+            return Ok(());
+        }
         // A push query streams until it ends, outside pgwire's loop.
         let message = match message {
             PgWireFrontendMessage::Query(query) => match push::parse(&query.query) {
@@ -174,7 +185,15 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
                 | PgWireFrontendMessage::Execute(_)
                 | PgWireFrontendMessage::Close(_)
         );
-        let result = process_message(
+        // A statement runs at most the session's statement_timeout,
+        // sending its rows included; a simple query's statements share it.
+        let timeout = match message {
+            PgWireFrontendMessage::Query(_) | PgWireFrontendMessage::Execute(_) => {
+                crate::handler::set::statement_timeout(socket.metadata())
+            }
+            _ => None,
+        };
+        let run = process_message(
             message,
             &mut socket,
             startup.clone(),
@@ -182,8 +201,13 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers) -> io::Result<()> {
             extended.clone(),
             copy.clone(),
             cancel.clone(),
-        )
-        .await;
+        );
+        let result = match timeout {
+            Some(limit) => tokio::time::timeout(limit, run)
+                .await
+                .unwrap_or_else(|_| Err(EddyError::StatementTimeout.into_pgwire())),
+            None => run.await,
+        };
         if let Err(mut e) = result {
             errors.on_error(&socket, &mut e);
             process_error(&mut socket, e, extended_query).await?;

@@ -66,6 +66,10 @@ pub enum EddyError {
     ForwardOnlyCursor,
     #[error("canceling statement due to user request")]
     Canceled,
+    #[error("canceling statement due to statement timeout")]
+    StatementTimeout,
+    #[error("sorry, too many clients already")]
+    TooManyConnections,
     #[error("push query failed: {0}")]
     PushFailed(String),
     #[error(
@@ -122,7 +126,8 @@ impl EddyError {
             EddyError::ParameterOutOfRange(_) => "22003",
             EddyError::UndefinedPreparedStatement(_) => "26000",
             EddyError::ForwardOnlyCursor => "55000",
-            EddyError::Canceled => "57014",
+            EddyError::Canceled | EddyError::StatementTimeout => "57014",
+            EddyError::TooManyConnections => "53300",
             EddyError::PushFailed(_) => "XX000",
             EddyError::ClientTooSlow => "53200",
             EddyError::PushRelationDropped(_) => "42P01",

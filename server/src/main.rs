@@ -114,6 +114,25 @@ struct ServeArgs {
     /// free port.
     #[arg(long, env = "EDDY_HTTP_LISTEN")]
     http_listen: Option<String>,
+    /// Most client connections open at once; past it a client is refused
+    /// with 53300, as Postgres refuses it.
+    #[arg(long, env = "EDDY_MAX_CONNECTIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Sessions' default `statement_timeout`: how long a statement may run
+    /// before it is canceled with 57014, as Postgres writes it (`30s`,
+    /// `500ms`, a number of milliseconds); 0 for no limit.
+    #[arg(long, env = "EDDY_STATEMENT_TIMEOUT", default_value = "0", value_parser = parse_time_setting)]
+    statement_timeout: String,
+}
+
+/// Checks a time setting as `SET` would take it.
+fn parse_time_setting(text: &str) -> Result<String, String> {
+    match handler::set::parse_time_setting(text) {
+        Some(_) => Ok(text.trim().to_owned()),
+        None => Err(format!(
+            "{text} is not a length of time (write 30s, 500ms, 1min or a number of milliseconds)"
+        )),
+    }
 }
 
 /// Parses a memory size as Postgres's settings write it: a number of
@@ -244,7 +263,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(http::serve(listener, engine.clone(), http::Site::Console));
     }
 
+    handler::set::set_server_defaults(&[("statement_timeout", &args.statement_timeout)]);
     let handlers = Arc::new(Handlers::new(engine.clone()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections as usize));
     let mut connections = JoinSet::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -254,9 +275,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
                     let handlers = handlers.clone();
+                    // Held while the connection lasts; none left: refused.
+                    let slot = slots.clone().try_acquire_owned().ok();
                     connections.spawn(async move {
                         let _open = metrics::ConnectionGuard::open();
-                        if let Err(error) = connection::serve(socket, &handlers).await {
+                        let refused = slot.is_none();
+                        if let Err(error) = connection::serve(socket, &handlers, refused).await {
                             tracing::debug!(%peer, %error, "connection ended with an error");
                         }
                     });

@@ -28,7 +28,7 @@ pub use create_source::{bind_create_source, bind_query_relation, source_options,
 pub use create_table::{bind_create_table, normalize};
 pub use insert::{insert_target, name_all_columns, name_leading_columns};
 pub use joins::{apply_within, WithinUse};
-pub use parser::parse_sql;
+pub use parser::{number_and_unit, parse_sql};
 pub use query_keys::{group_key_columns, join_key_columns, keeps_columns, partition_key_columns};
 pub use types::column_type_from_sql;
 pub use windows::{apply_windows, sessions_as_batch};

@@ -763,15 +763,21 @@ fn take_fetch_timeout(tokens: &mut Vec<TokenWithSpan>) -> Result<Option<std::tim
     Ok(Some(timeout))
 }
 
-/// `'1s'`, `'500ms'`, `'2 minutes'`, `'0'`: a FETCH timeout.
-fn parse_timeout(text: &str) -> Option<std::time::Duration> {
+/// A number and the unit after it (`500ms`, `2 minutes`): the number and
+/// the unit, trimmed and in lower case (empty when there is none).
+pub fn number_and_unit(text: &str) -> Option<(f64, String)> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit.trim().to_ascii_lowercase().as_str() {
+    Some((number.parse().ok()?, unit.trim().to_ascii_lowercase()))
+}
+
+/// `'1s'`, `'500ms'`, `'2 minutes'`, `'0'`: a FETCH timeout.
+fn parse_timeout(text: &str) -> Option<std::time::Duration> {
+    let (number, unit) = number_and_unit(text)?;
+    let seconds = match unit.as_str() {
         "" | "s" | "sec" | "secs" | "second" | "seconds" => number,
         "ms" | "millisecond" | "milliseconds" => number / 1_000.0,
         "min" | "mins" | "minute" | "minutes" => number * 60.0,

@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -83,14 +84,56 @@ fn canonical_name(words: &str) -> String {
     }
 }
 
+/// Defaults the server was started with (`--statement-timeout`), over the
+/// built-in ones.
+static SERVER_DEFAULTS: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
+
+/// Sets the server's own defaults for some settings, once, at startup.
+pub fn set_server_defaults(defaults: &[(&'static str, &str)]) {
+    let defaults = defaults
+        .iter()
+        .map(|&(name, value)| (name, &*Box::leak(value.to_owned().into_boxed_str())))
+        .collect();
+    let _ = SERVER_DEFAULTS.set(defaults);
+}
+
+/// A setting's value where no session set it.
+fn server_default(name: &str) -> Option<&'static str> {
+    if let Some(value) = SERVER_DEFAULTS.get().and_then(|d| d.get(name)) {
+        return Some(value);
+    }
+    SETTINGS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
 fn lookup(vars: &HashMap<String, String>, name: &str) -> Option<String> {
     if let Some(value) = session_value(vars, name) {
         return Some(value);
     }
-    SETTINGS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| (*v).to_owned())
+    server_default(name).map(str::to_owned)
+}
+
+/// A time setting's value in Postgres's units: a number of milliseconds,
+/// or a number with `us`, `ms`, `s`, `min`, `h` or `d`.
+pub fn parse_time_setting(text: &str) -> Option<Duration> {
+    let (number, unit) = eddy_sql::number_and_unit(text)?;
+    let millis = match unit.as_str() {
+        "" | "ms" => number,
+        "us" => number / 1_000.0,
+        "s" => number * 1_000.0,
+        "min" => number * 60_000.0,
+        "h" => number * 3_600_000.0,
+        "d" => number * 86_400_000.0,
+        _ => return None,
+    };
+    // Postgres's bound: INT_MAX milliseconds.
+    (millis.is_finite() && millis <= i32::MAX as f64).then(|| Duration::from_secs_f64(millis / 1e3))
+}
+
+/// The session's statement timeout; `None` when there is none (0).
+pub fn statement_timeout(vars: &HashMap<String, String>) -> Option<Duration> {
+    lookup(vars, "statement_timeout")
+        .and_then(|v| parse_time_setting(&v))
+        .filter(|d| !d.is_zero())
 }
 
 /// The value the session itself set for `name`, if any.
@@ -159,6 +202,13 @@ fn set_value(vars: &mut HashMap<String, String>, name: &str, value: String) -> R
         {
             return Err(EddyError::Unsupported(format!(
                 "client encoding \"{value}\" (only UTF8)"
+            )))
+        }
+        "statement_timeout" | "idle_in_transaction_session_timeout" | "lock_timeout"
+            if parse_time_setting(&value).is_none() =>
+        {
+            return Err(EddyError::InvalidParameter(format!(
+                "invalid value for parameter \"{name}\": \"{value}\""
             )))
         }
         "extra_float_digits"
@@ -264,7 +314,8 @@ pub fn settings() -> Vec<SettingRow> {
     let session = SESSION.try_with(Arc::clone).unwrap_or_default();
     SETTINGS
         .iter()
-        .map(|&(name, default)| {
+        .map(|&(name, _)| {
+            let default = server_default(name).unwrap_or_default();
             let set = session_value(&session, name);
             SettingRow {
                 name,

@@ -1,0 +1,138 @@
+//! Server limits: `--max-connections` (53300 past it) and
+//! `statement_timeout`, per session and as the server's default (57014).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use eddy_tests::TestServer;
+use tokio_postgres::error::SqlState;
+
+const LONG_QUERY: &str = "SELECT count(*) FROM generate_series(1, 3000000000)";
+
+fn code(e: &tokio_postgres::Error) -> Option<&SqlState> {
+    e.as_db_error().map(|db| db.code())
+}
+
+/// A client past `--max-connections` is refused at startup with a FATAL
+/// 53300; once a client leaves, the next one gets in.
+#[tokio::test]
+async fn connections_past_the_limit_are_refused() -> Result<()> {
+    let server = TestServer::start_with_args(&["--max-connections", "3"])?;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(server.connect().await?);
+    }
+    let refused = match server.pg_config().connect(tokio_postgres::NoTls).await {
+        Ok(_) => bail!("a fourth connection was let in past --max-connections 3"),
+        Err(e) => e,
+    };
+    let db = refused
+        .as_db_error()
+        .context("refused without a Postgres error")?;
+    assert_eq!(db.code(), &SqlState::TOO_MANY_CONNECTIONS);
+    assert_eq!(db.severity(), "FATAL");
+    assert_eq!(db.message(), "sorry, too many clients already");
+    // Those let in are served as before.
+    for client in &clients {
+        let one: i32 = client.query_one("SELECT 1", &[]).await?.get(0);
+        assert_eq!(one, 1);
+    }
+    drop(clients.pop());
+    // The slot frees when the server sees the client go.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match server.connect().await {
+            Ok(client) => {
+                client.query_one("SELECT 1", &[]).await?;
+                break;
+            }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.context("no slot freed after a client left")),
+        }
+    }
+    Ok(())
+}
+
+/// A statement past the session's statement_timeout is canceled with
+/// 57014, in both protocols, and the session goes on.
+#[tokio::test]
+async fn statement_timeout_cancels_long_statements() -> Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute("SET statement_timeout = '300ms'")
+        .await?;
+    for extended in [false, true] {
+        let started = Instant::now();
+        let result = match extended {
+            false => client.simple_query(LONG_QUERY).await.map(|_| ()),
+            true => client
+                .query(
+                    "SELECT count(*) FROM generate_series(1, 3000000000) AS t(i) WHERE i > $1",
+                    &[&0i64],
+                )
+                .await
+                .map(|_| ()),
+        };
+        let e = match result {
+            Ok(()) => bail!("the long query finished under a 300 ms statement_timeout"),
+            Err(e) => e,
+        };
+        assert_eq!(code(&e), Some(&SqlState::QUERY_CANCELED), "{e:?}");
+        assert_eq!(
+            e.as_db_error().map(|db| db.message()),
+            Some("canceling statement due to statement timeout")
+        );
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(10), "canceled after {took:?}");
+        // The session answers at once afterwards.
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM generate_series(1, 1000)", &[])
+            .await?
+            .get(0);
+        assert_eq!(n, 1000);
+    }
+    let e = client
+        .batch_execute("SET statement_timeout = 'soon'")
+        .await
+        .err()
+        .context("a timeout of 'soon' was taken")?;
+    assert_eq!(code(&e), Some(&SqlState::INVALID_PARAMETER_VALUE));
+    Ok(())
+}
+
+/// `--statement-timeout` is every session's default; a session may lift it.
+#[tokio::test]
+async fn statement_timeout_has_a_server_default() -> Result<()> {
+    let server = TestServer::start_with_args(&["--statement-timeout", "300ms"])?;
+    let client = server.connect().await?;
+    let shown: String = client
+        .query_one("SHOW statement_timeout", &[])
+        .await?
+        .get(0);
+    assert_eq!(shown, "300ms");
+    let reset: String = client
+        .query_one(
+            "SELECT reset_val FROM pg_settings WHERE name = 'statement_timeout'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(reset, "300ms");
+    let e = client
+        .simple_query(LONG_QUERY)
+        .await
+        .err()
+        .context("the long query finished under the server's 300 ms default")?;
+    assert_eq!(code(&e), Some(&SqlState::QUERY_CANCELED));
+    // Lifted for this session: a statement longer than 300 ms finishes.
+    client.batch_execute("SET statement_timeout = 0").await?;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM generate_series(1, 20000000)", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 20_000_000);
+    Ok(())
+}
