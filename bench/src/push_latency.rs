@@ -91,10 +91,12 @@ fn now_us() -> i64 {
 pub async fn run(options: &Options) -> Result<Vec<Figures>> {
     let (_broker, brokers) =
         crate::brokers_for(options.target == Target::Kafka, &options.brokers).await?;
-    let args: Vec<&str> = match &brokers {
-        Some(brokers) => vec!["--kafka-brokers", brokers],
-        None => Vec::new(),
-    };
+    // Room for the most subscribers asked for, and the bench's own clients.
+    let max_connections = (options.subscribers.iter().max().unwrap_or(&0) + 10).to_string();
+    let mut args: Vec<&str> = vec!["--max-connections", &max_connections];
+    if let Some(brokers) = &brokers {
+        args.extend(["--kafka-brokers", brokers]);
+    }
     let server = TestServer::start_with_args(&args)?;
     let admin = server.connect().await?;
     now_us();

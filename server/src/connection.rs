@@ -18,6 +18,7 @@ use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerH
 use pgwire::error::ErrorInfo;
 use pgwire::messages::data::{FieldDescription, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{BindComplete, CloseComplete, ParseComplete};
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{
     negotiate_tls, process_error, process_message, MaybeTls, PgWireMessageServerCodec,
@@ -29,6 +30,7 @@ use tokio_util::codec::{Framed, FramedParts};
 use crate::engine::Engine;
 use crate::error::EddyError;
 use crate::handler::push::PushQuery;
+use crate::handler::set::time_limit;
 use crate::handler::{cursor, push};
 use crate::wire::Handlers;
 
@@ -95,7 +97,16 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers, refused: bool) -> io::Re
                 message = socket.next() => message,
             }
         } else {
-            socket.next().await
+            match idle_limit(&socket) {
+                Some((limit, ending)) => match tokio::time::timeout(limit, socket.next()).await {
+                    Ok(message) => message,
+                    Err(_) => {
+                        fatal(&mut socket, ending).await;
+                        return Ok(());
+                    }
+                },
+                None => socket.next().await,
+            }
         };
         let message = match message {
             Some(Ok(message)) => message,
@@ -114,12 +125,7 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers, refused: bool) -> io::Re
             return Ok(());
         }
         if refused && matches!(message, PgWireFrontendMessage::Startup(_)) {
-            // FATAL, and the connection closes, as Postgres refuses it.
-            let e = EddyError::TooManyConnections;
-            let info = ErrorInfo::new("FATAL".into(), e.sqlstate().into(), e.to_string());
-            let _ = socket
-                .send(PgWireBackendMessage::ErrorResponse(info.into()))
-                .await;
+            fatal(&mut socket, EddyError::TooManyConnections).await;
             return Ok(());
         }
         // A push query streams until it ends, outside pgwire's loop.
@@ -189,7 +195,7 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers, refused: bool) -> io::Re
         // sending its rows included; a simple query's statements share it.
         let timeout = match message {
             PgWireFrontendMessage::Query(_) | PgWireFrontendMessage::Execute(_) => {
-                crate::handler::set::statement_timeout(socket.metadata())
+                time_limit(socket.metadata(), "statement_timeout")
             }
             _ => None,
         };
@@ -214,6 +220,37 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers, refused: bool) -> io::Re
         }
         socket.get_mut().corked = false;
     }
+}
+
+/// How long a client that is ready for a query may send nothing, and the
+/// error that ends its connection then: `idle_in_transaction_session_timeout`
+/// in a transaction block, `idle_session_timeout` outside one.
+fn idle_limit<S, ST>(
+    socket: &Framed<S, PgWireMessageServerCodec<ST>>,
+) -> Option<(Duration, EddyError)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    if !matches!(socket.state(), PgWireConnectionState::ReadyForQuery) {
+        return None;
+    }
+    match socket.transaction_status() {
+        TransactionStatus::Idle => time_limit(socket.metadata(), "idle_session_timeout")
+            .map(|limit| (limit, EddyError::IdleSessionTimeout)),
+        _ => time_limit(socket.metadata(), "idle_in_transaction_session_timeout")
+            .map(|limit| (limit, EddyError::IdleInTransactionTimeout)),
+    }
+}
+
+/// Sends `error` as FATAL, as Postgres does before it closes a connection.
+async fn fatal<S, ST>(socket: &mut Framed<S, PgWireMessageServerCodec<ST>>, error: EddyError)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    let info = ErrorInfo::new("FATAL".into(), error.sqlstate().into(), error.to_string());
+    let _ = socket
+        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+        .await;
 }
 
 /// What a push query's end means for the connection: `Some` to go on,

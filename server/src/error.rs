@@ -70,6 +70,10 @@ pub enum EddyError {
     StatementTimeout,
     #[error("sorry, too many clients already")]
     TooManyConnections,
+    #[error("terminating connection due to idle-in-transaction timeout")]
+    IdleInTransactionTimeout,
+    #[error("terminating connection due to idle-session timeout")]
+    IdleSessionTimeout,
     #[error("push query failed: {0}")]
     PushFailed(String),
     #[error(
@@ -128,6 +132,8 @@ impl EddyError {
             EddyError::ForwardOnlyCursor => "55000",
             EddyError::Canceled | EddyError::StatementTimeout => "57014",
             EddyError::TooManyConnections => "53300",
+            EddyError::IdleInTransactionTimeout => "25P03",
+            EddyError::IdleSessionTimeout => "57P05",
             EddyError::PushFailed(_) => "XX000",
             EddyError::ClientTooSlow => "53200",
             EddyError::PushRelationDropped(_) => "42P01",

@@ -1,5 +1,7 @@
-//! Server limits: `--max-connections` (53300 past it) and
-//! `statement_timeout`, per session and as the server's default (57014).
+//! Server limits: `--max-connections` (53300 past it),
+//! `statement_timeout` per session and as the server's default (57014), and
+//! the idle timeouts that end a session (25P03 in a transaction block,
+//! 57P05 outside one).
 
 use std::time::{Duration, Instant};
 
@@ -134,5 +136,76 @@ async fn statement_timeout_has_a_server_default() -> Result<()> {
         .await?
         .get(0);
     assert_eq!(n, 20_000_000);
+    Ok(())
+}
+
+/// A session connected with its connection task at hand, to see the error
+/// the server ends it with.
+async fn session(
+    server: &TestServer,
+) -> Result<(
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+)> {
+    let (client, connection) = server.pg_config().connect(tokio_postgres::NoTls).await?;
+    Ok((client, tokio::spawn(connection)))
+}
+
+/// The error a session was ended with, within a few seconds.
+async fn ended_with(
+    connection: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) -> Result<tokio_postgres::Error> {
+    match tokio::time::timeout(Duration::from_secs(10), connection).await {
+        Ok(ended) => match ended? {
+            Err(e) => Ok(e),
+            Ok(()) => bail!("the session ended without an error"),
+        },
+        Err(_) => bail!("the idle session was not ended"),
+    }
+}
+
+/// A session idle in a transaction block past
+/// `idle_in_transaction_session_timeout`, or idle outside one past
+/// `idle_session_timeout`, is ended with FATAL 25P03 or 57P05; each limit
+/// leaves the other state alone.
+#[tokio::test]
+async fn idle_sessions_are_ended() -> Result<()> {
+    let server = TestServer::start()?;
+    let idle = Duration::from_millis(900);
+
+    let (in_block, connection) = session(&server).await?;
+    in_block
+        .batch_execute("SET idle_in_transaction_session_timeout = '300ms'; BEGIN")
+        .await?;
+    let e = ended_with(connection).await?;
+    let db = e.as_db_error().context("ended without a Postgres error")?;
+    assert_eq!(db.code(), &SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT);
+    assert_eq!(db.severity(), "FATAL");
+    assert!(in_block.is_closed());
+
+    // Outside a block the same limit does not apply.
+    let (outside, _connection) = session(&server).await?;
+    outside
+        .batch_execute("SET idle_in_transaction_session_timeout = '300ms'")
+        .await?;
+    tokio::time::sleep(idle).await;
+    outside.query_one("SELECT 1", &[]).await?;
+
+    let (idle_session, connection) = session(&server).await?;
+    idle_session
+        .batch_execute("SET idle_session_timeout = '300ms'")
+        .await?;
+    let e = ended_with(connection).await?;
+    let code = e.as_db_error().map(|db| db.code().code().to_owned());
+    assert_eq!(code.as_deref(), Some("57P05"), "{e:?}");
+
+    // In a block, idle_session_timeout does not apply.
+    let (in_block, _connection) = session(&server).await?;
+    in_block
+        .batch_execute("SET idle_session_timeout = '300ms'; BEGIN")
+        .await?;
+    tokio::time::sleep(idle).await;
+    in_block.query_one("SELECT 1", &[]).await?;
+    in_block.batch_execute("COMMIT").await?;
     Ok(())
 }

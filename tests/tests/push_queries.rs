@@ -419,7 +419,10 @@ async fn next_rows(
 /// A server with `orders` (and `rows` more of them) and a view of each
 /// customer's total; a client, and another to write with.
 async fn with_totals(rows: &str) -> Result<(TestServer, Client, Client)> {
-    let server = TestServer::start()?;
+    with_totals_on(TestServer::start()?, rows).await
+}
+
+async fn with_totals_on(server: TestServer, rows: &str) -> Result<(TestServer, Client, Client)> {
     let client = server.connect().await?;
     let writer = server.connect().await?;
     setup(&writer).await?;
@@ -811,7 +814,9 @@ async fn many_subscribers_to_one_view_each_see_every_change() -> Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     const WRITES: i64 = 50;
-    let (server, _client, writer) = with_totals("(2, 'bob', 20)").await?;
+    let max_connections = (subscribers + 10).to_string();
+    let server = TestServer::start_with_args(&["--max-connections", &max_connections])?;
+    let (server, _client, writer) = with_totals_on(server, "(2, 'bob', 20)").await?;
     let write_all = |from: i64| {
         let writer = &writer;
         async move {

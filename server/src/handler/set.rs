@@ -33,6 +33,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("default_transaction_read_only", "off"),
     ("extra_float_digits", "1"),
     ("idle_in_transaction_session_timeout", "0"),
+    ("idle_session_timeout", "0"),
     ("integer_datetimes", "on"),
     ("intervalstyle", "postgres"),
     ("is_superuser", "on"),
@@ -65,6 +66,7 @@ const WRITABLE: &[&str] = &[
     "default_transaction_isolation",
     "extra_float_digits",
     "idle_in_transaction_session_timeout",
+    "idle_session_timeout",
     "intervalstyle",
     "jit",
     "lock_timeout",
@@ -129,9 +131,10 @@ pub fn parse_time_setting(text: &str) -> Option<Duration> {
     (millis.is_finite() && millis <= i32::MAX as f64).then(|| Duration::from_secs_f64(millis / 1e3))
 }
 
-/// The session's statement timeout; `None` when there is none (0).
-pub fn statement_timeout(vars: &HashMap<String, String>) -> Option<Duration> {
-    lookup(vars, "statement_timeout")
+/// The session's limit in the time setting `name` (`statement_timeout`,
+/// `idle_session_timeout`, ...); `None` when there is none (0).
+pub fn time_limit(vars: &HashMap<String, String>, name: &str) -> Option<Duration> {
+    lookup(vars, name)
         .and_then(|v| parse_time_setting(&v))
         .filter(|d| !d.is_zero())
 }
@@ -204,7 +207,10 @@ fn set_value(vars: &mut HashMap<String, String>, name: &str, value: String) -> R
                 "client encoding \"{value}\" (only UTF8)"
             )))
         }
-        "statement_timeout" | "idle_in_transaction_session_timeout" | "lock_timeout"
+        "statement_timeout"
+        | "idle_in_transaction_session_timeout"
+        | "idle_session_timeout"
+        | "lock_timeout"
             if parse_time_setting(&value).is_none() =>
         {
             return Err(EddyError::InvalidParameter(format!(
