@@ -13,6 +13,7 @@ mod information_schema;
 pub mod kafka;
 pub mod key_lookup;
 mod plain_view;
+pub mod roles;
 mod row_format;
 mod schema;
 pub mod stream_blocks;
@@ -88,6 +89,12 @@ pub enum CatalogError {
         /// Each dependent, as "materialized view v depends on table t".
         detail: String,
     },
+    #[error("role \"{0}\" already exists")]
+    DuplicateRole(String),
+    #[error("role \"{0}\" does not exist")]
+    UndefinedRole(String),
+    #[error("role \"{name}\" cannot be dropped because some objects depend on it")]
+    RoleDependents { name: String, detail: String },
     #[error("materialized view \"{view}\" is not maintained since an error: {error}")]
     ViewFailed { view: String, error: String },
     #[error("catalog entry is damaged: {0}")]
@@ -219,6 +226,8 @@ pub struct Catalog {
     view_rows: Mutex<HashMap<u64, Arc<ViewRows>>>,
     /// Plans DEFAULT expressions; holds no tables.
     expr_context: SessionContext,
+    /// Roles and grants; loaded once the objects are.
+    roles: std::sync::OnceLock<roles::Roles>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -243,6 +252,7 @@ impl Catalog {
             changes: Arc::new(ChangeLog::open(&store)?),
             view_rows: Mutex::default(),
             expr_context: SessionContext::new(),
+            roles: std::sync::OnceLock::new(),
         };
         let mut tables = BTreeMap::new();
         let mut views = BTreeMap::new();
@@ -289,6 +299,9 @@ impl Catalog {
             state.plain_views = plain_views;
             state.next_id = next_id;
         }
+        let objects = catalog.object_ids();
+        let roles = roles::Roles::open(store, &objects)?;
+        let _ = catalog.roles.set(roles);
         Ok(Arc::new(catalog))
     }
 
@@ -310,6 +323,84 @@ impl Catalog {
             self.write_lock.clone(),
             self.changes.clone(),
         )
+    }
+
+    /// Roles and what they were granted.
+    pub fn roles(&self) -> &roles::Roles {
+        self.roles
+            .get()
+            .expect("roles are loaded when the catalog opens")
+    }
+
+    /// The ids of every table, view, query and plain view.
+    fn object_ids(&self) -> std::collections::HashSet<u64> {
+        let state = self.state.read().expect("catalog lock poisoned");
+        state
+            .tables
+            .values()
+            .map(|t| t.def().id)
+            .chain(state.views.values().map(|v| v.def().id))
+            .chain(state.queries.values().map(|v| v.def().id))
+            .chain(state.plain_views.values().map(|v| v.id))
+            .collect()
+    }
+
+    /// The owner of object `id` (a table, view, query or plain view), if it
+    /// exists: the role that created it.
+    pub fn owner_of(&self, id: u64) -> Option<u32> {
+        let state = self.state.read().expect("catalog lock poisoned");
+        let owner = |o: Option<u32>| o.unwrap_or(roles::BOOTSTRAP_ROLE_OID);
+        if let Some(t) = state.tables.values().find(|t| t.def().id == id) {
+            return Some(owner(t.def().owner));
+        }
+        if let Some(v) = state.by_id(id) {
+            return Some(owner(v.def().owner));
+        }
+        state
+            .plain_views
+            .values()
+            .find(|v| v.id == id)
+            .map(|v| owner(v.owner))
+    }
+
+    /// The names of the objects role `oid` owns, as "table t".
+    pub fn owned_by(&self, oid: u32) -> Vec<String> {
+        let state = self.state.read().expect("catalog lock poisoned");
+        let owns = |o: Option<u32>| o.unwrap_or(roles::BOOTSTRAP_ROLE_OID) == oid;
+        let mut owned: Vec<String> = state
+            .tables
+            .values()
+            .filter(|t| owns(t.def().owner))
+            .map(|t| {
+                format!(
+                    "owner of {} {}",
+                    if t.is_stream() { "stream" } else { "table" },
+                    t.name()
+                )
+            })
+            .collect();
+        owned.extend(
+            state
+                .views
+                .values()
+                .filter(|v| owns(v.def().owner))
+                .map(|v| format!("owner of materialized view {}", v.name())),
+        );
+        owned.extend(
+            state
+                .queries
+                .values()
+                .filter(|v| owns(v.def().owner))
+                .map(|v| format!("owner of query {}", v.name())),
+        );
+        owned.extend(
+            state
+                .plain_views
+                .values()
+                .filter(|v| owns(v.owner))
+                .map(|v| format!("owner of view {}", v.name)),
+        );
+        owned
     }
 
     /// The change log of local tables.
@@ -576,6 +667,7 @@ impl Catalog {
     /// Stages the removal of a view's definition, rows and state.
     pub fn stage_drop_view(&self, id: u64, batch: &mut WriteBatch) -> Result<()> {
         batch.delete(Keyspace::Catalog.object_prefix(id));
+        self.roles().stage_drop_grants(id, batch);
         for item in self
             .store
             .scan_keys(&Keyspace::OperatorState.object_prefix(id))
@@ -595,6 +687,7 @@ impl Catalog {
     }
 
     fn uninstall_locked(&self, state: &mut CatalogState, id: u64) {
+        self.roles().forget_grants(id);
         self.view_rows
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -694,7 +787,9 @@ impl Catalog {
         };
         let mut batch = WriteBatch::new();
         batch.delete(Keyspace::Catalog.object_prefix(view.id));
+        self.roles().stage_drop_grants(view.id, &mut batch);
         self.store.commit(batch)?;
+        self.roles().forget_grants(view.id);
         state.plain_views.remove(name);
         Ok(true)
     }
@@ -767,10 +862,12 @@ impl Catalog {
         let id = table.def().id;
         let mut batch = WriteBatch::new();
         batch.delete(Keyspace::Catalog.object_prefix(id));
+        self.roles().stage_drop_grants(id, &mut batch);
         for item in self.store.scan_keys(&Keyspace::TableRows.object_prefix(id)) {
             batch.delete_blob(item?);
         }
         self.store.commit(batch)?;
+        self.roles().forget_grants(id);
         state.tables.remove(name);
         Ok(true)
     }

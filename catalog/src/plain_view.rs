@@ -25,6 +25,10 @@ pub struct PlainViewDef {
     pub columns: Vec<ViewColumn>,
     /// Ids of the tables and views the query reads, plain views included.
     pub depends_on: Vec<u64>,
+    /// The oid of the role that created it; `None` for the bootstrap
+    /// superuser (and for what predates roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
 }
 
 impl PlainViewDef {

@@ -73,6 +73,7 @@ pub fn pseudo_columns() -> Vec<ColumnDef> {
 pub fn dead_letters_def() -> TableDef {
     let column = ColumnDef::nullable;
     TableDef {
+        owner: None,
         id: 0,
         name: crate::kafka::DEAD_LETTERS.into(),
         columns: vec![
@@ -114,6 +115,10 @@ pub struct TableDef {
     /// (`name AS PROCTIME()`); sources only.
     #[serde(default)]
     pub processing_time: Option<usize>,
+    /// The oid of the role that created it; `None` for the bootstrap
+    /// superuser (and for what predates roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
 }
 
 /// A source relation's declared watermark.
@@ -1241,6 +1246,7 @@ mod tests {
 
     fn def() -> TableDef {
         TableDef {
+            owner: None,
             id: 0,
             name: "t".into(),
             columns: vec![

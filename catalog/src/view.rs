@@ -75,6 +75,10 @@ pub struct ViewDef {
     /// Plain views its query names, expanded when it was planned.
     #[serde(default)]
     pub plain_views: Vec<u64>,
+    /// The oid of the role that created it; `None` for the bootstrap
+    /// superuser (and for what predates roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
 }
 
 impl ViewDef {

@@ -36,6 +36,7 @@ const KEYS: i64 = 1_000;
 /// Creates a nullable table without a key; returns its id.
 fn create_table(catalog: &Catalog, name: &str, columns: &[(&str, ColumnType)]) -> u64 {
     let def = TableDef {
+        owner: None,
         id: 0,
         name: name.into(),
         columns: columns

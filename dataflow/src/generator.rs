@@ -172,6 +172,7 @@ mod tests {
             .collect();
         columns.extend(pseudo_columns());
         TableDef {
+            owner: None,
             id: 1,
             name: "bid".into(),
             primary_key: vec![8, 9],

@@ -405,6 +405,7 @@ mod tests {
         for name in ["s", "u"] {
             let column = |name: &str| ColumnDef::nullable(name, ColumnType::BigInt);
             let def = TableDef {
+                owner: None,
                 id: 0,
                 name: name.into(),
                 columns: vec![column("k"), column("v")],

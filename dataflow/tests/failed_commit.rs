@@ -77,6 +77,7 @@ async fn a_failed_commit_is_not_applied_twice() {
     let catalog = Catalog::open(store.clone()).expect("catalog");
     let column = |name: &str| ColumnDef::nullable(name, ColumnType::BigInt);
     let def = TableDef {
+        owner: None,
         id: 0,
         name: "t".into(),
         columns: vec![column("k"), column("v")],
@@ -110,6 +111,7 @@ async fn a_failed_commit_is_not_applied_twice() {
         .map(|f| ViewColumn::of_field(f))
         .collect();
     let def = ViewDef {
+        owner: None,
         id: catalog.reserve_view("v").expect("reserve"),
         name: "v".into(),
         sql: VIEW_SQL.into(),

@@ -32,6 +32,7 @@ use crate::error::EddyError;
 use crate::handler::push::PushQuery;
 use crate::handler::set::time_limit;
 use crate::handler::{cursor, push};
+use crate::login::Login;
 use crate::wire::Handlers;
 
 /// How long a client may take to start up, as pgwire allows.
@@ -54,22 +55,22 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers, refused: bool) -> io::Re
     // A message the client sent while a push query ran, read next.
     let mut pending = None;
 
+    let policy = handlers.login_policy();
+    let mut login = Login::default();
+
     let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_timeout);
-    // pgwire answers an SSLRequest (with "no TLS") and leaves the rest.
+    // pgwire answers an SSLRequest, with TLS when the server has a
+    // certificate, and leaves the rest.
     let negotiated = tokio::select! {
         _ = &mut startup_timeout => return Ok(()),
-        negotiated = negotiate_tls(tcp, None) => negotiated?,
+        negotiated = negotiate_tls(tcp, handlers.tls()) => negotiated?,
     };
     let Some(framed) = negotiated else {
         return Ok(());
     };
     let parts = framed.into_parts();
-    let tcp = match parts.io {
-        MaybeTls::Plain(tcp) => tcp,
-        _ => return Err(io::Error::other("unexpected TLS stream")),
-    };
-    let mut checked = CheckedStream::new(tcp);
+    let mut checked = CheckedStream::new(parts.io);
     // Bytes pgwire read ahead are checked like the rest.
     checked.checker.scan(&parts.read_buf)?;
     let mut new_parts = FramedParts::new(checked, parts.codec);
@@ -127,6 +128,43 @@ pub async fn serve(tcp: TcpStream, handlers: &Handlers, refused: bool) -> io::Re
         if refused && matches!(message, PgWireFrontendMessage::Startup(_)) {
             fatal(&mut socket, EddyError::TooManyConnections).await;
             return Ok(());
+        }
+        // Logging in is Eddy's; a failed login ends the connection.
+        let message = match message {
+            PgWireFrontendMessage::PasswordMessageFamily(password) => {
+                match login.answer(&mut socket, policy, password).await {
+                    Ok(()) => continue,
+                    Err(error) => {
+                        tracing::info!(peer = %socket.socket_addr(), %error, "login refused");
+                        fatal(&mut socket, error).await;
+                        return Ok(());
+                    }
+                }
+            }
+            message => message,
+        };
+        let logging_in = match message {
+            PgWireFrontendMessage::Startup(ref startup)
+                if matches!(login, Login::AwaitingStartup) =>
+            {
+                Some(login.start(&mut socket, policy, engine, startup).await)
+            }
+            PgWireFrontendMessage::CancelRequest(_) | PgWireFrontendMessage::SslNegotiation(_) => {
+                None
+            }
+            _ if !matches!(login, Login::Done) => Some(Err(EddyError::ProtocolViolation(
+                "expected a startup or password message".into(),
+            ))),
+            _ => None,
+        };
+        match logging_in {
+            Some(Ok(())) => continue,
+            Some(Err(error)) => {
+                tracing::info!(peer = %socket.socket_addr(), %error, "login refused");
+                fatal(&mut socket, error).await;
+                return Ok(());
+            }
+            None => {}
         }
         // A push query streams until it ends, outside pgwire's loop.
         let message = match message {
@@ -581,14 +619,14 @@ const HELD_LIMIT: usize = 64 * 1024;
 /// extended-protocol exchange's replies at Sync in one write instead of one
 /// write per message; it sends them before it waits to read.
 struct CheckedStream {
-    tcp: TcpStream,
+    tcp: MaybeTls,
     checker: FrameChecker,
     corked: bool,
     held: Vec<u8>,
 }
 
 impl CheckedStream {
-    fn new(tcp: TcpStream) -> Self {
+    fn new(tcp: MaybeTls) -> Self {
         CheckedStream {
             tcp,
             checker: FrameChecker::default(),

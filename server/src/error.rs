@@ -70,6 +70,15 @@ pub enum EddyError {
     StatementTimeout,
     #[error("sorry, too many clients already")]
     TooManyConnections,
+    /// A client that may not log in: no such role, no LOGIN, no TLS.
+    #[error("{0}")]
+    InvalidAuthorization(String),
+    #[error("password authentication failed for user \"{0}\"")]
+    InvalidPassword(String),
+    #[error("{0}")]
+    ProtocolViolation(String),
+    #[error("{0}")]
+    InsufficientPrivilege(String),
     #[error("terminating connection due to idle-in-transaction timeout")]
     IdleInTransactionTimeout,
     #[error("terminating connection due to idle-session timeout")]
@@ -132,6 +141,10 @@ impl EddyError {
             EddyError::ForwardOnlyCursor => "55000",
             EddyError::Canceled | EddyError::StatementTimeout => "57014",
             EddyError::TooManyConnections => "53300",
+            EddyError::InvalidAuthorization(_) => "28000",
+            EddyError::InvalidPassword(_) => "28P01",
+            EddyError::ProtocolViolation(_) => "08P01",
+            EddyError::InsufficientPrivilege(_) => "42501",
             EddyError::IdleInTransactionTimeout => "25P03",
             EddyError::IdleSessionTimeout => "57P05",
             EddyError::PushFailed(_) => "XX000",
@@ -177,6 +190,9 @@ impl EddyError {
         if let EddyError::Sql(SqlError::SyntaxAt { position, .. }) = &self {
             info.position = Some(position.to_string());
         }
+        if let EddyError::Catalog(CatalogError::RoleDependents { detail, .. }) = &self {
+            info.detail = Some(detail.clone());
+        }
         if let EddyError::Catalog(CatalogError::DependentObjects { action, detail, .. }) = &self {
             info.detail = Some(detail.clone());
             info.hint = Some(match *action {
@@ -210,6 +226,9 @@ fn catalog_sqlstate(e: &CatalogError) -> &'static str {
         CatalogError::DependentObjects { .. } => "2BP01",
         CatalogError::ViewFailed { .. } => "55000",
         CatalogError::DuplicateTable(_) => "42P07",
+        CatalogError::DuplicateRole(_) => "42710",
+        CatalogError::UndefinedRole(_) => "42704",
+        CatalogError::RoleDependents { .. } => "2BP01",
         CatalogError::UndefinedTable(_) => "42P01",
         CatalogError::UniqueViolation { .. } => "23505",
         CatalogError::NotNullViolation { .. } => "23502",

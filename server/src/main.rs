@@ -8,6 +8,7 @@ mod fixed_intervals;
 mod handler;
 mod http;
 mod ksql_functions;
+mod login;
 mod metrics;
 mod nexmark_load;
 mod notice;
@@ -22,6 +23,8 @@ mod pg_rewrites;
 mod pg_sizes;
 mod pg_text;
 mod plain_views;
+mod scram;
+mod security;
 mod wire;
 
 use std::path::PathBuf;
@@ -123,6 +126,30 @@ struct ServeArgs {
     /// `500ms`, a number of milliseconds); 0 for no limit.
     #[arg(long, env = "EDDY_STATEMENT_TIMEOUT", default_value = "0", value_parser = parse_time_setting)]
     statement_timeout: String,
+    /// How clients prove who they are: `trust` (no password), `password`
+    /// (in clear; use it with TLS) or `scram` (SCRAM-SHA-256). The default
+    /// is `trust` when listening on loopback only, `scram` otherwise.
+    #[arg(long, env = "EDDY_AUTH", value_enum)]
+    auth: Option<login::AuthMethod>,
+    /// The superuser made when the server starts (if missing), which owns
+    /// what no other role created.
+    #[arg(long, env = "EDDY_SUPERUSER", default_value = "eddy")]
+    superuser: String,
+    /// A file whose first line is the superuser's password (the
+    /// EDDY_SUPERUSER_PASSWORD variable gives it too). It is set each time
+    /// the server starts.
+    #[arg(long, env = "EDDY_SUPERUSER_PASSWORD_FILE")]
+    superuser_password_file: Option<PathBuf>,
+    /// The server's certificate chain, PEM; with --tls-key, clients may
+    /// ask for TLS (sslmode=require, verify-full).
+    #[arg(long, env = "EDDY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key, PEM.
+    #[arg(long, env = "EDDY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Refuse clients that do not ask for TLS (28000).
+    #[arg(long, env = "EDDY_TLS_REQUIRED", requires = "tls_cert")]
+    tls_required: bool,
 }
 
 /// Checks a time setting as `SET` would take it.
@@ -264,7 +291,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     handler::set::set_server_defaults(&[("statement_timeout", &args.statement_timeout)]);
-    let handlers = Arc::new(Handlers::new(engine.clone()));
+    let auth = security::login_method(args.auth, addr);
+    let password = security::superuser_password(args.superuser_password_file.as_deref())?;
+    security::bootstrap_superuser(&engine, &args.superuser, password.as_deref(), auth)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(security::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    tracing::info!(auth = ?auth, tls = tls.is_some(), tls_required = args.tls_required, "logins");
+    let handlers = Arc::new(Handlers::new(engine.clone(), auth, tls, args.tls_required));
     let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections as usize));
     let mut connections = JoinSet::new();
     let shutdown = shutdown_signal();

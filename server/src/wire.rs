@@ -18,7 +18,6 @@ use datafusion::sql::sqlparser::ast::{Ident, Statement};
 use eddy_sql::EddyStatement;
 use futures::stream::BoxStream;
 use futures::{stream, Sink, SinkExt, StreamExt};
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::PortalExecutionState;
@@ -42,7 +41,8 @@ use pgwire::messages::data::{DataRow, NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{
     Describe, Execute, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
-use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::TlsAcceptor;
 use pgwire::types::format::FormatOptions;
 use tracing::Instrument;
 
@@ -50,6 +50,7 @@ use crate::engine::Engine;
 use crate::error::{EddyError, Result};
 use crate::handler::lookup::Lookup;
 use crate::handler::{self, Kind, Output};
+use crate::login::{AuthMethod, LoginPolicy};
 
 /// A statement prepared by Parse: the SQL, its parsed form, and for planned
 /// statements the DataFusion plan with its parameters still open.
@@ -71,6 +72,8 @@ pub struct Handlers {
     parser: Arc<Parser>,
     startup: Arc<Startup>,
     cancel: Arc<DefaultCancelHandler>,
+    login: LoginPolicy,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Handlers {
@@ -78,26 +81,49 @@ impl Handlers {
         &self.parser.engine
     }
 
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        auth: AuthMethod,
+        tls: Option<TlsAcceptor>,
+        tls_required: bool,
+    ) -> Self {
         let connections = Arc::new(ConnectionManager::new());
         Handlers {
             parser: Arc::new(Parser { engine }),
-            startup: Arc::new(Startup {
-                connections: connections.clone(),
-            }),
-            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+            startup: Arc::new(Startup),
+            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            login: LoginPolicy::new(auth, tls_required, connections),
+            tls,
         }
+    }
+
+    pub fn login_policy(&self) -> &LoginPolicy {
+        &self.login
+    }
+
+    /// The TLS acceptor, when the server has a certificate.
+    pub fn tls(&self) -> Option<TlsAcceptor> {
+        self.tls.clone()
     }
 }
 
-pub struct Startup {
-    connections: Arc<ConnectionManager>,
-}
+/// pgwire's startup hook, which does nothing: logging in is
+/// [`crate::login`]'s, before pgwire sees a message.
+pub struct Startup;
 
-/// Any user and database are accepted, without a password.
-impl NoopStartupHandler for Startup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.connections.clone())
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        _client: &mut C,
+        _message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Ok(())
     }
 }
 

@@ -173,6 +173,7 @@ pub fn bind_create_generator(create: &CreateRelation, options: &SourceOptions) -
     let primary_key = add_pseudo_columns(kind, &mut columns, &key_columns);
     let watermark = bind_watermark(create, &columns)?;
     Ok(TableDef {
+        owner: None,
         id: 0,
         name,
         columns,

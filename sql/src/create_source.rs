@@ -579,6 +579,7 @@ fn kafka_relation(
     }
     let primary_key = add_pseudo_columns(kind, &mut columns, &identity);
     Ok(TableDef {
+        owner: None,
         id: 0,
         name,
         columns,

@@ -31,6 +31,7 @@ pub fn bind_create_table(create: &CreateRelation) -> Result<TableDef> {
     }
     let (name, columns, primary_key) = bind_columns(create)?;
     Ok(TableDef {
+        owner: None,
         id: 0,
         name,
         columns,

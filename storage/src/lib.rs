@@ -84,6 +84,9 @@ pub enum Keyspace {
     /// Each epoch's input changes to the views since the last checkpoint,
     /// keyed by epoch sequence number then chunk.
     Journal = b'j',
+    /// Roles, keyed by role oid, and the privileges granted on each
+    /// object, keyed by object id.
+    Security = b'a',
 }
 
 impl Keyspace {

@@ -1143,6 +1143,7 @@ mod tests {
         ];
         columns.extend(pseudo_columns());
         TableDef {
+            owner: None,
             id: 1,
             name: "s".into(),
             columns,
@@ -1317,6 +1318,7 @@ mod tests {
         };
         edit(&mut kafka);
         RecordCodec::new(&TableDef {
+            owner: None,
             id: 1,
             name: "s".into(),
             columns,
@@ -1475,6 +1477,7 @@ mod tests {
         ];
         columns.extend(pseudo_columns());
         RecordCodec::new(&TableDef {
+            owner: None,
             id: 1,
             name: "w".into(),
             columns,

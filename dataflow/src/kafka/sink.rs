@@ -340,6 +340,7 @@ mod tests {
         ];
         columns.extend(eddy_catalog::pseudo_columns());
         TableDef {
+            owner: None,
             id: 7,
             name: "out".into(),
             columns,

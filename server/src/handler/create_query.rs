@@ -416,6 +416,7 @@ fn query_def(
     sink: u64,
 ) -> (ViewDef, eddy_dataflow::Node) {
     let def = ViewDef {
+        owner: None,
         id,
         name,
         sql,
@@ -838,6 +839,7 @@ async fn create_local_table_as(engine: &Engine, name: String, plan: LogicalPlan)
         .into());
     }
     let def = TableDef {
+        owner: None,
         id: 0,
         name: name.clone(),
         columns,

@@ -76,6 +76,7 @@ pub async fn handle_create_view(
         None => engine.catalog.reserve_view(&name)?,
     };
     let def = ViewDef {
+        owner: None,
         id,
         name,
         sql: eddy_sql::query_with_clauses(&create.query, clauses),
@@ -207,6 +208,7 @@ async fn handle_create_plain_view(
     depends_on.sort_unstable();
     depends_on.dedup();
     let def = PlainViewDef {
+        owner: None,
         id: 0,
         name,
         sql: create.query.to_string(),
