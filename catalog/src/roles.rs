@@ -113,6 +113,15 @@ pub struct RoleOptions {
 }
 
 impl RoleOptions {
+    /// Whether it sets nothing.
+    pub fn is_empty(&self) -> bool {
+        self.superuser.is_none()
+            && self.login.is_none()
+            && self.create_role.is_none()
+            && self.create_db.is_none()
+            && self.password.is_none()
+    }
+
     fn apply(&self, role: &mut Role) {
         if let Some(superuser) = self.superuser {
             role.superuser = superuser;

@@ -490,6 +490,9 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
     for udf in pg_catalog.size_functions() {
         ctx.register_udf(udf);
     }
+    for udf in pg_catalog.role_functions() {
+        ctx.register_udf(udf);
+    }
     ctx.register_udf(ScalarUDF::new_from_impl(crate::pg_columns::PgGetExpr::new()));
     db.register_schema("pg_catalog", Arc::new(pg_catalog))?;
     ctx.register_udf(ScalarUDF::new_from_impl(VersionUdf::new()));

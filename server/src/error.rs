@@ -79,6 +79,16 @@ pub enum EddyError {
     ProtocolViolation(String),
     #[error("{0}")]
     InsufficientPrivilege(String),
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    ObjectInUse(String),
+    #[error("database \"{0}\" does not exist")]
+    UndefinedDatabase(String),
+    #[error("schema \"{0}\" does not exist")]
+    UndefinedSchema(String),
+    #[error("{0}")]
+    InvalidGrant(String),
     #[error("terminating connection due to idle-in-transaction timeout")]
     IdleInTransactionTimeout,
     #[error("terminating connection due to idle-session timeout")]
@@ -145,6 +155,11 @@ impl EddyError {
             EddyError::InvalidPassword(_) => "28P01",
             EddyError::ProtocolViolation(_) => "08P01",
             EddyError::InsufficientPrivilege(_) => "42501",
+            EddyError::InvalidName(_) => "42939",
+            EddyError::ObjectInUse(_) => "55006",
+            EddyError::UndefinedDatabase(_) => "3D000",
+            EddyError::UndefinedSchema(_) => "3F000",
+            EddyError::InvalidGrant(_) => "0LP01",
             EddyError::IdleInTransactionTimeout => "25P03",
             EddyError::IdleSessionTimeout => "57P05",
             EddyError::PushFailed(_) => "XX000",

@@ -37,6 +37,18 @@ pub fn warn(message: String) {
     });
 }
 
+/// Sends the running statement's client a NOTICE (SQLSTATE 00000), when
+/// it takes notices.
+pub fn notice(message: String) {
+    let _ = NOTICES.try_with(|tx| {
+        tx.send(Notice {
+            severity: "NOTICE",
+            code: "00000",
+            message,
+        })
+    });
+}
+
 /// Reports a backfill's progress to the client of the running statement
 /// (when it takes notices), and nowhere else.
 pub fn backfill_reporter() -> Option<BackfillReport> {

@@ -61,6 +61,11 @@ impl PgCatalogWithViews {
         crate::pg_sizes::size_functions(&self.catalog, &self.relations)
     }
 
+    /// `current_user`, `pg_get_userbyid` and the relations' ACLs.
+    pub fn role_functions(&self) -> Vec<ScalarUDF> {
+        crate::pg_roles::role_functions(&self.catalog, &self.relations)
+    }
+
     /// The functions that describe the keys this catalog lists.
     pub fn key_functions(&self) -> [ScalarUDF; 2] {
         key_functions(&self.keys)
@@ -146,7 +151,13 @@ impl SchemaProvider for PgCatalogWithViews {
                 pg_catalog,
                 catalog,
             )),
-            "pg_roles" | "pg_authid" => Derived::provider(WithSuperuser { inner }),
+            "pg_roles" | "pg_authid" | "pg_user" => {
+                Derived::provider(crate::pg_roles::RolesTable {
+                    inner,
+                    catalog: catalog.clone(),
+                    authid: name == "pg_authid",
+                })
+            }
             "pg_settings" => Derived::provider(PgSettings { inner }),
             _ => Some(inner),
         })
@@ -306,6 +317,21 @@ impl DerivedCatalog for PgClass {
         remember(&self.keys, &keys);
         let mut columns = batch.columns().to_vec();
         columns[kind_index] = Arc::new(relkind);
+        if let Ok(owner_index) = schema.index_of("relowner") {
+            let owners: datafusion::arrow::array::Int32Array = (0..batch.num_rows())
+                .map(|i| {
+                    let name = names.value(i);
+                    let id = self
+                        .catalog
+                        .relation(name)
+                        .map(|r| r.id())
+                        .or_else(|| self.catalog.plain_view(name).map(|v| v.id));
+                    let owner = id.and_then(|id| self.catalog.owner_of(id));
+                    Some(owner.unwrap_or(eddy_catalog::roles::BOOTSTRAP_ROLE_OID) as i32)
+                })
+                .collect();
+            columns[owner_index] = Arc::new(owners);
+        }
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         let batch = with_index_relations(batch, &keys)?;
         let mut columns = batch.columns().to_vec();
@@ -318,51 +344,9 @@ impl DerivedCatalog for PgClass {
     }
 }
 
-/// The role that owns every relation, as `pg_get_userbyid` names it.
-pub const BOOTSTRAP_SUPERUSER: &str = "postgres";
-const BOOTSTRAP_SUPERUSER_OID: i32 = 10;
-
-/// `pg_roles` or `pg_authid`, with the bootstrap superuser that owns
-/// Eddy's relations where it is missing (Eddy has no other roles yet).
-#[derive(Debug)]
-struct WithSuperuser {
-    inner: Arc<dyn TableProvider>,
-}
-
-#[async_trait]
-impl DerivedCatalog for WithSuperuser {
-    fn schema(&self) -> SchemaRef {
-        self.inner.schema()
-    }
-
-    async fn rows(&self, state: &dyn Session) -> Result<RecordBatch> {
-        let batch = read_all(self.inner.as_ref(), state).await?;
-        let schema = batch.schema();
-        let listed = schema.index_of("rolname").is_ok_and(|i| {
-            let names = batch.column(i).as_string::<i32>();
-            names.iter().any(|n| n == Some(BOOTSTRAP_SUPERUSER))
-        });
-        if listed {
-            return Ok(batch);
-        }
-        let superuser = rows_by_column_name(&schema, 1, |column, _| match column {
-            "oid" => Some(ScalarValue::Int32(Some(BOOTSTRAP_SUPERUSER_OID))),
-            "rolname" => Some(ScalarValue::Utf8(Some(BOOTSTRAP_SUPERUSER.into()))),
-            "rolconnlimit" => Some(ScalarValue::Int32(Some(-1))),
-            "rolsuper" | "rolinherit" | "rolcreaterole" | "rolcreatedb" | "rolcanlogin"
-            | "rolreplication" | "rolbypassrls" => Some(ScalarValue::Boolean(Some(true))),
-            _ => None,
-        })?;
-        Ok(datafusion::arrow::compute::concat_batches(
-            &schema,
-            &[superuser, batch],
-        )?)
-    }
-}
-
 /// `count` rows of `schema`, each column's value for row `i` from
 /// `value(column, i)`, cast to the column's type; NULL where it gives none.
-fn rows_by_column_name(
+pub fn rows_by_column_name(
     schema: &SchemaRef,
     count: usize,
     value: impl Fn(&str, usize) -> Option<ScalarValue>,
@@ -453,7 +437,10 @@ impl DerivedCatalog for PgViews {
             vec![
                 text(&|_| SCHEMA_NAME.to_owned()),
                 text(&|v| v.name.clone()),
-                text(&|_| BOOTSTRAP_SUPERUSER.to_owned()),
+                text(&|v| {
+                    let owner = v.owner.unwrap_or(eddy_catalog::roles::BOOTSTRAP_ROLE_OID);
+                    self.catalog.roles().name_of(owner)
+                }),
                 text(&|v| format!(" {};", v.sql)),
             ],
         )?)

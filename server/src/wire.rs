@@ -841,9 +841,15 @@ impl ExtendedQueryHandler for Parser {
                     deserialize_parameters(json_as_text.as_ref().unwrap_or(portal), &type_refs)?;
                 let params = assignment_casts(params, &types).map_err(EddyError::into_pgwire)?;
                 if let Some(lookup) = &prepared.lookup {
-                    let answered = handler::execute_lookup(&self.engine, lookup, &params)
-                        .await
-                        .map_err(EddyError::into_pgwire)?;
+                    let answered = handler::execute_lookup(
+                        &self.engine,
+                        client.metadata(),
+                        &prepared.statement,
+                        lookup,
+                        &params,
+                    )
+                    .await
+                    .map_err(EddyError::into_pgwire)?;
                     if let Some(output) = answered {
                         let cancel = connection_handle(client);
                         return encode(

@@ -13,6 +13,8 @@ use datafusion::sql::sqlparser::ast::{
 pub enum EddyStatement {
     /// A statement of Postgres's SQL, as sqlparser parses it.
     Sql(Box<Statement>),
+    /// Roles and privileges: `CREATE ROLE`, `GRANT`, `SET ROLE`, ...
+    Access(Box<crate::access::AccessStatement>),
     /// A query with ksqlDB clauses (`WINDOW`, `EMIT CHANGES`, ...).
     Query(Box<EddyQuery>),
     /// `CREATE [OR REPLACE] STREAM|TABLE`, in ksqlDB's or Postgres's form.
@@ -394,6 +396,7 @@ impl fmt::Display for EddyStatement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EddyStatement::Sql(statement) => write!(f, "{statement}"),
+            EddyStatement::Access(access) => write!(f, "{access}"),
             EddyStatement::Query(query) => write!(f, "{query}"),
             EddyStatement::CreateRelation(create) => write!(f, "{create}"),
             EddyStatement::CreateView { create, clauses } => {

@@ -2,6 +2,7 @@
 //! definitions. Queries and DML are planned by DataFusion against the
 //! catalog's schema provider; this crate decides what each statement is.
 
+pub mod access;
 pub mod ast;
 pub mod catalog_lookup;
 mod check;

@@ -553,6 +553,18 @@ fn parse_statement(tokens: Vec<TokenWithSpan>) -> Result<EddyStatement> {
     } else {
         None
     };
+    let word_at = |n: usize| match significant(&tokens, n) {
+        Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.as_str()),
+        _ => None,
+    };
+    if let Some(first) = word_at(0) {
+        if crate::access::is_access(first, word_at(1), word_at(2)) {
+            let mut p = parser(tokens);
+            let statement = crate::access::parse_access(&mut p)?;
+            expect_end(&mut p)?;
+            return Ok(EddyStatement::Access(Box::new(statement)));
+        }
+    }
     if word(0, "TERMINATE") {
         return parse_terminate(parser(tokens));
     }

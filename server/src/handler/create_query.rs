@@ -22,6 +22,7 @@ use pgwire::api::results::Tag;
 use super::Output;
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
+use crate::privileges::Actor;
 
 pub async fn handle_create_as(
     engine: &Engine,
@@ -170,8 +171,9 @@ pub async fn handle_create_as(
         .map_or((Format::Kafka, Format::Json), |k| {
             (k.key_format, k.value_format)
         });
-    let def =
+    let mut def =
         eddy_sql::bind_query_relation(name.clone(), columns, key_columns, options, inherited)?;
+    def.owner = Actor::current(engine)?.owner_field();
     if let Some(existing) = replacing {
         let sql = eddy_sql::query_with_clauses(query, clauses);
         upgrade_query(engine, &existing, def, sql, lowered).await?;
@@ -214,7 +216,8 @@ pub async fn handle_create_as(
     };
     let sql = eddy_sql::query_with_clauses(query, clauses);
     let query_name = format!("{prefix}_{}_{id}", name.to_uppercase());
-    let (query_def, root) = query_def(id, query_name, sql, lowered, relation_id);
+    let owner = Actor::current(engine)?.owner_field();
+    let (query_def, root) = query_def(id, query_name, sql, lowered, relation_id, owner);
     let started = match engine.dataflow.start_source(relation_id).await {
         Ok(()) => {
             engine
@@ -294,7 +297,14 @@ async fn upgrade_query(
             query.name
         )));
     }
-    let (def, root) = query_def(query.id, query.name.clone(), sql, lowered, old.id);
+    let (def, root) = query_def(
+        query.id,
+        query.name.clone(),
+        sql,
+        lowered,
+        old.id,
+        query.owner,
+    );
     engine.dataflow.upgrade_query(def, root).await?;
     Ok(())
 }
@@ -398,7 +408,8 @@ pub async fn handle_insert_query(
     kafka.ensure_topic(&topic, None, None).await?;
     let id = catalog.reserve_id();
     let sql = eddy_sql::query_with_clauses(&select, &query.clauses);
-    let (query_def, root) = query_def(id, format!("INSERTQUERY_{id}"), sql, lowered, def.id);
+    let owner = Actor::current(engine)?.owner_field();
+    let (query_def, root) = query_def(id, format!("INSERTQUERY_{id}"), sql, lowered, def.id, owner);
     engine
         .dataflow
         .create_view(query_def, root, crate::notice::backfill_reporter())
@@ -414,9 +425,10 @@ fn query_def(
     sql: String,
     lowered: eddy_dataflow::Lowered,
     sink: u64,
+    owner: Option<u32>,
 ) -> (ViewDef, eddy_dataflow::Node) {
     let def = ViewDef {
-        owner: None,
+        owner,
         id,
         name,
         sql,
@@ -839,7 +851,7 @@ async fn create_local_table_as(engine: &Engine, name: String, plan: LogicalPlan)
         .into());
     }
     let def = TableDef {
-        owner: None,
+        owner: Actor::current(engine)?.owner_field(),
         id: 0,
         name: name.clone(),
         columns,

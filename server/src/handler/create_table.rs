@@ -7,16 +7,18 @@ use pgwire::api::results::Tag;
 use super::Output;
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
+use crate::privileges::Actor;
 
 pub async fn handle_create_relation(engine: &Engine, create: &CreateRelation) -> Result<Output> {
     let options = eddy_sql::source_options(create)?;
     if let Some(query) = &create.query {
         return super::create_query::handle_create_as(engine, create, &options, query).await;
     }
-    let def = match options.is_source() {
+    let mut def = match options.is_source() {
         true => eddy_sql::bind_create_source(create, &options)?,
         false => eddy_sql::bind_create_table(create)?,
     };
+    def.owner = Actor::current(engine)?.owner_field();
     let kind = options.kind;
     let tag = match options.is_source() {
         true => Tag::new(&format!("CREATE {}", kind.as_str())),

@@ -14,6 +14,7 @@ use pgwire::api::results::Tag;
 use super::Output;
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
+use crate::privileges::Actor;
 
 pub async fn handle_create_view(
     engine: &Engine,
@@ -76,7 +77,7 @@ pub async fn handle_create_view(
         None => engine.catalog.reserve_view(&name)?,
     };
     let def = ViewDef {
-        owner: None,
+        owner: Actor::current(engine)?.owner_field(),
         id,
         name,
         sql: eddy_sql::query_with_clauses(&create.query, clauses),
@@ -208,7 +209,7 @@ async fn handle_create_plain_view(
     depends_on.sort_unstable();
     depends_on.dedup();
     let def = PlainViewDef {
-        owner: None,
+        owner: Actor::current(engine)?.owner_field(),
         id: 0,
         name,
         sql: create.query.to_string(),

@@ -1,6 +1,7 @@
 //! Statement dispatch: one `match` sends each statement kind to its handler,
 //! one file per kind.
 
+mod access;
 mod create_query;
 mod create_table;
 mod create_view;
@@ -108,8 +109,22 @@ pub async fn execute(
     plan: Option<LogicalPlan>,
 ) -> Result<Output> {
     crate::metrics::statement(&statement_kind(statement));
+    crate::privileges::authorize(engine, vars, statement)?;
     let session = Arc::new(vars.clone());
-    let output = set::in_session(session, run(engine, vars, statement, plan)).await?;
+    let output = set::in_session(session.clone(), run(engine, vars, statement, plan)).await?;
+    // Rows computed as the client reads them see the session too.
+    let output = match output {
+        Output::Stream {
+            schema,
+            stream,
+            tag,
+        } => Output::Stream {
+            schema,
+            stream: set::in_session_stream(session, stream),
+            tag,
+        },
+        other => other,
+    };
     // Only once the statement has run, so a failed one changes nothing.
     if let EddyStatement::Sql(sql) = statement {
         set::apply_set_config(sql, vars)?;
@@ -124,9 +139,12 @@ pub async fn execute(
 /// as a query after all.
 pub async fn execute_lookup(
     engine: &Engine,
+    vars: &HashMap<String, String>,
+    statement: &EddyStatement,
     lookup: &lookup::Lookup,
     params: &ParamValues,
 ) -> Result<Option<Output>> {
+    crate::privileges::authorize(engine, vars, statement)?;
     let output = lookup.run(engine, Some(params)).await?;
     if output.is_some() {
         crate::metrics::statement("SELECT");
@@ -152,6 +170,7 @@ fn statement_kind(statement: &EddyStatement) -> String {
 fn writes(statement: &EddyStatement) -> bool {
     match statement {
         EddyStatement::CreateRelation(_)
+        | EddyStatement::Access(_)
         | EddyStatement::InsertQuery { .. }
         | EddyStatement::CreateView { .. }
         | EddyStatement::Drop(_)
@@ -183,6 +202,7 @@ async fn run(
             let statement = Statement::Query(query.query.clone());
             return query::handle_query(engine, &statement, plan).await;
         }
+        EddyStatement::Access(access) => return access::handle_access(engine, vars, access),
         EddyStatement::CreateRelation(create) => {
             return create_table::handle_create_relation(engine, create).await
         }

@@ -370,6 +370,22 @@ impl PushQuery {
         engine: &Engine,
         metadata: &std::collections::HashMap<String, String>,
     ) -> Result<(SchemaRef, PushReceiver)> {
+        let actor = crate::privileges::Actor::of(engine, metadata)?;
+        match &self.source {
+            Source::Query(query) => {
+                for name in eddy_sql::access::relations_named(&query.query) {
+                    crate::privileges::require(
+                        engine,
+                        &actor,
+                        &name,
+                        eddy_catalog::roles::Privileges::SELECT,
+                    )?;
+                }
+            }
+            Source::Print(print) => {
+                crate::privileges::authorize_print(engine, &actor, &print.topic)?
+            }
+        }
         let snapshot = match self.form {
             Form::Subscribe { snapshot, .. } => snapshot,
             Form::EmitChanges => starts_earliest(metadata),

@@ -292,6 +292,42 @@ tokio::task_local! {
     static SESSION: Arc<HashMap<String, String>>;
 }
 
+/// `stream`, polled with `session`'s settings visible, as [`in_session`]
+/// runs a statement.
+pub fn in_session_stream(
+    session: Arc<HashMap<String, String>>,
+    stream: datafusion::execution::SendableRecordBatchStream,
+) -> datafusion::execution::SendableRecordBatchStream {
+    struct Scoped {
+        session: Arc<HashMap<String, String>>,
+        inner: datafusion::execution::SendableRecordBatchStream,
+    }
+    impl futures::Stream for Scoped {
+        type Item = datafusion::error::Result<RecordBatch>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            let this = &mut *self;
+            SESSION.sync_scope(this.session.clone(), || this.inner.as_mut().poll_next(cx))
+        }
+    }
+    impl datafusion::physical_plan::RecordBatchStream for Scoped {
+        fn schema(&self) -> SchemaRef {
+            self.inner.schema()
+        }
+    }
+    Box::pin(Scoped {
+        session,
+        inner: stream,
+    })
+}
+
+/// The settings of the session whose statement is running, if any.
+pub fn current_session() -> Option<Arc<HashMap<String, String>>> {
+    SESSION.try_with(Arc::clone).ok()
+}
+
 /// Runs `statement` (a statement's future) with `session`'s settings
 /// visible to what it reads of `pg_settings`.
 pub async fn in_session<F: std::future::Future>(

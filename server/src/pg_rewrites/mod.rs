@@ -83,6 +83,26 @@ pub fn rewrite(statement: &mut Statement) {
             if let Some(element) = expanded_array_field(expr, &self.expanded) {
                 *expr = element;
             }
+            // An array of an always-empty catalog's rows (psql's `\dp`
+            // lists row policies so) is NULL.
+            if let Expr::Function(f) = expr {
+                if let FunctionArguments::Subquery(query) = &f.args {
+                    if is_named(f, "array")
+                        && (reads_empty_catalog(query) || needs_column_privileges(query))
+                    {
+                        *expr = Expr::Cast {
+                            kind: ast::CastKind::DoubleColon,
+                            expr: Box::new(Expr::value(Value::Null)),
+                            data_type: ast::DataType::Array(ast::ArrayElemTypeDef::SquareBracket(
+                                Box::new(ast::DataType::Text),
+                                None,
+                            )),
+                            array: false,
+                            format: None,
+                        };
+                    }
+                }
+            }
             ControlFlow::Continue(())
         }
 
@@ -151,7 +171,7 @@ pub fn rewrite(statement: &mut Statement) {
                     }
                 }
                 Expr::Function(f) if is_named(f, "array_to_string") && lists_privileges(f) => {
-                    *expr = Expr::value(Value::Null);
+                    *expr = relation_acl(f).unwrap_or_else(|| Expr::value(Value::Null));
                 }
                 // Eddy keeps no comments: a column's is NULL whatever the
                 // relation, which may be named by a computed regclass.
@@ -262,6 +282,46 @@ fn only_argument(f: &ast::Function) -> Option<Expr> {
         [e] => Some(e.clone()),
         _ => None,
     }
+}
+
+/// Whether `query`'s rows need a column's privileges (`attacl IS NOT
+/// NULL`, as psql's `\\dp` asks): Eddy grants none on columns.
+fn needs_column_privileges(query: &Query) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let mut found = false;
+    if let Some(selection) = &select.selection {
+        let _ = ast::visit_expressions(selection, |e| {
+            if let Expr::IsNotNull(inner) = e {
+                if matches!(inner.as_ref(), Expr::Identifier(i) if i.value.eq_ignore_ascii_case("attacl"))
+                {
+                    found = true;
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    found
+}
+
+/// `array_to_string(c.relacl, sep)` as `eddy_relacl(c.oid, sep)`, the
+/// relation's grants as text.
+fn relation_acl(f: &ast::Function) -> Option<Expr> {
+    let args = arguments(f)?;
+    let (Expr::CompoundIdentifier(parts), Some(separator)) = (args.first()?, args.get(1)) else {
+        return None;
+    };
+    let (column, qualifier) = parts.split_last()?;
+    if !column.value.eq_ignore_ascii_case("relacl") {
+        return None;
+    }
+    let mut oid = qualifier.to_vec();
+    oid.push(ast::Ident::new("oid"));
+    Some(function(
+        crate::pg_roles::RELACL,
+        vec![Expr::CompoundIdentifier(oid), (*separator).clone()],
+    ))
 }
 
 /// Whether `f`'s first argument is an access privilege column
