@@ -212,8 +212,11 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Planning a large catalog query (BI tools send them) recurses deeply
+    // through DataFusion; 2 MiB, tokio's default, is not always enough.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(16 << 20)
         .build()
     {
         Ok(runtime) => runtime,

@@ -159,6 +159,7 @@ impl SchemaProvider for PgCatalogWithViews {
                 })
             }
             "pg_settings" => Derived::provider(PgSettings { inner }),
+            "pg_tables" => Derived::provider(crate::pg_roles::TableOwners { inner, catalog }),
             _ => Some(inner),
         })
     }
@@ -482,7 +483,10 @@ impl DerivedCatalog for PgMatviews {
             vec![
                 text(&|_| Some(SCHEMA_NAME.to_owned())),
                 text(&|v| Some(v.name.clone())),
-                text(&|_| Some("eddy".to_owned())),
+                text(&|v| {
+                    let owner = v.owner.unwrap_or(eddy_catalog::roles::BOOTSTRAP_ROLE_OID);
+                    Some(self.catalog.roles().name_of(owner))
+                }),
                 text(&|_| None),
                 Arc::new(BooleanArray::from(vec![false; n])),
                 Arc::new(BooleanArray::from_iter(

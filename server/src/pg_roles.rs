@@ -62,6 +62,50 @@ impl DerivedCatalog for RolesTable {
     }
 }
 
+/// `pg_tables`, with each relation's owner in `tableowner`.
+#[derive(Debug)]
+pub struct TableOwners {
+    pub inner: Arc<dyn TableProvider>,
+    pub catalog: Arc<Catalog>,
+}
+
+#[async_trait]
+impl DerivedCatalog for TableOwners {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    async fn rows(&self, state: &dyn Session) -> Result<RecordBatch> {
+        let batch = crate::pg_catalog::read_all(self.inner.as_ref(), state).await?;
+        let schema = batch.schema();
+        let (Ok(name_index), Ok(owner_index)) =
+            (schema.index_of("tablename"), schema.index_of("tableowner"))
+        else {
+            return Ok(batch);
+        };
+        let names = datafusion::arrow::compute::cast(batch.column(name_index), &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
+        let owners: StringArray = (0..batch.num_rows())
+            .map(|i| {
+                let id = names
+                    .is_valid(i)
+                    .then(|| self.catalog.relation(names.value(i)).map(|r| r.id()))
+                    .flatten();
+                let owner = id.and_then(|id| self.catalog.owner_of(id));
+                Some(
+                    self.catalog
+                        .roles()
+                        .name_of(owner.unwrap_or(BOOTSTRAP_ROLE_OID)),
+                )
+            })
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns[owner_index] =
+            datafusion::arrow::compute::cast(&owners, schema.field(owner_index).data_type())?;
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
 /// The running statement's role (the bootstrap superuser outside a
 /// session).
 pub fn current_role(catalog: &Catalog) -> Role {
@@ -99,7 +143,9 @@ fn session_user(catalog: Arc<Catalog>) -> ScalarUDF {
         "session_user",
         vec![],
         DataType::Utf8,
-        Volatility::Volatile,
+        // Stable, as Postgres's: folded when the statement is planned for
+        // running, in its session.
+        Volatility::Stable,
         Arc::new(move |_args: &[ColumnarValue]| {
             Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
                 current_role(&catalog).name,
