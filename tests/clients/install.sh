@@ -59,6 +59,9 @@ fi
 # A headless browser for the console's test: Debian's chromium.
 command -v chromium >/dev/null || apt_install chromium
 
+# openssl makes the TLS tests' CA and server certificate.
+command -v openssl >/dev/null || apt_install openssl
+
 # Java: pgjdbc from Debian.
 if [ ! -f /usr/share/java/postgresql.jar ]; then
   apt_install libpostgresql-jdbc-java
