@@ -256,18 +256,18 @@ fn describe_commands_show_postgres_columns() -> Result<()> {
     );
 
     for (command, wanted) in [
-        ("\\dt", "public|orders|table|postgres"),
-        ("\\dt+", "public|orders|table|postgres|permanent"),
-        ("\\dm", "public|totals|materialized view|postgres"),
+        ("\\dt", "public|orders|table|eddy"),
+        ("\\dt+", "public|orders|table|eddy|permanent"),
+        ("\\dm", "public|totals|materialized view|eddy"),
         (
             "\\dm+",
-            "public|totals|materialized view|postgres|permanent",
+            "public|totals|materialized view|eddy|permanent",
         ),
-        ("\\di", "public|orders_pkey|index|postgres|orders"),
-        ("\\dn", "public|postgres"),
-        ("\\dn+", "public|postgres"),
-        ("\\du", "postgres|Superuser"),
-        ("\\l", "eddy|postgres|UTF-8"),
+        ("\\di", "public|orders_pkey|index|eddy|orders"),
+        ("\\dn", "public|eddy"),
+        ("\\dn+", "public|eddy"),
+        ("\\du", "eddy|Superuser"),
+        ("\\l", "eddy|eddy|UTF-8"),
         ("\\df length", "pg_catalog|length|integer|text|func"),
         ("\\dfa sum", "pg_catalog|sum|bigint|integer|agg"),
         (
@@ -289,7 +289,7 @@ fn describe_commands_show_postgres_columns() -> Result<()> {
     ])?;
     let dv = described("\\dv")?;
     assert!(
-        dv.contains("public|big_orders|view|postgres") && !dv.contains("totals"),
+        dv.contains("public|big_orders|view|eddy") && !dv.contains("totals"),
         "\\dv:\n{dv}"
     );
     let view = described("\\d+ big_orders")?;
