@@ -183,10 +183,15 @@ async fn select(engine: &Engine, sql: &str) -> Result<(Vec<Value>, Vec<Vec<Optio
         .into_iter()
         .next()
         .ok_or_else(|| EddyError::Internal("no statement".into()))?;
-    let output = handler::execute(engine, &mut HashMap::new(), &statement, None)
-        .await?
-        .collected()
-        .await?;
+    let output = handler::execute(
+        engine,
+        &mut crate::privileges::internal_session(),
+        &statement,
+        None,
+    )
+    .await?
+    .collected()
+    .await?;
     let handler::Output::Rows {
         schema, batches, ..
     } = output

@@ -243,7 +243,7 @@ impl Engine {
         let (physical, task) = {
             let _epoch = self.epoch_lock.read().await;
             let df = self.query_ctx.execute_logical_plan(plan).await?;
-            let task = Arc::new(df.task_ctx());
+            let task = Arc::new(query_task(df.task_ctx())?);
             (df.create_physical_plan().await?, task)
         };
         Ok(execute_stream(physical, task)?)
@@ -258,6 +258,21 @@ impl Engine {
         let df = self.query_ctx.execute_logical_plan(plan).await?;
         Ok(df.collect().await?)
     }
+}
+
+/// A query's task context, with its own memory pool: the session's
+/// `query_memory_limit`, drawn from the server's budget.
+fn query_task(
+    task: datafusion::execution::TaskContext,
+) -> Result<datafusion::execution::TaskContext> {
+    let session = crate::handler::set::current_session().unwrap_or_default();
+    let limit = crate::handler::set::memory_limit(&session);
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(
+        &task.runtime_env(),
+    )
+    .with_memory_pool(crate::query_memory::pool_for_query(limit))
+    .build_arc()?;
+    Ok(task.with_runtime(runtime))
 }
 
 /// Renames a query's output columns as Postgres would name them (see

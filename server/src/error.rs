@@ -89,6 +89,8 @@ pub enum EddyError {
     UndefinedSchema(String),
     #[error("{0}")]
     InvalidGrant(String),
+    #[error("{0}")]
+    ConfigurationLimit(String),
     #[error("terminating connection due to idle-in-transaction timeout")]
     IdleInTransactionTimeout,
     #[error("terminating connection due to idle-session timeout")]
@@ -160,6 +162,7 @@ impl EddyError {
             EddyError::UndefinedDatabase(_) => "3D000",
             EddyError::UndefinedSchema(_) => "3F000",
             EddyError::InvalidGrant(_) => "0LP01",
+            EddyError::ConfigurationLimit(_) => "53400",
             EddyError::IdleInTransactionTimeout => "25P03",
             EddyError::IdleSessionTimeout => "57P05",
             EddyError::PushFailed(_) => "XX000",

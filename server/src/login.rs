@@ -24,6 +24,7 @@ use pgwire::messages::PgWireBackendMessage;
 
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
+use crate::handler::cursor::SESSION_KEY;
 use crate::scram::{Exchange, ScramError, Verifier};
 
 /// How clients prove who they are.
@@ -90,11 +91,17 @@ impl Login {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         protocol_negotiation(client, startup).await?;
+        // Who the session is and acts as comes from the server, logging
+        // in and SET, never from the startup packet.
+        let session = client.metadata().get(SESSION_KEY).cloned();
         save_startup_parameters_to_metadata(client, startup);
-        // Who the session acts as comes from logging in and from SET,
-        // never from the startup packet.
-        for key in ["role", "session_authorization"] {
+        for key in ["role", "session_authorization", SESSION_KEY] {
             client.metadata_mut().remove(key);
+        }
+        if let Some(session) = session {
+            client
+                .metadata_mut()
+                .insert(SESSION_KEY.to_owned(), session);
         }
         let user = client.metadata().get("user").cloned().ok_or_else(|| {
             EddyError::InvalidAuthorization(
@@ -258,9 +265,13 @@ fn sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8])> {
     Ok((mechanism, data))
 }
 
+/// The key that marks a server-internal session (the console's), which
+/// acts as the bootstrap superuser. No client can set it: startup
+/// parameters and settings never hold a NUL.
+pub const INTERNAL_SESSION: &str = "\0internal";
+
 /// The role the session acts as: `SET ROLE`'s, else `SET SESSION
-/// AUTHORIZATION`'s, else the one that logged in. Internal sessions (the
-/// console) have none and act as the bootstrap superuser.
+/// AUTHORIZATION`'s, else the one that logged in.
 pub fn current_role(vars: &HashMap<String, String>) -> Option<&str> {
     match vars.get("role").map(String::as_str) {
         Some(role) if !role.eq_ignore_ascii_case("none") => Some(role),

@@ -25,8 +25,10 @@ mod pg_sizes;
 mod pg_text;
 mod plain_views;
 mod privileges;
+mod query_memory;
 mod scram;
 mod security;
+mod subscription_slots;
 mod wire;
 
 use std::path::PathBuf;
@@ -128,6 +130,23 @@ struct ServeArgs {
     /// `500ms`, a number of milliseconds); 0 for no limit.
     #[arg(long, env = "EDDY_STATEMENT_TIMEOUT", default_value = "0", value_parser = parse_time_setting)]
     statement_timeout: String,
+    /// Sessions' default `query_memory_limit`: the most memory one query's
+    /// sorts, aggregates and joins may hold (sorts and aggregates spill to
+    /// disk first); past it the query fails with 53200.
+    #[arg(long, env = "EDDY_QUERY_MEMORY_LIMIT", default_value = "1GB", value_parser = parse_memory_size)]
+    query_memory_limit: u64,
+    /// The most memory all running queries may hold together; a query that
+    /// would go past it fails with 53200. Views' state is apart from it.
+    #[arg(long, env = "EDDY_QUERY_MEMORY_BUDGET", default_value = "4GB", value_parser = parse_memory_size)]
+    query_memory_budget: u64,
+    /// The most subscriptions (SUBSCRIBE, EMIT CHANGES, and cursors over
+    /// them) one connection may hold open; past it 53400.
+    #[arg(long, env = "EDDY_MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_subscriptions_per_connection: u32,
+    /// The most subscriptions open at once over one relation; past it
+    /// 53400.
+    #[arg(long, env = "EDDY_MAX_SUBSCRIPTIONS_PER_RELATION", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_subscriptions_per_relation: u32,
     /// How clients prove who they are: `trust` (no password), `password`
     /// (in clear; use it with TLS) or `scram` (SCRAM-SHA-256). The default
     /// is `trust` when listening on loopback only, `scram` otherwise.
@@ -164,33 +183,10 @@ fn parse_time_setting(text: &str) -> Result<String, String> {
     }
 }
 
-/// Parses a memory size as Postgres's settings write it: a number of
-/// bytes, or a number with kB, MB, GB or TB (each 1024 of the one
-/// before; KiB, MiB, GiB and TiB are accepted too).
+/// Parses a memory size as Postgres's settings write it (see
+/// [`handler::set::parse_memory_size`]).
 fn parse_memory_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a memory size such as 256MB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "kb" | "kib" => 10,
-        "mb" | "mib" => 20,
-        "gb" | "gib" => 30,
-        "tb" | "tib" => 40,
-        other => {
-            return Err(format!(
-                "unknown memory unit \"{other}\": use kB, MB, GB or TB"
-            ))
-        }
-    };
-    number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("\"{text}\" is too large"))
+    handler::set::parse_memory_size(text)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -295,7 +291,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(http::serve(listener, engine.clone(), http::Site::Console));
     }
 
-    handler::set::set_server_defaults(&[("statement_timeout", &args.statement_timeout)]);
+    let query_memory_limit = handler::set::format_memory_size(args.query_memory_limit);
+    handler::set::set_server_defaults(&[
+        ("statement_timeout", &args.statement_timeout),
+        ("query_memory_limit", &query_memory_limit),
+    ]);
+    query_memory::set_budget(args.query_memory_budget as usize);
+    subscription_slots::set_limits(
+        args.max_subscriptions_per_connection as usize,
+        args.max_subscriptions_per_relation as usize,
+    );
     let auth = security::login_method(args.auth, addr);
     let password = security::superuser_password(args.superuser_password_file.as_deref())?;
     security::bootstrap_superuser(&engine, &args.superuser, password.as_deref(), auth)?;

@@ -19,7 +19,7 @@ use eddy_sql::EddyStatement;
 
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
-use crate::login::current_role;
+use crate::login::{current_role, INTERNAL_SESSION};
 
 /// The role a statement runs as.
 #[derive(Debug, Clone)]
@@ -30,25 +30,32 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// The session's current role. Sessions with no role (the console)
-    /// act as the bootstrap superuser.
+    /// The session's current role. Internal sessions (the console's) act
+    /// as the bootstrap superuser.
     pub fn of(engine: &Engine, vars: &HashMap<String, String>) -> Result<Actor> {
         let roles = engine.catalog.roles();
         let role = match current_role(vars) {
             Some(name) => roles.by_name(name).ok_or_else(|| {
                 EddyError::InvalidAuthorization(format!("role \"{name}\" does not exist"))
             })?,
-            None => roles
+            None if vars.contains_key(INTERNAL_SESSION) => roles
                 .by_oid(BOOTSTRAP_ROLE_OID)
                 .ok_or_else(|| EddyError::Internal("no bootstrap superuser".into()))?,
+            None => {
+                return Err(EddyError::InvalidAuthorization(
+                    "the session has no role".into(),
+                ))
+            }
         };
         Ok(Actor::from(role))
     }
 
     /// The running statement's role, from its session's settings.
     pub fn current(engine: &Engine) -> Result<Actor> {
-        let session = crate::handler::set::current_session().unwrap_or_default();
-        Actor::of(engine, &session)
+        match crate::handler::set::current_session() {
+            Some(session) => Actor::of(engine, &session),
+            None => Actor::of(engine, &internal_session()),
+        }
     }
 
     /// What a new object records as its owner: `None` for the bootstrap
@@ -56,6 +63,11 @@ impl Actor {
     pub fn owner_field(&self) -> Option<u32> {
         (self.oid != BOOTSTRAP_ROLE_OID).then_some(self.oid)
     }
+}
+
+/// The settings of a server-internal session.
+pub fn internal_session() -> HashMap<String, String> {
+    HashMap::from([(INTERNAL_SESSION.to_owned(), String::new())])
 }
 
 impl From<Role> for Actor {

@@ -19,6 +19,7 @@ use crate::files::{FileRef, ValueFiles};
 use crate::snapshot::{ReadFrom, Snapshot, Snapshots};
 
 mod files;
+pub mod fuzz;
 pub mod snapshot;
 pub mod state_log;
 

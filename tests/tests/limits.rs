@@ -1,7 +1,8 @@
 //! Server limits: `--max-connections` (53300 past it),
-//! `statement_timeout` per session and as the server's default (57014), and
+//! `statement_timeout` per session and as the server's default (57014),
 //! the idle timeouts that end a session (25P03 in a transaction block,
-//! 57P05 outside one).
+//! 57P05 outside one), each query's memory and the server's budget for
+//! queries (53200), and the caps on subscriptions (53400).
 
 use std::time::{Duration, Instant};
 
@@ -207,5 +208,122 @@ async fn idle_sessions_are_ended() -> Result<()> {
     tokio::time::sleep(idle).await;
     in_block.query_one("SELECT 1", &[]).await?;
     in_block.batch_execute("COMMIT").await?;
+    Ok(())
+}
+
+const BIG_JOIN: &str = "SELECT count(*) FROM generate_series(1, 1000000) AS a(x) \
+                        JOIN generate_series(1, 1000000) AS b(y) ON x = y";
+
+/// A query past the session's `query_memory_limit` fails with 53200 and
+/// the session and server go on; past the server's budget too.
+#[tokio::test]
+async fn queries_past_their_memory_fail_with_53200() -> Result<()> {
+    let server = TestServer::start_with_args(&["--query-memory-budget", "64MB"])?;
+    let client = server.connect().await?;
+    let shown: String = client
+        .query_one("SHOW query_memory_limit", &[])
+        .await?
+        .get(0);
+    assert_eq!(shown, "1GB");
+    client
+        .batch_execute("SET query_memory_limit = '8MB'")
+        .await?;
+    let e = client
+        .simple_query(BIG_JOIN)
+        .await
+        .err()
+        .context("the join ran in 8 MB")?;
+    assert_eq!(code(&e), Some(&SqlState::OUT_OF_MEMORY), "{e}");
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(message.contains("query_memory_limit (8 MB)"), "{message}");
+    // The session goes on; a query that fits runs.
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM generate_series(1, 1000)", &[])
+        .await?
+        .get(0);
+    assert_eq!(n, 1000);
+    // Under the session's default of 1 GB the server's 64 MB budget binds.
+    client.batch_execute("RESET query_memory_limit").await?;
+    let big = "SELECT count(*) FROM generate_series(1, 6000000) AS a(x) \
+               JOIN generate_series(1, 6000000) AS b(y) ON x = y";
+    let e = client
+        .simple_query(big)
+        .await
+        .err()
+        .context("the join ran in the 64 MB budget")?;
+    assert_eq!(code(&e), Some(&SqlState::OUT_OF_MEMORY), "{e}");
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(message.contains("--query-memory-budget"), "{message}");
+    let n: i64 = client.query_one(BIG_JOIN, &[]).await?.get(0);
+    assert_eq!(n, 1_000_000);
+    let e = client
+        .batch_execute("SET query_memory_limit = 'lots'")
+        .await
+        .err()
+        .context("a bad size was taken")?;
+    assert_eq!(code(&e), Some(&SqlState::INVALID_PARAMETER_VALUE));
+    Ok(())
+}
+
+/// Subscriptions past `--max-subscriptions-per-connection` or
+/// `--max-subscriptions-per-relation` fail with 53400; closing one frees
+/// its slot.
+#[tokio::test]
+async fn subscriptions_are_capped_per_connection_and_relation() -> Result<()> {
+    let server = TestServer::start_with_args(&[
+        "--max-subscriptions-per-connection",
+        "2",
+        "--max-subscriptions-per-relation",
+        "3",
+    ])?;
+    let a = server.connect().await?;
+    a.batch_execute(
+        "CREATE TABLE watched (id INT PRIMARY KEY); CREATE TABLE other (id INT PRIMARY KEY);
+         BEGIN; DECLARE a1 CURSOR FOR SUBSCRIBE watched; DECLARE a2 CURSOR FOR SUBSCRIBE watched;",
+    )
+    .await?;
+    let e = a
+        .batch_execute("DECLARE a3 CURSOR FOR SUBSCRIBE other")
+        .await
+        .err()
+        .context("a third subscription on one connection")?;
+    assert_eq!(
+        code(&e),
+        Some(&SqlState::CONFIGURATION_LIMIT_EXCEEDED),
+        "{e}"
+    );
+    a.batch_execute("ROLLBACK; BEGIN; DECLARE a1 CURSOR FOR SUBSCRIBE watched; DECLARE a2 CURSOR FOR SUBSCRIBE watched;")
+        .await?;
+    let b = server.connect().await?;
+    b.batch_execute("BEGIN; DECLARE b1 CURSOR FOR SUBSCRIBE watched")
+        .await?;
+    let c = server.connect().await?;
+    let e = c
+        .batch_execute("BEGIN; DECLARE c1 CURSOR FOR SUBSCRIBE watched")
+        .await
+        .err()
+        .context("a fourth subscription to one relation")?;
+    assert_eq!(
+        code(&e),
+        Some(&SqlState::CONFIGURATION_LIMIT_EXCEEDED),
+        "{e}"
+    );
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_default();
+    assert!(message.contains("relation \"watched\""), "{message}");
+    c.batch_execute("ROLLBACK; BEGIN; DECLARE c1 CURSOR FOR SUBSCRIBE other")
+        .await?;
+    // Closing frees the slot.
+    a.batch_execute("CLOSE a1").await?;
+    c.batch_execute("DECLARE c2 CURSOR FOR SUBSCRIBE watched")
+        .await?;
     Ok(())
 }

@@ -259,10 +259,7 @@ fn describe_commands_show_postgres_columns() -> Result<()> {
         ("\\dt", "public|orders|table|eddy"),
         ("\\dt+", "public|orders|table|eddy|permanent"),
         ("\\dm", "public|totals|materialized view|eddy"),
-        (
-            "\\dm+",
-            "public|totals|materialized view|eddy|permanent",
-        ),
+        ("\\dm+", "public|totals|materialized view|eddy|permanent"),
         ("\\di", "public|orders_pkey|index|eddy|orders"),
         ("\\dn", "public|eddy"),
         ("\\dn+", "public|eddy"),

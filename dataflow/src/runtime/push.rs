@@ -83,9 +83,17 @@ pub struct PushReceiver {
     _registration: Registration,
     /// Keeps the tables it reads logging their changes.
     _reads: ReadGuard,
+    /// Whatever else lives as long as the query (the server's count of
+    /// open subscriptions).
+    held: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl PushReceiver {
+    /// Keeps `guard` until the receiver is dropped.
+    pub fn hold(&mut self, guard: impl std::any::Any + Send + Sync) {
+        self.held.push(Box::new(guard));
+    }
+
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<PushEvent> {
         loop {
@@ -331,6 +339,7 @@ fn registered(
             registry,
         },
         _reads: reads,
+        held: Vec::new(),
     };
     (tx, overflowed, receiver)
 }

@@ -348,7 +348,7 @@ pub async fn handle_declare_subscribe(
     };
     let statement = format!("DECLARE {name} CURSOR FOR {subscribe}");
     let (schema, receiver) =
-        super::push::start(engine, statement, &query, form, subscribe.snapshot).await?;
+        super::push::start(engine, vars, statement, &query, form, subscribe.snapshot).await?;
     open_feed(vars, name, hold, schema, receiver, form, None)
 }
 
@@ -369,7 +369,8 @@ pub async fn handle_declare_emit_changes(
     let statement = format!("DECLARE {name} CURSOR FOR {query}");
     let snapshot = super::push::starts_earliest(vars);
     let form = Form::EmitChanges;
-    let (schema, receiver) = super::push::start(engine, statement, &query, form, snapshot).await?;
+    let (schema, receiver) =
+        super::push::start(engine, vars, statement, &query, form, snapshot).await?;
     open_feed(vars, name, hold, schema, receiver, form, limit)
 }
 

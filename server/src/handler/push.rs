@@ -42,6 +42,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
+use crate::subscription_slots::SubscriptionSlot;
 
 /// A push query, with its LIMIT taken out of the query.
 #[derive(Clone)]
@@ -327,17 +328,38 @@ async fn plan(engine: &Engine, query: &EddyQuery, form: Form) -> Result<eddy_dat
 /// lists.
 pub async fn start(
     engine: &Engine,
+    session: &std::collections::HashMap<String, String>,
     statement: String,
     query: &EddyQuery,
     form: Form,
     snapshot: bool,
 ) -> Result<(SchemaRef, PushReceiver)> {
     let lowered = plan(engine, query, form).await?;
+    let slot = subscription_slot(engine, session, &lowered.depends_on)?;
     let schema = form.schema(&lowered.root.schema);
-    let receiver = engine
-        .dataflow
-        .push(statement, lowered.root, lowered.depends_on, snapshot)?;
+    let mut receiver =
+        engine
+            .dataflow
+            .push(statement, lowered.root, lowered.depends_on, snapshot)?;
+    receiver.hold(slot);
     Ok((schema, receiver))
+}
+
+/// Counts a subscription of `session`'s connection reading `relations`.
+fn subscription_slot(
+    engine: &Engine,
+    session: &std::collections::HashMap<String, String>,
+    relations: &[u64],
+) -> Result<SubscriptionSlot> {
+    let id = session
+        .get(super::cursor::SESSION_KEY)
+        .map_or("", String::as_str);
+    SubscriptionSlot::take(id, relations, |id| {
+        engine
+            .catalog
+            .relation_name(id)
+            .unwrap_or_else(|| id.to_string())
+    })
 }
 
 /// Starts listening for the client's cancel request.
@@ -392,10 +414,22 @@ impl PushQuery {
         };
         match &self.source {
             Source::Query(query) => {
-                start(engine, self.statement.clone(), query, self.form, snapshot).await
+                start(
+                    engine,
+                    metadata,
+                    self.statement.clone(),
+                    query,
+                    self.form,
+                    snapshot,
+                )
+                .await
             }
             Source::Print(print) => {
-                super::print::start(engine, self.statement.clone(), print).await
+                let slot = subscription_slot(engine, metadata, &[])?;
+                let (schema, mut receiver) =
+                    super::print::start(engine, self.statement.clone(), print).await?;
+                receiver.hold(slot);
+                Ok((schema, receiver))
             }
         }
     }

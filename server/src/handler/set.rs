@@ -46,6 +46,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("max_identifier_length", "63"),
     ("max_index_keys", "32"),
     ("search_path", "\"$user\", public"),
+    ("query_memory_limit", "1GB"),
     ("server_encoding", "UTF8"),
     ("server_version", PG_VERSION),
     ("server_version_num", "160006"),
@@ -70,6 +71,7 @@ const WRITABLE: &[&str] = &[
     "intervalstyle",
     "jit",
     "lock_timeout",
+    "query_memory_limit",
     "search_path",
     "statement_timeout",
     "timezone",
@@ -112,6 +114,53 @@ fn lookup(vars: &HashMap<String, String>, name: &str) -> Option<String> {
         return Some(value);
     }
     server_default(name).map(str::to_owned)
+}
+
+/// Parses a memory size as Postgres's settings write it: a number of
+/// bytes, or a number with kB, MB, GB or TB (each 1024 of the one
+/// before; KiB, MiB, GiB and TiB are accepted too).
+pub fn parse_memory_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a memory size such as 256MB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kb" | "kib" => 10,
+        "mb" | "mib" => 20,
+        "gb" | "gib" => 30,
+        "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown memory unit \"{other}\": use kB, MB, GB or TB"
+            ))
+        }
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("\"{text}\" is too large"))
+}
+
+/// A memory size as Postgres shows one: in the largest unit that holds
+/// it whole (`1GB`, `64MB`, `1536kB`).
+pub fn format_memory_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, "TB"), (30, "GB"), (20, "MB"), (10, "kB")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// The session's `query_memory_limit`, in bytes.
+pub fn memory_limit(vars: &HashMap<String, String>) -> usize {
+    lookup(vars, "query_memory_limit")
+        .and_then(|v| parse_memory_size(&v).ok())
+        .map_or(usize::MAX, |bytes| bytes as usize)
 }
 
 /// A time setting's value in Postgres's units: a number of milliseconds,
@@ -182,6 +231,9 @@ fn assign(vars: &mut HashMap<String, String>, name: &str, values: &[Expr]) -> Re
 }
 
 fn set_value(vars: &mut HashMap<String, String>, name: &str, value: String) -> Result<()> {
+    if name == super::cursor::SESSION_KEY {
+        return Err(EddyError::Unsupported(format!("changing \"{name}\"")));
+    }
     if !WRITABLE.contains(&name) {
         return if SETTINGS.iter().any(|(n, _)| *n == name) || name.contains('.') {
             if name.contains('.') {
@@ -215,6 +267,12 @@ fn set_value(vars: &mut HashMap<String, String>, name: &str, value: String) -> R
         {
             return Err(EddyError::InvalidParameter(format!(
                 "invalid value for parameter \"{name}\": \"{value}\""
+            )))
+        }
+        "query_memory_limit" if parse_memory_size(&value).map_or(true, |b| b < 1 << 20) => {
+            return Err(EddyError::InvalidParameter(format!(
+                "invalid value for parameter \"query_memory_limit\": \"{value}\" (a size of at \
+                 least 1MB, such as 64MB or 1GB)"
             )))
         }
         "extra_float_digits"
@@ -271,7 +329,16 @@ pub fn handle_reset(vars: &mut HashMap<String, String>, reset: &ResetStatement) 
             }
         }
         Reset::ConfigurationParameter(name) => {
-            vars.remove(&canonical_name(&name.to_string()));
+            let name = canonical_name(&name.to_string());
+            // Only what SET may change: never the user that logged in.
+            let custom = name.contains('.') && name != super::cursor::SESSION_KEY;
+            if !WRITABLE.contains(&name.as_str()) && !custom {
+                return Err(match SETTINGS.iter().any(|(n, _)| *n == name) {
+                    true => EddyError::Unsupported(format!("changing \"{name}\"")),
+                    false => EddyError::UnknownSetting(name),
+                });
+            }
+            vars.remove(&name);
         }
     }
     Ok(Output::Command(Tag::new("RESET")))
