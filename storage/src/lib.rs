@@ -26,7 +26,7 @@ pub mod state_log;
 pub use files::FILE_VALUE_BYTES;
 
 /// Bumped whenever the on-disk encoding of keys or values changes.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

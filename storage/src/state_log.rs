@@ -469,6 +469,22 @@ mod tests {
         store.commit(batch).unwrap();
     }
 
+    /// Stored segments changed at random are read as damaged, never
+    /// with a panic.
+    #[test]
+    fn damaged_segments_are_errors() {
+        let mut segment = Segment::default();
+        segment.put(b"h", b"key-1", b"value-1");
+        segment.delete(b"h", b"key-2");
+        segment.put(b"", b"", b"");
+        segment.put(b"head", &[0xff; 40], &[0u8; 100]);
+        let seeds = vec![segment.bytes.clone(), segment.consolidated().unwrap().bytes];
+        crate::fuzz::fuzz("state log segments", &seeds, 50_000, |bytes| {
+            let mut state = StateMap::new();
+            let _ = apply_entries(bytes, &mut state);
+        });
+    }
+
     #[test]
     fn segments_replay_in_order() {
         let (_dir, store) = store();

@@ -1177,6 +1177,58 @@ mod tests {
         }
     }
 
+    /// Records changed at random, in every value and key format, decode or
+    /// become dead letters: one or the other for each, never a panic.
+    #[test]
+    fn fuzzed_records_decode_or_are_dead_letters() {
+        let json =
+            br#"{"id": 7, "NAME": "a\"b", "amount": 1.5e3, "ts": 5000, "x": [1, {"y": null}]}"#;
+        let delimited = b"a,1.5,5000";
+        let values: [(Format, &[u8]); 3] = [
+            (Format::Json, json),
+            (Format::Delimited, delimited),
+            (Format::Kafka, b"plain text value"),
+        ];
+        let keys: [(Format, &[u8]); 3] = [
+            (Format::Kafka, &7i64.to_be_bytes()),
+            (Format::Json, br#"{"ID": 7}"#),
+            (Format::Delimited, b"7"),
+        ];
+        for kind in [SourceKind::Stream, SourceKind::Table] {
+            for (value_format, value) in values {
+                for (key_format, key) in keys {
+                    let mut def = def(kind, value_format, key_format);
+                    if value_format == Format::Kafka {
+                        // One value column: the name.
+                        def.columns.drain(2..4);
+                        def.kafka.as_mut().unwrap().timestamp_column = None;
+                    }
+                    let Some(codec) = RecordCodec::new(&def) else {
+                        continue;
+                    };
+                    let name = format!("{kind:?} {value_format:?} values, {key_format:?} keys");
+                    let mut mutator = eddy_storage::fuzz::Mutator::from_env(name.len() as u64);
+                    let seeds = vec![value.to_vec(), key.to_vec()];
+                    eddy_storage::fuzz::fuzz(&name, &seeds, 2_000, |bytes| {
+                        // The mutated bytes as value, then as key.
+                        let pick = mutator.below(2);
+                        let other = mutator.mutate(&seeds[pick]);
+                        for (k, v) in [(other.clone(), bytes.to_vec()), (bytes.to_vec(), other)] {
+                            let decoded = codec.decode(&[RawRecord {
+                                key: Some(k),
+                                value: Some(v),
+                                partition: 0,
+                                offset: 1,
+                                timestamp: Some(1_000),
+                            }]);
+                            assert_eq!(decoded.rows.num_rows() + decoded.dead.len(), 1);
+                        }
+                    });
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_processing_time_is_filled_at_decode_and_never_encoded() {
         let mut def = def(SourceKind::Stream, Format::Delimited, Format::Kafka);
