@@ -236,6 +236,46 @@ async fn random_bytes_after_startup() -> Result<()> {
     assert_alive(&mut server).await
 }
 
+/// Well-formed frontend traffic (startup, the simple and extended query
+/// messages, a password message, COPY data) changed at random: each
+/// connection gets an answer or a hang-up, never a hang, and the server
+/// goes on. `EDDY_FUZZ_ITERATIONS` sets how many connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutated_frontend_messages() -> Result<()> {
+    let mut server = TestServer::start()?;
+    let mut traffic = normal_startup();
+    traffic.extend(query_message("SELECT 1; SELECT 'x'"));
+    traffic.extend(extended_exchange("SELECT $1::int"));
+    traffic.extend(message(b'D', b"S\0"));
+    traffic.extend(message(b'C', b"Pname\0"));
+    traffic.extend(message(b'H', b""));
+    traffic.extend(message(b'p', b"SCRAM-SHA-256\0\0\0\0\x03n,,"));
+    traffic.extend(message(b'd', b"1\t2\n"));
+    traffic.extend(message(b'c', b""));
+    traffic.extend(message(b'X', b""));
+    let seeds = vec![traffic.clone(), traffic[normal_startup().len()..].to_vec()];
+    let mut mutator = eddy_storage::fuzz::Mutator::from_env(41);
+    let connections = eddy_storage::fuzz::iterations(300);
+    for i in 0..connections {
+        let seed = &seeds[i % 2];
+        let mut bytes = mutator.mutate(seed);
+        if i % 2 == 1 {
+            let mut with_startup = normal_startup();
+            with_startup.extend(bytes);
+            bytes = with_startup;
+        }
+        let mut stream = connect(&server).await?;
+        send(&mut stream, &bytes).await;
+        let _ = stream.shutdown().await;
+        assert_closed(&mut stream, &format!("mutated traffic #{i}: {bytes:?}")).await;
+        if i % 50 == 49 {
+            assert_alive(&mut server).await?;
+        }
+    }
+    assert_no_panic(&server, "mutated traffic");
+    assert_alive(&mut server).await
+}
+
 #[tokio::test]
 async fn oversized_length_prefixes() -> Result<()> {
     let mut server = TestServer::start()?;
