@@ -834,6 +834,9 @@ impl Catalog {
 
     /// Drops a table and its rows. Returns whether it existed.
     pub fn drop_table(&self, name: &str) -> Result<bool> {
+        // Table writes first, then the catalog, in the order a new view's
+        // backfill takes them (it installs the view holding off writes).
+        let _guard = self.write_lock.lock().expect("table write lock poisoned");
         let mut state = self.state.write().expect("catalog lock poisoned");
         let Some(table) = state.tables.get(name).cloned() else {
             return Ok(false);
@@ -858,7 +861,6 @@ impl Catalog {
                 detail: detail.join("\n"),
             });
         }
-        let _guard = self.write_lock.lock().expect("table write lock poisoned");
         let id = table.def().id;
         let mut batch = WriteBatch::new();
         batch.delete(Keyspace::Catalog.object_prefix(id));

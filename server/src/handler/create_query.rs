@@ -866,7 +866,7 @@ async fn create_local_table_as(engine: &Engine, name: String, plan: LogicalPlan)
         .catalog
         .create_table(def, false)?
         .ok_or(CatalogError::DuplicateTable(name))?;
-    let count = match table.insert(&batches) {
+    let count = match tokio::task::block_in_place(|| table.insert(&batches)) {
         Ok(count) => count,
         Err(e) => {
             engine.catalog.drop_table(table.name())?;

@@ -51,7 +51,9 @@ pub async fn handle_dml(engine: &Engine, dml: DmlStatement) -> Result<Output> {
     let batches = engine.collect(Arc::unwrap_or_clone(dml.input)).await?;
     let tag = match op {
         WriteOp::Insert(_) => {
-            let count = table.insert(&batches)?;
+            // Table writes wait for a new view's snapshot, whose epoch may wait
+            // for other statements: wait off the runtime's workers.
+            let count = tokio::task::block_in_place(|| table.insert(&batches))?;
             Tag::new("INSERT")
                 .with_oid(0)
                 .with_rows(count.rows as usize)
@@ -64,7 +66,7 @@ pub async fn handle_dml(engine: &Engine, dml: DmlStatement) -> Result<Output> {
                 keys.extend(batch_keys);
                 rows.push(batch_rows);
             }
-            let count = table.update(&keys, &rows)?;
+            let count = tokio::task::block_in_place(|| table.update(&keys, &rows))?;
             Tag::new("UPDATE").with_rows(count.rows as usize)
         }
         WriteOp::Delete => {
@@ -72,7 +74,7 @@ pub async fn handle_dml(engine: &Engine, dml: DmlStatement) -> Result<Output> {
             for batch in &batches {
                 keys.extend(split_row_keys(batch)?.0);
             }
-            let count = table.delete(&keys)?;
+            let count = tokio::task::block_in_place(|| table.delete(&keys))?;
             Tag::new("DELETE").with_rows(count.rows as usize)
         }
         other => return Err(EddyError::Unsupported(format!("{other}"))),

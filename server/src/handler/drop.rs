@@ -141,7 +141,7 @@ pub async fn handle_drop(engine: &Engine, drop: &DropRelation) -> Result<Output>
             if table.is_some_and(|t| t.def().source_kind().is_some()) {
                 engine.dataflow.drop_source(*id).await?;
             }
-            engine.catalog.drop_table(name)?;
+            tokio::task::block_in_place(|| engine.catalog.drop_table(name))?;
             if let (Some(topic), true) = (topic, delete_topic) {
                 engine.kafka()?.delete_topic(&topic).await?;
             }
