@@ -67,7 +67,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Nexmark tools.
     #[command(subcommand)]
     Nexmark(NexmarkCommand),
@@ -228,7 +228,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Serve(args)) => {
             init_logging(args.log_format);
-            runtime.block_on(serve(args))
+            runtime.block_on(serve(*args))
         }
         None => {
             init_logging(cli.serve.log_format);

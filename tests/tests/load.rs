@@ -128,7 +128,7 @@ async fn one_operation(
             70..=89 => {
                 let k = rng.random_range(0..KEYS);
                 let v = rng.random_range(0..1000i64);
-                if dice % 2 == 0 {
+                if dice.is_multiple_of(2) {
                     client
                         .execute("UPDATE load_kv SET v = $2 WHERE k = $1", &[&k, &v])
                         .await

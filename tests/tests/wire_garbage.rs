@@ -253,7 +253,7 @@ async fn mutated_frontend_messages() -> Result<()> {
     traffic.extend(message(b'd', b"1\t2\n"));
     traffic.extend(message(b'c', b""));
     traffic.extend(message(b'X', b""));
-    let seeds = vec![traffic.clone(), traffic[normal_startup().len()..].to_vec()];
+    let seeds = [traffic.clone(), traffic[normal_startup().len()..].to_vec()];
     let mut mutator = eddy_storage::fuzz::Mutator::from_env(41);
     let connections = eddy_storage::fuzz::iterations(300);
     for i in 0..connections {

@@ -149,7 +149,7 @@ pub fn parse_memory_size(text: &str) -> Result<u64, String> {
 /// it whole (`1GB`, `64MB`, `1536kB`).
 pub fn format_memory_size(bytes: u64) -> String {
     for (shift, unit) in [(40, "TB"), (30, "GB"), (20, "MB"), (10, "kB")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }
