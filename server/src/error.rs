@@ -355,7 +355,11 @@ fn arrow_sqlstate(e: &ArrowError) -> &'static str {
         }
         ArrowError::ComputeError(msg) if msg.to_lowercase().contains("overflow") => "22003",
         ArrowError::InvalidArgumentError(msg) if msg.contains("non-nullable") => "23502",
-        ArrowError::InvalidArgumentError(msg) if msg.contains("too large to store") => "22003",
+        ArrowError::InvalidArgumentError(msg)
+            if msg.contains("too large to store") || msg.contains("too small to store") =>
+        {
+            "22003"
+        }
         // `1 LIKE 1`: Postgres has no such operator either.
         ArrowError::InvalidArgumentError(msg)
             if msg.starts_with("Invalid string/binary operation") =>
