@@ -262,7 +262,7 @@ async fn queries_past_their_memory_fail_with_53200() -> Result<()> {
     assert!(message.contains("--query-memory-budget"), "{message}");
     // The failed query's tasks end and give its memory back to the budget
     // (they may still be ending as it fails): a query that fits then runs.
-    let mut n = 0;
+    let mut n: i64 = 0;
     for _ in 0..100 {
         match client.query_one(BIG_JOIN, &[]).await {
             Ok(row) => {
