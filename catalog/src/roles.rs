@@ -102,7 +102,7 @@ pub struct Role {
 
 /// The attributes `CREATE ROLE` or `ALTER ROLE` sets; `None` leaves one as
 /// it is (or at its default for a new role).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoleOptions {
     pub superuser: Option<bool>,
     pub login: Option<bool>,

@@ -42,16 +42,9 @@ pub enum AccessStatement {
     SetSessionAuthorization(Option<String>),
 }
 
-/// Role attributes a statement sets; `None` leaves one alone.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoleOptions {
-    pub superuser: Option<bool>,
-    pub login: Option<bool>,
-    pub create_role: Option<bool>,
-    pub create_db: Option<bool>,
-    /// `PASSWORD 'text'` (`Some(Some)`) or `PASSWORD NULL` (`Some(None)`).
-    pub password: Option<Option<String>>,
-}
+/// Role attributes a statement sets; its password is as written (the
+/// server stores a verifier of it).
+pub use eddy_catalog::roles::RoleOptions;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {

@@ -107,6 +107,27 @@ fn certificates() -> Result<Certificates> {
     })
 }
 
+impl Certificates {
+    /// A server logging in with `auth`, with these certificates and the
+    /// superuser's password, and `extra` arguments.
+    fn server(&self, auth: &str, extra: &[&str]) -> Result<TestServer> {
+        let path = |p: &PathBuf| p.to_str().expect("a UTF-8 temporary path").to_owned();
+        let mut args = vec![
+            "--auth".to_owned(),
+            auth.to_owned(),
+            "--superuser-password-file".to_owned(),
+            path(&self.password_file),
+            "--tls-cert".to_owned(),
+            path(&self.cert),
+            "--tls-key".to_owned(),
+            path(&self.key),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        TestServer::start_with_args(&args)
+    }
+}
+
 fn config(server: &TestServer, user: &str, password: &str) -> tokio_postgres::Config {
     let mut config = server.pg_config();
     config.user(user).password(password);
@@ -157,16 +178,7 @@ fn run_client(name: &str, mut cmd: Command) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_over_tls_from_psql_and_drivers() -> Result<()> {
     let certs = certificates()?;
-    let mut server = TestServer::start_with_args(&[
-        "--auth",
-        "scram",
-        "--superuser-password-file",
-        certs.password_file.to_str().unwrap(),
-        "--tls-cert",
-        certs.cert.to_str().unwrap(),
-        "--tls-key",
-        certs.key.to_str().unwrap(),
-    ])?;
+    let mut server = certs.server("scram", &[])?;
     let admin = eddy_tests::connect(&config(&server, "eddy", SUPERUSER_PASSWORD)).await?;
     admin
         .batch_execute(
@@ -287,17 +299,7 @@ async fn scram_over_tls_from_psql_and_drivers() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_required_refuses_plain_connections() -> Result<()> {
     let certs = certificates()?;
-    let server = TestServer::start_with_args(&[
-        "--auth",
-        "password",
-        "--superuser-password-file",
-        certs.password_file.to_str().unwrap(),
-        "--tls-cert",
-        certs.cert.to_str().unwrap(),
-        "--tls-key",
-        certs.key.to_str().unwrap(),
-        "--tls-required",
-    ])?;
+    let server = certs.server("password", &["--tls-required"])?;
     let (code, message) = login_error(&config(&server, "eddy", SUPERUSER_PASSWORD)).await?;
     assert_eq!(code, "28000");
     assert!(message.contains("requires TLS"), "{message}");

@@ -53,7 +53,7 @@ pub fn handle_access(
                 && rename.is_none()
                 && RoleOptions {
                     password: None,
-                    ..role_options(options)?
+                    ..options.clone()
                 }
                 .is_empty();
             if !own_password {
@@ -194,10 +194,8 @@ fn may_manage_roles(actor: &Actor, superuser_role: bool, verb: &str) -> Result<(
 
 /// The statement's options for the catalog: a password becomes its
 /// SCRAM-SHA-256 verifier, unless it is one already.
-fn role_options(options: &eddy_sql::access::RoleOptions) -> Result<RoleOptions> {
+fn role_options(options: &RoleOptions) -> Result<RoleOptions> {
     let password = match &options.password {
-        None => None,
-        Some(None) => Some(None),
         Some(Some(text)) if text.is_empty() => Some(None),
         Some(Some(text)) if text.starts_with("SCRAM-SHA-256$") => {
             let verifier = Verifier::parse(text).ok_or_else(|| {
@@ -211,13 +209,11 @@ fn role_options(options: &eddy_sql::access::RoleOptions) -> Result<RoleOptions> 
             ))
         }
         Some(Some(text)) => Some(Some(Verifier::new(text).to_string())),
+        other => other.clone(),
     };
     Ok(RoleOptions {
-        superuser: options.superuser,
-        login: options.login,
-        create_role: options.create_role,
-        create_db: options.create_db,
         password,
+        ..options.clone()
     })
 }
 
