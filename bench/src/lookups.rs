@@ -1,7 +1,9 @@
 //! Key lookups over pgwire: a table of `rows` rows keyed by `id`, and a
 //! view with one row per key, each queried by key with a prepared
 //! statement from 1 and from many concurrent clients. Prints p50, p99 and
-//! queries per second for each.
+//! queries per second for each. With `granted_role`, the clients log in as
+//! a role that holds only SELECT, so every query runs the privilege
+//! checks a superuser skips.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,10 @@ pub struct Options {
     pub rows: u64,
     pub clients: Vec<usize>,
     pub duration: Duration,
+    pub granted_role: bool,
 }
+
+const READER: &str = "bench_reader";
 
 /// Latency percentiles and throughput of one run.
 pub struct Figures {
@@ -97,6 +102,15 @@ pub async fn run(options: &Options) -> Result<Vec<Figures>> {
             options.rows
         ))
         .await?;
+    let mut config = server.pg_config();
+    if options.granted_role {
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE {READER} LOGIN; GRANT SELECT ON lookup_t, lookup_v TO {READER}"
+            ))
+            .await?;
+        config.user(READER);
+    }
     println!(
         "loaded {} rows and a view over them in {:.1} s",
         options.rows,
@@ -110,7 +124,7 @@ pub async fn run(options: &Options) -> Result<Vec<Figures>> {
         for &clients in &options.clients {
             let mut connected = Vec::new();
             for _ in 0..clients {
-                connected.push(server.connect().await?);
+                connected.push(eddy_tests::connect(&config).await?);
             }
             let (mut latencies, wall) =
                 ask(&connected, sql, options.rows, options.duration).await?;

@@ -63,6 +63,9 @@ struct LookupArgs {
     /// Seconds each run lasts.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Log in as a role holding only SELECT, not as the superuser.
+    #[arg(long)]
+    granted_role: bool,
 }
 
 #[derive(clap::Args)]
@@ -157,6 +160,7 @@ async fn main() -> Result<()> {
                 rows: args.rows,
                 clients: args.clients,
                 duration: std::time::Duration::from_secs(args.seconds),
+                granted_role: args.granted_role,
             };
             eddy_bench::lookups::run(&options).await?;
             return Ok(());

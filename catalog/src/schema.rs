@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::SessionContext;
 
 use crate::table::{RowKeyedTable, WholeRelation};
 use crate::{Catalog, PlainViewTable, Relation};
@@ -32,6 +33,17 @@ pub struct EddySchemaProvider {
 impl EddySchemaProvider {
     pub fn new(catalog: Arc<Catalog>, mode: SchemaMode) -> Self {
         EddySchemaProvider { catalog, mode }
+    }
+
+    /// A plain DataFusion context whose `public` schema is the catalog
+    /// shown as `mode` says, for tests and benchmarks that plan SQL.
+    pub fn context(catalog: Arc<Catalog>, mode: SchemaMode) -> SessionContext {
+        let ctx = SessionContext::new();
+        ctx.catalog("datafusion")
+            .expect("the default catalog")
+            .register_schema("public", Arc::new(EddySchemaProvider::new(catalog, mode)))
+            .expect("a schema of that name may always be registered");
+        ctx
     }
 }
 

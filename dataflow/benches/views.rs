@@ -164,17 +164,7 @@ async fn measure(name: &str, sql: &str, epochs: &[ChangeBatch], final_t: &Record
         "d",
         &[("k", ColumnType::BigInt), ("name", ColumnType::Text)],
     );
-    let ctx = SessionContext::new();
-    ctx.catalog("datafusion")
-        .expect("default catalog")
-        .register_schema(
-            "public",
-            Arc::new(EddySchemaProvider::new(
-                catalog.clone(),
-                SchemaMode::Dataflow,
-            )),
-        )
-        .expect("schema");
+    let ctx = EddySchemaProvider::context(catalog.clone(), SchemaMode::Dataflow);
     let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
     let plan = ctx.state().optimize(&plan).expect("optimize");
     let workers = std::env::var("EDDY_BENCH_WORKERS")

@@ -421,17 +421,7 @@ mod tests {
     }
 
     async fn plan(catalog: &Arc<Catalog>, sql: &str) -> LogicalPlan {
-        let ctx = SessionContext::new();
-        ctx.catalog("datafusion")
-            .expect("default catalog")
-            .register_schema(
-                "public",
-                Arc::new(EddySchemaProvider::new(
-                    catalog.clone(),
-                    SchemaMode::Dataflow,
-                )),
-            )
-            .expect("schema");
+        let ctx = EddySchemaProvider::context(catalog.clone(), SchemaMode::Dataflow);
         let plan = ctx.state().create_logical_plan(sql).await.expect("plan");
         ctx.state().optimize(&plan).expect("optimize")
     }

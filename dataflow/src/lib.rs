@@ -58,6 +58,10 @@ pub enum DataflowError {
     /// Kafka could not be reached, or refused a request.
     #[error("{0}")]
     Kafka(String),
+    /// A relation that a new view or subscription reads was dropped
+    /// between planning and setup.
+    #[error("a relation that {0} reads was dropped while it was being set up")]
+    Dropped(String),
     #[error("the dataflow runtime has stopped")]
     Stopped,
     /// Persistent queries kept writing records that other relations read.

@@ -235,6 +235,7 @@ fn dataflow_sqlstate(e: &eddy_dataflow::DataflowError) -> &'static str {
         DataflowError::Storage(_) => "58030",
         DataflowError::Kafka(_) => "58000",
         DataflowError::FlushDidNotConverge(_) => "54000",
+        DataflowError::Dropped(_) => "42P01",
         DataflowError::Internal(_) | DataflowError::Stopped => "XX000",
     }
 }

@@ -1,7 +1,7 @@
 //! Logging in: the startup packet names a role, which must exist and may
 //! log in; `--auth` decides how it proves who it is (nothing, a password
-//! in clear, or SCRAM-SHA-256), and `--tls-required` refuses clients
-//! that did not ask for TLS first.
+//! in clear, or SCRAM-SHA-256, with channel binding over TLS), and
+//! `--tls-required` refuses clients that did not ask for TLS first.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -25,7 +25,7 @@ use pgwire::messages::PgWireBackendMessage;
 use crate::engine::Engine;
 use crate::error::{EddyError, Result};
 use crate::handler::cursor::SESSION_KEY;
-use crate::scram::{Exchange, ScramError, Verifier};
+use crate::scram::{ChannelBinding, Exchange, ScramError, Verifier};
 
 /// How clients prove who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,6 +43,9 @@ pub enum AuthMethod {
 pub struct LoginPolicy {
     pub method: AuthMethod,
     pub tls_required: bool,
+    /// The certificate's `tls-server-end-point` data, which lets SCRAM
+    /// over TLS offer channel binding.
+    end_point: Option<Vec<u8>>,
     connections: Arc<ConnectionManager>,
     keys: RandomPidSecretKeyGenerator,
 }
@@ -51,14 +54,21 @@ impl LoginPolicy {
     pub fn new(
         method: AuthMethod,
         tls_required: bool,
+        end_point: Option<Vec<u8>>,
         connections: Arc<ConnectionManager>,
     ) -> Self {
         LoginPolicy {
             method,
             tls_required,
+            end_point,
             connections,
             keys: RandomPidSecretKeyGenerator::default(),
         }
+    }
+
+    /// The channel binding data SCRAM can offer `client`.
+    fn end_point(&self, client: &impl ClientInfo) -> Option<&[u8]> {
+        self.end_point.as_deref().filter(|_| client.is_secure())
     }
 }
 
@@ -74,6 +84,7 @@ pub enum Login {
 }
 
 const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 impl Login {
     /// Reads the startup packet: refuses the client, asks it for a
@@ -128,10 +139,17 @@ impl Login {
                 Authentication::CleartextPassword,
                 Login::AwaitingPassword(role),
             ),
-            AuthMethod::Scram => (
-                Authentication::SASL(vec![SCRAM_SHA_256.into()]),
-                Login::AwaitingScramFirst(role),
-            ),
+            AuthMethod::Scram => {
+                // As Postgres lists them: with binding first, over TLS.
+                let mut mechanisms = vec![SCRAM_SHA_256.to_owned()];
+                if policy.end_point(client).is_some() {
+                    mechanisms.insert(0, SCRAM_SHA_256_PLUS.to_owned());
+                }
+                (
+                    Authentication::SASL(mechanisms),
+                    Login::AwaitingScramFirst(role),
+                )
+            }
         };
         client.set_state(PgWireConnectionState::AuthenticationInProgress);
         client
@@ -169,18 +187,23 @@ impl Login {
             }
             Login::AwaitingScramFirst(role) => {
                 let (mechanism, data) = sasl_initial_response(&body)?;
-                if mechanism != SCRAM_SHA_256 {
-                    return Err(EddyError::ProtocolViolation(format!(
-                        "SASL authentication mechanism \"{mechanism}\" is not supported"
-                    )));
-                }
+                let binding = match (mechanism, policy.end_point(client)) {
+                    (SCRAM_SHA_256_PLUS, Some(data)) => ChannelBinding::EndPoint(data.to_vec()),
+                    (SCRAM_SHA_256, Some(_)) => ChannelBinding::Declined,
+                    (SCRAM_SHA_256, None) => ChannelBinding::Unavailable,
+                    _ => {
+                        return Err(EddyError::ProtocolViolation(format!(
+                            "SASL authentication mechanism \"{mechanism}\" is not supported"
+                        )))
+                    }
+                };
                 let verifier = role
                     .password
                     .as_deref()
                     .and_then(Verifier::parse)
                     .unwrap_or_else(Verifier::impossible);
                 let (exchange, server_first) =
-                    Exchange::start(data, verifier).map_err(|e| scram_error(e, &role))?;
+                    Exchange::start(data, verifier, binding).map_err(|e| scram_error(e, &role))?;
                 client
                     .send(PgWireBackendMessage::Authentication(
                         Authentication::SASLContinue(server_first.into_bytes().into()),

@@ -305,7 +305,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let password = security::superuser_password(args.superuser_password_file.as_deref())?;
     security::bootstrap_superuser(&engine, &args.superuser, password.as_deref(), auth)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(security::tls_acceptor(cert, key)?),
+        (Some(cert), Some(key)) => Some(security::server_tls(cert, key)?),
         _ => None,
     };
     tracing::info!(auth = ?auth, tls = tls.is_some(), tls_required = args.tls_required, "logins");

@@ -135,12 +135,28 @@ fn malformed(what: &str) -> ScramError {
     ScramError::Malformed(format!("malformed SCRAM message: {what}"))
 }
 
+/// Channel binding (RFC 5929's `tls-server-end-point`): whether the
+/// server offered SCRAM-SHA-256-PLUS, and whether the client took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelBinding {
+    /// Not offered: no TLS, or a certificate without a usable hash.
+    Unavailable,
+    /// Offered, and the client chose SCRAM-SHA-256.
+    Declined,
+    /// SCRAM-SHA-256-PLUS, bound to the hash of the server's certificate.
+    EndPoint(Vec<u8>),
+}
+
+const END_POINT_FLAG: &str = "p=tls-server-end-point";
+
 /// The server's side of one exchange, after its first message.
 #[derive(Debug)]
 pub struct Exchange {
     verifier: Verifier,
     /// The client's gs2 header, which `c=` must repeat.
     gs2_header: String,
+    /// The channel binding data `c=` must carry after the header.
+    binding_data: Vec<u8>,
     client_first_bare: String,
     server_first: String,
     nonce: String,
@@ -153,6 +169,7 @@ impl Exchange {
     pub fn start(
         client_first: &[u8],
         verifier: Verifier,
+        binding: ChannelBinding,
     ) -> Result<(Exchange, String), ScramError> {
         let text = std::str::from_utf8(client_first).map_err(|_| malformed("not UTF-8"))?;
         let mut parts = text.splitn(3, ',');
@@ -161,15 +178,39 @@ impl Exchange {
         let bare = parts
             .next()
             .ok_or_else(|| malformed("no client-first-message-bare"))?;
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => {
+        let binding_data = match (flag, binding) {
+            ("n", ChannelBinding::Unavailable | ChannelBinding::Declined)
+            | ("y", ChannelBinding::Unavailable) => Vec::new(),
+            ("y", ChannelBinding::Declined) => {
                 return Err(ScramError::Malformed(
-                    "channel binding is not supported; use SCRAM-SHA-256".into(),
+                    "SCRAM channel binding negotiation error: the client supports channel \
+                     binding but thinks the server does not, and this server does"
+                        .into(),
+                ))
+            }
+            (END_POINT_FLAG, ChannelBinding::EndPoint(data)) => data,
+            (_, ChannelBinding::EndPoint(_)) if flag.starts_with("p=") => {
+                return Err(ScramError::Malformed(format!(
+                    "unsupported SCRAM channel-binding type \"{}\"",
+                    &flag[2..]
+                )))
+            }
+            ("n" | "y", ChannelBinding::EndPoint(_)) => {
+                return Err(ScramError::Malformed(
+                    "the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not \
+                     include channel binding data"
+                        .into(),
+                ))
+            }
+            (_, _) if flag.starts_with("p=") => {
+                return Err(ScramError::Malformed(
+                    "the client selected SCRAM-SHA-256 without channel binding, but the SCRAM \
+                     message includes channel binding data"
+                        .into(),
                 ))
             }
             _ => return Err(malformed("bad channel binding flag")),
-        }
+        };
         if !authzid.is_empty() && !authzid.starts_with("a=") {
             return Err(malformed("bad authorization identity"));
         }
@@ -187,6 +228,7 @@ impl Exchange {
         let exchange = Exchange {
             verifier,
             gs2_header: format!("{flag},{authzid},"),
+            binding_data,
             client_first_bare: bare.to_owned(),
             server_first: server_first.clone(),
             nonce,
@@ -211,8 +253,11 @@ impl Exchange {
             }
         }
         let binding = binding.ok_or_else(|| malformed("no channel binding"))?;
-        if STANDARD.decode(binding).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
-            return Err(malformed("channel binding does not match"));
+        let expected = [self.gs2_header.as_bytes(), &self.binding_data].concat();
+        if STANDARD.decode(binding).ok() != Some(expected) {
+            return Err(ScramError::Malformed(
+                "SCRAM channel binding check failed".into(),
+            ));
         }
         if nonce != Some(self.nonce.as_str()) {
             return Err(malformed("nonce does not match"));
@@ -240,6 +285,8 @@ impl Exchange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NONE: ChannelBinding = ChannelBinding::Unavailable;
 
     /// The client's side, as RFC 5802 defines it.
     fn client_final(
@@ -304,6 +351,7 @@ mod tests {
         let exchange = Exchange {
             verifier,
             gs2_header: "n,,".into(),
+            binding_data: Vec::new(),
             client_first_bare: "n=user,r=rOprNGfwEbeRWgbNEkqO".into(),
             server_first: format!("r={nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"),
             nonce: nonce.into(),
@@ -322,7 +370,7 @@ mod tests {
         let bare = "n=,r=rOprNGfwEbeRWgbNEkqO";
         for (password, ok) in [("pencil", true), ("pen", false)] {
             let (exchange, server_first) =
-                Exchange::start(format!("n,,{bare}").as_bytes(), verifier.clone()).unwrap();
+                Exchange::start(format!("n,,{bare}").as_bytes(), verifier.clone(), NONE).unwrap();
             assert!(server_first.starts_with("r=rOprNGfwEbeRWgbNEkqO"));
             let (message, expected) = client_final(password, bare, &server_first, "n,,");
             let result = exchange.finish(message.as_bytes());
@@ -332,8 +380,12 @@ mod tests {
             }
         }
         // A role without a password never logs in.
-        let (exchange, server_first) =
-            Exchange::start(format!("n,,{bare}").as_bytes(), Verifier::impossible()).unwrap();
+        let (exchange, server_first) = Exchange::start(
+            format!("n,,{bare}").as_bytes(),
+            Verifier::impossible(),
+            NONE,
+        )
+        .unwrap();
         let (message, _) = client_final("", bare, &server_first, "n,,");
         assert_eq!(
             exchange.finish(message.as_bytes()),
@@ -354,13 +406,13 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    Exchange::start(first.as_bytes(), verifier.clone()),
+                    Exchange::start(first.as_bytes(), verifier.clone(), NONE),
                     Err(ScramError::Malformed(_))
                 ),
                 "{first}"
             );
         }
-        let (exchange, server_first) = Exchange::start(b"n,,n=,r=abc", verifier).unwrap();
+        let (exchange, server_first) = Exchange::start(b"n,,n=,r=abc", verifier, NONE).unwrap();
         let nonce = &server_first.split(',').next().unwrap()[2..];
         for last in [
             String::new(),
@@ -378,5 +430,53 @@ mod tests {
                 "{last}"
             );
         }
+    }
+
+    #[test]
+    fn channel_binding_is_checked_and_negotiated() {
+        let verifier = Verifier::new("pencil");
+        let bare = "n=,r=abc";
+        let end_point = ChannelBinding::EndPoint(vec![1, 2, 3]);
+        let gs2 = "p=tls-server-end-point,,";
+        let (exchange, server_first) = Exchange::start(
+            format!("{gs2}{bare}").as_bytes(),
+            verifier.clone(),
+            end_point.clone(),
+        )
+        .unwrap();
+        // `c=` carries the header and the certificate's hash.
+        let bound = String::from_utf8([gs2.as_bytes(), &[1, 2, 3]].concat().to_vec()).unwrap();
+        let (message, expected) = client_final("pencil", bare, &server_first, &bound);
+        assert_eq!(exchange.finish(message.as_bytes()), Ok(expected));
+        let (unbound, _) = client_final("pencil", bare, &server_first, gs2);
+        assert!(matches!(
+            exchange.finish(unbound.as_bytes()),
+            Err(ScramError::Malformed(_))
+        ));
+        // Flags that do not go with the mechanism are refused: a PLUS
+        // exchange without binding, a downgrade, and binding on plain
+        // SCRAM.
+        for (first, binding) in [
+            ("n,,", end_point.clone()),
+            ("y,,", end_point.clone()),
+            ("p=tls-unique,,", end_point),
+            ("y,,", ChannelBinding::Declined),
+            ("p=tls-server-end-point,,", ChannelBinding::Declined),
+            ("p=tls-server-end-point,,", NONE),
+        ] {
+            assert!(
+                matches!(
+                    Exchange::start(
+                        format!("{first}{bare}").as_bytes(),
+                        verifier.clone(),
+                        binding
+                    ),
+                    Err(ScramError::Malformed(_))
+                ),
+                "{first}"
+            );
+        }
+        // A client that supports binding, with a server that offers none.
+        assert!(Exchange::start(format!("y,,{bare}").as_bytes(), verifier, NONE).is_ok());
     }
 }

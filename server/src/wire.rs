@@ -51,6 +51,7 @@ use crate::error::{EddyError, Result};
 use crate::handler::lookup::Lookup;
 use crate::handler::{self, Kind, Output};
 use crate::login::{AuthMethod, LoginPolicy};
+use crate::security::ServerTls;
 
 /// A statement prepared by Parse: the SQL, its parsed form, and for planned
 /// statements the DataFusion plan with its parameters still open.
@@ -84,15 +85,19 @@ impl Handlers {
     pub fn new(
         engine: Arc<Engine>,
         auth: AuthMethod,
-        tls: Option<TlsAcceptor>,
+        tls: Option<ServerTls>,
         tls_required: bool,
     ) -> Self {
         let connections = Arc::new(ConnectionManager::new());
+        let (tls, end_point) = match tls {
+            Some(tls) => (Some(tls.acceptor), tls.end_point),
+            None => (None, None),
+        };
         Handlers {
             parser: Arc::new(Parser { engine }),
             startup: Arc::new(Startup),
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
-            login: LoginPolicy::new(auth, tls_required, connections),
+            login: LoginPolicy::new(auth, tls_required, end_point, connections),
             tls,
         }
     }

@@ -216,12 +216,13 @@ async fn scram_over_tls_from_psql_and_drivers() -> Result<()> {
     no_password.user("app");
     assert!(no_password.connect(tokio_postgres::NoTls).await.is_err());
 
-    // psql: verify-full and require use TLS; without TLS is allowed here.
+    // psql: verify-full and require use TLS, with channel binding
+    // (SCRAM-SHA-256-PLUS) when asked; without TLS is allowed here.
     let port = server.port();
     let ca = certs.ca.to_str().unwrap();
     for (mode, tls) in [
         (format!("sslmode=verify-full sslrootcert={ca}"), true),
-        ("sslmode=require".to_owned(), true),
+        ("sslmode=require channel_binding=require".to_owned(), true),
         ("sslmode=disable".to_owned(), false),
     ] {
         let output = psql(
@@ -248,6 +249,17 @@ async fn scram_over_tls_from_psql_and_drivers() -> Result<()> {
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(
         stderr.contains("password authentication failed for user \"app\""),
+        "{stderr}"
+    );
+    // Channel binding needs TLS: libpq refuses to log in without it.
+    let unbound = psql(
+        port,
+        "user=app password=app-secret sslmode=disable channel_binding=require",
+        "SELECT 1",
+    )?;
+    let stderr = String::from_utf8_lossy(&unbound.stderr);
+    assert!(
+        !unbound.status.success() && stderr.contains("channel binding"),
         "{stderr}"
     );
     // A certificate for another name fails verify-full.

@@ -4,7 +4,9 @@
 //! pgwire. Nothing may panic the server or hang a session, every error
 //! must carry a SQLSTATE, and the server must answer a health query at
 //! the end. `EDDY_SQL_FUZZ_STATEMENTS` sets the budget (a short one by
-//! default, for CI) and `EDDY_SQL_FUZZ_SEED` the seed.
+//! default, for CI), `EDDY_SQL_FUZZ_SEED` the seed and
+//! `EDDY_SQL_FUZZ_CLIENTS` how many sessions share it, each over its own
+//! relations, at once.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -28,6 +30,8 @@ struct Generator {
     rng: StdRng,
     relations: Vec<Relation>,
     next: usize,
+    /// Starts the names of this generator's relations.
+    prefix: String,
 }
 
 const TYPES: [&str; 7] = [
@@ -185,7 +189,7 @@ impl Generator {
 
     fn create_table(&mut self) -> (String, Relation) {
         self.next += 1;
-        let name = format!("fz_t{}", self.next);
+        let name = format!("{}t{}", self.prefix, self.next);
         let mut columns = vec![("id".to_owned(), "BIGINT")];
         for i in 0..1 + self.rng.random_range(0..4) {
             columns.push((format!("c{i}"), *self.pick(&TYPES)));
@@ -212,7 +216,7 @@ impl Generator {
             return ("CREATE MATERIALIZED VIEW fz_bad AS SELECT".into(), None);
         };
         self.next += 1;
-        let name = format!("fz_v{}", self.next);
+        let name = format!("{}v{}", self.prefix, self.next);
         let source = self.relations[r].name.clone();
         let (column, ty) = self.relations[r].columns
             [self.rng.random_range(0..self.relations[r].columns.len())]
@@ -323,7 +327,7 @@ impl Generator {
             71..=74 => match self.relation() {
                 Some(r) => {
                     let name = self.relations[r].name.clone();
-                    let kind = if name.starts_with("fz_t") {
+                    let kind = if self.relations[r].writable {
                         "TABLE"
                     } else {
                         "MATERIALIZED VIEW"
@@ -381,28 +385,38 @@ impl Generator {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_sql_never_panics_hangs_or_errs_without_a_sqlstate() -> Result<()> {
-    let budget: usize = std::env::var("EDDY_SQL_FUZZ_STATEMENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3_000);
-    let seed: u64 = std::env::var("EDDY_SQL_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
-    let mut server = TestServer::start()?;
-    let mut client = server.connect().await?;
-    client.batch_execute("CREATE ROLE fz_role").await?;
-    let mut generator = Generator {
-        rng: StdRng::seed_from_u64(seed),
-        relations: Vec::new(),
-        next: 0,
-    };
-    let started = Instant::now();
-    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
-    let mut internal: BTreeMap<String, usize> = BTreeMap::new();
-    let mut slowest = (Duration::ZERO, String::new());
+/// What one session's statements came to.
+#[derive(Default)]
+struct Outcomes {
+    by_sqlstate: BTreeMap<String, usize>,
+    /// Internal errors (XX000) by message, with the first statement that
+    /// raised each.
+    internal: BTreeMap<String, (usize, String)>,
+    slowest: (Duration, String),
+}
+
+impl Outcomes {
+    fn merge(&mut self, other: Outcomes) {
+        for (code, n) in other.by_sqlstate {
+            *self.by_sqlstate.entry(code).or_default() += n;
+        }
+        for (message, (n, sql)) in other.internal {
+            self.internal.entry(message).or_insert((0, sql)).0 += n;
+        }
+        if other.slowest.0 > self.slowest.0 {
+            self.slowest = other.slowest;
+        }
+    }
+}
+
+/// Runs `budget` statements from `generator` in sessions of its own.
+async fn run_session(
+    config: tokio_postgres::Config,
+    mut generator: Generator,
+    budget: usize,
+) -> Result<Outcomes> {
+    let mut outcomes = Outcomes::default();
+    let mut client = eddy_tests::connect(&config).await?;
     for i in 0..budget {
         let (sql, added, dropped) = generator.statement();
         let began = Instant::now();
@@ -410,12 +424,12 @@ async fn random_sql_never_panics_hangs_or_errs_without_a_sqlstate() -> Result<()
             .await
             .with_context(|| format!("statement {i} hung its session for {HUNG:?}: {sql}"))?;
         let took = began.elapsed();
-        if took > slowest.0 {
-            slowest = (took, sql.clone());
+        if took > outcomes.slowest.0 {
+            outcomes.slowest = (took, sql.clone());
         }
         match result {
             Ok(_) => {
-                *outcomes.entry("ok".into()).or_default() += 1;
+                *outcomes.by_sqlstate.entry("ok".into()).or_default() += 1;
                 if let Some(relation) = added {
                     generator.relations.push(relation);
                 }
@@ -424,32 +438,70 @@ async fn random_sql_never_panics_hangs_or_errs_without_a_sqlstate() -> Result<()
                 }
             }
             Err(e) => {
-                if let Some(status) = server.try_exit_status() {
-                    bail!(
-                        "statement {i} ended the server ({status}): {sql}\n{}",
-                        server.stderr()
-                    );
-                }
                 let Some(db) = e.as_db_error() else {
                     bail!("statement {i} failed without a SQLSTATE ({e}): {sql}");
                 };
                 let code = db.code().code().to_owned();
                 if code == "XX000" {
-                    *internal
-                        .entry(db.message().chars().take(100).collect())
-                        .or_default() += 1;
+                    let message = db.message().chars().take(100).collect();
+                    outcomes
+                        .internal
+                        .entry(message)
+                        .or_insert((0, sql.clone()))
+                        .0 += 1;
                 }
-                *outcomes.entry(code).or_default() += 1;
-                // A failed statement may leave a transaction block open.
+                *outcomes.by_sqlstate.entry(code).or_default() += 1;
                 if client.is_closed() {
                     bail!("statement {i} closed the session: {sql}");
                 }
+                // A failed statement may leave a transaction block open.
                 let _ = client.batch_execute("ROLLBACK").await;
             }
         }
         if i % 500 == 499 {
             // A fresh session now and then, as clients come and go.
-            client = server.connect().await?;
+            client = eddy_tests::connect(&config).await?;
+        }
+    }
+    Ok(outcomes)
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_sql_never_panics_hangs_or_errs_without_a_sqlstate() -> Result<()> {
+    let budget: usize = env_or("EDDY_SQL_FUZZ_STATEMENTS", 3_000);
+    let seed: u64 = env_or("EDDY_SQL_FUZZ_SEED", 16);
+    let clients: usize = env_or("EDDY_SQL_FUZZ_CLIENTS", 2).max(1);
+    let mut server = TestServer::start()?;
+    let client = server.connect().await?;
+    client.batch_execute("CREATE ROLE fz_role").await?;
+    let started = Instant::now();
+    let sessions: Vec<_> = (0..clients)
+        .map(|c| {
+            let generator = Generator {
+                rng: StdRng::seed_from_u64(seed.wrapping_add(c as u64)),
+                relations: Vec::new(),
+                next: 0,
+                prefix: format!("fz{c}_"),
+            };
+            let share = budget / clients + usize::from(c < budget % clients);
+            tokio::spawn(run_session(server.pg_config(), generator, share))
+        })
+        .collect();
+    let mut outcomes = Outcomes::default();
+    for session in sessions {
+        match session.await? {
+            Ok(done) => outcomes.merge(done),
+            Err(e) => match server.try_exit_status() {
+                Some(status) => bail!("{e:#}\nthe server ended ({status}):\n{}", server.stderr()),
+                None => return Err(e),
+            },
         }
     }
     let health = client.query_one("SELECT 1", &[]).await?;
@@ -459,12 +511,17 @@ async fn random_sql_never_panics_hangs_or_errs_without_a_sqlstate() -> Result<()
         .query_one("SELECT count(*) FROM pg_roles", &[])
         .await?;
     println!(
-        "sql fuzz: {budget} statements (seed {seed}) in {:.1}s; outcomes by SQLSTATE: {outcomes:?}",
-        started.elapsed().as_secs_f64()
+        "sql fuzz: {budget} statements (seed {seed}, {clients} sessions) in {:.1}s; outcomes by SQLSTATE: {:?}",
+        started.elapsed().as_secs_f64(),
+        outcomes.by_sqlstate
     );
-    println!("slowest: {:.2}s {}", slowest.0.as_secs_f64(), slowest.1);
-    if !internal.is_empty() {
-        println!("internal errors (XX000): {internal:#?}");
+    println!(
+        "slowest: {:.2}s {}",
+        outcomes.slowest.0.as_secs_f64(),
+        outcomes.slowest.1
+    );
+    for (message, (n, sql)) in &outcomes.internal {
+        println!("XX000 x{n}: {message}\n    first from: {sql}");
     }
     Ok(())
 }

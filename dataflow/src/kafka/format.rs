@@ -784,6 +784,44 @@ impl JsonCopy<'_, '_> {
     }
 }
 
+/// Deepest nesting a JSON record may have, as Jackson (ksqlDB's parser)
+/// allows; arrow-json recurses over nested values, so deeper records would
+/// overflow the stack.
+const MAX_RECORD_NESTING: usize = 1000;
+
+/// Refuses a payload nested deeper than [`MAX_RECORD_NESTING`], or with a
+/// comma before a closing bracket, which arrow-json lets through and JSON
+/// does not. Looks at brackets and commas outside strings only.
+fn check_structure(payload: &[u8]) -> Result<(), String> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut after_comma = false;
+    for &b in payload {
+        match (in_string, b) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') => in_string = false,
+            (true, _) => {}
+            (false, b' ' | b'\t' | b'\n' | b'\r') => continue,
+            (false, b'"') => in_string = true,
+            (false, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_RECORD_NESTING {
+                    return Err(format!(
+                        "JSON record is nested deeper than {MAX_RECORD_NESTING} levels"
+                    ));
+                }
+            }
+            (false, b']' | b'}') if after_comma => {
+                return Err("bad JSON: a comma before a closing bracket".into())
+            }
+            (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            (false, _) => {}
+        }
+        after_comma = !in_string && b == b',';
+    }
+    Ok(())
+}
+
 fn decode_json(fields: &[Field], wrap_single: Option<bool>, payloads: &[Option<&[u8]>]) -> Part {
     let lower: Vec<Field> = fields
         .iter()
@@ -796,6 +834,7 @@ fn decode_json(fields: &[Field], wrap_single: Option<bool>, payloads: &[Option<&
         match payload {
             None => buf.extend_from_slice(b"{}"),
             Some(p) => {
+                check_structure(p)?;
                 let trimmed = p.trim_ascii_start();
                 let bare = match wrap_single {
                     _ if !single => false,
@@ -832,6 +871,9 @@ fn decode_json(fields: &[Field], wrap_single: Option<bool>, payloads: &[Option<&
     finish_columns(fields, batch.columns().to_vec())
 }
 
+/// Longest decoding error a dead letter keeps.
+const MAX_ERROR_LEN: usize = 500;
+
 /// arrow-json's and arrow-csv's push decoders, which share a shape.
 trait PushDecoder {
     fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError>;
@@ -866,7 +908,16 @@ fn decode_lines(
     schema: &SchemaRef,
     what: &str,
 ) -> Result<RecordBatch, String> {
-    let error = |e: ArrowError| format!("{what}: {e}");
+    // Arrow's messages may quote a whole value.
+    let error = |e: ArrowError| {
+        let mut message = format!("{what}: {e}");
+        if message.len() > MAX_ERROR_LEN {
+            let end = message.floor_char_boundary(MAX_ERROR_LEN);
+            message.truncate(end);
+            message.push_str("...");
+        }
+        message
+    };
     let mut batches = Vec::new();
     let mut read = 0;
     while read < buf.len() {
@@ -1175,6 +1226,65 @@ mod tests {
             offset,
             timestamp: Some(1_000),
         }
+    }
+
+    /// Nesting deep enough to overflow a recursive parser's stack is a
+    /// dead letter, in any column and at the top.
+    #[test]
+    fn deeply_nested_json_is_a_dead_letter() {
+        let codec = RecordCodec::new(&def(SourceKind::Stream, Format::Json, Format::Json)).unwrap();
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let objects = |n: usize| format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n));
+        let values = [
+            format!(r#"{{"name": {}, "amount": 1}}"#, deep(200_000)),
+            format!(r#"{{"x": {}, "amount": 1}}"#, objects(200_000)),
+            deep(200_000),
+        ];
+        for value in &values {
+            let decoded = codec.decode(&[record(0, Some(b"7"), Some(value))]);
+            assert_eq!(decoded.dead.len(), 1, "{}", &value[..20]);
+            // The error does not repeat the whole record.
+            assert!(
+                decoded.dead[0].error.len() < 1_000,
+                "{}",
+                decoded.dead[0].error.len()
+            );
+        }
+        let key = objects(200_000);
+        let decoded = codec.decode(&[record(0, Some(key.as_bytes()), Some(r#"{"amount": 1}"#))]);
+        assert_eq!(decoded.dead.len(), 1);
+        // Up to the limit, nesting is read (here into a text column), and
+        // brackets inside strings do not count.
+        let value = format!(
+            r#"{{"x": {}, "amount": 1, "name": "{}"}}"#,
+            deep(MAX_RECORD_NESTING - 1),
+            "[".repeat(5_000)
+        );
+        let decoded = codec.decode(&[record(0, Some(b"7"), Some(&value))]);
+        assert!(decoded.dead.is_empty(), "{:?}", decoded.dead);
+    }
+
+    #[test]
+    fn trailing_commas_are_bad_json() {
+        let codec =
+            RecordCodec::new(&def(SourceKind::Stream, Format::Json, Format::Kafka)).unwrap();
+        let key = 7i64.to_be_bytes();
+        let values = [
+            r#"{"name": "a",}"#,
+            r#"{"name": "a" , }"#,
+            r#"{"x": [1, 2,], "amount": 1}"#,
+            r#"{"name": ",}", "amount": 1}"#,
+            r#"{"name": "\",}", "amount": 1}"#,
+        ];
+        let records: Vec<RawRecord> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| record(i as i64, Some(&key), Some(v)))
+            .collect();
+        let decoded = codec.decode(&records);
+        let dead: Vec<i64> = decoded.dead.iter().map(|d| d.record.offset).collect();
+        assert_eq!(dead, [0, 1, 2]);
+        assert_eq!(decoded.rows.num_rows(), 2);
     }
 
     /// Records changed at random, in every value and key format, decode or

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use eddy_catalog::ViewDef;
+use eddy_catalog::{CatalogError, ViewDef};
 use eddy_storage::WriteBatch;
 
 use super::{
@@ -194,10 +194,22 @@ impl Runtime {
             }) = self.views.iter().find(|v| v.def.id == *id)
             {
                 sink.contents()?
+            } else if let Some(view) = self.catalog.view_by_id(*id) {
+                // Planned before the view failed, or not readable at all.
+                return Err(match &view.def().error {
+                    Some(error) => CatalogError::ViewFailed {
+                        view: view.name().to_owned(),
+                        error: error.clone(),
+                    }
+                    .into(),
+                    None => DataflowError::Internal(format!(
+                        "{what} reads {}, which has no rows to read",
+                        view.name()
+                    )),
+                });
             } else {
-                return Err(DataflowError::Internal(format!(
-                    "{what} reads object {id}, which is gone or failed"
-                )));
+                // Planned before a concurrent DROP removed it.
+                return Err(DataflowError::Dropped(what.to_owned()));
             };
             changes.insert(*id, snapshot);
         }

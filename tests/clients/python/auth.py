@@ -30,8 +30,9 @@ def sqlstate_of(connect):
 
 @test
 def psycopg_verify_full():
-    """psycopg 3 logs in with SCRAM over TLS, verifying the server"""
-    dsn = f"{DSN} user=app password=app-secret sslmode=verify-full sslrootcert={CA}"
+    """psycopg 3 logs in with SCRAM-SHA-256-PLUS over TLS, verifying the server"""
+    dsn = (f"{DSN} user=app password=app-secret sslmode=verify-full sslrootcert={CA} "
+           "channel_binding=require")
     with psycopg.connect(dsn) as conn:
         user = conn.execute("SELECT current_user").fetchone()[0]
         check(user == "app", f"current_user {user}")

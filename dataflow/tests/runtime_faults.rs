@@ -1,5 +1,5 @@
-//! An epoch whose commit fails after its operators have stepped must leave
-//! no trace: the next epoch applies the same changes once, not twice.
+//! The dataflow runtime against faults: a failed commit, and a view whose
+//! input is dropped between planning and setup.
 
 use std::sync::Arc;
 
@@ -9,25 +9,14 @@ use datafusion::prelude::SessionContext;
 use eddy_catalog::{
     Catalog, ColumnDef, ColumnType, EddySchemaProvider, SchemaMode, TableDef, ViewColumn, ViewDef,
 };
-use eddy_dataflow::{DataflowHandle, ViewBuilder};
+use eddy_dataflow::{DataflowError, DataflowHandle, Node, ViewBuilder};
 use eddy_storage::Store;
 use tokio::sync::RwLock;
 
 const VIEW_SQL: &str = "SELECT k, count(*) AS n, sum(v) AS total FROM t GROUP BY k";
 
 fn context(catalog: &Arc<Catalog>) -> SessionContext {
-    let ctx = SessionContext::new();
-    ctx.catalog("datafusion")
-        .expect("default catalog")
-        .register_schema(
-            "public",
-            Arc::new(EddySchemaProvider::new(
-                catalog.clone(),
-                SchemaMode::Dataflow,
-            )),
-        )
-        .expect("schema");
-    ctx
+    EddySchemaProvider::context(catalog.clone(), SchemaMode::Dataflow)
 }
 
 async fn lower(ctx: &SessionContext, catalog: &Catalog, sql: &str) -> eddy_dataflow::Lowered {
@@ -70,11 +59,7 @@ fn view_rows(catalog: &Catalog) -> Vec<String> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_commit_is_not_applied_twice() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(dir.path()).expect("store");
-    let catalog = Catalog::open(store.clone()).expect("catalog");
+fn create_table(catalog: &Catalog) {
     let column = |name: &str| ColumnDef::nullable(name, ColumnType::BigInt);
     let def = TableDef {
         owner: None,
@@ -88,21 +73,11 @@ async fn a_failed_commit_is_not_applied_twice() {
         processing_time: None,
     };
     catalog.create_table(def, false).expect("create t");
+}
 
-    let ctx = context(&catalog);
-    let epoch_lock = Arc::new(RwLock::new(()));
-    let dataflow = DataflowHandle::start(
-        catalog.clone(),
-        epoch_lock.clone(),
-        Vec::new(),
-        None,
-        builder(&ctx),
-        eddy_dataflow::Timing::default(),
-    )
-    .expect("start");
-
-    insert(&catalog, (0..100).map(|i| (i % 3, i)));
-    let lowered = lower(&ctx, &catalog, VIEW_SQL).await;
+/// View `v` over `t`, planned and lowered but not yet created.
+async fn plan_view(ctx: &SessionContext, catalog: &Catalog) -> (ViewDef, Node) {
+    let lowered = lower(ctx, catalog, VIEW_SQL).await;
     let columns = lowered
         .root
         .schema
@@ -124,8 +99,63 @@ async fn a_failed_commit_is_not_applied_twice() {
         key_columns: Vec::new(),
         plain_views: Vec::new(),
     };
+    (def, lowered.root)
+}
+
+fn start(
+    catalog: &Arc<Catalog>,
+    ctx: &SessionContext,
+    epoch_lock: Arc<RwLock<()>>,
+) -> DataflowHandle {
+    DataflowHandle::start(
+        catalog.clone(),
+        epoch_lock,
+        Vec::new(),
+        None,
+        builder(ctx),
+        eddy_dataflow::Timing::default(),
+    )
+    .expect("start")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_whose_input_was_dropped_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = Catalog::open(Store::open(dir.path()).expect("store")).expect("catalog");
+    create_table(&catalog);
+    let ctx = context(&catalog);
+    let dataflow = start(&catalog, &ctx, Arc::new(RwLock::new(())));
+    let (def, root) = plan_view(&ctx, &catalog).await;
+    // A concurrent DROP comes between planning and setup.
+    assert!(catalog.drop_table("t").expect("drop t"));
+    let err = dataflow
+        .create_view(def, root, None)
+        .await
+        .expect_err("the view's input is gone");
+    assert!(
+        matches!(err, DataflowError::Dropped(ref what) if what == "view v"),
+        "{err}"
+    );
+    // The runtime goes on.
+    dataflow.flush().await.expect("flush");
+    dataflow.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_is_not_applied_twice() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path()).expect("store");
+    let catalog = Catalog::open(store.clone()).expect("catalog");
+    create_table(&catalog);
+
+    let ctx = context(&catalog);
+    let epoch_lock = Arc::new(RwLock::new(()));
+    let dataflow = start(&catalog, &ctx, epoch_lock.clone());
+
+    insert(&catalog, (0..100).map(|i| (i % 3, i)));
+    let (def, root) = plan_view(&ctx, &catalog).await;
     dataflow
-        .create_view(def, lowered.root, None)
+        .create_view(def, root, None)
         .await
         .expect("create v");
 
