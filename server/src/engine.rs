@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF,
@@ -479,7 +480,15 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
     // Sessions run in UTC: `now()` and `::timestamptz` are timestamps with
     // a time zone, as in Postgres.
     config.options_mut().execution.time_zone = Some("+00:00".into());
-    let mut ctx = SessionContext::new_with_config(config);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    let physical_rules = crate::topk_floats::wrap(state.physical_optimizers());
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_physical_optimizer_rules(physical_rules)
+        .build();
+    let mut ctx = SessionContext::new_with_state(state);
     ctx.add_optimizer_rule(Arc::new(crate::fixed_intervals::FixedIntervals));
     let db = ctx
         .catalog(DATABASE_NAME)

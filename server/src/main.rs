@@ -29,6 +29,7 @@ mod query_memory;
 mod scram;
 mod security;
 mod subscription_slots;
+mod topk_floats;
 mod wire;
 
 use std::path::PathBuf;

@@ -16,6 +16,10 @@ use eddy_tests::TestServer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// Relations one session keeps at most; past it, creating turns into
+/// dropping.
+const MAX_RELATIONS: usize = 40;
+
 /// How long one statement may take before its session counts as hung.
 const HUNG: Duration = Duration::from_secs(30);
 
@@ -313,7 +317,12 @@ impl Generator {
 
     /// One statement, and the relation it would add (or drop, by name).
     fn statement(&mut self) -> (String, Option<Relation>, Option<String>) {
-        match self.rng.random_range(0..100) {
+        let mut roll = self.rng.random_range(0..100);
+        if (60..=70).contains(&roll) && self.relations.len() >= MAX_RELATIONS {
+            // Drop instead, so a long run's catalog stays small.
+            roll = 71;
+        }
+        match roll {
             0..=34 => (self.query(), None, None),
             35..=59 => (self.dml(), None, None),
             60..=64 => {
