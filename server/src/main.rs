@@ -5,6 +5,7 @@ mod console;
 mod engine;
 mod error;
 mod fixed_intervals;
+mod float_extremes;
 mod handler;
 mod http;
 mod ksql_functions;
