@@ -4,6 +4,7 @@
 //! (Kafka topics and generators) it ingests.
 
 pub mod change;
+pub mod floats;
 pub mod generator;
 pub mod graph;
 pub mod ingest;

@@ -491,6 +491,7 @@ fn new_context(catalog: &Arc<Catalog>, mode: SchemaMode) -> Result<SessionContex
     let mut ctx = SessionContext::new_with_state(state);
     ctx.add_optimizer_rule(Arc::new(crate::fixed_intervals::FixedIntervals));
     crate::float_extremes::register(&ctx);
+    crate::one_nan::register(&ctx);
     let db = ctx
         .catalog(DATABASE_NAME)
         .ok_or_else(|| EddyError::Internal("default catalog missing".into()))?;

@@ -35,17 +35,26 @@ impl OptimizerRule for FixedIntervals {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        let schema = match plan.inputs().as_slice() {
-            [] => plan.schema().as_ref().clone(),
-            inputs => merge_schema(inputs),
-        };
-        let names = NamePreserver::new(&plan);
-        plan.map_expressions(|e| {
-            let saved = names.save(&e);
-            let rewritten = e.transform_up(|e| as_duration(e, &schema))?;
-            Ok(rewritten.update_data(|e| saved.restore(e)))
-        })
+        rewrite_expressions(plan, as_duration)
     }
+}
+
+/// Rewrites every expression of one plan node bottom up with `f`, which
+/// is given the schema the expression reads; output names are kept.
+pub fn rewrite_expressions(
+    plan: LogicalPlan,
+    f: impl Fn(Expr, &DFSchema) -> Result<Transformed<Expr>>,
+) -> Result<Transformed<LogicalPlan>> {
+    let schema = match plan.inputs().as_slice() {
+        [] => plan.schema().as_ref().clone(),
+        inputs => merge_schema(inputs),
+    };
+    let names = NamePreserver::new(&plan);
+    plan.map_expressions(|e| {
+        let saved = names.save(&e);
+        let rewritten = e.transform_up(|e| f(e, &schema))?;
+        Ok(rewritten.update_data(|e| saved.restore(e)))
+    })
 }
 
 /// `ts ± interval` as `ts ± duration`, where that gives the same result.

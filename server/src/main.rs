@@ -13,6 +13,7 @@ mod login;
 mod metrics;
 mod nexmark_load;
 mod notice;
+mod one_nan;
 mod pg_catalog;
 mod pg_columns;
 mod pg_functions;

@@ -532,12 +532,16 @@ fn decode_part(format: Format, shape: Shape, fields: &[Field], payloads: &[Optio
     if fields.is_empty() {
         return Ok(Vec::new());
     }
-    match format {
+    let columns = match format {
         Format::Json => decode_json(fields, shape.wrap_single, payloads),
         Format::Delimited => decode_delimited(fields, shape.delimiter, payloads),
         Format::Kafka => decode_kafka(&fields[0], payloads).map(|a| vec![a]),
         Format::None => Err("key format NONE holds no columns".into()),
-    }
+    }?;
+    Ok(columns
+        .into_iter()
+        .map(crate::floats::canonical_nan)
+        .collect())
 }
 
 /// The field as decoded from text: timestamps go through text (or epoch
@@ -1370,6 +1374,41 @@ mod tests {
             value.starts_with("a,1.5,") && value.matches(',').count() == 2,
             "{value}"
         );
+    }
+
+    /// A NaN read from text or raw bytes is the one positive NaN, whatever
+    /// its sign and payload (`floats::canonical_nan`).
+    #[test]
+    fn every_decoded_nan_is_the_positive_nan() {
+        let codec =
+            RecordCodec::new(&def(SourceKind::Stream, Format::Delimited, Format::Kafka)).unwrap();
+        let key = 7i64.to_be_bytes();
+        let decoded = codec.decode(&[
+            record(0, Some(&key), Some("a,-NaN,5000")),
+            record(1, Some(&key), Some("b,NaN,5000")),
+        ]);
+        assert!(decoded.dead.is_empty(), "{:?}", decoded.dead);
+        let amounts = decoded.rows.column(2);
+        let amounts = amounts.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        for i in 0..2 {
+            assert_eq!(amounts.value(i).to_bits(), f64::NAN.to_bits());
+        }
+
+        let mut def = def(SourceKind::Stream, Format::Kafka, Format::Kafka);
+        def.columns.remove(3);
+        def.columns.remove(1);
+        let kafka = def.kafka.as_mut().unwrap();
+        kafka.timestamp_column = None;
+        let codec = RecordCodec::new(&def).unwrap();
+        let negative_nan = (-f64::NAN).to_be_bytes();
+        let decoded = codec.decode(&[RawRecord {
+            value: Some(negative_nan.to_vec()),
+            ..record(0, Some(&key), None)
+        }]);
+        assert!(decoded.dead.is_empty(), "{:?}", decoded.dead);
+        let amounts = decoded.rows.column(1);
+        let amounts = amounts.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        assert_eq!(amounts.value(0).to_bits(), f64::NAN.to_bits());
     }
 
     #[test]
