@@ -8,6 +8,7 @@
 mod changelog;
 pub mod chunked_scan;
 mod codec;
+pub mod floats;
 pub mod generator;
 mod information_schema;
 pub mod kafka;

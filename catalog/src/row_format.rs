@@ -17,6 +17,9 @@ pub struct RowFormat {
     /// `None` for zero columns, which Arrow's converter does not count.
     converter: Option<(RowConverter, RowParser)>,
     types: Vec<DataType>,
+    /// Keys encode floats Postgres calls equal alike (`floats::canonical_key`);
+    /// whole rows keep their bits.
+    keys: bool,
 }
 
 /// Encoded rows; `row(i)` is row `i`'s bytes.
@@ -46,19 +49,25 @@ impl EncodedRows {
     }
 }
 
+fn is_float(column: &ArrayRef) -> bool {
+    matches!(column.data_type(), DataType::Float32 | DataType::Float64)
+}
+
 impl RowFormat {
-    /// Rows of `types`, each sorted ascending with nulls first.
+    /// Keys of `types`, each sorted ascending with nulls first.
     pub fn new(types: Vec<DataType>) -> Result<Self, ArrowError> {
         let options = vec![SortOptions::default(); types.len()];
         Self::with_options(types, options)
     }
 
-    /// Rows of a schema's column types.
+    /// Whole rows of a schema's column types.
     pub fn for_schema(schema: &Schema) -> Result<Self, ArrowError> {
-        Self::new(crate::codec::column_types(schema))
+        let mut format = Self::new(crate::codec::column_types(schema))?;
+        format.keys = false;
+        Ok(format)
     }
 
-    /// Rows of `types`, sorted by the matching `options`.
+    /// Keys of `types`, sorted by the matching `options`.
     pub fn with_options(
         types: Vec<DataType>,
         options: Vec<SortOptions>,
@@ -75,7 +84,11 @@ impl RowFormat {
             let parser = converter.parser();
             Some((converter, parser))
         };
-        Ok(RowFormat { converter, types })
+        Ok(RowFormat {
+            converter,
+            types,
+            keys: true,
+        })
     }
 
     pub fn types(&self) -> &[DataType] {
@@ -85,6 +98,13 @@ impl RowFormat {
     /// Encodes `num_rows` rows of `columns`.
     pub fn encode(&self, columns: &[ArrayRef], num_rows: usize) -> Result<EncodedRows, ArrowError> {
         match &self.converter {
+            Some((converter, _)) if self.keys && columns.iter().any(is_float) => {
+                let columns: Vec<ArrayRef> = columns
+                    .iter()
+                    .map(|c| crate::floats::canonical_key(c.clone()))
+                    .collect();
+                Ok(EncodedRows::Rows(converter.convert_columns(&columns)?))
+            }
             Some((converter, _)) => Ok(EncodedRows::Rows(converter.convert_columns(columns)?)),
             None => Ok(EncodedRows::Empty(num_rows)),
         }
@@ -120,6 +140,26 @@ mod tests {
     use datafusion::arrow::array::{Int64Array, StringArray};
 
     use super::*;
+
+    /// Keys encode -0 as 0 and every NaN as one; whole rows keep the bits.
+    #[test]
+    fn keys_encode_equal_floats_alike() {
+        use datafusion::arrow::array::Float64Array;
+        let column: ArrayRef = Arc::new(Float64Array::from(vec![0.0, -0.0, f64::NAN, -f64::NAN]));
+        let keys = RowFormat::new(vec![DataType::Float64]).unwrap();
+        let encoded = keys.encode(std::slice::from_ref(&column), 4).unwrap();
+        assert_eq!(encoded.row(0), encoded.row(1));
+        assert_eq!(encoded.row(2), encoded.row(3));
+        assert_ne!(encoded.row(0), encoded.row(2));
+        let schema = Schema::new(vec![datafusion::arrow::datatypes::Field::new(
+            "x",
+            DataType::Float64,
+            false,
+        )]);
+        let rows = RowFormat::for_schema(&schema).unwrap();
+        let encoded = rows.encode(&[column], 4).unwrap();
+        assert_ne!(encoded.row(0), encoded.row(1));
+    }
 
     #[test]
     fn round_trips_and_orders() {

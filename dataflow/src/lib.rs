@@ -4,7 +4,6 @@
 //! (Kafka topics and generators) it ingests.
 
 pub mod change;
-pub mod floats;
 pub mod generator;
 pub mod graph;
 pub mod ingest;

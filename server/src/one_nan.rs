@@ -1,9 +1,11 @@
-//! One NaN in every plan, as in Postgres (see `eddy_dataflow::floats`).
+//! One NaN in every plan, as in Postgres (see `eddy_catalog::floats`).
 //! An analyzer rule wraps each float expression that can make a NaN with
 //! another sign or payload (arithmetic, negation, function calls, casts
 //! from text) in `eddy_one_nan`, and rewrites NaN literals. Columns need
-//! nothing: sources and tables only ever hold the one NaN. Views and
-//! queries share the rule, so they agree.
+//! nothing: sources and tables only ever hold the one NaN. The float
+//! arguments of DISTINCT aggregates are wrapped in `eddy_float_key`, which
+//! also makes `-0` into `0`, as views' keys are encoded. Views and queries
+//! share the rule, so they agree.
 
 use std::sync::Arc;
 
@@ -18,20 +20,22 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::prelude::SessionContext;
-use eddy_dataflow::floats::{canonical_nan, canonical_nan_scalar};
+use eddy_catalog::floats::{canonical_key, canonical_nan, canonical_nan_scalar};
 
 use crate::fixed_intervals::rewrite_expressions;
 
 const NAME: &str = "eddy_one_nan";
+const KEY_NAME: &str = "eddy_float_key";
 
-/// Registers the function and the rule that places it.
+/// Registers the functions and the rule that places them.
 pub fn register(ctx: &SessionContext) {
-    ctx.register_udf(one_nan());
+    ctx.register_udf(float_function(false));
+    ctx.register_udf(float_function(true));
     ctx.add_analyzer_rule(Arc::new(OneNan));
 }
 
-fn one_nan() -> ScalarUDF {
-    ScalarUDF::new_from_impl(OneNanFunction {
+fn float_function(key: bool) -> ScalarUDF {
+    ScalarUDF::new_from_impl(FloatFunction {
         signature: Signature::one_of(
             vec![
                 TypeSignature::Exact(vec![DataType::Float64]),
@@ -39,18 +43,25 @@ fn one_nan() -> ScalarUDF {
             ],
             Volatility::Immutable,
         ),
+        key,
     })
 }
 
-/// `eddy_one_nan(x)`: `x`, with a NaN made the positive quiet NaN.
+/// `eddy_one_nan(x)`: `x`, with a NaN made the positive quiet NaN;
+/// `eddy_float_key(x)`: that, and `-0` made `0`.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct OneNanFunction {
+struct FloatFunction {
     signature: Signature,
+    key: bool,
 }
 
-impl ScalarUDFImpl for OneNanFunction {
+impl ScalarUDFImpl for FloatFunction {
     fn name(&self) -> &str {
-        NAME
+        if self.key {
+            KEY_NAME
+        } else {
+            NAME
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -66,7 +77,7 @@ impl ScalarUDFImpl for OneNanFunction {
             Some(field) => (field.data_type().clone(), field.is_nullable()),
             None => (DataType::Float64, true),
         };
-        Ok(Arc::new(Field::new(NAME, data_type, nullable)))
+        Ok(Arc::new(Field::new(self.name(), data_type, nullable)))
     }
 
     fn is_strict(&self) -> bool {
@@ -74,8 +85,17 @@ impl ScalarUDFImpl for OneNanFunction {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let canonical = if self.key {
+            canonical_key
+        } else {
+            canonical_nan
+        };
         Ok(match args.args.into_iter().next() {
-            Some(ColumnarValue::Array(array)) => ColumnarValue::Array(canonical_nan(array)),
+            Some(ColumnarValue::Array(array)) => ColumnarValue::Array(canonical(array)),
+            Some(ColumnarValue::Scalar(value)) if self.key => {
+                let array = canonical(value.to_array()?);
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+            }
             Some(ColumnarValue::Scalar(value)) => {
                 ColumnarValue::Scalar(canonical_nan_scalar(value))
             }
@@ -121,15 +141,50 @@ fn one_nan_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
             return Ok(Transformed::no(expr));
         }
     }
+    if let Expr::AggregateFunction(aggregate) = &expr {
+        if aggregate.params.distinct {
+            return distinct_keys(expr, schema);
+        }
+    }
     if !makes_nan(&expr, schema) {
         return Ok(Transformed::no(expr));
     }
     match expr.get_type(schema) {
-        Ok(DataType::Float64 | DataType::Float32) => Ok(Transformed::yes(Expr::ScalarFunction(
-            ScalarFunction::new_udf(Arc::new(one_nan()), vec![expr]),
-        ))),
+        Ok(DataType::Float64 | DataType::Float32) => Ok(Transformed::yes(wrap(expr, false))),
         _ => Ok(Transformed::no(expr)),
     }
+}
+
+fn wrap(expr: Expr, key: bool) -> Expr {
+    Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(float_function(key)),
+        vec![expr],
+    ))
+}
+
+/// A DISTINCT aggregate with its float arguments wrapped as keys.
+fn distinct_keys(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+    let Expr::AggregateFunction(mut aggregate) = expr else {
+        return Ok(Transformed::no(expr));
+    };
+    let mut changed = false;
+    for arg in aggregate.params.args.iter_mut() {
+        let is_key = matches!(arg, Expr::ScalarFunction(f) if f.func.name() == KEY_NAME);
+        let is_float = matches!(
+            arg.get_type(schema),
+            Ok(DataType::Float64 | DataType::Float32)
+        );
+        if is_float && !is_key {
+            *arg = wrap(arg.clone(), true);
+            changed = true;
+        }
+    }
+    let expr = Expr::AggregateFunction(aggregate);
+    Ok(if changed {
+        Transformed::yes(expr)
+    } else {
+        Transformed::no(expr)
+    })
 }
 
 fn is_other_nan(value: &ScalarValue) -> bool {

@@ -540,7 +540,7 @@ fn decode_part(format: Format, shape: Shape, fields: &[Field], payloads: &[Optio
     }?;
     Ok(columns
         .into_iter()
-        .map(crate::floats::canonical_nan)
+        .map(eddy_catalog::floats::canonical_nan)
         .collect())
 }
 
