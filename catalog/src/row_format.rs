@@ -54,20 +54,26 @@ fn is_float(column: &ArrayRef) -> bool {
 }
 
 impl RowFormat {
-    /// Keys of `types`, each sorted ascending with nulls first.
+    /// Keys of `types`, each sorted ascending with nulls first. Floats
+    /// that Postgres calls equal (`-0` and `0`, every NaN) encode alike.
     pub fn new(types: Vec<DataType>) -> Result<Self, ArrowError> {
+        let mut format = Self::rows(types)?;
+        format.keys = true;
+        Ok(format)
+    }
+
+    /// Whole rows of a schema's column types, floats kept to the bit.
+    pub fn for_schema(schema: &Schema) -> Result<Self, ArrowError> {
+        Self::rows(crate::codec::column_types(schema))
+    }
+
+    fn rows(types: Vec<DataType>) -> Result<Self, ArrowError> {
         let options = vec![SortOptions::default(); types.len()];
         Self::with_options(types, options)
     }
 
-    /// Whole rows of a schema's column types.
-    pub fn for_schema(schema: &Schema) -> Result<Self, ArrowError> {
-        let mut format = Self::new(crate::codec::column_types(schema))?;
-        format.keys = false;
-        Ok(format)
-    }
-
-    /// Keys of `types`, sorted by the matching `options`.
+    /// Rows of `types`, sorted by the matching `options`; floats are kept
+    /// to the bit (the planner makes float sort keys canonical).
     pub fn with_options(
         types: Vec<DataType>,
         options: Vec<SortOptions>,
@@ -87,7 +93,7 @@ impl RowFormat {
         Ok(RowFormat {
             converter,
             types,
-            keys: true,
+            keys: false,
         })
     }
 

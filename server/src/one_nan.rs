@@ -14,6 +14,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr::{Cast, ScalarFunction, TryCast};
+use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
     BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, ReturnFieldArgs,
     ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
@@ -113,9 +114,35 @@ impl AnalyzerRule for OneNan {
     }
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| rewrite_expressions(node, one_nan_expr))
-            .map(|t| t.data)
+        plan.transform_up_with_subqueries(|node| {
+            rewrite_expressions(node, one_nan_expr)?.transform_data(sort_keys)
+        })
+        .map(|t| t.data)
     }
+}
+
+/// A sort with its float keys wrapped as keys, so that `-0` and `0` tie
+/// (and the next key decides) as in Postgres and in views' top-N state.
+fn sort_keys(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    let LogicalPlan::Sort(_) = &plan else {
+        return Ok(Transformed::no(plan));
+    };
+    let schema = merge_schema(&plan.inputs());
+    plan.map_expressions(|e| as_key(e, &schema))
+}
+
+/// `expr` wrapped in `eddy_float_key` if it is a float not yet wrapped.
+fn as_key(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+    let is_key = matches!(&expr, Expr::ScalarFunction(f) if f.func.name() == KEY_NAME);
+    let is_float = matches!(
+        expr.get_type(schema),
+        Ok(DataType::Float64 | DataType::Float32)
+    );
+    Ok(if is_float && !is_key {
+        Transformed::yes(wrap(expr, true))
+    } else {
+        Transformed::no(expr)
+    })
 }
 
 fn one_nan_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
@@ -169,15 +196,9 @@ fn distinct_keys(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     };
     let mut changed = false;
     for arg in aggregate.params.args.iter_mut() {
-        let is_key = matches!(arg, Expr::ScalarFunction(f) if f.func.name() == KEY_NAME);
-        let is_float = matches!(
-            arg.get_type(schema),
-            Ok(DataType::Float64 | DataType::Float32)
-        );
-        if is_float && !is_key {
-            *arg = wrap(arg.clone(), true);
-            changed = true;
-        }
+        let wrapped = as_key(arg.clone(), schema)?;
+        changed |= wrapped.transformed;
+        *arg = wrapped.data;
     }
     let expr = Expr::AggregateFunction(aggregate);
     Ok(if changed {
@@ -244,6 +265,32 @@ mod tests {
         let negated = floats(&ctx, &format!("SELECT -x FROM {values} AS t(x) ORDER BY 1")).await;
         assert_eq!(negated[0], f64::NEG_INFINITY);
         assert_eq!(negated[3].to_bits(), f64::NAN.to_bits());
+    }
+
+    #[tokio::test]
+    async fn float_sort_keys_and_distinct_arguments_are_keys() {
+        let ctx = context();
+        let values = "(VALUES (1.0, 1), (-0.0, 2)) AS t(x, g)";
+        let plans = [
+            format!("SELECT x FROM {values} ORDER BY x"),
+            format!("SELECT g, count(DISTINCT x) FROM {values} GROUP BY g"),
+        ];
+        let mut shown = String::new();
+        for sql in &plans {
+            let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+            shown += &plan.display_indent().to_string();
+        }
+        assert!(shown.contains(&format!("Sort: {KEY_NAME}(")), "{shown}");
+        assert!(
+            shown.contains(&format!("count(DISTINCT {KEY_NAME}(")),
+            "{shown}"
+        );
+        let zeros = floats(
+            &ctx,
+            "SELECT count(DISTINCT x)::double FROM (VALUES (0.0), ('-0'::double)) AS t(x)",
+        )
+        .await;
+        assert_eq!(zeros, [1.0]);
     }
 
     #[tokio::test]

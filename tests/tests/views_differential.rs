@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-/// View queries over tables `a (id, g, x, y, s, b, ts)` and `b (id, g, z, t)`.
+/// View queries over tables `a (id, g, x, y, s, b, ts, f)` and `b (id, g, z, t)`.
 /// `{c}` and `{n}` are replaced by small random numbers.
 const QUERIES: &[&str] = &[
     // filter and project
@@ -66,6 +66,13 @@ const QUERIES: &[&str] = &[
     "SELECT window_start, count(*) AS n, max(y) AS hy FROM HOP(a, ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND) GROUP BY window_start",
     "SELECT w.window_end, w.g, min(w.x) AS lo FROM HOP(a, ts, INTERVAL '4 seconds', INTERVAL '10 seconds') AS w WHERE w.x > {c} GROUP BY w.window_end, w.g",
     "SELECT t.window_start, t.id, b.z FROM TUMBLE(a, ts, INTERVAL '20' SECOND) AS t JOIN b ON t.g = b.g",
+    // floats: -0 = 0, one NaN above every number, infinities
+    "SELECT f, count(*) AS n, min(x) AS lo FROM a GROUP BY f",
+    "SELECT g, count(DISTINCT f) AS df, min(f) AS lo, max(f) AS hi FROM a GROUP BY g",
+    "SELECT DISTINCT f - f AS d, -f AS nf FROM a",
+    "SELECT a.id AS aid, c.id AS cid FROM a JOIN a AS c ON a.f = c.f AND a.g = c.g",
+    "SELECT id, f FROM a ORDER BY f DESC NULLS LAST, id LIMIT {n}",
+    "SELECT id, -f AS nf FROM a WHERE f > {c} OR -f > {c}",
 ];
 
 /// Views over other views: `{v}` is an earlier view of this workload built
@@ -121,6 +128,22 @@ fn timestamp(rng: &mut StdRng) -> String {
     }
 }
 
+/// A random double: a signed zero, NaN, an infinity, a number or NULL.
+fn float(rng: &mut StdRng) -> String {
+    let values = [
+        "0",
+        "'-0'",
+        "'NaN'",
+        "'Infinity'",
+        "'-Infinity'",
+        "1.5",
+        "-2.5",
+        "3",
+        "NULL",
+    ];
+    values[rng.random_range(0..values.len())].into()
+}
+
 fn a_row(rng: &mut StdRng, id: i64) -> String {
     let g = rng.random_range(0..5);
     let x = int(rng, -20, 20);
@@ -128,7 +151,8 @@ fn a_row(rng: &mut StdRng, id: i64) -> String {
     let s = text(rng);
     let b = boolean(rng);
     let ts = timestamp(rng);
-    format!("({id}, {g}, {x}, {y}, {s}, {b}, {ts})")
+    let f = float(rng);
+    format!("({id}, {g}, {x}, {y}, {s}, {b}, {ts}, {f})")
 }
 
 fn b_row(rng: &mut StdRng, id: i64) -> String {
@@ -170,7 +194,10 @@ fn random_write(rng: &mut StdRng, next_id: &mut i64) -> String {
                 text(rng),
                 rng.random_range(0..5)
             ),
-            ("a", 3) => format!("UPDATE a SET ts = {} WHERE id = {id}", timestamp(rng)),
+            ("a", 3) if rng.random_bool(0.5) => {
+                format!("UPDATE a SET ts = {} WHERE id = {id}", timestamp(rng))
+            }
+            ("a", 3) => format!("UPDATE a SET f = -f WHERE g = {}", rng.random_range(0..5)),
             ("a", _) => format!("UPDATE a SET id = id + 1000 WHERE id = {id}"),
             (_, 0) => format!("UPDATE b SET z = {} WHERE id = {id}", int(rng, -20, 20)),
             (_, 1) => format!(
@@ -196,7 +223,8 @@ fn random_write(rng: &mut StdRng, next_id: &mut i64) -> String {
 }
 
 /// A query's rows as a sorted multiset of text rows. Floats are rounded,
-/// since sums of floats depend on the order they are added in.
+/// since sums of floats depend on the order they are added in, and `-0`
+/// is `0` (a group of both shows the first it met).
 async fn rows(client: &Client, sql: &str) -> Result<BTreeMap<String, usize>> {
     let mut out = BTreeMap::new();
     for message in client
@@ -208,6 +236,7 @@ async fn rows(client: &Client, sql: &str) -> Result<BTreeMap<String, usize>> {
             let cells: Vec<String> = (0..row.len())
                 .map(|i| match row.get(i) {
                     None => "NULL".to_string(),
+                    Some("-0") => "0".to_string(),
                     Some(v) if v.contains('.') || v.contains('e') => match v.parse::<f64>() {
                         Ok(f) => format!("{f:.6e}"),
                         Err(_) => v.to_string(),
@@ -245,7 +274,7 @@ async fn run_workload(client: &Client, seed: u64) -> Result<()> {
     client
         .batch_execute(
             "DROP TABLE IF EXISTS a CASCADE; DROP TABLE IF EXISTS b CASCADE;
-             CREATE TABLE a (id int PRIMARY KEY, g int, x int, y int, s text, b boolean, ts timestamp);
+             CREATE TABLE a (id int PRIMARY KEY, g int, x int, y int, s text, b boolean, ts timestamp, f double precision);
              CREATE TABLE b (id int PRIMARY KEY, g int, z int, t text)",
         )
         .await?;
