@@ -157,12 +157,13 @@ fn one_nan_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
         });
     }
     if let Expr::ScalarFunction(ScalarFunction { func, args }) = &expr {
-        // Already one NaN: a wrapped call's argument was wrapped again on
-        // the way up (the rule can meet a plan twice).
-        if func.name() == NAME {
+        // One of ours: the rule can meet a plan twice, and then the
+        // argument was wrapped again on the way up.
+        if func.name() == NAME || func.name() == KEY_NAME {
             if let [Expr::ScalarFunction(inner)] = args.as_slice() {
                 if inner.func.name() == NAME {
-                    return Ok(Transformed::yes(args[0].clone()));
+                    let unwrapped = ScalarFunction::new_udf(func.clone(), inner.args.clone());
+                    return Ok(Transformed::yes(Expr::ScalarFunction(unwrapped)));
                 }
             }
             return Ok(Transformed::no(expr));
@@ -297,7 +298,7 @@ mod tests {
     async fn the_rule_wraps_once_and_keeps_names() {
         let ctx = context();
         let df = ctx
-            .sql("SELECT -x AS n, x * 2 FROM (VALUES (1.0)) AS t(x) WHERE x + 1 > 0")
+            .sql("SELECT -x AS n, x * 2 FROM (VALUES (1.0)) AS t(x) WHERE x + 1 > 0 ORDER BY x")
             .await
             .unwrap();
         let plan = df.into_optimized_plan().unwrap();
@@ -307,6 +308,12 @@ mod tests {
         let shown = again.display_indent().to_string();
         assert_eq!(shown.matches(NAME).count(), 3, "{shown}");
         assert!(!shown.contains(&format!("{NAME}({NAME}")), "{shown}");
+        assert_eq!(shown.matches(KEY_NAME).count(), 1, "{shown}");
+        assert!(!shown.contains(&format!("{KEY_NAME}({NAME}")), "{shown}");
+        assert!(
+            !shown.contains(&format!("{KEY_NAME}({KEY_NAME}")),
+            "{shown}"
+        );
         let names: Vec<_> = again
             .schema()
             .fields()
